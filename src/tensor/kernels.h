@@ -22,6 +22,10 @@ struct TypeKernels {
   void (*quantize)(const float* src, void* dst, int64_t n) = nullptr;
   // sum_i w[i] * a[i] over n elements: w in this type, a in vec_dot_type.
   float (*vec_dot)(int64_t n, const void* w, const void* a) = nullptr;
+  // Optional, for prompt processing: out[r * out_stride + c] = dot(w row r, a row c) for
+  // r < n_rows, c < n_cols, reusing loaded blocks across the tile. nullptr: callers loop vec_dot.
+  void (*tile_dot)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a, size_t a_row_bytes,
+                   int n_cols, float* out, size_t out_stride) = nullptr;
 };
 
 // Kernels of a type on the active path; throws strata::Error for a type without kernels.

@@ -1,0 +1,12 @@
+#pragma once
+// Each `strata` subcommand registers itself on the CLI11 app; one file per command (app/cmd_*.cpp).
+#include <CLI/CLI.hpp>
+
+namespace strata::app {
+
+void add_inspect_command(CLI::App& app);
+void add_run_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
+void add_forge_command(CLI::App& app);
+
+}  // namespace strata::app
