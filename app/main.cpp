@@ -1,1 +1,29 @@
-int main() { return 0; }
+// strata: the command-line front end over libstrata.
+#include <cstdio>
+#include <iostream>
+
+#include "commands.h"
+#include "util/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Strata: run LLMs larger than memory, streaming weights from SSD"};
+  app.require_subcommand(1);
+  strata::app::add_run_command(app);
+  strata::app::add_chat_command(app);
+  strata::app::add_inspect_command(app);
+  strata::app::add_forge_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const strata::Error& e) {
+    std::fflush(stdout);
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -29,6 +29,8 @@ class Sampler {
   void accept(int32_t token);
   void reset();
   const SamplerParams& params() const { return params_; }
+  // The seed in use: params.seed, or the one drawn from std::random_device for 0xFFFFFFFF.
+  uint64_t seed() const { return seed_; }
 
  private:
   struct Candidate {
@@ -38,6 +40,7 @@ class Sampler {
   };
   SamplerParams params_;
   std::mt19937 rng_;
+  uint64_t seed_ = 0;
   std::deque<int32_t> history_;
   std::vector<Candidate> candidates_;  // reused: nothing allocated per token after the first
 };

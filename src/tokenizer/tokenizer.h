@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace strata::gguf { class File; }
@@ -27,12 +28,18 @@ class Tokenizer {
   // The bytes of one token. special=false renders control tokens as "" (llama.cpp's special flag).
   virtual std::string token_to_piece(Token id, bool special = true) const = 0;
   std::string decode(const std::vector<Token>& ids, bool special = true) const;
+  // llama_detokenize: remove_special drops a leading BOS / trailing EOS the model adds itself;
+  // unparse_special renders control tokens. Applies the leading-space and clean-up rules of the
+  // vocabulary. decode(ids, special) is detokenize(ids, false, special).
+  virtual std::string detokenize(const std::vector<Token>& ids, bool remove_special, bool unparse_special) const;
 
   int32_t n_vocab() const { return int32_t(texts_.size()); }
   const std::string& token_text(Token id) const { return texts_.at(size_t(id)); }
   Token bos() const { return bos_; }
   Token eos() const { return eos_; }
   Token eot() const { return eot_; }
+  Token unk() const { return unk_; }
+  Token pad() const { return pad_; }
   bool add_bos() const { return add_bos_; }
   bool add_eos() const { return add_eos_; }
   bool is_control(Token id) const;
@@ -44,7 +51,8 @@ class Tokenizer {
  protected:
   std::vector<std::string> texts_;
   std::vector<int32_t> types_;  // tokenizer.ggml.token_type (1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte)
-  std::vector<Token> eog_ids_;
+  std::vector<Token> eog_ids_;  // sorted
+  std::unordered_map<std::string_view, Token> ids_by_text_;  // views into texts_
   Token bos_ = -1, eos_ = -1, eot_ = -1, unk_ = -1, pad_ = -1;
   bool add_bos_ = false, add_eos_ = false;
 };

@@ -1,0 +1,31 @@
+// qwen2: Qwen 2 / 2.5. The llama block with biases on q, k and v, and NeoX rope (split halves).
+#include "gguf/gguf.h"
+#include "model/architectures.h"
+#include "model/blocks.h"
+
+namespace strata {
+
+void configure_qwen2(const gguf::File&, ModelConfig& c) {
+  c.rope_kind = ops::RopeKind::neox;
+  c.activation = Activation::silu;
+  c.has_qkv_bias = true;
+}
+
+void forward_qwen2(ForwardPass& p) {
+  const ModelConfig& c = p.config;
+  ForwardBuffers& b = p.buf;
+  const AttentionSpec spec{c.rope_base, c.rope_scale, /*sliding=*/false, /*scale_q_first=*/false};
+  blocks::embed(p);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = p.weights.layers[size_t(l)];
+    blocks::norm_rows(p, b.x.data(), b.h.data(), L.attn_norm);
+    blocks::attention(p, l, spec);
+    blocks::add_rows(p, b.x.data(), b.o.data());
+    blocks::norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
+    blocks::ffn(p, L, c.activation);
+    blocks::add_rows(p, b.x.data(), b.o.data());
+  }
+  blocks::output_head(p);
+}
+
+}  // namespace strata

@@ -1,0 +1,258 @@
+#include "model/blocks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "tensor/fp16.h"
+#include "tensor/kernels.h"
+#include "util/error.h"
+
+namespace strata {
+
+void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
+  n_batch = batch;
+  const size_t nb = size_t(batch);
+  const size_t ff = size_t(std::max(c.n_ff, c.n_ff_expert));
+  x.assign(nb * c.n_embd, 0.0f);
+  h.assign(nb * c.n_embd, 0.0f);
+  o.assign(nb * c.n_embd, 0.0f);
+  q.assign(nb * c.n_head * c.head_dim_k, 0.0f);
+  k.assign(nb * c.n_head_kv * c.head_dim_k, 0.0f);
+  v.assign(nb * c.n_head_kv * c.head_dim_v, 0.0f);
+  att.assign(nb * c.n_head * c.head_dim_v, 0.0f);
+  gate.assign(nb * ff, 0.0f);
+  up.assign(nb * ff, 0.0f);
+  q16.assign(size_t(n_threads), std::vector<uint16_t>(size_t(c.head_dim_k)));
+  scores.assign(size_t(n_threads), std::vector<float>(size_t(n_ctx)));
+  v_row.assign(size_t(n_threads), std::vector<float>(size_t(c.head_dim_v)));
+  acc.assign(size_t(n_threads), std::vector<float>(size_t(c.head_dim_v)));
+  if (c.n_expert > 0) {
+    const size_t k_used = size_t(c.n_expert_used);
+    router_logits.assign(nb * c.n_expert, 0.0f);
+    chosen.assign(nb * k_used, 0);
+    chosen_weight.assign(nb * k_used, 0.0f);
+    expert_tokens.assign(nb * k_used, 0);
+    expert_in.assign(nb * c.n_embd, 0.0f);
+    expert_out.assign(nb * c.n_embd, 0.0f);
+    expert_results.assign(nb * k_used * c.n_embd, 0.0f);
+  }
+  logits.assign(nb * size_t(c.n_vocab), 0.0f);
+}
+
+size_t ForwardBuffers::bytes() const {
+  size_t n = 0;
+  for (const auto* vec : {&x, &h, &o, &q, &k, &v, &att, &gate, &up, &router_logits, &chosen_weight, &expert_in,
+                          &expert_out, &expert_results, &logits})
+    n += vec->capacity() * sizeof(float);
+  for (const auto& t : scores) n += t.capacity() * sizeof(float);
+  return n + mm.quantized.capacity();
+}
+
+namespace blocks {
+
+void embed(ForwardPass& p) {
+  const ModelConfig& c = p.config;
+  for (int t = 0; t < p.n_tokens; ++t) {
+    const int32_t tok = p.tokens[t];
+    if (tok < 0 || tok >= c.n_vocab)
+      throw Error("token id " + std::to_string(tok) + " is outside the vocabulary of " + std::to_string(c.n_vocab));
+    float* row = p.buf.x.data() + size_t(t) * c.n_embd;
+    ops::get_row(p.weights.token_embd, tok, row);
+    if (c.embd_scale != 1.0f) ops::scale(row, c.embd_scale, c.n_embd);
+  }
+}
+
+void norm_rows(ForwardPass& p, const float* in, float* out, const std::vector<float>& weight) {
+  const int64_t n = p.config.n_embd;
+  for (int t = 0; t < p.n_tokens; ++t) ops::rms_norm(in + t * n, weight.data(), out + t * n, n, p.config.rms_eps);
+}
+
+void add_rows(ForwardPass& p, float* x, const float* y) { ops::add(x, y, int64_t(p.n_tokens) * p.config.n_embd); }
+
+namespace {
+
+void add_bias(float* rows, const std::vector<float>& bias, int n_tokens) {
+  if (bias.empty()) return;
+  const int64_t n = int64_t(bias.size());
+  for (int t = 0; t < n_tokens; ++t) ops::add(rows + t * n, bias.data(), n);
+}
+
+void head_norm(float* rows, int n_tokens, int n_heads, int head_dim, const std::vector<float>& weight, float eps) {
+  if (weight.empty()) return;
+  for (int64_t i = 0; i < int64_t(n_tokens) * n_heads; ++i)
+    ops::rms_norm(rows + i * head_dim, weight.data(), rows + i * head_dim, head_dim, eps);
+}
+
+}  // namespace
+
+void attention(ForwardPass& p, int layer, const AttentionSpec& spec) {
+  const ModelConfig& c = p.config;
+  const LayerWeights& L = p.weights.layers[size_t(layer)];
+  ForwardBuffers& b = p.buf;
+  const int n = p.n_tokens;
+  const int64_t q_dim = int64_t(c.n_head) * c.head_dim_k;
+  const int64_t k_dim = int64_t(c.n_head_kv) * c.head_dim_k;
+  const int64_t v_dim = int64_t(c.n_head_kv) * c.head_dim_v;
+  const int64_t o_dim = int64_t(c.n_head) * c.head_dim_v;
+
+  ops::matmul(L.wq, b.h.data(), c.n_embd, n, b.q.data(), q_dim, p.pool, b.mm);
+  ops::matmul(L.wk, b.h.data(), c.n_embd, n, b.k.data(), k_dim, p.pool, b.mm);
+  ops::matmul(L.wv, b.h.data(), c.n_embd, n, b.v.data(), v_dim, p.pool, b.mm);
+  add_bias(b.q.data(), L.bq, n);
+  add_bias(b.k.data(), L.bk, n);
+  add_bias(b.v.data(), L.bv, n);
+  head_norm(b.q.data(), n, c.n_head, c.head_dim_k, L.q_norm, c.rms_eps);
+  head_norm(b.k.data(), n, c.n_head_kv, c.head_dim_k, L.k_norm, c.rms_eps);
+
+  const float* freq_factors = p.weights.rope_freqs.empty() ? nullptr : p.weights.rope_freqs.data();
+  for (int t = 0; t < n; ++t) {
+    const int64_t pos = p.pos0 + t;
+    ops::rope(b.q.data() + t * q_dim, c.n_head, c.head_dim_k, c.n_rot, pos, spec.rope_base, spec.rope_scale,
+              c.rope_kind, freq_factors);
+    ops::rope(b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k, c.n_rot, pos, spec.rope_base, spec.rope_scale,
+              c.rope_kind, freq_factors);
+    if (spec.scale_q_first) ops::scale(b.q.data() + t * q_dim, c.attn_scale, q_dim);
+    uint16_t* k_cache = p.kv.k_row(layer, pos);
+    uint16_t* v_cache = p.kv.v_row(layer, pos);
+    for (int64_t i = 0; i < k_dim; ++i) k_cache[i] = f32_to_fp16(b.k[size_t(t * k_dim + i)]);
+    for (int64_t i = 0; i < v_dim; ++i) v_cache[i] = f32_to_fp16(b.v[size_t(t * v_dim + i)]);
+  }
+
+  // One (token, head) pair at a time: scores over the visible positions, softmax, weighted V.
+  // As in llama.cpp's default path, q and the probabilities are rounded to f16 before their dots.
+  const kernels::TypeKernels& f16 = kernels::kernels_for(DType::F16);
+  const float kq_scale = spec.scale_q_first ? 1.0f : c.attn_scale;
+  const int group = c.n_head / c.n_head_kv;
+  const std::vector<uint16_t>& k_layer = p.kv.k[size_t(layer)];
+  const std::vector<uint16_t>& v_layer = p.kv.v[size_t(layer)];
+  p.pool.parallel_for(int64_t(n) * c.n_head, [&](int64_t i0, int64_t i1, int thread) {
+    uint16_t* q16 = b.q16[size_t(thread)].data();
+    float* scores = b.scores[size_t(thread)].data();
+    float* v_row = b.v_row[size_t(thread)].data();
+    float* acc = b.acc[size_t(thread)].data();
+    for (int64_t i = i0; i < i1; ++i) {
+      const int t = int(i / c.n_head);
+      const int head = int(i % c.n_head);
+      const int kv_head = head / group;
+      const int64_t pos = p.pos0 + t;
+      const int64_t first = spec.sliding ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+      const float* q = b.q.data() + t * q_dim + int64_t(head) * c.head_dim_k;
+      for (int d = 0; d < c.head_dim_k; ++d) q16[d] = f32_to_fp16(q[d]);
+      const int64_t n_seen = pos - first + 1;
+      for (int64_t j = 0; j < n_seen; ++j) {
+        const uint16_t* kr = k_layer.data() + (first + j) * p.kv.k_width + int64_t(kv_head) * c.head_dim_k;
+        scores[j] = f16.vec_dot(c.head_dim_k, kr, q16) * kq_scale;
+      }
+      ops::softmax(scores, n_seen);
+      std::fill(acc, acc + c.head_dim_v, 0.0f);
+      for (int64_t j = 0; j < n_seen; ++j) {
+        const float w = fp16_to_f32(f32_to_fp16(scores[j]));
+        const uint16_t* vr = v_layer.data() + (first + j) * p.kv.v_width + int64_t(kv_head) * c.head_dim_v;
+        f16.dequantize(vr, v_row, c.head_dim_v);
+        for (int d = 0; d < c.head_dim_v; ++d) acc[d] += w * v_row[d];
+      }
+      std::copy(acc, acc + c.head_dim_v, b.att.data() + t * o_dim + int64_t(head) * c.head_dim_v);
+    }
+  });
+  ops::matmul(L.wo, b.att.data(), o_dim, n, b.o.data(), c.n_embd, p.pool, b.mm);
+}
+
+namespace {
+
+void activate(float* gate, const float* up, int64_t n, Activation act) {
+  if (act == Activation::silu) ops::silu_mul(gate, up, n);
+  else ops::gelu_tanh_mul(gate, up, n);
+}
+
+}  // namespace
+
+void ffn(ForwardPass& p, const LayerWeights& L, Activation act) {
+  const ModelConfig& c = p.config;
+  ForwardBuffers& b = p.buf;
+  const int n = p.n_tokens;
+  ops::matmul(L.w_gate, b.h.data(), c.n_embd, n, b.gate.data(), c.n_ff, p.pool, b.mm);
+  ops::matmul(L.w_up, b.h.data(), c.n_embd, n, b.up.data(), c.n_ff, p.pool, b.mm);
+  activate(b.gate.data(), b.up.data(), int64_t(n) * c.n_ff, act);
+  ops::matmul(L.w_down, b.gate.data(), c.n_ff, n, b.o.data(), c.n_embd, p.pool, b.mm);
+}
+
+void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act) {
+  const ModelConfig& c = p.config;
+  ForwardBuffers& b = p.buf;
+  const int n = p.n_tokens;
+  const int k_used = c.n_expert_used;
+  const int64_t ff = c.n_ff_expert;
+
+  // Routing: softmax over all experts, keep the top k (ties to the lower id), renormalize.
+  ops::matmul(L.router, b.h.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
+  for (int t = 0; t < n; ++t) {
+    float* probs = b.router_logits.data() + size_t(t) * c.n_expert;
+    ops::softmax(probs, c.n_expert);
+    int32_t* chosen = b.chosen.data() + size_t(t) * k_used;
+    float* weight = b.chosen_weight.data() + size_t(t) * k_used;
+    for (int j = 0; j < k_used; ++j) {
+      int best = -1;
+      for (int e = 0; e < c.n_expert; ++e) {
+        bool taken = false;
+        for (int i = 0; i < j; ++i) taken |= chosen[i] == e;
+        if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
+      }
+      chosen[j] = best;
+      weight[j] = probs[best];
+    }
+    if (c.expert_weights_norm) {
+      float sum = 0.0f;
+      for (int j = 0; j < k_used; ++j) sum += weight[j];
+      for (int j = 0; j < k_used; ++j) weight[j] /= sum;
+    }
+  }
+
+  // Each expert runs once over the tokens routed to it (a batch reads each expert once).
+  for (int e = 0; e < c.n_expert; ++e) {
+    int n_sel = 0;
+    for (int t = 0; t < n; ++t)
+      for (int j = 0; j < k_used; ++j)
+        if (b.chosen[size_t(t) * k_used + j] == e) {
+          b.expert_tokens[size_t(n_sel)] = t * k_used + j;  // slot of (token, rank)
+          std::copy_n(b.h.data() + size_t(t) * c.n_embd, c.n_embd, b.expert_in.data() + size_t(n_sel) * c.n_embd);
+          ++n_sel;
+        }
+    if (n_sel == 0) continue;
+    const WeightView gate = L.gate_exps.rows(e * ff, ff);
+    const WeightView up = L.up_exps.rows(e * ff, ff);
+    const WeightView down = L.down_exps.rows(int64_t(e) * c.n_embd, c.n_embd);
+    ops::matmul(gate, b.expert_in.data(), c.n_embd, n_sel, b.gate.data(), ff, p.pool, b.mm);
+    ops::matmul(up, b.expert_in.data(), c.n_embd, n_sel, b.up.data(), ff, p.pool, b.mm);
+    activate(b.gate.data(), b.up.data(), int64_t(n_sel) * ff, act);
+    ops::matmul(down, b.gate.data(), ff, n_sel, b.expert_out.data(), c.n_embd, p.pool, b.mm);
+    for (int s = 0; s < n_sel; ++s) {
+      const int slot = b.expert_tokens[size_t(s)];
+      const float w = b.chosen_weight[size_t(slot)];
+      float* dst = b.expert_results.data() + size_t(slot) * c.n_embd;
+      const float* src = b.expert_out.data() + size_t(s) * c.n_embd;
+      for (int i = 0; i < c.n_embd; ++i) dst[i] = src[i] * w;
+    }
+  }
+  // Sum the weighted expert outputs in routing order, as llama.cpp does.
+  for (int t = 0; t < n; ++t) {
+    float* out = b.o.data() + size_t(t) * c.n_embd;
+    const float* r = b.expert_results.data() + size_t(t) * k_used * c.n_embd;
+    std::copy_n(r, c.n_embd, out);
+    for (int j = 1; j < k_used; ++j) ops::add(out, r + size_t(j) * c.n_embd, c.n_embd);
+  }
+}
+
+void output_head(ForwardPass& p) {
+  const ModelConfig& c = p.config;
+  ForwardBuffers& b = p.buf;
+  const int first = p.all_logits ? 0 : p.n_tokens - 1;
+  const int count = p.n_tokens - first;
+  for (int t = first; t < p.n_tokens; ++t)
+    ops::rms_norm(b.x.data() + size_t(t) * c.n_embd, p.weights.output_norm.data(), b.h.data() + size_t(t - first) * c.n_embd,
+                  c.n_embd, c.rms_eps);
+  ops::matmul(p.weights.output, b.h.data(), c.n_embd, count, b.logits.data(), c.n_vocab, p.pool, b.mm);
+}
+
+}  // namespace blocks
+}  // namespace strata

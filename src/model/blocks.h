@@ -1,0 +1,76 @@
+#pragma once
+// Shared pieces of transformer layers (attention, FFN, MoE FFN, norms, output head) that the
+// architecture files compose. A ForwardPass evaluates one batch of tokens at consecutive
+// positions; every buffer it uses is sized up front (nothing allocates per token).
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "ops/ops.h"
+#include "ops/thread_pool.h"
+
+namespace strata {
+
+// Scratch for one batch of up to n_batch tokens.
+struct ForwardBuffers {
+  int n_batch = 0;
+  std::vector<float> x;          // residual stream [n_batch x n_embd]
+  std::vector<float> h;          // normalized input of a block [n_batch x n_embd]
+  std::vector<float> o;          // output of a block [n_batch x n_embd]
+  std::vector<float> q, k, v;    // projections [n_batch x n_head * head_dim_k] ...
+  std::vector<float> att;        // attention output [n_batch x n_head * head_dim_v]
+  std::vector<float> gate, up;   // FFN [n_batch x max(n_ff, n_ff_expert)]
+  // Per thread: q in f16, scores over the context, a dequantized V row, an accumulator.
+  std::vector<std::vector<uint16_t>> q16;
+  std::vector<std::vector<float>> scores, v_row, acc;
+  // MoE routing: [n_batch x n_expert] router logits, chosen experts and weights [n_batch x k],
+  // per-expert gathered inputs and outputs, per-token expert outputs [n_batch x k x n_embd].
+  std::vector<float> router_logits;
+  std::vector<int32_t> chosen;
+  std::vector<float> chosen_weight;
+  std::vector<int32_t> expert_tokens;
+  std::vector<float> expert_in, expert_out, expert_results;
+  std::vector<float> logits;     // [n_batch x n_vocab] (or one row)
+  ops::MatmulScratch mm;
+
+  void init(const ModelConfig& config, int n_batch, int n_ctx, int n_threads);
+  size_t bytes() const;
+};
+
+struct ForwardPass {
+  const ModelConfig& config;
+  const ModelWeights& weights;
+  ForwardBuffers& buf;
+  KvCache& kv;
+  ThreadPool& pool;
+  const int32_t* tokens;
+  int n_tokens;
+  int64_t pos0;
+  bool all_logits;  // logits for every token of the batch, or only the last
+};
+
+struct AttentionSpec {
+  float rope_base;
+  float rope_scale;
+  bool sliding;        // sliding-window layer
+  bool scale_q_first;  // q is scaled before q·k (gemma3); otherwise the scores are scaled
+};
+
+namespace blocks {
+
+void embed(ForwardPass& p);  // x = token_embd[tokens] * embd_scale
+void norm_rows(ForwardPass& p, const float* in, float* out, const std::vector<float>& weight);
+void add_rows(ForwardPass& p, float* x, const float* y);  // x += y, [n_tokens x n_embd]
+// Self-attention of layer `layer` reading p.buf.h, writing p.buf.o.
+void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
+// Gated FFN reading p.buf.h, writing p.buf.o.
+void ffn(ForwardPass& p, const LayerWeights& L, Activation act);
+// Mixture-of-experts FFN (softmax routing, top-k) reading p.buf.h, writing p.buf.o.
+void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act);
+// Final norm and output projection into p.buf.logits.
+void output_head(ForwardPass& p);
+
+}  // namespace blocks
+}  // namespace strata

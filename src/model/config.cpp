@@ -1,0 +1,74 @@
+#include "model/config.h"
+
+#include <cmath>
+
+#include "gguf/gguf.h"
+#include "model/architectures.h"
+#include "util/error.h"
+
+namespace strata {
+
+const char* arch_name(Arch arch) {
+  switch (arch) {
+    case Arch::llama: return "llama";
+    case Arch::qwen2: return "qwen2";
+    case Arch::qwen3: return "qwen3";
+    case Arch::qwen3moe: return "qwen3moe";
+    case Arch::gemma3: return "gemma3";
+  }
+  return "unknown";
+}
+
+void read_common_config(const gguf::File& f, ModelConfig& c) {
+  const std::string& a = c.arch_name;
+  auto positive = [&](const std::string& key, int64_t v) {
+    if (v <= 0 || v > (int64_t(1) << 24))
+      throw Error(f.path() + ": metadata '" + key + "' = " + std::to_string(v) + " is out of range");
+    return int(v);
+  };
+  c.n_layer = positive(a + ".block_count", f.get_int(a + ".block_count"));
+  c.n_embd = positive(a + ".embedding_length", f.get_int(a + ".embedding_length"));
+  c.n_head = positive(a + ".attention.head_count", f.get_int(a + ".attention.head_count"));
+  c.n_head_kv = positive(a + ".attention.head_count_kv", f.get_int(a + ".attention.head_count_kv", c.n_head));
+  if (c.n_head % c.n_head_kv != 0)
+    throw Error(f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
+                std::to_string(c.n_head_kv));
+  c.head_dim_k = positive(a + ".attention.key_length", f.get_int(a + ".attention.key_length", c.n_embd / c.n_head));
+  c.head_dim_v = positive(a + ".attention.value_length", f.get_int(a + ".attention.value_length", c.n_embd / c.n_head));
+  c.n_ff = int(f.get_int(a + ".feed_forward_length", 0));
+  c.n_ctx_train = positive(a + ".context_length", f.get_int(a + ".context_length", 2048));
+  c.rms_eps = float(f.get_float(a + ".attention.layer_norm_rms_epsilon", 1e-5));
+  c.n_rot = positive(a + ".rope.dimension_count", f.get_int(a + ".rope.dimension_count", c.head_dim_k));
+  if (c.n_rot > c.head_dim_k) throw Error(f.path() + ": rope.dimension_count exceeds the head size");
+  c.rope_base = float(f.get_float(a + ".rope.freq_base", 10000.0));
+  const std::string scaling = f.get_string(a + ".rope.scaling.type", "none");
+  const double factor = f.get_float(a + ".rope.scaling.factor", 0.0);
+  if (scaling == "linear" && factor > 0) c.rope_scale = float(1.0 / factor);
+  else if (scaling != "none" && scaling != "linear" && factor > 1.0)
+    throw Error(f.path() + ": rope scaling '" + scaling + "' is not supported");
+  c.n_expert = int(f.get_int(a + ".expert_count", 0));
+  c.n_expert_used = int(f.get_int(a + ".expert_used_count", 0));
+  if (c.n_expert > 0 && (c.n_expert_used <= 0 || c.n_expert_used > c.n_expert))
+    throw Error(f.path() + ": expert_used_count " + std::to_string(c.n_expert_used) + " invalid for " +
+                std::to_string(c.n_expert) + " experts");
+  c.n_ff_expert = int(f.get_int(a + ".expert_feed_forward_length", c.n_ff));
+  c.layer_swa.assign(size_t(c.n_layer), false);
+  c.attn_scale = 1.0f / std::sqrt(float(c.head_dim_k));
+  // The vocabulary size is the token table's length (some files omit <arch>.vocab_size).
+  const gguf::Value* tokens = f.find("tokenizer.ggml.tokens");
+  c.n_vocab = tokens ? int(tokens->as_array().items.size()) : int(f.get_int(a + ".vocab_size", 0));
+}
+
+ModelConfig load_config(const gguf::File& file) {
+  ModelConfig c;
+  c.arch_name = file.architecture();
+  if (c.arch_name.empty()) throw Error(file.path() + ": missing general.architecture");
+  const ArchitectureEntry* entry = find_architecture(c.arch_name);
+  if (!entry) throw Error(file.path() + ": unknown architecture '" + c.arch_name + "' (supported: " + supported_architectures() + ")");
+  c.arch = entry->arch;
+  read_common_config(file, c);
+  entry->configure(file, c);
+  return c;
+}
+
+}  // namespace strata

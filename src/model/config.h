@@ -1,0 +1,60 @@
+#pragma once
+// Hyperparameters of a model, filled by one function from GGUF metadata.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ops/ops.h"
+
+namespace strata::gguf { class File; }
+
+namespace strata {
+
+enum class Arch { llama, qwen2, qwen3, qwen3moe, gemma3 };
+enum class Activation { silu, gelu_tanh };
+
+struct ModelConfig {
+  Arch arch = Arch::llama;
+  std::string arch_name;      // general.architecture
+  int n_layer = 0;
+  int n_embd = 0;
+  int n_head = 0;
+  int n_head_kv = 0;
+  int head_dim_k = 0;         // key_length (n_embd / n_head unless given)
+  int head_dim_v = 0;         // value_length
+  int n_ff = 0;               // dense FFN width
+  int n_vocab = 0;
+  int n_ctx_train = 0;
+  float rms_eps = 1e-5f;
+
+  int n_rot = 0;              // rotary dimensions per head
+  ops::RopeKind rope_kind = ops::RopeKind::normal;
+  float rope_base = 10000.0f;
+  float rope_scale = 1.0f;    // frequency scale (1 / linear scaling factor)
+  float rope_base_swa = 10000.0f;  // gemma3 local layers
+  float rope_scale_swa = 1.0f;
+
+  // Mixture of experts (n_expert == 0: dense).
+  int n_expert = 0;
+  int n_expert_used = 0;
+  int n_ff_expert = 0;
+  bool expert_weights_norm = true;  // renormalize the top-k routing weights to sum to 1
+
+  // Sliding-window attention: layer_swa[l] says layer l sees only the last `sliding_window` tokens.
+  int sliding_window = 0;
+  std::vector<bool> layer_swa;
+
+  float attn_scale = 0.0f;    // scale of q·k (1/sqrt(head_dim_k) unless the architecture says otherwise)
+  float embd_scale = 1.0f;    // token embeddings are multiplied by this (gemma: sqrt(n_embd))
+  Activation activation = Activation::silu;
+  bool has_qk_norm = false;   // per-head RMSNorm of q and k (qwen3, gemma3)
+  bool has_post_norms = false;  // norms after attention and FFN outputs (gemma3)
+  bool has_qkv_bias = false;  // qwen2
+};
+
+const char* arch_name(Arch arch);
+// Reads the config of a supported architecture; throws strata::Error naming an unknown
+// architecture or a missing/invalid key.
+ModelConfig load_config(const gguf::File& file);
+
+}  // namespace strata

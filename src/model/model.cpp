@@ -1,0 +1,31 @@
+#include "model/model.h"
+
+#include "model/architectures.h"
+#include "model/blocks.h"
+
+namespace strata {
+
+std::unique_ptr<Model> Model::load(const std::string& path) {
+  auto m = std::unique_ptr<Model>(new Model());
+  m->file_ = gguf::File::open(path);
+  m->config_ = load_config(*m->file_);
+  m->weights_ = bind_weights(*m->file_, m->config_);
+  return m;
+}
+
+void Model::forward(ForwardPass& pass) const { architecture(config_.arch).forward(pass); }
+
+double Model::weight_bytes_per_token() const {
+  const ModelConfig& c = config_;
+  auto bytes = [](const WeightView& w) { return w.empty() ? 0.0 : double(w.row_bytes) * double(w.n_rows); };
+  double total = bytes(weights_.output) + double(weights_.token_embd.row_bytes);  // one embedding row
+  for (const LayerWeights& L : weights_.layers) {
+    total += bytes(L.wq) + bytes(L.wk) + bytes(L.wv) + bytes(L.wo);
+    total += bytes(L.w_gate) + bytes(L.w_up) + bytes(L.w_down) + bytes(L.router);
+    if (c.n_expert > 0)
+      total += (bytes(L.gate_exps) + bytes(L.up_exps) + bytes(L.down_exps)) * c.n_expert_used / c.n_expert;
+  }
+  return total;
+}
+
+}  // namespace strata

@@ -1,0 +1,77 @@
+// Weight x activations. Activations are first converted to the weight type's vec_dot type
+// (Q8_0, Q8_1, Q8_K, F16...) exactly as ggml does, so results match llama.cpp's closely.
+#include <algorithm>
+
+#include "ops/ops.h"
+#include "tensor/kernels.h"
+#include "util/error.h"
+
+namespace strata::ops {
+namespace {
+
+// Rows of weights handled together in prompt processing: they stay in L1/L2 while every
+// token's activations stream past them.
+constexpr int kRowBlock = 16;
+constexpr int kTokenBlock = 64;
+
+void dot_rows(const kernels::TypeKernels& k, const WeightView& w, int64_t r0, int64_t r1, const uint8_t* act,
+              size_t act_row_bytes, int n_tokens, float* y, int64_t y_stride) {
+  if (n_tokens == 1) {
+    for (int64_t r = r0; r < r1; ++r) y[r] = k.vec_dot(w.n_cols, w.row(r), act);
+    return;
+  }
+  for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+    const int n_rows = int(std::min<int64_t>(kRowBlock, r1 - rb));
+    for (int tb = 0; tb < n_tokens; tb += kTokenBlock) {
+      const int n_cols = std::min(kTokenBlock, n_tokens - tb);
+      if (k.tile_dot) {
+        k.tile_dot(w.n_cols, w.row(rb), w.row_bytes, n_rows, act + size_t(tb) * act_row_bytes, act_row_bytes, n_cols,
+                   y + size_t(tb) * y_stride + rb, size_t(y_stride));
+        continue;
+      }
+      for (int t = tb; t < tb + n_cols; ++t) {
+        const uint8_t* a = act + size_t(t) * act_row_bytes;
+        float* yt = y + size_t(t) * y_stride;
+        for (int r = 0; r < n_rows; ++r) yt[rb + r] = k.vec_dot(w.n_cols, w.row(rb + r), a);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
+            ThreadPool& pool, MatmulScratch& scratch) {
+  if (n_tokens <= 0) return;
+  const kernels::TypeKernels& k = kernels::kernels_for(w.type);
+  const DType act_type = k.vec_dot_type;
+  const uint8_t* act = nullptr;
+  size_t act_row_bytes = 0;
+  if (act_type == DType::F32) {
+    act = reinterpret_cast<const uint8_t*>(x);
+    act_row_bytes = size_t(x_stride) * sizeof(float);
+  } else {
+    act_row_bytes = row_bytes(act_type, w.n_cols);
+    const size_t need = act_row_bytes * size_t(n_tokens);
+    if (scratch.quantized.size() < need) scratch.quantized.resize(need);  // grows to the largest batch once
+    const kernels::TypeKernels& ak = kernels::kernels_for(act_type);
+    uint8_t* dst = scratch.quantized.data();
+    if (n_tokens == 1) {
+      ak.quantize(x, dst, w.n_cols);
+    } else {
+      pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1, int) {
+        for (int64_t t = t0; t < t1; ++t) ak.quantize(x + t * x_stride, dst + size_t(t) * act_row_bytes, w.n_cols);
+      });
+    }
+    act = dst;
+  }
+  // Split rows evenly, in multiples of the row block so tiles stay whole.
+  const int64_t n_units = (w.n_rows + kRowBlock - 1) / kRowBlock;
+  pool.run([&](int index, int count) {
+    const int64_t r0 = std::min(w.n_rows, n_units * index / count * kRowBlock);
+    const int64_t r1 = std::min(w.n_rows, n_units * (index + 1) / count * kRowBlock);
+    if (r0 < r1) dot_rows(k, w, r0, r1, act, act_row_bytes, n_tokens, y, y_stride);
+  });
+}
+
+}  // namespace strata::ops

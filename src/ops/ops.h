@@ -1,0 +1,42 @@
+#pragma once
+// Numerical building blocks of transformer layers. Ops know nothing about models: they take
+// float buffers and weight views. Row-major [n_tokens x width] for activations.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "ops/thread_pool.h"
+#include "ops/weight.h"
+
+namespace strata::ops {
+
+// Scratch that matmul uses to hold activations converted to the weight's vec_dot type.
+struct MatmulScratch {
+  std::vector<uint8_t> quantized;
+};
+
+// y[t, r] = sum_c W[r, c] * x[t, c] for t < n_tokens, r < W.n_rows; x has stride x_stride
+// floats, y has stride y_stride floats.
+void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
+            ThreadPool& pool, MatmulScratch& scratch);
+
+// out = x / rms(x) * weight, per row of n floats (weight may be null: no scaling).
+void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps);
+// Dequantizes one row of a weight (embedding lookup).
+void get_row(const WeightView& w, int64_t row, float* out);
+// Float view of a 1-D F32 tensor, or a converted copy for other types.
+std::vector<float> to_floats(const WeightView& w);
+
+enum class RopeKind { normal, neox };
+// Rotates n_heads heads of head_dim floats at position pos, over the first n_rot dims.
+// freq_factors (may be null) divide the frequencies (llama 3.1's rope_freqs).
+void rope(float* x, int n_heads, int head_dim, int n_rot, int64_t pos, float freq_base, float freq_scale,
+          RopeKind kind, const float* freq_factors);
+
+void silu_mul(float* gate, const float* up, int64_t n);       // gate = silu(gate) * up
+void gelu_tanh_mul(float* gate, const float* up, int64_t n);  // gate = gelu_tanh(gate) * up
+void add(float* x, const float* y, int64_t n);                // x += y
+void scale(float* x, float s, int64_t n);
+void softmax(float* x, int64_t n);                            // in place, numerically stable
+
+}  // namespace strata::ops

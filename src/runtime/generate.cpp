@@ -1,0 +1,114 @@
+#include "runtime/generate.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "util/error.h"
+
+namespace strata {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Holds back text that might be the start of a stop string until it is known not to be.
+class StopFilter {
+ public:
+  explicit StopFilter(const std::vector<std::string>& stops) : stops_(stops) {}
+  // Returns text safe to emit; sets stopped when a stop string completed.
+  std::string push(const std::string& text, bool& stopped) {
+    pending_ += text;
+    for (const auto& s : stops_) {
+      if (s.empty()) continue;
+      const size_t at = pending_.find(s);
+      if (at != std::string::npos) {
+        stopped = true;
+        std::string out = pending_.substr(0, at);
+        pending_.clear();
+        return out;
+      }
+    }
+    size_t keep = 0;  // longest suffix of pending_ that is a proper prefix of a stop string
+    for (const auto& s : stops_)
+      for (size_t n = std::min(s.size() - (s.empty() ? 0 : 1), pending_.size()); n > keep; --n)
+        if (pending_.compare(pending_.size() - n, n, s, 0, n) == 0) {
+          keep = n;
+          break;
+        }
+    std::string out = pending_.substr(0, pending_.size() - keep);
+    pending_.erase(0, pending_.size() - keep);
+    return out;
+  }
+  std::string flush() { return std::exchange(pending_, {}); }
+
+ private:
+  const std::vector<std::string>& stops_;
+  std::string pending_;
+};
+
+}  // namespace
+
+GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std::vector<Token>& prompt,
+                        const GenerateParams& params, const std::function<bool(const std::string&)>& on_text) {
+  GenerateResult r;
+  if (prompt.empty()) throw Error("generate: the prompt has no tokens");
+  if (int(prompt.size()) >= session.n_ctx())
+    throw Error("the prompt has " + std::to_string(prompt.size()) + " tokens, more than the context of " +
+                std::to_string(session.n_ctx()) + " allows");
+  // Reuse the longest common prefix with what the session already evaluated (chat turns);
+  // at least one token is evaluated so there are fresh logits.
+  const auto& hist = session.history();
+  size_t common = 0;
+  while (common < hist.size() && common < prompt.size() && hist[common] == prompt[common]) ++common;
+  if (common == prompt.size()) --common;
+  session.truncate(int(common));
+  const std::vector<Token> todo(prompt.begin() + long(common), prompt.end());
+
+  Sampler sampler(params.sampling);
+  for (Token t : prompt) sampler.accept(t);
+
+  auto t0 = Clock::now();
+  const float* logits = session.eval(todo);
+  r.prompt_seconds = seconds_since(t0);
+  r.n_prompt = int(todo.size());
+  r.n_prompt_total = int(prompt.size());
+
+  StreamDecoder decoder(tokenizer, /*special=*/false);
+  StopFilter stop(params.stop);
+  const int n_vocab = session.model().config().n_vocab;
+  r.done_reason = "length";
+  t0 = Clock::now();
+  bool stopped = false;
+  while (params.n_predict < 0 || r.n_generated < params.n_predict) {
+    const Token tok = sampler.sample(logits, n_vocab);
+    if (tokenizer.is_eog(tok)) {
+      r.done_reason = "stop";
+      break;
+    }
+    sampler.accept(tok);
+    r.tokens.push_back(tok);
+    ++r.n_generated;
+    const std::string text = stop.push(decoder.push(tok), stopped);
+    r.text += text;
+    if (!text.empty() && !on_text(text)) break;
+    if (stopped) {
+      r.done_reason = "stop";
+      break;
+    }
+    if (session.n_past() + 1 >= session.n_ctx()) break;  // context full: "length"
+    if (params.n_predict >= 0 && r.n_generated >= params.n_predict) break;
+    logits = session.eval({tok});
+  }
+  r.generate_seconds = seconds_since(t0);
+  if (!stopped) {
+    const std::string rest = stop.push(decoder.flush(), stopped) + (stopped ? "" : stop.flush());
+    if (stopped) r.done_reason = "stop";
+    r.text += rest;
+    if (!rest.empty()) on_text(rest);
+  }
+  return r;
+}
+
+}  // namespace strata

@@ -1,0 +1,36 @@
+#pragma once
+// The generation loop: evaluate the prompt (reusing the session's matching prefix), then sample
+// token by token, streaming text that never splits a UTF-8 character or shows part of a stop
+// string.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
+
+namespace strata {
+
+struct GenerateParams {
+  int n_predict = 128;  // < 0: until end of generation or a full context
+  SamplerParams sampling;
+  std::vector<std::string> stop;  // stop strings (not included in the output)
+};
+
+struct GenerateResult {
+  std::string text;
+  std::vector<Token> tokens;
+  int n_prompt = 0;       // prompt tokens evaluated (after prefix reuse)
+  int n_prompt_total = 0; // prompt tokens in all
+  int n_generated = 0;
+  double prompt_seconds = 0;
+  double generate_seconds = 0;
+  std::string done_reason;  // "stop" (end token or stop string), "length" (n_predict or context)
+};
+
+// on_text receives each piece of text as it becomes final; returning false cancels generation.
+GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std::vector<Token>& prompt,
+                        const GenerateParams& params, const std::function<bool(const std::string&)>& on_text);
+
+}  // namespace strata

@@ -1,0 +1,51 @@
+#pragma once
+// A conversation's state on one model: KV cache, scratch buffers and the token history.
+// Prompts are evaluated in batches of up to n_batch tokens (matrix-matrix products).
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/blocks.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "ops/thread_pool.h"
+
+namespace strata {
+
+struct SessionParams {
+  int n_ctx = 4096;   // clamped to the model's training context
+  int n_batch = 512;  // tokens per forward pass during prompt processing
+  int n_threads = 0;  // 0: physical cores
+};
+
+class Session {
+ public:
+  Session(const Model& model, const SessionParams& params);
+
+  // Appends tokens to the context and evaluates them. Returns the logits of the last token
+  // (n_vocab floats, valid until the next call). Throws strata::Error when the context is full.
+  const float* eval(const std::vector<int32_t>& tokens);
+  // Like eval, but keeps the logits of every token: [tokens.size() x n_vocab].
+  std::vector<float> eval_all_logits(const std::vector<int32_t>& tokens);
+  // Forgets everything after the first n tokens (n <= n_past()).
+  void truncate(int n);
+
+  int n_past() const { return int(history_.size()); }
+  int n_ctx() const { return params_.n_ctx; }
+  const std::vector<int32_t>& history() const { return history_; }
+  const Model& model() const { return model_; }
+  int n_threads() const { return pool_.n_threads(); }
+  size_t memory_bytes() const { return kv_.bytes() + buf_.bytes(); }
+
+ private:
+  void forward_batch(const int32_t* tokens, int n, bool all_logits);
+
+  const Model& model_;
+  SessionParams params_;
+  ThreadPool pool_;
+  KvCache kv_;
+  ForwardBuffers buf_;
+  std::vector<int32_t> history_;
+};
+
+}  // namespace strata

@@ -1,0 +1,232 @@
+// BPE pre-tokenizers: the regex lists of llama.cpp's llm_tokenizer_bpe, run with PCRE2.
+//
+// llama.cpp runs these through hand-written splitters (gpt2, llama3) or std::regex over a
+// "collapsed" text where every non-ASCII codepoint stands for its category; both behave as the
+// Unicode-aware regex does. Two details are reproduced here: \s is exactly llama.cpp's whitespace
+// set (the Unicode White_Space property), and invalid UTF-8 becomes U+FFFD before splitting.
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <string>
+
+#include "tokenizer/vocab.h"
+#include "util/error.h"
+
+namespace strata::tokenizer_detail {
+
+namespace {
+
+// White_Space, the set llama.cpp's unicode_cpt_flags.is_whitespace holds.
+constexpr const char* kWhitespace =
+    "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
+
+// Rewrites \s and \S of a llama.cpp regex into explicit classes of kWhitespace.
+std::string translate(const std::string& re) {
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < re.size(); ++i) {
+    const char c = re[i];
+    if (c == '\\' && i + 1 < re.size()) {
+      const char n = re[i + 1];
+      if (n == 's') {
+        out += in_class ? std::string(kWhitespace) : "[" + std::string(kWhitespace) + "]";
+      } else if (n == 'S') {
+        if (in_class) throw Error("tokenizer: pre-tokenizer regex uses \\S inside a class: " + re);
+        out += "[^" + std::string(kWhitespace) + "]";
+      } else {
+        out += c;
+        out += n;
+      }
+      ++i;
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      if (i + 1 < re.size() && re[i + 1] == '^') out += re[++i];
+      if (i + 1 < re.size() && re[i + 1] == ']') out += re[++i];  // leading ] is a literal
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+struct PreTokenizer::Regex {
+  pcre2_code* code = nullptr;
+  ~Regex() { pcre2_code_free(code); }
+};
+
+PreTokenizer::PreTokenizer(const std::vector<std::string>& llama_cpp_regexes) {
+  for (const auto& source : llama_cpp_regexes) {
+    const std::string pattern = translate(source);
+    int err = 0;
+    PCRE2_SIZE err_off = 0;
+    auto re = std::make_unique<Regex>();
+    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
+                             &err_off, nullptr);
+    if (!re->code) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof msg);
+      throw Error("tokenizer: cannot compile pre-tokenizer regex '" + source + "' at offset " +
+                  std::to_string(err_off) + ": " + reinterpret_cast<const char*>(msg));
+    }
+    pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);  // optional: falls back to the interpreter
+    regexes_.push_back(std::move(re));
+  }
+}
+
+PreTokenizer::~PreTokenizer() = default;
+
+std::vector<std::string> PreTokenizer::split(std::string_view text, bool byte_encode) const {
+  // llama.cpp splits the codepoints, so bad bytes are U+FFFD from here on. `subject` is what
+  // the regexes see: the same bytes, except surrogates (valid to llama.cpp, not to PCRE2) become
+  // a private-use codepoint of the same length and category group (neither letter, digit nor space).
+  const std::vector<uint32_t> cpts = utf8_to_cpts(text);
+  std::string clean, subject;
+  clean.reserve(text.size());
+  subject.reserve(text.size());
+  for (uint32_t c : cpts) {
+    append_utf8(clean, c);
+    append_utf8(subject, (c >= 0xD800 && c <= 0xDFFF) ? 0xE000 : c);
+  }
+
+  struct Span {
+    size_t offset, length;
+  };
+  std::vector<Span> spans;
+  if (!clean.empty()) spans.push_back({0, clean.size()});
+
+  pcre2_match_data* md = nullptr;
+  for (const auto& re : regexes_) {
+    if (!md) md = pcre2_match_data_create(4, nullptr);
+    std::vector<Span> next;
+    next.reserve(spans.size() * 2);
+    for (const Span& span : spans) {
+      const auto* subj = reinterpret_cast<PCRE2_SPTR>(subject.data() + span.offset);
+      size_t pos = 0, last = 0;
+      while (pos <= span.length) {
+        const int rc = pcre2_match(re->code, subj, span.length, pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+        if (rc < 0) break;
+        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+        const size_t begin = ov[0], end = ov[1];
+        if (end == begin) {  // empty match: step over one character
+          pos = end + (end < span.length ? utf8_len(subject[span.offset + end]) : 1);
+          continue;
+        }
+        if (begin > last) next.push_back({span.offset + last, begin - last});
+        next.push_back({span.offset + begin, end - begin});
+        last = pos = end;
+      }
+      if (last < span.length) next.push_back({span.offset + last, span.length - last});
+    }
+    spans = std::move(next);
+  }
+  if (md) pcre2_match_data_free(md);
+
+  std::vector<std::string> words;
+  words.reserve(spans.size());
+  for (const Span& span : spans) {
+    std::string word;
+    if (byte_encode) {
+      for (size_t i = 0; i < span.length; ++i) word += byte_to_unicode(uint8_t(clean[span.offset + i]));
+    } else {
+      word.assign(clean, span.offset, span.length);
+    }
+    words.push_back(std::move(word));
+  }
+  return words;
+}
+
+// --- tokenizer.ggml.pre -> regex list (llama-vocab.cpp) ---
+
+namespace {
+
+const char* const kGpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+const char* const kLlama3 =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char* const kQwen2 =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char* const kTekken =
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+"
+    "((?=[\\p{L}])([^A-Z]))*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char* const kGpt4o =
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL]["
+    "lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV]["
+    "eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char* const kSeedCoder =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| "
+    "?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+struct PreEntry {
+  std::vector<const char*> names;
+  std::vector<const char*> regexes;
+  bool ignore_merges = false;
+  bool clean_spaces = true;
+  int add_bos = -1;
+  bool no_bos = false;
+};
+
+const std::vector<PreEntry>& pre_table() {
+  static const std::vector<PreEntry> table = {
+      {{"default"},
+       {"[\\p{P}\\$\\+<=>\\^~\\|]+", kGpt2, "\\p{N}+", "[0-9][0-9][0-9]"}},
+      {{"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"},
+       {kLlama3}, true, true, 1},
+      {{"dbrx", "smaug-bpe"}, {kLlama3}},
+      {{"gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum",
+        "modern-bert", "jina-v1-en", "jina-v2-code", "roberta-bpe", "mpt", "olmo", "jais", "exaone4"},
+       {kGpt2}},
+      {{"trillion", "granite-docling"}, {kGpt2}, false, false},
+      {{"starcoder", "refact", "codeshell", "exaone", "minerva-7b"}, {"\\p{N}", kGpt2}},
+      {{"smollm", "command-r"}, {"\\p{N}", kGpt2}, false, false},
+      {{"qwen2", "deepseek-r1-qwen", "hunyuan", "solar-open"}, {kQwen2}, false, false},
+      {{"stablelm2", "megrez"}, {kQwen2}},
+      {{"falcon"},
+       {"[\\p{P}\\$\\+<=>\\^~\\|`]+", kGpt2, "[0-9][0-9][0-9]"}},
+      {{"poro-chat"}, {" ?[^(\\s|.,!?…。，、।۔،)]+"}, false, false},
+      {{"bloom", "gpt3-finnish"}, {" ?[^(\\s|.,!?…。，、।۔،)]+"}},
+      {{"viking"}, {" ?[^(\\s|.,!?…。，、।۔،)]+", "\\p{N}"}, false, false},
+      {{"chatglm-bpe", "glm4"}, {kLlama3}, false, true, -1, true},
+      {{"tekken"}, {kTekken}, true, false, 1},
+      {{"gpt-4o", "llama4"}, {kGpt4o}, false, false},
+      {{"seed-coder"}, {kSeedCoder}, false, false},
+      {{"deepseek-coder"}, {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[一-龥ࠀ-一가-퟿]+", "\\p{N}"}, false, false},
+      {{"deepseek-v3"},
+       {"\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+",
+        "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
+        "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"},
+       false, false},
+  };
+  return table;
+}
+
+}  // namespace
+
+PreTokenizerConfig pre_tokenizer_config(const std::string& pre) {
+  const std::string name = pre.empty() ? "default" : pre;
+  std::string supported;
+  for (const PreEntry& e : pre_table()) {
+    for (const char* n : e.names) {
+      if (name == n) {
+        PreTokenizerConfig cfg;
+        cfg.regexes.assign(e.regexes.begin(), e.regexes.end());
+        cfg.ignore_merges = e.ignore_merges;
+        cfg.clean_spaces = e.clean_spaces;
+        cfg.add_bos = e.add_bos;
+        cfg.no_bos = e.no_bos;
+        return cfg;
+      }
+      supported += supported.empty() ? "" : ", ";
+      supported += n;
+    }
+  }
+  throw Error("tokenizer: unknown tokenizer.ggml.pre '" + pre + "' (supported: " + supported + ")");
+}
+
+}  // namespace strata::tokenizer_detail
