@@ -188,7 +188,7 @@ void fill_values(DType type, const std::vector<int64_t>& shape, float mean, floa
     throw Error("forge: tensor of " + std::to_string(n) + " " + type_name(type) + " elements needs " +
                 std::to_string(rb * uint64_t(n_rows)) + " bytes, the writer gave " + std::to_string(n_bytes));
   Rng rng(seed);
-  std::vector<float> row(size_t(ne0));
+  std::vector<float> row(static_cast<size_t>(ne0));
   const kernels::TypeKernels* k = nullptr;
   if (type != DType::F32 && type != DType::F16 && type != DType::BF16) {
     k = &kernels::kernels_for(type);

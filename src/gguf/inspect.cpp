@@ -30,10 +30,11 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+// Arrays show their element type and length in the type column: "array<string>[49152]".
 std::string value_type_string(const Value& v) {
   if (v.type != ValueType::ARRAY) return value_type_name(v.type);
   const auto* a = std::get_if<Array>(&v.data);
-  return a ? std::string("array<") + value_type_name(a->elem_type) + ">" : "array";
+  return a ? std::string("array<") + value_type_name(a->elem_type) + ">[" + std::to_string(a->items.size()) + "]" : "array";
 }
 
 }  // namespace
@@ -54,8 +55,10 @@ void print_inspect(const File& file, std::ostream& out, bool show_all_metadata) 
   size_t max_items = show_all_metadata ? std::numeric_limits<size_t>::max() : 8;
   for (const auto& [key, value] : file.metadata()) {
     std::string type = value_type_string(value);
+    std::string shown = value.to_display(max_items);
+    if (value.type == ValueType::ARRAY && shown.compare(0, type.size() + 1, type + " ") == 0) shown.erase(0, type.size() + 1);
     out << "  " << key << std::string(key_width > key.size() ? key_width - key.size() : 0, ' ') << "  " << type
-        << std::string(type.size() < 14 ? 14 - type.size() : 0, ' ') << "  " << value.to_display(max_items) << "\n";
+        << std::string(type.size() < 22 ? 22 - type.size() : 0, ' ') << "  " << shown << "\n";
   }
 
   out << "\ntensors\n";

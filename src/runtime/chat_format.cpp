@@ -1,5 +1,7 @@
 #include "runtime/chat_format.h"
 
+#include <utility>
+
 #include "gguf/gguf.h"
 
 namespace strata {

@@ -139,7 +139,9 @@ TEST(GgufRoundTrip, TensorsAlignedWithData) {
     auto f = parse_bytes(bytes);
     EXPECT_EQ(f->alignment(), alignment);
     EXPECT_EQ(f->data_offset() % alignment, 0u);
-    if (alignment != 32) EXPECT_EQ(f->get_int("general.alignment"), int64_t(alignment));
+    if (alignment != 32) {
+      EXPECT_EQ(f->get_int("general.alignment"), int64_t(alignment));
+    }
     ASSERT_EQ(f->tensors().size(), 4u);
     const std::vector<uint8_t>* want[] = {&a, &b, &c, &d};
     for (size_t i = 0; i < 4; ++i) {

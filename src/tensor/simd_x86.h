@@ -1,0 +1,80 @@
+// x86 SIMD helpers shared by the *_x86.h family bodies. Included inside an anonymous namespace of
+// the per-path namespace (avx2 / avx512), so each path gets its own copies compiled with its flags.
+// Integer dots use VNNI (vpdpbusd / vpdpwssd on 256-bit registers) when the file is built for it.
+
+inline float hsum(__m256 x) {
+  __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
+inline int hsum_i32(__m256i a) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// acc + sums of 4 adjacent u8 * s8 products per int32 lane. Without VNNI the pairwise int16 sums
+// must not saturate (callers keep u <= 127 or |u * s| small enough).
+inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(acc, u, s);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+// Sums of 4 adjacent s8 * s8 products per int32 lane (x != -128).
+inline __m256i dot_s8s8(__m256i x, __m256i y) {
+  return dot_u8s8(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+// Sums of 4 adjacent (u - off) * s products, u and off in [0, 127].
+inline __m256i dot_u8s8_offset(__m256i u, __m256i s, __m256i off) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  const __m256i z = _mm256_setzero_si256();
+  return _mm256_sub_epi32(_mm256_dpbusd_epi32(z, u, s), _mm256_dpbusd_epi32(z, off, s));
+#else
+  const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, s), _mm256_maddubs_epi16(off, s));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#endif
+}
+
+// acc + pairwise int16 products summed to int32.
+inline __m256i madd_acc(__m256i acc, __m256i a16, __m256i b16) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpwssd_epi32(acc, a16, b16);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a16, b16));
+#endif
+}
+
+// 32 bits to 32 bytes of 0x00 / 0xFF.
+inline __m256i bytes_from_bits_32(const uint8_t* p) {
+  uint32_t x32;
+  std::memcpy(&x32, p, 4);
+  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+  __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int(x32)), shuf);
+  bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+// 16 bytes of nibbles to 32 bytes: low nibbles first, then high nibbles.
+inline __m256i nibbles_32(const uint8_t* p) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+  return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+}
+
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Keeps the compiler from fusing a product into a following add (dequantize must round like the
+// scalar reference, which has no FMA).
+inline __m256 no_contract(__m256 x) {
+  __asm__("" : "+x"(x));
+  return x;
+}
