@@ -8,5 +8,6 @@ void add_inspect_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_forge_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace strata::app

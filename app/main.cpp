@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   strata::app::add_chat_command(app);
   strata::app::add_inspect_command(app);
   strata::app::add_forge_command(app);
+  strata::app::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

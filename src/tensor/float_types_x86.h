@@ -7,6 +7,11 @@
 #error "define STRATA_ISA (avx2 or avx512) before including float_types_x86.h"
 #endif
 
+// GCC 12's AVX-512 headers trip -Wuninitialized in _mm512_reduce_add_ps / _mm512_cvtph_ps.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace strata::kernels::STRATA_ISA {
 namespace {
 
@@ -172,3 +177,5 @@ void register_float(KernelTable& t) {
 }
 
 }  // namespace strata::kernels::STRATA_ISA
+
+#pragma GCC diagnostic pop

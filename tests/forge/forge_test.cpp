@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -68,7 +69,7 @@ class ForgeTest : public ::testing::Test {
 const char* kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "gemma3"};
 
 std::vector<float> dequantize(const gguf::File& f, const gguf::TensorInfo& t) {
-  std::vector<float> out(size_t(t.n_elements));
+  std::vector<float> out(static_cast<size_t>(t.n_elements));
   const uint8_t* src = f.tensor_data(t);
   if (t.type == DType::F32) {
     std::memcpy(out.data(), src, out.size() * 4);
@@ -342,7 +343,7 @@ TEST(ForgeBlocks, RandomBlocksDequantizeToSaneWeights) {
     std::vector<uint8_t> again(buf.size());
     fill_blocks(type, 7, again.data(), again.size(), 3);  // the thread count never changes the bytes
     EXPECT_EQ(buf, again);
-    std::vector<float> w(size_t(n));
+    std::vector<float> w(static_cast<size_t>(n));
     if (type == DType::F32) {
       std::memcpy(w.data(), buf.data(), buf.size());
     } else {

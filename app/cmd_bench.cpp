@@ -1,0 +1,98 @@
+// strata bench MODEL: prompt processing and generation speed (like llama-bench's pp/tg), the
+// weight bytes a generated token reads, and the memory-bandwidth bound that implies.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "commands.h"
+#include "options.h"
+
+namespace strata::app {
+
+namespace {
+
+struct BenchOptions {
+  ModelOptions model;
+  int n_prompt = 512;
+  int n_gen = 128;
+  bool json = false;
+};
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Read bandwidth of this machine with the session's thread count (GB/s), over a buffer much
+// larger than the caches, as generation reads weights.
+double measure_read_bandwidth(ThreadPool& pool) {
+  const size_t n = size_t(1) << 27;  // 128 Mi floats = 512 MiB
+  std::vector<float> buf(n, 1.0f);
+  std::vector<double> sums(size_t(pool.n_threads()));
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = now_seconds();
+    pool.parallel_for(int64_t(n), [&](int64_t b, int64_t e, int thread) {
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (int64_t i = b; i + 3 < e; i += 4) {
+        s0 += buf[size_t(i)];
+        s1 += buf[size_t(i + 1)];
+        s2 += buf[size_t(i + 2)];
+        s3 += buf[size_t(i + 3)];
+      }
+      sums[size_t(thread)] = s0 + s1 + s2 + s3;
+    });
+    const double dt = now_seconds() - t0;
+    best = std::max(best, double(n * sizeof(float)) / dt / 1e9);
+  }
+  return best;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto opts = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand("bench", "measure prompt and generation speed");
+  add_model_options(cmd, opts->model);
+  cmd->add_option("-p,--n-prompt", opts->n_prompt, "prompt tokens")->capture_default_str();
+  cmd->add_option("-n,--n-gen", opts->n_gen, "generated tokens")->capture_default_str();
+  cmd->add_flag("--json", opts->json, "print one JSON object");
+  cmd->callback([opts] {
+    auto model = Model::load(opts->model.model_path);
+    SessionParams sp = opts->model.session;
+    if (sp.n_ctx <= 0 || sp.n_ctx < opts->n_prompt + opts->n_gen + 1) sp.n_ctx = opts->n_prompt + opts->n_gen + 1;
+    Session session(*model, sp);
+    const int n_vocab = model->config().n_vocab;
+    std::mt19937 rng(42);
+    std::vector<int32_t> prompt(size_t(opts->n_prompt));
+    for (auto& t : prompt) t = int32_t(rng() % uint32_t(n_vocab));
+
+    double t0 = now_seconds();
+    session.eval(prompt);
+    const double pp_seconds = now_seconds() - t0;
+    t0 = now_seconds();
+    for (int i = 0; i < opts->n_gen; ++i) session.eval({int32_t(rng() % uint32_t(n_vocab))});
+    const double tg_seconds = now_seconds() - t0;
+
+    ThreadPool pool(session.n_threads());
+    const double bandwidth = measure_read_bandwidth(pool);
+    const double bytes = model->weight_bytes_per_token();
+    const double pp = opts->n_prompt / pp_seconds, tg = opts->n_gen / tg_seconds;
+    const double bound = bandwidth * 1e9 / bytes;
+    if (opts->json) {
+      std::printf(
+          "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
+          "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f}\n",
+          opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound);
+    } else {
+      std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
+      std::printf("generation %5d tokens  %9.2f tok/s\n", opts->n_gen, tg);
+      std::printf("weights read per token %.1f MB; read bandwidth %.1f GB/s (%d threads)\n", bytes / 1e6, bandwidth,
+                  session.n_threads());
+      std::printf("memory-bound generation limit %.2f tok/s; reached %.0f%%\n", bound, 100.0 * tg / bound);
+    }
+  });
+}
+
+}  // namespace strata::app

@@ -1,0 +1,3 @@
+// Q2_K .. Q8_K kernels for the avx2 path (body in quant_k_x86.h).
+#define STRATA_ISA avx2
+#include "tensor/quant_k_x86.h"

@@ -1,0 +1,422 @@
+// Q2_K .. Q6_K and Q8_K on x86: the body of quant_k_avx2.cpp and quant_k_avx512.cpp.
+// Weights are unpacked to u8 (offsets folded into the activation block sums, bsums), multiplied
+// with vpmaddubsw and scaled per sub-block in int16 with vpmaddwd / vpdpwssd (VNNI).
+#include <immintrin.h>
+
+#include "tensor/kernels_impl.h"
+
+#if !defined(STRATA_ISA)
+#error "define STRATA_ISA (avx2 or avx512) before including quant_k_x86.h"
+#endif
+
+namespace strata::kernels::STRATA_ISA {
+namespace {
+
+#include "tensor/simd_x86.h"
+
+// Shuffle masks: bytes 2p x 8 then 2p+1 x 8 (the scales of sub-blocks 2p and 2p+1 of 16).
+alignas(16) constexpr uint8_t kPairMask[8][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},         {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},         {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},         {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13}, {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
+};
+
+// int16 scale vector for 32 elements spanning sub-blocks 2p, 2p+1 (16 each) from 16 int8 scales.
+inline __m256i scale_pair(__m128i sc8, int p) {
+  return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_load_si128(reinterpret_cast<const __m128i*>(kPairMask[p]))));
+}
+
+// int16 broadcast of scale j from 8 int16 scales duplicated in both 128-bit lanes.
+inline __m256i scale_bcast(__m256i sc16, int j) { return _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(short(((2 * j + 1) << 8) | (2 * j)))); }
+
+inline __m256i load_bsums(const BlockQ8_K& b) { return load256(b.bsums); }
+
+// ---- Q4_K
+
+struct Q4KScales {
+  __m256i sc16;  // 8 scales as int16, both lanes
+  __m128i m16;   // 8 mins as int16
+};
+
+inline Q4KScales q4k_scales(const uint8_t* packed) {
+  uint8_t sm[16];
+  unpack_k4_scales(packed, sm);
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sm));
+  Q4KScales s;
+  s.sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
+  s.m16 = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
+  return s;
+}
+
+// sum_j m_j * (bsums[2j] + bsums[2j+1])
+inline int q4k_min_sum(__m128i m16, const BlockQ8_K& y) {
+  const __m256i bs = load_bsums(y);
+  const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+  __m128i p = _mm_madd_epi16(m16, pairs);
+  p = _mm_add_epi32(p, _mm_unpackhi_epi64(p, p));
+  p = _mm_add_epi32(p, _mm_shuffle_epi32(p, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(p);
+}
+
+float vec_dot_q4_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ4_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  __m256 acc = _mm256_setzero_ps();
+  float acc_m = 0;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = y[i].d * h2f(x[i].d), dmin = y[i].d * h2f(x[i].dmin);
+    const Q4KScales s = q4k_scales(x[i].scales);
+    acc_m += dmin * float(q4k_min_sum(s.m16, y[i]));
+    const uint8_t* q4 = x[i].qs;
+    const int8_t* q8 = y[i].qs;
+    __m256i sumi = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      const __m256i q = load256(q4 + 32 * k);
+      const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      sumi = madd_acc(sumi, _mm256_maddubs_epi16(lo, load256(q8 + 64 * k)), scale_bcast(s.sc16, 2 * k));
+      sumi = madd_acc(sumi, _mm256_maddubs_epi16(hi, load256(q8 + 64 * k + 32)), scale_bcast(s.sc16, 2 * k + 1));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc) - acc_m;
+}
+
+// ---- Q5_K
+
+float vec_dot_q5_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ5_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps();
+  float acc_m = 0;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = y[i].d * h2f(x[i].d), dmin = y[i].d * h2f(x[i].dmin);
+    const Q4KScales s = q4k_scales(x[i].scales);
+    acc_m += dmin * float(q4k_min_sum(s.m16, y[i]));
+    const uint8_t* q5 = x[i].qs;
+    const int8_t* q8 = y[i].qs;
+    const __m256i hbits = load256(x[i].qh);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      const __m256i q = load256(q5 + 32 * k);
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * k), one), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * k + 1), one), 4);
+      const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+      const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+      sumi = madd_acc(sumi, _mm256_maddubs_epi16(lo, load256(q8 + 64 * k)), scale_bcast(s.sc16, 2 * k));
+      sumi = madd_acc(sumi, _mm256_maddubs_epi16(hi, load256(q8 + 64 * k + 32)), scale_bcast(s.sc16, 2 * k + 1));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc) - acc_m;
+}
+
+// ---- Q6_K
+
+// -32 * sum_j scale_j * bsums_j, as int32 lanes to start the accumulator from.
+inline __m256i q6k_offset(__m128i sc8, const BlockQ8_K& y) {
+  const __m256i p = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load_bsums(y));
+  return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(p, 5));
+}
+
+// The 4 x 32 six-bit values (u8, 0..63) of one 128-element half of a Q6_K block.
+inline void q6k_unpack(const uint8_t* ql, const uint8_t* qh, __m256i q[4]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(qh);
+  q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x03)), 4));
+  q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(0x0C)), 2));
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, _mm256_set1_epi8(0x30)));
+  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                         _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(char(0xC0))), 2));
+}
+
+float vec_dot_q6_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ6_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = y[i].d * h2f(x[i].d);
+    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
+    __m256i sumi = q6k_offset(sc8, y[i]);
+    for (int half = 0; half < 2; ++half) {
+      __m256i q[4];
+      q6k_unpack(x[i].ql + 64 * half, x[i].qh + 32 * half, q);
+      const int8_t* q8 = y[i].qs + 128 * half;
+      for (int t = 0; t < 4; ++t)
+        sumi = madd_acc(sumi, _mm256_maddubs_epi16(q[t], load256(q8 + 32 * t)), scale_pair(sc8, 4 * half + t));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc);
+}
+
+// ---- Q3_K
+
+float vec_dot_q3_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ3_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = y[i].d * h2f(x[i].d);
+    int8_t sc[16];
+    unpack_q3_k_scales(x[i].scales, sc);
+    const __m128i sc8 = _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)), _mm_set1_epi8(32));
+    // values are u - 4 with u in [0, 7]: start from -4 * sum_j scale_j * bsums_j
+    const __m256i p = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load_bsums(y[i]));
+    __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(p, 2));
+    const __m256i hbits = load256(x[i].hmask);
+    for (int half = 0; half < 2; ++half) {
+      const __m256i q2 = load256(x[i].qs + 32 * half);
+      const int8_t* q8 = y[i].qs + 128 * half;
+      for (int j = 0; j < 4; ++j) {
+        const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q2, 2 * j), m3);
+        const __m256i hb = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 4 * half + j), one), 2);
+        const __m256i u = _mm256_or_si256(lo, hb);
+        sumi = madd_acc(sumi, _mm256_maddubs_epi16(u, load256(q8 + 32 * j)), scale_pair(sc8, 4 * half + j));
+      }
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc);
+}
+
+// ---- Q2_K
+
+float vec_dot_q2_k(int64_t n, const void* w, const void* a) {
+  const auto* x = static_cast<const BlockQ2_K*>(w);
+  const auto* y = static_cast<const BlockQ8_K*>(a);
+  const __m256i m3 = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps();
+  float acc_m = 0;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = y[i].d * h2f(x[i].d), dmin = y[i].d * h2f(x[i].dmin);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
+    const __m128i sc8 = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
+    const __m128i mins8 = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+    acc_m += dmin * float(hsum_i32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(mins8), load_bsums(y[i]))));
+    __m256i sumi = _mm256_setzero_si256();
+    for (int half = 0; half < 2; ++half) {
+      const __m256i q2 = load256(x[i].qs + 32 * half);
+      const int8_t* q8 = y[i].qs + 128 * half;
+      for (int j = 0; j < 4; ++j) {
+        const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q2, 2 * j), m3);
+        sumi = madd_acc(sumi, _mm256_maddubs_epi16(u, load256(q8 + 32 * j)), scale_pair(sc8, 4 * half + j));
+      }
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum(acc) - acc_m;
+}
+
+// ---- tiles: R weight rows x C activation columns per pass over the blocks
+
+#if defined(__AVX512F__)
+constexpr int kTileR = 4, kTileC = 4;
+#else
+constexpr int kTileR = 2, kTileC = 2;
+#endif
+
+template <int R, int C>
+void tile_q4_k(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* out, size_t os) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[R][C];
+  float acc_m[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      acc[r][c] = _mm256_setzero_ps();
+      acc_m[r][c] = 0;
+    }
+  for (int64_t i = 0; i < nb; ++i) {
+    const BlockQ8_K* y[C];
+    for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8_K*>(a + c * arb) + i;
+    for (int r = 0; r < R; ++r) {
+      const BlockQ4_K& x = reinterpret_cast<const BlockQ4_K*>(w + r * wrb)[i];
+      const Q4KScales s = q4k_scales(x.scales);
+      const float dx = h2f(x.d), dmx = h2f(x.dmin);
+      __m256i sumi[C];
+      for (int c = 0; c < C; ++c) {
+        sumi[c] = _mm256_setzero_si256();
+        acc_m[r][c] += dmx * y[c]->d * float(q4k_min_sum(s.m16, *y[c]));
+      }
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = load256(x.qs + 32 * k);
+        const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        const __m256i s0 = scale_bcast(s.sc16, 2 * k), s1 = scale_bcast(s.sc16, 2 * k + 1);
+        for (int c = 0; c < C; ++c) {
+          sumi[c] = madd_acc(sumi[c], _mm256_maddubs_epi16(lo, load256(y[c]->qs + 64 * k)), s0);
+          sumi[c] = madd_acc(sumi[c], _mm256_maddubs_epi16(hi, load256(y[c]->qs + 64 * k + 32)), s1);
+        }
+      }
+      for (int c = 0; c < C; ++c)
+        acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[c]->d), _mm256_cvtepi32_ps(sumi[c]), acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) out[r * os + c] = hsum(acc[r][c]) - acc_m[r][c];
+}
+
+template <int R, int C>
+void tile_q6_k(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* out, size_t os) {
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const BlockQ8_K* y[C];
+    for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8_K*>(a + c * arb) + i;
+    for (int r = 0; r < R; ++r) {
+      const BlockQ6_K& x = reinterpret_cast<const BlockQ6_K*>(w + r * wrb)[i];
+      const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales));
+      __m256i sumi[C];
+      for (int c = 0; c < C; ++c) sumi[c] = q6k_offset(sc8, *y[c]);
+      for (int half = 0; half < 2; ++half) {
+        __m256i q[4];
+        q6k_unpack(x.ql + 64 * half, x.qh + 32 * half, q);
+        for (int t = 0; t < 4; ++t) {
+          const __m256i sv = scale_pair(sc8, 4 * half + t);
+          for (int c = 0; c < C; ++c)
+            sumi[c] = madd_acc(sumi[c], _mm256_maddubs_epi16(q[t], load256(y[c]->qs + 128 * half + 32 * t)), sv);
+        }
+      }
+      const float dx = h2f(x.d);
+      for (int c = 0; c < C; ++c)
+        acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[c]->d), _mm256_cvtepi32_ps(sumi[c]), acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) out[r * os + c] = hsum(acc[r][c]);
+}
+
+template <void (*Full)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*Rows)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*Cols)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t),
+          void (*One)(int64_t, const uint8_t*, size_t, const uint8_t*, size_t, float*, size_t)>
+void tile_dot(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_cols, float* out,
+              size_t os) {
+  const int64_t nb = n / kQK_K;
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* ab = static_cast<const uint8_t*>(a);
+  int r = 0;
+  for (; r + kTileR <= n_rows; r += kTileR) {
+    int c = 0;
+    for (; c + kTileC <= n_cols; c += kTileC) Full(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * os + c, os);
+    for (; c < n_cols; ++c) Rows(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * os + c, os);
+  }
+  for (; r < n_rows; ++r) {
+    int c = 0;
+    for (; c + kTileC <= n_cols; c += kTileC) Cols(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * os + c, os);
+    for (; c < n_cols; ++c) One(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * os + c, os);
+  }
+}
+
+// ---- Q8_K activations: quantize_row_q8_K_ref (iscale = -127 / signed max, round half to even)
+
+void quantize_q8_k(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_K*>(dst);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < kQK_K; k += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    if (!amax) {
+      std::memset(&y[i], 0, sizeof(BlockQ8_K));
+      continue;
+    }
+    // the first element of largest magnitude gives the sign
+    float max = 0;
+    const __m256 vamax = _mm256_set1_ps(amax);
+    for (int k = 0; k < kQK_K; k += 8) {
+      const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)), vamax, _CMP_EQ_OQ));
+      if (mask) {
+        max = x[k + __builtin_ctz(unsigned(mask))];
+        break;
+      }
+    }
+    const float iscale = -127.f / max;
+    const __m256 mul = _mm256_set1_ps(iscale);
+    for (int k = 0; k < kQK_K; k += 32) {
+      __m256i v[4];
+      for (int t = 0; t < 4; ++t)
+        v[t] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * t), mul)), _mm256_set1_epi32(127));
+      y[i].bsums[k / 16] = int16_t(hsum_i32(_mm256_add_epi32(v[0], v[1])));
+      y[i].bsums[k / 16 + 1] = int16_t(hsum_i32(_mm256_add_epi32(v[2], v[3])));
+      __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs + k), p);
+    }
+    y[i].d = 1 / iscale;
+  }
+}
+
+// ---- dequantize (products in the scalar reference's order, never fused)
+
+void dequantize_q4_k(const void* src, float* y, int64_t n) {
+  const auto* x = static_cast<const BlockQ4_K*>(src);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = h2f(x[i].d), min = h2f(x[i].dmin);
+    uint8_t sm[16];
+    unpack_k4_scales(x[i].scales, sm);
+    for (int k = 0; k < 4; ++k) {
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 32 * k));
+      const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 32 * k + 16));
+      for (int h = 0; h < 2; ++h) {
+        const __m256 vd = _mm256_set1_ps(d * sm[2 * k + h]), vm = _mm256_set1_ps(min * sm[8 + 2 * k + h]);
+        const __m128i m4 = _mm_set1_epi8(0x0F);
+        const __m128i a0 = h ? _mm_and_si128(_mm_srli_epi16(q, 4), m4) : _mm_and_si128(q, m4);
+        const __m128i a1 = h ? _mm_and_si128(_mm_srli_epi16(q1, 4), m4) : _mm_and_si128(q1, m4);
+        const __m128i parts[4] = {a0, _mm_srli_si128(a0, 8), a1, _mm_srli_si128(a1, 8)};
+        for (int p = 0; p < 4; ++p) {
+          const __m256 v = no_contract(_mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[p]))));
+          _mm256_storeu_ps(y + 8 * p, _mm256_sub_ps(v, vm));
+        }
+        y += 32;
+      }
+    }
+  }
+}
+
+void dequantize_q6_k(const void* src, float* y, int64_t n) {
+  const auto* x = static_cast<const BlockQ6_K*>(src);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const float d = h2f(x[i].d);
+    for (int half = 0; half < 2; ++half) {
+      __m256i q[4];
+      q6k_unpack(x[i].ql + 64 * half, x[i].qh + 32 * half, q);
+      for (int t = 0; t < 4; ++t) {
+        const __m256i s = _mm256_sub_epi8(q[t], _mm256_set1_epi8(32));
+        const __m128i lo = _mm256_castsi256_si128(s), hi = _mm256_extracti128_si256(s, 1);
+        const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int p = 0; p < 4; ++p) {
+          const __m256 ds = _mm256_set1_ps(d * x[i].scales[8 * half + 2 * t + p / 2]);
+          _mm256_storeu_ps(y + 8 * p, _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[p]))));
+        }
+        y += 32;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void register_k(KernelTable& t) {
+  t[DType::Q2_K].vec_dot = vec_dot_q2_k;
+  t[DType::Q3_K].vec_dot = vec_dot_q3_k;
+  t[DType::Q4_K].vec_dot = vec_dot_q4_k;
+  t[DType::Q4_K].dequantize = dequantize_q4_k;
+  t[DType::Q4_K].tile_dot =
+      tile_dot<tile_q4_k<kTileR, kTileC>, tile_q4_k<kTileR, 1>, tile_q4_k<1, kTileC>, tile_q4_k<1, 1>>;
+  t[DType::Q5_K].vec_dot = vec_dot_q5_k;
+  t[DType::Q6_K].vec_dot = vec_dot_q6_k;
+  t[DType::Q6_K].dequantize = dequantize_q6_k;
+  t[DType::Q6_K].tile_dot =
+      tile_dot<tile_q6_k<kTileR, kTileC>, tile_q6_k<kTileR, 1>, tile_q6_k<1, kTileC>, tile_q6_k<1, 1>>;
+  t[DType::Q8_K].quantize = quantize_q8_k;
+  t[DType::Q8_K].quantize_activation = quantize_q8_k;
+}
+
+}  // namespace strata::kernels::STRATA_ISA
