@@ -50,7 +50,7 @@ void add_forge_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("forge", "Write a GGUF test model: a real architecture with random weights");
   cmd->add_option("--arch", args->options.arch, "Architecture: " + forge::known_archs());
   cmd->add_option("--preset", args->options.preset,
-                  "tiny, small, tiny-moe, llama-3-8b, llama-3-70b, mixtral-8x7b, qwen3-30b-a3b, gemma-3-270m");
+                  "tiny, small, tiny-moe, llama-3-8b, llama-3-70b, mixtral-8x7b, qwen3-30b-a3b, smollm2-135m, gemma-3-270m (--list)");
   cmd->add_option("--type", args->options.type,
                   "Weight type: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K Q4_K_M Q5_K_M");
   cmd->add_option("--out,-o", args->options.out, "Output GGUF path");

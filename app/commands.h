@@ -9,5 +9,8 @@ void add_run_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_forge_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+void add_logits_command(CLI::App& app);
+void add_perplexity_command(CLI::App& app);
 
 }  // namespace strata::app

@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   strata::app::add_inspect_command(app);
   strata::app::add_forge_command(app);
   strata::app::add_bench_command(app);
+  strata::app::add_tokenize_command(app);
+  strata::app::add_logits_command(app);
+  strata::app::add_perplexity_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -19,7 +19,7 @@ CACHE = os.path.expanduser(os.environ.get("STRATA_CACHE", "~/.cache/strata"))
 LONG_TEXT = " ".join(
     f"Paragraph {i}: the solid state drive streams weights into a small pool while the processor "
     f"computes the previous layer, and the cache keeps the experts that fire most often."
-    for i in range(24))
+    for i in range(20))
 
 MODELS = {
     "smollm2": ("SmolLM2-135M-Instruct.Q4_1.gguf", [
@@ -63,17 +63,21 @@ def run_model(path, prompts):
         positions = []
         for p in range(len(tokens)):
             ids, vals = top(scores[p], 10)
-            positions.append({"top_ids": ids, "top_logits": vals})
+            second = float(np.sort(scores[p])[-2])
+            positions.append({"top_ids": ids, "top_logits": vals, "margin": vals[0] - second})
         last = scores[-1]
         ids, vals = top(last, 100)
         spread = spread_ids(n_vocab)
         # Greedy continuation.
-        generated = []
+        generated, margins = [], []
         for _ in range(N_GREEDY):
-            tok = int(np.argmax(np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)))
+            row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            best2 = np.sort(row)[-2:]
+            tok = int(np.argmax(row))
             if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), tok):
                 break
             generated.append(tok)
+            margins.append(float(best2[1] - best2[0]))  # how decisive llama.cpp's choice was
             llm.eval([tok])
         out.append({
             "prompt": prompt,
@@ -83,6 +87,7 @@ def run_model(path, prompts):
             "last_top_ids": ids, "last_top_logits": vals,
             "spread_ids": spread, "spread_logits": [float(last[i]) for i in spread],
             "greedy": generated,
+            "greedy_margins": margins,
             "greedy_text": llm.detokenize(generated).decode("utf-8", errors="replace"),
         })
     return {"n_vocab": n_vocab, "n_ctx": N_CTX, "llama_cpp_python": llama_cpp.__version__, "prompts": out}

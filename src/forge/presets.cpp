@@ -159,6 +159,23 @@ Hparams gemma_3_270m() {
   return h;
 }
 
+Hparams smollm2_135m() {
+  Hparams h;
+  h.preset = "smollm2-135m";
+  h.arch = ForgeArch::llama;
+  h.n_layer = 30;
+  h.n_embd = 576;
+  h.n_head = 9;
+  h.n_head_kv = 3;
+  h.head_dim = 64;
+  h.n_ff = 1536;
+  h.n_ctx = 8192;
+  h.rope_base = 100000.0f;
+  h.rms_eps = 1e-5f;
+  h.tied_output = true;
+  return h;
+}
+
 struct NamedPreset {
   const char* name;
   Hparams (*make)();
@@ -169,6 +186,7 @@ const NamedPreset kNamed[] = {
     {"llama-3-70b", llama_3_70b, "Llama 3 70B: 80 layers, 8192 wide, GQA 64/8, FFN 28672"},
     {"mixtral-8x7b", mixtral_8x7b, "Mixtral 8x7B (llama MoE): 32 layers, 8 experts top-2, FFN 14336"},
     {"qwen3-30b-a3b", qwen3_30b_a3b, "Qwen3 30B-A3B (qwen3moe): 48 layers, 128 experts top-8, expert FFN 768"},
+    {"smollm2-135m", smollm2_135m, "SmolLM2 135M (llama): 30 layers, 576 wide, 9/3 heads, FFN 1536, tied head"},
     {"gemma-3-270m", gemma_3_270m, "Gemma 3 270M: 18 layers, 640 wide, 4/1 heads of 256, window 512"},
 };
 

@@ -5,6 +5,8 @@
 //   n_tensors × string name, u32 n_dims, n_dims × u64 ne, u32 type, u64 offset
 //   padding to general.alignment (default 32), then the data section.
 // Every count is bounded by the bytes left in the file before anything is reserved.
+#include "gguf/gguf.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -16,7 +18,6 @@
 #include <cstring>
 #include <limits>
 
-#include "gguf/gguf.h"
 #include "util/error.h"
 
 static_assert(std::endian::native == std::endian::little, "the GGUF reader assumes a little-endian host");
@@ -33,7 +34,7 @@ constexpr int kMaxArrayDepth = 8;
 // together (a 262k-token vocabulary with scores, types and merges is ~1M).
 constexpr uint64_t kMaxMetadataItems = uint64_t(1) << 24;
 // Smallest encodings, used to bound counts by the bytes that remain.
-constexpr uint64_t kMinKvBytes = 8 + 4 + 1;               // empty key, type, u8
+constexpr uint64_t kMinKvBytes = 8 + 4 + 1;                  // empty key, type, u8
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;  // empty name, n_dims, 1 dim, type, offset
 
 std::string hex_bytes(const uint8_t* p, size_t n) {
@@ -60,12 +61,19 @@ std::string quoted(std::string_view name) {
 
 uint64_t fixed_size(ValueType t) {
   switch (t) {
-    case ValueType::UINT8: case ValueType::INT8: case ValueType::BOOL: return 1;
-    case ValueType::UINT16: case ValueType::INT16: return 2;
-    case ValueType::UINT32: case ValueType::INT32: case ValueType::FLOAT32: return 4;
-    case ValueType::UINT64: case ValueType::INT64: case ValueType::FLOAT64: return 8;
-    case ValueType::STRING: return 8;   // the length alone
-    case ValueType::ARRAY: return 12;   // elem type + count alone
+    case ValueType::UINT8:
+    case ValueType::INT8:
+    case ValueType::BOOL: return 1;
+    case ValueType::UINT16:
+    case ValueType::INT16: return 2;
+    case ValueType::UINT32:
+    case ValueType::INT32:
+    case ValueType::FLOAT32: return 4;
+    case ValueType::UINT64:
+    case ValueType::INT64:
+    case ValueType::FLOAT64: return 8;
+    case ValueType::STRING: return 8;  // the length alone
+    case ValueType::ARRAY: return 12;  // elem type + count alone
   }
   return 1;
 }
@@ -129,7 +137,8 @@ class Reader {
       case ValueType::FLOAT64: v.data = read<double>("f64 value"); break;
       case ValueType::BOOL: {
         uint8_t b = read<uint8_t>("bool value");
-        if (b > 1) fail("bool value at offset " + std::to_string(pos_ - 1) + " is " + std::to_string(b) + ", expected 0 or 1");
+        if (b > 1)
+          fail("bool value at offset " + std::to_string(pos_ - 1) + " is " + std::to_string(b) + ", expected 0 or 1");
         v.data = b == 1;
         break;
       }
@@ -148,10 +157,12 @@ class Reader {
     uint64_t max_count = remaining() / fixed_size(a.elem_type);
     if (count > max_count)
       fail("array of " + std::string(value_type_name(a.elem_type)) + " has count " + std::to_string(count) +
-           " but the " + std::to_string(remaining()) + " bytes left in the file hold at most " + std::to_string(max_count));
+           " but the " + std::to_string(remaining()) + " bytes left in the file hold at most " +
+           std::to_string(max_count));
     n_items_ += count;
     if (n_items_ > kMaxMetadataItems)
-      fail("metadata arrays hold more than " + std::to_string(kMaxMetadataItems) + " items in all (limit of this reader)");
+      fail("metadata arrays hold more than " + std::to_string(kMaxMetadataItems) +
+           " items in all (limit of this reader)");
     a.items.reserve(size_t(count));
     for (uint64_t i = 0; i < count; ++i) a.items.push_back(read_value(a.elem_type, depth));
     return a;
@@ -228,8 +239,7 @@ void File::parse_all() {
   if (size_ < 4)
     r.fail("file is " + std::to_string(size_) + " bytes, too short for the GGUF magic (expected 47 47 55 46 'GGUF')");
   uint32_t magic = r.read<uint32_t>("magic");
-  if (magic != kMagic)
-    r.fail("not a GGUF file: bad magic " + hex_bytes(base_, 4) + " (expected 47 47 55 46 'GGUF')");
+  if (magic != kMagic) r.fail("not a GGUF file: bad magic " + hex_bytes(base_, 4) + " (expected 47 47 55 46 'GGUF')");
   version_ = r.read<uint32_t>("version");
   if (version_ == 1)
     r.fail("GGUF version 1 is not supported (expected version 2 or 3; convert the file with a current llama.cpp)");
@@ -265,16 +275,14 @@ void File::parse_all() {
   if (const Value* a = find("general.alignment")) {
     r.set_section("metadata key " + std::to_string(metadata_index_.find("general.alignment")->second) +
                   " 'general.alignment'");
-    if (!a->is_integer())
-      r.fail(std::string("alignment must be an integer, found ") + value_type_name(a->type));
+    if (!a->is_integer()) r.fail(std::string("alignment must be an integer, found ") + value_type_name(a->type));
     uint64_t v = 0;
     try {
       v = a->as_uint();
     } catch (const Error& e) {
       r.fail(std::string("bad alignment: ") + e.what());
     }
-    if (v == 0 || (v & (v - 1)) != 0)
-      r.fail("alignment " + std::to_string(v) + " is not a nonzero power of two");
+    if (v == 0 || (v & (v - 1)) != 0) r.fail("alignment " + std::to_string(v) + " is not a nonzero power of two");
     alignment_ = v;
   }
 
@@ -296,7 +304,8 @@ void File::parse_all() {
       if (ne == 0) r.fail("dimension " + std::to_string(d) + " is 0, expected > 0");
       if (ne > uint64_t(std::numeric_limits<int64_t>::max()) ||
           __builtin_mul_overflow(n_elements, int64_t(ne), &n_elements))
-        r.fail("dimension " + std::to_string(d) + " = " + std::to_string(ne) + " makes the element count overflow int64");
+        r.fail("dimension " + std::to_string(d) + " = " + std::to_string(ne) +
+               " makes the element count overflow int64");
       t.shape.push_back(int64_t(ne));
     }
     t.n_elements = n_elements;
@@ -312,7 +321,8 @@ void File::parse_all() {
       r.fail("size of " + std::to_string(n_elements) + " " + info->name + " elements overflows 64 bits");
     t.offset = r.read<uint64_t>("offset");
     if (t.offset % alignment_ != 0)
-      r.fail("data offset " + std::to_string(t.offset) + " is not a multiple of the alignment " + std::to_string(alignment_));
+      r.fail("data offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
+             std::to_string(alignment_));
     tensor_index_.emplace(t.name, tensors_.size());
     tensors_.push_back(std::move(t));
   }
@@ -334,14 +344,15 @@ void File::parse_all() {
   std::vector<const TensorInfo*> by_offset;
   by_offset.reserve(tensors_.size());
   for (const auto& t : tensors_) by_offset.push_back(&t);
-  std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const TensorInfo* a = by_offset[i - 1];
     const TensorInfo* b = by_offset[i];
     if (a->offset + a->n_bytes > b->offset)
-      r.fail("tensors " + quoted(a->name) + " [" + std::to_string(a->offset) + ", " + std::to_string(a->offset + a->n_bytes) +
-             ") and " + quoted(b->name) + " [" + std::to_string(b->offset) + ", " + std::to_string(b->offset + b->n_bytes) +
-             ") overlap");
+      r.fail("tensors " + quoted(a->name) + " [" + std::to_string(a->offset) + ", " +
+             std::to_string(a->offset + a->n_bytes) + ") and " + quoted(b->name) + " [" + std::to_string(b->offset) +
+             ", " + std::to_string(b->offset + b->n_bytes) + ") overlap");
   }
 }
 

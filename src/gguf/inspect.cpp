@@ -34,13 +34,22 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 std::string value_type_string(const Value& v) {
   if (v.type != ValueType::ARRAY) return value_type_name(v.type);
   const auto* a = std::get_if<Array>(&v.data);
-  return a ? std::string("array<") + value_type_name(a->elem_type) + ">[" + std::to_string(a->items.size()) + "]" : "array";
+  return a ? std::string("array<") + value_type_name(a->elem_type) + ">[" + std::to_string(a->items.size()) + "]"
+           : "array";
+}
+
+// Keys and names come from the file: never send its control characters to a terminal.
+std::string printable(const std::string& s) {
+  std::string out = s;
+  for (char& c : out)
+    if (uint8_t(c) < 0x20 || uint8_t(c) == 0x7f) c = '?';
+  return out;
 }
 
 }  // namespace
 
 void print_inspect(const File& file, std::ostream& out, bool show_all_metadata) {
-  out << "file:       " << file.path() << "\n";
+  out << "file:       " << printable(file.path()) << "\n";
   out << "version:    " << file.version() << "\n";
   out << "alignment:  " << file.alignment() << "\n";
   out << "size:       " << file.file_size() << " bytes (" << human_bytes(file.file_size()) << "), data at offset "
@@ -56,9 +65,10 @@ void print_inspect(const File& file, std::ostream& out, bool show_all_metadata) 
   for (const auto& [key, value] : file.metadata()) {
     std::string type = value_type_string(value);
     std::string shown = value.to_display(max_items);
-    if (value.type == ValueType::ARRAY && shown.compare(0, type.size() + 1, type + " ") == 0) shown.erase(0, type.size() + 1);
-    out << "  " << key << std::string(key_width > key.size() ? key_width - key.size() : 0, ' ') << "  " << type
-        << std::string(type.size() < 22 ? 22 - type.size() : 0, ' ') << "  " << shown << "\n";
+    if (value.type == ValueType::ARRAY && shown.compare(0, type.size() + 1, type + " ") == 0)
+      shown.erase(0, type.size() + 1);
+    out << "  " << printable(key) << std::string(key_width > key.size() ? key_width - key.size() : 0, ' ') << "  "
+        << type << std::string(type.size() < 22 ? 22 - type.size() : 0, ' ') << "  " << shown << "\n";
   }
 
   out << "\ntensors\n";
@@ -79,9 +89,9 @@ void print_inspect(const File& file, std::ostream& out, bool show_all_metadata) 
   int64_t all_elements = 0;
   for (size_t i = 0; i < file.tensors().size(); ++i) {
     const TensorInfo& t = file.tensors()[i];
-    std::snprintf(line, sizeof line, "  %5zu  %-*s  %-8s  %-26s  %14llu  %14llu\n", i, int(name_width), t.name.c_str(),
-                  type_name(t.type), shape_string(t.shape).c_str(), (unsigned long long)t.n_bytes,
-                  (unsigned long long)t.offset);
+    std::snprintf(line, sizeof line, "  %5zu  %-*s  %-8s  %-26s  %14llu  %14llu\n", i, int(name_width),
+                  printable(t.name).c_str(), type_name(t.type), shape_string(t.shape).c_str(),
+                  (unsigned long long)t.n_bytes, (unsigned long long)t.offset);
     out << line;
     Total& total = totals[type_name(t.type)];
     ++total.n_tensors;
@@ -93,7 +103,8 @@ void print_inspect(const File& file, std::ostream& out, bool show_all_metadata) 
 
   out << "\ntotals per type\n";
   std::vector<std::pair<std::string, Total>> sorted(totals.begin(), totals.end());
-  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second.n_bytes > b.second.n_bytes; });
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.second.n_bytes > b.second.n_bytes; });
   std::snprintf(line, sizeof line, "  %-8s  %8s  %16s  %16s  %12s\n", "type", "tensors", "elements", "bytes", "");
   out << line;
   for (const auto& [name, total] : sorted) {

@@ -50,17 +50,19 @@ Value Value::i32s(const std::vector<int32_t>& v) {
 
 bool Value::is_integer() const {
   switch (type) {
-    case ValueType::UINT8: case ValueType::INT8: case ValueType::UINT16: case ValueType::INT16:
-    case ValueType::UINT32: case ValueType::INT32: case ValueType::UINT64: case ValueType::INT64:
-      return true;
-    default:
-      return false;
+    case ValueType::UINT8:
+    case ValueType::INT8:
+    case ValueType::UINT16:
+    case ValueType::INT16:
+    case ValueType::UINT32:
+    case ValueType::INT32:
+    case ValueType::UINT64:
+    case ValueType::INT64: return true;
+    default: return false;
   }
 }
 
-bool Value::is_number() const {
-  return is_integer() || type == ValueType::FLOAT32 || type == ValueType::FLOAT64;
-}
+bool Value::is_number() const { return is_integer() || type == ValueType::FLOAT32 || type == ValueType::FLOAT64; }
 
 namespace {
 
@@ -212,7 +214,8 @@ void append_value(std::string& out, const Value& v, size_t max_items, size_t max
 
 std::string Value::to_display(size_t max_items) const {
   // Strings are cut in proportion to how much of an array is shown; max_items = SIZE_MAX shows all.
-  size_t max_string = max_items > std::numeric_limits<size_t>::max() / 16 ? max_items : std::max<size_t>(max_items * 16, 64);
+  size_t max_string =
+      max_items > std::numeric_limits<size_t>::max() / 16 ? max_items : std::max<size_t>(max_items * 16, 64);
   std::string out;
   append_value(out, *this, max_items, max_string);
   return out;

@@ -40,12 +40,16 @@ class Bytes {
   void put_value(const Value& v, const std::string& key) {
     auto unsigned_in = [&](uint64_t max) {
       uint64_t u = v.as_uint();
-      if (u > max) throw Error("gguf writer: metadata key '" + key + "': " + std::to_string(u) + " does not fit in " + value_type_name(v.type));
+      if (u > max)
+        throw Error("gguf writer: metadata key '" + key + "': " + std::to_string(u) + " does not fit in " +
+                    value_type_name(v.type));
       return u;
     };
     auto signed_in = [&](int64_t min, int64_t max) {
       int64_t i = v.as_int();
-      if (i < min || i > max) throw Error("gguf writer: metadata key '" + key + "': " + std::to_string(i) + " does not fit in " + value_type_name(v.type));
+      if (i < min || i > max)
+        throw Error("gguf writer: metadata key '" + key + "': " + std::to_string(i) + " does not fit in " +
+                    value_type_name(v.type));
       return i;
     };
     try {
@@ -68,13 +72,13 @@ class Bytes {
           put<uint64_t>(a.items.size());
           for (const Value& item : a.items) {
             if (item.type != a.elem_type)
-              throw Error(std::string("array of ") + value_type_name(a.elem_type) + " holds a " + value_type_name(item.type));
+              throw Error(std::string("array of ") + value_type_name(a.elem_type) + " holds a " +
+                          value_type_name(item.type));
             put_value(item, key);
           }
           break;
         }
-        default:
-          throw Error("unknown value type " + std::to_string(uint32_t(v.type)));
+        default: throw Error("unknown value type " + std::to_string(uint32_t(v.type)));
       }
     } catch (const Error& e) {
       if (std::strncmp(e.what(), "gguf writer:", 12) == 0) throw;
@@ -87,9 +91,9 @@ class Bytes {
 };
 
 struct Layout {
-  std::vector<uint8_t> header;  // through the padding before the data section
+  std::vector<uint8_t> header;    // through the padding before the data section
   std::vector<uint64_t> offsets;  // of each tensor, relative to the data section
-  uint64_t data_bytes = 0;      // data section, padding after the last tensor included
+  uint64_t data_bytes = 0;        // data section, padding after the last tensor included
 };
 
 }  // namespace
@@ -111,7 +115,8 @@ void Writer::add_tensor(const std::string& name, DType type, std::vector<int64_t
     if (t.name == name) throw Error(where + "duplicate tensor name");
   const TypeInfo* info = find_type_info(uint32_t(type));
   if (!info) throw Error(where + "unknown type id " + std::to_string(uint32_t(type)));
-  if (shape.empty() || shape.size() > 4) throw Error(where + std::to_string(shape.size()) + " dimensions, expected 1..4");
+  if (shape.empty() || shape.size() > 4)
+    throw Error(where + std::to_string(shape.size()) + " dimensions, expected 1..4");
   int64_t n = 1;
   for (int64_t d : shape)
     if (d <= 0 || __builtin_mul_overflow(n, d, &n)) throw Error(where + "bad dimension " + std::to_string(d));
@@ -126,8 +131,8 @@ void Writer::add_tensor(const std::string& name, DType type, std::vector<int64_t
   auto data = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
   add_tensor(name, type, std::move(shape), [data, name](uint8_t* dst, uint64_t n_bytes) {
     if (data->size() != n_bytes)
-      throw Error("gguf writer: tensor '" + name + "': " + std::to_string(data->size()) + " bytes given, its shape needs " +
-                  std::to_string(n_bytes));
+      throw Error("gguf writer: tensor '" + name + "': " + std::to_string(data->size()) +
+                  " bytes given, its shape needs " + std::to_string(n_bytes));
     std::memcpy(dst, data->data(), n_bytes);
   });
   const PendingTensor& t = tensors_.back();
@@ -141,8 +146,9 @@ void Writer::add_tensor(const std::string& name, DType type, std::vector<int64_t
 
 namespace {
 
-Layout make_layout(uint64_t alignment, const std::vector<std::pair<std::string, Value>>& metadata,
-                   const std::vector<std::tuple<const std::string*, DType, const std::vector<int64_t>*, uint64_t>>& tensors) {
+Layout make_layout(
+    uint64_t alignment, const std::vector<std::pair<std::string, Value>>& metadata,
+    const std::vector<std::tuple<const std::string*, DType, const std::vector<int64_t>*, uint64_t>>& tensors) {
   if (alignment == 0 || (alignment & (alignment - 1)) != 0)
     throw Error("gguf writer: alignment " + std::to_string(alignment) + " is not a nonzero power of two");
   bool has_alignment_key = false;
@@ -150,8 +156,8 @@ Layout make_layout(uint64_t alignment, const std::vector<std::pair<std::string, 
     if (key != "general.alignment") continue;
     has_alignment_key = true;
     if (!value.is_integer() || value.as_uint() != alignment)
-      throw Error("gguf writer: metadata general.alignment = " + value.to_display() + " disagrees with the writer's alignment " +
-                  std::to_string(alignment));
+      throw Error("gguf writer: metadata general.alignment = " + value.to_display() +
+                  " disagrees with the writer's alignment " + std::to_string(alignment));
   }
   bool add_alignment_key = !has_alignment_key && alignment != kDefaultAlignment;
 
@@ -195,7 +201,8 @@ std::vector<uint8_t> Writer::to_bytes() const {
   std::vector<uint8_t> out = std::move(l.header);
   size_t data_start = out.size();
   out.resize(data_start + l.data_bytes, 0);
-  for (size_t i = 0; i < tensors_.size(); ++i) tensors_[i].fill(out.data() + data_start + l.offsets[i], tensors_[i].n_bytes);
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    tensors_[i].fill(out.data() + data_start + l.offsets[i], tensors_[i].n_bytes);
   return out;
 }
 

@@ -37,7 +37,7 @@ void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_thre
     expert_out.assign(nb * c.n_embd, 0.0f);
     expert_results.assign(nb * k_used * c.n_embd, 0.0f);
   }
-  logits.assign(nb * size_t(c.n_vocab), 0.0f);
+  logits.assign(size_t(c.n_vocab), 0.0f);  // one row; grows only when all logits are asked for
 }
 
 size_t ForwardBuffers::bytes() const {
@@ -248,6 +248,8 @@ void output_head(ForwardPass& p) {
   ForwardBuffers& b = p.buf;
   const int first = p.all_logits ? 0 : p.n_tokens - 1;
   const int count = p.n_tokens - first;
+  const size_t need = size_t(count) * size_t(c.n_vocab);
+  if (b.logits.size() < need) b.logits.resize(need);  // all-logits evaluation only, never per token
   for (int t = first; t < p.n_tokens; ++t)
     ops::rms_norm(b.x.data() + size_t(t) * c.n_embd, p.weights.output_norm.data(), b.h.data() + size_t(t - first) * c.n_embd,
                   c.n_embd, c.rms_eps);

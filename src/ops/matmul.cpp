@@ -25,8 +25,12 @@ void dot_rows(const kernels::TypeKernels& k, const WeightView& w, int64_t r0, in
     for (int tb = 0; tb < n_tokens; tb += kTokenBlock) {
       const int n_cols = std::min(kTokenBlock, n_tokens - tb);
       if (k.tile_dot) {
+        // The kernel writes [row][token]; y is [token][row].
+        float tile[kRowBlock * kTokenBlock];
         k.tile_dot(w.n_cols, w.row(rb), w.row_bytes, n_rows, act + size_t(tb) * act_row_bytes, act_row_bytes, n_cols,
-                   y + size_t(tb) * y_stride + rb, size_t(y_stride));
+                   tile, size_t(kTokenBlock));
+        for (int r = 0; r < n_rows; ++r)
+          for (int t = 0; t < n_cols; ++t) y[size_t(tb + t) * y_stride + rb + r] = tile[r * kTokenBlock + t];
         continue;
       }
       for (int t = tb; t < tb + n_cols; ++t) {
@@ -57,10 +61,10 @@ void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens,
     const kernels::TypeKernels& ak = kernels::kernels_for(act_type);
     uint8_t* dst = scratch.quantized.data();
     if (n_tokens == 1) {
-      ak.quantize(x, dst, w.n_cols);
+      ak.quantize_activation(x, dst, w.n_cols);
     } else {
       pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1, int) {
-        for (int64_t t = t0; t < t1; ++t) ak.quantize(x + t * x_stride, dst + size_t(t) * act_row_bytes, w.n_cols);
+        for (int64_t t = t0; t < t1; ++t) ak.quantize_activation(x + t * x_stride, dst + size_t(t) * act_row_bytes, w.n_cols);
       });
     }
     act = dst;

@@ -41,14 +41,23 @@ const float* Session::eval(const std::vector<int32_t>& tokens) {
   return buf_.logits.data();
 }
 
+void Session::eval_each(const std::vector<int32_t>& tokens, const std::function<void(size_t, const float*)>& on_logits) {
+  const size_t n_vocab = size_t(model_.config().n_vocab);
+  const size_t cap = std::max<size_t>(1, (size_t(64) << 20) / (n_vocab * sizeof(float)));
+  const size_t step = std::min(cap, size_t(params_.n_batch));
+  for (size_t i = 0; i < tokens.size(); i += step) {
+    const int n = int(std::min(tokens.size() - i, step));
+    forward_batch(tokens.data() + i, n, true);
+    for (int t = 0; t < n; ++t) on_logits(i + size_t(t), buf_.logits.data() + size_t(t) * n_vocab);
+  }
+}
+
 std::vector<float> Session::eval_all_logits(const std::vector<int32_t>& tokens) {
   const size_t n_vocab = size_t(model_.config().n_vocab);
   std::vector<float> out(tokens.size() * n_vocab);
-  for (size_t i = 0; i < tokens.size(); i += size_t(params_.n_batch)) {
-    const int n = int(std::min(tokens.size() - i, size_t(params_.n_batch)));
-    forward_batch(tokens.data() + i, n, true);
-    std::memcpy(out.data() + i * n_vocab, buf_.logits.data(), size_t(n) * n_vocab * sizeof(float));
-  }
+  eval_each(tokens, [&](size_t i, const float* logits) {
+    std::memcpy(out.data() + i * n_vocab, logits, n_vocab * sizeof(float));
+  });
   return out;
 }
 

@@ -2,6 +2,7 @@
 // A conversation's state on one model: KV cache, scratch buffers and the token history.
 // Prompts are evaluated in batches of up to n_batch tokens (matrix-matrix products).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -27,6 +28,9 @@ class Session {
   const float* eval(const std::vector<int32_t>& tokens);
   // Like eval, but keeps the logits of every token: [tokens.size() x n_vocab].
   std::vector<float> eval_all_logits(const std::vector<int32_t>& tokens);
+  // Like eval, calling on_logits(i, logits of tokens[i]) for every token in order. Batches are
+  // shortened so that a batch's logits stay within 64 MiB.
+  void eval_each(const std::vector<int32_t>& tokens, const std::function<void(size_t, const float*)>& on_logits);
   // Forgets everything after the first n tokens (n <= n_past()).
   void truncate(int n);
 

@@ -44,13 +44,22 @@ struct Act {
   __m256i q;
   __m256i off;  // offset_term of q (unused by families without offset)
   float d;
-  float s;  // d * sum(q) (Q8_1 only)
+  float s;     // d * sum(q) (Q8_1 only)
+  __m128 ds;   // {d, s} converted together (Q8_1 only)
 };
 struct Wt {
   __m256i q;
   float d;
   float m;
+  __m128 dm;  // {d, m} converted together (Q4_1 / Q5_1 only)
 };
+
+// Two adjacent halves (d and m, or d and s) to floats with one conversion.
+inline __m128 load_half_pair(const uint16_t* p) {
+  uint32_t u;
+  std::memcpy(&u, p, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(int(u)));
+}
 
 template <int kOff>
 inline Act prep_q8_0(const BlockQ8_0& b) {
@@ -66,8 +75,8 @@ inline Act prep_q8_1(const BlockQ8_1& b) {
   Act a;
   a.q = load256(b.qs);
   a.off = _mm256_setzero_si256();
-  a.d = h2f(b.d);
-  a.s = h2f(b.s);
+  a.ds = load_half_pair(&b.d);
+  a.d = a.s = 0;
   return a;
 }
 
@@ -76,7 +85,7 @@ struct FamQ4_0 {
   using AB = BlockQ8_0;
   static constexpr bool kMin = false;
   static Act prep_a(const AB& b) { return prep_q8_0<8>(b); }
-  static Wt prep_w(const WB& b) { return {nibbles_32(b.qs), h2f(b.d), 0}; }
+  static Wt prep_w(const WB& b) { return {nibbles_32(b.qs), h2f(b.d), 0, _mm_setzero_ps()}; }
   static __m256i pair(const Wt& w, const Act& a) { return dot_with_offset(w.q, a.q, a.off); }
 };
 
@@ -87,7 +96,7 @@ struct FamQ5_0 {
   static Act prep_a(const AB& b) { return prep_q8_0<16>(b); }
   static Wt prep_w(const WB& b) {
     const __m256i hi = _mm256_and_si256(bytes_from_bits_32(b.qh), _mm256_set1_epi8(0x10));
-    return {_mm256_or_si256(nibbles_32(b.qs), hi), h2f(b.d), 0};
+    return {_mm256_or_si256(nibbles_32(b.qs), hi), h2f(b.d), 0, _mm_setzero_ps()};
   }
   static __m256i pair(const Wt& w, const Act& a) { return dot_with_offset(w.q, a.q, a.off); }
 };
@@ -99,11 +108,11 @@ struct FamQ8_0 {
 #if STRATA_VNNI
   // w + 128 as u8, minus 128 * sum(a)
   static Act prep_a(const AB& b) { return prep_q8_0<128>(b); }
-  static Wt prep_w(const WB& b) { return {_mm256_xor_si256(load256(b.qs), _mm256_set1_epi8(char(0x80))), h2f(b.d), 0}; }
+  static Wt prep_w(const WB& b) { return {_mm256_xor_si256(load256(b.qs), _mm256_set1_epi8(char(0x80))), h2f(b.d), 0, _mm_setzero_ps()}; }
   static __m256i pair(const Wt& w, const Act& a) { return _mm256_dpbusd_epi32(a.off, w.q, a.q); }
 #else
   static Act prep_a(const AB& b) { return prep_q8_0<0>(b); }
-  static Wt prep_w(const WB& b) { return {load256(b.qs), h2f(b.d), 0}; }
+  static Wt prep_w(const WB& b) { return {load256(b.qs), h2f(b.d), 0, _mm_setzero_ps()}; }
   static __m256i pair(const Wt& w, const Act& a) { return dot_s8s8(w.q, a.q); }
 #endif
 };
@@ -113,7 +122,7 @@ struct FamQ4_1 {
   using AB = BlockQ8_1;
   static constexpr bool kMin = true;
   static Act prep_a(const AB& b) { return prep_q8_1(b); }
-  static Wt prep_w(const WB& b) { return {nibbles_32(b.qs), h2f(b.d), h2f(b.m)}; }
+  static Wt prep_w(const WB& b) { return {nibbles_32(b.qs), 0, 0, load_half_pair(&b.d)}; }
   static __m256i pair(const Wt& w, const Act& a) { return dot_u8s8(_mm256_setzero_si256(), w.q, a.q); }
 };
 
@@ -124,18 +133,25 @@ struct FamQ5_1 {
   static Act prep_a(const AB& b) { return prep_q8_1(b); }
   static Wt prep_w(const WB& b) {
     const __m256i hi = _mm256_and_si256(bytes_from_bits_32(b.qh), _mm256_set1_epi8(0x10));
-    return {_mm256_or_si256(nibbles_32(b.qs), hi), h2f(b.d), h2f(b.m)};
+    return {_mm256_or_si256(nibbles_32(b.qs), hi), 0, 0, load_half_pair(&b.d)};
   }
   static __m256i pair(const Wt& w, const Act& a) { return dot_u8s8(_mm256_setzero_si256(), w.q, a.q); }
 };
 
+// acc += float(pair) * d_w * d_a; for families with a min, lane 1 of summ gathers m_w * s_a.
 template <class F>
-inline void accumulate(const typename F::WB& x, const typename F::AB& y, __m256& acc, float& summ) {
-  const Act a = F::prep_a(y);
-  const Wt w = F::prep_w(x);
-  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(F::pair(w, a)), _mm256_set1_ps(w.d * a.d), acc);
-  if constexpr (F::kMin) summ += w.m * a.s;
+inline void accumulate(const Wt& w, const Act& a, __m256& acc, __m128& summ) {
+  const __m256 p = _mm256_cvtepi32_ps(F::pair(w, a));
+  if constexpr (F::kMin) {
+    const __m128 prod = _mm_mul_ps(w.dm, a.ds);  // {d_w * d_a, m_w * s_a}
+    acc = _mm256_fmadd_ps(p, _mm256_broadcastss_ps(prod), acc);
+    summ = _mm_add_ps(summ, prod);
+  } else {
+    acc = _mm256_fmadd_ps(p, _mm256_set1_ps(w.d * a.d), acc);
+  }
 }
+
+inline float min_term(__m128 summ) { return _mm_cvtss_f32(_mm_movehdup_ps(summ)); }
 
 template <class F>
 float vec_dot(int64_t n, const void* w, const void* a) {
@@ -143,14 +159,14 @@ float vec_dot(int64_t n, const void* w, const void* a) {
   const auto* y = static_cast<const typename F::AB*>(a);
   const int64_t nb = n / 32;
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float summ0 = 0, summ1 = 0;
+  __m128 summ0 = _mm_setzero_ps(), summ1 = _mm_setzero_ps();
   int64_t i = 0;
   for (; i + 1 < nb; i += 2) {
-    accumulate<F>(x[i], y[i], acc0, summ0);
-    accumulate<F>(x[i + 1], y[i + 1], acc1, summ1);
+    accumulate<F>(F::prep_w(x[i]), F::prep_a(y[i]), acc0, summ0);
+    accumulate<F>(F::prep_w(x[i + 1]), F::prep_a(y[i + 1]), acc1, summ1);
   }
-  if (i < nb) accumulate<F>(x[i], y[i], acc0, summ0);
-  return hsum(_mm256_add_ps(acc0, acc1)) + (summ0 + summ1);
+  if (i < nb) accumulate<F>(F::prep_w(x[i]), F::prep_a(y[i]), acc0, summ0);
+  return hsum(_mm256_add_ps(acc0, acc1)) + (F::kMin ? min_term(_mm_add_ps(summ0, summ1)) : 0.0f);
 }
 
 // R weight rows x C activation columns: every unpacked weight block is used C times and every
@@ -158,25 +174,22 @@ float vec_dot(int64_t n, const void* w, const void* a) {
 template <class F, int R, int C>
 void tile(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* out, size_t os) {
   __m256 acc[R][C];
-  float summ[R][C];
+  __m128 summ[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) {
       acc[r][c] = _mm256_setzero_ps();
-      summ[r][c] = 0;
+      summ[r][c] = _mm_setzero_ps();
     }
   for (int64_t i = 0; i < nb; ++i) {
     Act ap[C];
     for (int c = 0; c < C; ++c) ap[c] = F::prep_a(reinterpret_cast<const typename F::AB*>(a + c * arb)[i]);
     for (int r = 0; r < R; ++r) {
       const Wt wp = F::prep_w(reinterpret_cast<const typename F::WB*>(w + r * wrb)[i]);
-      for (int c = 0; c < C; ++c) {
-        acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(F::pair(wp, ap[c])), _mm256_set1_ps(wp.d * ap[c].d), acc[r][c]);
-        if constexpr (F::kMin) summ[r][c] += wp.m * ap[c].s;
-      }
+      for (int c = 0; c < C; ++c) accumulate<F>(wp, ap[c], acc[r][c], summ[r][c]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) out[r * os + c] = hsum(acc[r][c]) + summ[r][c];
+    for (int c = 0; c < C; ++c) out[r * os + c] = hsum(acc[r][c]) + (F::kMin ? min_term(summ[r][c]) : 0.0f);
 }
 
 #if defined(__AVX512F__)

@@ -109,8 +109,17 @@ std::vector<std::string> PreTokenizer::split(std::string_view text, bool byte_en
       const auto* subj = reinterpret_cast<PCRE2_SPTR>(subject.data() + span.offset);
       size_t pos = 0, last = 0;
       while (pos <= span.length) {
-        const int rc = pcre2_match(re->code, subj, span.length, pos, PCRE2_NO_UTF_CHECK, md, nullptr);
-        if (rc < 0) break;
+        int rc = pcre2_match(re->code, subj, span.length, pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT)  // very long words: the interpreter keeps its stack on the heap
+          rc = pcre2_match(re->code, subj, span.length, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, nullptr);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) {
+          PCRE2_UCHAR msg[256];
+          pcre2_get_error_message(rc, msg, sizeof msg);
+          if (md) pcre2_match_data_free(md);
+          throw Error("tokenizer: pre-tokenizer regex failed on a " + std::to_string(span.length) +
+                      "-byte piece of input: " + reinterpret_cast<const char*>(msg));
+        }
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
         const size_t begin = ov[0], end = ov[1];
         if (end == begin) {  // empty match: step over one character

@@ -51,6 +51,7 @@ class Tokenizer {
  protected:
   std::vector<std::string> texts_;
   std::vector<int32_t> types_;  // tokenizer.ggml.token_type (1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte)
+                                // after llama.cpp's fix-ups by token text (e.g. "<|im_end|>" becomes control)
   std::vector<Token> eog_ids_;  // sorted
   std::unordered_map<std::string_view, Token> ids_by_text_;  // views into texts_
   Token bos_ = -1, eos_ = -1, eot_ = -1, unk_ = -1, pad_ = -1;

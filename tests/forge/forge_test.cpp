@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -381,6 +382,68 @@ TEST_F(ForgeTest, DefaultTokenizerWhenPresent) {
   EXPECT_EQ(f->find_tensor("token_embd.weight")->shape, (std::vector<int64_t>{64, 49152}));
   EXPECT_NE(f->find("tokenizer.chat_template"), nullptr);
   EXPECT_LT(r.n_bytes, 8u << 20);
+}
+
+// The forged SmolLM2 135M has exactly the tensors of the published GGUF.
+TEST_F(ForgeTest, SmolLM2PresetMatchesTheRealModelWhenPresent) {
+  const std::string real = default_tokenizer_path();
+  if (!fs::exists(real)) GTEST_SKIP() << real << " not present";
+  auto f = gguf::File::open(real);
+  ForgeOptions o = options("", "smollm2-135m", "Q8_0");
+  o.tokenizer_from = real;
+  gguf::Writer w;
+  ForgeResult r;
+  build(o, w, r);
+  std::map<std::string, std::vector<int64_t>> forged, published;
+  for (const auto& t : tensor_list(r.hparams)) forged[t.name] = t.shape;
+  for (const auto& t : f->tensors()) published[t.name] = t.shape;
+  EXPECT_EQ(forged, published);
+  const Hparams& h = r.hparams;
+  const std::map<std::string, int64_t> mine = {
+      {"llama.block_count", h.n_layer},
+      {"llama.embedding_length", h.n_embd},
+      {"llama.feed_forward_length", h.n_ff},
+      {"llama.attention.head_count", h.n_head},
+      {"llama.attention.head_count_kv", h.n_head_kv},
+      {"llama.rope.dimension_count", h.head_dim},
+      {"llama.context_length", h.n_ctx},
+      {"llama.vocab_size", h.n_vocab},
+  };
+  for (const auto& [key, value] : mine) {
+    EXPECT_EQ(f->get_int(key), value) << key;
+  }
+  EXPECT_FLOAT_EQ(float(f->get_float("llama.rope.freq_base")), h.rope_base);
+}
+
+// The forged Gemma 3 270M has exactly the tensors (names and shapes) of the published GGUF.
+TEST_F(ForgeTest, Gemma3PresetMatchesTheRealModelWhenPresent) {
+  const char* home = std::getenv("HOME");
+  const std::string real = std::string(home ? home : "") + "/.cache/strata/models/gemma-3-270m-q4_k_m.gguf";
+  if (!fs::exists(real)) GTEST_SKIP() << real << " not present";
+  auto f = gguf::File::open(real);
+  ForgeOptions o = options("", "gemma-3-270m", "Q8_0");
+  o.tokenizer_from = real;
+  gguf::Writer w;
+  ForgeResult r;
+  build(o, w, r);
+  std::map<std::string, std::vector<int64_t>> forged, published;
+  for (const auto& t : tensor_list(r.hparams)) forged[t.name] = t.shape;
+  for (const auto& t : f->tensors()) published[t.name] = t.shape;
+  EXPECT_EQ(forged, published);
+  const Hparams& h = r.hparams;
+  const std::map<std::string, int64_t> mine = {
+      {"gemma3.block_count", h.n_layer},
+      {"gemma3.embedding_length", h.n_embd},
+      {"gemma3.feed_forward_length", h.n_ff},
+      {"gemma3.attention.head_count", h.n_head},
+      {"gemma3.attention.head_count_kv", h.n_head_kv},
+      {"gemma3.attention.key_length", h.head_dim},
+      {"gemma3.attention.sliding_window", h.sliding_window},
+      {"gemma3.context_length", h.n_ctx},
+  };
+  for (const auto& [key, value] : mine) {
+    EXPECT_EQ(f->get_int(key), value) << key;
+  }
 }
 
 }  // namespace

@@ -1,11 +1,11 @@
 #pragma once
 // Hand-built GGUF bytes for tests: hostile files must be written without the writer's checks.
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "gguf/gguf.h"
 #include "util/error.h"
@@ -38,7 +38,9 @@ struct Bytes {
     return raw("GGUF").u32(version).u64(n_tensors).u64(n_kv);
   }
   Bytes& kv_u32(const std::string& key, uint32_t v) { return str(key).u32(uint32_t(ValueType::UINT32)).u32(v); }
-  Bytes& kv_str(const std::string& key, const std::string& v) { return str(key).u32(uint32_t(ValueType::STRING)).str(v); }
+  Bytes& kv_str(const std::string& key, const std::string& v) {
+    return str(key).u32(uint32_t(ValueType::STRING)).str(v);
+  }
   // Tensor info: name, n_dims, dims, type, offset.
   Bytes& tensor(const std::string& name, std::vector<uint64_t> dims, uint32_t type, uint64_t offset) {
     str(name).u32(uint32_t(dims.size()));

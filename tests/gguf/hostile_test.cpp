@@ -46,7 +46,12 @@ TEST(GgufHostile, StringLengthPastEnd) {
 
 TEST(GgufHostile, ArrayCountAbsurd) {
   Bytes b;
-  b.header(3, 0, 1).str("tokenizer.ggml.tokens").u32(kArray).u32(uint32_t(ValueType::STRING)).u64(uint64_t(1) << 60).zeros(64);
+  b.header(3, 0, 1)
+      .str("tokenizer.ggml.tokens")
+      .u32(kArray)
+      .u32(uint32_t(ValueType::STRING))
+      .u64(uint64_t(1) << 60)
+      .zeros(64);
   expect_error(b.b, "metadata key 0 'tokenizer.ggml.tokens': array of string has count 1152921504606846976");
   Bytes u;
   u.header(3, 0, 1).str("x").u32(kArray).u32(uint32_t(ValueType::UINT32)).u64(5).u32(1).u32(2);
@@ -86,13 +91,19 @@ TEST(GgufHostile, DuplicateMetadataKey) {
 TEST(GgufHostile, BadAlignment) {
   expect_error(Bytes().header(3, 0, 1).kv_u32("general.alignment", 3).b, "alignment 3 is not a nonzero power of two");
   expect_error(Bytes().header(3, 0, 1).kv_u32("general.alignment", 0).b, "alignment 0 is not a nonzero power of two");
-  expect_error(Bytes().header(3, 0, 1).kv_str("general.alignment", "32").b, "alignment must be an integer, found string");
+  expect_error(Bytes().header(3, 0, 1).kv_str("general.alignment", "32").b,
+               "alignment must be an integer, found string");
   Bytes neg;
   neg.header(3, 0, 1).str("general.alignment").u32(uint32_t(ValueType::INT32)).put(int32_t(-32));
   expect_error(neg.b, "bad alignment");
   // A huge power of two passes the check, but then no tensor fits.
   Bytes huge;
-  huge.header(3, 1, 1).str("general.alignment").u32(uint32_t(ValueType::UINT64)).u64(uint64_t(1) << 63).tensor("w", {4}, 0, 0).zeros(64);
+  huge.header(3, 1, 1)
+      .str("general.alignment")
+      .u32(uint32_t(ValueType::UINT64))
+      .u64(uint64_t(1) << 63)
+      .tensor("w", {4}, 0, 0)
+      .zeros(64);
   expect_error(huge.b, "runs past the end of the file");
 }
 

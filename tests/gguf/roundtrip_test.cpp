@@ -39,12 +39,14 @@ void expect_same(const Value& a, const Value& b, const std::string& where) {
       const Array& y = b.as_array();
       ASSERT_EQ(x.elem_type, y.elem_type) << where;
       ASSERT_EQ(x.items.size(), y.items.size()) << where;
-      for (size_t i = 0; i < x.items.size(); ++i) expect_same(x.items[i], y.items[i], where + "[" + std::to_string(i) + "]");
+      for (size_t i = 0; i < x.items.size(); ++i)
+        expect_same(x.items[i], y.items[i], where + "[" + std::to_string(i) + "]");
       break;
     }
-    case ValueType::UINT8: case ValueType::UINT16: case ValueType::UINT32: case ValueType::UINT64:
-      EXPECT_EQ(a.as_uint(), b.as_uint()) << where;
-      break;
+    case ValueType::UINT8:
+    case ValueType::UINT16:
+    case ValueType::UINT32:
+    case ValueType::UINT64: EXPECT_EQ(a.as_uint(), b.as_uint()) << where; break;
     default: EXPECT_EQ(a.as_int(), b.as_int()) << where; break;
   }
 }
@@ -66,7 +68,8 @@ std::vector<std::pair<std::string, Value>> every_value_type() {
   kv.emplace_back("t.i64", make(ValueType::INT64, std::numeric_limits<int64_t>::min()));
   kv.emplace_back("t.f64", f64(-2.718281828459045));
   kv.emplace_back("t.f32.nan", Value::f32(std::numeric_limits<float>::quiet_NaN()));
-  kv.emplace_back("a.u8", Value::array(ValueType::UINT8, {make(ValueType::UINT8, uint64_t(1)), make(ValueType::UINT8, uint64_t(2))}));
+  kv.emplace_back("a.u8", Value::array(ValueType::UINT8,
+                                       {make(ValueType::UINT8, uint64_t(1)), make(ValueType::UINT8, uint64_t(2))}));
   kv.emplace_back("a.i8", Value::array(ValueType::INT8, {make(ValueType::INT8, int64_t(-1))}));
   kv.emplace_back("a.u16", Value::array(ValueType::UINT16, {make(ValueType::UINT16, uint64_t(7))}));
   kv.emplace_back("a.i16", Value::array(ValueType::INT16, {make(ValueType::INT16, int64_t(-7))}));
@@ -79,7 +82,8 @@ std::vector<std::pair<std::string, Value>> every_value_type() {
   kv.emplace_back("a.i64", Value::array(ValueType::INT64, {make(ValueType::INT64, int64_t(-(1ll << 40)))}));
   kv.emplace_back("a.f64", Value::array(ValueType::FLOAT64, {f64(1e300), f64(-0.0)}));
   kv.emplace_back("a.empty", Value::array(ValueType::UINT32, {}));
-  kv.emplace_back("a.nested", Value::array(ValueType::ARRAY, {Value::i32s({1, 2}), Value::strings({"x"}), Value::array(ValueType::FLOAT32, {})}));
+  kv.emplace_back("a.nested", Value::array(ValueType::ARRAY, {Value::i32s({1, 2}), Value::strings({"x"}),
+                                                              Value::array(ValueType::FLOAT32, {})}));
   kv.emplace_back("a.nested3",
                   Value::array(ValueType::ARRAY, {Value::array(ValueType::ARRAY, {Value::i32s({5}), Value::i32s({})}),
                                                   Value::array(ValueType::ARRAY, {})}));
@@ -127,7 +131,7 @@ TEST(GgufRoundTrip, TensorsAlignedWithData) {
     auto a = pattern(4 * 3 * 4, 1);
     auto b = pattern(2 * 18 * 2, 2);  // Q4_0 [64, 2]: 2 blocks per row
     auto c = pattern(8 * 2, 3);
-    auto d = pattern(34 * 2, 4);      // Q8_0 [32, 1, 1, 2]
+    auto d = pattern(34 * 2, 4);  // Q8_0 [32, 1, 1, 2]
     w.add_tensor("a", DType::F32, {4, 3}, a);
     w.add_tensor("b", DType::Q4_0, {64, 2}, b);
     w.add_tensor("c", DType::F16, {8}, c);
@@ -164,7 +168,8 @@ TEST(GgufRoundTrip, TensorsAlignedWithData) {
 
 TEST(GgufRoundTrip, WriteFileThroughChunkBuffer) {
   // Many small tensors cross the 8 MiB chunk boundary, one large tensor grows the buffer.
-  std::string path = (std::filesystem::temp_directory_path() / ("strata_gguf_" + std::to_string(getpid()) + ".gguf")).string();
+  std::string path =
+      (std::filesystem::temp_directory_path() / ("strata_gguf_" + std::to_string(getpid()) + ".gguf")).string();
   Writer w;
   w.set("general.name", Value::str("chunked"));
   const int n_small = 300;
@@ -202,7 +207,8 @@ TEST(GgufRoundTrip, WriteFileThroughChunkBuffer) {
 }
 
 TEST(GgufRoundTrip, WriteFailureLeavesNoTmp) {
-  std::string path = (std::filesystem::temp_directory_path() / ("strata_gguf_fail_" + std::to_string(getpid()) + ".gguf")).string();
+  std::string path =
+      (std::filesystem::temp_directory_path() / ("strata_gguf_fail_" + std::to_string(getpid()) + ".gguf")).string();
   Writer w;
   w.add_tensor("x", DType::F32, {4}, [](uint8_t*, uint64_t) { throw Error("fill failed"); });
   EXPECT_THROW(w.write(path), Error);
@@ -248,7 +254,12 @@ TEST(GgufRoundTrip, Version2ByHand) {
   b.header(2, 1, 3)
       .kv_str("general.architecture", "llama")
       .kv_u32("llama.block_count", 2)
-      .str("tokenizer.ggml.scores").u32(uint32_t(ValueType::ARRAY)).u32(uint32_t(ValueType::FLOAT32)).u64(2).put(0.5f).put(-1.0f)
+      .str("tokenizer.ggml.scores")
+      .u32(uint32_t(ValueType::ARRAY))
+      .u32(uint32_t(ValueType::FLOAT32))
+      .u64(2)
+      .put(0.5f)
+      .put(-1.0f)
       .tensor("token_embd.weight", {4, 2}, 0, 0)
       .pad_to(32);
   for (int i = 0; i < 8; ++i) b.put(float(i));

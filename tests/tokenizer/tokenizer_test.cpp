@@ -112,49 +112,72 @@ TEST_P(RealVocab, Metadata) {
     if (tok().is_eog(id)) eog.push_back(id);
   EXPECT_EQ(eog, fx()["eog"].get<std::vector<Token>>());
   EXPECT_LT(loaded_->load_ms, 1000.0) << "loading the vocabulary took " << loaded_->load_ms << " ms";
+  std::cout << "[ load     ] " << GetParam().model << ": " << loaded_->load_ms << " ms\n";
 }
 
-TEST_P(RealVocab, EncodeMatchesLlamaCpp) {
-  const std::vector<std::pair<const char*, std::pair<bool, bool>>> modes = {
-      {"special_bos", {true, true}}, {"special_nobos", {false, true}},
-      {"plain_bos", {true, false}}, {"plain_nobos", {false, false}}};
+// Fixture ids are keyed "special|plain" (parse_special) + "_bos|_nobos" (add_special).
+void check_encode(const Tokenizer& tok, const Json& cases, const std::string& label) {
   int total = 0, agree = 0;
-  for (const Json& c : fx()["cases"]) {
+  for (const Json& c : cases) {
     const std::string input = from_hex(c["input_hex"].get<std::string>());
-    for (const auto& [key, flags] : modes) {
-      const auto expected = c["ids"][key].get<std::vector<Token>>();
-      const auto got = tok().encode(input, flags.first, flags.second);
+    for (const auto& [key, ids] : c["ids"].items()) {
+      const bool parse_special = key.rfind("special", 0) == 0;
+      const bool add_special = key.find("_bos") != std::string::npos;
+      const auto expected = ids.get<std::vector<Token>>();
+      const auto got = tok.encode(input, add_special, parse_special);
       ++total;
-      if (got == expected) ++agree;
-      else ADD_FAILURE() << key << " '" << printable(input) << "': got " << ::testing::PrintToString(got)
-                         << "\n expected " << ::testing::PrintToString(expected);
+      if (got == expected) {
+        ++agree;
+      } else {
+        ADD_FAILURE() << label << " " << key << " '" << printable(input) << "': got "
+                      << ::testing::PrintToString(got) << "\n expected " << ::testing::PrintToString(expected);
+      }
     }
   }
-  std::cout << "[ encode   ] " << GetParam().model << ": " << agree << "/" << total << " identical\n";
+  std::cout << "[ encode   ] " << label << ": " << agree << "/" << total << " identical\n";
 }
 
-TEST_P(RealVocab, DecodeMatchesLlamaCpp) {
+// Decoded texts are keyed "<ids key>/remove=R/unparse=U" (llama_detokenize's flags).
+void check_decode(const Tokenizer& tok, const Json& cases, const std::string& label) {
   int total = 0, agree = 0;
-  for (const Json& c : fx()["cases"]) {
+  for (const Json& c : cases) {
     const std::string input = from_hex(c["input_hex"].get<std::string>());
     for (const auto& [key, hex] : c["decoded_hex"].items()) {
-      // key: "<ids>/remove=R/unparse=U"
       const std::string src = key.substr(0, key.find('/'));
       const bool remove = key.find("remove=1") != std::string::npos;
       const bool unparse = key.find("unparse=1") != std::string::npos;
       const auto ids = c["ids"][src].get<std::vector<Token>>();
       const std::string expected = from_hex(hex.get<std::string>());
-      const std::string got = tok().detokenize(ids, remove, unparse);
+      const std::string got = tok.detokenize(ids, remove, unparse);
       ++total;
-      if (got == expected) ++agree;
-      else ADD_FAILURE() << key << " '" << printable(input) << "': got '" << printable(got) << "'\n expected '"
-                         << printable(expected) << "'";
+      if (got == expected) {
+        ++agree;
+      } else {
+        ADD_FAILURE() << label << " " << key << " '" << printable(input) << "': got '" << printable(got)
+                      << "'\n expected '" << printable(expected) << "'";
+      }
       if (!remove) {
-        EXPECT_EQ(tok().decode(ids, unparse), got);
+        EXPECT_EQ(tok.decode(ids, unparse), got);
       }
     }
   }
-  std::cout << "[ decode   ] " << GetParam().model << ": " << agree << "/" << total << " identical\n";
+  std::cout << "[ decode   ] " << label << ": " << agree << "/" << total << " identical\n";
+}
+
+TEST_P(RealVocab, EncodeCorpusMatchesLlamaCpp) {
+  check_encode(tok(), fx()["cases"], std::string(GetParam().stem) + " corpus");
+}
+
+TEST_P(RealVocab, EncodeRandomMatchesLlamaCpp) {
+  check_encode(tok(), fx()["random_cases"], std::string(GetParam().stem) + " random");
+}
+
+TEST_P(RealVocab, DecodeCorpusMatchesLlamaCpp) {
+  check_decode(tok(), fx()["cases"], std::string(GetParam().stem) + " corpus");
+}
+
+TEST_P(RealVocab, DecodeRandomMatchesLlamaCpp) {
+  check_decode(tok(), fx()["random_cases"], std::string(GetParam().stem) + " random");
 }
 
 // token_to_piece over the whole vocabulary, hashed per block as the generator does.
@@ -219,6 +242,49 @@ INSTANTIATE_TEST_SUITE_P(Models, RealVocab,
                                            ModelCase{"gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m"}),
                          [](const auto& info) { return std::string(info.param.stem).substr(0, 6) == "SmolLM" ? "smollm" : "gemma3"; });
 
+// --- a real vocabulary under another pre-tokenizer or flag (pre-tokenizers we have no model for) ---
+
+class VocabVariant : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(VocabVariant, MatchesLlamaCpp) {
+  std::ifstream in(fixture_dir() / (std::string(GetParam()) + ".json"));
+  ASSERT_TRUE(in) << "missing fixture " << GetParam();
+  const Json fx = Json::parse(in);
+  const fs::path model = model_dir() / fx["base_model"].get<std::string>();
+  if (!fs::exists(model)) GTEST_SKIP() << "model " << model << " not found";
+
+  // The generator wrote the same thing: the model's metadata, one key overridden, no tensors.
+  const auto base = strata::gguf::File::open(model.string());
+  strata::gguf::Writer w;
+  for (const auto& [key, value] : base->metadata()) w.set(key, value);
+  const std::string key = fx["override"]["key"].get<std::string>();
+  const Json& value = fx["override"]["value"];
+  w.set(key, value.is_boolean() ? strata::gguf::Value::boolean(value.get<bool>())
+                                : strata::gguf::Value::str(value.get<std::string>()));
+  const std::vector<uint8_t> bytes = w.to_bytes();
+  const auto file = strata::gguf::File::parse(bytes.data(), bytes.size(), GetParam());
+  const auto tok = Tokenizer::from_gguf(*file);
+
+  EXPECT_EQ(tok->bos(), fx["bos"].get<int>());
+  EXPECT_EQ(tok->eos(), fx["eos"].get<int>());
+  EXPECT_EQ(tok->add_bos(), fx["add_bos"].get<bool>());
+  check_encode(*tok, fx["random_cases"], GetParam());
+  check_decode(*tok, fx["random_cases"], GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, VocabVariant,
+    ::testing::Values("smollm-vocab-pre-llama-bpe", "smollm-vocab-pre-qwen2", "smollm-vocab-pre-gpt-2",
+                      "smollm-vocab-pre-default", "smollm-vocab-pre-starcoder", "smollm-vocab-pre-gpt-4o",
+                      "smollm-vocab-pre-tekken", "smollm-vocab-pre-deepseek-coder", "smollm-vocab-pre-falcon",
+                      "smollm-vocab-pre-poro-chat", "gemma3-vocab-space-prefix"),
+    [](const auto& info) {
+      std::string name = info.param;
+      for (char& c : name)
+        if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+      return name;
+    });
+
 // --- synthetic vocabularies ---
 
 using strata::gguf::Value;
@@ -265,7 +331,11 @@ TEST(SyntheticVocab, SpmMergesScoresAndByteFallback) {
   // " ab" -> "▁ab"; "é" has no token: its two bytes fall back to <0xC3><0xA9> (ids 8 + byte).
   EXPECT_EQ(tok->encode("ab", true, false), (std::vector<Token>{1, 7}));
   EXPECT_EQ(tok->encode("\xC3\xA9", false, false), (std::vector<Token>{3, 8 + 0xC3, 8 + 0xA9}));
-  EXPECT_EQ(tok->decode({1, 7}, false), "ab");  // leading space of the first piece goes
+  // add_space_prefix: llama_detokenize drops the leading space of the first piece only, and not
+  // at all when remove_special dropped a BOS (llama.cpp's rule, reproduced as is).
+  EXPECT_EQ(tok->decode({7}, false), "ab");
+  EXPECT_EQ(tok->decode({1, 7}, false), " ab");
+  EXPECT_EQ(tok->detokenize({1, 7}, true, false), " ab");
   EXPECT_EQ(tok->decode({1, 7}, true), "<s> ab");
 
   // A character spelled by byte tokens comes out of the stream only once complete.

@@ -1,0 +1,32 @@
+#pragma once
+// Perplexity by llama.cpp's method: the text is tokenized once (with BOS), cut into chunks of
+// n_ctx tokens, each chunk's first token replaced by BOS, and the second half of each chunk
+// scored (positions n_ctx/2 .. n_ctx-2 predicting the next token).
+#include <functional>
+#include <vector>
+
+#include "runtime/session.h"
+
+namespace strata {
+
+struct PerplexityChunk {
+  int index;
+  double running_ppl;  // estimate over all chunks so far
+};
+
+struct PerplexityResult {
+  int n_chunks = 0;
+  int n_ctx = 0;
+  int n_scored = 0;       // tokens scored
+  double ppl = 0;         // final estimate
+  double ppl_error = 0;   // its standard error
+  double seconds = 0;
+  int n_tokens_evaluated = 0;
+};
+
+// tokens: the whole text tokenized with BOS (if the model adds one). bos < 0: no BOS replacement.
+// Throws strata::Error when the text has fewer than 2 * n_ctx tokens.
+PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int32_t bos, int n_ctx,
+                            int max_chunks, int n_threads, const std::function<void(const PerplexityChunk&)>& on_chunk);
+
+}  // namespace strata
