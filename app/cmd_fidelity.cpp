@@ -1,8 +1,10 @@
 // Fidelity tools: tokenize, logits, perplexity — what a text tokenizes to, what the model
 // predicts, and how well it predicts a text.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <numeric>
@@ -19,17 +21,29 @@ namespace {
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path);
+  if (!in) throw Error(path + ": cannot read: " + std::strerror(errno));
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// A missing model should end like every other load failure (exit 1, "error: PATH: cannot open: ..."
+// from the GGUF reader), not as a CLI11 validation error (exit 105).
+void let_loader_report_missing_model(CLI::App* cmd) {
+  cmd->get_option("model")->get_validator(0)->active(false);  // its one validator: CLI::ExistingFile
+}
+
+// One token piece on one line: \n \t \r \\ escaped, other control bytes as \xHH.
 std::string printable(const std::string& piece) {
   std::string out;
   for (unsigned char ch : piece) {
     if (ch == '\n') out += "\\n";
     else if (ch == '\t') out += "\\t";
     else if (ch == '\r') out += "\\r";
-    else out += char(ch);
+    else if (ch == '\\') out += "\\\\";
+    else if (ch < 0x20 || ch == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", ch);
+      out += hex;
+    } else out += char(ch);
   }
   return out;
 }
@@ -43,16 +57,16 @@ void add_tokenize_command(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("tokenize", "print the token ids of a text (works on vocabulary-only GGUFs)");
-  cmd->add_option("model", o->model, "GGUF file with tokenizer metadata")->required()->check(CLI::ExistingFile);
+  cmd->add_option("model", o->model, "GGUF file with tokenizer metadata")->required();
   auto* p = cmd->add_option("-p,--prompt", o->text, "text");
   auto* f = cmd->add_option("-f,--file", o->file, "file with the text");
   p->excludes(f);
   cmd->add_flag("--no-special", o->no_special, "add no BOS/EOS");
   cmd->add_flag("--parse-special", o->parse_special, "turn special-token text into those tokens");
-  cmd->add_flag("--pieces", o->pieces, "print id<TAB>piece, one a line");
-  cmd->callback([o] {
-    if (o->text.empty() && o->file.empty()) throw Error("tokenize: give -p TEXT or -f FILE");
-    const std::string text = o->file.empty() ? o->text : read_text_file(o->file);
+  cmd->add_flag("--pieces", o->pieces, "print id<TAB>piece, one a line (\\n \\t \\r \\\\ \\xHH escaped)");
+  cmd->callback([o, p, f] {
+    if (!p->count() && !f->count()) throw Error("tokenize: give -p TEXT or -f FILE");
+    const std::string text = f->count() ? read_text_file(o->file) : o->text;
     auto file = gguf::File::open(o->model);
     auto tok = Tokenizer::from_gguf(*file);
     const auto ids = tok->encode(text, !o->no_special, o->parse_special);
@@ -74,14 +88,17 @@ void add_logits_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("logits", "print the top next-token logits after a prompt");
   add_model_options(cmd, o->model);
+  let_loader_report_missing_model(cmd);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
   cmd->add_option("--top", o->top, "how many to print")->capture_default_str();
   cmd->add_option("--out", o->out, "write every logit as little-endian float32");
   cmd->callback([o] {
+    if (o->top < 0) throw Error("logits: --top must be >= 0, not " + std::to_string(o->top));
     auto model = Model::load(o->model.model_path);
     auto tok = Tokenizer::from_gguf(model->file());
-    Session session(*model, o->model.session);
     const auto ids = tok->encode(o->prompt, true, true);
+    if (ids.empty()) throw Error("logits: the prompt is empty and the model adds no BOS: nothing to predict from");
+    Session session(*model, o->model.session);
     const float* logits = session.eval(ids);
     const int n_vocab = model->config().n_vocab;
     std::vector<int32_t> order(static_cast<size_t>(n_vocab));
@@ -110,13 +127,16 @@ void add_perplexity_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of a text (llama.cpp's method)");
   add_model_options(cmd, o->model);
+  let_loader_report_missing_model(cmd);
   o->model.session.n_ctx = 512;
-  cmd->add_option("-f,--file", o->file, "text file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("-f,--file", o->file, "text file")->required();
   cmd->add_option("--chunks", o->chunks, "at most this many chunks (-1: all)");
   cmd->callback([o] {
+    std::string text = read_text_file(o->file);
+    if (!text.empty() && text.back() == '\n') text.pop_back();  // as llama.cpp's -f reads a file
     auto model = Model::load(o->model.model_path);
     auto tok = Tokenizer::from_gguf(model->file());
-    const auto ids = tok->encode(read_text_file(o->file), /*add_special=*/true, /*parse_special=*/false);
+    const auto ids = tok->encode(text, /*add_special=*/true, /*parse_special=*/false);
     const int32_t bos = tok->add_bos() ? tok->bos() : -1;
     std::fprintf(stderr, "%zu tokens, ctx %d\n", ids.size(), o->model.session.n_ctx);
     PerplexityResult r = perplexity(*model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session.n_threads,

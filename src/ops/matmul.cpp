@@ -69,12 +69,12 @@ void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens,
     }
     act = dst;
   }
-  // Split rows evenly, in multiples of the row block so tiles stay whole.
+  // Rows in whole row blocks, so tiles stay whole; chunks are claimed dynamically.
   const int64_t n_units = (w.n_rows + kRowBlock - 1) / kRowBlock;
-  pool.run([&](int index, int count) {
-    const int64_t r0 = std::min(w.n_rows, n_units * index / count * kRowBlock);
-    const int64_t r1 = std::min(w.n_rows, n_units * (index + 1) / count * kRowBlock);
-    if (r0 < r1) dot_rows(k, w, r0, r1, act, act_row_bytes, n_tokens, y, y_stride);
+  pool.parallel_for(n_units, [&](int64_t u0, int64_t u1, int) {
+    const int64_t r0 = u0 * kRowBlock;
+    const int64_t r1 = std::min(w.n_rows, u1 * kRowBlock);
+    dot_rows(k, w, r0, r1, act, act_row_bytes, n_tokens, y, y_stride);
   });
 }
 

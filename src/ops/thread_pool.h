@@ -1,7 +1,10 @@
 #pragma once
-// A fixed pool of worker threads for data-parallel loops. Workers spin briefly between jobs:
-// a token touches hundreds of small matmuls, so waking sleeping threads each time would cost
-// more than the work. After a short idle period they sleep on a condition variable.
+// A fixed pool of worker threads for data-parallel loops.
+//
+// A token runs hundreds of small parallel loops, so waking sleeping threads each time would cost
+// more than the work: workers spin briefly between loops, then sleep. Work is split into chunks
+// that every thread claims from a shared counter, so the caller never waits for a worker that
+// the OS has not scheduled yet (on a loaded machine it simply does the chunks itself).
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -21,24 +24,27 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int n_threads() const { return n_threads_; }
-  // Calls fn(thread_index, n_threads) once on every thread (the caller is thread 0) and returns
-  // when all are done. Work is split by the callee, so it can choose contiguous, cache-friendly
-  // ranges.
-  void run(const std::function<void(int, int)>& fn);
-  // Splits [0, n) into contiguous chunks, one per thread: fn(begin, end, thread_index).
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn);
+  // Calls fn(begin, end, thread_index) over contiguous chunks covering [0, n); returns when all
+  // are done. thread_index < n_threads() identifies per-thread scratch. n_chunks <= 0 picks a
+  // few chunks per thread.
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t n_chunks = 0);
 
   // Physical cores of this machine (logical CPUs divided by SMT siblings), at least 1.
   static int physical_cores();
 
  private:
+  // Job state packed in one word so claims can't mix two jobs: generation | next chunk | chunks.
+  static constexpr int kChunkBits = 20;
+  static constexpr uint64_t kChunkMask = (uint64_t(1) << kChunkBits) - 1;
   void worker_loop(int index);
+  void work(uint64_t generation, int thread_index);
 
   int n_threads_;
   std::vector<std::thread> workers_;
-  const std::function<void(int, int)>* job_ = nullptr;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int64_t> done_{0};
   std::atomic<bool> stop_{false};
   std::mutex mutex_;
   std::condition_variable wake_;

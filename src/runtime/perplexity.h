@@ -1,7 +1,9 @@
 #pragma once
-// Perplexity by llama.cpp's method: the text is tokenized once (with BOS), cut into chunks of
-// n_ctx tokens, each chunk's first token replaced by BOS, and the second half of each chunk
-// scored (positions n_ctx/2 .. n_ctx-2 predicting the next token).
+// Perplexity by llama.cpp's method (llama-perplexity, tools/perplexity/perplexity.cpp): the text
+// is tokenized once (BOS only where the model's metadata adds one), cut into chunks of n_ctx
+// tokens, each chunk's first token replaced by BOS (again only where the model adds one: SmolLM2
+// has add_bos_token=false and sees no BOS at all), and the second half of each chunk scored
+// (positions n_ctx/2 .. n_ctx-2 predicting the next token of the original text).
 #include <functional>
 #include <vector>
 
