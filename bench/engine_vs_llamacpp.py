@@ -53,11 +53,11 @@ def main():
     models = [("SmolLM2-135M Q4_1", os.path.join(MODELS, "SmolLM2-135M-Instruct.Q4_1.gguf")),
               ("Gemma 3 270M Q4_K_M", os.path.join(MODELS, "gemma-3-270m-q4_k_m.gguf"))]
     if not args.skip_8b:
-        forged = os.path.join(MODELS, "forged-llama-3-8b-Q4_K.gguf")
+        forged = os.path.join(MODELS, "forged-llama-3-8b-Q4_K_M.gguf")
         if not os.path.exists(forged):
-            subprocess.run([args.strata, "forge", "--arch", "llama", "--preset", "llama-3-8b", "--type", "Q4_K",
+            subprocess.run([args.strata, "forge", "--arch", "llama", "--preset", "llama-3-8b", "--type", "Q4_K_M",
                             "--out", forged], check=True)
-        models.append(("forged llama-3-8b Q4_K", forged))
+        models.append(("forged llama-3-8b Q4_K_M", forged))
 
     rows = []
     for name, path in models:

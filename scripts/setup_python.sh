@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
-# Python test tooling (never the product): the gguf reference package and pytest.
+# Python test tooling (never the product): the gguf reference package, pytest, and the official
+# ollama and openai clients the API tests drive the server with.
 set -euo pipefail
-python3 -c "import gguf, numpy, pytest" 2>/dev/null || pip install -q "gguf==0.19.0" numpy pytest
+python3 -c "import gguf, numpy, pytest, ollama, openai" 2>/dev/null ||
+  pip install -q "gguf==0.19.0" numpy pytest ollama openai

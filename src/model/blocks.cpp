@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "ops/vec.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "util/error.h"
@@ -25,7 +26,6 @@ void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_thre
   up.assign(nb * ff, 0.0f);
   q16.assign(size_t(n_threads), std::vector<uint16_t>(size_t(c.head_dim_k)));
   scores.assign(size_t(n_threads), std::vector<float>(size_t(n_ctx)));
-  v_row.assign(size_t(n_threads), std::vector<float>(size_t(c.head_dim_v)));
   acc.assign(size_t(n_threads), std::vector<float>(size_t(c.head_dim_v)));
   if (c.n_expert > 0) {
     const size_t k_used = size_t(c.n_expert_used);
@@ -129,7 +129,6 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec) {
   p.pool.parallel_for(int64_t(n) * c.n_head, [&](int64_t i0, int64_t i1, int thread) {
     uint16_t* q16 = b.q16[size_t(thread)].data();
     float* scores = b.scores[size_t(thread)].data();
-    float* v_row = b.v_row[size_t(thread)].data();
     float* acc = b.acc[size_t(thread)].data();
     for (int64_t i = i0; i < i1; ++i) {
       const int t = int(i / c.n_head);
@@ -149,8 +148,7 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec) {
       for (int64_t j = 0; j < n_seen; ++j) {
         const float w = fp16_to_f32(f32_to_fp16(scores[j]));
         const uint16_t* vr = v_layer.data() + (first + j) * p.kv.v_width + int64_t(kv_head) * c.head_dim_v;
-        f16.dequantize(vr, v_row, c.head_dim_v);
-        for (int d = 0; d < c.head_dim_v; ++d) acc[d] += w * v_row[d];
+        ops::axpy_f16(acc, w, vr, c.head_dim_v);
       }
       std::copy(acc, acc + c.head_dim_v, b.att.data() + t * o_dim + int64_t(head) * c.head_dim_v);
     }

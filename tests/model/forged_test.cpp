@@ -8,9 +8,12 @@
 //
 // Why a tolerance: both engines quantize activations to 8 bits before every matmul (to f16 for F16
 // weights), and a last-bit difference in a float sum (summation order differs between any two
-// kernel sets) flips a rounding that travels through the layers. Random weights also make the
-// logits small (|logit| < 2) and nearly tied, so top-1 is compared only where llama.cpp's top-2
-// margin is well above the measured differences.
+// kernel sets) flips a rounding. On these small models the two engines agree to ~1e-5 until the
+// first such flip; from that token on, every later position carries it through attention. llama.cpp
+// differs from itself by as much (batch of 256 against one token at a time: up to 0.06 on
+// gemma3-small-Q4_K_M, whose logits span ~10). So the tolerance is a fraction of each fixture's
+// logit range, and top-1 is compared only where llama.cpp's top-2 margin is well above the noise:
+// random weights give small, nearly tied logits.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -34,10 +37,12 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Measured (llama-cpp-python 0.3.36, AVX-512 and AVX2 builds of Strata): the largest difference
-// over all stored logits of all fixtures is ~0.01 [see report]; logits themselves span ~[-1.7, 1.7].
-constexpr float kTolerance = 0.05f;  // max |ours - llama.cpp| over the stored ids, every position
-constexpr float kDecisive = 0.1f;    // top-2 margin above which the top-1 token must agree
+// Measured (llama-cpp-python 0.3.36): the largest difference is 1.0% of the logit range with
+// Strata's AVX-512 kernels (gemma3-small-Q4_K_M, 0.08 of 8.3), 0.43% with its scalar ones; most
+// fixtures agree to the 1e-4 rounding of the stored logits.
+constexpr float kTolerance = 0.02f;  // max |ours - llama.cpp| over the stored ids, x the logit range
+// Where llama.cpp's top-2 margin exceeds twice the tolerance, no difference within it swaps them.
+constexpr float kDecisive = 2 * kTolerance;
 
 const char* kTokenizerModel = "SmolLM2-135M-Instruct.Q4_1.gguf";  // forge's default tokenizer
 
@@ -179,6 +184,13 @@ TEST_P(ForgedTest, LogitsMatchLlamaCpp) {
   const auto spread_ids = fixture_["spread_ids"].get<std::vector<int32_t>>();
   const json& positions = fixture_["positions"];
   ASSERT_EQ(positions.size(), tokens.size());
+  // The fixture's logit range (max - min of every stored logit) sets the scale of the tolerances.
+  float lo = INFINITY, hi = -INFINITY;
+  for (const json& pos : positions)
+    for (const char* key : {"top_logits", "spread_logits"})
+      for (const json& v : pos[key]) lo = std::min(lo, v.get<float>()), hi = std::max(hi, v.get<float>());
+  const float range = hi - lo;
+  ASSERT_GT(range, 0.0f);
   float worst = 0.0f, worst_top = 0.0f;
   int top1_agree = 0, decisive = 0;
   for (size_t p = 0; p < positions.size(); ++p) {
@@ -192,32 +204,35 @@ TEST_P(ForgedTest, LogitsMatchLlamaCpp) {
     for (size_t k = 0; k < spread_ids.size(); ++k)
       diff = std::max(diff, std::fabs(row[spread_ids[k]] - spread_logits[k]));
     worst = std::max(worst, diff);
-    if (std::getenv("FORGED_VERBOSE")) std::printf("  pos %2zu diff %.5f margin %.4f\n", p, diff, positions[p]["margin"].get<float>());
-    EXPECT_LT(diff, kTolerance) << GetParam() << " position " << p;
+    EXPECT_LT(diff, kTolerance * range) << GetParam() << " position " << p;
     const int ours = int(std::max_element(row, row + n_vocab) - row);
     top1_agree += ours == top_ids[0];
-    if (positions[p]["margin"].get<float>() > kDecisive) {
+    if (positions[p]["margin"].get<float>() > kDecisive * range) {
       ++decisive;
       EXPECT_EQ(ours, top_ids[0]) << GetParam() << " position " << p << " (llama.cpp's margin "
                                   << positions[p]["margin"].get<float>() << ")";
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("[ %-22s ] max |logit diff| %.5f (top-20 %.5f), top-1 agreement %d/%zu, %d decisive; %.2f s\n",
-              GetParam().c_str(), worst, worst_top, top1_agree, positions.size(), decisive, seconds);
+  std::printf(
+      "[ %-22s ] logit range %.2f: max |diff| %.5f (top-20 %.5f, %.2f%% of range, limit %.0f%%), "
+      "top-1 agreement %d/%zu, %d decisive; %.2f s\n",
+      GetParam().c_str(), range, worst, worst_top, 100.0 * worst / range, 100.0 * kTolerance, top1_agree,
+      positions.size(), decisive, seconds);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Forged, ForgedTest,
-    ::testing::Values("llama-tiny-Q8_0", "llama-tiny-F16", "llama-tiny-moe-Q8_0", "llama-tiny-moe-F16",
-                      "qwen2-tiny-Q8_0", "qwen2-tiny-F16", "qwen3-tiny-Q8_0", "qwen3-tiny-F16", "qwen3moe-tiny-Q8_0",
-                      "qwen3moe-tiny-F16", "gemma3-tiny-Q8_0", "gemma3-tiny-F16", "llama-small-Q4_K_M",
-                      "qwen2-small-Q4_K_M", "qwen3-small-Q4_K_M", "qwen3moe-small-Q4_K_M", "gemma3-small-Q4_K_M"),
-    [](const ::testing::TestParamInfo<std::string>& info) {
-      std::string name = info.param;
-      std::replace(name.begin(), name.end(), '-', '_');
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Forged, ForgedTest,
+                         ::testing::Values("llama-tiny-Q8_0", "llama-tiny-F16", "llama-tiny-moe-Q8_0",
+                                           "llama-tiny-moe-F16", "qwen2-tiny-Q8_0", "qwen2-tiny-F16", "qwen3-tiny-Q8_0",
+                                           "qwen3-tiny-F16", "qwen3moe-tiny-Q8_0", "qwen3moe-tiny-F16",
+                                           "gemma3-tiny-Q8_0", "gemma3-tiny-F16", "llama-small-Q4_K_M",
+                                           "qwen2-small-Q4_K_M", "qwen3-small-Q4_K_M", "qwen3moe-small-Q4_K_M",
+                                           "gemma3-small-Q4_K_M"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace strata

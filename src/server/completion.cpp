@@ -1,0 +1,62 @@
+#include "server/completion.h"
+
+#include "server/errors.h"
+#include "server/prompt.h"
+
+namespace strata::server {
+
+PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req) {
+  PreparedPrompt out;
+  const Tokenizer& tok = *m.tokenizer;
+  for (Token t : req.context)
+    if (t < 0 || t >= tok.n_vocab())
+      throw bad_request("context token " + std::to_string(t) + " is outside the vocabulary (" +
+                        std::to_string(tok.n_vocab()) + " tokens)");
+  out.tokens = req.context;
+  const bool fresh = req.context.empty();
+  std::vector<Token> more;
+  if (req.chat) {
+    more = tok.encode(render_prompt(*m.model, tok, req.messages, fresh), /*add_special=*/false, /*parse_special=*/true);
+  } else if (req.raw) {
+    more = tok.encode(req.prompt, /*add_special=*/fresh, /*parse_special=*/true);
+  } else {
+    std::vector<ChatMessage> messages;
+    if (!req.system.empty()) messages.push_back({"system", req.system});
+    messages.push_back({"user", req.prompt});
+    more = tok.encode(render_prompt(*m.model, tok, messages, fresh), /*add_special=*/false, /*parse_special=*/true);
+  }
+  out.tokens.insert(out.tokens.end(), more.begin(), more.end());
+  if (out.tokens.empty()) throw bad_request("the prompt is empty");
+  const int n_ctx = m.effective_n_ctx(req.n_ctx);
+  if (int(out.tokens.size()) >= n_ctx)
+    throw bad_request("the prompt is " + std::to_string(out.tokens.size()) + " tokens, more than the context of " +
+                      std::to_string(n_ctx) + " tokens allows (raise options.num_ctx)");
+  out.stop = req.gen.stop;
+  if (!req.raw || req.chat)
+    for (auto& s : prompt_stop_strings(*m.model)) out.stop.push_back(std::move(s));
+  return out;
+}
+
+CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
+                                Clock::time_point started, const std::function<bool(const std::string&)>& on_text) {
+  LoadedModel& m = lease.model();
+  CompletionResult r;
+  r.load_seconds = lease.load_seconds();
+  GenerateParams gen = req.gen;
+  gen.stop = prompt.stop;
+  {
+    std::lock_guard<std::mutex> lock(m.run_mutex);
+    Session& session = m.session_for(req.n_ctx, req.n_threads);
+    r.gen = generate(session, *m.tokenizer, prompt.tokens, gen, [&](const std::string& text) {
+      if (r.cancelled) return false;
+      if (!on_text(text)) r.cancelled = true;
+      return !r.cancelled;
+    });
+  }
+  r.context = prompt.tokens;
+  r.context.insert(r.context.end(), r.gen.tokens.begin(), r.gen.tokens.end());
+  r.total_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  return r;
+}
+
+}  // namespace strata::server

@@ -1,0 +1,237 @@
+#include "server/model_registry.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "server/errors.h"
+#include "util/error.h"
+
+namespace strata::server {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kExtension = ".gguf";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string stem_of(const std::string& path) { return fs::path(path).stem().string(); }
+
+// A regular file (after symlinks): its size and modification time.
+std::optional<ModelEntry> stat_model(const std::string& name, const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  return ModelEntry{name, path, uint64_t(st.st_size), int64_t(st.st_mtim.tv_sec)};
+}
+
+// The file name a requested model has: "name", "name:latest" and "name.gguf" all mean name.gguf.
+// Anything that could name a path outside the folder is refused.
+std::string file_stem_for(const std::string& requested) {
+  std::string name = requested;
+  if (ends_with(name, ":latest")) name.resize(name.size() - 7);
+  if (ends_with(name, kExtension)) name.resize(name.size() - 5);
+  if (name.empty()) throw bad_request("model is required");
+  const bool bad = name.size() > 255 || name[0] == '.' ||
+                   name.find_first_of(std::string("/\\\0", 3)) != std::string::npos ||
+                   std::any_of(name.begin(), name.end(), [](char c) { return (unsigned char)c < 0x20; });
+  if (bad) throw bad_request("invalid model name \"" + requested + "\"");
+  return name;
+}
+
+}  // namespace
+
+// --- LoadedModel
+
+int LoadedModel::effective_n_ctx(int n_ctx) const {
+  if (n_ctx <= 0) n_ctx = defaults.n_ctx;
+  const int train = model->config().n_ctx_train;
+  return n_ctx <= 0 || (train > 0 && n_ctx > train) ? train : n_ctx;
+}
+
+int LoadedModel::current_n_ctx() const { return session_ ? session_->n_ctx() : effective_n_ctx(0); }
+
+Session& LoadedModel::session_for(int n_ctx, int n_threads) {
+  SessionParams p = defaults;
+  p.n_ctx = effective_n_ctx(n_ctx);
+  if (n_threads > 0) p.n_threads = n_threads;
+  const bool same_threads = p.n_threads <= 0 || (session_ && session_->n_threads() == p.n_threads);
+  if (!session_ || session_->n_ctx() != p.n_ctx || !same_threads) {
+    session_.reset();  // free the old KV cache before allocating the new one
+    session_ = std::make_unique<Session>(*model, p);
+  }
+  return *session_;
+}
+
+// --- ModelLease
+
+ModelLease::~ModelLease() { registry_.release(*model_, keep_alive_s_); }
+
+// --- ModelRegistry
+
+ModelRegistry::ModelRegistry(RegistryOptions options) : options_(std::move(options)) {
+  reaper_ = std::thread([this] { reap_loop(); });
+}
+
+ModelRegistry::~ModelRegistry() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  reap_cv_.notify_all();
+  reaper_.join();
+}
+
+std::vector<ModelEntry> ModelRegistry::list() const {
+  std::vector<ModelEntry> out;
+  if (!options_.single_file.empty()) {
+    if (auto e = stat_model(stem_of(options_.single_file), options_.single_file)) out.push_back(*e);
+    return out;
+  }
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator(options_.models_dir, ec)) {
+    const std::string file = de.path().filename().string();
+    if (!ends_with(file, kExtension) || file[0] == '.') continue;
+    if (auto e = stat_model(stem_of(file), de.path().string())) out.push_back(*e);
+  }
+  std::sort(out.begin(), out.end(), [](const ModelEntry& a, const ModelEntry& b) { return a.name < b.name; });
+  return out;
+}
+
+ModelEntry ModelRegistry::resolve(const std::string& requested) const {
+  const std::string name = file_stem_for(requested);
+  std::optional<ModelEntry> entry;
+  if (!options_.single_file.empty()) {
+    if (name == stem_of(options_.single_file)) entry = stat_model(name, options_.single_file);
+  } else {
+    entry = stat_model(name, (fs::path(options_.models_dir) / (name + kExtension)).string());
+  }
+  if (!entry) throw HttpError(404, "model \"" + requested + "\" not found");
+  return *entry;
+}
+
+std::shared_ptr<const gguf::File> ModelRegistry::metadata(const ModelEntry& entry) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = files_.find(entry.path);
+    if (it != files_.end() && it->second.size_bytes == entry.size_bytes &&
+        it->second.modified_unix == entry.modified_unix)
+      return it->second.file;
+  }
+  std::shared_ptr<const gguf::File> file = gguf::File::open(entry.path);  // throws strata::Error naming the problem
+  std::lock_guard<std::mutex> lock(mutex_);
+  files_[entry.path] = CachedFile{entry.size_bytes, entry.modified_unix, file};
+  return file;
+}
+
+std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, std::optional<double> keep_alive_s) {
+  const ModelEntry entry = resolve(requested);
+  auto admit = [&](const std::shared_ptr<LoadedModel>& m, double load_seconds) {
+    // Called with mutex_ held.
+    if (m->n_active_ >= options_.max_queue)
+      throw HttpError(503, "server busy, please try again: " + std::to_string(options_.max_queue) +
+                               " requests are already running or waiting for model \"" + entry.name + "\"");
+    ++m->n_active_;
+    return std::make_shared<ModelLease>(*this, m, keep_alive_s, load_seconds);
+  };
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = models_.find(entry.name);
+    if (it != models_.end()) return admit(it->second, 0);
+  }
+  std::lock_guard<std::mutex> load_lock(load_mutex_);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);  // another request may have loaded it meanwhile
+    auto it = models_.find(entry.name);
+    if (it != models_.end()) return admit(it->second, 0);
+  }
+  auto m = std::make_shared<LoadedModel>();
+  m->name = entry.name;
+  m->path = entry.path;
+  m->defaults = options_.session;
+  const auto t0 = Clock::now();
+  try {
+    m->model = Model::load(entry.path);
+    m->tokenizer = Tokenizer::from_gguf(m->model->file());
+  } catch (const std::exception& e) {
+    throw HttpError(500, "failed to load model \"" + requested + "\": " + e.what());
+  }
+  m->load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::lock_guard<std::mutex> lock(mutex_);
+  models_[entry.name] = m;
+  return admit(m, m->load_seconds);
+}
+
+bool ModelRegistry::unload(const std::string& requested) {
+  const std::string name = file_stem_for(requested);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = models_.find(name);
+  if (it == models_.end()) return false;
+  if (it->second->n_active_ == 0) {
+    models_.erase(it);
+  } else {  // the last running request's release unloads it
+    it->second->keep_forever_ = false;
+    it->second->expires_at_ = Clock::now();
+  }
+  return true;
+}
+
+void ModelRegistry::release(LoadedModel& m, std::optional<double> keep_alive_s) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  --m.n_active_;
+  const double keep = keep_alive_s.value_or(options_.keep_alive_s);
+  m.keep_forever_ = keep < 0;
+  m.expires_at_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(keep < 0 ? 0 : keep));
+  if (m.n_active_ == 0 && keep == 0) {
+    auto it = models_.find(m.name);
+    if (it != models_.end() && it->second.get() == &m) models_.erase(it);
+  }
+}
+
+std::vector<LoadedInfo> ModelRegistry::loaded() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<LoadedInfo> out;
+  const auto now = Clock::now();
+  const auto wall_now = std::chrono::system_clock::now();
+  for (const auto& [name, m] : models_) {
+    LoadedInfo info{name, m->path, m->model->file().file_size(), m->effective_n_ctx(0), std::nullopt};
+    // The session belongs to whoever holds run_mutex; its size is fixed by n_ctx, so estimate
+    // from the model's KV layout rather than touching it.
+    const ModelConfig& c = m->model->config();
+    info.size_bytes += uint64_t(c.n_layer) * uint64_t(info.n_ctx) * uint64_t(c.n_head_kv) *
+                       uint64_t(c.head_dim_k + c.head_dim_v) * 2;  // f16
+    if (!m->keep_forever_)
+      info.expires_at = wall_now + std::chrono::duration_cast<std::chrono::system_clock::duration>(m->expires_at_ - now);
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+void ModelRegistry::reap_loop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopping_) {
+    reap_cv_.wait_for(lock, std::chrono::seconds(1));
+    const auto now = Clock::now();
+    std::vector<std::shared_ptr<LoadedModel>> expired;  // freed after the lock is released
+    for (auto it = models_.begin(); it != models_.end();) {
+      const LoadedModel& m = *it->second;
+      if (m.n_active_ == 0 && !m.keep_forever_ && m.expires_at_ <= now) {
+        expired.push_back(it->second);
+        it = models_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!expired.empty()) {
+      lock.unlock();
+      expired.clear();
+      lock.lock();
+    }
+  }
+}
+
+}  // namespace strata::server

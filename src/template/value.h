@@ -1,0 +1,106 @@
+#pragma once
+// Template values with Python semantics: what jinja2 sees when transformers hands it JSON-like
+// messages. Lists and dicts are shared (reference semantics, as in Python), which is what makes
+// `namespace()` attribute assignment and loop objects work.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace strata::jinja {
+
+struct Value;
+struct CallArgs;
+using List = std::vector<Value>;
+using Function = std::function<Value(CallArgs&)>;
+
+// Insertion-ordered string-keyed dict (Python dicts keep insertion order; JSON objects are small).
+struct Dict {
+  std::vector<std::pair<std::string, Value>> items;
+  const Value* find(std::string_view key) const;
+  Value* find(std::string_view key);
+  void set(const std::string& key, Value v);
+};
+
+enum class Kind { Undefined, None, Bool, Int, Float, String, List, Dict, Function };
+
+struct Value {
+  Kind kind = Kind::Undefined;
+  bool b = false;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;  // String payload; for Undefined, the name that was missing (for errors)
+  std::shared_ptr<List> list;
+  std::shared_ptr<Dict> dict;
+  std::shared_ptr<Function> fn;
+  bool is_tuple = false;      // a List written as a Python tuple: repr "(a, b)"
+  bool is_namespace = false;  // a Dict made by namespace(): attributes assignable, not a mapping
+
+  Value() = default;
+  static Value undefined(std::string name = {});
+  static Value none();
+  static Value boolean(bool v);
+  static Value integer(int64_t v);
+  static Value number(double v);
+  static Value string(std::string v);
+  static Value new_list(List items = {});
+  static Value tuple(List items);
+  static Value new_dict();
+  static Value function(Function f);
+  static Value from_json(const nlohmann::json& j);
+
+  bool is_undefined() const { return kind == Kind::Undefined; }
+  bool is_none() const { return kind == Kind::None; }
+  bool is_string() const { return kind == Kind::String; }
+  bool is_list() const { return kind == Kind::List; }
+  bool is_dict() const { return kind == Kind::Dict; }
+  bool is_mapping() const { return kind == Kind::Dict && !is_namespace; }
+  bool is_int_like() const { return kind == Kind::Int || kind == Kind::Bool; }  // Python: bool is an int
+  bool is_numeric() const { return is_int_like() || kind == Kind::Float; }
+  int64_t as_int() const { return kind == Kind::Bool ? int64_t(b) : i; }
+  double as_double() const { return kind == Kind::Float ? f : double(as_int()); }
+
+  bool truthy() const;
+  const char* type_name() const;  // Python's type name, for error messages
+};
+
+// Positional and keyword arguments of a call, filter or test (after the subject).
+struct CallArgs {
+  std::vector<Value> pos;
+  std::vector<std::pair<std::string, Value>> kw;
+  // The argument at position `index` or named `name`; `fallback` when neither was given.
+  Value get(size_t index, std::string_view name, Value fallback = Value::undefined()) const;
+  bool has(size_t index, std::string_view name) const;
+};
+
+// Python's str() and repr() of a value; str(undefined) is "".
+std::string to_str(const Value& v);
+std::string to_repr(const Value& v);
+std::string float_repr(double d);  // Python's float.__repr__
+
+// json.dumps(v, ensure_ascii, indent, separators, sort_keys) as transformers' tojson calls it;
+// indent < 0 means None.
+struct JsonOptions {
+  bool ensure_ascii = false;
+  int indent = -1;
+  std::string indent_str;  // used instead of spaces when indent was given as a string
+  std::string item_sep, key_sep;  // empty: Python's defaults for the indent setting
+  bool sort_keys = false;
+};
+std::string to_json(const Value& v, const JsonOptions& opt = {});
+
+// Python ==, and < for sorting/comparison (throws strata::Error on unorderable types).
+bool equals(const Value& a, const Value& b);
+bool less(const Value& a, const Value& b);
+
+// Strings are UTF-8; Python indexes them by code point.
+std::u32string utf8_decode(std::string_view s);
+std::string utf8_encode(std::u32string_view s);
+size_t utf8_length(std::string_view s);
+
+}  // namespace strata::jinja

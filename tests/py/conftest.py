@@ -1,0 +1,64 @@
+"""Shared helpers for the pytest layer: the built binary, the fixtures, the cached real models.
+
+Environment (set by CTest): STRATA_BIN (the strata binary), STRATA_FIXTURES (tests/fixtures);
+models come from STRATA_MODELS, else $STRATA_CACHE/models, else ~/.cache/strata/models, as the
+C++ tests find them (tests/support/paths.h). Tests needing a model skip when it is absent.
+"""
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = "gemma-3-270m-q4_k_m.gguf"
+
+# Lines for the terminal summary: the numbers a reader wants to see even when everything passes.
+_REPORT = []
+
+
+def report(line):
+    _REPORT.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORT:
+        terminalreporter.section("fidelity numbers")
+        for line in _REPORT:
+            terminalreporter.write_line(line)
+
+
+def strata_bin():
+    path = os.environ.get("STRATA_BIN", os.path.join(ROOT, "build", "strata"))
+    if not os.path.isfile(path):
+        pytest.skip(f"strata binary not built: {path} (set STRATA_BIN)")
+    return path
+
+
+def fixtures_dir():
+    return os.environ.get("STRATA_FIXTURES", os.path.join(ROOT, "tests", "fixtures"))
+
+
+def models_dir():
+    if "STRATA_MODELS" in os.environ:
+        return os.environ["STRATA_MODELS"]
+    if "STRATA_CACHE" in os.environ:
+        return os.path.join(os.environ["STRATA_CACHE"], "models")
+    return os.path.expanduser("~/.cache/strata/models")
+
+
+def model_path(file):
+    path = os.path.join(models_dir(), file)
+    if not os.path.isfile(path):
+        pytest.skip(f"model not fetched: {path} (run make models)")
+    return path
+
+
+def run_strata(*args, check=True, timeout=300):
+    """Runs strata with args; returns the CompletedProcess (stdout/stderr as bytes)."""
+    proc = subprocess.run([strata_bin(), *map(str, args)], capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"strata {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                             f"{proc.stderr.decode(errors='replace')}")
+    return proc
