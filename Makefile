@@ -28,6 +28,10 @@ demo: setup build
 
 test: setup build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@# The portable build (scalar kernels only, as on ARM) must build and pass its kernel tests too.
+	@cmake -S . -B $(BUILD)-scalar -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_SCALAR_ONLY=ON >/dev/null
+	@cmake --build $(BUILD)-scalar -j $(JOBS) --target test_tensor
+	$(BUILD)-scalar/tests/test_tensor --gtest_brief=1
 
 bench: setup build
 	scripts/setup_reference.sh

@@ -68,6 +68,10 @@ void add_bench_command(CLI::App& app) {
     std::vector<int32_t> prompt(size_t(opts->n_prompt));
     for (auto& t : prompt) t = int32_t(rng() % uint32_t(n_vocab));
 
+    // Warm-up (as llama-bench): one token pages the weights in, so both runs measure compute.
+    session.eval({prompt[0]});
+    session.truncate(0);
+
     double t0 = now_seconds();
     session.eval(prompt);
     const double pp_seconds = now_seconds() - t0;

@@ -35,15 +35,28 @@ void let_loader_report_missing_model(CLI::App* cmd) {
 std::string printable(const std::string& piece) {
   std::string out;
   for (unsigned char ch : piece) {
-    if (ch == '\n') out += "\\n";
-    else if (ch == '\t') out += "\\t";
-    else if (ch == '\r') out += "\\r";
-    else if (ch == '\\') out += "\\\\";
-    else if (ch < 0x20 || ch == 0x7f) {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", ch);
-      out += hex;
-    } else out += char(ch);
+    switch (ch) {
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      default:
+        if (ch < 0x20 || ch == 0x7f) {
+          char hex[8];
+          std::snprintf(hex, sizeof hex, "\\x%02x", ch);
+          out += hex;
+        } else {
+          out += char(ch);
+        }
+    }
   }
   return out;
 }
@@ -104,9 +117,8 @@ void add_logits_command(CLI::App& app) {
     std::vector<int32_t> order(static_cast<size_t>(n_vocab));
     std::iota(order.begin(), order.end(), 0);
     const int k = std::min(o->top, n_vocab);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-    });
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
     for (int i = 0; i < k; ++i)
       std::printf("%d\t%.6f\t%s\n", order[size_t(i)], logits[order[size_t(i)]],
                   printable(tok->token_to_piece(order[size_t(i)], true)).c_str());

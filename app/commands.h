@@ -12,5 +12,7 @@ void add_bench_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_perplexity_command(CLI::App& app);
+void add_template_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace strata::app

@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   strata::app::add_tokenize_command(app);
   strata::app::add_logits_command(app);
   strata::app::add_perplexity_command(app);
+  strata::app::add_template_command(app);
+  strata::app::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -19,9 +19,9 @@ struct PerplexityChunk {
 struct PerplexityResult {
   int n_chunks = 0;
   int n_ctx = 0;
-  int n_scored = 0;       // tokens scored
-  double ppl = 0;         // final estimate
-  double ppl_error = 0;   // its standard error
+  int n_scored = 0;      // tokens scored
+  double ppl = 0;        // final estimate
+  double ppl_error = 0;  // its standard error
   double seconds = 0;
   int n_tokens_evaluated = 0;
 };

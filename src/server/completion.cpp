@@ -5,6 +5,22 @@
 
 namespace strata::server {
 
+namespace {
+// Evaluates the prompt's tokens before the last one (reusing what the session already holds),
+// leaving generate() only the last token to evaluate, alone. The batched and the single-token
+// kernels round differently, so without this a request whose prompt is cached (its last token
+// re-evaluated alone) and the same request on a fresh session (evaluated in one batch) could
+// pick different greedy tokens. With it, the same request always gives the same tokens.
+void evaluate_all_but_last(Session& session, const std::vector<Token>& prompt) {
+  const size_t n = prompt.size() - 1;
+  const auto& hist = session.history();
+  size_t common = 0;
+  while (common < hist.size() && common < n && hist[common] == prompt[common]) ++common;
+  session.truncate(int(common));
+  if (common < n) session.eval(std::vector<Token>(prompt.begin() + long(common), prompt.begin() + long(n)));
+}
+}  // namespace
+
 PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req) {
   PreparedPrompt out;
   const Tokenizer& tok = *m.tokenizer;
@@ -16,14 +32,14 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
   const bool fresh = req.context.empty();
   std::vector<Token> more;
   if (req.chat) {
-    more = tok.encode(render_prompt(*m.model, tok, req.messages, fresh), /*add_special=*/false, /*parse_special=*/true);
+    more = tok.encode(m.prompt_format->render(req.messages, fresh), /*add_special=*/false, /*parse_special=*/true);
   } else if (req.raw) {
     more = tok.encode(req.prompt, /*add_special=*/fresh, /*parse_special=*/true);
   } else {
     std::vector<ChatMessage> messages;
     if (!req.system.empty()) messages.push_back({"system", req.system});
     messages.push_back({"user", req.prompt});
-    more = tok.encode(render_prompt(*m.model, tok, messages, fresh), /*add_special=*/false, /*parse_special=*/true);
+    more = tok.encode(m.prompt_format->render(messages, fresh), /*add_special=*/false, /*parse_special=*/true);
   }
   out.tokens.insert(out.tokens.end(), more.begin(), more.end());
   if (out.tokens.empty()) throw bad_request("the prompt is empty");
@@ -33,7 +49,7 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
                       std::to_string(n_ctx) + " tokens allows (raise options.num_ctx)");
   out.stop = req.gen.stop;
   if (!req.raw || req.chat)
-    for (auto& s : prompt_stop_strings(*m.model)) out.stop.push_back(std::move(s));
+    for (const auto& s : m.prompt_format->stop_strings()) out.stop.push_back(s);
   return out;
 }
 
@@ -47,6 +63,7 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
   {
     std::lock_guard<std::mutex> lock(m.run_mutex);
     Session& session = m.session_for(req.n_ctx, req.n_threads);
+    evaluate_all_but_last(session, prompt.tokens);
     r.gen = generate(session, *m.tokenizer, prompt.tokens, gen, [&](const std::string& text) {
       if (r.cancelled) return false;
       if (!on_text(text)) r.cancelled = true;

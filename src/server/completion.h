@@ -19,7 +19,7 @@ struct CompletionRequest {
   std::string prompt;                 // completion: the text, templated as one user turn unless raw
   std::string system;                 // completion: system message for the template
   bool raw = false;
-  std::vector<Token> context;         // completion: tokens of an earlier exchange to continue
+  std::vector<Token> context;  // completion: tokens of an earlier exchange to continue
   GenerateParams gen;
   int n_ctx = 0;      // 0: the server's default
   int n_threads = 0;  // 0: the server's default

@@ -10,17 +10,20 @@ namespace strata::server {
 namespace {
 const char* openai_error_type(int status) {
   switch (status) {
-    case 400: return "invalid_request_error";
-    case 404: return "not_found_error";
-    default: return "api_error";
+    case 400:
+      return "invalid_request_error";
+    case 404:
+      return "not_found_error";
+    default:
+      return "api_error";
   }
 }
 }  // namespace
 
 std::string error_body(ErrorStyle style, int status, const std::string& message) {
   if (style == ErrorStyle::ollama) return dump(json{{"error", message}});
-  return dump(json{{"error", {{"message", message}, {"type", openai_error_type(status)}, {"param", nullptr},
-                              {"code", nullptr}}}});
+  return dump(json{
+      {"error", {{"message", message}, {"type", openai_error_type(status)}, {"param", nullptr}, {"code", nullptr}}}});
 }
 
 void send_json(httplib::Response& res, const json& body, int status) {

@@ -9,7 +9,7 @@
 
 namespace strata::server {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 // Parses a request body; malformed JSON or a body that is not an object is a 400.
 json parse_body(const std::string& body);

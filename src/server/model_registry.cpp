@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "server/errors.h"
@@ -52,8 +53,6 @@ int LoadedModel::effective_n_ctx(int n_ctx) const {
   const int train = model->config().n_ctx_train;
   return n_ctx <= 0 || (train > 0 && n_ctx > train) ? train : n_ctx;
 }
-
-int LoadedModel::current_n_ctx() const { return session_ ? session_->n_ctx() : effective_n_ctx(0); }
 
 Session& LoadedModel::session_for(int n_ctx, int n_threads) {
   SessionParams p = defaults;
@@ -157,10 +156,14 @@ std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, s
   try {
     m->model = Model::load(entry.path);
     m->tokenizer = Tokenizer::from_gguf(m->model->file());
+    m->prompt_format = std::make_unique<PromptFormat>(*m->model, *m->tokenizer);
   } catch (const std::exception& e) {
     throw HttpError(500, "failed to load model \"" + requested + "\": " + e.what());
   }
   m->load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::fprintf(stderr, "loaded %s in %.2f s (chat format: %s%s)\n", entry.path.c_str(), m->load_seconds,
+               m->prompt_format->name().c_str(),
+               m->prompt_format->fallback_reason().empty() ? "" : ("; " + m->prompt_format->fallback_reason()).c_str());
   std::lock_guard<std::mutex> lock(mutex_);
   models_[entry.name] = m;
   return admit(m, m->load_seconds);
@@ -185,7 +188,8 @@ void ModelRegistry::release(LoadedModel& m, std::optional<double> keep_alive_s) 
   --m.n_active_;
   const double keep = keep_alive_s.value_or(options_.keep_alive_s);
   m.keep_forever_ = keep < 0;
-  m.expires_at_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(keep < 0 ? 0 : keep));
+  m.expires_at_ =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(keep < 0 ? 0 : keep));
   if (m.n_active_ == 0 && keep == 0) {
     auto it = models_.find(m.name);
     if (it != models_.end() && it->second.get() == &m) models_.erase(it);
@@ -205,7 +209,8 @@ std::vector<LoadedInfo> ModelRegistry::loaded() const {
     info.size_bytes += uint64_t(c.n_layer) * uint64_t(info.n_ctx) * uint64_t(c.n_head_kv) *
                        uint64_t(c.head_dim_k + c.head_dim_v) * 2;  // f16
     if (!m->keep_forever_)
-      info.expires_at = wall_now + std::chrono::duration_cast<std::chrono::system_clock::duration>(m->expires_at_ - now);
+      info.expires_at =
+          wall_now + std::chrono::duration_cast<std::chrono::system_clock::duration>(m->expires_at_ - now);
     out.push_back(std::move(info));
   }
   return out;

@@ -15,16 +15,17 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "runtime/session.h"
+#include "server/prompt.h"
 #include "tokenizer/tokenizer.h"
 
 namespace strata::server {
 
 struct RegistryOptions {
-  std::string models_dir;     // every *.gguf here is a model
-  std::string single_file;    // when set, the only model
-  SessionParams session;      // defaults for sessions: n_ctx, n_batch, n_threads
-  int max_queue = 32;         // requests per model running or waiting; more get 503
-  double keep_alive_s = -1;   // how long a model stays loaded after a request; < 0: forever
+  std::string models_dir;    // every *.gguf here is a model
+  std::string single_file;   // when set, the only model
+  SessionParams session;     // defaults for sessions: n_ctx, n_batch, n_threads
+  int max_queue = 32;        // requests per model running or waiting; more get 503
+  double keep_alive_s = -1;  // how long a model stays loaded after a request; < 0: forever
 };
 
 // A model file on disk.
@@ -43,6 +44,7 @@ class LoadedModel {
   std::string path;
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<PromptFormat> prompt_format;
   double load_seconds = 0;
 
   // One generation at a time: a Session is one KV cache and is not thread-safe. Callers hold
@@ -53,7 +55,6 @@ class LoadedModel {
   Session& session_for(int n_ctx, int n_threads);
   // The context a session with this n_ctx gets (clamped to the model's training context).
   int effective_n_ctx(int n_ctx) const;
-  int current_n_ctx() const;  // of the live session, or of the defaults when there is none
 
   SessionParams defaults;
 

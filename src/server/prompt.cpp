@@ -1,24 +1,48 @@
 #include "server/prompt.h"
 
 #include "model/model.h"
+#include "server/errors.h"
 #include "tokenizer/tokenizer.h"
 
 namespace strata::server {
 
-std::string render_prompt(const Model& model, const Tokenizer& tokenizer, const std::vector<ChatMessage>& messages,
-                          bool with_bos) {
-  const bool bos = with_bos && tokenizer.add_bos() && tokenizer.bos() >= 0;
-  return render_chat(detect_chat_format(model.file()), messages, bos ? tokenizer.token_text(tokenizer.bos()) : "");
+PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer)
+    : builtin_(detect_chat_format(model.file())), stops_(chat_stop_strings(builtin_)) {
+  add_bos_ = tokenizer.add_bos() && tokenizer.bos() >= 0;
+  const jinja::ModelChatTemplate t = jinja::chat_template_from_gguf(model.file());
+  bos_text_ = t.bos_token;
+  eos_text_ = t.eos_token;
+  if (t.source.empty()) {
+    fallback_reason_ = "the model has no chat template";
+    return;
+  }
+  try {
+    jinja_ = jinja::Template::parse(t.source);
+  } catch (const std::exception& e) {
+    fallback_reason_ = e.what();
+  }
 }
 
-std::vector<std::string> prompt_stop_strings(const Model& model) {
-  return chat_stop_strings(detect_chat_format(model.file()));
+std::string PromptFormat::render(const std::vector<ChatMessage>& messages, bool with_bos) const {
+  if (!jinja_) return render_chat(builtin_, messages, with_bos && add_bos_ ? bos_text_ : "");
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const auto& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
+  nlohmann::ordered_json vars = {{"messages", list},
+                                 {"tools", nullptr},
+                                 {"add_generation_prompt", true},
+                                 {"bos_token", with_bos ? bos_text_ : ""},
+                                 {"eos_token", eos_text_}};
+  try {
+    std::string text = jinja_->render(vars);
+    // Templates that do not write bos_token themselves get it as the tokenizer would add it.
+    if (with_bos && add_bos_ && !bos_text_.empty() && text.compare(0, bos_text_.size(), bos_text_) != 0)
+      text = bos_text_ + text;
+    return text;
+  } catch (const std::exception& e) {
+    throw bad_request(std::string("the model's chat template rejected the conversation: ") + e.what());
+  }
 }
 
-std::string prompt_template_text(const Model& model) {
-  return model.file().get_string("tokenizer.chat_template", "");
-}
-
-std::string prompt_format_name(const Model& model) { return chat_format_name(detect_chat_format(model.file())); }
+std::string PromptFormat::name() const { return jinja_ ? "jinja" : chat_format_name(builtin_); }
 
 }  // namespace strata::server

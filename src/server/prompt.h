@@ -1,24 +1,44 @@
 #pragma once
-// The text a conversation becomes before tokenization. This is the one place that knows how:
-// today the built-in formats of runtime/chat_format.h, detected from the model's template; the
-// Jinja engine (src/template/) slots in here.
+// The text a conversation becomes before tokenization. This is the one place that knows how: the
+// model's own Jinja chat template (src/template/) when it has one that parses, otherwise the
+// built-in format of runtime/chat_format.h detected from it.
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "runtime/chat_format.h"
+#include "template/template.h"
 
-namespace strata { class Model; class Tokenizer; }
+namespace strata {
+class Model;
+class Tokenizer;
+}  // namespace strata
 
 namespace strata::server {
 
-// The conversation rendered with the assistant's turn opened. with_bos: begin with the BOS text
-// when the model wants one (not when continuing an earlier context).
-std::string render_prompt(const Model& model, const Tokenizer& tokenizer, const std::vector<ChatMessage>& messages,
-                          bool with_bos);
-// Strings that end the assistant's turn in the model's format (besides end-of-generation tokens).
-std::vector<std::string> prompt_stop_strings(const Model& model);
-// The model's chat template as stored in the file ("" when it has none), for /api/show.
-std::string prompt_template_text(const Model& model);
-std::string prompt_format_name(const Model& model);
+class PromptFormat {
+ public:
+  // Parses the model's template once; a template the engine cannot parse falls back to the
+  // built-in format (fallback_reason() says why).
+  PromptFormat(const Model& model, const Tokenizer& tokenizer);
+
+  // The conversation rendered with the assistant's turn opened. with_bos: begin with the BOS
+  // text when the model wants one (not when continuing an earlier context). Throws HttpError 400
+  // when the template rejects the conversation (e.g. roles that do not alternate).
+  std::string render(const std::vector<ChatMessage>& messages, bool with_bos) const;
+  // Strings that end the assistant's turn (besides the end-of-generation tokens).
+  const std::vector<std::string>& stop_strings() const { return stops_; }
+  // "jinja" or the built-in format's name.
+  std::string name() const;
+  const std::string& fallback_reason() const { return fallback_reason_; }
+
+ private:
+  ChatFormat builtin_;
+  std::optional<jinja::Template> jinja_;
+  std::string bos_text_, eos_text_;
+  bool add_bos_ = false;
+  std::vector<std::string> stops_;
+  std::string fallback_reason_;
+};
 
 }  // namespace strata::server

@@ -52,7 +52,7 @@ struct Value {
   static Value tuple(List items);
   static Value new_dict();
   static Value function(Function f);
-  static Value from_json(const nlohmann::json& j);
+  static Value from_json(const nlohmann::ordered_json& j);  // keeps key order
 
   bool is_undefined() const { return kind == Kind::Undefined; }
   bool is_none() const { return kind == Kind::None; }

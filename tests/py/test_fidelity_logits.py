@@ -7,10 +7,12 @@ float sum (summation order) flips roundings that travel through the layers; see 
 tests/model/reference_test.cpp. What that noise cannot change is checked exactly, the rest within
 tolerances measured on this fixture (AVX-512 build, llama-cpp-python 0.3.36):
 
-  measured max over the 6 prompts          tolerance
-  |ours - llama.cpp|, top-10 logits   0.60  ABS_TOL
-  same, relative to the top-1 logit   0.39  REL_TOL
-  same, relative, 64 spread ids (--out) 0.67  SPREAD_REL_TOL
+                                              measured max   tolerance
+  |ours - llama.cpp| over llama.cpp's top-10      0.60        ABS_TOL 1.0
+  the same relative to the top-1 logit            0.39        REL_TOL 0.75
+  relative, 64 spread ids of the --out vector     0.67        SPREAD_REL_TOL 1.0
+(the scalar-only build measured 0.58, 0.41, 0.70). "Relative" subtracts the common shift at the
+top-1 id, which softmax ignores (Gemma's logits sit ~0.5 above llama.cpp's across the vocabulary).
 """
 import json
 import os

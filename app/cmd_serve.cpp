@@ -1,0 +1,56 @@
+// strata serve [FILE.gguf]: the Ollama- and OpenAI-compatible HTTP server (src/server/).
+#include <cstdlib>
+
+#include "commands.h"
+#include "server/server.h"
+
+namespace strata::app {
+
+namespace {
+struct ServeOptions {
+  std::string model_file;
+  std::string models_dir;
+  std::string host;
+  server::ServerOptions server;
+};
+
+std::string default_models_dir() {
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : ".") + "/.strata/models";
+}
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto opts = std::make_shared<ServeOptions>();
+  CLI::App* cmd = app.add_subcommand("serve", "serve models over Ollama's and OpenAI's HTTP APIs");
+  cmd->add_option("model", opts->model_file, "serve only this GGUF file (named by its file stem)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--models", opts->models_dir, "folder of *.gguf models (default: ~/.strata/models)");
+  cmd->add_option("--host", opts->host,
+                  "address to listen on: host, host:port or http://host:port "
+                  "(default: $OLLAMA_HOST, else 127.0.0.1:11434)");
+  server::RegistryOptions& reg = opts->server.registry;
+  cmd->add_option("-c,--ctx", reg.session.n_ctx, "default context length (tokens; options.num_ctx overrides)")
+      ->capture_default_str();
+  cmd->add_option("-b,--batch", reg.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
+  cmd->add_option("-t,--threads", reg.session.n_threads, "threads per generation (default: physical cores)");
+  cmd->add_option("--max-queue", reg.max_queue, "requests per model running or waiting; more get 503")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--keep-alive", reg.keep_alive_s,
+                  "seconds a model stays loaded after its last request (negative: forever)")
+      ->capture_default_str();
+  cmd->callback([opts] {
+    std::string host = opts->host;
+    if (host.empty()) {
+      const char* env = std::getenv("OLLAMA_HOST");
+      host = env && *env ? env : "127.0.0.1:11434";
+    }
+    server::parse_host(host, opts->server.host, opts->server.port);
+    opts->server.registry.single_file = opts->model_file;
+    opts->server.registry.models_dir = opts->models_dir.empty() ? default_models_dir() : opts->models_dir;
+    server::run_server(opts->server);
+  });
+}
+
+}  // namespace strata::app

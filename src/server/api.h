@@ -1,0 +1,13 @@
+#pragma once
+// The HTTP routes of `strata serve`: Ollama's API (ollama_api.cpp) and OpenAI's (openai_api.cpp),
+// both thin translations into CompletionRequest.
+#include <httplib.h>
+
+#include "server/model_registry.h"
+
+namespace strata::server {
+
+void add_ollama_routes(httplib::Server& http, ModelRegistry& registry);
+void add_openai_routes(httplib::Server& http, ModelRegistry& registry);
+
+}  // namespace strata::server

@@ -1,0 +1,458 @@
+// Ollama's API (docs/api.md of ollama/ollama): /api/generate, /api/chat, /api/tags, /api/show,
+// /api/ps, /api/version. Streams are NDJSON; errors are {"error": "..."}.
+#include <cmath>
+#include <cstdio>
+
+#include "server/api.h"
+#include "server/completion.h"
+#include "server/errors.h"
+#include "server/http_util.h"
+#include "server/prompt.h"
+
+namespace strata::server {
+
+namespace {
+
+// The Ollama API version whose request and response shapes this server follows.
+constexpr const char* kApiVersion = "0.9.0";
+constexpr const char* kNdjson = "application/x-ndjson";
+
+using SysClock = std::chrono::system_clock;
+
+// --- request parsing
+
+// Ollama's defaults (api.DefaultOptions), which differ from the CLI's.
+GenerateParams default_generate_params() {
+  GenerateParams p;
+  p.n_predict = -1;
+  p.sampling.temperature = 0.8f;
+  p.sampling.top_k = 40;
+  p.sampling.top_p = 0.9f;
+  p.sampling.min_p = 0.0f;
+  p.sampling.repeat_penalty = 1.1f;
+  p.sampling.repeat_last_n = 64;
+  return p;
+}
+
+// "options": the model parameters a request may set. Unknown options are ignored, as Ollama does.
+void apply_options(const json* options, CompletionRequest& r) {
+  if (!options) return;
+  const json& o = *options;
+  SamplerParams& s = r.gen.sampling;
+  if (auto v = field_int(o, "num_ctx")) r.n_ctx = int(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 24)));
+  if (auto v = field_int(o, "num_predict"))
+    r.gen.n_predict = int(std::max<int64_t>(-2, std::min<int64_t>(*v, 1 << 30)));
+  if (r.gen.n_predict == -2) r.gen.n_predict = -1;  // -2 "fill the context" is -1 here
+  if (auto v = field_number(o, "temperature")) s.temperature = float(*v);
+  if (auto v = field_int(o, "top_k")) s.top_k = int32_t(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 30)));
+  if (auto v = field_number(o, "top_p")) s.top_p = float(*v);
+  if (auto v = field_number(o, "min_p")) s.min_p = float(*v);
+  if (auto v = field_number(o, "repeat_penalty")) s.repeat_penalty = float(*v);
+  if (auto v = field_int(o, "repeat_last_n"))
+    s.repeat_last_n = int32_t(std::max<int64_t>(-1, std::min<int64_t>(*v, 1 << 30)));
+  if (auto v = field_number(o, "presence_penalty")) s.presence_penalty = float(*v);
+  if (auto v = field_number(o, "frequency_penalty")) s.frequency_penalty = float(*v);
+  if (auto v = field_int(o, "seed")) s.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
+  if (auto v = field_strings(o, "stop")) r.gen.stop = *v;
+  if (auto v = field_int(o, "num_thread")) r.n_threads = int(std::max<int64_t>(0, std::min<int64_t>(*v, 1024)));
+}
+
+// keep_alive: a number of seconds or a Go duration ("5m", "1h30m", "0", "-1"); negative: forever.
+std::optional<double> parse_keep_alive(const json& body) {
+  auto it = body.find("keep_alive");
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (it->is_number()) return it->get<double>();
+  if (!it->is_string()) throw bad_request("field \"keep_alive\" must be a duration like \"5m\" or a number of seconds");
+  const std::string s = it->get<std::string>();
+  const auto invalid = [&] { return bad_request("invalid keep_alive duration \"" + s + "\""); };
+  if (s.empty()) return std::nullopt;
+  size_t i = 0;
+  double sign = 1;
+  if (s[0] == '-' || s[0] == '+') sign = s[i++] == '-' ? -1 : 1;
+  double total = 0;
+  bool any = false;
+  while (i < s.size()) {
+    size_t used = 0;
+    double v;
+    try {
+      v = std::stod(s.substr(i), &used);
+    } catch (const std::exception&) {
+      throw invalid();
+    }
+    i += used;
+    std::string unit;
+    while (i < s.size() && std::isalpha((unsigned char)s[i])) unit += s[i++];
+    double scale;
+    if (unit.empty()) {
+      if (any || i != s.size()) throw invalid();
+      scale = 1;  // a bare number: seconds
+    } else if (unit == "ns")
+      scale = 1e-9;
+    else if (unit == "us" || unit == "µs")
+      scale = 1e-6;
+    else if (unit == "ms")
+      scale = 1e-3;
+    else if (unit == "s")
+      scale = 1;
+    else if (unit == "m")
+      scale = 60;
+    else if (unit == "h")
+      scale = 3600;
+    else
+      throw invalid();
+    total += v * scale;
+    any = true;
+  }
+  if (!any) throw invalid();
+  return sign * total;
+}
+
+std::string required_model(const json& body) {
+  // Older clients send "name".
+  auto model = field_string(body, "model");
+  if (!model || model->empty()) model = field_string(body, "name");
+  if (!model || model->empty()) throw bad_request("model is required");
+  return *model;
+}
+
+void refuse_images(const json& obj) {
+  const json* images = field_array(obj, "images");
+  if (images && !images->empty())
+    throw bad_request("this model does not support images (strata serve has no vision support)");
+}
+
+// Fields of generate and chat that ask for something this server cannot do.
+void refuse_unsupported(const json& body) {
+  auto format = body.find("format");
+  if (format != body.end() && !format->is_null() && !(format->is_string() && format->get<std::string>().empty()))
+    throw bad_request("\"format\" (structured output) is not supported by strata serve");
+  const json* tools = field_array(body, "tools");
+  if (tools && !tools->empty()) throw bad_request("this model does not support tools");
+  auto think = body.find("think");
+  if (think != body.end() && think->is_boolean() && think->get<bool>())
+    throw bad_request("this model does not support thinking");
+  if (auto t = field_string(body, "template"); t && !t->empty())
+    throw bad_request("a per-request \"template\" is not supported by strata serve");
+  if (auto s = field_string(body, "suffix"); s && !s->empty()) throw bad_request("this model does not support insert");
+}
+
+CompletionRequest parse_common(const json& body) {
+  CompletionRequest r;
+  r.model = required_model(body);
+  r.gen = default_generate_params();
+  r.stream = field_bool(body, "stream").value_or(true);
+  r.keep_alive_s = parse_keep_alive(body);
+  apply_options(field_object(body, "options"), r);
+  refuse_unsupported(body);
+  return r;
+}
+
+CompletionRequest parse_generate(const json& body) {
+  CompletionRequest r = parse_common(body);
+  r.prompt = field_string(body, "prompt").value_or("");
+  r.system = field_string(body, "system").value_or("");
+  r.raw = field_bool(body, "raw").value_or(false);
+  refuse_images(body);
+  if (const json* context = field_array(body, "context"))
+    for (const auto& t : *context) {
+      if (!t.is_number_integer()) throw bad_request("field \"context\" must be an array of token ids");
+      r.context.push_back(Token(t.get<int64_t>()));
+    }
+  return r;
+}
+
+CompletionRequest parse_chat(const json& body) {
+  CompletionRequest r = parse_common(body);
+  r.chat = true;
+  if (const json* messages = field_array(body, "messages"))
+    for (const auto& m : *messages) {
+      if (!m.is_object()) throw bad_request("each of \"messages\" must be an object");
+      ChatMessage msg;
+      msg.role = field_string(m, "role").value_or("");
+      if (msg.role.empty()) throw bad_request("each message needs a \"role\"");
+      msg.content = field_string(m, "content").value_or("");
+      refuse_images(m);
+      r.messages.push_back(std::move(msg));
+    }
+  return r;
+}
+
+// --- response building
+
+std::string now_string() { return rfc3339(SysClock::now()); }
+
+void add_stats(json& j, const CompletionResult& r) {
+  j["done_reason"] = r.gen.done_reason;
+  j["total_duration"] = to_ns(r.total_seconds);
+  j["load_duration"] = to_ns(r.load_seconds);
+  j["prompt_eval_count"] = r.gen.n_prompt_total;
+  j["prompt_eval_duration"] = to_ns(r.gen.prompt_seconds);
+  j["eval_count"] = r.gen.n_generated;
+  j["eval_duration"] = to_ns(r.gen.generate_seconds);
+}
+
+json chunk(const CompletionRequest& req, const std::string& text, bool done) {
+  json j = {{"model", req.model}, {"created_at", now_string()}};
+  if (req.chat)
+    j["message"] = {{"role", "assistant"}, {"content", text}};
+  else
+    j["response"] = text;
+  j["done"] = done;
+  return j;
+}
+
+json final_chunk(const CompletionRequest& req, const std::string& text, const CompletionResult& r) {
+  json j = chunk(req, text, true);
+  add_stats(j, r);
+  if (!req.chat) j["context"] = r.context;
+  return j;
+}
+
+// An empty prompt (or no messages) only loads the model, or unloads it with keep_alive 0.
+void load_only(ModelRegistry& registry, const CompletionRequest& req, httplib::Response& res) {
+  std::string reason = "load";
+  if (req.keep_alive_s && *req.keep_alive_s == 0) {
+    registry.resolve(req.model);  // 404 for an unknown model
+    registry.unload(req.model);
+    reason = "unload";
+  } else {
+    registry.lease(req.model, req.keep_alive_s);
+  }
+  json j = chunk(req, "", true);
+  j["done_reason"] = reason;
+  send_json(res, j);
+}
+
+void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Response& res,
+              Clock::time_point started) {
+  const auto lease = registry.lease(req.model, req.keep_alive_s);
+  const PreparedPrompt prompt = prepare_prompt(lease->model(), req);
+  if (!req.stream) {
+    const CompletionResult r = run_completion(*lease, req, prompt, started, [](const std::string&) { return true; });
+    send_json(res, final_chunk(req, r.gen.text, r));
+    return;
+  }
+  send_stream(res, kNdjson, [lease, req, prompt, started](const Emit& emit) {
+    try {
+      const CompletionResult r = run_completion(*lease, req, prompt, started, [&](const std::string& text) {
+        return emit(dump(chunk(req, text, false)) + "\n");
+      });
+      if (!r.cancelled) emit(dump(final_chunk(req, "", r)) + "\n");
+    } catch (const std::exception& e) {
+      emit(error_body(ErrorStyle::ollama, 500, e.what()) + "\n");
+    }
+  });
+}
+
+// --- model descriptions
+
+std::string file_type_name(int64_t t) {
+  // llama.cpp's llama_ftype, which general.file_type stores.
+  static const std::map<int64_t, const char*> names = {
+      {0, "F32"},     {1, "F16"},     {2, "Q4_0"},     {3, "Q4_1"},    {7, "Q8_0"},    {8, "Q5_0"},    {9, "Q5_1"},
+      {10, "Q2_K"},   {11, "Q3_K_S"}, {12, "Q3_K_M"},  {13, "Q3_K_L"}, {14, "Q4_K_S"}, {15, "Q4_K_M"}, {16, "Q5_K_S"},
+      {17, "Q5_K_M"}, {18, "Q6_K"},   {19, "IQ2_XXS"}, {20, "IQ2_XS"}, {21, "Q2_K_S"}, {22, "IQ3_XS"}, {23, "IQ3_XXS"},
+      {24, "IQ1_S"},  {25, "IQ4_NL"}, {26, "IQ3_S"},   {27, "IQ3_M"},  {28, "IQ2_S"},  {29, "IQ2_M"},  {30, "IQ4_XS"},
+      {31, "IQ1_M"},  {32, "BF16"},   {36, "TQ1_0"},   {37, "TQ2_0"}};
+  auto it = names.find(t);
+  return it == names.end() ? "unknown" : it->second;
+}
+
+uint64_t parameter_count(const gguf::File& f) {
+  uint64_t n = 0;
+  for (const auto& t : f.tensors()) n += uint64_t(t.n_elements);
+  return n;
+}
+
+// Ollama's format.HumanNumber: 134.52M, 8.0B.
+std::string human_number(uint64_t n) {
+  char buf[32];
+  auto fmt = [&](double v, const char* unit, const char* frac) {
+    std::snprintf(buf, sizeof buf, v == std::floor(v) ? "%.0f%s" : frac, v, unit);
+  };
+  if (n >= 1000000000)
+    fmt(double(n) / 1e9, "B", "%.1f%s");
+  else if (n >= 1000000)
+    fmt(double(n) / 1e6, "M", "%.2f%s");
+  else if (n >= 1000)
+    fmt(double(n) / 1e3, "K", "%.0f%s");
+  else
+    std::snprintf(buf, sizeof buf, "%llu", (unsigned long long)n);
+  return buf;
+}
+
+json details(const gguf::File& f) {
+  const std::string arch = f.architecture();
+  const gguf::Value* ft = f.find("general.file_type");
+  return {{"parent_model", ""},
+          {"format", "gguf"},
+          {"family", arch},
+          {"families", json::array({arch})},
+          {"parameter_size", human_number(parameter_count(f))},
+          {"quantization_level", ft && ft->is_integer() ? file_type_name(ft->as_int()) : "unknown"}};
+}
+
+// Not the file's sha256 (hashing gigabytes per listing is too slow): a stable 64-hex-digit tag
+// of its path, size and modification time, which changes whenever the file does.
+std::string digest(const ModelEntry& e) {
+  std::string out;
+  uint64_t h = 1469598103934665603ull;
+  const std::string key = e.path + "\n" + std::to_string(e.size_bytes) + "\n" + std::to_string(e.modified_unix);
+  for (int round = 0; round < 4; ++round) {
+    for (char c : key) h = (h ^ uint8_t(c)) * 1099511628211ull;
+    h = (h ^ uint64_t(round)) * 1099511628211ull;
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+    out += buf;
+  }
+  return out;
+}
+
+json metadata_value(const gguf::Value& v, bool verbose) {
+  using VT = gguf::ValueType;
+  switch (v.type) {
+    case VT::BOOL:
+      return v.as_bool();
+    case VT::STRING:
+      return v.as_string();
+    case VT::FLOAT32:
+    case VT::FLOAT64:
+      return v.as_float();
+    case VT::ARRAY: {
+      const auto& a = v.as_array();
+      if (!verbose && a.items.size() > 64) return nullptr;  // token tables: only with "verbose"
+      json out = json::array();
+      for (const auto& item : a.items) out.push_back(metadata_value(item, verbose));
+      return out;
+    }
+    default:
+      if (v.type == VT::INT8 || v.type == VT::INT16 || v.type == VT::INT32 || v.type == VT::INT64) return v.as_int();
+      return v.as_uint();
+  }
+}
+
+json model_info(const gguf::File& f, bool verbose) {
+  json info = json::object();
+  for (const auto& [key, value] : f.metadata())
+    if (key != "tokenizer.chat_template") info[key] = metadata_value(value, verbose);
+  info["general.parameter_count"] = parameter_count(f);
+  return info;
+}
+
+std::string quoted(const std::string& s) { return dump(json(s)); }
+
+json tag_entry(ModelRegistry& registry, const ModelEntry& e) {
+  json j = {{"name", e.name + (e.name.find(':') == std::string::npos ? ":latest" : "")},
+            {"modified_at", rfc3339(SysClock::from_time_t(std::time_t(e.modified_unix)))},
+            {"size", e.size_bytes},
+            {"digest", digest(e)}};
+  j["model"] = j["name"];
+  try {
+    j["details"] = details(*registry.metadata(e));
+  } catch (const std::exception&) {
+    j["details"] = {{"format", "gguf"}};  // unreadable file: still listed, loading it will say why
+  }
+  return j;
+}
+
+// --- handlers
+
+void handle_show(ModelRegistry& registry, const httplib::Request& http_req, httplib::Response& res) {
+  const json body = parse_body(http_req.body);
+  const std::string name = required_model(body);
+  const bool verbose = field_bool(body, "verbose").value_or(false);
+  const ModelEntry e = registry.resolve(name);
+  const auto file = registry.metadata(e);
+  const std::string tmpl = file->get_string("tokenizer.chat_template", "");
+  const ChatFormat format = detect_chat_format(*file);
+  std::string parameters;
+  for (const auto& s : chat_stop_strings(format)) parameters += "stop " + quoted(s) + "\n";
+  std::string modelfile = "# Modelfile generated by strata serve\nFROM " + e.path + "\n";
+  if (!tmpl.empty()) modelfile += "TEMPLATE \"\"\"" + tmpl + "\"\"\"\n";
+  for (const auto& s : chat_stop_strings(format)) modelfile += "PARAMETER stop " + quoted(s) + "\n";
+  json j = {{"modelfile", modelfile},
+            {"parameters", parameters},
+            {"template", tmpl},
+            {"details", details(*file)},
+            {"model_info", model_info(*file, verbose)},
+            {"capabilities", json::array({"completion"})},
+            {"modified_at", rfc3339(SysClock::from_time_t(std::time_t(e.modified_unix)))}};
+  const std::string license = file->get_string("general.license", "");
+  if (!license.empty()) j["license"] = license;
+  send_json(res, j);
+}
+
+void handle_ps(ModelRegistry& registry, httplib::Response& res) {
+  json models = json::array();
+  for (const LoadedInfo& m : registry.loaded()) {
+    ModelEntry e{m.name, m.path, 0, 0};
+    std::shared_ptr<const gguf::File> file;
+    try {
+      e = registry.resolve(m.name);
+      file = registry.metadata(e);
+    } catch (const std::exception&) {
+      // the file changed or went away since it was loaded; describe what is in memory
+    }
+    // "Forever" is shown far in the future, as Ollama does (system_clock ends in 2262).
+    const auto expires = m.expires_at.value_or(SysClock::now() + std::chrono::hours(24 * 365 * 100));
+    json j = {{"name", m.name + ":latest"},
+              {"model", m.name + ":latest"},
+              {"size", m.size_bytes},
+              {"digest", digest(e)},
+              {"details", file ? details(*file) : json{{"format", "gguf"}}},
+              {"expires_at", rfc3339(expires)},
+              {"size_vram", 0},
+              {"context_length", m.n_ctx}};
+    models.push_back(j);
+  }
+  send_json(res, {{"models", models}});
+}
+
+}  // namespace
+
+void add_ollama_routes(httplib::Server& http, ModelRegistry& registry) {
+  constexpr ErrorStyle style = ErrorStyle::ollama;
+  http.Get("/", guarded(style, [](const httplib::Request&, httplib::Response& res) {
+             res.set_content("Ollama is running", "text/plain; charset=utf-8");
+           }));
+  http.Get("/api/version", guarded(style, [](const httplib::Request&, httplib::Response& res) {
+             send_json(res, {{"version", kApiVersion}});
+           }));
+  http.Get("/api/tags", guarded(style, [&registry](const httplib::Request&, httplib::Response& res) {
+             json models = json::array();
+             for (const ModelEntry& e : registry.list()) models.push_back(tag_entry(registry, e));
+             send_json(res, {{"models", models}});
+           }));
+  http.Post("/api/show", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
+              handle_show(registry, req, res);
+            }));
+  http.Get("/api/ps",
+           guarded(style, [&registry](const httplib::Request&, httplib::Response& res) { handle_ps(registry, res); }));
+  http.Post("/api/generate", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
+              const auto started = Clock::now();
+              const CompletionRequest r = parse_generate(parse_body(req.body));
+              if (r.prompt.empty() && r.context.empty()) return load_only(registry, r, res);
+              complete(registry, r, res, started);
+            }));
+  http.Post("/api/chat", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
+              const auto started = Clock::now();
+              const CompletionRequest r = parse_chat(parse_body(req.body));
+              if (r.messages.empty()) return load_only(registry, r, res);
+              complete(registry, r, res, started);
+            }));
+  const auto no_embeddings = guarded(style, [](const httplib::Request&, httplib::Response&) {
+    throw HttpError(501, "embeddings are not supported by strata serve yet: the engine does not expose hidden states");
+  });
+  http.Post("/api/embed", no_embeddings);
+  http.Post("/api/embeddings", no_embeddings);
+  for (const char* path : {"/api/pull", "/api/push", "/api/create", "/api/copy", R"(/api/blobs/.+)"})
+    http.Post(path, guarded(style, [](const httplib::Request& req, httplib::Response&) {
+                throw HttpError(501,
+                                req.path + " is not supported by strata serve: put GGUF files in the models folder");
+              }));
+  http.Delete("/api/delete", guarded(style, [](const httplib::Request&, httplib::Response&) {
+                throw HttpError(501, "/api/delete is not supported by strata serve: remove the GGUF file instead");
+              }));
+}
+
+}  // namespace strata::server

@@ -1,0 +1,210 @@
+// OpenAI's API as Ollama serves it (docs/openai.md of ollama/ollama): /v1/chat/completions,
+// /v1/completions, /v1/models. Streams are server-sent events ending with "data: [DONE]"; errors
+// are {"error": {"message", "type", "param", "code"}}.
+#include <atomic>
+
+#include "server/api.h"
+#include "server/completion.h"
+#include "server/errors.h"
+#include "server/http_util.h"
+
+namespace strata::server {
+
+namespace {
+
+constexpr const char* kEventStream = "text/event-stream";
+using SysClock = std::chrono::system_clock;
+
+std::string make_id(const char* prefix) {
+  static std::atomic<uint64_t> counter{0};
+  const uint64_t n = (uint64_t(unix_seconds(SysClock::now())) << 20) ^ counter.fetch_add(1);
+  return prefix + std::to_string(n % 1000000000ull);
+}
+
+// Sampling as Ollama's OpenAI layer sets it: temperature and top_p default to 1 (OpenAI's
+// defaults); the rest keep Ollama's.
+CompletionRequest parse_common(const json& body) {
+  CompletionRequest r;
+  auto model = field_string(body, "model");
+  if (!model || model->empty()) throw bad_request("model is required");
+  r.model = *model;
+  r.stream = field_bool(body, "stream").value_or(false);
+  GenerateParams& g = r.gen;
+  g.n_predict = -1;
+  g.sampling.temperature = 1.0f;
+  g.sampling.top_p = 1.0f;
+  g.sampling.top_k = 40;
+  g.sampling.min_p = 0.0f;
+  g.sampling.repeat_penalty = 1.1f;
+  if (auto v = field_int(body, "max_completion_tokens"))
+    g.n_predict = int(std::clamp<int64_t>(*v, 0, 1 << 30));
+  else if (auto v = field_int(body, "max_tokens"))
+    g.n_predict = int(std::clamp<int64_t>(*v, 0, 1 << 30));
+  if (auto v = field_number(body, "temperature")) g.sampling.temperature = float(*v);
+  if (auto v = field_number(body, "top_p")) g.sampling.top_p = float(*v);
+  if (auto v = field_number(body, "presence_penalty")) g.sampling.presence_penalty = float(*v);
+  if (auto v = field_number(body, "frequency_penalty")) g.sampling.frequency_penalty = float(*v);
+  if (auto v = field_int(body, "seed")) g.sampling.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
+  if (auto v = field_strings(body, "stop")) g.stop = *v;
+  if (auto n = field_int(body, "n"); n && *n != 1) throw bad_request("only n = 1 is supported");
+  const json* tools = field_array(body, "tools");
+  if (tools && !tools->empty()) throw bad_request("this model does not support tools");
+  if (const json* format = field_object(body, "response_format"))
+    if (field_string(*format, "type").value_or("text") != "text")
+      throw bad_request("response_format other than text is not supported by strata serve");
+  return r;
+}
+
+// Message content: a string, or an array of parts of which only text is supported.
+std::string message_content(const json& m) {
+  auto it = m.find("content");
+  if (it == m.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (!it->is_array()) throw bad_request("message content must be a string or an array of content parts");
+  std::string text;
+  for (const auto& part : *it) {
+    if (!part.is_object()) throw bad_request("each content part must be an object");
+    const std::string type = field_string(part, "type").value_or("");
+    if (type != "text") throw bad_request("content parts of type \"" + type + "\" are not supported (text only)");
+    text += field_string(part, "text").value_or("");
+  }
+  return text;
+}
+
+CompletionRequest parse_chat(const json& body) {
+  CompletionRequest r = parse_common(body);
+  r.chat = true;
+  const json* messages = field_array(body, "messages");
+  if (!messages || messages->empty()) throw bad_request("messages is required");
+  for (const auto& m : *messages) {
+    if (!m.is_object()) throw bad_request("each of \"messages\" must be an object");
+    ChatMessage msg{field_string(m, "role").value_or(""), message_content(m)};
+    if (msg.role.empty()) throw bad_request("each message needs a \"role\"");
+    if (msg.role == "developer") msg.role = "system";
+    r.messages.push_back(std::move(msg));
+  }
+  return r;
+}
+
+CompletionRequest parse_completion(const json& body) {
+  CompletionRequest r = parse_common(body);
+  r.raw = true;  // /v1/completions continues the text as given
+  auto it = body.find("prompt");
+  if (it == body.end() || it->is_null()) throw bad_request("prompt is required");
+  if (it->is_string())
+    r.prompt = it->get<std::string>();
+  else if (it->is_array() && it->size() == 1 && (*it)[0].is_string())
+    r.prompt = (*it)[0].get<std::string>();
+  else
+    throw bad_request("prompt must be a string (batches of prompts are not supported)");
+  if (r.prompt.empty()) throw bad_request("prompt is empty");
+  if (auto s = field_string(body, "suffix"); s && !s->empty()) throw bad_request("this model does not support insert");
+  return r;
+}
+
+json usage(const CompletionResult& r) {
+  return {{"prompt_tokens", r.gen.n_prompt_total},
+          {"completion_tokens", r.gen.n_generated},
+          {"total_tokens", r.gen.n_prompt_total + r.gen.n_generated}};
+}
+
+const char* finish_reason(const CompletionResult& r) { return r.gen.done_reason == "length" ? "length" : "stop"; }
+
+// The envelope every response and chunk shares.
+json envelope(const std::string& id, const char* object, const std::string& model, int64_t created) {
+  return {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"system_fingerprint", "fp_strata"}};
+}
+
+json choice_delta(const CompletionRequest& req, const std::string& text, const char* finish) {
+  json c = {{"index", 0}, {"finish_reason", finish ? json(finish) : json(nullptr)}};
+  if (req.chat)
+    c["delta"] = finish ? json::object() : json{{"role", "assistant"}, {"content", text}};
+  else
+    c["text"] = text, c["logprobs"] = nullptr;
+  return c;
+}
+
+void complete(ModelRegistry& registry, const CompletionRequest& req, bool include_usage, httplib::Response& res) {
+  const auto started = Clock::now();
+  const auto lease = registry.lease(req.model, std::nullopt);
+  const PreparedPrompt prompt = prepare_prompt(lease->model(), req);
+  const std::string id = make_id(req.chat ? "chatcmpl-" : "cmpl-");
+  const int64_t created = unix_seconds(SysClock::now());
+  const char* object = req.chat ? "chat.completion.chunk" : "text_completion";
+  if (!req.stream) {
+    const CompletionResult r = run_completion(*lease, req, prompt, started, [](const std::string&) { return true; });
+    json j = envelope(id, req.chat ? "chat.completion" : "text_completion", req.model, created);
+    json choice = {{"index", 0}, {"finish_reason", finish_reason(r)}};
+    if (req.chat)
+      choice["message"] = {{"role", "assistant"}, {"content", r.gen.text}};
+    else
+      choice["text"] = r.gen.text, choice["logprobs"] = nullptr;
+    j["choices"] = json::array({choice});
+    j["usage"] = usage(r);
+    send_json(res, j);
+    return;
+  }
+  send_stream(res, kEventStream, [=](const Emit& emit) {
+    auto event = [&](const json& j) { return emit("data: " + dump(j) + "\n\n"); };
+    try {
+      const CompletionResult r = run_completion(*lease, req, prompt, started, [&](const std::string& text) {
+        json j = envelope(id, object, req.model, created);
+        j["choices"] = json::array({choice_delta(req, text, nullptr)});
+        return event(j);
+      });
+      if (r.cancelled) return;
+      json last = envelope(id, object, req.model, created);
+      last["choices"] = json::array({choice_delta(req, "", finish_reason(r))});
+      event(last);
+      if (include_usage) {
+        json u = envelope(id, object, req.model, created);
+        u["choices"] = json::array();
+        u["usage"] = usage(r);
+        event(u);
+      }
+      emit("data: [DONE]\n\n");
+    } catch (const std::exception& e) {
+      emit("data: " + error_body(ErrorStyle::openai, 500, e.what()) + "\n\n");
+    }
+  });
+}
+
+bool include_usage(const json& body) {
+  const json* opts = field_object(body, "stream_options");
+  return opts && field_bool(*opts, "include_usage").value_or(false);
+}
+
+json model_object(const ModelEntry& e) {
+  return {{"id", e.name + (e.name.find(':') == std::string::npos ? ":latest" : "")},
+          {"object", "model"},
+          {"created", e.modified_unix},
+          {"owned_by", "library"}};
+}
+
+}  // namespace
+
+void add_openai_routes(httplib::Server& http, ModelRegistry& registry) {
+  constexpr ErrorStyle style = ErrorStyle::openai;
+  http.Post("/v1/chat/completions", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
+              const json body = parse_body(req.body);
+              complete(registry, parse_chat(body), include_usage(body), res);
+            }));
+  http.Post("/v1/completions", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
+              const json body = parse_body(req.body);
+              complete(registry, parse_completion(body), include_usage(body), res);
+            }));
+  http.Get("/v1/models", guarded(style, [&registry](const httplib::Request&, httplib::Response& res) {
+             json data = json::array();
+             for (const ModelEntry& e : registry.list()) data.push_back(model_object(e));
+             send_json(res, {{"object", "list"}, {"data", data}});
+           }));
+  http.Get(R"(/v1/models/(.+))", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
+             send_json(res, model_object(registry.resolve(req.matches[1].str())));
+           }));
+  http.Post("/v1/embeddings", guarded(style, [](const httplib::Request&, httplib::Response&) {
+              throw HttpError(
+                  501, "embeddings are not supported by strata serve yet: the engine does not expose hidden states");
+            }));
+}
+
+}  // namespace strata::server
