@@ -25,12 +25,6 @@ std::string read_text_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// A missing model should end like every other load failure (exit 1, "error: PATH: cannot open: ..."
-// from the GGUF reader), not as a CLI11 validation error (exit 105).
-void let_loader_report_missing_model(CLI::App* cmd) {
-  cmd->get_option("model")->get_validator(0)->active(false);  // its one validator: CLI::ExistingFile
-}
-
 // One token piece on one line: \n \t \r \\ escaped, other control bytes as \xHH.
 std::string printable(const std::string& piece) {
   std::string out;
@@ -101,7 +95,6 @@ void add_logits_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("logits", "print the top next-token logits after a prompt");
   add_model_options(cmd, o->model);
-  let_loader_report_missing_model(cmd);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
   cmd->add_option("--top", o->top, "how many to print")->capture_default_str();
   cmd->add_option("--out", o->out, "write every logit as little-endian float32");
@@ -139,7 +132,6 @@ void add_perplexity_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of a text (llama.cpp's method)");
   add_model_options(cmd, o->model);
-  let_loader_report_missing_model(cmd);
   o->model.session.n_ctx = 512;
   cmd->add_option("-f,--file", o->file, "text file")->required();
   cmd->add_option("--chunks", o->chunks, "at most this many chunks (-1: all)");

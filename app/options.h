@@ -19,7 +19,8 @@ struct SamplingOptions {
 };
 
 inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
-  cmd->add_option("model", o.model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
+  // No CLI11 file check: the GGUF reader names a missing or unreadable file itself (exit 1).
+  cmd->add_option("model", o.model_path, "GGUF model file")->required();
   cmd->add_option("-c,--ctx", o.session.n_ctx, "context length (tokens)")->capture_default_str();
   cmd->add_option("-b,--batch", o.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
