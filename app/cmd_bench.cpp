@@ -63,6 +63,8 @@ void add_bench_command(CLI::App& app) {
     SessionParams sp = opts->model.session;
     if (sp.n_ctx <= 0 || sp.n_ctx < opts->n_prompt + opts->n_gen + 1) sp.n_ctx = opts->n_prompt + opts->n_gen + 1;
     Session session(*model, sp);
+    auto streamer = make_ffn_streamer(*model, opts->model);
+    session.set_ffn_source(streamer.get());
     const int n_vocab = model->config().n_vocab;
     std::mt19937 rng(42);
     std::vector<int32_t> prompt(size_t(opts->n_prompt));
@@ -75,10 +77,14 @@ void add_bench_command(CLI::App& app) {
     double t0 = now_seconds();
     session.eval(prompt);
     const double pp_seconds = now_seconds() - t0;
+    const uint64_t ssd_before = streamer ? streamer->stats().bytes_read : 0;
     t0 = now_seconds();
     for (int i = 0; i < opts->n_gen; ++i) session.eval({int32_t(rng() % uint32_t(n_vocab))});
     const double tg_seconds = now_seconds() - t0;
 
+    const double ssd_per_token =
+        streamer && opts->n_gen > 0 ? double(streamer->stats().bytes_read - ssd_before) / opts->n_gen : 0.0;
+    if (streamer) print_stream_stats(*streamer, 1 + opts->n_gen);
     ThreadPool pool(session.n_threads());
     const double bandwidth = measure_read_bandwidth(pool);
     const double bytes = model->weight_bytes_per_token();
@@ -87,8 +93,9 @@ void add_bench_command(CLI::App& app) {
     if (opts->json) {
       std::printf(
           "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
-          "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f}\n",
-          opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound);
+          "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f,"
+          "\"ssd_bytes_per_token\":%.0f}\n",
+          opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token);
     } else {
       std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
       std::printf("generation %5d tokens  %9.2f tok/s\n", opts->n_gen, tg);

@@ -30,6 +30,8 @@ void add_run_command(CLI::App& app) {
     auto model = Model::load(opts->model.model_path);
     auto tokenizer = Tokenizer::from_gguf(model->file());
     Session session(*model, opts->model.session);
+    auto streamer = make_ffn_streamer(*model, opts->model);
+    session.set_ffn_source(streamer.get());
     const auto prompt = tokenizer->encode(opts->prompt, !opts->no_special, /*parse_special=*/true);
     std::fputs(opts->prompt.c_str(), stdout);
     std::fflush(stdout);
@@ -47,6 +49,7 @@ void add_run_command(CLI::App& app) {
     std::fprintf(stderr, "generation: %d tokens in %.3f s (%.2f tok/s), %d threads, stop: %s\n", r.n_generated,
                  r.generate_seconds, r.generate_seconds > 0 ? n_evals / r.generate_seconds : 0.0,
                  session.n_threads(), r.done_reason.c_str());
+    if (streamer) print_stream_stats(*streamer, n_evals + 1);
   });
 }
 

@@ -1,17 +1,44 @@
 #pragma once
 // Options shared by the commands that load a model and generate.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/generate.h"
 #include "runtime/session.h"
+#include "tier/stream/dense_ffn_streamer.h"
 
 namespace strata::app {
 
 struct ModelOptions {
   std::string model_path;
   SessionParams session;
+  int stream_ffn = 0;     // FFN blocks of this many layers (the last ones) stream from the file
+  int prefetch = 2;       // streamed layers read ahead of the one computing
 };
+
+// The FFN streamer the options ask for, or null (everything resident).
+inline std::unique_ptr<tier::DenseFfnStreamer> make_ffn_streamer(const Model& model, const ModelOptions& o) {
+  if (o.stream_ffn <= 0) return nullptr;
+  const int n_layer = model.config().n_layer;
+  std::vector<int> layers;
+  for (int l = std::max(0, n_layer - o.stream_ffn); l < n_layer; ++l) layers.push_back(l);
+  return std::make_unique<tier::DenseFfnStreamer>(model, layers, o.prefetch);
+}
+
+inline void print_stream_stats(const tier::DenseFfnStreamer& s, int n_forward) {
+  const tier::StreamStats st = s.stats();
+  std::fprintf(stderr,
+               "streaming: %llu FFN blocks read, %.1f MB from SSD (%.1f MB per forward pass), %s; prefetch ready "
+               "%llu/%llu (%.0f%%); waited %.2f s for reads; reader busy %.2f s (%.2f GB/s); pool %.1f MB\n",
+               (unsigned long long)st.layer_loads, st.bytes_read / 1e6, n_forward > 0 ? st.bytes_read / 1e6 / n_forward : 0.0,
+               s.direct_io() ? "O_DIRECT" : "buffered", (unsigned long long)st.ready_hits,
+               (unsigned long long)st.acquires, st.acquires ? 100.0 * st.ready_hits / st.acquires : 0.0, st.wait_seconds,
+               st.read_seconds, st.read_seconds > 0 ? st.bytes_read / st.read_seconds / 1e9 : 0.0, s.pool_bytes() / 1e6);
+}
 
 struct SamplingOptions {
   GenerateParams gen;
@@ -24,6 +51,8 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-c,--ctx", o.session.n_ctx, "context length (tokens)")->capture_default_str();
   cmd->add_option("-b,--batch", o.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
+  cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
+  cmd->add_option("--prefetch", o.prefetch, "streamed layers read ahead")->capture_default_str();
 }
 
 inline void add_sampling_options(CLI::App* cmd, SamplingOptions& o) {

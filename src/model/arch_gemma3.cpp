@@ -42,7 +42,7 @@ void forward_gemma3(ForwardPass& p) {
     blocks::norm_rows(p, b.o.data(), b.o.data(), L.post_attn_norm);
     blocks::add_rows(p, b.x.data(), b.o.data());
     blocks::norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
-    blocks::ffn(p, L, c.activation);
+    blocks::ffn(p, l, c.activation);
     blocks::norm_rows(p, b.o.data(), b.o.data(), L.post_ffn_norm);
     blocks::add_rows(p, b.x.data(), b.o.data());
   }

@@ -24,7 +24,7 @@ void forward_llama(ForwardPass& p) {
     blocks::add_rows(p, b.x.data(), b.o.data());
     blocks::norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
     if (c.n_expert > 0) blocks::moe_ffn(p, L, c.activation);
-    else blocks::ffn(p, L, c.activation);
+    else blocks::ffn(p, l, c.activation);
     blocks::add_rows(p, b.x.data(), b.o.data());
   }
   blocks::output_head(p);

@@ -22,7 +22,7 @@ void forward_qwen2(ForwardPass& p) {
     blocks::attention(p, l, spec);
     blocks::add_rows(p, b.x.data(), b.o.data());
     blocks::norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
-    blocks::ffn(p, L, c.activation);
+    blocks::ffn(p, l, c.activation);
     blocks::add_rows(p, b.x.data(), b.o.data());
   }
   blocks::output_head(p);

@@ -165,14 +165,29 @@ void activate(float* gate, const float* up, int64_t n, Activation act) {
 
 }  // namespace
 
-void ffn(ForwardPass& p, const LayerWeights& L, Activation act) {
+void ffn(ForwardPass& p, int layer, Activation act) {
   const ModelConfig& c = p.config;
+  const LayerWeights& L = p.weights.layers[size_t(layer)];
   ForwardBuffers& b = p.buf;
   const int n = p.n_tokens;
-  ops::matmul(L.w_gate, b.h.data(), c.n_embd, n, b.gate.data(), c.n_ff, p.pool, b.mm);
-  ops::matmul(L.w_up, b.h.data(), c.n_embd, n, b.up.data(), c.n_ff, p.pool, b.mm);
+  WeightView gate = L.w_gate, up = L.w_up, down = L.w_down;
+  // Holds a streamed layer's slot for the duration of the FFN, even if a matmul throws.
+  struct Hold {
+    FfnSource* source = nullptr;
+    int layer = 0;
+    ~Hold() {
+      if (source) source->release(layer);
+    }
+  } hold;
+  if (p.ffn_source && p.ffn_source->streams(layer)) {
+    p.ffn_source->acquire(layer, gate, up, down);
+    hold.source = p.ffn_source;
+    hold.layer = layer;
+  }
+  ops::matmul(gate, b.h.data(), c.n_embd, n, b.gate.data(), c.n_ff, p.pool, b.mm);
+  ops::matmul(up, b.h.data(), c.n_embd, n, b.up.data(), c.n_ff, p.pool, b.mm);
   activate(b.gate.data(), b.up.data(), int64_t(n) * c.n_ff, act);
-  ops::matmul(L.w_down, b.gate.data(), c.n_ff, n, b.o.data(), c.n_embd, p.pool, b.mm);
+  ops::matmul(down, b.gate.data(), c.n_ff, n, b.o.data(), c.n_embd, p.pool, b.mm);
 }
 
 void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act) {
@@ -244,6 +259,12 @@ void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act) {
 void output_head(ForwardPass& p) {
   const ModelConfig& c = p.config;
   ForwardBuffers& b = p.buf;
+  if (p.hidden_only) {
+    for (int t = 0; t < p.n_tokens; ++t)
+      ops::rms_norm(b.x.data() + size_t(t) * c.n_embd, p.weights.output_norm.data(), b.h.data() + size_t(t) * c.n_embd,
+                    c.n_embd, c.rms_eps);
+    return;
+  }
   const int first = p.all_logits ? 0 : p.n_tokens - 1;
   const int count = p.n_tokens - first;
   const size_t need = size_t(count) * size_t(c.n_vocab);

@@ -39,6 +39,17 @@ struct ForwardBuffers {
   size_t bytes() const;
 };
 
+// Supplies the FFN weights of layers that are not resident (src/tier/stream implements it by
+// reading them from the model file). Views stay valid until release(layer).
+class FfnSource {
+ public:
+  virtual ~FfnSource() = default;
+  virtual bool streams(int layer) const = 0;
+  // Blocks until layer's gate/up/down bytes are in memory.
+  virtual void acquire(int layer, WeightView& gate, WeightView& up, WeightView& down) = 0;
+  virtual void release(int layer) = 0;
+};
+
 struct ForwardPass {
   const ModelConfig& config;
   const ModelWeights& weights;
@@ -49,6 +60,7 @@ struct ForwardPass {
   int n_tokens;
   int64_t pos0;
   bool all_logits;  // logits for every token of the batch, or only the last
+  FfnSource* ffn_source = nullptr;  // null: every FFN is resident
 };
 
 struct AttentionSpec {
@@ -65,8 +77,8 @@ void norm_rows(ForwardPass& p, const float* in, float* out, const std::vector<fl
 void add_rows(ForwardPass& p, float* x, const float* y);  // x += y, [n_tokens x n_embd]
 // Self-attention of layer `layer` reading p.buf.h, writing p.buf.o.
 void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
-// Gated FFN reading p.buf.h, writing p.buf.o.
-void ffn(ForwardPass& p, const LayerWeights& L, Activation act);
+// Gated FFN of `layer` reading p.buf.h, writing p.buf.o (weights resident or from p.ffn_source).
+void ffn(ForwardPass& p, int layer, Activation act);
 // Mixture-of-experts FFN (softmax routing, top-k) reading p.buf.h, writing p.buf.o.
 void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act);
 // Final norm and output projection into p.buf.logits.

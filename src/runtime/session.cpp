@@ -27,7 +27,8 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits) {
   if (n_past() + n > params_.n_ctx)
     throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) + " tokens exceed n_ctx " +
                 std::to_string(params_.n_ctx));
-  ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens, n, int64_t(n_past()), all_logits};
+  ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens, n, int64_t(n_past()), all_logits,
+                   ffn_source_};
   model_.forward(pass);
   history_.insert(history_.end(), tokens, tokens + n);
 }
@@ -49,6 +50,22 @@ void Session::eval_each(const std::vector<int32_t>& tokens, const std::function<
     const int n = int(std::min(tokens.size() - i, step));
     forward_batch(tokens.data() + i, n, true);
     for (int t = 0; t < n; ++t) on_logits(i + size_t(t), buf_.logits.data() + size_t(t) * n_vocab);
+  }
+}
+
+void Session::eval_hidden(const std::vector<int32_t>& tokens,
+                          const std::function<void(size_t, const float*)>& on_hidden) {
+  const size_t n_embd = size_t(model_.config().n_embd);
+  for (size_t i = 0; i < tokens.size(); i += size_t(params_.n_batch)) {
+    const int n = int(std::min(tokens.size() - i, size_t(params_.n_batch)));
+    if (n_past() + n > params_.n_ctx)
+      throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) +
+                  " tokens exceed n_ctx " + std::to_string(params_.n_ctx));
+    ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens.data() + i, n, int64_t(n_past()), true};
+    pass.hidden_only = true;  // output_head leaves every token's normalized hidden state in buf_.h
+    model_.forward(pass);
+    history_.insert(history_.end(), tokens.data() + i, tokens.data() + i + n);
+    for (int t = 0; t < n; ++t) on_hidden(i + size_t(t), buf_.h.data() + size_t(t) * n_embd);
   }
 }
 

@@ -31,6 +31,12 @@ class Session {
   // Like eval, calling on_logits(i, logits of tokens[i]) for every token in order. Batches are
   // shortened so that a batch's logits stay within 64 MiB.
   void eval_each(const std::vector<int32_t>& tokens, const std::function<void(size_t, const float*)>& on_logits);
+  // Like eval, calling on_hidden(i, final hidden state of tokens[i] after the output norm,
+  // n_embd floats) for every token in order: what embeddings pool.
+  void eval_hidden(const std::vector<int32_t>& tokens, const std::function<void(size_t, const float*)>& on_hidden);
+  // FFN weights of some layers come from this source (streamed from SSD) instead of memory.
+  // The source must outlive the session's evaluations; null restores all-resident.
+  void set_ffn_source(FfnSource* source) { ffn_source_ = source; }
   // Forgets everything after the first n tokens (n <= n_past()).
   void truncate(int n);
 
@@ -50,6 +56,7 @@ class Session {
   KvCache kv_;
   ForwardBuffers buf_;
   std::vector<int32_t> history_;
+  FfnSource* ffn_source_ = nullptr;
 };
 
 }  // namespace strata

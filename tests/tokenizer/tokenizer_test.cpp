@@ -111,7 +111,6 @@ TEST_P(RealVocab, Metadata) {
   for (Token id = 0; id < tok().n_vocab(); ++id)
     if (tok().is_eog(id)) eog.push_back(id);
   EXPECT_EQ(eog, fx()["eog"].get<std::vector<Token>>());
-  EXPECT_LT(loaded_->load_ms, 1000.0) << "loading the vocabulary took " << loaded_->load_ms << " ms";
   std::cout << "[ load     ] " << GetParam().model << ": " << loaded_->load_ms << " ms\n";
 }
 
