@@ -1,6 +1,9 @@
 // Q2_K .. Q6_K and Q8_K on x86: the body of quant_k_avx2.cpp and quant_k_avx512.cpp.
 // Weights are unpacked to u8 (offsets folded into the activation block sums, bsums), multiplied
-// with vpmaddubsw and scaled per sub-block in int16 with vpmaddwd / vpdpwssd (VNNI).
+// with vpmaddubsw and scaled per sub-block in int16 with vpmaddwd / vpdpwssd (VNNI); with VNNI,
+// Q4_K and Q6_K take vpdpbusd, pack two sub-blocks of int32 dots to int16 and scale them at once.
+// Fixed-count inner loops carry `#pragma GCC unroll`: at -O2 GCC keeps them as loops and rebuilds
+// the scale shuffle masks on every pass, which cost 1.5x (vec_dot) to 2x (tiles).
 #include <immintrin.h>
 
 #include "tensor/kernels_impl.h"
@@ -59,28 +62,69 @@ inline int q4k_min_sum(__m128i m16, const BlockQ8_K& y) {
   return _mm_cvtsi128_si32(p);
 }
 
+// Scales (u8, 0..63) of one Q4_K / Q5_K block in bytes 0..7, mins in bytes 8..15, without a
+// round trip through memory.
+inline __m128i q4k_scales_u8(const uint8_t* packed) {
+  constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+  uint32_t u[3];
+  std::memcpy(u, packed, 12);
+  const uint32_t u3 = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
+  const uint32_t u1 = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
+  return _mm_setr_epi32(int(u[0] & kmask1), int(u1), int(u[1] & kmask1), int(u3));
+}
+
+// m_j * (bsums[2j] + bsums[2j+1]) in 8 int32 lanes, from the mins in bytes 8..15 of v.
+inline __m256i q4k_min_prod(__m128i v, const BlockQ8_K& y) {
+  const __m128i m8 = _mm_shuffle_epi8(v, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15));
+  return _mm256_madd_epi16(_mm256_cvtepu8_epi16(m8), load_bsums(y));
+}
+
+// int16 scales for _mm256_packs_epi32 of sub-blocks 2k and 2k+1: [s_2k x 4, s_2k+1 x 4] per lane.
+inline __m256i scale_quad(__m256i sc16, int k) {
+  const int64_t lo = int64_t(0x0001000100010001ULL * uint64_t(((4 * k + 1) << 8) | (4 * k)));
+  const int64_t hi = int64_t(0x0001000100010001ULL * uint64_t(((4 * k + 3) << 8) | (4 * k + 2)));
+  return _mm256_shuffle_epi8(sc16, _mm256_set_epi64x(hi, lo, hi, lo));
+}
+
 float vec_dot_q4_k(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockQ4_K*>(w);
   const auto* y = static_cast<const BlockQ8_K*>(a);
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  __m256 acc = _mm256_setzero_ps();
-  float acc_m = 0;
+  __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const float d = y[i].d * h2f(x[i].d), dmin = y[i].d * h2f(x[i].dmin);
-    const Q4KScales s = q4k_scales(x[i].scales);
-    acc_m += dmin * float(q4k_min_sum(s.m16, y[i]));
+    const float dy = y[i].d;
+    const __m128i v = q4k_scales_u8(x[i].scales);
+    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
+    const __m256i mins = q4k_min_prod(v, y[i]);
     const uint8_t* q4 = x[i].qs;
     const int8_t* q8 = y[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi0 = _mm256_setzero_si256(), sumi1 = _mm256_setzero_si256();
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    // Each int32 lane of a vpdpbusd holds 4 products of one sub-block (|sum| <= 15 * 128 * 4, exact in
+    // int16): pack two sub-blocks to int16 and scale them with one vpdpwssd.
+    const __m256i z = _mm256_setzero_si256();
+#pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       const __m256i q = load256(q4 + 32 * k);
       const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      sumi = madd_acc(sumi, _mm256_maddubs_epi16(lo, load256(q8 + 64 * k)), scale_bcast(s.sc16, 2 * k));
-      sumi = madd_acc(sumi, _mm256_maddubs_epi16(hi, load256(q8 + 64 * k + 32)), scale_bcast(s.sc16, 2 * k + 1));
+      const __m256i p = _mm256_packs_epi32(_mm256_dpbusd_epi32(z, lo, load256(q8 + 64 * k)),
+                                           _mm256_dpbusd_epi32(z, hi, load256(q8 + 64 * k + 32)));
+      if (k & 1) sumi1 = _mm256_dpwssd_epi32(sumi1, p, scale_quad(sc16, k));
+      else sumi0 = _mm256_dpwssd_epi32(sumi0, p, scale_quad(sc16, k));
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+#else
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i q = load256(q4 + 32 * k);
+      const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      sumi0 = madd_acc(sumi0, _mm256_maddubs_epi16(lo, load256(q8 + 64 * k)), scale_bcast(sc16, 2 * k));
+      sumi1 = madd_acc(sumi1, _mm256_maddubs_epi16(hi, load256(q8 + 64 * k + 32)), scale_bcast(sc16, 2 * k + 1));
+    }
+#endif
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(x[i].d)), _mm256_cvtepi32_ps(_mm256_add_epi32(sumi0, sumi1)), acc);
+    acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(x[i].dmin)), _mm256_cvtepi32_ps(mins), acc_m);
   }
-  return hsum(acc) - acc_m;
+  return hsum(_mm256_sub_ps(acc, acc_m));
 }
 
 // ---- Q5_K
@@ -99,6 +143,7 @@ float vec_dot_q5_k(int64_t n, const void* w, const void* a) {
     const int8_t* q8 = y[i].qs;
     const __m256i hbits = load256(x[i].qh);
     __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       const __m256i q = load256(q5 + 32 * k);
       const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * k), one), 4);
@@ -132,6 +177,13 @@ inline void q6k_unpack(const uint8_t* ql, const uint8_t* qh, __m256i q[4]) {
                          _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(char(0xC0))), 2));
 }
 
+// int16 scales for _mm256_packs_epi32 of the dots of pairs p and p+1 (sub-blocks 2p, 2p+1, 2p+2, 2p+3):
+// [s_2p x 4, s_2p+2 x 4 | s_2p+1 x 4, s_2p+3 x 4].
+inline __m256i scale_pack(__m128i sc8, int p) {
+  const char a = char(2 * p), b = char(2 * p + 2), c = char(2 * p + 1), d = char(2 * p + 3);
+  return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_setr_epi8(a, a, a, a, b, b, b, b, c, c, c, c, d, d, d, d)));
+}
+
 float vec_dot_q6_k(int64_t n, const void* w, const void* a) {
   const auto* x = static_cast<const BlockQ6_K*>(w);
   const auto* y = static_cast<const BlockQ8_K*>(a);
@@ -140,12 +192,26 @@ float vec_dot_q6_k(int64_t n, const void* w, const void* a) {
     const float d = y[i].d * h2f(x[i].d);
     const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
     __m256i sumi = q6k_offset(sc8, y[i]);
+#pragma GCC unroll 2
     for (int half = 0; half < 2; ++half) {
       __m256i q[4];
       q6k_unpack(x[i].ql + 64 * half, x[i].qh + 32 * half, q);
       const int8_t* q8 = y[i].qs + 128 * half;
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+      // int32 lanes 0-3 / 4-7 of a vpdpbusd hold 4 products of one sub-block (|sum| <= 63 * 128 * 4,
+      // exact in int16): pack two such vectors to int16 and scale them with one vpdpwssd.
+      const __m256i z = _mm256_setzero_si256();
+#pragma GCC unroll 2
+      for (int t = 0; t < 4; t += 2) {
+        const __m256i p = _mm256_packs_epi32(_mm256_dpbusd_epi32(z, q[t], load256(q8 + 32 * t)),
+                                             _mm256_dpbusd_epi32(z, q[t + 1], load256(q8 + 32 * t + 32)));
+        sumi = _mm256_dpwssd_epi32(sumi, p, scale_pack(sc8, 4 * half + t));
+      }
+#else
+#pragma GCC unroll 4
       for (int t = 0; t < 4; ++t)
         sumi = madd_acc(sumi, _mm256_maddubs_epi16(q[t], load256(q8 + 32 * t)), scale_pair(sc8, 4 * half + t));
+#endif
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
   }
@@ -168,9 +234,11 @@ float vec_dot_q3_k(int64_t n, const void* w, const void* a) {
     const __m256i p = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load_bsums(y[i]));
     __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(p, 2));
     const __m256i hbits = load256(x[i].hmask);
+#pragma GCC unroll 2
     for (int half = 0; half < 2; ++half) {
       const __m256i q2 = load256(x[i].qs + 32 * half);
       const int8_t* q8 = y[i].qs + 128 * half;
+#pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q2, 2 * j), m3);
         const __m256i hb = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 4 * half + j), one), 2);
@@ -198,9 +266,11 @@ float vec_dot_q2_k(int64_t n, const void* w, const void* a) {
     const __m128i mins8 = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
     acc_m += dmin * float(hsum_i32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(mins8), load_bsums(y[i]))));
     __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 2
     for (int half = 0; half < 2; ++half) {
       const __m256i q2 = load256(x[i].qs + 32 * half);
       const int8_t* q8 = y[i].qs + 128 * half;
+#pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q2, 2 * j), m3);
         sumi = madd_acc(sumi, _mm256_maddubs_epi16(u, load256(q8 + 32 * j)), scale_pair(sc8, 4 * half + j));
@@ -224,68 +294,89 @@ void tile_q4_k(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   __m256 acc[R][C];
   float acc_m[R][C];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) {
       acc[r][c] = _mm256_setzero_ps();
       acc_m[r][c] = 0;
     }
   for (int64_t i = 0; i < nb; ++i) {
     const BlockQ8_K* y[C];
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8_K*>(a + c * arb) + i;
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const BlockQ4_K& x = reinterpret_cast<const BlockQ4_K*>(w + r * wrb)[i];
       const Q4KScales s = q4k_scales(x.scales);
       const float dx = h2f(x.d), dmx = h2f(x.dmin);
       __m256i sumi[C];
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) {
         sumi[c] = _mm256_setzero_si256();
         acc_m[r][c] += dmx * y[c]->d * float(q4k_min_sum(s.m16, *y[c]));
       }
+#pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
         const __m256i q = load256(x.qs + 32 * k);
         const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         const __m256i s0 = scale_bcast(s.sc16, 2 * k), s1 = scale_bcast(s.sc16, 2 * k + 1);
+#pragma GCC unroll 8
         for (int c = 0; c < C; ++c) {
           sumi[c] = madd_acc(sumi[c], _mm256_maddubs_epi16(lo, load256(y[c]->qs + 64 * k)), s0);
           sumi[c] = madd_acc(sumi[c], _mm256_maddubs_epi16(hi, load256(y[c]->qs + 64 * k + 32)), s1);
         }
       }
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c)
         acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[c]->d), _mm256_cvtepi32_ps(sumi[c]), acc[r][c]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) out[r * os + c] = hsum(acc[r][c]) - acc_m[r][c];
 }
 
 template <int R, int C>
 void tile_q6_k(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* out, size_t os) {
   __m256 acc[R][C];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const BlockQ8_K* y[C];
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8_K*>(a + c * arb) + i;
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const BlockQ6_K& x = reinterpret_cast<const BlockQ6_K*>(w + r * wrb)[i];
       const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales));
       __m256i sumi[C];
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) sumi[c] = q6k_offset(sc8, *y[c]);
+#pragma GCC unroll 2
       for (int half = 0; half < 2; ++half) {
         __m256i q[4];
         q6k_unpack(x.ql + 64 * half, x.qh + 32 * half, q);
+#pragma GCC unroll 4
         for (int t = 0; t < 4; ++t) {
           const __m256i sv = scale_pair(sc8, 4 * half + t);
+#pragma GCC unroll 8
           for (int c = 0; c < C; ++c)
             sumi[c] = madd_acc(sumi[c], _mm256_maddubs_epi16(q[t], load256(y[c]->qs + 128 * half + 32 * t)), sv);
         }
       }
       const float dx = h2f(x.d);
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c)
         acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[c]->d), _mm256_cvtepi32_ps(sumi[c]), acc[r][c]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) out[r * os + c] = hsum(acc[r][c]);
 }
 
@@ -341,6 +432,7 @@ void quantize_q8_k(const float* x, void* dst, int64_t n) {
     const __m256 mul = _mm256_set1_ps(iscale);
     for (int k = 0; k < kQK_K; k += 32) {
       __m256i v[4];
+#pragma GCC unroll 4
       for (int t = 0; t < 4; ++t)
         v[t] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * t), mul)), _mm256_set1_epi32(127));
       y[i].bsums[k / 16] = int16_t(hsum_i32(_mm256_add_epi32(v[0], v[1])));
@@ -361,6 +453,7 @@ void dequantize_q4_k(const void* src, float* y, int64_t n) {
     const float d = h2f(x[i].d), min = h2f(x[i].dmin);
     uint8_t sm[16];
     unpack_k4_scales(x[i].scales, sm);
+#pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
       const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 32 * k));
       const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 32 * k + 16));
@@ -370,6 +463,7 @@ void dequantize_q4_k(const void* src, float* y, int64_t n) {
         const __m128i a0 = h ? _mm_and_si128(_mm_srli_epi16(q, 4), m4) : _mm_and_si128(q, m4);
         const __m128i a1 = h ? _mm_and_si128(_mm_srli_epi16(q1, 4), m4) : _mm_and_si128(q1, m4);
         const __m128i parts[4] = {a0, _mm_srli_si128(a0, 8), a1, _mm_srli_si128(a1, 8)};
+#pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {
           const __m256 v = no_contract(_mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[p]))));
           _mm256_storeu_ps(y + 8 * p, _mm256_sub_ps(v, vm));
@@ -384,13 +478,16 @@ void dequantize_q6_k(const void* src, float* y, int64_t n) {
   const auto* x = static_cast<const BlockQ6_K*>(src);
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     const float d = h2f(x[i].d);
+#pragma GCC unroll 2
     for (int half = 0; half < 2; ++half) {
       __m256i q[4];
       q6k_unpack(x[i].ql + 64 * half, x[i].qh + 32 * half, q);
+#pragma GCC unroll 4
       for (int t = 0; t < 4; ++t) {
         const __m256i s = _mm256_sub_epi8(q[t], _mm256_set1_epi8(32));
         const __m128i lo = _mm256_castsi256_si128(s), hi = _mm256_extracti128_si256(s, 1);
         const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+#pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {
           const __m256 ds = _mm256_set1_ps(d * x[i].scales[8 * half + 2 * t + p / 2]);
           _mm256_storeu_ps(y + 8 * p, _mm256_mul_ps(ds, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[p]))));

@@ -170,25 +170,33 @@ float vec_dot(int64_t n, const void* w, const void* a) {
 }
 
 // R weight rows x C activation columns: every unpacked weight block is used C times and every
-// prepared activation block R times.
+// prepared activation block R times. The R / C loops are unrolled explicitly so the accumulators
+// stay in registers (GCC at -O2 leaves them as loops over a stack array).
 template <class F, int R, int C>
 void tile(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* out, size_t os) {
   __m256 acc[R][C];
   __m128 summ[R][C];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) {
       acc[r][c] = _mm256_setzero_ps();
       summ[r][c] = _mm_setzero_ps();
     }
   for (int64_t i = 0; i < nb; ++i) {
     Act ap[C];
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) ap[c] = F::prep_a(reinterpret_cast<const typename F::AB*>(a + c * arb)[i]);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const Wt wp = F::prep_w(reinterpret_cast<const typename F::WB*>(w + r * wrb)[i]);
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) accumulate<F>(wp, ap[c], acc[r][c], summ[r][c]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) out[r * os + c] = hsum(acc[r][c]) + (F::kMin ? min_term(summ[r][c]) : 0.0f);
 }
 

@@ -1,11 +1,6 @@
 #include "tier/stream/dense_ffn_streamer.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -17,7 +12,6 @@ namespace strata::tier {
 namespace {
 
 constexpr uint64_t kAlign = 4096;             // O_DIRECT offset, length and buffer alignment
-constexpr uint64_t kMaxRead = uint64_t(4) << 20;  // one pread at most: 4 MiB
 
 uint64_t align_down(uint64_t v) { return v / kAlign * kAlign; }
 uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
@@ -54,22 +48,19 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<int> streamed
       range->aligned_offset = align_down(offset);
       range->aligned_bytes = align_up(offset + bytes) - range->aligned_offset;
       range->skip = offset - range->aligned_offset;
-      range->tensor_end = offset + bytes;
       range->slot_offset = at;
       at += range->aligned_bytes;
     }
     slot_bytes_ = std::max<size_t>(slot_bytes_, at);
   }
 
-  const std::string& path = model.file().path();
-  fd_ = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-  direct_io_ = fd_ >= 0;
-  if (fd_ < 0) fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // e.g. tmpfs has no O_DIRECT
-  if (fd_ < 0) throw Error(path + ": cannot open for streaming: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd_, &st) != 0) throw Error(path + ": cannot stat: " + std::strerror(errno));
-  file_size_ = int64_t(st.st_size);
-  file_mtime_ns_ = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  if (!streamed_.empty()) {
+    io::ReaderOptions options;
+    options.piece_bytes = size_t(4) << 20;  // bulk reads: 4 MiB pieces, 16 in flight
+    options.queue_depth = 16;
+    reader_ = io::open_range_reader(model.file().path(), options);
+    direct_io_ = reader_->direct();
+  }
 
   if (!streamed_.empty()) {
     slots_.resize(size_t(depth_) + 1);
@@ -90,7 +81,6 @@ DenseFfnStreamer::~DenseFfnStreamer() {
   changed_.notify_all();
   if (io_thread_.joinable()) io_thread_.join();
   for (uint8_t* b : buffers_) std::free(b);
-  if (fd_ >= 0) ::close(fd_);
 }
 
 bool DenseFfnStreamer::streams(int layer) const { return position_of(layer) >= 0; }
@@ -224,32 +214,18 @@ void DenseFfnStreamer::io_loop() {
 }
 
 void DenseFfnStreamer::read_layer(const Slot& slot, int layer) {
-  const std::string& path = model_.file().path();
-  // A model file replaced or truncated underneath must not turn into garbage weights.
-  struct stat st {};
-  if (::fstat(fd_, &st) != 0 || int64_t(st.st_size) != file_size_ ||
-      int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec != file_mtime_ns_)
-    throw Error(path + ": the model file changed while it was in use");
+  // Whole aligned ranges land at aligned places in the slot: the reader reads them directly.
+  // The reader also refuses a file that changed or shrank since it was opened.
   const LayerPlan& plan = plans_[size_t(layer)];
+  const uint64_t file_bytes = reader_->file_bytes();
+  io::ReadRequest requests[3];
+  int n = 0;
   for (const Range* r : {&plan.gate, &plan.up, &plan.down}) {
-    uint64_t done = 0;
-    while (done < r->aligned_bytes) {
-      const uint64_t want = std::min(kMaxRead, r->aligned_bytes - done);
-      const ssize_t got = ::pread(fd_, slot.data + r->slot_offset + done, want, off_t(r->aligned_offset + done));
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        throw Error(path + ": read of layer " + std::to_string(layer) + " FFN at offset " +
-                    std::to_string(r->aligned_offset + done) + " failed: " + std::strerror(errno));
-      }
-      if (got == 0) {
-        // The aligned range may run past the end of the file; only the tensor bytes must exist.
-        if (r->aligned_offset + done >= r->tensor_end) break;
-        throw Error(path + ": short read of layer " + std::to_string(layer) + " FFN at offset " +
-                    std::to_string(r->aligned_offset + done) + " (file truncated?)");
-      }
-      done += uint64_t(got);
-    }
+    // The aligned range of the file's last tensor may run past the end of the file.
+    const uint64_t length = std::min(r->aligned_bytes, file_bytes - r->aligned_offset);
+    requests[n++] = {r->aligned_offset, length, slot.data + r->slot_offset};
   }
+  reader_->read(std::span<const io::ReadRequest>(requests, size_t(n)));
 }
 
 StreamStats DenseFfnStreamer::stats() const {

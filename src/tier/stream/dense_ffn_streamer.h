@@ -16,6 +16,7 @@
 
 #include "model/blocks.h"
 #include "model/model.h"
+#include "tier/io/reader.h"
 
 namespace strata::tier {
 
@@ -50,7 +51,6 @@ class DenseFfnStreamer : public FfnSource {
     uint64_t aligned_offset = 0;  // 4096-aligned start in the file
     uint64_t aligned_bytes = 0;   // aligned length covering the tensor
     uint64_t skip = 0;            // tensor start within the aligned range
-    uint64_t tensor_end = 0;      // absolute end of the tensor's bytes
     uint64_t slot_offset = 0;     // where the aligned range lands in a slot
   };
   struct LayerPlan {
@@ -80,10 +80,8 @@ class DenseFfnStreamer : public FfnSource {
   size_t slot_bytes_ = 0;
   std::vector<Slot> slots_;
   std::vector<uint8_t*> buffers_;
-  int fd_ = -1;
+  std::unique_ptr<io::RangeReader> reader_;  // io_uring (or pread threads), O_DIRECT where possible
   bool direct_io_ = false;
-  int64_t file_size_ = 0;
-  int64_t file_mtime_ns_ = 0;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
