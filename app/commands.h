@@ -14,5 +14,9 @@ void add_logits_command(CLI::App& app);
 void add_perplexity_command(CLI::App& app);
 void add_template_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+void add_list_command(CLI::App& app);  // cmd_client.cpp
+void add_ps_command(CLI::App& app);    // cmd_client.cpp
+void add_iobench_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 
 }  // namespace strata::app

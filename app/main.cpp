@@ -18,6 +18,10 @@ int main(int argc, char** argv) {
   strata::app::add_perplexity_command(app);
   strata::app::add_template_command(app);
   strata::app::add_serve_command(app);
+  strata::app::add_list_command(app);
+  strata::app::add_ps_command(app);
+  strata::app::add_iobench_command(app);
+  strata::app::add_plan_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -9,7 +9,9 @@
 
 #include "runtime/generate.h"
 #include "runtime/session.h"
+#include "tier/plan/plan.h"
 #include "tier/stream/dense_ffn_streamer.h"
+#include "util/error.h"
 
 namespace strata::app {
 
@@ -18,15 +20,36 @@ struct ModelOptions {
   SessionParams session;
   int stream_ffn = 0;     // FFN blocks of this many layers (the last ones) stream from the file
   int prefetch = 2;       // streamed layers read ahead of the one computing
+  std::string mem;        // memory budget: the planner picks what streams ("" : all resident)
 };
 
 // The FFN streamer the options ask for, or null (everything resident).
+// With --mem, the planner decides which dense FFN blocks stream (MoE expert streaming is not
+// built yet: a MoE plan that streams experts is refused).
 inline std::unique_ptr<tier::DenseFfnStreamer> make_ffn_streamer(const Model& model, const ModelOptions& o) {
-  if (o.stream_ffn <= 0) return nullptr;
   const int n_layer = model.config().n_layer;
   std::vector<int> layers;
-  for (int l = std::max(0, n_layer - o.stream_ffn); l < n_layer; ++l) layers.push_back(l);
-  return std::make_unique<tier::DenseFfnStreamer>(model, layers, o.prefetch);
+  int prefetch = o.prefetch;
+  if (!o.mem.empty()) {
+    tier::PlanInputs in;
+    in.budget_bytes = tier::parse_size(o.mem);
+    in.n_ctx = o.session.n_ctx > 0 ? o.session.n_ctx : 4096;
+    in.n_batch = o.session.n_batch;
+    const tier::Plan plan = tier::make_plan(model.file(), model.config(), in);
+    if (plan.n_expert_units > plan.n_expert_resident)
+      throw Error("the plan streams MoE experts, which this build cannot do yet; give a budget of at least " +
+                  tier::format_bytes(double(plan.model_bytes + plan.kv_bytes + plan.scratch_bytes)));
+    for (const tier::PlanUnit& u : plan.units)
+      if (u.kind == tier::UnitKind::dense_ffn && !u.resident) layers.push_back(u.layer);
+    if (plan.n_dense_slots > 1) prefetch = plan.n_dense_slots - 1;  // the streamer holds prefetch + 1 slots
+    std::fprintf(stderr, "plan: %d of %d FFN blocks resident, %zu streamed, prefetch %d; predicted %.2f tok/s (%s)\n",
+                 plan.n_dense_resident, plan.n_dense_units, layers.size(), prefetch, plan.tokens_per_second,
+                 tier::limit_name(plan.limit));
+  } else {
+    for (int l = std::max(0, n_layer - o.stream_ffn); l < n_layer && o.stream_ffn > 0; ++l) layers.push_back(l);
+  }
+  if (layers.empty()) return nullptr;
+  return std::make_unique<tier::DenseFfnStreamer>(model, layers, prefetch);
 }
 
 inline void print_stream_stats(const tier::DenseFfnStreamer& s, int n_forward) {
@@ -53,6 +76,7 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
   cmd->add_option("--prefetch", o.prefetch, "streamed layers read ahead")->capture_default_str();
+  cmd->add_option("--mem", o.mem, "memory budget (e.g. 2G): the planner streams what does not fit");
 }
 
 inline void add_sampling_options(CLI::App* cmd, SamplingOptions& o) {

@@ -61,6 +61,9 @@ struct ForwardPass {
   int64_t pos0;
   bool all_logits;  // logits for every token of the batch, or only the last
   FfnSource* ffn_source = nullptr;  // null: every FFN is resident
+  // Stop output_head after the final norm: buf.h holds the normalized hidden state of every
+  // token (embeddings) and no logits are computed.
+  bool hidden_only = false;
 };
 
 struct AttentionSpec {

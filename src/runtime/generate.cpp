@@ -83,7 +83,21 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std:
   t0 = Clock::now();
   bool stopped = false;
   while (params.n_predict < 0 || r.n_generated < params.n_predict) {
-    const Token tok = sampler.sample(logits, n_vocab);
+    if (params.constraint && params.constraint->complete()) {
+      r.done_reason = "stop";
+      break;
+    }
+    const Token tok = params.constraint
+                          ? sampler.sample(logits, n_vocab,
+                                           [&](int32_t id) {
+                                             return !tokenizer.is_eog(id) && params.constraint->allows(id);
+                                           })
+                          : sampler.sample(logits, n_vocab);
+    if (tok < 0) {  // the constraint allows no token at all
+      r.done_reason = "stop";
+      break;
+    }
+    if (params.constraint) params.constraint->accept(tok);
     if (tokenizer.is_eog(tok)) {
       r.done_reason = "stop";
       break;

@@ -12,10 +12,21 @@
 
 namespace strata {
 
+// Restricts which tokens may come next (structured output, runtime/grammar.h). While one is
+// set, end-of-generation tokens are never sampled: generation ends when complete() is true.
+class TokenConstraint {
+ public:
+  virtual ~TokenConstraint() = default;
+  virtual bool allows(Token token) = 0;  // the token's text keeps the output valid
+  virtual void accept(Token token) = 0;  // the token was chosen
+  virtual bool complete() const = 0;     // the output is whole: generation must end
+};
+
 struct GenerateParams {
   int n_predict = 128;  // < 0: until end of generation or a full context
   SamplerParams sampling;
   std::vector<std::string> stop;  // stop strings (not included in the output)
+  TokenConstraint* constraint = nullptr;  // not owned; nullptr: any token
 };
 
 struct GenerateResult {

@@ -149,4 +149,81 @@ int32_t Sampler::sample(const float* logits, int32_t n_vocab) {
   return begin[ptrdiff_t(n - 1)].id;  // rounding left u above the last partial sum
 }
 
+
+// --- constrained sampling (structured output): the same steps over the allowed tokens only
+
+void Sampler::apply_penalties(int32_t n_vocab) {
+  const bool penalize =
+      params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f;
+  if (!penalize || history_.empty()) return;
+  for (int32_t t : history_)
+    if (t >= 0 && t < n_vocab) candidates_[size_t(t)].p += 1.0f;
+  for (int32_t t : history_) {
+    if (t < 0 || t >= n_vocab) continue;
+    Candidate& c = candidates_[size_t(t)];
+    if (c.p == 0.0f) continue;
+    const float count = c.p;
+    c.logit = c.logit > 0.0f ? c.logit / params_.repeat_penalty : c.logit * params_.repeat_penalty;
+    c.logit -= count * params_.frequency_penalty + params_.presence_penalty;
+    c.p = 0.0f;
+  }
+}
+
+int32_t Sampler::draw(size_t n) {
+  auto begin = candidates_.begin();
+  softmax_sorted(begin, begin + ptrdiff_t(n));
+  if (params_.top_p < 1.0f) {
+    double cum = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      cum += begin[ptrdiff_t(i)].p;
+      if (cum >= params_.top_p) {
+        n = i + 1;
+        break;
+      }
+    }
+  }
+  if (params_.min_p > 0.0f) {
+    const float threshold = params_.min_p * begin->p;
+    size_t keep = 1;
+    while (keep < n && begin[ptrdiff_t(keep)].p >= threshold) ++keep;
+    n = keep;
+  }
+  const float inv_temp = 1.0f / params_.temperature;
+  for (size_t i = 0; i < n; ++i) begin[ptrdiff_t(i)].logit *= inv_temp;
+  softmax_sorted(begin, begin + ptrdiff_t(n));
+  const double u = double(rng_()) * (1.0 / 4294967296.0);
+  double cum = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    cum += begin[ptrdiff_t(i)].p;
+    if (u < cum) return begin[ptrdiff_t(i)].id;
+  }
+  return begin[ptrdiff_t(n - 1)].id;
+}
+
+int32_t Sampler::sample(const float* logits, int32_t n_vocab, const std::function<bool(int32_t)>& allowed) {
+  if (n_vocab <= 0) throw Error("sampler: n_vocab must be positive, got " + std::to_string(n_vocab));
+  candidates_.resize(size_t(n_vocab));
+  for (int32_t i = 0; i < n_vocab; ++i) candidates_[size_t(i)] = {i, logits[i], 0.0f};
+  apply_penalties(n_vocab);
+  const auto cmp = [](const Candidate& a, const Candidate& b) { return by_logit_desc(a, b); };
+  // Sort a head first: the allowed tokens are usually among the most likely.
+  const size_t head = std::min<size_t>(candidates_.size(), 512);
+  std::partial_sort(candidates_.begin(), candidates_.begin() + ptrdiff_t(head), candidates_.end(), cmp);
+  bool sorted_all = head == candidates_.size();
+  const size_t want = params_.temperature <= 0.0f ? 1
+                      : params_.top_k > 0         ? size_t(params_.top_k)
+                                                  : candidates_.size();
+  size_t n_kept = 0;  // allowed candidates, moved to the front in order
+  for (size_t i = 0; i < candidates_.size() && n_kept < want; ++i) {
+    if (i == head && !sorted_all) {
+      std::sort(candidates_.begin() + ptrdiff_t(head), candidates_.end(), cmp);
+      sorted_all = true;
+    }
+    if (allowed(candidates_[i].id)) candidates_[n_kept++] = candidates_[i];
+  }
+  if (n_kept == 0) return -1;
+  if (params_.temperature <= 0.0f) return candidates_[0].id;
+  return draw(n_kept);
+}
+
 }  // namespace strata

@@ -3,6 +3,7 @@
 // The same seed and inputs always give the same tokens.
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -25,6 +26,10 @@ class Sampler {
   explicit Sampler(const SamplerParams& params);
   // Picks the next token from raw logits (not modified). Deterministic for a given seed.
   int32_t sample(const float* logits, int32_t n_vocab);
+  // Like sample, but only among tokens for which allowed(id) is true; -1 when there is none.
+  // allowed is asked in order of decreasing logit and only as far as needed: greedy stops at the
+  // first allowed token; sampling keeps the first top_k allowed ones (all with top_k <= 0).
+  int32_t sample(const float* logits, int32_t n_vocab, const std::function<bool(int32_t)>& allowed);
   // Records a token of the context (prompt or generated) for the penalties.
   void accept(int32_t token);
   void reset();
@@ -33,6 +38,8 @@ class Sampler {
   uint64_t seed() const { return seed_; }
 
  private:
+  void apply_penalties(int32_t n_vocab);
+  int32_t draw(size_t n);  // top-p, min-p, temperature and a draw over candidates_[0, n), sorted
   struct Candidate {
     int32_t id;
     float logit;

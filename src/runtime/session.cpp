@@ -61,7 +61,8 @@ void Session::eval_hidden(const std::vector<int32_t>& tokens,
     if (n_past() + n > params_.n_ctx)
       throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) +
                   " tokens exceed n_ctx " + std::to_string(params_.n_ctx));
-    ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens.data() + i, n, int64_t(n_past()), true};
+    ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens.data() + i, n, int64_t(n_past()), true,
+                     ffn_source_};
     pass.hidden_only = true;  // output_head leaves every token's normalized hidden state in buf_.h
     model_.forward(pass);
     history_.insert(history_.end(), tokens.data() + i, tokens.data() + i + n);

@@ -9,5 +9,9 @@ namespace strata::server {
 
 void add_ollama_routes(httplib::Server& http, ModelRegistry& registry);
 void add_openai_routes(httplib::Server& http, ModelRegistry& registry);
+// /api/embed, /api/embeddings, /v1/embeddings (embed_api.cpp).
+void add_embedding_routes(httplib::Server& http, ModelRegistry& registry);
+// /api/copy, /api/delete, /api/create, /api/pull, /metrics (manage_api.cpp).
+void add_management_routes(httplib::Server& http, ModelRegistry& registry);
 
 }  // namespace strata::server

@@ -1,6 +1,8 @@
 #include "server/completion.h"
 
+#include "runtime/grammar.h"
 #include "server/errors.h"
+#include "server/metrics.h"
 #include "server/prompt.h"
 
 namespace strata::server {
@@ -19,7 +21,54 @@ void evaluate_all_but_last(Session& session, const std::vector<Token>& prompt) {
   session.truncate(int(common));
   if (common < n) session.eval(std::vector<Token>(prompt.begin() + long(common), prompt.begin() + long(n)));
 }
+// A call object in either shape: {"name", "arguments"|"parameters"} or {"function": {...}}.
+bool to_call(const json& j, json& out) {
+  if (!j.is_object()) return false;
+  const json& f = j.contains("function") && j["function"].is_object() ? j["function"] : j;
+  if (!f.contains("name") || !f["name"].is_string()) return false;
+  json args = f.contains("arguments") ? f["arguments"] : f.contains("parameters") ? f["parameters"] : json::object();
+  if (args.is_string()) args = json::parse(args.get<std::string>(), nullptr, false);
+  if (args.is_discarded() || !args.is_object()) return false;
+  out = {{"function", {{"name", f["name"]}, {"arguments", args}}}};
+  return true;
+}
 }  // namespace
+
+ToolCalls parse_tool_calls(const std::string& text) {
+  ToolCalls r;
+  size_t at = 0;
+  static const std::string open = "<tool_call>", close = "</tool_call>";
+  while (true) {
+    const size_t start = text.find(open, at);
+    if (start == std::string::npos) break;
+    const size_t end = text.find(close, start);
+    const std::string body =
+        text.substr(start + open.size(), end == std::string::npos ? std::string::npos : end - start - open.size());
+    json call;
+    if (!to_call(json::parse(body, nullptr, false), call)) break;
+    r.calls.push_back(call);
+    r.content += text.substr(at, start - at);
+    at = end == std::string::npos ? text.size() : end + close.size();
+  }
+  if (!r.calls.empty()) {
+    r.content += text.substr(at);
+    return r;
+  }
+  // Llama 3.1 style: the whole answer is a call (or a list of calls), maybe after <|python_tag|>.
+  std::string body = text;
+  if (const size_t tag = body.find("<|python_tag|>"); tag != std::string::npos) body.erase(0, tag + 14);
+  const json j = json::parse(body, nullptr, false);
+  json call;
+  if (j.is_array()) {
+    for (const auto& item : j)
+      if (to_call(item, call)) r.calls.push_back(call);
+    if (r.calls.size() != j.size()) r.calls = json::array();
+  } else if (to_call(j, call)) {
+    r.calls.push_back(call);
+  }
+  if (r.calls.empty()) r.content = text;
+  return r;
+}
 
 PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req) {
   PreparedPrompt out;
@@ -32,7 +81,10 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
   const bool fresh = req.context.empty();
   std::vector<Token> more;
   if (req.chat) {
-    more = tok.encode(m.prompt_format->render(req.messages, fresh), /*add_special=*/false, /*parse_special=*/true);
+    if (!req.tools.is_null() && !m.prompt_format->supports_tools())
+      throw bad_request("\"" + req.model + "\" does not support tools");
+    more = tok.encode(m.prompt_format->render(req.messages, fresh, req.tools), /*add_special=*/false,
+                      /*parse_special=*/true);
   } else if (req.raw) {
     more = tok.encode(req.prompt, /*add_special=*/fresh, /*parse_special=*/true);
   } else {
@@ -60,6 +112,11 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
   r.load_seconds = lease.load_seconds();
   GenerateParams gen = req.gen;
   gen.stop = prompt.stop;
+  std::optional<JsonConstraint> constraint;
+  if (req.json_output) {
+    constraint.emplace(*m.tokenizer, req.json_schema.is_null() ? JsonAcceptor() : JsonAcceptor(req.json_schema));
+    gen.constraint = &*constraint;
+  }
   {
     std::lock_guard<std::mutex> lock(m.run_mutex);
     Session& session = m.session_for(req.n_ctx, req.n_threads);
@@ -73,6 +130,8 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
   r.context = prompt.tokens;
   r.context.insert(r.context.end(), r.gen.tokens.begin(), r.gen.tokens.end());
   r.total_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  metrics().record_completion(r.gen.n_prompt_total, r.gen.n_generated, r.gen.prompt_seconds, r.gen.generate_seconds,
+                              r.total_seconds);
   return r;
 }
 

@@ -8,6 +8,7 @@
 
 #include "runtime/chat_format.h"
 #include "runtime/generate.h"
+#include "server/json_fields.h"
 #include "server/model_registry.h"
 
 namespace strata::server {
@@ -25,7 +26,21 @@ struct CompletionRequest {
   int n_threads = 0;  // 0: the server's default
   std::optional<double> keep_alive_s;
   bool stream = true;
+  // Structured output: the answer must be JSON, matching json_schema unless that is null (then
+  // any object).
+  bool json_output = false;
+  json json_schema;
+  json tools;  // chat: the tool definitions (array), or null
 };
+
+// Tool calls found in a model's answer: Hermes/Qwen "<tool_call>{json}</tool_call>" blocks, or
+// an answer that is one JSON call (Llama 3.1: {"name", "parameters"}). content keeps the text
+// outside the calls.
+struct ToolCalls {
+  json calls = json::array();  // [{"function": {"name", "arguments": {...}}}]
+  std::string content;
+};
+ToolCalls parse_tool_calls(const std::string& text);
 
 // The tokens a request evaluates, checked against the context before anything is streamed.
 struct PreparedPrompt {

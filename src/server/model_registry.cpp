@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "server/errors.h"
+#include "server/model_settings.h"
 #include "util/error.h"
 
 namespace strata::server {
@@ -66,6 +67,17 @@ Session& LoadedModel::session_for(int n_ctx, int n_threads) {
   return *session_;
 }
 
+Session& LoadedModel::embed_session(int n_threads) {
+  SessionParams p = defaults;
+  p.n_ctx = effective_n_ctx(0);
+  if (n_threads > 0) p.n_threads = n_threads;
+  if (!embed_session_ || (p.n_threads > 0 && embed_session_->n_threads() != p.n_threads)) {
+    embed_session_.reset();
+    embed_session_ = std::make_unique<Session>(*model, p);
+  }
+  return *embed_session_;
+}
+
 // --- ModelLease
 
 ModelLease::~ModelLease() { registry_.release(*model_, keep_alive_s_); }
@@ -113,6 +125,13 @@ ModelEntry ModelRegistry::resolve(const std::string& requested) const {
   return *entry;
 }
 
+std::string ModelRegistry::path_for(const std::string& requested) const {
+  const std::string name = file_stem_for(requested);
+  if (!options_.single_file.empty())
+    throw bad_request("strata serve was given one model file; start it with --models to manage models");
+  return (fs::path(options_.models_dir) / (name + kExtension)).string();
+}
+
 std::shared_ptr<const gguf::File> ModelRegistry::metadata(const ModelEntry& entry) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -156,7 +175,8 @@ std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, s
   try {
     m->model = Model::load(entry.path);
     m->tokenizer = Tokenizer::from_gguf(m->model->file());
-    m->prompt_format = std::make_unique<PromptFormat>(*m->model, *m->tokenizer);
+    m->prompt_format =
+        std::make_unique<PromptFormat>(*m->model, *m->tokenizer, load_settings(entry.path).template_text);
   } catch (const std::exception& e) {
     throw HttpError(500, "failed to load model \"" + requested + "\": " + e.what());
   }

@@ -53,6 +53,9 @@ class LoadedModel {
   // The session for these parameters (n_ctx, n_threads; 0: the server's defaults), recreated
   // when they change. Keeping it lets the next request reuse the evaluated prompt prefix.
   Session& session_for(int n_ctx, int n_threads);
+  // A second session for embeddings, so that embedding never disturbs the chat KV cache (and
+  // its reusable prompt prefix). Also used under run_mutex.
+  Session& embed_session(int n_threads);
   // The context a session with this n_ctx gets (clamped to the model's training context).
   int effective_n_ctx(int n_ctx) const;
 
@@ -61,6 +64,7 @@ class LoadedModel {
  private:
   friend class ModelRegistry;
   std::unique_ptr<Session> session_;
+  std::unique_ptr<Session> embed_session_;
   // Guarded by the registry's mutex.
   int n_active_ = 0;  // admitted requests, running or waiting for run_mutex
   bool keep_forever_ = true;
@@ -110,6 +114,9 @@ class ModelRegistry {
   // The file of a requested name: HttpError 400 for an empty or invalid name (one that would
   // leave the models folder), 404 when there is no such model.
   ModelEntry resolve(const std::string& requested) const;
+  // Where a model of this name lives in the models folder (it need not exist): HttpError 400 for
+  // an invalid name, or when the server serves one given file (nothing can be added).
+  std::string path_for(const std::string& requested) const;
   // The file's metadata (opened once per file version; shared with a loaded model).
   std::shared_ptr<const gguf::File> metadata(const ModelEntry& entry);
 

@@ -7,6 +7,7 @@
 #include "server/completion.h"
 #include "server/errors.h"
 #include "server/http_util.h"
+#include "server/model_settings.h"
 #include "server/prompt.h"
 
 namespace strata::server {
@@ -122,12 +123,23 @@ void refuse_images(const json& obj) {
 }
 
 // Fields of generate and chat that ask for something this server cannot do.
-void refuse_unsupported(const json& body) {
+// "format": "json" (any JSON object) or a JSON schema the answer must match.
+void parse_format(const json& body, CompletionRequest& r) {
   auto format = body.find("format");
-  if (format != body.end() && !format->is_null() && !(format->is_string() && format->get<std::string>().empty()))
-    throw bad_request("\"format\" (structured output) is not supported by strata serve");
-  const json* tools = field_array(body, "tools");
-  if (tools && !tools->empty()) throw bad_request("this model does not support tools");
+  if (format == body.end() || format->is_null()) return;
+  if (format->is_string()) {
+    const std::string f = format->get<std::string>();
+    if (f.empty()) return;
+    if (f != "json") throw bad_request("invalid format \"" + f + "\": use \"json\" or a JSON schema");
+    r.json_output = true;
+    return;
+  }
+  if (!format->is_object()) throw bad_request("field \"format\" must be \"json\" or a JSON schema object");
+  r.json_output = true;
+  r.json_schema = *format;
+}
+
+void refuse_unsupported(const json& body) {
   auto think = body.find("think");
   if (think != body.end() && think->is_boolean() && think->get<bool>())
     throw bad_request("this model does not support thinking");
@@ -136,21 +148,33 @@ void refuse_unsupported(const json& body) {
   if (auto s = field_string(body, "suffix"); s && !s->empty()) throw bad_request("this model does not support insert");
 }
 
-CompletionRequest parse_common(const json& body) {
+// What /api/create stored for the requested model (empty for an unknown one: the lease says 404).
+ModelSettings settings_for(ModelRegistry& registry, const json& body) {
+  try {
+    return load_settings(registry.resolve(required_model(body)).path);
+  } catch (const HttpError&) {
+    return {};
+  }
+}
+
+// The model's stored parameters are defaults that the request's options override.
+CompletionRequest parse_common(const json& body, const ModelSettings& settings) {
   CompletionRequest r;
   r.model = required_model(body);
   r.gen = default_generate_params();
   r.stream = field_bool(body, "stream").value_or(true);
   r.keep_alive_s = parse_keep_alive(body);
+  apply_options(&settings.parameters, r);
   apply_options(field_object(body, "options"), r);
   refuse_unsupported(body);
+  parse_format(body, r);
   return r;
 }
 
-CompletionRequest parse_generate(const json& body) {
-  CompletionRequest r = parse_common(body);
+CompletionRequest parse_generate(const json& body, const ModelSettings& settings) {
+  CompletionRequest r = parse_common(body, settings);
   r.prompt = field_string(body, "prompt").value_or("");
-  r.system = field_string(body, "system").value_or("");
+  r.system = field_string(body, "system").value_or(settings.system);
   r.raw = field_bool(body, "raw").value_or(false);
   refuse_images(body);
   if (const json* context = field_array(body, "context"))
@@ -161,9 +185,10 @@ CompletionRequest parse_generate(const json& body) {
   return r;
 }
 
-CompletionRequest parse_chat(const json& body) {
-  CompletionRequest r = parse_common(body);
+CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
+  CompletionRequest r = parse_common(body, settings);
   r.chat = true;
+  if (const json* tools = field_array(body, "tools"); tools && !tools->empty()) r.tools = *tools;
   if (const json* messages = field_array(body, "messages"))
     for (const auto& m : *messages) {
       if (!m.is_object()) throw bad_request("each of \"messages\" must be an object");
@@ -174,6 +199,10 @@ CompletionRequest parse_chat(const json& body) {
       refuse_images(m);
       r.messages.push_back(std::move(msg));
     }
+  const bool has_system =
+      std::any_of(r.messages.begin(), r.messages.end(), [](const ChatMessage& m) { return m.role == "system"; });
+  if (!settings.system.empty() && !has_system && !r.messages.empty())
+    r.messages.insert(r.messages.begin(), ChatMessage{"system", settings.system});
   return r;
 }
 
@@ -227,9 +256,20 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Re
               Clock::time_point started) {
   const auto lease = registry.lease(req.model, req.keep_alive_s);
   const PreparedPrompt prompt = prepare_prompt(lease->model(), req);
-  if (!req.stream) {
+  if (!req.stream || !req.tools.is_null()) {
+    // With tools the answer is parsed whole; a stream gets it as one chunk before the last.
     const CompletionResult r = run_completion(*lease, req, prompt, started, [](const std::string&) { return true; });
-    send_json(res, final_chunk(req, r.gen.text, r));
+    json last = final_chunk(req, r.gen.text, r);
+    if (!req.tools.is_null()) {
+      const ToolCalls calls = parse_tool_calls(r.gen.text);
+      last["message"]["content"] = calls.content;
+      if (!calls.calls.empty()) last["message"]["tool_calls"] = calls.calls;
+    }
+    if (!req.stream) return send_json(res, last);
+    json first = chunk(req, "", false);
+    first["message"] = last["message"];
+    last["message"] = {{"role", "assistant"}, {"content", ""}};
+    res.set_content(dump(first) + "\n" + dump(last) + "\n", kNdjson);
     return;
   }
   send_stream(res, kNdjson, [lease, req, prompt, started](const Emit& emit) {
@@ -363,10 +403,17 @@ void handle_show(ModelRegistry& registry, const httplib::Request& http_req, http
   const bool verbose = field_bool(body, "verbose").value_or(false);
   const ModelEntry e = registry.resolve(name);
   const auto file = registry.metadata(e);
-  const std::string tmpl = file->get_string("tokenizer.chat_template", "");
+  const ModelSettings settings = load_settings(e.path);
+  const std::string tmpl =
+      settings.template_text.empty() ? file->get_string("tokenizer.chat_template", "") : settings.template_text;
   const ChatFormat format = detect_chat_format(*file);
   std::string parameters;
   for (const auto& s : chat_stop_strings(format)) parameters += "stop " + quoted(s) + "\n";
+  std::string settings_lines;  // the stored parameters, one "name value" line per value
+  for (const auto& item : settings.parameters.items())
+    for (const auto& v : item.value().is_array() ? item.value() : json::array({item.value()}))
+      settings_lines += item.key() + " " + (v.is_string() ? quoted(v.get<std::string>()) : dump(v)) + "\n";
+  parameters += settings_lines;
   std::string modelfile = "# Modelfile generated by strata serve\nFROM " + e.path + "\n";
   if (!tmpl.empty()) modelfile += "TEMPLATE \"\"\"" + tmpl + "\"\"\"\n";
   for (const auto& s : chat_stop_strings(format)) modelfile += "PARAMETER stop " + quoted(s) + "\n";
@@ -375,8 +422,10 @@ void handle_show(ModelRegistry& registry, const httplib::Request& http_req, http
             {"template", tmpl},
             {"details", details(*file)},
             {"model_info", model_info(*file, verbose)},
-            {"capabilities", json::array({"completion"})},
+            {"capabilities", tmpl.find("tools") != std::string::npos ? json::array({"completion", "tools"})
+                                                                     : json::array({"completion"})},
             {"modified_at", rfc3339(SysClock::from_time_t(std::time_t(e.modified_unix)))}};
+  if (!settings.system.empty()) j["system"] = settings.system;
   const std::string license = file->get_string("general.license", "");
   if (!license.empty()) j["license"] = license;
   send_json(res, j);
@@ -430,28 +479,21 @@ void add_ollama_routes(httplib::Server& http, ModelRegistry& registry) {
            guarded(style, [&registry](const httplib::Request&, httplib::Response& res) { handle_ps(registry, res); }));
   http.Post("/api/generate", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
               const auto started = Clock::now();
-              const CompletionRequest r = parse_generate(parse_body(req.body));
+              const json body = parse_body(req.body);
+              const CompletionRequest r = parse_generate(body, settings_for(registry, body));
               if (r.prompt.empty() && r.context.empty()) return load_only(registry, r, res);
               complete(registry, r, res, started);
             }));
   http.Post("/api/chat", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
               const auto started = Clock::now();
-              const CompletionRequest r = parse_chat(parse_body(req.body));
+              const json body = parse_body(req.body);
+              const CompletionRequest r = parse_chat(body, settings_for(registry, body));
               if (r.messages.empty()) return load_only(registry, r, res);
               complete(registry, r, res, started);
             }));
-  const auto no_embeddings = guarded(style, [](const httplib::Request&, httplib::Response&) {
-    throw HttpError(501, "embeddings are not supported by strata serve yet: the engine does not expose hidden states");
-  });
-  http.Post("/api/embed", no_embeddings);
-  http.Post("/api/embeddings", no_embeddings);
-  for (const char* path : {"/api/pull", "/api/push", "/api/create", "/api/copy", R"(/api/blobs/.+)"})
+  for (const char* path : {"/api/push", R"(/api/blobs/.+)"})
     http.Post(path, guarded(style, [](const httplib::Request& req, httplib::Response&) {
-                throw HttpError(501,
-                                req.path + " is not supported by strata serve: put GGUF files in the models folder");
-              }));
-  http.Delete("/api/delete", guarded(style, [](const httplib::Request&, httplib::Response&) {
-                throw HttpError(501, "/api/delete is not supported by strata serve: remove the GGUF file instead");
+                throw HttpError(501, req.path + " is not supported by strata serve: there is no registry to push to");
               }));
 }
 

@@ -47,11 +47,22 @@ CompletionRequest parse_common(const json& body) {
   if (auto v = field_int(body, "seed")) g.sampling.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
   if (auto v = field_strings(body, "stop")) g.stop = *v;
   if (auto n = field_int(body, "n"); n && *n != 1) throw bad_request("only n = 1 is supported");
-  const json* tools = field_array(body, "tools");
-  if (tools && !tools->empty()) throw bad_request("this model does not support tools");
-  if (const json* format = field_object(body, "response_format"))
-    if (field_string(*format, "type").value_or("text") != "text")
-      throw bad_request("response_format other than text is not supported by strata serve");
+  if (const json* tools = field_array(body, "tools"); tools && !tools->empty()) r.tools = *tools;
+  if (auto choice = field_string(body, "tool_choice"); choice && *choice == "none") r.tools = nullptr;
+  if (const json* format = field_object(body, "response_format")) {
+    const std::string type = field_string(*format, "type").value_or("text");
+    if (type == "json_object") {
+      r.json_output = true;
+    } else if (type == "json_schema") {
+      const json* spec = field_object(*format, "json_schema");
+      const json* schema = spec ? field_object(*spec, "schema") : nullptr;
+      if (!schema) throw bad_request("response_format json_schema needs json_schema.schema");
+      r.json_output = true;
+      r.json_schema = *schema;
+    } else if (type != "text") {
+      throw bad_request("response_format type must be text, json_object or json_schema");
+    }
+  }
   return r;
 }
 
@@ -88,6 +99,7 @@ CompletionRequest parse_chat(const json& body) {
 
 CompletionRequest parse_completion(const json& body) {
   CompletionRequest r = parse_common(body);
+  if (!r.tools.is_null()) throw bad_request("tools are only supported on /v1/chat/completions");
   r.raw = true;  // /v1/completions continues the text as given
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) throw bad_request("prompt is required");
@@ -131,12 +143,46 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
   const std::string id = make_id(req.chat ? "chatcmpl-" : "cmpl-");
   const int64_t created = unix_seconds(SysClock::now());
   const char* object = req.chat ? "chat.completion.chunk" : "text_completion";
-  if (!req.stream) {
+  if (!req.stream || !req.tools.is_null()) {
+    // With tools the answer is parsed whole; a stream gets it as one delta.
     const CompletionResult r = run_completion(*lease, req, prompt, started, [](const std::string&) { return true; });
-    json j = envelope(id, req.chat ? "chat.completion" : "text_completion", req.model, created);
     json choice = {{"index", 0}, {"finish_reason", finish_reason(r)}};
+    json message = {{"role", "assistant"}, {"content", r.gen.text}};
+    if (!req.tools.is_null()) {
+      const ToolCalls calls = parse_tool_calls(r.gen.text);
+      message["content"] = calls.content;
+      if (!calls.calls.empty()) {
+        json list = json::array();
+        for (size_t i = 0; i < calls.calls.size(); ++i) {
+          const json& f = calls.calls[i]["function"];
+          list.push_back({{"index", i},
+                          {"id", make_id("call_")},
+                          {"type", "function"},
+                          {"function", {{"name", f["name"]}, {"arguments", dump(f["arguments"])}}}});
+        }
+        message["tool_calls"] = list;
+        choice["finish_reason"] = "tool_calls";
+      }
+    }
+    if (req.stream) {
+      json delta = envelope(id, object, req.model, created);
+      delta["choices"] = json::array({{{"index", 0}, {"delta", message}, {"finish_reason", nullptr}}});
+      json last = envelope(id, object, req.model, created);
+      last["choices"] =
+          json::array({{{"index", 0}, {"delta", json::object()}, {"finish_reason", choice["finish_reason"]}}});
+      std::string body = "data: " + dump(delta) + "\n\ndata: " + dump(last) + "\n\n";
+      if (include_usage) {
+        json u = envelope(id, object, req.model, created);
+        u["choices"] = json::array();
+        u["usage"] = usage(r);
+        body += "data: " + dump(u) + "\n\n";
+      }
+      res.set_content(body + "data: [DONE]\n\n", kEventStream);
+      return;
+    }
+    json j = envelope(id, req.chat ? "chat.completion" : "text_completion", req.model, created);
     if (req.chat)
-      choice["message"] = {{"role", "assistant"}, {"content", r.gen.text}};
+      choice["message"] = message;
     else
       choice["text"] = r.gen.text, choice["logprobs"] = nullptr;
     j["choices"] = json::array({choice});
@@ -201,10 +247,6 @@ void add_openai_routes(httplib::Server& http, ModelRegistry& registry) {
   http.Get(R"(/v1/models/(.+))", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
              send_json(res, model_object(registry.resolve(req.matches[1].str())));
            }));
-  http.Post("/v1/embeddings", guarded(style, [](const httplib::Request&, httplib::Response&) {
-              throw HttpError(
-                  501, "embeddings are not supported by strata serve yet: the engine does not expose hidden states");
-            }));
 }
 
 }  // namespace strata::server

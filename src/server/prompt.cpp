@@ -6,10 +6,11 @@
 
 namespace strata::server {
 
-PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer)
+PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer, const std::string& template_override)
     : builtin_(detect_chat_format(model.file())), stops_(chat_stop_strings(builtin_)) {
   add_bos_ = tokenizer.add_bos() && tokenizer.bos() >= 0;
-  const jinja::ModelChatTemplate t = jinja::chat_template_from_gguf(model.file());
+  jinja::ModelChatTemplate t = jinja::chat_template_from_gguf(model.file());
+  if (!template_override.empty()) t.source = template_override;
   bos_text_ = t.bos_token;
   eos_text_ = t.eos_token;
   if (t.source.empty()) {
@@ -18,17 +19,19 @@ PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer)
   }
   try {
     jinja_ = jinja::Template::parse(t.source);
+    supports_tools_ = t.source.find("tools") != std::string::npos;
   } catch (const std::exception& e) {
     fallback_reason_ = e.what();
   }
 }
 
-std::string PromptFormat::render(const std::vector<ChatMessage>& messages, bool with_bos) const {
+std::string PromptFormat::render(const std::vector<ChatMessage>& messages, bool with_bos,
+                                 const nlohmann::ordered_json& tools) const {
   if (!jinja_) return render_chat(builtin_, messages, with_bos && add_bos_ ? bos_text_ : "");
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const auto& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
   nlohmann::ordered_json vars = {{"messages", list},
-                                 {"tools", nullptr},
+                                 {"tools", tools},
                                  {"add_generation_prompt", true},
                                  {"bos_token", with_bos ? bos_text_ : ""},
                                  {"eos_token", eos_text_}};

@@ -20,12 +20,17 @@ class PromptFormat {
  public:
   // Parses the model's template once; a template the engine cannot parse falls back to the
   // built-in format (fallback_reason() says why).
-  PromptFormat(const Model& model, const Tokenizer& tokenizer);
+  // template_override: a Jinja template to use instead of the model's (from /api/create).
+  PromptFormat(const Model& model, const Tokenizer& tokenizer, const std::string& template_override = "");
 
   // The conversation rendered with the assistant's turn opened. with_bos: begin with the BOS
   // text when the model wants one (not when continuing an earlier context). Throws HttpError 400
   // when the template rejects the conversation (e.g. roles that do not alternate).
-  std::string render(const std::vector<ChatMessage>& messages, bool with_bos) const;
+  // tools: the request's tool definitions (JSON array) for templates that take them, or null.
+  std::string render(const std::vector<ChatMessage>& messages, bool with_bos,
+                     const nlohmann::ordered_json& tools = nullptr) const;
+  // The template renders `tools` (a Jinja template that mentions them).
+  bool supports_tools() const { return supports_tools_; }
   // Strings that end the assistant's turn (besides the end-of-generation tokens).
   const std::vector<std::string>& stop_strings() const { return stops_; }
   // "jinja" or the built-in format's name.
@@ -39,6 +44,7 @@ class PromptFormat {
   bool add_bos_ = false;
   std::vector<std::string> stops_;
   std::string fallback_reason_;
+  bool supports_tools_ = false;
 };
 
 }  // namespace strata::server

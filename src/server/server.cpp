@@ -5,6 +5,7 @@
 
 #include "server/api.h"
 #include "server/http_util.h"
+#include "server/metrics.h"
 #include "util/error.h"
 
 namespace strata::server {
@@ -52,6 +53,8 @@ void run_server(const ServerOptions& options) {
 
   add_ollama_routes(http, registry);
   add_openai_routes(http, registry);
+  add_embedding_routes(http, registry);
+  add_management_routes(http, registry);
 
   // httplib's own answers (unknown route, body too large, bad request line) get a JSON body too.
   const size_t max_body_mib = options.max_body_bytes >> 20;
@@ -73,6 +76,7 @@ void run_server(const ServerOptions& options) {
     send_error(res, style, 500, "internal error");
   });
   http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+    metrics().record_request(req.method, req.path, res.status);
     std::fprintf(stderr, "%s %s %s %d\n", rfc3339(std::chrono::system_clock::now()).c_str(), req.method.c_str(),
                  req.path.c_str(), res.status);
   });

@@ -194,8 +194,8 @@ def test_bad_input_is_400(client, server):
     assert status == 400 and "role" in json.loads(data)["error"]
     status, headers, data = server.request("GET", "/api/nothing-here")
     assert status == 404 and "error" in json.loads(data)
-    status, _, data = server.request("POST", "/api/embed", body=json.dumps({"model": MODEL, "input": "hi"}))
-    assert status == 501 and "embeddings" in json.loads(data)["error"]
+    status, _, data = server.request("POST", "/api/generate", body=json.dumps({"model": MODEL, "prompt": "hi", "format": "xml"}))
+    assert status == 400 and "format" in json.loads(data)["error"]
     status, _, data = server.request("POST", "/api/generate", body=b"x" * (17 << 20))
     assert status == 413 and "error" in json.loads(data)
 
@@ -284,7 +284,7 @@ def test_concurrent_clients_get_their_own_answers(server):
 
 # A greedy raw prompt SmolLM2 keeps continuing (it counts on) for far longer than any test waits.
 ENDLESS = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "raw": True,
-           "options": {"temperature": 0, "repeat_penalty": 1.0, "num_predict": 2000}}
+           "options": {"temperature": 0, "repeat_penalty": 1.0, "num_predict": 100000, "num_ctx": 8192}}
 
 
 def stream_lines(server, path, body):
@@ -307,7 +307,9 @@ def test_client_disconnect_cancels_generation(server):
     status, _, body = server.request("POST", "/api/generate", body={
         "model": MODEL, "prompt": "Hi", "stream": False, "options": {"temperature": 0, "num_predict": 2}})
     assert status == 200 and json.loads(body)["done"]
-    assert time.time() - t0 < 8, "the disconnected stream kept generating"
+    # Generous on a loaded machine, yet a stream left running would hold the model far longer:
+    # ENDLESS runs until its 8192-token context is full (minutes at ~100 tok/s).
+    assert time.time() - t0 < 60, "the disconnected stream kept generating"
 
 
 def test_server_healthy_after_everything(server, client):

@@ -1,0 +1,65 @@
+#pragma once
+// Structured output: a character-level acceptor for JSON, optionally constrained by a JSON
+// schema, and the TokenConstraint that masks tokens whose text it would reject.
+//
+// Schemas supported: type object (properties, emitted in the schema's order, all of them),
+// array (items, minItems, maxItems), string (minLength, maxLength), number, integer, boolean,
+// null, enum, const, type lists, anyOf/oneOf (chosen by a value's first character), $ref into
+// #/$defs or #/definitions. Anything else accepts any JSON value. Whitespace between tokens is
+// limited (one space, or a newline and kMaxWhitespace indents) so a model cannot pad forever.
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/generate.h"
+
+namespace strata {
+
+struct SchemaNode;
+
+class JsonAcceptor {
+ public:
+  static constexpr int kMaxWhitespace = 20;
+  static constexpr int kMaxNumberDigits = 20;
+
+  // Any JSON object (Ollama's format: "json").
+  JsonAcceptor();
+  // A value matching schema. Throws strata::Error for a schema that is not an object.
+  explicit JsonAcceptor(const nlohmann::ordered_json& schema);
+  ~JsonAcceptor();
+  JsonAcceptor(const JsonAcceptor&);
+  JsonAcceptor(JsonAcceptor&&) noexcept;
+  JsonAcceptor& operator=(const JsonAcceptor&);
+  JsonAcceptor& operator=(JsonAcceptor&&) noexcept;
+
+  // Feeds one byte; false (state unspecified) when it cannot continue a valid value.
+  bool feed(char c);
+  bool feed(const std::string& text);
+  // The value is complete: nothing more may follow.
+  bool complete() const { return stack_.empty(); }
+
+  struct Frame;
+
+ private:
+  std::shared_ptr<const std::vector<std::unique_ptr<SchemaNode>>> nodes_;  // shared by copies
+  std::vector<Frame> stack_;
+};
+
+// Masks tokens for generate(): a token is allowed while the acceptor takes all of its text.
+class JsonConstraint final : public TokenConstraint {
+ public:
+  JsonConstraint(const Tokenizer& tokenizer, JsonAcceptor acceptor);
+  bool allows(Token token) override;
+  void accept(Token token) override;
+  bool complete() const override { return acceptor_.complete(); }
+
+ private:
+  const std::string& piece(Token token);
+  const Tokenizer& tokenizer_;
+  JsonAcceptor acceptor_;
+  std::vector<std::string> pieces_;
+  std::vector<bool> have_piece_;
+};
+
+}  // namespace strata

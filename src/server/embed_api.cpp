@@ -1,0 +1,161 @@
+// Embeddings: Ollama's /api/embed (normalized, batched) and legacy /api/embeddings (one prompt,
+// not normalized, as Ollama answers), OpenAI's /v1/embeddings. Pooling: the mean of the final
+// hidden state (after the output norm) over the input's tokens (runtime/embedding.h), evaluated
+// on the model's embedding session, never the chat session's KV cache.
+#include "runtime/embedding.h"
+#include "server/api.h"
+#include "server/errors.h"
+#include "server/http_util.h"
+#include "server/metrics.h"
+
+namespace strata::server {
+
+namespace {
+
+struct EmbedResult {
+  std::vector<std::vector<float>> vectors;
+  int n_prompt = 0;
+  double load_seconds = 0;
+  double total_seconds = 0;
+};
+
+// Tokenizes and embeds each input. truncate: inputs longer than the context are cut to fit;
+// otherwise they are a 400.
+EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, const std::vector<std::string>& inputs,
+                         bool truncate, bool normalize, std::optional<double> keep_alive_s) {
+  const auto started = Clock::now();
+  EmbedResult r;
+  const auto lease = registry.lease(model, keep_alive_s);
+  r.load_seconds = lease->load_seconds();
+  LoadedModel& m = lease->model();
+  const int n_ctx = m.effective_n_ctx(0);
+  std::vector<std::vector<Token>> token_lists;
+  for (const std::string& text : inputs) {
+    std::vector<Token> tokens = m.tokenizer->encode(text, /*add_special=*/true, /*parse_special=*/false);
+    if (tokens.empty()) throw bad_request("an input has no tokens");
+    if (int(tokens.size()) > n_ctx) {
+      if (!truncate)
+        throw bad_request("input is " + std::to_string(tokens.size()) + " tokens, more than the context of " +
+                          std::to_string(n_ctx) + " (set truncate to true)");
+      tokens.resize(size_t(n_ctx));
+    }
+    r.n_prompt += int(tokens.size());
+    token_lists.push_back(std::move(tokens));
+  }
+  {
+    std::lock_guard<std::mutex> lock(m.run_mutex);
+    Session& session = m.embed_session(0);
+    for (const auto& tokens : token_lists) {
+      std::vector<float> v = embed_mean(session, tokens);
+      if (normalize) l2_normalize(v);
+      r.vectors.push_back(std::move(v));
+    }
+  }
+  r.total_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  metrics().record_embedding(r.n_prompt, r.total_seconds);
+  return r;
+}
+
+// "input": a string or an array of strings.
+std::vector<std::string> inputs_of(const json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return {};
+  if (it->is_string()) return {it->get<std::string>()};
+  if (!it->is_array()) throw bad_request(std::string("field \"") + key + "\" must be a string or an array of strings");
+  std::vector<std::string> out;
+  for (const auto& v : *it) {
+    if (!v.is_string()) throw bad_request(std::string("field \"") + key + "\" must be a string or an array of strings");
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+std::string model_of(const json& body) {
+  auto model = field_string(body, "model");
+  if (!model || model->empty()) model = field_string(body, "name");
+  if (!model || model->empty()) throw bad_request("model is required");
+  return *model;
+}
+
+std::optional<double> keep_alive_of(const json& body) {
+  auto it = body.find("keep_alive");
+  if (it != body.end() && it->is_number()) return it->get<double>();
+  return std::nullopt;  // durations as strings: the server's default (generate/chat parse them)
+}
+
+// The floats' little-endian bytes in base64: what OpenAI's clients ask for by default.
+std::string base64_floats(const std::vector<float>& v) {
+  static const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
+  const size_t n = v.size() * sizeof(float);
+  std::string out;
+  out.reserve((n + 2) / 3 * 4);
+  for (size_t i = 0; i < n; i += 3) {
+    const uint32_t b0 = bytes[i], b1 = i + 1 < n ? bytes[i + 1] : 0, b2 = i + 2 < n ? bytes[i + 2] : 0;
+    const uint32_t w = (b0 << 16) | (b1 << 8) | b2;
+    out += abc[(w >> 18) & 63];
+    out += abc[(w >> 12) & 63];
+    out += i + 1 < n ? abc[(w >> 6) & 63] : '=';
+    out += i + 2 < n ? abc[w & 63] : '=';
+  }
+  return out;
+}
+
+json vector_json(const std::vector<float>& v) {
+  json a = json::array();
+  for (float x : v) a.push_back(x);
+  return a;
+}
+
+}  // namespace
+
+void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
+  http.Post("/api/embed", guarded(ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
+              const json body = parse_body(req.body);
+              const std::string model = model_of(body);
+              const std::vector<std::string> inputs = inputs_of(body, "input");
+              const bool truncate = field_bool(body, "truncate").value_or(true);
+              const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body));
+              json list = json::array();
+              for (const auto& v : r.vectors) list.push_back(vector_json(v));
+              send_json(res, {{"model", model},
+                              {"embeddings", list},
+                              {"total_duration", to_ns(r.total_seconds)},
+                              {"load_duration", to_ns(r.load_seconds)},
+                              {"prompt_eval_count", r.n_prompt}});
+            }));
+  http.Post("/api/embeddings",
+            guarded(ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
+              const json body = parse_body(req.body);
+              const std::string model = model_of(body);
+              const std::string prompt = field_string(body, "prompt").value_or("");
+              std::vector<std::string> inputs;
+              if (!prompt.empty()) inputs.push_back(prompt);
+              const EmbedResult r = embed_inputs(registry, model, inputs, true, false, keep_alive_of(body));
+              send_json(res, {{"embedding", r.vectors.empty() ? json::array() : vector_json(r.vectors[0])}});
+            }));
+  http.Post("/v1/embeddings",
+            guarded(ErrorStyle::openai, [&registry](const httplib::Request& req, httplib::Response& res) {
+              const json body = parse_body(req.body);
+              auto model = field_string(body, "model");
+              if (!model || model->empty()) throw bad_request("model is required");
+              const std::vector<std::string> inputs = inputs_of(body, "input");
+              if (inputs.empty()) throw bad_request("input is required");
+              const std::string encoding = field_string(body, "encoding_format").value_or("float");
+              if (encoding != "float" && encoding != "base64")
+                throw bad_request("encoding_format must be \"float\" or \"base64\"");
+              const EmbedResult r = embed_inputs(registry, *model, inputs, true, true, std::nullopt);
+              json data = json::array();
+              for (size_t i = 0; i < r.vectors.size(); ++i)
+                data.push_back(
+                    {{"object", "embedding"},
+                     {"embedding", encoding == "float" ? vector_json(r.vectors[i]) : json(base64_floats(r.vectors[i]))},
+                     {"index", i}});
+              send_json(res, {{"object", "list"},
+                              {"data", data},
+                              {"model", *model},
+                              {"usage", {{"prompt_tokens", r.n_prompt}, {"total_tokens", r.n_prompt}}}});
+            }));
+}
+
+}  // namespace strata::server

@@ -1,0 +1,122 @@
+// Sizes: parsing "8G", the memory budget this process may use, KV and scratch bytes.
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "tier/plan/plan.h"
+#include "util/error.h"
+
+namespace strata::tier {
+
+uint64_t parse_size(std::string_view text) {
+  std::string s(text);
+  auto bad = [&] { return Error("memory size '" + s + "': expected a number with an optional K/M/G/T suffix"); };
+  size_t end = 0;
+  double value = 0;
+  try {
+    value = std::stod(s, &end);
+  } catch (const std::exception&) {
+    throw bad();
+  }
+  std::string suffix = s.substr(end);
+  for (auto& c : suffix) c = char(std::toupper(static_cast<unsigned char>(c)));
+  if (suffix.size() >= 2 && suffix.ends_with("IB"))
+    suffix.resize(suffix.size() - 2);
+  else if (suffix.size() >= 2 && suffix.back() == 'B')
+    suffix.pop_back();
+  double scale = 1;
+  if (suffix.empty() || suffix == "B")
+    scale = 1;
+  else if (suffix == "K")
+    scale = 1024.0;
+  else if (suffix == "M")
+    scale = 1024.0 * 1024;
+  else if (suffix == "G")
+    scale = 1024.0 * 1024 * 1024;
+  else if (suffix == "T")
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  else
+    throw bad();
+  if (!(value >= 0) || !std::isfinite(value)) throw bad();
+  return uint64_t(std::llround(value * scale));
+}
+
+std::string format_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (std::abs(bytes) >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
+  return buf;
+}
+
+namespace {
+
+// A number from a one-line file; 0 when missing, unlimited ("max") or absurdly large.
+uint64_t read_limit(const char* path) {
+  std::ifstream in(path);
+  std::string s;
+  if (!(in >> s) || s == "max") return 0;
+  try {
+    uint64_t v = std::stoull(s);
+    return v >= (uint64_t(1) << 60) ? 0 : v;  // v1 reports "unlimited" as ~2^63
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+uint64_t mem_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib) {
+    std::getline(in, unit);
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+}  // namespace
+
+uint64_t detect_memory_budget() {
+  uint64_t avail = mem_available();
+  // cgroup v2, then v1; page cache counts against both, so the limit less usage is what is left.
+  struct Pair {
+    const char* limit;
+    const char* usage;
+  };
+  for (Pair p : {Pair{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+                 Pair{"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"}}) {
+    uint64_t limit = read_limit(p.limit);
+    if (limit == 0) continue;
+    uint64_t usage = read_limit(p.usage);
+    uint64_t left = limit > usage ? limit - usage : 0;
+    avail = avail == 0 ? left : std::min(avail, left);
+    break;
+  }
+  if (avail == 0) throw Error("cannot determine available memory (/proc/meminfo, cgroup): pass --mem");
+  uint64_t margin = std::max<uint64_t>(avail / 20, uint64_t(256) << 20);
+  return avail > margin ? avail - margin : 0;
+}
+
+uint64_t kv_cache_bytes(const ModelConfig& c, int n_ctx) {
+  return uint64_t(c.n_layer) * uint64_t(n_ctx) * uint64_t(c.n_head_kv) * uint64_t(c.head_dim_k + c.head_dim_v) * 2;
+}
+
+uint64_t scratch_bytes(const ModelConfig& c, int n_ctx, int n_batch) {
+  // f32 activations of one prompt batch: residual, norm, q/k/v/attention out (~4 x n_embd), the
+  // FFN's gate/up/down (3 x the widest FFN actually run); attention scores over the context for
+  // one token at a time; one row of logits.
+  int64_t ff = std::max<int64_t>(c.n_ff, int64_t(c.n_ff_expert) * std::max(1, c.n_expert_used));
+  int64_t per_token = 4 * int64_t(c.n_embd) + 3 * ff;
+  return uint64_t(4 * (int64_t(n_batch) * per_token + int64_t(c.n_head) * n_ctx + c.n_vocab));
+}
+
+}  // namespace strata::tier

@@ -1,0 +1,139 @@
+#pragma once
+// The placement planner (DESIGN §2): decides which weights sit in RAM and which are streamed from
+// the SSD, from the tensor table alone (no tensor data is read), by a linear program solved with
+// COIN-OR CLP and then rounded to whole units.
+//
+// Units of placement: the mandatory set (attention, norms, router, output head, small tensors) is
+// always resident; each layer's dense FFN block (ffn_gate/up/down, shared experts) and each expert
+// slice (layer l, expert e: the e-th slice of ffn_{gate,up,down}_exps) is resident or streamed;
+// token_embd (untied) is read a row per token in place from the mapped file.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gguf/gguf.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace strata::tier {
+
+struct PlanInputs {
+  uint64_t budget_bytes = 0;    // 0: detect_memory_budget()
+  int n_ctx = 4096;             // context the KV cache is sized for (clamped to the training context)
+  int n_batch = 512;            // prompt tokens per forward pass (sizes the scratch buffers)
+  double ram_gbps = 30.0;       // DESIGN §5: ~30 GB/s with 2 threads
+  double ssd_gbps = 1.7;        // DESIGN §5: O_DIRECT, queue depth >= 1, 1 MiB reads
+  double compute_gflops = 0.0;  // 0: compute time per layer = weight bytes / RAM bandwidth
+  int max_prefetch_depth = 4;   // most pool slots per streamed unit type
+  // Fraction of expert misses the next-layer predictor requests early; the rest is read after
+  // routing, overlapping only the same layer's hit experts. 0 until the predictor measures it.
+  double expert_prefetch_recall = 0.0;
+  // Per-token access probability of expert e in layer l, [n_layer][n_expert]; empty: k/E.
+  std::vector<std::vector<double>> expert_probability;
+};
+
+enum class Placement { resident, streamed, mapped };  // mapped: token rows read in place
+const char* placement_name(Placement p);
+
+enum class UnitKind { dense_ffn, expert };
+
+struct PlanUnit {
+  UnitKind kind = UnitKind::dense_ffn;
+  int layer = 0;
+  int expert = -1;  // expert index, -1 for a dense FFN block
+  uint64_t n_bytes = 0;
+  double probability = 1.0;  // accesses per token
+  double lp_fraction = 0.0;  // x_u of the LP relaxation
+  bool resident = false;     // after rounding
+};
+
+struct TensorPlacement {
+  std::string name;
+  TensorRole role = TensorRole::other;
+  int layer = -1;  // -1: not a per-layer tensor
+  uint64_t n_bytes = 0;
+  uint64_t file_offset = 0;
+  Placement placement = Placement::resident;  // experts: resident only when every slice is
+  uint64_t resident_bytes = 0;
+  uint64_t slice_bytes = 0;           // experts: bytes of one expert's slice
+  std::vector<int> resident_experts;  // experts: slices kept in the expert cache
+};
+
+struct RoleSummary {
+  TensorRole role = TensorRole::other;
+  uint64_t resident_bytes = 0;
+  uint64_t streamed_bytes = 0;
+  uint64_t mapped_bytes = 0;
+};
+
+// What bounds the predicted token rate.
+enum class Limit { ram_bandwidth, compute, ssd_bandwidth, ssd_expert_misses };
+const char* limit_name(Limit limit);
+
+struct Plan {
+  PlanInputs inputs;  // as given, with the budget filled in
+  ModelConfig config;
+  std::vector<gguf::TensorInfo> table;  // kept so revise() can re-solve
+
+  uint64_t model_bytes = 0;      // every tensor
+  uint64_t mandatory_bytes = 0;  // always-resident weights
+  uint64_t kv_bytes = 0;
+  uint64_t scratch_bytes = 0;
+  uint64_t minimum_bytes = 0;          // mandatory + kv + scratch + one pool slot per streamed unit type
+  uint64_t resident_weight_bytes = 0;  // mandatory + resident units
+  uint64_t streamed_weight_bytes = 0;
+  uint64_t mapped_bytes = 0;
+  uint64_t expert_cache_bytes = 0;  // resident expert slices
+  int n_expert_cache = 0;
+  int n_dense_resident = 0, n_dense_units = 0;
+  int n_expert_resident = 0, n_expert_units = 0;
+
+  int prefetch_depth = 0;  // 0: nothing streamed
+  uint64_t dense_slot_bytes = 0, expert_slot_bytes = 0;
+  int n_dense_slots = 0, n_expert_slots = 0;
+  uint64_t pool_bytes = 0;
+  uint64_t used_bytes = 0;  // resident weights + kv + scratch + pool
+
+  double ssd_bytes_per_token = 0;  // expected
+  double ram_bytes_per_token = 0;  // weights touched + KV at a full context
+  double seconds_per_token = 0;
+  double tokens_per_second = 0;
+  Limit limit = Limit::ram_bandwidth;
+  double lp_seconds_per_token = 0;  // the relaxation's optimum (a lower bound before rounding)
+  std::string solver_status;
+
+  std::vector<PlanUnit> units;
+  std::vector<TensorPlacement> tensors;
+  std::vector<RoleSummary> roles;
+};
+
+// Role of a GGUF tensor by its name (blk.N.attn_q.weight, token_embd.weight, ...); layer is set
+// for per-layer tensors, else -1.
+TensorRole classify_tensor(std::string_view name, int* layer);
+
+// Throws strata::Error when the budget is below the minimum resident set (the message gives the
+// minimum and what it is made of) or the table does not fit the config.
+Plan make_plan(const gguf::File& file, const ModelConfig& config, const PlanInputs& inputs);
+Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config, const PlanInputs& inputs);
+
+// Re-solves with observed expert selections, counts[layer][expert] (any scale; layers without
+// counts keep the prior k/E).
+Plan revise(const Plan& plan, const std::vector<std::vector<double>>& expert_counts);
+
+// "8G", "512M", "1.5T", "4096" (bytes); K/M/G/T are powers of 1024, a trailing B/iB is allowed.
+uint64_t parse_size(std::string_view text);
+std::string format_bytes(double bytes);
+// Available memory (MemAvailable, or the cgroup v2 memory.max / v1 memory.limit_in_bytes minus
+// current usage when lower) less a margin of 5% (at least 256 MiB).
+uint64_t detect_memory_budget();
+// KV cache (f16) and scratch bytes for a context.
+uint64_t kv_cache_bytes(const ModelConfig& config, int n_ctx);
+uint64_t scratch_bytes(const ModelConfig& config, int n_ctx, int n_batch);
+
+// `strata plan` output: the plan in words, and as JSON (per-tensor placement included).
+std::string describe(const Plan& plan);
+std::string to_json(const Plan& plan, int indent = 2);
+
+}  // namespace strata::tier
