@@ -1,10 +1,12 @@
-// strata chat MODEL: an interactive conversation in the model's chat format.
+// strata chat MODEL: an interactive conversation, prompts rendered by the model's own Jinja chat
+// template (the built-in format of its family when the file has none).
 #include <cstdio>
 #include <iostream>
 
 #include "commands.h"
 #include "options.h"
 #include "runtime/chat_format.h"
+#include "template/template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace strata::app {
@@ -35,7 +37,15 @@ void add_chat_command(CLI::App& app) {
     const std::string bos = tokenizer->add_bos() && tokenizer->bos() >= 0 ? tokenizer->token_text(tokenizer->bos()) : "";
     std::vector<ChatMessage> messages;
     if (!opts->system.empty()) messages.push_back({"system", opts->system});
-    std::fprintf(stderr, "chat format: %s. Type a message; Ctrl-D ends.\n", chat_format_name(format));
+    const jinja::ModelChatTemplate own = jinja::chat_template_from_gguf(model->file());
+    auto render = [&](const std::vector<ChatMessage>& msgs) {
+      if (own.source.empty()) return render_chat(format, msgs, bos);
+      nlohmann::ordered_json j = nlohmann::ordered_json::array();
+      for (const auto& m : msgs) j.push_back({{"role", m.role}, {"content", m.content}});
+      return jinja::render_chat_template(own.source, j, nullptr, true, own.bos_token, own.eos_token);
+    };
+    std::fprintf(stderr, "chat template: %s. Type a message; Ctrl-D ends.\n",
+                 own.source.empty() ? chat_format_name(format) : "the model's own");
     std::string line;
     while (true) {
       std::fputs("> ", stdout);
@@ -43,7 +53,7 @@ void add_chat_command(CLI::App& app) {
       if (!std::getline(std::cin, line)) break;
       if (line.empty()) continue;
       messages.push_back({"user", line});
-      const auto prompt = tokenizer->encode(render_chat(format, messages, bos), /*add_special=*/false,
+      const auto prompt = tokenizer->encode(render(messages), /*add_special=*/false,
                                             /*parse_special=*/true);
       GenerateResult r = generate(session, *tokenizer, prompt, gen, [](const std::string& text) {
         std::fputs(text.c_str(), stdout);
