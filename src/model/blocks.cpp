@@ -256,6 +256,23 @@ void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act) {
   }
 }
 
+void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec) {
+  const ModelConfig& c = p.config;
+  ForwardBuffers& b = p.buf;
+  embed(p);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = p.weights.layers[size_t(l)];
+    norm_rows(p, b.x.data(), b.h.data(), L.attn_norm);
+    attention(p, l, spec);
+    add_rows(p, b.x.data(), b.o.data());
+    norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
+    if (c.n_expert > 0) moe_ffn(p, L, c.activation);
+    else ffn(p, l, c.activation);
+    add_rows(p, b.x.data(), b.o.data());
+  }
+  output_head(p);
+}
+
 void output_head(ForwardPass& p) {
   const ModelConfig& c = p.config;
   ForwardBuffers& b = p.buf;

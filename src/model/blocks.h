@@ -84,6 +84,9 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
 void ffn(ForwardPass& p, int layer, Activation act);
 // Mixture-of-experts FFN (softmax routing, top-k) reading p.buf.h, writing p.buf.o.
 void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act);
+// The whole forward pass of a pre-norm decoder (llama, qwen2, qwen3 and their MoE forms):
+// embed; per layer x += attn(norm(x)); x += ffn_or_moe(norm(x)); output head.
+void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec);
 // Final norm and output projection into p.buf.logits.
 void output_head(ForwardPass& p);
 
