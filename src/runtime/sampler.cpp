@@ -72,23 +72,7 @@ int32_t Sampler::sample(const float* logits, int32_t n_vocab) {
   candidates_.resize(size_t(n_vocab));  // grows once; later calls reuse the capacity
   for (int32_t i = 0; i < n_vocab; ++i) candidates_[size_t(i)] = {i, logits[i], 0.0f};
 
-  // --- penalties (llama.cpp's llama_sampler_penalties: each distinct token once)
-  const bool penalize =
-      params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f;
-  if (penalize && !history_.empty()) {
-    for (int32_t t : history_) {
-      if (t >= 0 && t < n_vocab) candidates_[size_t(t)].p += 1.0f;
-    }
-    for (int32_t t : history_) {
-      if (t < 0 || t >= n_vocab) continue;
-      Candidate& c = candidates_[size_t(t)];
-      if (c.p == 0.0f) continue;  // already penalized
-      const float count = c.p;
-      c.logit = c.logit > 0.0f ? c.logit / params_.repeat_penalty : c.logit * params_.repeat_penalty;
-      c.logit -= count * params_.frequency_penalty + params_.presence_penalty;
-      c.p = 0.0f;
-    }
-  }
+  apply_penalties(n_vocab);
 
   // --- greedy: the highest logit, the lowest id among equals
   if (params_.temperature <= 0.0f) {
@@ -110,48 +94,11 @@ int32_t Sampler::sample(const float* logits, int32_t n_vocab) {
     std::sort(begin, candidates_.end(), cmp);
   }
 
-  softmax_sorted(begin, begin + ptrdiff_t(n));
-
-  // --- top-p: the smallest prefix whose mass reaches top_p (at least one token)
-  if (params_.top_p < 1.0f) {
-    double cum = 0.0;
-    size_t keep = n;
-    for (size_t i = 0; i < n; ++i) {
-      cum += begin[ptrdiff_t(i)].p;
-      if (cum >= params_.top_p) {
-        keep = i + 1;
-        break;
-      }
-    }
-    n = keep;
-  }
-
-  // --- min-p: drop tokens less likely than min_p times the most likely one
-  if (params_.min_p > 0.0f) {
-    const float threshold = params_.min_p * begin->p;
-    size_t keep = 1;
-    while (keep < n && begin[ptrdiff_t(keep)].p >= threshold) ++keep;
-    n = keep;
-  }
-
-  // --- temperature on what is left, then draw
-  const float inv_temp = 1.0f / params_.temperature;
-  for (size_t i = 0; i < n; ++i) begin[ptrdiff_t(i)].logit *= inv_temp;
-  softmax_sorted(begin, begin + ptrdiff_t(n));
-
-  // A uniform in [0, 1) from the raw 32-bit output: the same on every standard library.
-  const double u = double(rng_()) * (1.0 / 4294967296.0);
-  double cum = 0.0;
-  for (size_t i = 0; i < n; ++i) {
-    cum += begin[ptrdiff_t(i)].p;
-    if (u < cum) return begin[ptrdiff_t(i)].id;
-  }
-  return begin[ptrdiff_t(n - 1)].id;  // rounding left u above the last partial sum
+  return draw(n);
 }
 
-
-// --- constrained sampling (structured output): the same steps over the allowed tokens only
-
+// --- penalties (llama.cpp's llama_sampler_penalties: each distinct token once); candidates_[id]
+// holds token id and p counts its occurrences in the window meanwhile.
 void Sampler::apply_penalties(int32_t n_vocab) {
   const bool penalize =
       params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f;
@@ -169,6 +116,8 @@ void Sampler::apply_penalties(int32_t n_vocab) {
   }
 }
 
+// --- the n best candidates, sorted: top-p (the smallest prefix whose mass reaches top_p), min-p
+// (drop tokens less likely than min_p times the best), temperature, then one draw.
 int32_t Sampler::draw(size_t n) {
   auto begin = candidates_.begin();
   softmax_sorted(begin, begin + ptrdiff_t(n));
@@ -191,15 +140,17 @@ int32_t Sampler::draw(size_t n) {
   const float inv_temp = 1.0f / params_.temperature;
   for (size_t i = 0; i < n; ++i) begin[ptrdiff_t(i)].logit *= inv_temp;
   softmax_sorted(begin, begin + ptrdiff_t(n));
+  // A uniform in [0, 1) from the raw 32-bit output: the same on every standard library.
   const double u = double(rng_()) * (1.0 / 4294967296.0);
   double cum = 0.0;
   for (size_t i = 0; i < n; ++i) {
     cum += begin[ptrdiff_t(i)].p;
     if (u < cum) return begin[ptrdiff_t(i)].id;
   }
-  return begin[ptrdiff_t(n - 1)].id;
+  return begin[ptrdiff_t(n - 1)].id;  // rounding left u above the last partial sum
 }
 
+// --- constrained sampling (structured output): the same steps over the allowed tokens only
 int32_t Sampler::sample(const float* logits, int32_t n_vocab, const std::function<bool(int32_t)>& allowed) {
   if (n_vocab <= 0) throw Error("sampler: n_vocab must be positive, got " + std::to_string(n_vocab));
   candidates_.resize(size_t(n_vocab));
