@@ -63,8 +63,7 @@ void add_bench_command(CLI::App& app) {
     SessionParams sp = opts->model.session;
     if (sp.n_ctx <= 0 || sp.n_ctx < opts->n_prompt + opts->n_gen + 1) sp.n_ctx = opts->n_prompt + opts->n_gen + 1;
     Session session(*model, sp);
-    auto streamer = make_ffn_streamer(*model, opts->model);
-    session.set_ffn_source(streamer.get());
+    auto tiering = make_tiering(*model, opts->model, session);
     const int n_vocab = model->config().n_vocab;
     std::mt19937 rng(42);
     std::vector<int32_t> prompt(size_t(opts->n_prompt));
@@ -77,14 +76,20 @@ void add_bench_command(CLI::App& app) {
     double t0 = now_seconds();
     session.eval(prompt);
     const double pp_seconds = now_seconds() - t0;
-    const uint64_t ssd_before = streamer ? streamer->stats().bytes_read : 0;
+    const tier::TierStats before = tiering->stats();
     t0 = now_seconds();
     for (int i = 0; i < opts->n_gen; ++i) session.eval({int32_t(rng() % uint32_t(n_vocab))});
     const double tg_seconds = now_seconds() - t0;
 
-    const double ssd_per_token =
-        streamer && opts->n_gen > 0 ? double(streamer->stats().bytes_read - ssd_before) / opts->n_gen : 0.0;
-    if (streamer) print_stream_stats(*streamer, 1 + opts->n_gen);
+    const tier::TierStats after = tiering->stats();
+    const double ssd_per_token = opts->n_gen > 0 ? double(after.bytes_read() - before.bytes_read()) / opts->n_gen : 0.0;
+    const double hit_rate =
+        after.experts.needed > before.experts.needed
+            ? double(after.experts.cache_hits + after.experts.prefetch_hits - before.experts.cache_hits -
+                     before.experts.prefetch_hits) /
+                  double(after.experts.needed - before.experts.needed)
+            : 1.0;
+    if (opts->model.stats) std::fputs(tiering->describe_stats(after, opts->n_prompt + opts->n_gen, pp_seconds + tg_seconds).c_str(), stderr);
     ThreadPool pool(session.n_threads());
     const double bandwidth = measure_read_bandwidth(pool);
     const double bytes = model->weight_bytes_per_token();
@@ -94,14 +99,18 @@ void add_bench_command(CLI::App& app) {
       std::printf(
           "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
           "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f,"
-          "\"ssd_bytes_per_token\":%.0f}\n",
-          opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token);
+          "\"ssd_bytes_per_token\":%.0f,\"expert_hit_rate\":%.4f,\"streaming\":%s,\"predicted_tok_s\":%.3f}\n",
+          opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token, hit_rate,
+          after.streaming ? "true" : "false", after.predicted_tok_s);
     } else {
       std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
       std::printf("generation %5d tokens  %9.2f tok/s\n", opts->n_gen, tg);
       std::printf("weights read per token %.1f MB; read bandwidth %.1f GB/s (%d threads)\n", bytes / 1e6, bandwidth,
                   session.n_threads());
       std::printf("memory-bound generation limit %.2f tok/s; reached %.0f%%\n", bound, 100.0 * tg / bound);
+      if (after.streaming)
+        std::printf("SSD read per generated token %.1f MB; expert slices in memory when routed to %.0f%%\n",
+                    ssd_per_token / 1e6, 100.0 * hit_rate);
     }
   });
 }

@@ -11,6 +11,7 @@
 #include "runtime/session.h"
 #include "tier/plan/plan.h"
 #include "tier/stream/dense_ffn_streamer.h"
+#include "tier/tiering.h"
 #include "util/error.h"
 
 namespace strata::app {
@@ -20,8 +21,27 @@ struct ModelOptions {
   SessionParams session;
   int stream_ffn = 0;     // FFN blocks of this many layers (the last ones) stream from the file
   int prefetch = 2;       // streamed layers read ahead of the one computing
-  std::string mem;        // memory budget: the planner picks what streams ("" : all resident)
+  std::string mem;        // memory budget: the planner picks what streams ("": what is available)
+  bool stats = false;     // print tiering statistics at the end
+  bool fresh = false;     // MoE: neither load nor save routing statistics
 };
+
+// Places the model's weights under the memory budget (--mem, else what the machine or its cgroup
+// has left) and connects the streamers to the session. When the model fits, nothing streams.
+inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const ModelOptions& o, Session& session) {
+  tier::TieringOptions t;
+  t.budget_bytes = o.mem.empty() ? 0 : tier::parse_size(o.mem);
+  t.n_ctx = session.n_ctx();
+  t.n_batch = o.session.n_batch;
+  t.stream_ffn = o.stream_ffn;
+  t.prefetch = o.prefetch;
+  t.persist_routing = !o.fresh;
+  auto tiering = std::make_unique<tier::Tiering>(model, t);
+  session.set_ffn_source(tiering->ffn_source());
+  session.set_expert_source(tiering->expert_source());
+  if (tiering->streaming() || !o.mem.empty()) std::fprintf(stderr, "%s\n", tiering->summary().c_str());
+  return tiering;
+}
 
 // The FFN streamer the options ask for, or null (everything resident).
 // With --mem, the planner decides which dense FFN blocks stream (MoE expert streaming is not
@@ -76,7 +96,9 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
   cmd->add_option("--prefetch", o.prefetch, "streamed layers read ahead")->capture_default_str();
-  cmd->add_option("--mem", o.mem, "memory budget (e.g. 2G): the planner streams what does not fit");
+  cmd->add_option("--mem", o.mem, "memory budget (e.g. 2G; default: what is available): the planner streams what does not fit");
+  cmd->add_flag("--fresh", o.fresh, "MoE: ignore routing statistics of earlier runs and do not save this run's");
+  cmd->add_flag("--stats", o.stats, "print tiering statistics (SSD bytes per token, hit rates, I/O wait)");
 }
 
 inline void add_sampling_options(CLI::App* cmd, SamplingOptions& o) {

@@ -33,6 +33,7 @@ void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_thre
     chosen.assign(nb * k_used, 0);
     chosen_weight.assign(nb * k_used, 0.0f);
     expert_tokens.assign(nb * k_used, 0);
+    experts_used.assign(size_t(c.n_expert), 0);
     expert_in.assign(nb * c.n_embd, 0.0f);
     expert_out.assign(nb * c.n_embd, 0.0f);
     expert_results.assign(nb * k_used * c.n_embd, 0.0f);
@@ -190,20 +191,16 @@ void ffn(ForwardPass& p, int layer, Activation act) {
   ops::matmul(down, b.gate.data(), c.n_ff, n, b.o.data(), c.n_embd, p.pool, b.mm);
 }
 
-void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act) {
-  const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
-  const int n = p.n_tokens;
-  const int k_used = c.n_expert_used;
-  const int64_t ff = c.n_ff_expert;
+namespace {
 
-  // Routing: softmax over all experts, keep the top k (ties to the lower id), renormalize.
-  ops::matmul(L.router, b.h.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
+// Softmax over the experts, keep the top k (ties to the lower id), renormalize if asked.
+void route(const ModelConfig& c, float* probs_rows, int n, int32_t* chosen_rows, float* weight_rows) {
+  const int k_used = c.n_expert_used;
   for (int t = 0; t < n; ++t) {
-    float* probs = b.router_logits.data() + size_t(t) * c.n_expert;
+    float* probs = probs_rows + size_t(t) * c.n_expert;
     ops::softmax(probs, c.n_expert);
-    int32_t* chosen = b.chosen.data() + size_t(t) * k_used;
-    float* weight = b.chosen_weight.data() + size_t(t) * k_used;
+    int32_t* chosen = chosen_rows + size_t(t) * k_used;
+    float* weight = weight_rows + size_t(t) * k_used;
     for (int j = 0; j < k_used; ++j) {
       int best = -1;
       for (int e = 0; e < c.n_expert; ++e) {
@@ -220,32 +217,117 @@ void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act) {
       for (int j = 0; j < k_used; ++j) weight[j] /= sum;
     }
   }
+}
 
-  // Each expert runs once over the tokens routed to it (a batch reads each expert once).
-  for (int e = 0; e < c.n_expert; ++e) {
-    int n_sel = 0;
-    for (int t = 0; t < n; ++t)
-      for (int j = 0; j < k_used; ++j)
-        if (b.chosen[size_t(t) * k_used + j] == e) {
-          b.expert_tokens[size_t(n_sel)] = t * k_used + j;  // slot of (token, rank)
-          std::copy_n(b.h.data() + size_t(t) * c.n_embd, c.n_embd, b.expert_in.data() + size_t(n_sel) * c.n_embd);
-          ++n_sel;
-        }
-    if (n_sel == 0) continue;
-    const WeightView gate = L.gate_exps.rows(e * ff, ff);
-    const WeightView up = L.up_exps.rows(e * ff, ff);
-    const WeightView down = L.down_exps.rows(int64_t(e) * c.n_embd, c.n_embd);
-    ops::matmul(gate, b.expert_in.data(), c.n_embd, n_sel, b.gate.data(), ff, p.pool, b.mm);
-    ops::matmul(up, b.expert_in.data(), c.n_embd, n_sel, b.up.data(), ff, p.pool, b.mm);
-    activate(b.gate.data(), b.up.data(), int64_t(n_sel) * ff, act);
-    ops::matmul(down, b.gate.data(), ff, n_sel, b.expert_out.data(), c.n_embd, p.pool, b.mm);
-    for (int s = 0; s < n_sel; ++s) {
-      const int slot = b.expert_tokens[size_t(s)];
-      const float w = b.chosen_weight[size_t(slot)];
-      float* dst = b.expert_results.data() + size_t(slot) * c.n_embd;
-      const float* src = b.expert_out.data() + size_t(s) * c.n_embd;
-      for (int i = 0; i < c.n_embd; ++i) dst[i] = src[i] * w;
+// The distinct experts of a routing [n x k], ascending, into out; returns how many.
+int distinct_experts(const int32_t* chosen, int n_entries, int n_expert, int32_t* out) {
+  int n = 0;
+  for (int e = 0; e < n_expert; ++e)
+    for (int i = 0; i < n_entries; ++i)
+      if (chosen[i] == e) {
+        out[n++] = e;
+        break;
+      }
+  return n;
+}
+
+// Runs expert e once over the tokens routed to it (a batch reads each expert once) and writes
+// its weighted outputs into the (token, rank) slots of expert_results.
+void run_expert(ForwardPass& p, int e, const WeightView& gate, const WeightView& up, const WeightView& down,
+                Activation act) {
+  const ModelConfig& c = p.config;
+  ForwardBuffers& b = p.buf;
+  const int k_used = c.n_expert_used;
+  const int64_t ff = c.n_ff_expert;
+  int n_sel = 0;
+  for (int t = 0; t < p.n_tokens; ++t)
+    for (int j = 0; j < k_used; ++j)
+      if (b.chosen[size_t(t) * k_used + j] == e) {
+        b.expert_tokens[size_t(n_sel)] = t * k_used + j;  // slot of (token, rank)
+        std::copy_n(b.h.data() + size_t(t) * c.n_embd, c.n_embd, b.expert_in.data() + size_t(n_sel) * c.n_embd);
+        ++n_sel;
+      }
+  if (n_sel == 0) return;
+  ops::matmul(gate, b.expert_in.data(), c.n_embd, n_sel, b.gate.data(), ff, p.pool, b.mm);
+  ops::matmul(up, b.expert_in.data(), c.n_embd, n_sel, b.up.data(), ff, p.pool, b.mm);
+  activate(b.gate.data(), b.up.data(), int64_t(n_sel) * ff, act);
+  ops::matmul(down, b.gate.data(), ff, n_sel, b.expert_out.data(), c.n_embd, p.pool, b.mm);
+  for (int s = 0; s < n_sel; ++s) {
+    const int slot = b.expert_tokens[size_t(s)];
+    const float w = b.chosen_weight[size_t(slot)];
+    float* dst = b.expert_results.data() + size_t(slot) * c.n_embd;
+    const float* src = b.expert_out.data() + size_t(s) * c.n_embd;
+    for (int i = 0; i < c.n_embd; ++i) dst[i] = src[i] * w;
+  }
+}
+
+// Look-ahead for a streaming source: the next MoE layer's router applied to the residual stream
+// as it stands before this layer's FFN, normalized with the next layer's ffn_norm. The residual
+// changes little from one layer to the next, so its top-k is a good guess of the next routing.
+// Only for a few tokens: a prompt batch routes to nearly every expert anyway.
+void prefetch_next_layer(ForwardPass& p, int layer) {
+  constexpr int kMaxTokens = 4;
+  const ModelConfig& c = p.config;
+  ForwardBuffers& b = p.buf;
+  const int next = layer + 1;
+  if (p.n_tokens > kMaxTokens || next >= c.n_layer || !p.expert_source->streams(next)) return;
+  const LayerWeights& N = p.weights.layers[size_t(next)];
+  if (N.router.empty()) return;
+  const int n = p.n_tokens, k_used = c.n_expert_used;
+  norm_rows(p, b.x.data(), b.expert_in.data(), N.ffn_norm);
+  ops::matmul(N.router, b.expert_in.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
+  // Top-k of the logits is the top-k of the softmax.
+  int32_t* guess = b.expert_tokens.data();  // scratch [n x k], refilled by run_expert
+  for (int t = 0; t < n; ++t) {
+    const float* logits = b.router_logits.data() + size_t(t) * c.n_expert;
+    for (int j = 0; j < k_used; ++j) {
+      int best = -1;
+      for (int e = 0; e < c.n_expert; ++e) {
+        bool taken = false;
+        for (int i = 0; i < j; ++i) taken |= guess[t * k_used + i] == e;
+        if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+      }
+      guess[t * k_used + j] = best;
     }
+  }
+  const int n_guess = distinct_experts(guess, n * k_used, c.n_expert, b.experts_used.data());
+  p.expert_source->prefetch(next, b.experts_used.data(), n_guess);
+}
+
+}  // namespace
+
+void moe_ffn(ForwardPass& p, int layer, Activation act) {
+  const ModelConfig& c = p.config;
+  const LayerWeights& L = p.weights.layers[size_t(layer)];
+  ForwardBuffers& b = p.buf;
+  const int n = p.n_tokens;
+  const int k_used = c.n_expert_used;
+  const int64_t ff = c.n_ff_expert;
+
+  ops::matmul(L.router, b.h.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
+  route(c, b.router_logits.data(), n, b.chosen.data(), b.chosen_weight.data());
+
+  ExpertSource* source = p.expert_source;
+  if (source && source->streams(layer)) {
+    // Every missing expert is requested at once; those in memory compute while the rest arrive.
+    // The order experts run in does not matter: each writes its own (token, rank) slots.
+    const int n_used = distinct_experts(b.chosen.data(), n * k_used, c.n_expert, b.experts_used.data());
+    source->begin_layer(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
+    prefetch_next_layer(p, layer);
+    struct Done {  // hands the expert back even if its compute throws
+      ExpertSource* source;
+      int expert;
+      ~Done() { source->done(expert); }
+    };
+    WeightView gate, up, down;
+    for (int e; (e = source->next_ready(gate, up, down)) >= 0;) {
+      Done done{source, e};
+      run_expert(p, e, gate, up, down, act);
+    }
+  } else {
+    for (int e = 0; e < c.n_expert; ++e)
+      run_expert(p, e, L.gate_exps.rows(e * ff, ff), L.up_exps.rows(e * ff, ff),
+                 L.down_exps.rows(int64_t(e) * c.n_embd, c.n_embd), act);
   }
   // Sum the weighted expert outputs in routing order, as llama.cpp does.
   for (int t = 0; t < n; ++t) {
@@ -266,7 +348,7 @@ void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec) {
     attention(p, l, spec);
     add_rows(p, b.x.data(), b.o.data());
     norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
-    if (c.n_expert > 0) moe_ffn(p, L, c.activation);
+    if (c.n_expert > 0) moe_ffn(p, l, c.activation);
     else ffn(p, l, c.activation);
     add_rows(p, b.x.data(), b.o.data());
   }

@@ -31,6 +31,7 @@ struct ForwardBuffers {
   std::vector<int32_t> chosen;
   std::vector<float> chosen_weight;
   std::vector<int32_t> expert_tokens;
+  std::vector<int32_t> experts_used;  // distinct experts routed to, then a guess for the next layer
   std::vector<float> expert_in, expert_out, expert_results;
   std::vector<float> logits;     // [n_batch x n_vocab] (or one row)
   ops::MatmulScratch mm;
@@ -50,6 +51,26 @@ class FfnSource {
   virtual void release(int layer) = 0;
 };
 
+// Supplies expert slices of MoE layers that are not all resident (src/tier/stream implements it
+// with an expert cache fed from the model file). Protocol per MoE layer, on the forward thread:
+// begin_layer with the experts the batch routed to; then next_ready hands them out one at a time
+// (those in memory first, the rest as their reads arrive) until it returns -1, each followed by
+// done once its compute is finished. prefetch may be called at any time with a guess of a later
+// layer's experts.
+class ExpertSource {
+ public:
+  virtual ~ExpertSource() = default;
+  virtual bool streams(int layer) const = 0;
+  // experts: the distinct experts routed to, ascending; chosen: [n_tokens x k] routing (statistics).
+  virtual void begin_layer(int layer, const int32_t* experts, int n_experts, const int32_t* chosen, int n_tokens) = 0;
+  // Returns an expert of the current layer whose slices are in memory (waiting if none is), with
+  // its views, or -1 when every expert of begin_layer was handed out.
+  virtual int next_ready(WeightView& gate, WeightView& up, WeightView& down) = 0;
+  virtual void done(int expert) = 0;
+  // A guess of the experts `layer` will route to (ascending, distinct); reads start if room allows.
+  virtual void prefetch(int layer, const int32_t* experts, int n_experts) = 0;
+};
+
 struct ForwardPass {
   const ModelConfig& config;
   const ModelWeights& weights;
@@ -61,6 +82,7 @@ struct ForwardPass {
   int64_t pos0;
   bool all_logits;  // logits for every token of the batch, or only the last
   FfnSource* ffn_source = nullptr;  // null: every FFN is resident
+  ExpertSource* expert_source = nullptr;  // null: every expert is resident
   // Stop output_head after the final norm: buf.h holds the normalized hidden state of every
   // token (embeddings) and no logits are computed.
   bool hidden_only = false;
@@ -83,7 +105,7 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
 // Gated FFN of `layer` reading p.buf.h, writing p.buf.o (weights resident or from p.ffn_source).
 void ffn(ForwardPass& p, int layer, Activation act);
 // Mixture-of-experts FFN (softmax routing, top-k) reading p.buf.h, writing p.buf.o.
-void moe_ffn(ForwardPass& p, const LayerWeights& L, Activation act);
+void moe_ffn(ForwardPass& p, int layer, Activation act);
 // The whole forward pass of a pre-norm decoder (llama, qwen2, qwen3 and their MoE forms):
 // embed; per layer x += attn(norm(x)); x += ffn_or_moe(norm(x)); output head.
 void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec);

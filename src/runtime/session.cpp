@@ -28,7 +28,7 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits) {
     throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) + " tokens exceed n_ctx " +
                 std::to_string(params_.n_ctx));
   ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens, n, int64_t(n_past()), all_logits,
-                   ffn_source_};
+                   ffn_source_, expert_source_};
   model_.forward(pass);
   history_.insert(history_.end(), tokens, tokens + n);
 }
@@ -62,7 +62,7 @@ void Session::eval_hidden(const std::vector<int32_t>& tokens,
       throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) +
                   " tokens exceed n_ctx " + std::to_string(params_.n_ctx));
     ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens.data() + i, n, int64_t(n_past()), true,
-                     ffn_source_};
+                     ffn_source_, expert_source_};
     pass.hidden_only = true;  // output_head leaves every token's normalized hidden state in buf_.h
     model_.forward(pass);
     history_.insert(history_.end(), tokens.data() + i, tokens.data() + i + n);

@@ -37,6 +37,8 @@ class Session {
   // FFN weights of some layers come from this source (streamed from SSD) instead of memory.
   // The source must outlive the session's evaluations; null restores all-resident.
   void set_ffn_source(FfnSource* source) { ffn_source_ = source; }
+  // Likewise for the expert slices of MoE layers.
+  void set_expert_source(ExpertSource* source) { expert_source_ = source; }
   // Forgets everything after the first n tokens (n <= n_past()).
   void truncate(int n);
 
@@ -57,6 +59,7 @@ class Session {
   ForwardBuffers buf_;
   std::vector<int32_t> history_;
   FfnSource* ffn_source_ = nullptr;
+  ExpertSource* expert_source_ = nullptr;
 };
 
 }  // namespace strata

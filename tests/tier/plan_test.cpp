@@ -215,8 +215,9 @@ TEST(Plan, ObservedHotExpertsStayResident) {
   Plan full = make_plan(t.tensors, c, inputs(4ull << 30));
   uint64_t fixed = full.mandatory_bytes + full.kv_bytes + full.scratch_bytes;
   const uint64_t slice = 3 * MiB;
-  // Pool for depth 2 (1 + k slots) plus room for 2 experts in each of the 4 layers.
-  Plan prior = make_plan(t.tensors, c, inputs(fixed + 3 * slice + 8 * slice));
+  // Pool for depth 2 (2k slots: the current layer's misses and the next layer's guesses) plus
+  // room for 2 experts in each of the 4 layers.
+  Plan prior = make_plan(t.tensors, c, inputs(fixed + 4 * slice + 8 * slice));
   EXPECT_EQ(prior.n_expert_resident, 8);
   for (const auto& u : prior.units) EXPECT_DOUBLE_EQ(u.probability, 0.25);
 

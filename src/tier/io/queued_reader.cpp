@@ -217,6 +217,12 @@ void QueuedReader::wait(Ticket t) {
   check_unchanged();
 }
 
+bool QueuedReader::ready(Ticket t) {
+  std::lock_guard lk(mu_);
+  if (t < first_ticket_ || t >= first_ticket_ + tickets_.size()) return true;  // unknown: wait() will say so
+  return ticket_state(t).pieces_left == 0;
+}
+
 void QueuedReader::wait_all() {
   Ticket last;
   Ticket first;

@@ -70,6 +70,7 @@ class QueuedReader : public RangeReader {
 
   Ticket submit(std::span<const ReadRequest> requests) override;
   void wait(Ticket ticket) override;
+  bool ready(Ticket ticket) override;
   void wait_all() override;
   IoCounters counters() const override;
   bool direct() const override { return file_.direct; }

@@ -56,6 +56,8 @@ class RangeReader {
   // on EIO, a short read, or a file whose size or mtime changed since open; dst is then undefined.
   // Each ticket is waited at most once.
   virtual void wait(Ticket ticket) = 0;
+  // Whether every range of `ticket` has arrived (or failed), so that wait(ticket) returns at once.
+  virtual bool ready(Ticket ticket) = 0;
   // Waits every ticket not yet waited; throws the first error among them.
   virtual void wait_all() = 0;
 

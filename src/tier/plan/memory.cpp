@@ -83,24 +83,60 @@ uint64_t mem_available() {
   return 0;
 }
 
+// A key's value in a cgroup's memory.stat; 0 when missing.
+uint64_t stat_value(const std::string& path, const std::string& want) {
+  std::ifstream in(path);
+  std::string key;
+  uint64_t value = 0;
+  while (in >> key >> value)
+    if (key == want) return value;
+  return 0;
+}
+
+// Memory left under this process's cgroup and every cgroup above it (v2, then v1): the limit
+// less what is in use, not counting inactive page cache, which the kernel reclaims first.
+// 0: no limit anywhere.
+uint64_t cgroup_left() {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line, v2_path, v1_path;
+  while (std::getline(in, line)) {
+    const size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (controllers.empty()) v2_path = path;
+    else if (("," + controllers + ",").find(",memory,") != std::string::npos) v1_path = path;
+  }
+  struct Hierarchy {
+    std::string root, path, limit, usage, inactive;
+  };
+  uint64_t best = 0;
+  for (const Hierarchy& h : {Hierarchy{"/sys/fs/cgroup", v2_path, "memory.max", "memory.current", "inactive_file"},
+                             Hierarchy{"/sys/fs/cgroup/memory", v1_path, "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                       "total_inactive_file"}}) {
+    if (h.path.empty() && h.root == "/sys/fs/cgroup") continue;
+    for (std::string p = h.path;; p = p.substr(0, p.rfind('/'))) {
+      const std::string dir = h.root + (p == "/" ? "" : p);
+      const uint64_t limit = read_limit((dir + "/" + h.limit).c_str());
+      if (limit > 0) {
+        const uint64_t usage = read_limit((dir + "/" + h.usage).c_str());
+        const uint64_t inactive = stat_value(dir + "/memory.stat", h.inactive);
+        const uint64_t used = usage > inactive ? usage - inactive : 0;
+        const uint64_t left = limit > used ? limit - used : 0;
+        best = best == 0 ? left : std::min(best, left);
+      }
+      if (p.empty() || p == "/") break;
+    }
+    if (best > 0) break;
+  }
+  return best;
+}
+
 }  // namespace
 
 uint64_t detect_memory_budget() {
   uint64_t avail = mem_available();
-  // cgroup v2, then v1; page cache counts against both, so the limit less usage is what is left.
-  struct Pair {
-    const char* limit;
-    const char* usage;
-  };
-  for (Pair p : {Pair{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
-                 Pair{"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"}}) {
-    uint64_t limit = read_limit(p.limit);
-    if (limit == 0) continue;
-    uint64_t usage = read_limit(p.usage);
-    uint64_t left = limit > usage ? limit - usage : 0;
-    avail = avail == 0 ? left : std::min(avail, left);
-    break;
-  }
+  const uint64_t left = cgroup_left();
+  if (left > 0) avail = avail == 0 ? left : std::min(avail, left);
   if (avail == 0) throw Error("cannot determine available memory (/proc/meminfo, cgroup): pass --mem");
   uint64_t margin = std::max<uint64_t>(avail / 20, uint64_t(256) << 20);
   return avail > margin ? avail - margin : 0;

@@ -271,12 +271,13 @@ struct PoolShape {
   uint64_t bytes = 0;
 };
 
-// Depth d: one slot to compute from and d - 1 layers read ahead (k expert slices per layer).
+// Depth d: dense, one slot to compute from and d - 1 layers read ahead; experts, k slots for the
+// current layer's misses and k per layer read ahead (the expert cache is on top of these).
 PoolShape pool_shape(int depth, bool dense, bool experts, uint64_t dense_slot, uint64_t expert_slot, int k) {
   PoolShape s;
   s.depth = (dense || experts) ? depth : 0;
   if (dense) s.n_dense_slots = depth;
-  if (experts) s.n_expert_slots = 1 + (depth - 1) * std::max(1, k);
+  if (experts) s.n_expert_slots = depth * std::max(1, k);
   s.bytes = uint64_t(s.n_dense_slots) * dense_slot + uint64_t(s.n_expert_slots) * expert_slot;
   return s;
 }
@@ -433,7 +434,7 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
   }
   plan.dense_slot_bytes = dense_slot;
   plan.expert_slot_bytes = expert_slot;
-  plan.minimum_bytes = fixed + (any_dense ? dense_slot : 0) + (any_experts ? expert_slot : 0);
+  plan.minimum_bytes = fixed + (any_dense ? dense_slot : 0) + (any_experts ? expert_slot * uint64_t(std::max(1, p.k)) : 0);
   if (units_bytes == 0) plan.minimum_bytes = fixed;
 
   std::vector<bool> resident(p.units.size(), true);
@@ -451,7 +452,9 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
                   " KV cache for " + std::to_string(in.n_ctx) + " tokens; " + format_bytes(double(plan.scratch_bytes)) +
                   " scratch" +
                   (any_dense ? "; one " + format_bytes(double(dense_slot)) + " streaming slot for an FFN block" : "") +
-                  (any_experts ? "; one " + format_bytes(double(expert_slot)) + " streaming slot for an expert" : "") +
+                  (any_experts ? "; " + std::to_string(std::max(1, p.k)) + " streaming slots of " +
+                                     format_bytes(double(expert_slot)) + " for the experts of a token"
+                               : "") +
                   "); the model is " + format_bytes(double(plan.model_bytes)));
     }
     bool have = false;

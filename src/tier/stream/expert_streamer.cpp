@@ -1,0 +1,330 @@
+#include "tier/stream/expert_streamer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+
+#include "util/error.h"
+
+namespace strata::tier {
+
+namespace {
+
+constexpr uint64_t kAlign = 4096;  // O_DIRECT offset, length and buffer alignment
+
+uint64_t align_down(uint64_t v) { return v / kAlign * kAlign; }
+uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+// Expert e's rows of a stacked expert tensor.
+WeightView slice_of(const WeightView& stacked, int n_expert, int e) {
+  const int64_t rows = stacked.n_rows / n_expert;
+  return stacked.rows(int64_t(e) * rows, rows);
+}
+
+}  // namespace
+
+ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options)
+    : model_(model),
+      options_(std::move(options)),
+      n_layer_(model.config().n_layer),
+      n_expert_(model.config().n_expert),
+      routing_(model.config().n_layer, std::max(1, model.config().n_expert), std::max(1, model.config().n_expert_used)) {
+  if (n_expert_ <= 0) throw Error("expert streaming: " + model.file().path() + " is not a mixture-of-experts model");
+  layer_streams_.assign(size_t(n_layer_), false);
+  for (int l = 0; l < n_layer_; ++l) layer_streams_[size_t(l)] = !model.weights().layers[size_t(l)].gate_exps.empty();
+  pinned_.assign(size_t(n_layer_) * n_expert_, false);
+  index_.assign(size_t(n_layer_) * n_expert_, -1);
+  if (!options_.pinned.empty() && options_.pinned.size() != size_t(n_layer_))
+    throw Error("expert streaming: pinned experts for " + std::to_string(options_.pinned.size()) + " layers, the model has " +
+                std::to_string(n_layer_));
+  int n_pinned = 0;
+  for (size_t l = 0; l < options_.pinned.size(); ++l)
+    for (int e : options_.pinned[l]) {
+      if (e < 0 || e >= n_expert_ || !layer_streams_[l])
+        throw Error("expert streaming: no expert " + std::to_string(e) + " in layer " + std::to_string(l));
+      if (!pinned_[key(int(l), e)]) ++n_pinned;
+      pinned_[key(int(l), e)] = true;
+    }
+
+  // The largest slot any expert needs (slices of different layers may differ in type).
+  for (int l = 0; l < n_layer_; ++l) {
+    if (!layer_streams_[size_t(l)]) continue;
+    for (int e = 0; e < n_expert_; ++e) {
+      Range r[3];
+      layout(l, e, r);
+      slot_bytes_ = std::max(slot_bytes_, r[2].slot_offset + align_up(r[2].length));
+    }
+  }
+  const int n_slots = n_pinned + std::max(1, options_.n_pool_slots);
+  memory_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, slot_bytes_ * size_t(n_slots)));
+  if (!memory_)
+    throw Error("expert streaming: cannot allocate " + std::to_string(n_slots) + " expert slots of " +
+                std::to_string(slot_bytes_) + " bytes");
+  slots_.resize(size_t(n_slots));
+  for (int i = 0; i < n_slots; ++i) slots_[size_t(i)].data = memory_ + slot_bytes_ * size_t(i);
+
+  io::ReaderOptions ro;
+  ro.piece_bytes = size_t(4) << 20;
+  ro.queue_depth = options_.queue_depth;
+  reader_ = io::open_range_reader(model.file().path(), ro);
+  stats_.slot_bytes = slot_bytes_;
+  if (!options_.stats_path.empty()) routing_.load(options_.stats_path);
+
+  // Start warm: the pinned experts are read now, all at once.
+  for (int l = 0; l < n_layer_; ++l)
+    for (int e = 0; e < n_expert_; ++e)
+      if (pinned_[key(l, e)]) load(claim_slot(false), l, e);
+  for (int i = 0; i < n_slots; ++i)
+    if (slots_[size_t(i)].state == State::loading) finish(i);
+  stats_.preload_bytes = stats_.bytes_read;
+}
+
+ExpertStreamer::~ExpertStreamer() {
+  try {
+    reader_->wait_all();  // no read may land in freed memory
+  } catch (...) {
+  }
+  reader_.reset();
+  std::free(memory_);
+}
+
+bool ExpertStreamer::streams(int layer) const {
+  return layer >= 0 && layer < n_layer_ && layer_streams_[size_t(layer)];
+}
+
+void ExpertStreamer::layout(int layer, int expert, Range out[3]) const {
+  const LayerWeights& L = model_.weights().layers[size_t(layer)];
+  const uint8_t* base = model_.file().base();
+  const uint64_t file_bytes = model_.file().file_size();
+  uint64_t at = 0;
+  const WeightView* stacked[3] = {&L.gate_exps, &L.up_exps, &L.down_exps};
+  for (int i = 0; i < 3; ++i) {
+    const WeightView s = slice_of(*stacked[i], n_expert_, expert);
+    const uint64_t offset = uint64_t(s.data - base);
+    const uint64_t bytes = s.row_bytes * uint64_t(s.n_rows);
+    Range& r = out[i];
+    r.file_offset = align_down(offset);
+    r.length = std::min(align_up(offset + bytes), align_up(file_bytes)) - r.file_offset;
+    r.skip = offset - r.file_offset;
+    r.slot_offset = at;
+    at += align_up(r.length);
+  }
+}
+
+// A slot to read into: an empty one, else the least recently used that may go, else a guess for
+// a layer already past, else (misses only) a live guess. Never: pinned experts, the current
+// layer's, or one handed out.
+int ExpertStreamer::claim_slot(bool for_prefetch) {
+  int best = -1;
+  auto rank = [&](const Slot& s) {  // lower goes first
+    if (s.state == State::empty) return 0;
+    if (!s.prefetched) return 1;
+    return s.layer <= layer_ ? 2 : 3;  // a guess for a layer already past, then a live guess
+  };
+  for (int i = 0; i < int(slots_.size()); ++i) {
+    const Slot& s = slots_[size_t(i)];
+    if (s.in_use || s.wanted) continue;
+    if (s.state != State::empty && pinned_[key(s.layer, s.expert)]) continue;
+    if (for_prefetch && s.prefetched && s.layer > layer_) continue;  // a live guess
+    if (best < 0 || rank(s) < rank(slots_[size_t(best)]) ||
+        (rank(s) == rank(slots_[size_t(best)]) && s.last_use < slots_[size_t(best)].last_use))
+      best = i;
+  }
+  if (best >= 0) evict(best);
+  return best;
+}
+
+void ExpertStreamer::evict(int i) {
+  Slot& s = slots_[size_t(i)];
+  if (s.state == State::empty) return;
+  if (s.state == State::loading) {
+    try {
+      reader_->wait(s.ticket);  // its bytes must land before the slot is reused
+    } catch (const Error&) {
+      // The read failed; the slot is being dropped anyway.
+    }
+  }
+  if (s.prefetched) ++stats_.prefetch_wasted;
+  index_[key(s.layer, s.expert)] = -1;
+  s = Slot{s.data};
+}
+
+void ExpertStreamer::load(int i, int layer, int expert) {
+  if (i < 0) throw Error("expert streaming: no free slot for expert " + std::to_string(expert));
+  Slot& s = slots_[size_t(i)];
+  Range r[3];
+  layout(layer, expert, r);
+  io::ReadRequest req[3];
+  for (int j = 0; j < 3; ++j) {
+    req[j] = {r[j].file_offset, r[j].length, s.data + r[j].slot_offset};
+    stats_.bytes_read += r[j].length;
+  }
+  s.ticket = reader_->submit(std::span<const io::ReadRequest>(req, 3));
+  s.layer = layer;
+  s.expert = expert;
+  s.state = State::loading;
+  s.last_use = ++clock_;
+  index_[key(layer, expert)] = i;
+  ++stats_.loads;
+}
+
+void ExpertStreamer::finish(int i) {
+  Slot& s = slots_[size_t(i)];
+  if (s.state != State::loading) return;
+  try {
+    reader_->wait(s.ticket);
+  } catch (const Error& e) {
+    index_[key(s.layer, s.expert)] = -1;
+    s = Slot{s.data};
+    throw Error(std::string("expert streaming: ") + e.what());
+  }
+  s.state = State::ready;
+}
+
+void ExpertStreamer::begin_layer(int layer, const int32_t* experts, int n_experts, const int32_t* chosen,
+                                 int n_tokens) {
+  if (!streams(layer)) throw Error("expert streaming: layer " + std::to_string(layer) + " has no experts");
+  routing_.record(layer, chosen, n_tokens);
+  for (Slot& s : slots_) s.wanted = s.in_use = false;  // a layer abandoned by an exception
+  layer_ = layer;
+  want_.clear();
+  for (int i = 0; i < n_experts; ++i) {
+    const int e = experts[i];
+    ++stats_.needed;
+    const int slot = index_[key(layer, e)];
+    if (slot >= 0) {
+      Slot& s = slots_[size_t(slot)];
+      s.wanted = true;
+      if (s.prefetched) {
+        ++stats_.prefetch_hits;
+        s.prefetched = false;
+      } else {
+        ++stats_.cache_hits;
+      }
+    } else {
+      ++stats_.misses;
+    }
+    want_.push_back(e);
+  }
+  schedule_wanted();
+}
+
+// Reads every wanted expert that has no slot yet, as far as slots allow.
+void ExpertStreamer::schedule_wanted() {
+  for (int e : want_) {
+    if (index_[key(layer_, e)] >= 0) continue;
+    const int slot = claim_slot(false);
+    if (slot < 0) return;
+    load(slot, layer_, e);
+    slots_[size_t(slot)].wanted = true;
+  }
+}
+
+int ExpertStreamer::next_ready(WeightView& gate, WeightView& up, WeightView& down) {
+  while (!want_.empty()) {
+    schedule_wanted();
+    // Prefer an expert in memory; otherwise wait for the one requested first.
+    int pick = -1, oldest = -1;
+    for (size_t i = 0; i < want_.size() && pick < 0; ++i) {
+      const int slot = index_[key(layer_, want_[i])];
+      if (slot < 0) continue;
+      const Slot& s = slots_[size_t(slot)];
+      if (s.state == State::ready || reader_->ready(s.ticket)) pick = int(i);
+      else if (oldest < 0 || s.ticket < slots_[size_t(index_[key(layer_, want_[size_t(oldest)])])].ticket)
+        oldest = int(i);
+    }
+    if (pick < 0 && oldest < 0) throw Error("expert streaming: every expert slot is busy");  // n_slots >= 1 prevents it
+    const auto t0 = std::chrono::steady_clock::now();
+    if (pick < 0) pick = oldest;
+    const int e = want_[size_t(pick)];
+    const int slot = index_[key(layer_, e)];
+    finish(slot);
+    stats_.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    want_.erase(want_.begin() + pick);
+    Slot& s = slots_[size_t(slot)];
+    s.wanted = false;
+    s.in_use = true;
+    s.last_use = ++clock_;
+    Range r[3];
+    layout(layer_, e, r);
+    const LayerWeights& L = model_.weights().layers[size_t(layer_)];
+    WeightView* outs[3] = {&gate, &up, &down};
+    const WeightView* stacked[3] = {&L.gate_exps, &L.up_exps, &L.down_exps};
+    for (int j = 0; j < 3; ++j) {
+      *outs[j] = slice_of(*stacked[j], n_expert_, e);
+      outs[j]->data = s.data + r[j].slot_offset + r[j].skip;
+    }
+    return e;
+  }
+  return -1;
+}
+
+void ExpertStreamer::done(int expert) {
+  if (layer_ < 0) return;
+  const int slot = index_[key(layer_, expert)];
+  if (slot >= 0) slots_[size_t(slot)].in_use = false;
+}
+
+void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts) {
+  if (!streams(layer)) return;
+  // While the current layer still waits for slots, its misses come first.
+  for (int e : want_)
+    if (index_[key(layer_, e)] < 0) return;
+  guess_.assign(experts, experts + n_experts);
+  if (options_.co_predict && layer == layer_ + 1) {
+    // Second predictor: experts that followed this layer's in earlier tokens.
+    std::vector<int32_t> now;
+    now.reserve(want_.size());
+    // want_ may already be partly handed out: rebuild the current experts from the index.
+    for (int e = 0; e < n_expert_; ++e) {
+      const int slot = index_[key(layer_, e)];
+      if (slot >= 0 && (slots_[size_t(slot)].wanted || slots_[size_t(slot)].in_use)) now.push_back(e);
+    }
+    const int k = model_.config().n_expert_used;
+    const size_t before = guess_.size();
+    guess_.resize(before + size_t(k));
+    const int n = routing_.predict_next(layer_, now.data(), int(now.size()), (k + 1) / 2, guess_.data() + before);
+    guess_.resize(before + size_t(n));
+  }
+  for (int32_t e : guess_) {
+    if (e < 0 || e >= n_expert_ || index_[key(layer, e)] >= 0) continue;
+    const int slot = claim_slot(true);
+    if (slot < 0) return;
+    load(slot, layer, e);
+    slots_[size_t(slot)].prefetched = true;
+    ++stats_.prefetch_issued;
+  }
+}
+
+void ExpertStreamer::repin(const std::vector<std::vector<int>>& pinned) {
+  std::vector<bool> next(pinned_.size(), false);
+  size_t count = 0, before = size_t(std::count(pinned_.begin(), pinned_.end(), true));
+  for (size_t l = 0; l < pinned.size() && l < size_t(n_layer_); ++l)
+    for (int e : pinned[l])
+      if (e >= 0 && e < n_expert_ && layer_streams_[l] && !next[key(int(l), e)]) {
+        next[key(int(l), e)] = true;
+        ++count;
+      }
+  if (count > before) throw Error("expert streaming: a revised plan may not pin more experts than the slots hold");
+  // Newly pinned experts are read when next needed and then stay.
+  pinned_.swap(next);
+}
+
+ExpertStats ExpertStreamer::stats() const {
+  ExpertStats s = stats_;
+  s.slots = int(slots_.size());
+  s.pinned_slots = 0;
+  s.occupied_slots = 0;
+  for (const Slot& slot : slots_) {
+    if (slot.state == State::empty) continue;
+    ++s.occupied_slots;
+    if (pinned_[key(slot.layer, slot.expert)]) ++s.pinned_slots;
+  }
+  return s;
+}
+
+void ExpertStreamer::save_stats() const {
+  if (!options_.stats_path.empty()) routing_.save(options_.stats_path);
+}
+
+}  // namespace strata::tier

@@ -1,0 +1,115 @@
+#pragma once
+// MoE expert streaming: an expert cache of fixed slots, each holding one expert's slices of
+// ffn_{gate,up,down}_exps of one layer, read from the model file with O_DIRECT (exactly the
+// slices' aligned byte ranges; the file is never rewritten). Slots are of two kinds:
+//   pinned - the experts the plan keeps resident (read at start, never evicted);
+//   pool   - everything else, least recently used first out; they keep what they read, so a
+//            repeated expert is a hit too.
+// After routing every missing expert of the layer is requested at once; the experts already in
+// memory compute while the others arrive. The next layer's experts are prefetched from a guess
+// (its router on the current hidden state, see blocks.cpp, plus co-activation statistics).
+// Everything runs on the forward thread; only the reader works in the background, so nothing
+// here locks. Bytes are the file's own: results are bit-identical to a resident run.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/blocks.h"
+#include "model/model.h"
+#include "tier/io/reader.h"
+#include "tier/stream/routing_stats.h"
+
+namespace strata::tier {
+
+struct ExpertStreamerOptions {
+  // Per layer, the experts the plan keeps resident (read at construction). Empty: none.
+  std::vector<std::vector<int>> pinned;
+  int n_pool_slots = 2;     // slots beyond the pinned ones (at least 1)
+  bool co_predict = true;   // add co-activation guesses to the router's
+  std::string stats_path;   // routing statistics loaded at start and saved by save_stats(); "": none
+  int queue_depth = 32;     // reads in flight
+};
+
+struct ExpertStats {
+  uint64_t needed = 0;           // expert slices routing asked for (distinct per layer and batch)
+  uint64_t cache_hits = 0;       // ... already in memory (pinned, or kept from an earlier read)
+  uint64_t prefetch_hits = 0;    // ... in memory or in flight because a prefetch asked for them
+  uint64_t misses = 0;           // ... read after routing
+  uint64_t prefetch_issued = 0;  // slices read on a guess
+  uint64_t prefetch_wasted = 0;  // ... evicted without being used
+  uint64_t loads = 0;            // slices read (start-up, misses and prefetches)
+  uint64_t bytes_read = 0;       // from the SSD, alignment padding included
+  uint64_t preload_bytes = 0;    // of which read at start for the pinned experts
+  double wait_seconds = 0;       // compute blocked on reads
+  int slots = 0, pinned_slots = 0, occupied_slots = 0;
+  uint64_t slot_bytes = 0;
+};
+
+class ExpertStreamer : public ExpertSource {
+ public:
+  ExpertStreamer(const Model& model, ExpertStreamerOptions options);
+  ~ExpertStreamer() override;
+
+  bool streams(int layer) const override;
+  void begin_layer(int layer, const int32_t* experts, int n_experts, const int32_t* chosen, int n_tokens) override;
+  int next_ready(WeightView& gate, WeightView& up, WeightView& down) override;
+  void done(int expert) override;
+  void prefetch(int layer, const int32_t* experts, int n_experts) override;
+
+  // Keeps these experts resident from now on (a revised plan); same count as before at most.
+  void repin(const std::vector<std::vector<int>>& pinned);
+
+  ExpertStats stats() const;
+  const RoutingStats& routing() const { return routing_; }
+  void save_stats() const;  // to options.stats_path, if any
+  bool direct_io() const { return reader_->direct(); }
+  uint64_t memory_bytes() const { return slot_bytes_ * slots_.size(); }
+
+ private:
+  struct Range {
+    uint64_t file_offset = 0;  // 4096-aligned
+    uint64_t length = 0;       // 4096-aligned (clamped at the end of the file)
+    uint64_t skip = 0;         // slice start within the range
+    uint64_t slot_offset = 0;  // where the range lands in a slot
+  };
+  enum class State { empty, loading, ready };
+  struct Slot {
+    uint8_t* data = nullptr;
+    int layer = -1, expert = -1;
+    State state = State::empty;
+    io::Ticket ticket = 0;
+    uint64_t last_use = 0;
+    bool prefetched = false;  // read on a guess and not used yet
+    bool wanted = false;      // routed to by the current layer, not handed out yet
+    bool in_use = false;      // handed out, done() not called yet
+  };
+
+  size_t key(int layer, int expert) const { return size_t(layer) * size_t(n_expert_) + size_t(expert); }
+  void layout(int layer, int expert, Range out[3]) const;
+  int claim_slot(bool for_prefetch);
+  void load(int slot, int layer, int expert);
+  void finish(int slot);  // waits for the slot's read; frees the slot and rethrows on error
+  void evict(int slot);
+  void schedule_wanted();
+
+  const Model& model_;
+  ExpertStreamerOptions options_;
+  int n_layer_, n_expert_;
+  std::vector<bool> layer_streams_;
+  std::vector<bool> pinned_;          // [layer x expert]
+  std::vector<int> index_;            // [layer x expert] -> slot, or -1
+  std::vector<Slot> slots_;
+  uint8_t* memory_ = nullptr;
+  uint64_t slot_bytes_ = 0;
+  std::unique_ptr<io::RangeReader> reader_;
+  RoutingStats routing_;
+  uint64_t clock_ = 0;
+
+  int layer_ = -1;                     // the layer between begin_layer and the last next_ready
+  std::vector<int> want_;              // its experts not handed out yet
+  std::vector<int32_t> guess_;         // scratch for prefetch
+  ExpertStats stats_;
+};
+
+}  // namespace strata::tier

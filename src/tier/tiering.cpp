@@ -1,0 +1,195 @@
+#include "tier/tiering.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "util/error.h"
+
+namespace strata::tier {
+
+namespace {
+
+// Per layer, the experts a plan keeps resident, most probable first, at most `limit` in all.
+std::vector<std::vector<int>> pinned_experts(const Plan& plan, size_t limit) {
+  std::vector<const PlanUnit*> units;
+  for (const PlanUnit& u : plan.units)
+    if (u.kind == UnitKind::expert && u.resident) units.push_back(&u);
+  std::stable_sort(units.begin(), units.end(),
+                   [](const PlanUnit* a, const PlanUnit* b) { return a->probability > b->probability; });
+  std::vector<std::vector<int>> pinned(size_t(plan.config.n_layer));
+  for (size_t i = 0; i < units.size() && i < limit; ++i) pinned[size_t(units[i]->layer)].push_back(units[i]->expert);
+  for (auto& layer : pinned) std::sort(layer.begin(), layer.end());
+  return pinned;
+}
+
+std::string mb(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
+  return buf;
+}
+
+std::string pct(double part, double whole) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0f%%", whole > 0 ? 100.0 * part / whole : 0.0);
+  return buf;
+}
+
+}  // namespace
+
+// Forwards to the expert streamer and revises the plan as routing statistics accumulate.
+class Tiering::Reviser : public ExpertSource {
+ public:
+  explicit Reviser(Tiering& t) : t_(t) {}
+  bool streams(int layer) const override { return t_.experts_->streams(layer); }
+  void begin_layer(int layer, const int32_t* experts, int n, const int32_t* chosen, int n_tokens) override {
+    t_.experts_->begin_layer(layer, experts, n, chosen, n_tokens);
+    const uint64_t seen = t_.experts_->routing().tokens_seen();
+    if (t_.options_.revise_every > 0 && seen >= t_.revised_at_ + uint64_t(t_.options_.revise_every) && !busy_) {
+      busy_ = true;  // revise between layers, never inside a revision
+      t_.revise_now();
+      busy_ = false;
+    }
+  }
+  int next_ready(WeightView& g, WeightView& u, WeightView& d) override { return t_.experts_->next_ready(g, u, d); }
+  void done(int expert) override { t_.experts_->done(expert); }
+  void prefetch(int layer, const int32_t* experts, int n) override { t_.experts_->prefetch(layer, experts, n); }
+
+ private:
+  Tiering& t_;
+  bool busy_ = false;
+};
+
+Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(model), options_(options) {
+  const ModelConfig& c = model.config();
+  PlanInputs in;
+  in.budget_bytes = options.budget_bytes;
+  in.n_ctx = options.n_ctx > 0 ? options.n_ctx : 4096;
+  in.n_batch = options.n_batch;
+  plan_ = make_plan(model.file(), c, in);
+
+  std::string routing_path;
+  if (c.n_expert > 0 && options.persist_routing) {
+    routing_path = RoutingStats::default_path(model.file().path(), model.file().file_size());
+    RoutingStats seen(c.n_layer, c.n_expert, std::max(1, c.n_expert_used));
+    if (seen.load(routing_path) && seen.tokens_seen() > 0) {
+      plan_ = revise(plan_, seen.frequencies());  // start from what earlier runs observed
+      revised_at_ = seen.tokens_seen();
+    }
+  }
+
+  std::vector<int> dense_layers;
+  int prefetch = options.prefetch;
+  if (options.stream_ffn > 0) {
+    for (int l = std::max(0, c.n_layer - options.stream_ffn); l < c.n_layer; ++l) dense_layers.push_back(l);
+  } else {
+    for (const PlanUnit& u : plan_.units)
+      if (u.kind == UnitKind::dense_ffn && !u.resident) dense_layers.push_back(u.layer);
+    if (plan_.n_dense_slots > 1) prefetch = plan_.n_dense_slots - 1;  // the streamer holds prefetch + 1 slots
+  }
+  if (!dense_layers.empty()) dense_ = std::make_unique<DenseFfnStreamer>(model, dense_layers, prefetch);
+
+  if (plan_.n_expert_units > plan_.n_expert_resident) {
+    ExpertStreamerOptions eo;
+    eo.pinned = pinned_experts(plan_, size_t(plan_.n_expert_resident));
+    eo.n_pool_slots = std::max(1, plan_.n_expert_slots);
+    eo.stats_path = routing_path;
+    experts_ = std::make_unique<ExpertStreamer>(model, std::move(eo));
+    reviser_ = std::make_unique<Reviser>(*this);
+  }
+}
+
+Tiering::~Tiering() {
+  if (!experts_) return;
+  try {
+    experts_->save_stats();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: %s\n", e.what());
+  }
+}
+
+ExpertSource* Tiering::expert_source() { return reviser_.get(); }
+
+void Tiering::revise_now() {
+  const RoutingStats& routing = experts_->routing();
+  revised_at_ = routing.tokens_seen();
+  const size_t n_pinned = size_t(experts_->stats().slots - std::max(1, plan_.n_expert_slots));
+  plan_ = revise(plan_, routing.frequencies());
+  experts_->repin(pinned_experts(plan_, n_pinned));
+  try {
+    experts_->save_stats();
+  } catch (const std::exception&) {
+    // A read-only cache directory costs only the warm start of the next run.
+  }
+}
+
+TierStats Tiering::stats() const {
+  TierStats s;
+  s.streaming = streaming();
+  s.budget_bytes = plan_.inputs.budget_bytes;
+  s.planned_bytes = plan_.used_bytes;
+  s.resident_weight_bytes = plan_.resident_weight_bytes;
+  s.predicted_tok_s = plan_.tokens_per_second;
+  if (dense_) {
+    s.has_dense = true;
+    s.dense = dense_->stats();
+    s.pool_bytes += dense_->pool_bytes();
+  }
+  if (experts_) {
+    s.has_experts = true;
+    s.experts = experts_->stats();
+    s.pool_bytes += experts_->memory_bytes();
+  }
+  return s;
+}
+
+std::string Tiering::summary() const {
+  char buf[512];
+  if (!streaming()) {
+    std::snprintf(buf, sizeof buf, "tiering: everything resident (%s of a %s budget)",
+                  format_bytes(double(plan_.used_bytes)).c_str(), format_bytes(double(plan_.inputs.budget_bytes)).c_str());
+    return buf;
+  }
+  std::snprintf(buf, sizeof buf,
+                "tiering: budget %s; %d/%d FFN blocks and %d/%d expert slices resident, %d pool slots, prefetch depth "
+                "%d; predicted %.2f tok/s (%s)",
+                format_bytes(double(plan_.inputs.budget_bytes)).c_str(), plan_.n_dense_resident, plan_.n_dense_units,
+                plan_.n_expert_resident, plan_.n_expert_units, plan_.n_dense_slots + plan_.n_expert_slots,
+                plan_.prefetch_depth, plan_.tokens_per_second, limit_name(plan_.limit));
+  return buf;
+}
+
+std::string Tiering::describe_stats(const TierStats& s, int n_forward, double seconds) const {
+  const double per = n_forward > 0 ? 1.0 / n_forward : 0.0;
+  std::string out;
+  if (!s.streaming) return "tiering: nothing streamed (the model fits the budget)\n";
+  if (s.has_dense) {
+    const StreamStats& d = s.dense;
+    out += "dense FFN: " + std::to_string(d.layer_loads) + " blocks read, " + mb(double(d.bytes_read)) + " (" +
+           mb(double(d.bytes_read) * per) + " per forward pass); read ahead in time " + std::to_string(d.ready_hits) +
+           "/" + std::to_string(d.acquires) + " (" + pct(double(d.ready_hits), double(d.acquires)) + ")\n";
+  }
+  if (s.has_experts) {
+    const ExpertStats& e = s.experts;
+    const double found = double(e.cache_hits + e.prefetch_hits);
+    out += "experts: " + std::to_string(e.needed) + " slices routed to; in memory " + pct(found, double(e.needed)) +
+           " (cache " + pct(double(e.cache_hits), double(e.needed)) + ", prefetched " +
+           pct(double(e.prefetch_hits), double(e.needed)) + "), read after routing " + std::to_string(e.misses) + "\n";
+    out += "prefetch: " + std::to_string(e.prefetch_issued) + " issued, precision " +
+           pct(double(e.prefetch_hits), double(e.prefetch_issued)) + ", recall " +
+           pct(double(e.prefetch_hits), double(e.prefetch_hits + e.misses)) + ", wasted " +
+           std::to_string(e.prefetch_wasted) + "\n";
+    out += "expert cache: " + std::to_string(e.occupied_slots) + "/" + std::to_string(e.slots) + " slots in use (" +
+           std::to_string(e.pinned_slots) + " pinned) of " + mb(double(e.slot_bytes)) + "; start-up read " +
+           mb(double(e.preload_bytes)) + "\n";
+  }
+  const double streamed = double(s.bytes_read() - s.experts.preload_bytes);
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "SSD: %s per forward pass (%s in all, %s); I/O wait %.2f s of %.2f s (compute %.2f s)\n",
+                mb(streamed * per).c_str(), mb(streamed).c_str(),
+                (dense_ ? dense_->direct_io() : experts_->direct_io()) ? "O_DIRECT" : "buffered", s.io_wait_seconds(),
+                seconds, std::max(0.0, seconds - s.io_wait_seconds()));
+  out += buf;
+  return out;
+}
+
+}  // namespace strata::tier

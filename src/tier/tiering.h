@@ -1,0 +1,68 @@
+#pragma once
+// A model's weights placed under a memory budget: the plan (tier/plan) and the streamers that
+// carry it out (tier/stream). When the model fits, nothing streams and the sources are null, so
+// a session runs exactly as without tiering. One Tiering serves one forward pass at a time.
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "model/model.h"
+#include "tier/plan/plan.h"
+#include "tier/stream/dense_ffn_streamer.h"
+#include "tier/stream/expert_streamer.h"
+
+namespace strata::tier {
+
+struct TieringOptions {
+  uint64_t budget_bytes = 0;  // 0: detect_memory_budget() (machine or cgroup, less a margin)
+  int n_ctx = 4096;
+  int n_batch = 512;
+  int stream_ffn = 0;          // > 0: stream the dense FFN blocks of the last N layers, whatever the plan
+  int prefetch = 2;            // with stream_ffn: layers read ahead
+  bool persist_routing = true; // MoE: load and save routing statistics (RoutingStats::default_path)
+  int revise_every = 256;      // MoE: tokens between plan revisions from observed routing (0: never)
+};
+
+struct TierStats {
+  bool streaming = false;
+  uint64_t budget_bytes = 0;
+  uint64_t planned_bytes = 0;        // what the plan uses of the budget
+  uint64_t resident_weight_bytes = 0;
+  uint64_t pool_bytes = 0;           // streaming slots, expert cache included
+  double predicted_tok_s = 0;
+  bool has_dense = false, has_experts = false;
+  StreamStats dense;
+  ExpertStats experts;
+  uint64_t bytes_read() const { return dense.bytes_read + experts.bytes_read; }
+  double io_wait_seconds() const { return dense.wait_seconds + experts.wait_seconds; }
+};
+
+class Tiering {
+ public:
+  Tiering(const Model& model, const TieringOptions& options);
+  ~Tiering();  // saves routing statistics
+
+  FfnSource* ffn_source() { return dense_.get(); }
+  ExpertSource* expert_source();
+  bool streaming() const { return dense_ || experts_; }
+  const Plan& plan() const { return plan_; }
+  TierStats stats() const;
+  // One line for a person: what streams and the predicted speed.
+  std::string summary() const;
+  // Several lines: bytes per token, hit rates, prefetch precision/recall, I/O wait, pool use.
+  std::string describe_stats(const TierStats& s, int n_forward, double seconds) const;
+
+ private:
+  class Reviser;
+  void revise_now();
+
+  const Model& model_;
+  TieringOptions options_;
+  Plan plan_;
+  std::unique_ptr<DenseFfnStreamer> dense_;
+  std::unique_ptr<ExpertStreamer> experts_;
+  std::unique_ptr<ExpertSource> reviser_;  // wraps experts_: counts tokens, revises the plan
+  uint64_t revised_at_ = 0;  // routing tokens seen at the last revision
+};
+
+}  // namespace strata::tier

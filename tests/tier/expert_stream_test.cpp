@@ -1,0 +1,258 @@
+// Expert streaming changes where bytes live, never the math: logits with expert slices read from
+// the file through a small expert cache are bit-identical to a fully resident run, whatever the
+// cache holds, the pool size or the prefetch guesses. Also: routing statistics, the plan-driven
+// Tiering, and clear errors.
+#include <gtest/gtest.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "runtime/session.h"
+#include "support/forge.h"
+#include "support/paths.h"
+#include "tier/stream/expert_streamer.h"
+#include "tier/stream/routing_stats.h"
+#include "tier/tiering.h"
+#include "util/error.h"
+
+namespace strata {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ExpertStreamTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string tokenizer = test::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if (!fs::exists(tokenizer)) return;
+    // On the real filesystem next to the model cache: O_DIRECT does not work on tmpfs.
+    dir_ = fs::path(test::models_dir()).parent_path() / ("expert_stream_test_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    mixtral_ = (dir_ / "llama-moe.gguf").string();
+    qwen_ = (dir_ / "qwen3moe.gguf").string();
+    ok_ = test::forge({"--arch", "llama", "--preset", "tiny-moe", "--type", "Q4_K_M", "--seed", "5"}, tokenizer,
+                      mixtral_) &&
+          test::forge({"--arch", "qwen3moe", "--preset", "tiny", "--type", "Q8_0", "--seed", "6"}, tokenizer, qwen_);
+  }
+  static void TearDownTestSuite() {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  void SetUp() override {
+    if (dir_.empty()) GTEST_SKIP() << "SmolLM2 (the forge's tokenizer source) is not fetched";
+    ASSERT_TRUE(ok_) << "forging the test models failed (" << test::strata_bin() << ")";
+  }
+
+  // Logits of a prompt (all positions) and of 6 more tokens evaluated one at a time.
+  static std::vector<float> run(const Model& model, ExpertSource* source) {
+    SessionParams sp;
+    sp.n_ctx = 64;
+    sp.n_threads = 2;
+    Session s(model, sp);
+    s.set_expert_source(source);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 12; ++i) prompt.push_back(100 + 37 * i);
+    std::vector<float> out = s.eval_all_logits(prompt);
+    const int n_vocab = model.config().n_vocab;
+    for (int i = 0; i < 6; ++i) {
+      const float* l = s.eval({int32_t(500 + 91 * i)});
+      out.insert(out.end(), l, l + n_vocab);
+    }
+    return out;
+  }
+
+  static void expect_identical(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << what;
+  }
+
+  static inline fs::path dir_;
+  static inline std::string mixtral_, qwen_;
+  static inline bool ok_ = false;
+};
+
+TEST_F(ExpertStreamTest, StreamedExpertsAreBitIdenticalWhateverTheCache) {
+  for (const std::string& path : {mixtral_, qwen_}) {
+    auto model = Model::load(path);
+    const ModelConfig& c = model->config();
+    ASSERT_GT(c.n_expert, 0);
+    const std::vector<float> resident = run(*model, nullptr);
+    struct Case {
+      int pool;
+      bool pin_some;
+      bool co_predict;
+    };
+    for (Case k : {Case{1, false, false}, Case{2, false, true}, Case{1, true, true}, Case{c.n_expert_used * 2, true, false}}) {
+      tier::ExpertStreamerOptions o;
+      o.n_pool_slots = k.pool;
+      o.co_predict = k.co_predict;
+      if (k.pin_some) {
+        o.pinned.assign(size_t(c.n_layer), {});
+        o.pinned[0] = {0, c.n_expert - 1};  // layer 0 partly resident, the others streamed
+      }
+      tier::ExpertStreamer streamer(*model, o);
+      const std::string what = path + " pool " + std::to_string(k.pool) + (k.pin_some ? " pinned" : "");
+      expect_identical(run(*model, &streamer), resident, what);
+      const tier::ExpertStats s = streamer.stats();
+      EXPECT_EQ(s.needed, s.cache_hits + s.prefetch_hits + s.misses) << what;
+      EXPECT_GE(s.loads, s.misses) << what;
+      EXPECT_GT(s.bytes_read, 0u) << what;
+      EXPECT_EQ(s.slots, k.pool + (k.pin_some ? 2 : 0)) << what;
+      EXPECT_EQ(s.pinned_slots, k.pin_some ? 2 : 0) << what;
+      // One prompt batch and 6 tokens route through every layer.
+      EXPECT_GE(s.needed, uint64_t(7 * c.n_layer * c.n_expert_used) / uint64_t(c.n_expert_used)) << what;
+      EXPECT_EQ(streamer.routing().tokens_seen(), 12u + 6u) << what;
+    }
+  }
+}
+
+TEST_F(ExpertStreamTest, RepeatedExpertsHitTheCache) {
+  // A pool that holds every expert of every layer: after the first pass everything is a hit.
+  auto model = Model::load(mixtral_);
+  const ModelConfig& c = model->config();
+  tier::ExpertStreamerOptions o;
+  o.n_pool_slots = c.n_layer * c.n_expert;
+  tier::ExpertStreamer streamer(*model, o);
+  run(*model, &streamer);
+  const uint64_t loads = streamer.stats().loads;
+  EXPECT_LE(loads, uint64_t(c.n_layer * c.n_expert));
+  run(*model, &streamer);
+  EXPECT_EQ(streamer.stats().loads, loads) << "a second pass over the same prompt read again";
+}
+
+TEST_F(ExpertStreamTest, PinnedExpertsAreReadAtStartAndNeverAgain) {
+  auto model = Model::load(mixtral_);
+  const ModelConfig& c = model->config();
+  tier::ExpertStreamerOptions o;
+  o.n_pool_slots = 1;
+  o.pinned.assign(size_t(c.n_layer), {});
+  for (int l = 0; l < c.n_layer; ++l)
+    for (int e = 0; e < c.n_expert; ++e) o.pinned[size_t(l)].push_back(e);
+  tier::ExpertStreamer streamer(*model, o);
+  const tier::ExpertStats start = streamer.stats();
+  EXPECT_EQ(start.loads, uint64_t(c.n_layer * c.n_expert));
+  EXPECT_EQ(start.preload_bytes, start.bytes_read);
+  const std::vector<float> streamed = run(*model, &streamer);
+  expect_identical(streamed, run(*model, nullptr), "all pinned");
+  const tier::ExpertStats end = streamer.stats();
+  EXPECT_EQ(end.loads, start.loads);
+  EXPECT_EQ(end.misses, 0u);
+  EXPECT_EQ(end.cache_hits, end.needed);
+}
+
+TEST_F(ExpertStreamTest, TieringUnderASmallBudgetStreamsExpertsExactly) {
+  auto model = Model::load(qwen_);
+  tier::TieringOptions t;
+  t.n_ctx = 64;
+  t.n_batch = 512;
+  t.persist_routing = false;
+  t.revise_every = 4;  // revise the plan several times during the run
+  tier::PlanInputs in;
+  in.budget_bytes = uint64_t(1) << 40;
+  in.n_ctx = t.n_ctx;
+  in.n_batch = t.n_batch;
+  const tier::Plan full = tier::make_plan(model->file(), model->config(), in);
+  ASSERT_EQ(full.n_expert_resident, full.n_expert_units);
+  // Room for the minimum and a few expert slices more.
+  t.budget_bytes = full.minimum_bytes + 3 * full.expert_slot_bytes + full.expert_slot_bytes / 2;
+  tier::Tiering tiering(*model, t);
+  ASSERT_TRUE(tiering.streaming());
+  ASSERT_NE(tiering.expert_source(), nullptr);
+  EXPECT_EQ(tiering.ffn_source(), nullptr);
+  EXPECT_LT(tiering.plan().n_expert_resident, tiering.plan().n_expert_units);
+  EXPECT_LE(tiering.plan().used_bytes, t.budget_bytes);
+  const std::vector<float> streamed = run(*model, tiering.expert_source());
+  expect_identical(streamed, run(*model, nullptr), "tiering");
+  const tier::TierStats s = tiering.stats();
+  EXPECT_TRUE(s.has_experts);
+  EXPECT_GT(s.experts.needed, 0u);
+  EXPECT_NE(tiering.describe_stats(s, 7, 1.0).find("prefetch"), std::string::npos);
+
+  // With the whole model in the budget nothing streams: the plain run, no overhead.
+  t.budget_bytes = uint64_t(1) << 40;
+  tier::Tiering fits(*model, t);
+  EXPECT_FALSE(fits.streaming());
+  EXPECT_EQ(fits.expert_source(), nullptr);
+  EXPECT_EQ(fits.ffn_source(), nullptr);
+}
+
+TEST_F(ExpertStreamTest, BudgetBelowTheMinimumSaysTheMinimum) {
+  auto model = Model::load(qwen_);
+  tier::TieringOptions t;
+  t.n_ctx = 64;
+  t.budget_bytes = 4096;
+  t.persist_routing = false;
+  try {
+    tier::Tiering tiering(*model, t);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("minimum"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ExpertStreamTest, FileChangedUnderneathIsAnError) {
+  const std::string copy = (dir_ / "changed.gguf").string();
+  fs::copy_file(mixtral_, copy, fs::copy_options::overwrite_existing);
+  auto model = Model::load(copy);
+  tier::ExpertStreamerOptions o;
+  o.n_pool_slots = 1;
+  tier::ExpertStreamer streamer(*model, o);
+  struct timeval times[2] = {{1, 0}, {1, 0}};
+  ASSERT_EQ(::utimes(copy.c_str(), times), 0);
+  SessionParams sp;
+  sp.n_ctx = 16;
+  Session s(*model, sp);
+  s.set_expert_source(&streamer);
+  try {
+    s.eval({1, 2, 3});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("changed"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ExpertStreamTest, DenseModelIsRefused) {
+  const std::string dense = (dir_ / "dense.gguf").string();
+  ASSERT_TRUE(test::forge({"--arch", "llama", "--preset", "tiny", "--type", "Q8_0"},
+                          test::model_path("SmolLM2-135M-Instruct.Q4_1.gguf"), dense));
+  auto model = Model::load(dense);
+  EXPECT_THROW(tier::ExpertStreamer(*model, {}), Error);
+}
+
+TEST(RoutingStatsTest, CountsPredictsAndRoundTrips) {
+  tier::RoutingStats stats(3, 4, 2);
+  // Token routings: layer 0 picks {0,1}, layer 1 picks {2,3}, layer 2 picks {1,2}.
+  for (int i = 0; i < 40; ++i) {
+    const int32_t l0[2] = {0, 1}, l1[2] = {2, 3}, l2[2] = {1, 2};
+    stats.record(0, l0, 1);
+    stats.record(1, l1, 1);
+    stats.record(2, l2, 1);
+  }
+  EXPECT_EQ(stats.tokens_seen(), 40u);
+  const auto f = stats.frequencies();
+  EXPECT_EQ(f[0][0], 40.0);
+  EXPECT_EQ(f[0][2], 0.0);
+  EXPECT_EQ(f[1][3], 40.0);
+  const int32_t now[2] = {0, 1};
+  int32_t out[4];
+  ASSERT_EQ(stats.predict_next(0, now, 2, 2, out), 2);
+  EXPECT_EQ(out[0], 2);
+  EXPECT_EQ(out[1], 3);
+  EXPECT_EQ(stats.predict_next(2, now, 2, 2, out), 0) << "no layer after the last";
+
+  const std::string path = (fs::temp_directory_path() / ("routing_" + std::to_string(::getpid()) + ".bin")).string();
+  stats.save(path);
+  tier::RoutingStats loaded(3, 4, 2);
+  ASSERT_TRUE(loaded.load(path));
+  EXPECT_EQ(loaded.tokens_seen(), 40u);
+  EXPECT_EQ(loaded.frequencies(), f);
+  ASSERT_EQ(loaded.predict_next(0, now, 2, 2, out), 2);
+  tier::RoutingStats other_shape(3, 8, 2);
+  EXPECT_FALSE(other_shape.load(path)) << "statistics of another model must not load";
+  EXPECT_FALSE(other_shape.load(path + ".missing"));
+  fs::remove(path);
+}
+
+}  // namespace
+}  // namespace strata
