@@ -31,6 +31,7 @@ void add_chat_command(CLI::App& app) {
     auto model = Model::load(opts->model.model_path);
     auto tokenizer = Tokenizer::from_gguf(model->file());
     Session session(*model, opts->model.session);
+    auto tiering = make_tiering(*model, opts->model, session);
     const ChatFormat format = detect_chat_format(model->file());
     GenerateParams gen = opts->sampling.gen;
     for (const auto& s : chat_stop_strings(format)) gen.stop.push_back(s);

@@ -105,6 +105,7 @@ void add_logits_command(CLI::App& app) {
     const auto ids = tok->encode(o->prompt, true, true);
     if (ids.empty()) throw Error("logits: the prompt is empty and the model adds no BOS: nothing to predict from");
     Session session(*model, o->model.session);
+    auto tiering = make_tiering(*model, o->model, session);
     const float* logits = session.eval(ids);
     const int n_vocab = model->config().n_vocab;
     std::vector<int32_t> order(static_cast<size_t>(n_vocab));

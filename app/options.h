@@ -36,7 +36,17 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   t.stream_ffn = o.stream_ffn;
   t.prefetch = o.prefetch;
   t.persist_routing = !o.fresh;
-  auto tiering = std::make_unique<tier::Tiering>(model, t);
+  std::unique_ptr<tier::Tiering> tiering;
+  try {
+    tiering = std::make_unique<tier::Tiering>(model, t);
+  } catch (const Error& e) {
+    if (!o.mem.empty()) throw;
+    // No budget was asked for and what looks available is below the minimum: run from the
+    // mapped file as a plain engine would, and say so.
+    std::fprintf(stderr, "warning: %s; running without a memory budget\n", e.what());
+    t.budget_bytes = ~uint64_t(0) >> 2;
+    tiering = std::make_unique<tier::Tiering>(model, t);
+  }
   session.set_ffn_source(tiering->ffn_source());
   session.set_expert_source(tiering->expert_source());
   if (tiering->streaming() || !o.mem.empty()) std::fprintf(stderr, "%s\n", tiering->summary().c_str());

@@ -113,7 +113,12 @@ void Tiering::revise_now() {
   const RoutingStats& routing = experts_->routing();
   revised_at_ = routing.tokens_seen();
   const size_t n_pinned = size_t(experts_->stats().slots - std::max(1, plan_.n_expert_slots));
-  plan_ = revise(plan_, routing.frequencies());
+  // The predictor's measured recall replaces the planner's assumption of none.
+  const ExpertStats e = experts_->stats();
+  Plan base = plan_;
+  if (e.prefetch_hits + e.misses > 0)
+    base.inputs.expert_prefetch_recall = double(e.prefetch_hits) / double(e.prefetch_hits + e.misses);
+  plan_ = revise(base, routing.frequencies());
   experts_->repin(pinned_experts(plan_, n_pinned));
   try {
     experts_->save_stats();

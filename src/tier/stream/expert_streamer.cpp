@@ -32,6 +32,8 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   if (n_expert_ <= 0) throw Error("expert streaming: " + model.file().path() + " is not a mixture-of-experts model");
   layer_streams_.assign(size_t(n_layer_), false);
   for (int l = 0; l < n_layer_; ++l) layer_streams_[size_t(l)] = !model.weights().layers[size_t(l)].gate_exps.empty();
+  for (int l = n_layer_ - 1; l >= 0; --l)
+    if (layer_streams_[size_t(l)]) first_layer_ = l;
   pinned_.assign(size_t(n_layer_) * n_expert_, false);
   index_.assign(size_t(n_layer_) * n_expert_, -1);
   if (!options_.pinned.empty() && options_.pinned.size() != size_t(n_layer_))
@@ -77,6 +79,7 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   for (int i = 0; i < n_slots; ++i)
     if (slots_[size_t(i)].state == State::loading) finish(i);
   stats_.preload_bytes = stats_.bytes_read;
+  publish(true);
 }
 
 ExpertStreamer::~ExpertStreamer() {
@@ -207,6 +210,7 @@ void ExpertStreamer::begin_layer(int layer, const int32_t* experts, int n_expert
     want_.push_back(e);
   }
   schedule_wanted();
+  publish(layer == first_layer_);  // slot counts once per token
 }
 
 // Reads every wanted expert that has no slot yet, as far as slots allow.
@@ -256,6 +260,7 @@ int ExpertStreamer::next_ready(WeightView& gate, WeightView& up, WeightView& dow
     }
     return e;
   }
+  publish(false);  // the layer's waits
   return -1;
 }
 
@@ -310,17 +315,26 @@ void ExpertStreamer::repin(const std::vector<std::vector<int>>& pinned) {
   pinned_.swap(next);
 }
 
-ExpertStats ExpertStreamer::stats() const {
+void ExpertStreamer::publish(bool count_slots) {
   ExpertStats s = stats_;
   s.slots = int(slots_.size());
-  s.pinned_slots = 0;
-  s.occupied_slots = 0;
-  for (const Slot& slot : slots_) {
-    if (slot.state == State::empty) continue;
-    ++s.occupied_slots;
-    if (pinned_[key(slot.layer, slot.expert)]) ++s.pinned_slots;
+  if (count_slots) {
+    s.pinned_slots = s.occupied_slots = 0;
+    for (const Slot& slot : slots_) {
+      if (slot.state == State::empty) continue;
+      ++s.occupied_slots;
+      if (pinned_[key(slot.layer, slot.expert)]) ++s.pinned_slots;
+    }
+    stats_.pinned_slots = s.pinned_slots;
+    stats_.occupied_slots = s.occupied_slots;
   }
-  return s;
+  std::lock_guard<std::mutex> lock(published_mutex_);
+  published_ = s;
+}
+
+ExpertStats ExpertStreamer::stats() const {
+  std::lock_guard<std::mutex> lock(published_mutex_);
+  return published_;
 }
 
 void ExpertStreamer::save_stats() const {

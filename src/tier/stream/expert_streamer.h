@@ -12,6 +12,7 @@
 // here locks. Bytes are the file's own: results are bit-identical to a resident run.
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,7 @@ class ExpertStreamer : public ExpertSource {
   // Keeps these experts resident from now on (a revised plan); same count as before at most.
   void repin(const std::vector<std::vector<int>>& pinned);
 
+  // A snapshot taken between layers; safe to call from any thread (the server's /metrics).
   ExpertStats stats() const;
   const RoutingStats& routing() const { return routing_; }
   void save_stats() const;  // to options.stats_path, if any
@@ -92,11 +94,13 @@ class ExpertStreamer : public ExpertSource {
   void finish(int slot);  // waits for the slot's read; frees the slot and rethrows on error
   void evict(int slot);
   void schedule_wanted();
+  void publish(bool count_slots);  // copies stats_ into the snapshot stats() returns
 
   const Model& model_;
   ExpertStreamerOptions options_;
   int n_layer_, n_expert_;
   std::vector<bool> layer_streams_;
+  int first_layer_ = 0;               // the first layer with experts
   std::vector<bool> pinned_;          // [layer x expert]
   std::vector<int> index_;            // [layer x expert] -> slot, or -1
   std::vector<Slot> slots_;
@@ -110,6 +114,8 @@ class ExpertStreamer : public ExpertSource {
   std::vector<int> want_;              // its experts not handed out yet
   std::vector<int32_t> guess_;         // scratch for prefetch
   ExpertStats stats_;
+  mutable std::mutex published_mutex_;
+  ExpertStats published_;
 };
 
 }  // namespace strata::tier

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Tiered weights against llama.cpp inside memory cgroups (issue 3's benchmark table).
+
+For each case a forged model runs in a fresh cgroup v1 memory limit (page cache counts; caches
+are dropped first) under `strata bench` (budget: what the cgroup has left, detected by Strata
+itself) and under llama.cpp (llama-cpp-python, default mmap), same threads, same random prompt.
+Prints tokens/s for prompt and generation, bytes read from the SSD per generated token, the
+expert-cache hit rate, the cgroup's peak memory, and the physical bound: SSD bandwidth (measured
+by `strata iobench` on the model file) / bytes that must be read per token at the observed hit
+rate, or the memory-bandwidth bound where that binds.
+
+    python3 bench/tier_bench.py --strata build/strata [--cases mixtral,qwen3,llama-2g,llama-fits]
+Needs root (cgroups, drop_caches), ~50 GB of disk for the forged models, and
+scripts/setup_reference.sh for llama-cpp-python.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.expanduser("~/.cache/strata/models")
+
+CASES = {
+    # name: (arch, preset, file, cgroup limit, kind)
+    "mixtral": ("llama", "mixtral-8x7b", "forged-mixtral-8x7b-Q4_K_M.gguf", "8G", "MoE over budget"),
+    "qwen3": ("qwen3moe", "qwen3-30b-a3b", "forged-qwen3-30b-a3b-Q4_K_M.gguf", "6G", "MoE over budget"),
+    "llama-2g": ("llama", "llama-3-8b", "forged-llama-3-8b-Q4_K_M.gguf", "2G", "dense over budget"),
+    "llama-fits": ("llama", "llama-3-8b", "forged-llama-3-8b-Q4_K_M.gguf", "8G", "fits"),
+}
+
+
+def forge(strata, arch, preset, path):
+    if os.path.exists(path):
+        return
+    print(f"forging {path} ...", file=sys.stderr, flush=True)
+    subprocess.run([strata, "forge", "--arch", arch, "--preset", preset, "--type", "Q4_K_M", "--out", path], check=True)
+
+
+def in_cgroup(limit, cmd, timeout):
+    """Runs cmd in a fresh cgroup; returns (stdout, peak bytes, oom kills, exit code)."""
+    try:
+        p = subprocess.run([os.path.join(HERE, "in_cgroup.sh"), limit] + cmd, capture_output=True, text=True,
+                           timeout=timeout)
+        out, err, rc = p.stdout, p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = (e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")) + "\ntimeout"
+        rc = 124
+    m = re.search(r"peak (\S+), oom kills (\S+), exit", err)
+    peak = int(subprocess.run(["numfmt", "--from=iec", m.group(1)], capture_output=True, text=True).stdout) if m else 0
+    ooms = m.group(2) if m else "?"
+    return out, err, peak, ooms, rc
+
+
+def last_json(text):
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
+
+
+def ssd_gbps(strata, model):
+    subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False)
+    # The best of a small sweep: this disk's throughput moves a lot from one second to the next.
+    out = subprocess.run([strata, "iobench", model, "--depths", "8,32", "--block-sizes", "1M,4M", "--patterns",
+                          "seq,rand", "--seconds", "2"], capture_output=True, text=True).stdout
+    m = re.search(r"best: .*: (\d+) MB/s", out)
+    return float(m.group(1)) / 1000 if m else 1.7
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--strata", default="build/strata")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-prompt", type=int, default=16)
+    ap.add_argument("--n-gen", type=int, default=8)
+    ap.add_argument("--cases", default="mixtral,qwen3,llama-2g,llama-fits")
+    ap.add_argument("--skip-llamacpp", action="store_true")
+    ap.add_argument("--llamacpp-timeout", type=int, default=900)
+    a = ap.parse_args()
+    strata = os.path.abspath(a.strata)
+    rows = []
+    for name in a.cases.split(","):
+        arch, preset, file, limit, kind = CASES[name]
+        model = os.path.join(MODELS, file)
+        forge(strata, arch, preset, model)
+        bw = ssd_gbps(strata, model)
+        ctx = str(a.n_prompt + a.n_gen + 16)
+        cmd = [strata, "bench", model, "-p", str(a.n_prompt), "-n", str(a.n_gen), "-t", str(a.threads), "-c", ctx,
+               "--json", "--fresh", "--stats"]
+        out, err, peak, ooms, rc = in_cgroup(limit, cmd, 1800)
+        s = last_json(out)
+        if s is None:
+            print(f"{name}: strata failed (exit {rc}):\n{err[-2000:]}", file=sys.stderr)
+            continue
+        print(f"--- {name}: strata\n{err.strip()}", file=sys.stderr, flush=True)
+        row = {"case": name, "kind": kind, "limit": limit, "ssd_gbps": bw, "strata": s, "strata_peak": peak,
+               "strata_ooms": ooms}
+        if kind == "fits":  # the plain run: no cgroup, no budget
+            plain = subprocess.run(cmd[:-1] + ["--mem", "1T"], capture_output=True, text=True)
+            row["plain"] = last_json(plain.stdout)
+        must = s.get("ssd_must_read_per_token", 0.0)
+        ssd_bound = bw * 1e9 / must if must > 0 else float("inf")
+        row["bound"] = min(ssd_bound, s["tg_bound_tok_s"])
+        row["bound_by"] = "SSD" if ssd_bound < s["tg_bound_tok_s"] else "RAM bandwidth"
+        row["observed_gbps"] = s["ssd_bytes_per_token"] * s["tg_tok_s"] / 1e9
+        if not a.skip_llamacpp:
+            # llama.cpp as it comes (repacked weights in anonymous memory), then on its plain mmap.
+            for variant, extra in (("llama.cpp", []), ("llama.cpp mmap, no repack", ["--no-repack"])):
+                lout, lerr, lpeak, looms, lrc = in_cgroup(
+                    limit, [sys.executable, os.path.join(HERE, "llamacpp_eval.py"), model, str(a.n_prompt),
+                            str(a.n_gen), str(a.threads), "--json"] + extra, a.llamacpp_timeout)
+                row.setdefault("llamacpp_runs", []).append(
+                    {"variant": variant, "result": last_json(lout), "peak": lpeak, "ooms": looms, "rc": lrc})
+                print(f"--- {name}: {variant} exit {lrc}, oom kills {looms}: {lout.strip()[-300:]}", file=sys.stderr,
+                      flush=True)
+        rows.append(row)
+
+    gib = 1 << 30
+    print("| case | limit | engine | prompt tok/s | gen tok/s | strata gen ratio | SSD MB/token | cache hit | peak | bound tok/s | % of bound |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s = r["strata"]
+        runs = [x for x in r.get("llamacpp_runs", []) if x["result"]]
+        l = max((x["result"] for x in runs), key=lambda x: x["tg_tok_s"], default=None)  # llama.cpp's best
+        ratio = f"{s['tg_tok_s'] / l['tg_tok_s']:.2f}x" if l and l["tg_tok_s"] > 0 else "-"
+        hit = f"{100 * s['expert_cache_hit_rate']:.0f}%" if "MoE" in r["kind"] else "-"
+        bound = r["bound"]
+        print(f"| {r['case']} ({r['kind']}) | {r['limit']} | strata | {s['pp_tok_s']:.2f} | {s['tg_tok_s']:.3f} | {ratio} | "
+              f"{s['ssd_bytes_per_token'] / 1e6:.0f} | {hit} | {r['strata_peak'] / gib:.2f} GiB | {bound:.3f} ({r['bound_by']}, "
+              f"SSD {r['ssd_gbps']:.2f} GB/s; observed {r['observed_gbps']:.2f}) | {100 * s['tg_tok_s'] / bound:.0f}% |")
+        if "plain" in r and r["plain"]:
+            p = r["plain"]
+            print(f"| {r['case']} | none | strata plain | {p['pp_tok_s']:.2f} | {p['tg_tok_s']:.3f} | "
+                  f"{s['tg_tok_s'] / p['tg_tok_s']:.2f}x of plain | 0 | - | - | - | - |")
+        for x in r.get("llamacpp_runs", []):
+            lr = x["result"]
+            if lr:
+                print(f"| {r['case']} | {r['limit']} | {x['variant']} | {lr['pp_tok_s']:.2f} | {lr['tg_tok_s']:.3f} | "
+                      f"{s['tg_tok_s'] / lr['tg_tok_s']:.2f}x | {lr['read_bytes_per_token'] / 1e6:.0f} | - | "
+                      f"{x['peak'] / gib:.2f} GiB | - | - |")
+            else:
+                print(f"| {r['case']} | {r['limit']} | {x['variant']} | failed: exit {x['rc']}, oom kills {x['ooms']} "
+                      f"| - | - | - | - | {x['peak'] / gib:.2f} GiB | - | - |")
+
+
+if __name__ == "__main__":
+    main()
