@@ -22,17 +22,12 @@ namespace {
 using json = nlohmann::json;
 
 json get_json(const std::string& path) {
-  const char* env = std::getenv("OLLAMA_HOST");
-  std::string host;
-  int port = 0;
-  server::parse_host(env && *env ? env : "127.0.0.1:11434", host, port);
-  if (host == "0.0.0.0") host = "127.0.0.1";
-  if (host == "::") host = "::1";
-  httplib::Client client(host, port);
+  const ServerAddress server = server_address();
+  httplib::Client client(server.host, server.port);
   client.set_connection_timeout(5, 0);
   client.set_read_timeout(30, 0);
   auto res = client.Get(path);
-  const std::string where = host + ":" + std::to_string(port);
+  const std::string where = server.text();
   if (!res) throw Error("could not connect to a running server at " + where + " (start `strata serve`; OLLAMA_HOST)");
   json body = json::parse(res->body, nullptr, false);
   if (res->status != 200) {
@@ -117,6 +112,15 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 std::string short_id(const json& m) { return m.value("digest", "").substr(0, 12); }
 
 }  // namespace
+
+ServerAddress server_address() {
+  const char* env = std::getenv("OLLAMA_HOST");
+  ServerAddress a;
+  server::parse_host(env && *env ? env : "127.0.0.1:11434", a.host, a.port);
+  if (a.host == "0.0.0.0") a.host = "127.0.0.1";
+  if (a.host == "::") a.host = "::1";
+  return a;
+}
 
 void add_list_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("list", "list the models of a running server ($OLLAMA_HOST)");

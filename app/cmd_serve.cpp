@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "server/server.h"
+#include "tier/plan/plan.h"
 
 namespace strata::app {
 
@@ -11,6 +12,7 @@ struct ServeOptions {
   std::string model_file;
   std::string models_dir;
   std::string host;
+  std::string mem;
   server::ServerOptions server;
 };
 
@@ -37,6 +39,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-queue", reg.max_queue, "requests per model running or waiting; more get 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--mem", opts->mem,
+                  "memory budget for loaded models (e.g. 8G; default: what is available); larger models stream from the SSD");
   cmd->add_option("--keep-alive", reg.keep_alive_s,
                   "seconds a model stays loaded after its last request (negative: forever)")
       ->capture_default_str();
@@ -47,6 +51,7 @@ void add_serve_command(CLI::App& app) {
       host = env && *env ? env : "127.0.0.1:11434";
     }
     server::parse_host(host, opts->server.host, opts->server.port);
+    if (!opts->mem.empty()) opts->server.registry.budget_bytes = tier::parse_size(opts->mem);
     opts->server.registry.single_file = opts->model_file;
     opts->server.registry.models_dir = opts->models_dir.empty() ? default_models_dir() : opts->models_dir;
     server::run_server(opts->server);

@@ -25,7 +25,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints help (exit 0) or its message; a usage error exits 2 (as getopt tools do), not
+    // with CLI11's internal code (105, 106, ...).
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const strata::Error& e) {
     std::fflush(stdout);
     std::cerr << "error: " << e.what() << "\n";

@@ -10,7 +10,6 @@
 #include "runtime/generate.h"
 #include "runtime/session.h"
 #include "tier/plan/plan.h"
-#include "tier/stream/dense_ffn_streamer.h"
 #include "tier/tiering.h"
 #include "util/error.h"
 
@@ -51,46 +50,6 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   session.set_expert_source(tiering->expert_source());
   if (tiering->streaming() || !o.mem.empty()) std::fprintf(stderr, "%s\n", tiering->summary().c_str());
   return tiering;
-}
-
-// The FFN streamer the options ask for, or null (everything resident).
-// With --mem, the planner decides which dense FFN blocks stream (MoE expert streaming is not
-// built yet: a MoE plan that streams experts is refused).
-inline std::unique_ptr<tier::DenseFfnStreamer> make_ffn_streamer(const Model& model, const ModelOptions& o) {
-  const int n_layer = model.config().n_layer;
-  std::vector<int> layers;
-  int prefetch = o.prefetch;
-  if (!o.mem.empty()) {
-    tier::PlanInputs in;
-    in.budget_bytes = tier::parse_size(o.mem);
-    in.n_ctx = o.session.n_ctx > 0 ? o.session.n_ctx : 4096;
-    in.n_batch = o.session.n_batch;
-    const tier::Plan plan = tier::make_plan(model.file(), model.config(), in);
-    if (plan.n_expert_units > plan.n_expert_resident)
-      throw Error("the plan streams MoE experts, which this build cannot do yet; give a budget of at least " +
-                  tier::format_bytes(double(plan.model_bytes + plan.kv_bytes + plan.scratch_bytes)));
-    for (const tier::PlanUnit& u : plan.units)
-      if (u.kind == tier::UnitKind::dense_ffn && !u.resident) layers.push_back(u.layer);
-    if (plan.n_dense_slots > 1) prefetch = plan.n_dense_slots - 1;  // the streamer holds prefetch + 1 slots
-    std::fprintf(stderr, "plan: %d of %d FFN blocks resident, %zu streamed, prefetch %d; predicted %.2f tok/s (%s)\n",
-                 plan.n_dense_resident, plan.n_dense_units, layers.size(), prefetch, plan.tokens_per_second,
-                 tier::limit_name(plan.limit));
-  } else {
-    for (int l = std::max(0, n_layer - o.stream_ffn); l < n_layer && o.stream_ffn > 0; ++l) layers.push_back(l);
-  }
-  if (layers.empty()) return nullptr;
-  return std::make_unique<tier::DenseFfnStreamer>(model, layers, prefetch);
-}
-
-inline void print_stream_stats(const tier::DenseFfnStreamer& s, int n_forward) {
-  const tier::StreamStats st = s.stats();
-  std::fprintf(stderr,
-               "streaming: %llu FFN blocks read, %.1f MB from SSD (%.1f MB per forward pass), %s; prefetch ready "
-               "%llu/%llu (%.0f%%); waited %.2f s for reads; reader busy %.2f s (%.2f GB/s); pool %.1f MB\n",
-               (unsigned long long)st.layer_loads, st.bytes_read / 1e6, n_forward > 0 ? st.bytes_read / 1e6 / n_forward : 0.0,
-               s.direct_io() ? "O_DIRECT" : "buffered", (unsigned long long)st.ready_hits,
-               (unsigned long long)st.acquires, st.acquires ? 100.0 * st.ready_hits / st.acquires : 0.0, st.wait_seconds,
-               st.read_seconds, st.read_seconds > 0 ? st.bytes_read / st.read_seconds / 1e9 : 0.0, s.pool_bytes() / 1e6);
 }
 
 struct SamplingOptions {

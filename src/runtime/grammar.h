@@ -2,11 +2,17 @@
 // Structured output: a character-level acceptor for JSON, optionally constrained by a JSON
 // schema, and the TokenConstraint that masks tokens whose text it would reject.
 //
-// Schemas supported: type object (properties, emitted in the schema's order, all of them),
-// array (items, minItems, maxItems), string (minLength, maxLength), number, integer, boolean,
-// null, enum, const, type lists, anyOf/oneOf (chosen by a value's first character), $ref into
-// #/$defs or #/definitions. Anything else accepts any JSON value. Whitespace between tokens is
-// limited (one space, or a newline and kMaxWhitespace indents) so a model cannot pad forever.
+// Schemas supported: type object (properties, emitted in the schema's order, all of them and
+// only them; without properties, free keys with additionalProperties as the values' schema or
+// false for {}, minProperties, maxProperties), array (items, minItems, maxItems), string
+// (minLength, maxLength, pattern, and format date, time, date-time, uuid, email, ipv4), number and
+// integer (minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf an integer or a power
+// of ten), boolean, null, enum, const, type lists, anyOf/oneOf (chosen by a value's first
+// character), allOf (merged), $ref into #/$defs or #/definitions. Keywords that constrain values
+// in ways the grammar cannot follow (not, if/then/else, contains, uniqueItems,
+// patternProperties, tuples, ...) make the schema refused with strata::Error naming the keyword,
+// never silently ignored. Whitespace between tokens is limited (one space, or a newline and
+// kMaxWhitespace indents) so a model cannot pad forever.
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>

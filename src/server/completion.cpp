@@ -1,9 +1,12 @@
 #include "server/completion.h"
 
+#include <algorithm>
+
 #include "runtime/grammar.h"
 #include "server/errors.h"
 #include "server/metrics.h"
 #include "server/prompt.h"
+#include "util/error.h"
 
 namespace strata::server {
 
@@ -33,6 +36,49 @@ bool to_call(const json& j, json& out) {
   return true;
 }
 }  // namespace
+
+void apply_options(const json& o, CompletionRequest& r) {
+  SamplerParams& s = r.gen.sampling;
+  if (auto v = field_int(o, "num_ctx")) r.n_ctx = int(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 24)));
+  if (auto v = field_int(o, "num_predict"))
+    r.gen.n_predict = int(std::max<int64_t>(-2, std::min<int64_t>(*v, 1 << 30)));
+  if (r.gen.n_predict == -2) r.gen.n_predict = -1;  // -2 "fill the context" is -1 here
+  if (auto v = field_number(o, "temperature")) s.temperature = float(*v);
+  if (auto v = field_int(o, "top_k")) s.top_k = int32_t(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 30)));
+  if (auto v = field_number(o, "top_p")) s.top_p = float(*v);
+  if (auto v = field_number(o, "min_p")) s.min_p = float(*v);
+  if (auto v = field_number(o, "repeat_penalty")) s.repeat_penalty = float(*v);
+  if (auto v = field_int(o, "repeat_last_n"))
+    s.repeat_last_n = int32_t(std::max<int64_t>(-1, std::min<int64_t>(*v, 1 << 30)));
+  if (auto v = field_number(o, "presence_penalty")) s.presence_penalty = float(*v);
+  if (auto v = field_number(o, "frequency_penalty")) s.frequency_penalty = float(*v);
+  if (auto v = field_int(o, "seed")) s.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
+  if (auto v = field_strings(o, "stop")) r.gen.stop = *v;
+  if (auto v = field_int(o, "num_thread")) r.n_threads = int(std::max<int64_t>(0, std::min<int64_t>(*v, 1024)));
+}
+
+void set_json_format(CompletionRequest& r, const json* schema) {
+  try {
+    r.format = schema ? JsonAcceptor(*schema) : JsonAcceptor();
+  } catch (const Error& e) {
+    throw bad_request(std::string("unsupported format: ") + e.what());
+  }
+}
+
+ModelSettings stored_settings(const ModelRegistry& registry, const std::string& requested) {
+  try {
+    return load_settings(registry.resolve(requested).path);
+  } catch (const HttpError&) {
+    return {};
+  }
+}
+
+void add_default_system(const ModelSettings& settings, std::vector<ChatMessage>& messages) {
+  const bool has_system =
+      std::any_of(messages.begin(), messages.end(), [](const ChatMessage& m) { return m.role == "system"; });
+  if (!settings.system.empty() && !has_system && !messages.empty())
+    messages.insert(messages.begin(), ChatMessage{"system", settings.system});
+}
 
 ToolCalls parse_tool_calls(const std::string& text) {
   ToolCalls r;
@@ -67,6 +113,44 @@ ToolCalls parse_tool_calls(const std::string& text) {
     r.calls.push_back(call);
   }
   if (r.calls.empty()) r.content = text;
+  return r;
+}
+
+std::string ToolCallStream::push(const std::string& piece) {
+  static const std::string open = "<tool_call>", python_tag = "<|python_tag|>";
+  text_ += piece;
+  if (holding_) return "";
+  if (sent_ == 0) {  // the answer's start decides whether it may be one JSON call
+    const size_t first = text_.find_first_not_of(" \t\r\n");
+    if (first == std::string::npos) return "";
+    const std::string head = text_.substr(first, python_tag.size());
+    if (text_[first] == '{' || text_[first] == '[' || head == python_tag) {
+      holding_ = true;
+      return "";
+    }
+    if (python_tag.compare(0, head.size(), head) == 0) return "";  // maybe the tag, not complete yet
+  }
+  if (const size_t at = text_.find(open, sent_); at != std::string::npos) {
+    holding_ = true;
+    std::string out = text_.substr(sent_, at - sent_);
+    sent_ = at;
+    return out;
+  }
+  // Hold back an end that may be the start of "<tool_call>".
+  size_t keep = std::min(open.size() - 1, text_.size() - sent_);
+  while (keep > 0 && text_.compare(text_.size() - keep, keep, open, 0, keep) != 0) --keep;
+  std::string out = text_.substr(sent_, text_.size() - keep - sent_);
+  sent_ = text_.size() - keep;
+  return out;
+}
+
+ToolCalls ToolCallStream::finish() const {
+  ToolCalls r = parse_tool_calls(text_);
+  // The content push() returned is a prefix of the answer outside the calls.
+  if (r.content.compare(0, sent_, text_, 0, sent_) == 0)
+    r.content.erase(0, std::min(sent_, r.content.size()));
+  else
+    r.content.clear();
   return r;
 }
 
@@ -113,8 +197,8 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
   GenerateParams gen = req.gen;
   gen.stop = prompt.stop;
   std::optional<JsonConstraint> constraint;
-  if (req.json_output) {
-    constraint.emplace(*m.tokenizer, req.json_schema.is_null() ? JsonAcceptor() : JsonAcceptor(req.json_schema));
+  if (req.format) {
+    constraint.emplace(*m.tokenizer, *req.format);
     gen.constraint = &*constraint;
   }
   {

@@ -8,8 +8,10 @@
 
 #include "runtime/chat_format.h"
 #include "runtime/generate.h"
+#include "runtime/grammar.h"
 #include "server/json_fields.h"
 #include "server/model_registry.h"
+#include "server/model_settings.h"
 
 namespace strata::server {
 
@@ -26,12 +28,24 @@ struct CompletionRequest {
   int n_threads = 0;  // 0: the server's default
   std::optional<double> keep_alive_s;
   bool stream = true;
-  // Structured output: the answer must be JSON, matching json_schema unless that is null (then
-  // any object).
-  bool json_output = false;
-  json json_schema;
+  // Structured output: the answer must be what this accepts (see set_json_format).
+  std::optional<JsonAcceptor> format;
   json tools;  // chat: the tool definitions (array), or null
 };
+
+// Ollama's "options" (num_ctx, num_predict, temperature, top_k, top_p, min_p, seed, stop,
+// repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, num_thread) applied over
+// r.gen, r.n_ctx and r.n_threads. Unknown options are ignored, as Ollama does. Used for a
+// request's options and for the parameters /api/create stored with a model.
+void apply_options(const json& options, CompletionRequest& r);
+// Structured output: any JSON object (schema nullptr), or a value matching the JSON schema.
+// HttpError 400 names what a schema asks that the grammar cannot enforce.
+void set_json_format(CompletionRequest& r, const json* schema);
+// What /api/create stored for the requested model; empty for an unknown or invalid name (the
+// lease answers 404 or 400 for those).
+ModelSettings stored_settings(const ModelRegistry& registry, const std::string& requested);
+// The model's stored system message leads a conversation that has none of its own.
+void add_default_system(const ModelSettings& settings, std::vector<ChatMessage>& messages);
 
 // Tool calls found in a model's answer: Hermes/Qwen "<tool_call>{json}</tool_call>" blocks, or
 // an answer that is one JSON call (Llama 3.1: {"name", "parameters"}). content keeps the text
@@ -41,6 +55,22 @@ struct ToolCalls {
   std::string content;
 };
 ToolCalls parse_tool_calls(const std::string& text);
+
+// Streams an answer that may hold tool calls: text that cannot belong to a call passes through
+// as it comes; what may be a call (an answer opening with '{', '[' or <|python_tag|>, or
+// anything from a "<tool_call>" on) is held until the answer ends and then parsed.
+class ToolCallStream {
+ public:
+  // Takes the next piece of the answer; returns the text that may be sent now (maybe empty).
+  std::string push(const std::string& piece);
+  // At the end of the answer: the calls, and the content not yet returned by push().
+  ToolCalls finish() const;
+
+ private:
+  std::string text_;
+  size_t sent_ = 0;       // text_[0, sent_) was returned by push()
+  bool holding_ = false;  // everything from sent_ on is held until finish()
+};
 
 // The tokens a request evaluates, checked against the context before anything is streamed.
 struct PreparedPrompt {

@@ -1,5 +1,7 @@
 #include "server/metrics.h"
 
+#include "server/tier_report.h"
+
 #include <cstdio>
 
 namespace strata::server {
@@ -84,6 +86,9 @@ std::string Metrics::render(const ModelRegistry& registry) const {
   family(out, "strata_loaded_model_bytes", "gauge", "Memory of each loaded model (file and sessions).");
   for (const auto& m : loaded)
     out += "strata_loaded_model_bytes{model=\"" + m.name + "\"} " + std::to_string(m.size_bytes) + "\n";
+  std::vector<std::pair<std::string, tier::TierStats>> tiers;
+  for (const auto& m : loaded) tiers.emplace_back(m.name, m.tier);
+  out += tier_metrics(tiers);
   return out;
 }
 

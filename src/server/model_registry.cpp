@@ -8,6 +8,7 @@
 
 #include "server/errors.h"
 #include "server/model_settings.h"
+#include "server/sha256.h"
 #include "util/error.h"
 
 namespace strata::server {
@@ -63,6 +64,10 @@ Session& LoadedModel::session_for(int n_ctx, int n_threads) {
   if (!session_ || session_->n_ctx() != p.n_ctx || !same_threads) {
     session_.reset();  // free the old KV cache before allocating the new one
     session_ = std::make_unique<Session>(*model, p);
+    if (tiering) {
+      session_->set_ffn_source(tiering->ffn_source());
+      session_->set_expert_source(tiering->expert_source());
+    }
   }
   return *session_;
 }
@@ -74,6 +79,10 @@ Session& LoadedModel::embed_session(int n_threads) {
   if (!embed_session_ || (p.n_threads > 0 && embed_session_->n_threads() != p.n_threads)) {
     embed_session_.reset();
     embed_session_ = std::make_unique<Session>(*model, p);
+    if (tiering) {
+      embed_session_->set_ffn_source(tiering->ffn_source());
+      embed_session_->set_expert_source(tiering->expert_source());
+    }
   }
   return *embed_session_;
 }
@@ -85,6 +94,7 @@ ModelLease::~ModelLease() { registry_.release(*model_, keep_alive_s_); }
 // --- ModelRegistry
 
 ModelRegistry::ModelRegistry(RegistryOptions options) : options_(std::move(options)) {
+  budget_bytes_ = options_.budget_bytes > 0 ? options_.budget_bytes : tier::detect_memory_budget();
   reaper_ = std::thread([this] { reap_loop(); });
 }
 
@@ -146,6 +156,17 @@ std::shared_ptr<const gguf::File> ModelRegistry::metadata(const ModelEntry& entr
   return file;
 }
 
+std::string ModelRegistry::digest(const ModelEntry& entry) {
+  std::lock_guard<std::mutex> lock(digest_mutex_);
+  auto it = digests_.find(entry.path);
+  if (it != digests_.end() && it->second.size_bytes == entry.size_bytes &&
+      it->second.modified_unix == entry.modified_unix)
+    return it->second.sha256;
+  const std::string hex = sha256_file(entry.path);
+  digests_[entry.path] = CachedDigest{entry.size_bytes, entry.modified_unix, hex};
+  return hex;
+}
+
 std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, std::optional<double> keep_alive_s) {
   const ModelEntry entry = resolve(requested);
   auto admit = [&](const std::shared_ptr<LoadedModel>& m, double load_seconds) {
@@ -180,13 +201,51 @@ std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, s
   } catch (const std::exception& e) {
     throw HttpError(500, "failed to load model \"" + requested + "\": " + e.what());
   }
+  try {
+    tier::TieringOptions t;
+    t.n_ctx = m->effective_n_ctx(0);
+    t.n_batch = m->defaults.n_batch;
+    const ModelConfig& c = m->model->config();
+    t.budget_bytes = make_room(m->model->file().file_size() + tier::kv_cache_bytes(c, t.n_ctx) +
+                               tier::scratch_bytes(c, t.n_ctx, t.n_batch));
+    m->tiering = std::make_unique<tier::Tiering>(*m->model, t);
+  } catch (const std::exception& e) {
+    throw HttpError(500, "cannot load model \"" + requested + "\" within the memory budget: " + e.what());
+  }
   m->load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::fprintf(stderr, "loaded %s in %.2f s (chat format: %s%s)\n", entry.path.c_str(), m->load_seconds,
+  std::fprintf(stderr, "loaded %s in %.2f s (chat format: %s%s)\n%s\n", entry.path.c_str(), m->load_seconds,
                m->prompt_format->name().c_str(),
-               m->prompt_format->fallback_reason().empty() ? "" : ("; " + m->prompt_format->fallback_reason()).c_str());
+               m->prompt_format->fallback_reason().empty() ? "" : ("; " + m->prompt_format->fallback_reason()).c_str(),
+               m->tiering->summary().c_str());
   std::lock_guard<std::mutex> lock(mutex_);
   models_[entry.name] = m;
   return admit(m, m->load_seconds);
+}
+
+uint64_t ModelRegistry::make_room(uint64_t need) {
+  std::vector<std::shared_ptr<LoadedModel>> unloaded;  // freed after the lock is released
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto used = [&] {
+    uint64_t n = 0;
+    for (const auto& [name, m] : models_) n += m->tiering ? m->tiering->planned_bytes() : 0;
+    return n;
+  };
+  while (used() + need > budget_bytes_) {
+    // The idle model whose keep-alive ends first goes first.
+    auto victim = models_.end();
+    for (auto it = models_.begin(); it != models_.end(); ++it)
+      if (it->second->n_active_ == 0 &&
+          (victim == models_.end() || (victim->second->keep_forever_ && !it->second->keep_forever_) ||
+           (victim->second->keep_forever_ == it->second->keep_forever_ &&
+            it->second->expires_at_ < victim->second->expires_at_)))
+        victim = it;
+    if (victim == models_.end()) break;
+    std::fprintf(stderr, "unloading %s to make room\n", victim->first.c_str());
+    unloaded.push_back(victim->second);
+    models_.erase(victim);
+  }
+  const uint64_t in_use = used();
+  return budget_bytes_ > in_use ? budget_bytes_ - in_use : 0;
 }
 
 bool ModelRegistry::unload(const std::string& requested) {
@@ -228,6 +287,10 @@ std::vector<LoadedInfo> ModelRegistry::loaded() const {
     const ModelConfig& c = m->model->config();
     info.size_bytes += uint64_t(c.n_layer) * uint64_t(info.n_ctx) * uint64_t(c.n_head_kv) *
                        uint64_t(c.head_dim_k + c.head_dim_v) * 2;  // f16
+    if (m->tiering) {
+      info.tier = m->tiering->stats();
+      if (info.tier.streaming) info.size_bytes = info.tier.planned_bytes;  // not the file: it does not all fit
+    }
     if (!m->keep_forever_)
       info.expires_at =
           wall_now + std::chrono::duration_cast<std::chrono::system_clock::duration>(m->expires_at_ - now);

@@ -15,6 +15,7 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "runtime/session.h"
+#include "tier/tiering.h"
 #include "server/prompt.h"
 #include "tokenizer/tokenizer.h"
 
@@ -26,6 +27,11 @@ struct RegistryOptions {
   SessionParams session;     // defaults for sessions: n_ctx, n_batch, n_threads
   int max_queue = 32;        // requests per model running or waiting; more get 503
   double keep_alive_s = -1;  // how long a model stays loaded after a request; < 0: forever
+  // Memory for all loaded models together (weights, KV cache, scratch, streaming pools); 0: what
+  // the machine or its cgroup has available when the server starts, less a margin. A model that
+  // does not fit what is left streams its weights from the SSD (tier/); idle models are unloaded
+  // first when that makes room.
+  uint64_t budget_bytes = 0;
 };
 
 // A model file on disk.
@@ -45,6 +51,8 @@ class LoadedModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<PromptFormat> prompt_format;
+  // Where the weights live under the budget; sessions are connected to its streamers.
+  std::unique_ptr<tier::Tiering> tiering;
   double load_seconds = 0;
 
   // One generation at a time: a Session is one KV cache and is not thread-safe. Callers hold
@@ -101,6 +109,7 @@ struct LoadedInfo {
   uint64_t size_bytes = 0;  // file + session memory
   int n_ctx = 0;
   std::optional<std::chrono::system_clock::time_point> expires_at;  // nullopt: never
+  tier::TierStats tier;  // placement and streaming statistics
 };
 
 class ModelRegistry {
@@ -119,6 +128,8 @@ class ModelRegistry {
   std::string path_for(const std::string& requested) const;
   // The file's metadata (opened once per file version; shared with a loaded model).
   std::shared_ptr<const gguf::File> metadata(const ModelEntry& entry);
+  // The file's SHA-256 (hex), computed once per file version (path, size, modification time).
+  std::string digest(const ModelEntry& entry);
 
   // Loads the model if needed and admits one request to it: HttpError 404 (unknown), 500 (load
   // failed), 503 (max_queue requests already hold it).
@@ -131,8 +142,12 @@ class ModelRegistry {
   friend class ModelLease;
   void release(LoadedModel& model, std::optional<double> keep_alive_s);
   void reap_loop();
+  // With load_mutex_ held: unloads idle models until `need` bytes are free (or none is idle);
+  // returns the budget left for a new model.
+  uint64_t make_room(uint64_t need);
 
   RegistryOptions options_;
+  uint64_t budget_bytes_ = 0;  // options_.budget_bytes, or detected at start
   mutable std::mutex mutex_;  // guards models_, files_ and LoadedModel's keep-alive fields
   std::mutex load_mutex_;     // one load at a time, so two requests never load the same model twice
   std::map<std::string, std::shared_ptr<LoadedModel>> models_;
@@ -142,6 +157,13 @@ class ModelRegistry {
     std::shared_ptr<const gguf::File> file;
   };
   std::map<std::string, CachedFile> files_;  // by path
+  struct CachedDigest {
+    uint64_t size_bytes;
+    int64_t modified_unix;
+    std::string sha256;
+  };
+  std::mutex digest_mutex_;                      // held while hashing, so a file is hashed once however many ask
+  std::map<std::string, CachedDigest> digests_;  // by path
   std::condition_variable reap_cv_;
   bool stopping_ = false;
   std::thread reaper_;

@@ -8,7 +8,7 @@
 namespace strata::server {
 
 struct ModelSettings {
-  std::string template_text;         // stored and shown by /api/show; the GGUF's own template still renders
+  std::string template_text;         // a Jinja chat template that replaces the GGUF's own (see PromptFormat)
   std::string system;                // the default system message
   json parameters = json::object();  // default "options" (num_ctx, temperature, stop, ...)
 

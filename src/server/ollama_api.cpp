@@ -9,6 +9,7 @@
 #include "server/http_util.h"
 #include "server/model_settings.h"
 #include "server/prompt.h"
+#include "server/tier_report.h"
 
 namespace strata::server {
 
@@ -33,29 +34,6 @@ GenerateParams default_generate_params() {
   p.sampling.repeat_penalty = 1.1f;
   p.sampling.repeat_last_n = 64;
   return p;
-}
-
-// "options": the model parameters a request may set. Unknown options are ignored, as Ollama does.
-void apply_options(const json* options, CompletionRequest& r) {
-  if (!options) return;
-  const json& o = *options;
-  SamplerParams& s = r.gen.sampling;
-  if (auto v = field_int(o, "num_ctx")) r.n_ctx = int(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 24)));
-  if (auto v = field_int(o, "num_predict"))
-    r.gen.n_predict = int(std::max<int64_t>(-2, std::min<int64_t>(*v, 1 << 30)));
-  if (r.gen.n_predict == -2) r.gen.n_predict = -1;  // -2 "fill the context" is -1 here
-  if (auto v = field_number(o, "temperature")) s.temperature = float(*v);
-  if (auto v = field_int(o, "top_k")) s.top_k = int32_t(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 30)));
-  if (auto v = field_number(o, "top_p")) s.top_p = float(*v);
-  if (auto v = field_number(o, "min_p")) s.min_p = float(*v);
-  if (auto v = field_number(o, "repeat_penalty")) s.repeat_penalty = float(*v);
-  if (auto v = field_int(o, "repeat_last_n"))
-    s.repeat_last_n = int32_t(std::max<int64_t>(-1, std::min<int64_t>(*v, 1 << 30)));
-  if (auto v = field_number(o, "presence_penalty")) s.presence_penalty = float(*v);
-  if (auto v = field_number(o, "frequency_penalty")) s.frequency_penalty = float(*v);
-  if (auto v = field_int(o, "seed")) s.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
-  if (auto v = field_strings(o, "stop")) r.gen.stop = *v;
-  if (auto v = field_int(o, "num_thread")) r.n_threads = int(std::max<int64_t>(0, std::min<int64_t>(*v, 1024)));
 }
 
 // keep_alive: a number of seconds or a Go duration ("5m", "1h30m", "0", "-1"); negative: forever.
@@ -131,12 +109,11 @@ void parse_format(const json& body, CompletionRequest& r) {
     const std::string f = format->get<std::string>();
     if (f.empty()) return;
     if (f != "json") throw bad_request("invalid format \"" + f + "\": use \"json\" or a JSON schema");
-    r.json_output = true;
+    set_json_format(r, nullptr);
     return;
   }
   if (!format->is_object()) throw bad_request("field \"format\" must be \"json\" or a JSON schema object");
-  r.json_output = true;
-  r.json_schema = *format;
+  set_json_format(r, &*format);
 }
 
 void refuse_unsupported(const json& body) {
@@ -148,15 +125,6 @@ void refuse_unsupported(const json& body) {
   if (auto s = field_string(body, "suffix"); s && !s->empty()) throw bad_request("this model does not support insert");
 }
 
-// What /api/create stored for the requested model (empty for an unknown one: the lease says 404).
-ModelSettings settings_for(ModelRegistry& registry, const json& body) {
-  try {
-    return load_settings(registry.resolve(required_model(body)).path);
-  } catch (const HttpError&) {
-    return {};
-  }
-}
-
 // The model's stored parameters are defaults that the request's options override.
 CompletionRequest parse_common(const json& body, const ModelSettings& settings) {
   CompletionRequest r;
@@ -164,8 +132,8 @@ CompletionRequest parse_common(const json& body, const ModelSettings& settings) 
   r.gen = default_generate_params();
   r.stream = field_bool(body, "stream").value_or(true);
   r.keep_alive_s = parse_keep_alive(body);
-  apply_options(&settings.parameters, r);
-  apply_options(field_object(body, "options"), r);
+  apply_options(settings.parameters, r);
+  if (const json* options = field_object(body, "options")) apply_options(*options, r);
   refuse_unsupported(body);
   parse_format(body, r);
   return r;
@@ -199,10 +167,7 @@ CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
       refuse_images(m);
       r.messages.push_back(std::move(msg));
     }
-  const bool has_system =
-      std::any_of(r.messages.begin(), r.messages.end(), [](const ChatMessage& m) { return m.role == "system"; });
-  if (!settings.system.empty() && !has_system && !r.messages.empty())
-    r.messages.insert(r.messages.begin(), ChatMessage{"system", settings.system});
+  add_default_system(settings, r.messages);
   return r;
 }
 
@@ -256,28 +221,36 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Re
               Clock::time_point started) {
   const auto lease = registry.lease(req.model, req.keep_alive_s);
   const PreparedPrompt prompt = prepare_prompt(lease->model(), req);
-  if (!req.stream || !req.tools.is_null()) {
-    // With tools the answer is parsed whole; a stream gets it as one chunk before the last.
+  const bool tools = !req.tools.is_null();
+  if (!req.stream) {
     const CompletionResult r = run_completion(*lease, req, prompt, started, [](const std::string&) { return true; });
     json last = final_chunk(req, r.gen.text, r);
-    if (!req.tools.is_null()) {
+    if (tools) {
       const ToolCalls calls = parse_tool_calls(r.gen.text);
       last["message"]["content"] = calls.content;
       if (!calls.calls.empty()) last["message"]["tool_calls"] = calls.calls;
     }
-    if (!req.stream) return send_json(res, last);
-    json first = chunk(req, "", false);
-    first["message"] = last["message"];
-    last["message"] = {{"role", "assistant"}, {"content", ""}};
-    res.set_content(dump(first) + "\n" + dump(last) + "\n", kNdjson);
-    return;
+    return send_json(res, last);
   }
-  send_stream(res, kNdjson, [lease, req, prompt, started](const Emit& emit) {
+  // With tools, content streams as it comes and the calls arrive in one chunk before the last.
+  send_stream(res, kNdjson, [lease, req, prompt, started, tools](const Emit& emit) {
     try {
+      ToolCallStream calls;
       const CompletionResult r = run_completion(*lease, req, prompt, started, [&](const std::string& text) {
-        return emit(dump(chunk(req, text, false)) + "\n");
+        if (!tools) return emit(dump(chunk(req, text, false)) + "\n");
+        const std::string out = calls.push(text);
+        return out.empty() || emit(dump(chunk(req, out, false)) + "\n");
       });
-      if (!r.cancelled) emit(dump(final_chunk(req, "", r)) + "\n");
+      if (r.cancelled) return;
+      if (tools) {
+        const ToolCalls found = calls.finish();
+        if (!found.content.empty() || !found.calls.empty()) {
+          json j = chunk(req, found.content, false);
+          if (!found.calls.empty()) j["message"]["tool_calls"] = found.calls;
+          if (!emit(dump(j) + "\n")) return;
+        }
+      }
+      emit(dump(final_chunk(req, "", r)) + "\n");
     } catch (const std::exception& e) {
       emit(error_body(ErrorStyle::ollama, 500, e.what()) + "\n");
     }
@@ -332,22 +305,6 @@ json details(const gguf::File& f) {
           {"quantization_level", ft && ft->is_integer() ? file_type_name(ft->as_int()) : "unknown"}};
 }
 
-// Not the file's sha256 (hashing gigabytes per listing is too slow): a stable 64-hex-digit tag
-// of its path, size and modification time, which changes whenever the file does.
-std::string digest(const ModelEntry& e) {
-  std::string out;
-  uint64_t h = 1469598103934665603ull;
-  const std::string key = e.path + "\n" + std::to_string(e.size_bytes) + "\n" + std::to_string(e.modified_unix);
-  for (int round = 0; round < 4; ++round) {
-    for (char c : key) h = (h ^ uint8_t(c)) * 1099511628211ull;
-    h = (h ^ uint64_t(round)) * 1099511628211ull;
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
-    out += buf;
-  }
-  return out;
-}
-
 json metadata_value(const gguf::Value& v, bool verbose) {
   using VT = gguf::ValueType;
   switch (v.type) {
@@ -385,9 +342,10 @@ json tag_entry(ModelRegistry& registry, const ModelEntry& e) {
   json j = {{"name", e.name + (e.name.find(':') == std::string::npos ? ":latest" : "")},
             {"modified_at", rfc3339(SysClock::from_time_t(std::time_t(e.modified_unix)))},
             {"size", e.size_bytes},
-            {"digest", digest(e)}};
+            {"digest", ""}};
   j["model"] = j["name"];
   try {
+    j["digest"] = registry.digest(e);
     j["details"] = details(*registry.metadata(e));
   } catch (const std::exception&) {
     j["details"] = {{"format", "gguf"}};  // unreadable file: still listed, loading it will say why
@@ -436,8 +394,10 @@ void handle_ps(ModelRegistry& registry, httplib::Response& res) {
   for (const LoadedInfo& m : registry.loaded()) {
     ModelEntry e{m.name, m.path, 0, 0};
     std::shared_ptr<const gguf::File> file;
+    std::string digest;
     try {
       e = registry.resolve(m.name);
+      digest = registry.digest(e);
       file = registry.metadata(e);
     } catch (const std::exception&) {
       // the file changed or went away since it was loaded; describe what is in memory
@@ -447,11 +407,12 @@ void handle_ps(ModelRegistry& registry, httplib::Response& res) {
     json j = {{"name", m.name + ":latest"},
               {"model", m.name + ":latest"},
               {"size", m.size_bytes},
-              {"digest", digest(e)},
+              {"digest", digest},
               {"details", file ? details(*file) : json{{"format", "gguf"}}},
               {"expires_at", rfc3339(expires)},
               {"size_vram", 0},
-              {"context_length", m.n_ctx}};
+              {"context_length", m.n_ctx},
+              {"strata", tier_json(m.tier)}};  // tiered weights; Ollama clients ignore the field
     models.push_back(j);
   }
   send_json(res, {{"models", models}});
@@ -480,14 +441,14 @@ void add_ollama_routes(httplib::Server& http, ModelRegistry& registry) {
   http.Post("/api/generate", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
               const auto started = Clock::now();
               const json body = parse_body(req.body);
-              const CompletionRequest r = parse_generate(body, settings_for(registry, body));
+              const CompletionRequest r = parse_generate(body, stored_settings(registry, required_model(body)));
               if (r.prompt.empty() && r.context.empty()) return load_only(registry, r, res);
               complete(registry, r, res, started);
             }));
   http.Post("/api/chat", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
               const auto started = Clock::now();
               const json body = parse_body(req.body);
-              const CompletionRequest r = parse_chat(body, settings_for(registry, body));
+              const CompletionRequest r = parse_chat(body, stored_settings(registry, required_model(body)));
               if (r.messages.empty()) return load_only(registry, r, res);
               complete(registry, r, res, started);
             }));

@@ -22,8 +22,9 @@ std::string make_id(const char* prefix) {
 }
 
 // Sampling as Ollama's OpenAI layer sets it: temperature and top_p default to 1 (OpenAI's
-// defaults); the rest keep Ollama's.
-CompletionRequest parse_common(const json& body) {
+// defaults); the rest keep Ollama's. The parameters /api/create stored with the model override
+// those defaults, and the request's own fields override both.
+CompletionRequest parse_common(const json& body, const ModelSettings& settings) {
   CompletionRequest r;
   auto model = field_string(body, "model");
   if (!model || model->empty()) throw bad_request("model is required");
@@ -36,6 +37,7 @@ CompletionRequest parse_common(const json& body) {
   g.sampling.top_k = 40;
   g.sampling.min_p = 0.0f;
   g.sampling.repeat_penalty = 1.1f;
+  apply_options(settings.parameters, r);
   if (auto v = field_int(body, "max_completion_tokens"))
     g.n_predict = int(std::clamp<int64_t>(*v, 0, 1 << 30));
   else if (auto v = field_int(body, "max_tokens"))
@@ -52,13 +54,12 @@ CompletionRequest parse_common(const json& body) {
   if (const json* format = field_object(body, "response_format")) {
     const std::string type = field_string(*format, "type").value_or("text");
     if (type == "json_object") {
-      r.json_output = true;
+      set_json_format(r, nullptr);
     } else if (type == "json_schema") {
       const json* spec = field_object(*format, "json_schema");
       const json* schema = spec ? field_object(*spec, "schema") : nullptr;
       if (!schema) throw bad_request("response_format json_schema needs json_schema.schema");
-      r.json_output = true;
-      r.json_schema = *schema;
+      set_json_format(r, schema);
     } else if (type != "text") {
       throw bad_request("response_format type must be text, json_object or json_schema");
     }
@@ -82,8 +83,8 @@ std::string message_content(const json& m) {
   return text;
 }
 
-CompletionRequest parse_chat(const json& body) {
-  CompletionRequest r = parse_common(body);
+CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
+  CompletionRequest r = parse_common(body, settings);
   r.chat = true;
   const json* messages = field_array(body, "messages");
   if (!messages || messages->empty()) throw bad_request("messages is required");
@@ -94,11 +95,12 @@ CompletionRequest parse_chat(const json& body) {
     if (msg.role == "developer") msg.role = "system";
     r.messages.push_back(std::move(msg));
   }
+  add_default_system(settings, r.messages);
   return r;
 }
 
-CompletionRequest parse_completion(const json& body) {
-  CompletionRequest r = parse_common(body);
+CompletionRequest parse_completion(const json& body, const ModelSettings& settings) {
+  CompletionRequest r = parse_common(body, settings);
   if (!r.tools.is_null()) throw bad_request("tools are only supported on /v1/chat/completions");
   r.raw = true;  // /v1/completions continues the text as given
   auto it = body.find("prompt");
@@ -136,6 +138,19 @@ json choice_delta(const CompletionRequest& req, const std::string& text, const c
   return c;
 }
 
+// OpenAI's tool_calls: arguments as a JSON string, each call with an id and its index.
+json openai_tool_calls(const json& calls) {
+  json list = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const json& f = calls[i]["function"];
+    list.push_back({{"index", i},
+                    {"id", make_id("call_")},
+                    {"type", "function"},
+                    {"function", {{"name", f["name"]}, {"arguments", dump(f["arguments"])}}}});
+  }
+  return list;
+}
+
 void complete(ModelRegistry& registry, const CompletionRequest& req, bool include_usage, httplib::Response& res) {
   const auto started = Clock::now();
   const auto lease = registry.lease(req.model, std::nullopt);
@@ -143,42 +158,18 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
   const std::string id = make_id(req.chat ? "chatcmpl-" : "cmpl-");
   const int64_t created = unix_seconds(SysClock::now());
   const char* object = req.chat ? "chat.completion.chunk" : "text_completion";
-  if (!req.stream || !req.tools.is_null()) {
-    // With tools the answer is parsed whole; a stream gets it as one delta.
+  const bool tools = !req.tools.is_null();
+  if (!req.stream) {
     const CompletionResult r = run_completion(*lease, req, prompt, started, [](const std::string&) { return true; });
     json choice = {{"index", 0}, {"finish_reason", finish_reason(r)}};
     json message = {{"role", "assistant"}, {"content", r.gen.text}};
-    if (!req.tools.is_null()) {
+    if (tools) {
       const ToolCalls calls = parse_tool_calls(r.gen.text);
       message["content"] = calls.content;
       if (!calls.calls.empty()) {
-        json list = json::array();
-        for (size_t i = 0; i < calls.calls.size(); ++i) {
-          const json& f = calls.calls[i]["function"];
-          list.push_back({{"index", i},
-                          {"id", make_id("call_")},
-                          {"type", "function"},
-                          {"function", {{"name", f["name"]}, {"arguments", dump(f["arguments"])}}}});
-        }
-        message["tool_calls"] = list;
+        message["tool_calls"] = openai_tool_calls(calls.calls);
         choice["finish_reason"] = "tool_calls";
       }
-    }
-    if (req.stream) {
-      json delta = envelope(id, object, req.model, created);
-      delta["choices"] = json::array({{{"index", 0}, {"delta", message}, {"finish_reason", nullptr}}});
-      json last = envelope(id, object, req.model, created);
-      last["choices"] =
-          json::array({{{"index", 0}, {"delta", json::object()}, {"finish_reason", choice["finish_reason"]}}});
-      std::string body = "data: " + dump(delta) + "\n\ndata: " + dump(last) + "\n\n";
-      if (include_usage) {
-        json u = envelope(id, object, req.model, created);
-        u["choices"] = json::array();
-        u["usage"] = usage(r);
-        body += "data: " + dump(u) + "\n\n";
-      }
-      res.set_content(body + "data: [DONE]\n\n", kEventStream);
-      return;
     }
     json j = envelope(id, req.chat ? "chat.completion" : "text_completion", req.model, created);
     if (req.chat)
@@ -190,17 +181,35 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
     send_json(res, j);
     return;
   }
+  // With tools, content streams as it comes and the calls arrive in one delta before the last.
   send_stream(res, kEventStream, [=](const Emit& emit) {
     auto event = [&](const json& j) { return emit("data: " + dump(j) + "\n\n"); };
     try {
+      ToolCallStream calls;
       const CompletionResult r = run_completion(*lease, req, prompt, started, [&](const std::string& text) {
+        const std::string out = tools ? calls.push(text) : text;
+        if (tools && out.empty()) return true;
         json j = envelope(id, object, req.model, created);
-        j["choices"] = json::array({choice_delta(req, text, nullptr)});
+        j["choices"] = json::array({choice_delta(req, out, nullptr)});
         return event(j);
       });
       if (r.cancelled) return;
+      const char* finish = finish_reason(r);
+      if (tools) {
+        const ToolCalls found = calls.finish();
+        if (!found.content.empty() || !found.calls.empty()) {
+          json j = envelope(id, object, req.model, created);
+          json delta = {{"role", "assistant"}, {"content", found.content}};
+          if (!found.calls.empty()) {
+            delta["tool_calls"] = openai_tool_calls(found.calls);
+            finish = "tool_calls";
+          }
+          j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", nullptr}}});
+          if (!event(j)) return;
+        }
+      }
       json last = envelope(id, object, req.model, created);
-      last["choices"] = json::array({choice_delta(req, "", finish_reason(r))});
+      last["choices"] = json::array({choice_delta(req, "", finish)});
       event(last);
       if (include_usage) {
         json u = envelope(id, object, req.model, created);
@@ -220,6 +229,11 @@ bool include_usage(const json& body) {
   return opts && field_bool(*opts, "include_usage").value_or(false);
 }
 
+ModelSettings settings_of(const ModelRegistry& registry, const json& body) {
+  const auto model = field_string(body, "model");
+  return model && !model->empty() ? stored_settings(registry, *model) : ModelSettings{};
+}
+
 json model_object(const ModelEntry& e) {
   return {{"id", e.name + (e.name.find(':') == std::string::npos ? ":latest" : "")},
           {"object", "model"},
@@ -233,11 +247,11 @@ void add_openai_routes(httplib::Server& http, ModelRegistry& registry) {
   constexpr ErrorStyle style = ErrorStyle::openai;
   http.Post("/v1/chat/completions", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
               const json body = parse_body(req.body);
-              complete(registry, parse_chat(body), include_usage(body), res);
+              complete(registry, parse_chat(body, settings_of(registry, body)), include_usage(body), res);
             }));
   http.Post("/v1/completions", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
               const json body = parse_body(req.body);
-              complete(registry, parse_completion(body), include_usage(body), res);
+              complete(registry, parse_completion(body, settings_of(registry, body)), include_usage(body), res);
             }));
   http.Get("/v1/models", guarded(style, [&registry](const httplib::Request&, httplib::Response& res) {
              json data = json::array();

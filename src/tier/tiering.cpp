@@ -91,7 +91,7 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
   if (plan_.n_expert_units > plan_.n_expert_resident) {
     ExpertStreamerOptions eo;
     eo.pinned = pinned_experts(plan_, size_t(plan_.n_expert_resident));
-    eo.n_pool_slots = std::max(1, plan_.n_expert_slots);
+    eo.n_pool_slots = n_pool_slots_ = std::max(1, plan_.n_expert_slots);
     eo.stats_path = routing_path;
     experts_ = std::make_unique<ExpertStreamer>(model, std::move(eo));
     reviser_ = std::make_unique<Reviser>(*this);
@@ -112,14 +112,18 @@ ExpertSource* Tiering::expert_source() { return reviser_.get(); }
 void Tiering::revise_now() {
   const RoutingStats& routing = experts_->routing();
   revised_at_ = routing.tokens_seen();
-  const size_t n_pinned = size_t(experts_->stats().slots - std::max(1, plan_.n_expert_slots));
+  const size_t n_pinned = size_t(experts_->stats().slots - n_pool_slots_);
   // The predictor's measured recall replaces the planner's assumption of none.
   const ExpertStats e = experts_->stats();
   Plan base = plan_;
   if (e.prefetch_hits + e.misses > 0)
     base.inputs.expert_prefetch_recall = double(e.prefetch_hits) / double(e.prefetch_hits + e.misses);
-  plan_ = revise(base, routing.frequencies());
-  experts_->repin(pinned_experts(plan_, n_pinned));
+  Plan revised = revise(base, routing.frequencies());
+  experts_->repin(pinned_experts(revised, n_pinned));
+  {
+    std::lock_guard<std::mutex> lock(plan_mutex_);
+    plan_ = std::move(revised);
+  }
   try {
     experts_->save_stats();
   } catch (const std::exception&) {
@@ -127,13 +131,20 @@ void Tiering::revise_now() {
   }
 }
 
+uint64_t Tiering::planned_bytes() const {
+  std::lock_guard<std::mutex> lock(plan_mutex_);
+  return plan_.used_bytes;
+}
+
 TierStats Tiering::stats() const {
   TierStats s;
+  std::unique_lock<std::mutex> lock(plan_mutex_);
   s.streaming = streaming();
   s.budget_bytes = plan_.inputs.budget_bytes;
   s.planned_bytes = plan_.used_bytes;
   s.resident_weight_bytes = plan_.resident_weight_bytes;
   s.predicted_tok_s = plan_.tokens_per_second;
+  lock.unlock();
   if (dense_) {
     s.has_dense = true;
     s.dense = dense_->stats();
@@ -170,7 +181,7 @@ std::string Tiering::describe_stats(const TierStats& s, int n_forward, double se
   if (s.has_dense) {
     const StreamStats& d = s.dense;
     out += "dense FFN: " + std::to_string(d.layer_loads) + " blocks read, " + mb(double(d.bytes_read)) + " (" +
-           mb(double(d.bytes_read) * per) + " per forward pass); read ahead in time " + std::to_string(d.ready_hits) +
+           mb(double(d.bytes_read) * per) + " per token); read ahead in time " + std::to_string(d.ready_hits) +
            "/" + std::to_string(d.acquires) + " (" + pct(double(d.ready_hits), double(d.acquires)) + ")\n";
   }
   if (s.has_experts) {
@@ -189,7 +200,7 @@ std::string Tiering::describe_stats(const TierStats& s, int n_forward, double se
   }
   const double streamed = double(s.bytes_read() - s.experts.preload_bytes);
   char buf[256];
-  std::snprintf(buf, sizeof buf, "SSD: %s per forward pass (%s in all, %s); I/O wait %.2f s of %.2f s (compute %.2f s)\n",
+  std::snprintf(buf, sizeof buf, "SSD: %s per token (%s in all, %s); I/O wait %.2f s of %.2f s (compute %.2f s)\n",
                 mb(streamed * per).c_str(), mb(streamed).c_str(),
                 (dense_ ? dense_->direct_io() : experts_->direct_io()) ? "O_DIRECT" : "buffered", s.io_wait_seconds(),
                 seconds, std::max(0.0, seconds - s.io_wait_seconds()));

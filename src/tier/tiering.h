@@ -4,6 +4,7 @@
 // a session runs exactly as without tiering. One Tiering serves one forward pass at a time.
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "model/model.h"
@@ -45,8 +46,11 @@ class Tiering {
   FfnSource* ffn_source() { return dense_.get(); }
   ExpertSource* expert_source();
   bool streaming() const { return dense_ || experts_; }
+  // The plan as it stands; a revision may replace it during a forward pass, so only the thread
+  // that runs the model reads it. Other threads use stats() and planned_bytes().
   const Plan& plan() const { return plan_; }
-  TierStats stats() const;
+  uint64_t planned_bytes() const;
+  TierStats stats() const;  // safe from any thread
   // One line for a person: what streams and the predicted speed.
   std::string summary() const;
   // Several lines: bytes per token, hit rates, prefetch precision/recall, I/O wait, pool use.
@@ -58,11 +62,13 @@ class Tiering {
 
   const Model& model_;
   TieringOptions options_;
+  mutable std::mutex plan_mutex_;  // guards plan_ against readers on other threads
   Plan plan_;
   std::unique_ptr<DenseFfnStreamer> dense_;
   std::unique_ptr<ExpertStreamer> experts_;
   std::unique_ptr<ExpertSource> reviser_;  // wraps experts_: counts tokens, revises the plan
-  uint64_t revised_at_ = 0;  // routing tokens seen at the last revision
+  uint64_t revised_at_ = 0;
+  int n_pool_slots_ = 0;      // expert slots beyond the pinned ones, fixed at construction  // routing tokens seen at the last revision
 };
 
 }  // namespace strata::tier

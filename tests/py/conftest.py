@@ -1,4 +1,5 @@
-"""Shared helpers for the pytest layer: the built binary, the fixtures, the cached real models.
+"""Shared helpers for the pytest layer: the built binary, the fixtures, the cached real models,
+and the `server`, `client` and `oai` fixtures of the server tests (tests/py/test_server_*.py).
 
 Environment (set by CTest): STRATA_BIN (the strata binary), STRATA_FIXTURES (tests/fixtures);
 models come from STRATA_MODELS, else $STRATA_CACHE/models, else ~/.cache/strata/models, as the
@@ -62,3 +63,29 @@ def run_strata(*args, check=True, timeout=300):
         raise AssertionError(f"strata {' '.join(map(str, args))} exited {proc.returncode}:\n"
                              f"{proc.stderr.decode(errors='replace')}")
     return proc
+
+
+# --- the server tests' fixtures: one `strata serve` per test module, on SmolLM2 as "smollm2"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import server_harness as harness
+
+    folder = harness.models_folder(str(tmp_path_factory.mktemp("strata-serve-models")))
+    srv = harness.Server(folder)
+    srv.folder = folder
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    ollama = pytest.importorskip("ollama")
+    return ollama.Client(host=server.url, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def oai(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=120, max_retries=0)

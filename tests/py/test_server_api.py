@@ -2,6 +2,7 @@
 
 One server for the module (started once, killed at the end); a second, short-lived one checks
 OLLAMA_HOST and the per-model queue bound. Generations are greedy and short (num_predict <= 24).
+The `server`, `client` and `oai` fixtures come from conftest.py.
 """
 import http.client
 import json
@@ -17,24 +18,6 @@ openai = pytest.importorskip("openai")
 
 MODEL = harness.MODEL
 GREEDY = {"temperature": 0, "num_predict": 16}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = harness.models_folder(str(tmp_path_factory.mktemp("strata-serve-models")))
-    srv = harness.Server(folder)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return ollama.Client(host=server.url, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def oai(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=60, max_retries=0)
 
 
 def ndjson(body):

@@ -1,6 +1,7 @@
 """`strata serve` beyond generation, on SmolLM2 with the official clients: embeddings, structured
 output (format json / JSON schema, OpenAI response_format), model management (create, copy,
-delete, pull), /metrics, and the `strata list` / `strata ps` commands.
+delete, pull), /metrics, and the `strata list` / `strata ps` commands. The `server`, `client` and
+`oai` fixtures come from conftest.py.
 """
 import json
 import math
@@ -16,25 +17,6 @@ openai = pytest.importorskip("openai")
 
 MODEL = harness.MODEL
 GREEDY = {"temperature": 0, "num_predict": 120}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = harness.models_folder(str(tmp_path_factory.mktemp("strata-serve-features")))
-    srv = harness.Server(folder)
-    srv.folder = folder
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return ollama.Client(host=server.url, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def oai(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=120, max_retries=0)
 
 
 def norm(v):
@@ -157,7 +139,7 @@ def test_format_json_generate(client):
 
 def test_format_schema_chat(client):
     messages = [{"role": "user", "content": "Invent a person and describe them."}]
-    for opts in (GREEDY, {"temperature": 0.9, "seed": 7, "num_predict": 160}):
+    for opts in (GREEDY, {"temperature": 0.9, "seed": 7, "num_predict": 400}):
         r = client.chat(model=MODEL, messages=messages, format=PERSON, options=opts)
         check(json.loads(r.message.content), PERSON)
         parts = list(client.chat(model=MODEL, messages=messages, format=PERSON, options=opts, stream=True))

@@ -1,0 +1,74 @@
+"""`strata serve` under a memory budget smaller than a model: the model streams its experts from
+the file, answers, and reports its tiered-weight statistics in /api/ps and /metrics; a model that
+cannot fit even the minimum is refused with a clear error and the server keeps serving.
+"""
+import json
+import os
+import subprocess
+import urllib.request
+
+import pytest
+
+import server_harness as harness
+from conftest import model_path, strata_bin
+
+MOE = "moe"
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory):
+    folder = harness.models_folder(str(tmp_path_factory.mktemp("strata-tiering-models")))
+    moe = os.path.join(folder, MOE + ".gguf")
+    subprocess.run([strata_bin(), "forge", "--arch", "qwen3moe", "--preset", "tiny", "--type", "Q8_0", "--seed", "7",
+                    "--tokenizer-from", model_path(harness.SMOLLM2_FILE), "--out", moe], check=True,
+                   capture_output=True)
+    plan = json.loads(subprocess.run([strata_bin(), "plan", moe, "--mem", "1T", "-c", "2048", "--json"], check=True,
+                                     capture_output=True).stdout)
+    # The minimum resident set and three expert slices more: most experts must stream.
+    budget = plan["memory"]["minimum_bytes"] + 3 * plan["streaming"]["expert_slot_bytes"]
+    srv = harness.Server(folder, extra_args=["--mem", str(budget)])
+    srv.budget = budget
+    yield srv
+    srv.stop()
+
+
+def get_json(srv, path):
+    with urllib.request.urlopen(srv.url + path, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def test_streamed_model_answers_and_reports_its_tiering(tight):
+    ollama = pytest.importorskip("ollama")
+    client = ollama.Client(host=tight.url, timeout=120)
+    r = client.generate(model=MOE, prompt="Hello there", raw=True, options={"num_predict": 8, "temperature": 0})
+    assert r.done and r.eval_count > 0
+
+    ps = get_json(tight, "/api/ps")
+    [entry] = [m for m in ps["models"] if m["name"].startswith(MOE)]
+    tier = entry["strata"]
+    assert tier["streaming"] is True
+    assert tier["budget_bytes"] <= tight.budget
+    assert tier["ssd_bytes_read"] > 0
+    experts = tier["experts"]
+    assert experts["routed"] > 0
+    assert 0.0 <= experts["cache_hit_rate"] <= 1.0
+    assert experts["slots"] >= 1
+    # The official client still parses /api/ps with the extra field.
+    assert any(m.model.startswith(MOE) for m in client.ps().models)
+
+    with urllib.request.urlopen(tight.url + "/metrics", timeout=60) as r:
+        text = r.read().decode()
+    assert f'strata_tier_streaming{{model="{MOE}"}} 1' in text
+    routed = [line for line in text.splitlines() if line.startswith(f'strata_tier_expert_routed_total{{model="{MOE}"}}')]
+    assert routed and float(routed[0].split()[-1]) > 0
+
+
+def test_model_beyond_the_budget_is_refused_clearly_and_the_server_stays_up(tight):
+    ollama = pytest.importorskip("ollama")
+    client = ollama.Client(host=tight.url, timeout=120)
+    with pytest.raises(ollama.ResponseError) as e:
+        client.generate(model=harness.MODEL, prompt="hi", options={"num_predict": 2})
+    assert e.value.status_code == 500
+    assert "memory budget" in str(e.value) and "minimum" in str(e.value)
+    r = client.generate(model=MOE, prompt="Again", raw=True, options={"num_predict": 4, "temperature": 0})
+    assert r.done and r.eval_count > 0
