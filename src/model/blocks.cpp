@@ -193,7 +193,20 @@ void ffn(ForwardPass& p, int layer, Activation act) {
 
 namespace {
 
-// Softmax over the experts, keep the top k (ties to the lower id), renormalize if asked.
+// The k highest of n scores, best first (ties to the lower index).
+void top_k(const float* scores, int n, int k, int32_t* out) {
+  for (int j = 0; j < k; ++j) {
+    int best = -1;
+    for (int e = 0; e < n; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken |= out[i] == e;
+      if (!taken && (best < 0 || scores[e] > scores[best])) best = e;
+    }
+    out[j] = best;
+  }
+}
+
+// Softmax over the experts, keep the top k, renormalize if asked.
 void route(const ModelConfig& c, float* probs_rows, int n, int32_t* chosen_rows, float* weight_rows) {
   const int k_used = c.n_expert_used;
   for (int t = 0; t < n; ++t) {
@@ -201,16 +214,8 @@ void route(const ModelConfig& c, float* probs_rows, int n, int32_t* chosen_rows,
     ops::softmax(probs, c.n_expert);
     int32_t* chosen = chosen_rows + size_t(t) * k_used;
     float* weight = weight_rows + size_t(t) * k_used;
-    for (int j = 0; j < k_used; ++j) {
-      int best = -1;
-      for (int e = 0; e < c.n_expert; ++e) {
-        bool taken = false;
-        for (int i = 0; i < j; ++i) taken |= chosen[i] == e;
-        if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
-      }
-      chosen[j] = best;
-      weight[j] = probs[best];
-    }
+    top_k(probs, c.n_expert, k_used, chosen);
+    for (int j = 0; j < k_used; ++j) weight[j] = probs[chosen[j]];
     if (c.expert_weights_norm) {
       float sum = 0.0f;
       for (int j = 0; j < k_used; ++j) sum += weight[j];
@@ -278,18 +283,8 @@ void prefetch_next_layer(ForwardPass& p, int layer) {
   ops::matmul(N.router, b.expert_in.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
   // Top-k of the logits is the top-k of the softmax.
   int32_t* guess = b.expert_tokens.data();  // scratch [n x k], refilled by run_expert
-  for (int t = 0; t < n; ++t) {
-    const float* logits = b.router_logits.data() + size_t(t) * c.n_expert;
-    for (int j = 0; j < k_used; ++j) {
-      int best = -1;
-      for (int e = 0; e < c.n_expert; ++e) {
-        bool taken = false;
-        for (int i = 0; i < j; ++i) taken |= guess[t * k_used + i] == e;
-        if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
-      }
-      guess[t * k_used + j] = best;
-    }
-  }
+  for (int t = 0; t < n; ++t)
+    top_k(b.router_logits.data() + size_t(t) * c.n_expert, c.n_expert, k_used, guess + t * k_used);
   const int n_guess = distinct_experts(guess, n * k_used, c.n_expert, b.experts_used.data());
   p.expert_source->prefetch(next, b.experts_used.data(), n_guess);
 }
