@@ -281,7 +281,7 @@ std::vector<LoadedInfo> ModelRegistry::loaded() const {
   const auto now = Clock::now();
   const auto wall_now = std::chrono::system_clock::now();
   for (const auto& [name, m] : models_) {
-    LoadedInfo info{name, m->path, m->model->file().file_size(), m->effective_n_ctx(0), std::nullopt};
+    LoadedInfo info{name, m->path, m->model->file().file_size(), m->effective_n_ctx(0), std::nullopt, {}};
     // The session belongs to whoever holds run_mutex; its size is fixed by n_ctx, so estimate
     // from the model's KV layout rather than touching it.
     const ModelConfig& c = m->model->config();
