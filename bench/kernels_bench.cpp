@@ -101,7 +101,7 @@ void bm_matmul(benchmark::State& state, DType t, Isa isa, int n_cols, bool use_t
       const int64_t step = 16;
       for (int64_t r = 0; r < kRows; r += step)
         k.tile_dot(kN, m.data.data() + m.row_bytes * size_t(r), m.row_bytes, int(step), a.data(), arb, n_cols,
-                   out.data() + size_t(r) * size_t(n_cols), size_t(n_cols));
+                   out.data() + size_t(r) * size_t(n_cols), size_t(n_cols), 1);
     } else {
       for (int64_t r = 0; r < kRows; ++r)
         for (int c = 0; c < n_cols; ++c)
@@ -136,8 +136,8 @@ int main(int argc, char** argv) {
     for (Isa isa : isas) {
       if (!kernels_for(t, isa).tile_dot) continue;
       for (bool tile : {false, true}) {
-        const std::string name = std::string("matmul16/") + type_name(t) + "/" + isa_name(isa) + (tile ? "/tile" : "/vec_dot");
-        benchmark::RegisterBenchmark(name.c_str(), bm_matmul, t, isa, 16, tile)->Unit(benchmark::kMillisecond)->UseRealTime();
+        const std::string name = std::string("matmul64/") + type_name(t) + "/" + isa_name(isa) + (tile ? "/tile" : "/vec_dot");
+        benchmark::RegisterBenchmark(name.c_str(), bm_matmul, t, isa, 64, tile)->Unit(benchmark::kMillisecond)->UseRealTime();
       }
     }
   benchmark::Initialize(&argc, argv);

@@ -22,17 +22,14 @@ void dot_rows(const kernels::TypeKernels& k, const WeightView& w, int64_t r0, in
   }
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
     const int n_rows = int(std::min<int64_t>(kRowBlock, r1 - rb));
+    if (k.tile_dot) {
+      // All tokens at once: the kernel blocks them for the cache itself (and packs its rows once).
+      // y is [token][row]: a tile's row stride is 1 and its column stride y_stride.
+      k.tile_dot(w.n_cols, w.row(rb), w.row_bytes, n_rows, act, act_row_bytes, n_tokens, y + rb, 1, size_t(y_stride));
+      continue;
+    }
     for (int tb = 0; tb < n_tokens; tb += kTokenBlock) {
       const int n_cols = std::min(kTokenBlock, n_tokens - tb);
-      if (k.tile_dot) {
-        // The kernel writes [row][token]; y is [token][row].
-        float tile[kRowBlock * kTokenBlock];
-        k.tile_dot(w.n_cols, w.row(rb), w.row_bytes, n_rows, act + size_t(tb) * act_row_bytes, act_row_bytes, n_cols,
-                   tile, size_t(kTokenBlock));
-        for (int r = 0; r < n_rows; ++r)
-          for (int t = 0; t < n_cols; ++t) y[size_t(tb + t) * y_stride + rb + r] = tile[r * kTokenBlock + t];
-        continue;
-      }
       for (int t = tb; t < tb + n_cols; ++t) {
         const uint8_t* a = act + size_t(t) * act_row_bytes;
         float* yt = y + size_t(t) * y_stride;

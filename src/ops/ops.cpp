@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "ops/ops.h"
+#include "ops/vec.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "util/error.h"
@@ -82,7 +83,7 @@ void silu_mul(float* gate, const float* up, int64_t n) {
 namespace {
 // ggml evaluates GELU through a table indexed by the input rounded to f16, holding f16 results.
 struct GeluTable {
-  uint16_t values[1 << 16];
+  uint16_t values[(1 << 16) + 2];  // 2 more for 32-bit gathers of the last entry
   GeluTable() {
     constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
     constexpr float kCoefA = 0.044715f;
@@ -91,12 +92,15 @@ struct GeluTable {
       const float y = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x)));
       values[i] = f32_to_fp16(y);
     }
+    values[1 << 16] = values[(1 << 16) + 1] = 0;
   }
 };
 }  // namespace
 
 void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
   static const GeluTable table;
+  static const bool simd = detail::has_avx2_f16c();
+  if (simd) return detail::table_gelu_mul_avx2(gate, up, n, table.values);
   for (int64_t i = 0; i < n; ++i) {
     const float x = gate[i];
     float g;

@@ -10,6 +10,14 @@ void axpy_f16_scalar(float* y, float a, const uint16_t* x, int64_t n) {
 }
 }  // namespace detail
 
+bool detail::has_avx2_f16c() {
+#if !defined(STRATA_SCALAR_ONLY)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
 namespace {
 using AxpyF16 = void (*)(float*, float, const uint16_t*, int64_t);
 

@@ -22,10 +22,10 @@ struct TypeKernels {
   void (*quantize)(const float* src, void* dst, int64_t n) = nullptr;
   // sum_i w[i] * a[i] over n elements: w in this type, a in vec_dot_type.
   float (*vec_dot)(int64_t n, const void* w, const void* a) = nullptr;
-  // Optional, for prompt processing: out[r * out_stride + c] = dot(w row r, a row c) for
-  // r < n_rows, c < n_cols, reusing loaded blocks across the tile. nullptr: callers loop vec_dot.
+  // Optional, for prompt processing: out[r * out_row_stride + c * out_col_stride] = dot(w row r, a row c)
+  // for r < n_rows, c < n_cols, reusing loaded blocks across the tile. nullptr: callers loop vec_dot.
   void (*tile_dot)(int64_t n, const void* w, size_t w_row_bytes, int n_rows, const void* a, size_t a_row_bytes,
-                   int n_cols, float* out, size_t out_stride) = nullptr;
+                   int n_cols, float* out, size_t out_row_stride, size_t out_col_stride) = nullptr;
   // n floats to blocks of this type for use as activations: bit exact with ggml's x86 CPU backend
   // (quantize_row_q8_0 / q8_1 with 127/amax and round-half-even, q8_K_ref), identical on every path.
   // For types that are not activation types it equals quantize.

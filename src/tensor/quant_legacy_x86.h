@@ -2,6 +2,8 @@
 // quant_legacy_avx512.cpp, compiled once per path (STRATA_ISA names the path's namespace).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "tensor/kernels_impl.h"
 
 #if !defined(STRATA_ISA)
@@ -87,6 +89,7 @@ struct FamQ4_0 {
   static Act prep_a(const AB& b) { return prep_q8_0<8>(b); }
   static Wt prep_w(const WB& b) { return {nibbles_32(b.qs), h2f(b.d), 0, _mm_setzero_ps()}; }
   static __m256i pair(const Wt& w, const Act& a) { return dot_with_offset(w.q, a.q, a.off); }
+  static __m256i s8(const WB& b) { return _mm256_sub_epi8(nibbles_32(b.qs), _mm256_set1_epi8(8)); }
 };
 
 struct FamQ5_0 {
@@ -99,6 +102,10 @@ struct FamQ5_0 {
     return {_mm256_or_si256(nibbles_32(b.qs), hi), h2f(b.d), 0, _mm_setzero_ps()};
   }
   static __m256i pair(const Wt& w, const Act& a) { return dot_with_offset(w.q, a.q, a.off); }
+  // q - 16 as s8: the nibble, with 0xF0 where the fifth bit is clear
+  static __m256i s8(const WB& b) {
+    return _mm256_or_si256(nibbles_32(b.qs), _mm256_andnot_si256(bytes_from_bits_32(b.qh), _mm256_set1_epi8(char(0xF0))));
+  }
 };
 
 struct FamQ8_0 {
@@ -110,6 +117,7 @@ struct FamQ8_0 {
   static Act prep_a(const AB& b) { return prep_q8_0<128>(b); }
   static Wt prep_w(const WB& b) { return {_mm256_xor_si256(load256(b.qs), _mm256_set1_epi8(char(0x80))), h2f(b.d), 0, _mm_setzero_ps()}; }
   static __m256i pair(const Wt& w, const Act& a) { return _mm256_dpbusd_epi32(a.off, w.q, a.q); }
+  static __m256i s8(const WB& b) { return load256(b.qs); }
 #else
   static Act prep_a(const AB& b) { return prep_q8_0<0>(b); }
   static Wt prep_w(const WB& b) { return {load256(b.qs), h2f(b.d), 0, _mm_setzero_ps()}; }
@@ -173,7 +181,7 @@ float vec_dot(int64_t n, const void* w, const void* a) {
 // prepared activation block R times. The R / C loops are unrolled explicitly so the accumulators
 // stay in registers (GCC at -O2 leaves them as loops over a stack array).
 template <class F, int R, int C>
-void tile(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* out, size_t os) {
+void tile(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* out, size_t rs, size_t cs) {
   __m256 acc[R][C];
   __m128 summ[R][C];
 #pragma GCC unroll 8
@@ -197,7 +205,7 @@ void tile(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) out[r * os + c] = hsum(acc[r][c]) + (F::kMin ? min_term(summ[r][c]) : 0.0f);
+    for (int c = 0; c < C; ++c) out[r * rs + c * cs] = hsum(acc[r][c]) + (F::kMin ? min_term(summ[r][c]) : 0.0f);
 }
 
 #if defined(__AVX512F__)
@@ -205,25 +213,120 @@ constexpr int kTileR = 4, kTileC = 4;  // 16 accumulators fit in the 32 vector r
 #else
 constexpr int kTileR = 2, kTileC = 2;
 #endif
+constexpr int kTileMaxCols = 64;
 
 template <class F>
 void tile_dot(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_cols, float* out,
-              size_t os) {
+              size_t rs, size_t cs) {
   const int64_t nb = n / 32;
   const auto* wb = static_cast<const uint8_t*>(w);
   const auto* ab = static_cast<const uint8_t*>(a);
+  if (n_cols > kTileMaxCols) {  // keeps the activations a pass over the rows reads in L2
+    for (int c = 0; c < n_cols; c += kTileMaxCols)
+      tile_dot<F>(n, w, wrb, n_rows, ab + size_t(c) * arb, arb, std::min(kTileMaxCols, n_cols - c), out + size_t(c) * cs,
+               rs, cs);
+    return;
+  }
   int r = 0;
   for (; r + kTileR <= n_rows; r += kTileR) {
     int c = 0;
-    for (; c + kTileC <= n_cols; c += kTileC) tile<F, kTileR, kTileC>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * os + c, os);
-    for (; c < n_cols; ++c) tile<F, kTileR, 1>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * os + c, os);
+    for (; c + kTileC <= n_cols; c += kTileC) tile<F, kTileR, kTileC>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
+    for (; c < n_cols; ++c) tile<F, kTileR, 1>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
   }
   for (; r < n_rows; ++r) {
     int c = 0;
-    for (; c + kTileC <= n_cols; c += kTileC) tile<F, 1, kTileC>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * os + c, os);
-    for (; c < n_cols; ++c) tile<F, 1, 1>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * os + c, os);
+    for (; c + kTileC <= n_cols; c += kTileC) tile<F, 1, kTileC>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
+    for (; c < n_cols; ++c) tile<F, 1, 1>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
   }
 }
+
+#if STRATA_VNNI
+// ---- prompt processing on packed rows (Q4_0, Q5_0, Q8_0): weights as s8, activations as the u8
+// operand a + 128; the 128 * sum(w) this adds is subtracted up front. Blocks are accumulated in
+// the scalar reference's order without FMA, so results equal it bit for bit.
+
+struct PackedBlock8 {
+  __m256i q[8];  // q[k], lane r: values 4k .. 4k+3 of row r's block
+  __m256i corr;  // -128 * sum of row r's block values
+  __m256 d;      // row r's block scale
+};
+
+template <class F>
+struct PackS8 {
+  using Block = PackedBlock8;
+  static constexpr int kElems = 32;
+  static constexpr int kChunk = 32;  // 2 x 32 x 320 bytes of packed weights
+
+  // Blocks b0 .. b0 + nb of n_rows <= 8 rows (missing rows are zero) to out[b * stride].
+  static void pack(const uint8_t* w, size_t wrb, int n_rows, int64_t b0, int nb, Block* out, int stride) {
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (int b = 0; b < nb; ++b) {
+      __m256i rows[8];
+      alignas(32) float d[8];
+      for (int r = 0; r < 8; ++r) {
+        if (r < n_rows) {
+          const auto& blk = reinterpret_cast<const typename F::WB*>(w + size_t(r) * wrb)[b0 + b];
+          rows[r] = F::s8(blk);
+          d[r] = h2f(blk.d);
+        } else {
+          rows[r] = _mm256_setzero_si256();
+          d[r] = 0;
+        }
+      }
+      Block& p = out[size_t(b) * size_t(stride)];
+      transpose8x8_i32(rows, p.q);
+      __m256i sum = _mm256_setzero_si256();
+      for (int k = 0; k < 8; ++k) sum = _mm256_dpbusd_epi32(sum, ones, p.q[k]);
+      p.corr = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7));
+      p.d = _mm256_load_ps(d);
+    }
+  }
+
+  template <int G, int C>
+  static void cols(const Block* pk, int nb, const uint8_t* a, size_t arb, int64_t b0, float* acc) {
+    __m256 fa[C][G];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c)
+#pragma GCC unroll 2
+      for (int g = 0; g < G; ++g) fa[c][g] = _mm256_load_ps(acc + c * kPackRows + 8 * g);
+    const __m256i x80 = _mm256_set1_epi8(char(0x80));
+    for (int b = 0; b < nb; ++b) {
+      const BlockQ8_0* y[C];
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8_0*>(a + size_t(c) * arb) + b0 + b;
+      const Block* pb = pk + size_t(b) * G;
+      __m256i ia[C][G];
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c)
+#pragma GCC unroll 2
+        for (int g = 0; g < G; ++g) ia[c][g] = pb[g].corr;
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        __m256i wq[G];
+#pragma GCC unroll 2
+        for (int g = 0; g < G; ++g) wq[g] = _mm256_load_si256(&pb[g].q[k]);
+#pragma GCC unroll 8
+        for (int c = 0; c < C; ++c) {
+          const __m256i av = _mm256_xor_si256(bcast32(y[c]->qs + 4 * k), x80);
+#pragma GCC unroll 2
+          for (int g = 0; g < G; ++g) ia[c][g] = _mm256_dpbusd_epi32(ia[c][g], av, wq[g]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) {
+        const __m256 da = _mm256_set1_ps(h2f(y[c]->d));
+#pragma GCC unroll 2
+        for (int g = 0; g < G; ++g)
+          fa[c][g] = _mm256_add_ps(fa[c][g], no_contract(_mm256_mul_ps(_mm256_cvtepi32_ps(ia[c][g]), _mm256_mul_ps(pb[g].d, da))));
+      }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c)
+#pragma GCC unroll 2
+      for (int g = 0; g < G; ++g) _mm256_store_ps(acc + c * kPackRows + 8 * g, fa[c][g]);
+  }
+};
+#endif
 
 // ---- activation quantizers: 127 / amax and round half to even (the default MXCSR mode), as
 // ggml's x86 quantize_row_q8_0 / q8_1.
@@ -314,17 +417,23 @@ void dequantize_q8_0(const void* src, float* y, int64_t n) {
 void register_legacy(KernelTable& t) {
   t[DType::Q4_0].dequantize = dequantize_q4_0;
   t[DType::Q4_0].vec_dot = vec_dot<FamQ4_0>;
+#if STRATA_VNNI
+  t[DType::Q4_0].tile_dot = packed_tile_dot<PackS8<FamQ4_0>>;
+  t[DType::Q5_0].tile_dot = packed_tile_dot<PackS8<FamQ5_0>>;
+  t[DType::Q8_0].tile_dot = packed_tile_dot<PackS8<FamQ8_0>>;
+#else
   t[DType::Q4_0].tile_dot = tile_dot<FamQ4_0>;
+  t[DType::Q5_0].tile_dot = tile_dot<FamQ5_0>;
+  t[DType::Q8_0].tile_dot = tile_dot<FamQ8_0>;
+#endif
   t[DType::Q4_1].vec_dot = vec_dot<FamQ4_1>;
   t[DType::Q4_1].tile_dot = tile_dot<FamQ4_1>;
   t[DType::Q5_0].dequantize = dequantize_q5_0;
   t[DType::Q5_0].vec_dot = vec_dot<FamQ5_0>;
-  t[DType::Q5_0].tile_dot = tile_dot<FamQ5_0>;
   t[DType::Q5_1].vec_dot = vec_dot<FamQ5_1>;
   t[DType::Q5_1].tile_dot = tile_dot<FamQ5_1>;
   t[DType::Q8_0].dequantize = dequantize_q8_0;
   t[DType::Q8_0].vec_dot = vec_dot<FamQ8_0>;
-  t[DType::Q8_0].tile_dot = tile_dot<FamQ8_0>;
   t[DType::Q8_0].quantize_activation = quantize_act_q8_0;
   t[DType::Q8_1].quantize_activation = quantize_act_q8_1;
 }

@@ -78,3 +78,84 @@ inline __m256 no_contract(__m256 x) {
   __asm__("" : "+x"(x));
   return x;
 }
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+// ---- prompt processing on weights repacked 8 rows at a time (VNNI). Int32 lane r of a packed
+// vector holds 4 consecutive values of row r, so one vpdpbusd against 4 broadcast activation bytes
+// advances 8 row dots, and scaling costs one multiply-add per 8 (row, column) pairs instead of a
+// horizontal sum per pair. Each call packs 16 rows per K chunk once and reuses them for every column.
+
+constexpr int kPackRows = 16;  // two groups of 8 rows
+constexpr int kPackCols = 512;  // columns per pass (their accumulators live in a 32 KiB stack buffer)
+
+// 8 rows of 8 int32 to 8 vectors of one int32 from each row (out[g] lane r = rows[r] int32 g).
+inline void transpose8x8_i32(const __m256i r[8], __m256i out[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {
+    u[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+  }
+  for (int g = 0; g < 4; ++g) {
+    out[g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
+    out[g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
+  }
+}
+
+inline __m256i bcast32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// P packs blocks of 8 rows (P::Block, P::kElems elements, P::kChunk of them per K chunk) and
+// accumulates C columns against G groups of 8 packed rows: acc[c * kPackRows + 8 * g + r].
+template <class P>
+void packed_tile_dot(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_cols,
+                     float* out, size_t rs, size_t cs) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* ab = static_cast<const uint8_t*>(a);
+  if (n_cols > kPackCols) {
+    for (int c = 0; c < n_cols; c += kPackCols)
+      packed_tile_dot<P>(n, w, wrb, n_rows, ab + size_t(c) * arb, arb, std::min(kPackCols, n_cols - c),
+                         out + size_t(c) * cs, rs, cs);
+    return;
+  }
+  const int64_t nb = n / P::kElems;
+  alignas(64) typename P::Block pk[P::kChunk * 2];
+  alignas(64) float acc[kPackCols * kPackRows];
+  for (int r0 = 0; r0 < n_rows; r0 += kPackRows) {
+    const int nr = std::min(kPackRows, n_rows - r0);
+    const int groups = nr > 8 ? 2 : 1;
+    std::memset(acc, 0, sizeof(float) * size_t(n_cols) * kPackRows);
+    for (int64_t b0 = 0; b0 < nb; b0 += P::kChunk) {
+      const int nbk = int(std::min<int64_t>(P::kChunk, nb - b0));
+      for (int g = 0; g < groups; ++g)
+        P::pack(wb + size_t(r0 + 8 * g) * wrb, wrb, std::min(8, nr - 8 * g), b0, nbk, pk + g, groups);
+      int c = 0;
+      if (groups == 2) {
+        for (; c + 4 <= n_cols; c += 4) P::template cols<2, 4>(pk, nbk, ab + size_t(c) * arb, arb, b0, acc + c * kPackRows);
+        for (; c < n_cols; ++c) P::template cols<2, 1>(pk, nbk, ab + size_t(c) * arb, arb, b0, acc + c * kPackRows);
+      } else {
+        for (; c + 4 <= n_cols; c += 4) P::template cols<1, 4>(pk, nbk, ab + size_t(c) * arb, arb, b0, acc + c * kPackRows);
+        for (; c < n_cols; ++c) P::template cols<1, 1>(pk, nbk, ab + size_t(c) * arb, arb, b0, acc + c * kPackRows);
+      }
+    }
+    if (rs == 1 && nr == kPackRows) {  // [column][row] output, as matmul's: two vector stores a column
+      for (int c = 0; c < n_cols; ++c) {
+        float* o = out + size_t(r0) + size_t(c) * cs;
+        _mm256_storeu_ps(o, _mm256_load_ps(acc + c * kPackRows));
+        _mm256_storeu_ps(o + 8, _mm256_load_ps(acc + c * kPackRows + 8));
+      }
+    } else {
+      for (int c = 0; c < n_cols; ++c)
+        for (int r = 0; r < nr; ++r) out[size_t(r0 + r) * rs + size_t(c) * cs] = acc[c * kPackRows + r];
+    }
+  }
+}
+#endif

@@ -263,7 +263,7 @@ TEST(Kernels, SimdDotsMatchScalar) {
         for (int r = 0; r < n_rows; ++r) std::memcpy(wm.data() + r * wrb, w[r].data(), wrb);
         for (int c = 0; c < n_cols; ++c) std::memcpy(am.data() + c * arb, a[c].data(), arb);
         std::vector<float> out(size_t(n_rows * 8), -1.0f);
-        kv.tile_dot(n, wm.data(), wrb, n_rows, am.data(), arb, n_cols, out.data(), 8);
+        kv.tile_dot(n, wm.data(), wrb, n_rows, am.data(), arb, n_cols, out.data(), 8, 1);
         for (int r = 0; r < n_rows; ++r)
           for (int c = 0; c < n_cols; ++c) {
             const double tol = 2e-6 * abs_dot(wf[r], af[c]) + 1e-6;
@@ -276,6 +276,47 @@ TEST(Kernels, SimdDotsMatchScalar) {
 }
 
 // ---- (c) vec_dot against float dots
+
+// Tiles of the shapes prompt processing uses: more rows and columns than one register tile, a K
+// that does not fill the last chunk of packed blocks, and a transposed output ([column][row]).
+TEST(Kernels, TileDotLargeShapesMatchScalar) {
+  for (Isa isa : simd_paths()) {
+    for (DType t : kWeightTypes) {
+      const TypeKernels& ks = kernels_for(t, Isa::scalar);
+      const TypeKernels& kv = kernels_for(t, isa);
+      if (!kv.tile_dot) continue;
+      const DType at = ks.vec_dot_type;
+      const int64_t n = type_info(t).block_elems == 256 ? 1280 : 1056;
+      const int n_rows = 19, n_cols = 70;
+      const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
+      std::vector<uint8_t> wm(wrb * n_rows), am(arb * n_cols);
+      std::vector<std::vector<float>> wf, af;
+      for (int r = 0; r < n_rows; ++r) {
+        const auto q = quantize(t, random_floats(n, 300u + uint32_t(r)));
+        std::memcpy(wm.data() + r * wrb, q.data(), wrb);
+        wf.push_back(dequantize(t, q, n));
+      }
+      for (int c = 0; c < n_cols; ++c) {
+        const auto q = quantize(at, random_floats(n, 900u + uint32_t(c), 2.0f), true);
+        std::memcpy(am.data() + c * arb, q.data(), arb);
+        af.push_back(dequantize(at, q, n));
+      }
+      // The AVX-512 (VNNI) path packs these rows and keeps the scalar reference's order exactly.
+      const bool exact = isa == Isa::avx512 && (t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0 || t == DType::Q4_K);
+      const size_t col_stride = n_rows + 3;
+      std::vector<float> out(col_stride * n_cols, -1.0f);
+      kv.tile_dot(n, wm.data(), wrb, n_rows, am.data(), arb, n_cols, out.data(), 1, col_stride);
+      for (int r = 0; r < n_rows; ++r)
+        for (int c = 0; c < n_cols; ++c) {
+          const float ref = ks.vec_dot(n, wm.data() + r * wrb, am.data() + c * arb);
+          const double tol = 2e-6 * abs_dot(wf[r], af[c]) + 1e-6;
+          ASSERT_NEAR(ref, out[c * col_stride + r], tol)
+              << "tile_dot " << type_name(t) << " r=" << r << " c=" << c << " " << isa_name(isa);
+          if (exact) ASSERT_EQ(ref, out[c * col_stride + r]) << "tile_dot " << type_name(t) << " r=" << r << " c=" << c;
+        }
+    }
+  }
+}
 
 TEST(Kernels, VecDotMatchesDequantizedFloatDot) {
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
