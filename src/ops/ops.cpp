@@ -99,8 +99,10 @@ struct GeluTable {
 
 void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
   static const GeluTable table;
+#if !defined(STRATA_SCALAR_ONLY)
   static const bool simd = detail::has_avx2_f16c();
   if (simd) return detail::table_gelu_mul_avx2(gate, up, n, table.values);
+#endif
   for (int64_t i = 0; i < n; ++i) {
     const float x = gate[i];
     float g;

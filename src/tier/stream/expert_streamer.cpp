@@ -278,9 +278,9 @@ void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts) 
   guess_.assign(experts, experts + n_experts);
   if (options_.co_predict && layer == layer_ + 1) {
     // Second predictor: experts that followed this layer's in earlier tokens.
-    std::vector<int32_t> now;
-    now.reserve(want_.size());
     // want_ may already be partly handed out: rebuild the current experts from the index.
+    std::vector<int32_t>& now = now_;
+    now.clear();
     for (int e = 0; e < n_expert_; ++e) {
       const int slot = index_[key(layer_, e)];
       if (slot >= 0 && (slots_[size_t(slot)].wanted || slots_[size_t(slot)].in_use)) now.push_back(e);

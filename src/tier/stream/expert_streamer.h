@@ -112,7 +112,7 @@ class ExpertStreamer : public ExpertSource {
 
   int layer_ = -1;                     // the layer between begin_layer and the last next_ready
   std::vector<int> want_;              // its experts not handed out yet
-  std::vector<int32_t> guess_;         // scratch for prefetch
+  std::vector<int32_t> guess_, now_;   // scratch for prefetch (kept, so nothing allocates per token)
   ExpertStats stats_;
   mutable std::mutex published_mutex_;
   ExpertStats published_;
