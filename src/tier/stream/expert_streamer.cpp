@@ -107,7 +107,8 @@ void ExpertStreamer::layout(int layer, int expert, Range out[3]) const {
     const uint64_t bytes = s.row_bytes * uint64_t(s.n_rows);
     Range& r = out[i];
     r.file_offset = align_down(offset);
-    r.length = std::min(align_up(offset + bytes), align_up(file_bytes)) - r.file_offset;
+    // The aligned range of the file's last tensor may run past its end: stop at the end.
+    r.length = std::min(align_up(offset + bytes), file_bytes) - r.file_offset;
     r.skip = offset - r.file_offset;
     r.slot_offset = at;
     at += align_up(r.length);
