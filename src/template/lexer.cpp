@@ -2,6 +2,7 @@
 
 #include <cctype>
 
+#include "template/value.h"
 #include "util/error.h"
 
 namespace strata::jinja {
@@ -212,31 +213,11 @@ class Lexer {
           if (p + n > src_.size()) fail(start, "truncated \\" + std::string(1, e) + " escape");
           char32_t cp = char32_t(std::stoul(src_.substr(p, n), nullptr, 16));
           p += n;
-          out += utf8(cp);
+          out += utf8_encode(std::u32string_view(&cp, 1));
           break;
         }
         default: out += '\\'; out += e;  // Python keeps unknown escapes verbatim
       }
-    }
-    return out;
-  }
-
-  static std::string utf8(char32_t cp) {
-    std::string out;
-    if (cp < 0x80) {
-      out += char(cp);
-    } else if (cp < 0x800) {
-      out += char(0xc0 | (cp >> 6));
-      out += char(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-      out += char(0xe0 | (cp >> 12));
-      out += char(0x80 | ((cp >> 6) & 0x3f));
-      out += char(0x80 | (cp & 0x3f));
-    } else {
-      out += char(0xf0 | (cp >> 18));
-      out += char(0x80 | ((cp >> 12) & 0x3f));
-      out += char(0x80 | ((cp >> 6) & 0x3f));
-      out += char(0x80 | (cp & 0x3f));
     }
     return out;
   }

@@ -13,29 +13,19 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import model_path, strata_bin  # noqa: F401 (strata_bin is used by the server tests as harness.strata_bin)
+
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL = "smollm2"
 
-
-def strata_bin():
-    path = os.environ.get("STRATA_BIN", os.path.join(ROOT, "build", "strata"))
-    if not os.path.isfile(path):
-        pytest.skip(f"strata binary not built: {path} (set STRATA_BIN)")
-    return path
+# A tool for the tool-calling tests.
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
 def smollm2_path():
-    if "STRATA_MODELS" in os.environ:
-        models = os.environ["STRATA_MODELS"]
-    elif "STRATA_CACHE" in os.environ:
-        models = os.path.join(os.environ["STRATA_CACHE"], "models")
-    else:
-        models = os.path.expanduser("~/.cache/strata/models")
-    path = os.path.join(models, SMOLLM2_FILE)
-    if not os.path.isfile(path):
-        pytest.skip(f"test model not fetched: {path} (scripts/fetch_models.sh)")
-    return path
+    return model_path(SMOLLM2_FILE)
 
 
 def free_port():

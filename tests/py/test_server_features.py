@@ -264,9 +264,7 @@ You can call these tools by answering with JSON {"name": ..., "arguments": {...}
 {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
 
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER_TOOL = harness.WEATHER_TOOL
 
 
 def test_tools(client):

@@ -176,9 +176,7 @@ You can call these tools:
 {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
 
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER_TOOL = harness.WEATHER_TOOL
 
 def test_tool_calls_stream_in_a_chunk_before_done(server, client, oai):
     client.create(model="toolsy2", from_=harness.smollm2_path(), template=TOOLS_TEMPLATE)
