@@ -98,22 +98,22 @@ void add_bench_command(CLI::App& app) {
     const tier::TierStats after = tiering->stats();
     const double process_read = opts->n_gen > 0 ? double(storage_read_bytes() - io_before) / opts->n_gen : 0.0;
     const double ssd_per_token = opts->n_gen > 0 ? double(after.bytes_read() - before.bytes_read()) / opts->n_gen : 0.0;
-    const double hit_rate =
-        after.experts.needed > before.experts.needed
-            ? double(after.experts.cache_hits - before.experts.cache_hits) /
-                  double(after.experts.needed - before.experts.needed)
-            : 1.0;
+    const double hit_rate = after.experts.needed > before.experts.needed
+                                ? double(after.experts.cache_hits - before.experts.cache_hits) /
+                                      double(after.experts.needed - before.experts.needed)
+                                : 1.0;
     // Bytes that had to come from the SSD for the generated tokens at the observed hit rate:
     // streamed FFN blocks, and expert slices not in the cache when routed to (wasted guesses excluded).
     const tier::ExpertStats& xa = after.experts;
     const tier::ExpertStats& xb = before.experts;
     const double slice_bytes = xa.loads > 0 ? double(xa.bytes_read) / double(xa.loads) : 0.0;
-    const double must_read =
-        opts->n_gen > 0 ? (double(after.dense.bytes_read - before.dense.bytes_read) +
-                           double(xa.misses + xa.prefetch_hits - xb.misses - xb.prefetch_hits) * slice_bytes) /
-                              opts->n_gen
-                        : 0.0;
-    if (opts->model.stats) std::fputs(tiering->describe_stats(after, opts->n_prompt + opts->n_gen, pp_seconds + tg_seconds).c_str(), stderr);
+    const double must_read = opts->n_gen > 0
+                                 ? (double(after.dense.bytes_read - before.dense.bytes_read) +
+                                    double(xa.misses + xa.prefetch_hits - xb.misses - xb.prefetch_hits) * slice_bytes) /
+                                       opts->n_gen
+                                 : 0.0;
+    if (opts->model.stats)
+      std::fputs(tiering->describe_stats(after, opts->n_prompt + opts->n_gen, pp_seconds + tg_seconds).c_str(), stderr);
     ThreadPool pool(session.n_threads());
     const double bandwidth = measure_read_bandwidth(pool);
     const double bytes = model->weight_bytes_per_token();
@@ -123,7 +123,8 @@ void add_bench_command(CLI::App& app) {
       std::printf(
           "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
           "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f,"
-          "\"ssd_bytes_per_token\":%.0f,\"expert_cache_hit_rate\":%.4f,\"ssd_must_read_per_token\":%.0f,\"process_read_bytes_per_token\":%.0f,\"streaming\":%s,\"predicted_tok_s\":%.3f}\n",
+          "\"ssd_bytes_per_token\":%.0f,\"expert_cache_hit_rate\":%.4f,\"ssd_must_read_per_token\":%.0f,\"process_read_"
+          "bytes_per_token\":%.0f,\"streaming\":%s,\"predicted_tok_s\":%.3f}\n",
           opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token, hit_rate,
           must_read, process_read, after.streaming ? "true" : "false", after.predicted_tok_s);
     } else {
@@ -133,8 +134,8 @@ void add_bench_command(CLI::App& app) {
                   session.n_threads());
       std::printf("memory-bound generation limit %.2f tok/s; reached %.0f%%\n", bound, 100.0 * tg / bound);
       if (after.streaming)
-        std::printf("SSD read per generated token %.1f MB; expert cache hit rate %.0f%%\n",
-                    ssd_per_token / 1e6, 100.0 * hit_rate);
+        std::printf("SSD read per generated token %.1f MB; expert cache hit rate %.0f%%\n", ssd_per_token / 1e6,
+                    100.0 * hit_rate);
     }
   });
 }

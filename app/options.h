@@ -18,11 +18,11 @@ namespace strata::app {
 struct ModelOptions {
   std::string model_path;
   SessionParams session;
-  int stream_ffn = 0;     // FFN blocks of this many layers (the last ones) stream from the file
-  int prefetch = 2;       // streamed layers read ahead of the one computing
-  std::string mem;        // memory budget: the planner picks what streams ("": what is available)
-  bool stats = false;     // print tiering statistics at the end
-  bool fresh = false;     // MoE: neither load nor save routing statistics
+  int stream_ffn = 0;  // FFN blocks of this many layers (the last ones) stream from the file
+  int prefetch = 2;    // streamed layers read ahead of the one computing
+  std::string mem;     // memory budget: the planner picks what streams ("": what is available)
+  bool stats = false;  // print tiering statistics at the end
+  bool fresh = false;  // MoE: neither load nor save routing statistics
 };
 
 // Places the model's weights under the memory budget (--mem, else what the machine or its cgroup
@@ -65,7 +65,8 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
   cmd->add_option("--prefetch", o.prefetch, "streamed layers read ahead")->capture_default_str();
-  cmd->add_option("--mem", o.mem, "memory budget (e.g. 2G; default: what is available): the planner streams what does not fit");
+  cmd->add_option("--mem", o.mem,
+                  "memory budget (e.g. 2G; default: what is available): the planner streams what does not fit");
   cmd->add_flag("--fresh", o.fresh, "MoE: ignore routing statistics of earlier runs and do not save this run's");
   cmd->add_flag("--stats", o.stats, "print tiering statistics (SSD bytes per token, hit rates, I/O wait)");
 }

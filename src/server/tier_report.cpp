@@ -32,14 +32,10 @@ std::string label(const std::string& model) {
 nlohmann::ordered_json tier_json(const tier::TierStats& s) {
   const tier::ExpertStats& e = s.experts;
   nlohmann::ordered_json j = {
-      {"streaming", s.streaming},
-      {"budget_bytes", s.budget_bytes},
-      {"planned_bytes", s.planned_bytes},
-      {"resident_weight_bytes", s.resident_weight_bytes},
-      {"pool_bytes", s.pool_bytes},
-      {"predicted_tokens_per_second", s.predicted_tok_s},
-      {"ssd_bytes_read", s.bytes_read()},
-      {"io_wait_seconds", s.io_wait_seconds()},
+      {"streaming", s.streaming},         {"budget_bytes", s.budget_bytes},
+      {"planned_bytes", s.planned_bytes}, {"resident_weight_bytes", s.resident_weight_bytes},
+      {"pool_bytes", s.pool_bytes},       {"predicted_tokens_per_second", s.predicted_tok_s},
+      {"ssd_bytes_read", s.bytes_read()}, {"io_wait_seconds", s.io_wait_seconds()},
   };
   if (s.has_dense)
     j["dense_ffn"] = {{"blocks_read", s.dense.layer_loads},

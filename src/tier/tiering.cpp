@@ -112,9 +112,9 @@ ExpertSource* Tiering::expert_source() { return reviser_.get(); }
 void Tiering::revise_now() {
   const RoutingStats& routing = experts_->routing();
   revised_at_ = routing.tokens_seen();
-  const size_t n_pinned = size_t(experts_->stats().slots - n_pool_slots_);
-  // The predictor's measured recall replaces the planner's assumption of none.
   const ExpertStats e = experts_->stats();
+  const size_t n_pinned = size_t(e.slots - n_pool_slots_);
+  // The predictor's measured recall replaces the planner's assumption of none.
   Plan base = plan_;
   if (e.prefetch_hits + e.misses > 0)
     base.inputs.expert_prefetch_recall = double(e.prefetch_hits) / double(e.prefetch_hits + e.misses);
@@ -162,7 +162,8 @@ std::string Tiering::summary() const {
   char buf[512];
   if (!streaming()) {
     std::snprintf(buf, sizeof buf, "tiering: everything resident (%s of a %s budget)",
-                  format_bytes(double(plan_.used_bytes)).c_str(), format_bytes(double(plan_.inputs.budget_bytes)).c_str());
+                  format_bytes(double(plan_.used_bytes)).c_str(),
+                  format_bytes(double(plan_.inputs.budget_bytes)).c_str());
     return buf;
   }
   std::snprintf(buf, sizeof buf,
@@ -181,8 +182,8 @@ std::string Tiering::describe_stats(const TierStats& s, int n_forward, double se
   if (s.has_dense) {
     const StreamStats& d = s.dense;
     out += "dense FFN: " + std::to_string(d.layer_loads) + " blocks read, " + mb(double(d.bytes_read)) + " (" +
-           mb(double(d.bytes_read) * per) + " per token); read ahead in time " + std::to_string(d.ready_hits) +
-           "/" + std::to_string(d.acquires) + " (" + pct(double(d.ready_hits), double(d.acquires)) + ")\n";
+           mb(double(d.bytes_read) * per) + " per token); read ahead in time " + std::to_string(d.ready_hits) + "/" +
+           std::to_string(d.acquires) + " (" + pct(double(d.ready_hits), double(d.acquires)) + ")\n";
   }
   if (s.has_experts) {
     const ExpertStats& e = s.experts;

@@ -18,18 +18,18 @@ struct TieringOptions {
   uint64_t budget_bytes = 0;  // 0: detect_memory_budget() (machine or cgroup, less a margin)
   int n_ctx = 4096;
   int n_batch = 512;
-  int stream_ffn = 0;          // > 0: stream the dense FFN blocks of the last N layers, whatever the plan
-  int prefetch = 2;            // with stream_ffn: layers read ahead
-  bool persist_routing = true; // MoE: load and save routing statistics (RoutingStats::default_path)
-  int revise_every = 256;      // MoE: tokens between plan revisions from observed routing (0: never)
+  int stream_ffn = 0;           // > 0: stream the dense FFN blocks of the last N layers, whatever the plan
+  int prefetch = 2;             // with stream_ffn: layers read ahead
+  bool persist_routing = true;  // MoE: load and save routing statistics (RoutingStats::default_path)
+  int revise_every = 256;       // MoE: tokens between plan revisions from observed routing (0: never)
 };
 
 struct TierStats {
   bool streaming = false;
   uint64_t budget_bytes = 0;
-  uint64_t planned_bytes = 0;        // what the plan uses of the budget
+  uint64_t planned_bytes = 0;  // what the plan uses of the budget
   uint64_t resident_weight_bytes = 0;
-  uint64_t pool_bytes = 0;           // streaming slots, expert cache included
+  uint64_t pool_bytes = 0;  // streaming slots, expert cache included
   double predicted_tok_s = 0;
   bool has_dense = false, has_experts = false;
   StreamStats dense;
@@ -68,7 +68,8 @@ class Tiering {
   std::unique_ptr<ExpertStreamer> experts_;
   std::unique_ptr<ExpertSource> reviser_;  // wraps experts_: counts tokens, revises the plan
   uint64_t revised_at_ = 0;
-  int n_pool_slots_ = 0;      // expert slots beyond the pinned ones, fixed at construction  // routing tokens seen at the last revision
+  int n_pool_slots_ =
+      0;  // expert slots beyond the pinned ones, fixed at construction  // routing tokens seen at the last revision
 };
 
 }  // namespace strata::tier

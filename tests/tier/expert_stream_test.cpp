@@ -83,7 +83,8 @@ TEST_F(ExpertStreamTest, StreamedExpertsAreBitIdenticalWhateverTheCache) {
       bool pin_some;
       bool co_predict;
     };
-    for (Case k : {Case{1, false, false}, Case{2, false, true}, Case{1, true, true}, Case{c.n_expert_used * 2, true, false}}) {
+    for (Case k :
+         {Case{1, false, false}, Case{2, false, true}, Case{1, true, true}, Case{c.n_expert_used * 2, true, false}}) {
       tier::ExpertStreamerOptions o;
       o.n_pool_slots = k.pool;
       o.co_predict = k.co_predict;

@@ -28,7 +28,8 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
       options_(std::move(options)),
       n_layer_(model.config().n_layer),
       n_expert_(model.config().n_expert),
-      routing_(model.config().n_layer, std::max(1, model.config().n_expert), std::max(1, model.config().n_expert_used)) {
+      routing_(model.config().n_layer, std::max(1, model.config().n_expert),
+               std::max(1, model.config().n_expert_used)) {
   if (n_expert_ <= 0) throw Error("expert streaming: " + model.file().path() + " is not a mixture-of-experts model");
   layer_streams_.assign(size_t(n_layer_), false);
   for (int l = 0; l < n_layer_; ++l) layer_streams_[size_t(l)] = !model.weights().layers[size_t(l)].gate_exps.empty();
@@ -37,8 +38,8 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   pinned_.assign(size_t(n_layer_) * n_expert_, false);
   index_.assign(size_t(n_layer_) * n_expert_, -1);
   if (!options_.pinned.empty() && options_.pinned.size() != size_t(n_layer_))
-    throw Error("expert streaming: pinned experts for " + std::to_string(options_.pinned.size()) + " layers, the model has " +
-                std::to_string(n_layer_));
+    throw Error("expert streaming: pinned experts for " + std::to_string(options_.pinned.size()) +
+                " layers, the model has " + std::to_string(n_layer_));
   int n_pinned = 0;
   for (size_t l = 0; l < options_.pinned.size(); ++l)
     for (int e : options_.pinned[l]) {
@@ -234,7 +235,8 @@ int ExpertStreamer::next_ready(WeightView& gate, WeightView& up, WeightView& dow
       const int slot = index_[key(layer_, want_[i])];
       if (slot < 0) continue;
       const Slot& s = slots_[size_t(slot)];
-      if (s.state == State::ready || reader_->ready(s.ticket)) pick = int(i);
+      if (s.state == State::ready || reader_->ready(s.ticket))
+        pick = int(i);
       else if (oldest < 0 || s.ticket < slots_[size_t(index_[key(layer_, want_[size_t(oldest)])])].ticket)
         oldest = int(i);
     }

@@ -26,10 +26,10 @@ namespace strata::tier {
 struct ExpertStreamerOptions {
   // Per layer, the experts the plan keeps resident (read at construction). Empty: none.
   std::vector<std::vector<int>> pinned;
-  int n_pool_slots = 2;     // slots beyond the pinned ones (at least 1)
-  bool co_predict = true;   // add co-activation guesses to the router's
-  std::string stats_path;   // routing statistics loaded at start and saved by save_stats(); "": none
-  int queue_depth = 32;     // reads in flight
+  int n_pool_slots = 2;    // slots beyond the pinned ones (at least 1)
+  bool co_predict = true;  // add co-activation guesses to the router's
+  std::string stats_path;  // routing statistics loaded at start and saved by save_stats(); "": none
+  int queue_depth = 32;    // reads in flight
 };
 
 struct ExpertStats {
@@ -100,9 +100,9 @@ class ExpertStreamer : public ExpertSource {
   ExpertStreamerOptions options_;
   int n_layer_, n_expert_;
   std::vector<bool> layer_streams_;
-  int first_layer_ = 0;               // the first layer with experts
-  std::vector<bool> pinned_;          // [layer x expert]
-  std::vector<int> index_;            // [layer x expert] -> slot, or -1
+  int first_layer_ = 0;       // the first layer with experts
+  std::vector<bool> pinned_;  // [layer x expert]
+  std::vector<int> index_;    // [layer x expert] -> slot, or -1
   std::vector<Slot> slots_;
   uint8_t* memory_ = nullptr;
   uint64_t slot_bytes_ = 0;
@@ -110,9 +110,9 @@ class ExpertStreamer : public ExpertSource {
   RoutingStats routing_;
   uint64_t clock_ = 0;
 
-  int layer_ = -1;                     // the layer between begin_layer and the last next_ready
-  std::vector<int> want_;              // its experts not handed out yet
-  std::vector<int32_t> guess_, now_;   // scratch for prefetch (kept, so nothing allocates per token)
+  int layer_ = -1;                    // the layer between begin_layer and the last next_ready
+  std::vector<int> want_;             // its experts not handed out yet
+  std::vector<int32_t> guess_, now_;  // scratch for prefetch (kept, so nothing allocates per token)
   ExpertStats stats_;
   mutable std::mutex published_mutex_;
   ExpertStats published_;
