@@ -201,6 +201,7 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
     constraint.emplace(*m.tokenizer, *req.format);
     gen.constraint = &*constraint;
   }
+  lease.fit_context(req.n_ctx);  // usually done by the lease already; /v1 leases without the context
   {
     std::lock_guard<std::mutex> lock(m.run_mutex);
     Session& session = m.session_for(req.n_ctx, req.n_threads);

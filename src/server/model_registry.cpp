@@ -8,7 +8,6 @@
 
 #include "server/errors.h"
 #include "server/model_settings.h"
-#include "server/sha256.h"
 #include "util/error.h"
 
 namespace strata::server {
@@ -60,6 +59,10 @@ Session& LoadedModel::session_for(int n_ctx, int n_threads) {
   SessionParams p = defaults;
   p.n_ctx = effective_n_ctx(n_ctx);
   if (n_threads > 0) p.n_threads = n_threads;
+  if (!tiering) throw Error("model \"" + name + "\" was unloaded: planning it again failed");
+  if (p.n_ctx > planned_n_ctx_)
+    throw Error("model \"" + name + "\" is planned for a context of " + std::to_string(planned_n_ctx_) +
+                " tokens, not " + std::to_string(p.n_ctx));
   const bool same_threads = p.n_threads <= 0 || (session_ && session_->n_threads() == p.n_threads);
   if (!session_ || session_->n_ctx() != p.n_ctx || !same_threads) {
     session_.reset();  // free the old KV cache before allocating the new one
@@ -76,6 +79,7 @@ Session& LoadedModel::embed_session(int n_threads) {
   SessionParams p = defaults;
   p.n_ctx = effective_n_ctx(0);
   if (n_threads > 0) p.n_threads = n_threads;
+  if (!tiering) throw Error("model \"" + name + "\" was unloaded: planning it again failed");
   if (!embed_session_ || (p.n_threads > 0 && embed_session_->n_threads() != p.n_threads)) {
     embed_session_.reset();
     embed_session_ = std::make_unique<Session>(*model, p);
@@ -91,11 +95,16 @@ Session& LoadedModel::embed_session(int n_threads) {
 
 ModelLease::~ModelLease() { registry_.release(*model_, keep_alive_s_); }
 
+void ModelLease::fit_context(int n_ctx) const { registry_.fit_context(*model_, n_ctx); }
+
 // --- ModelRegistry
 
 ModelRegistry::ModelRegistry(RegistryOptions options) : options_(std::move(options)) {
   budget_bytes_ = options_.budget_bytes > 0 ? options_.budget_bytes : tier::detect_memory_budget();
   reaper_ = std::thread([this] { reap_loop(); });
+  std::vector<FileVersion> files;
+  for (const ModelEntry& e : list()) files.push_back({e.path, e.size_bytes, e.modified_unix});
+  digests_.hash_in_background(std::move(files));
 }
 
 ModelRegistry::~ModelRegistry() {
@@ -157,17 +166,18 @@ std::shared_ptr<const gguf::File> ModelRegistry::metadata(const ModelEntry& entr
 }
 
 std::string ModelRegistry::digest(const ModelEntry& entry) {
-  std::lock_guard<std::mutex> lock(digest_mutex_);
-  auto it = digests_.find(entry.path);
-  if (it != digests_.end() && it->second.size_bytes == entry.size_bytes &&
-      it->second.modified_unix == entry.modified_unix)
-    return it->second.sha256;
-  const std::string hex = sha256_file(entry.path);
-  digests_[entry.path] = CachedDigest{entry.size_bytes, entry.modified_unix, hex};
-  return hex;
+  return digests_.get({entry.path, entry.size_bytes, entry.modified_unix});
 }
 
-std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, std::optional<double> keep_alive_s) {
+std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, std::optional<double> keep_alive_s,
+                                                 int n_ctx) {
+  std::shared_ptr<ModelLease> lease = admit_loaded(requested, keep_alive_s);
+  fit_context(lease->model(), n_ctx);  // on a throw, the lease is released
+  return lease;
+}
+
+std::shared_ptr<ModelLease> ModelRegistry::admit_loaded(const std::string& requested,
+                                                        std::optional<double> keep_alive_s) {
   const ModelEntry entry = resolve(requested);
   auto admit = [&](const std::shared_ptr<LoadedModel>& m, double load_seconds) {
     // Called with mutex_ held.
@@ -209,6 +219,7 @@ std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, s
     t.budget_bytes = make_room(m->model->file().file_size() + tier::kv_cache_bytes(c, t.n_ctx) +
                                tier::scratch_bytes(c, t.n_ctx, t.n_batch));
     m->tiering = std::make_unique<tier::Tiering>(*m->model, t);
+    m->planned_n_ctx_ = t.n_ctx;
   } catch (const std::exception& e) {
     throw HttpError(500, "cannot load model \"" + requested + "\" within the memory budget: " + e.what());
   }
@@ -222,12 +233,67 @@ std::shared_ptr<ModelLease> ModelRegistry::lease(const std::string& requested, s
   return admit(m, m->load_seconds);
 }
 
-uint64_t ModelRegistry::make_room(uint64_t need) {
+void ModelRegistry::fit_context(LoadedModel& m, int n_ctx) {
+  const int want = m.effective_n_ctx(n_ctx);
+  if (want <= m.planned_n_ctx_) return;  // it only grows, so a stale read just takes the slow way
+  // The running request's session is about to go; the requests waiting behind this one find the
+  // larger plan.
+  std::lock_guard<std::mutex> run_lock(m.run_mutex);
+  if (want <= m.planned_n_ctx_) return;
+  std::lock_guard<std::mutex> load_lock(load_mutex_);  // nothing else plans against the budget meanwhile
+  const ModelConfig& c = m.model->config();
+  const int had = m.planned_n_ctx_;
+  tier::TieringOptions t;
+  t.n_ctx = want;
+  t.n_batch = m.defaults.n_batch;
+  try {
+    t.budget_bytes = make_room(
+        m.model->file().file_size() + tier::kv_cache_bytes(c, want) + tier::scratch_bytes(c, want, t.n_batch), &m);
+    // The plan alone (no memory taken) says whether the context fits; the model keeps its
+    // current plan and sessions until it does.
+    tier::PlanInputs in;
+    in.budget_bytes = t.budget_bytes;
+    in.n_ctx = t.n_ctx;
+    in.n_batch = t.n_batch;
+    tier::make_plan(m.model->file(), c, in);
+  } catch (const std::exception& e) {
+    throw HttpError(500, "model \"" + m.name + "\" cannot use a context of " + std::to_string(n_ctx) +
+                             " tokens within the memory budget (it stays loaded with a context of " +
+                             std::to_string(had) + "): " + e.what());
+  }
+  std::unique_ptr<tier::Tiering> old;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    old = std::move(m.tiering);
+  }
+  m.session_.reset();  // the KV caches and streaming pools go before the new ones are taken
+  m.embed_session_.reset();
+  old.reset();
+  std::unique_ptr<tier::Tiering> fresh;
+  try {
+    fresh = std::make_unique<tier::Tiering>(*m.model, t);
+  } catch (const std::exception& e) {
+    // The plan fitted a moment ago, so this is unexpected: the model has no plan left, so it goes.
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = models_.find(m.name);
+    if (it != models_.end() && it->second.get() == &m) models_.erase(it);
+    throw HttpError(500, "model \"" + m.name + "\" failed to load for a context of " + std::to_string(n_ctx) +
+                             " tokens and was unloaded: " + e.what());
+  }
+  std::fprintf(stderr, "planned %s again for a context of %d tokens (was %d)\n%s\n", m.path.c_str(), want, had,
+               fresh->summary().c_str());
+  std::lock_guard<std::mutex> lock(mutex_);
+  m.tiering = std::move(fresh);
+  m.planned_n_ctx_ = want;
+}
+
+uint64_t ModelRegistry::make_room(uint64_t need, const LoadedModel* replanning) {
   std::vector<std::shared_ptr<LoadedModel>> unloaded;  // freed after the lock is released
   std::lock_guard<std::mutex> lock(mutex_);
   auto used = [&] {
     uint64_t n = 0;
-    for (const auto& [name, m] : models_) n += m->tiering ? m->tiering->planned_bytes() : 0;
+    for (const auto& [name, m] : models_)
+      if (m.get() != replanning) n += m->tiering ? m->tiering->planned_bytes() : 0;
     return n;
   };
   while (used() + need > budget_bytes_) {
@@ -281,12 +347,10 @@ std::vector<LoadedInfo> ModelRegistry::loaded() const {
   const auto now = Clock::now();
   const auto wall_now = std::chrono::system_clock::now();
   for (const auto& [name, m] : models_) {
-    LoadedInfo info{name, m->path, m->model->file().file_size(), m->effective_n_ctx(0), std::nullopt, {}};
-    // The session belongs to whoever holds run_mutex; its size is fixed by n_ctx, so estimate
-    // from the model's KV layout rather than touching it.
-    const ModelConfig& c = m->model->config();
-    info.size_bytes += uint64_t(c.n_layer) * uint64_t(info.n_ctx) * uint64_t(c.n_head_kv) *
-                       uint64_t(c.head_dim_k + c.head_dim_v) * 2;  // f16
+    LoadedInfo info{name, m->path, m->model->file().file_size(), m->planned_n_ctx_, std::nullopt, {}};
+    // The session belongs to whoever holds run_mutex, so count the KV cache the plan allows
+    // rather than touching it.
+    info.size_bytes += tier::kv_cache_bytes(m->model->config(), info.n_ctx);
     if (m->tiering) {
       info.tier = m->tiering->stats();
       if (info.tier.streaming) info.size_bytes = info.tier.planned_bytes;  // not the file: it does not all fit

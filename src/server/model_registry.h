@@ -2,6 +2,11 @@
 // The models `strata serve` can run: the *.gguf files of one folder (or one given file), named by
 // file stem ("smollm2" or "smollm2:latest" for smollm2.gguf). A model is loaded on first use and
 // stays loaded until its keep-alive runs out; keep_alive 0 unloads it after the request.
+//
+// A model is planned (tier/) for one context: its KV cache is counted in the memory budget for
+// that many tokens. A request asking for more (options.num_ctx) re-plans it for the larger
+// context, as Ollama reloads a model for a new num_ctx, or is refused when that cannot fit.
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -15,8 +20,9 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "runtime/session.h"
-#include "tier/tiering.h"
+#include "server/digest_cache.h"
 #include "server/prompt.h"
+#include "tier/tiering.h"
 #include "tokenizer/tokenizer.h"
 
 namespace strata::server {
@@ -51,7 +57,8 @@ class LoadedModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<PromptFormat> prompt_format;
-  // Where the weights live under the budget; sessions are connected to its streamers.
+  // Where the weights live under the budget; sessions are connected to its streamers. Replaced
+  // (ModelRegistry::fit_context) only with run_mutex and the registry's mutex held.
   std::unique_ptr<tier::Tiering> tiering;
   double load_seconds = 0;
 
@@ -60,12 +67,17 @@ class LoadedModel {
   std::mutex run_mutex;
   // The session for these parameters (n_ctx, n_threads; 0: the server's defaults), recreated
   // when they change. Keeping it lets the next request reuse the evaluated prompt prefix.
+  // Throws when the context is larger than the one the model is planned for (fit_context()
+  // first).
   Session& session_for(int n_ctx, int n_threads);
   // A second session for embeddings, so that embedding never disturbs the chat KV cache (and
   // its reusable prompt prefix). Also used under run_mutex.
   Session& embed_session(int n_threads);
   // The context a session with this n_ctx gets (clamped to the model's training context).
   int effective_n_ctx(int n_ctx) const;
+  // The context the memory plan counts a KV cache for: the largest a session may have. It only
+  // grows while the model is loaded (ModelRegistry::fit_context).
+  int planned_n_ctx() const { return planned_n_ctx_; }
 
   SessionParams defaults;
 
@@ -73,6 +85,8 @@ class LoadedModel {
   friend class ModelRegistry;
   std::unique_ptr<Session> session_;
   std::unique_ptr<Session> embed_session_;
+  // Written with run_mutex and the registry's mutex held, so either lock makes it stable.
+  std::atomic<int> planned_n_ctx_{0};
   // Guarded by the registry's mutex.
   int n_active_ = 0;  // admitted requests, running or waiting for run_mutex
   bool keep_forever_ = true;
@@ -93,6 +107,9 @@ class ModelLease {
   ModelLease& operator=(const ModelLease&) = delete;
 
   LoadedModel& model() const { return *model_; }
+  // Re-plans the model for a context of n_ctx tokens if it was planned for fewer (see
+  // ModelRegistry::fit_context).
+  void fit_context(int n_ctx) const;
   double load_seconds() const { return load_seconds_; }  // 0 unless this request loaded the model
 
  private:
@@ -102,7 +119,7 @@ class ModelLease {
   double load_seconds_;
 };
 
-// A model in memory, for /api/ps.
+// A model in memory, for /api/ps: n_ctx is the context it is planned for.
 struct LoadedInfo {
   std::string name;
   std::string path;
@@ -128,23 +145,34 @@ class ModelRegistry {
   std::string path_for(const std::string& requested) const;
   // The file's metadata (opened once per file version; shared with a loaded model).
   std::shared_ptr<const gguf::File> metadata(const ModelEntry& entry);
-  // The file's SHA-256 (hex), computed once per file version (path, size, modification time).
+  // The file's SHA-256 (hex), computed once per file version (path, size, modification time),
+  // most often already by the background hashing started with the registry; else this waits.
   std::string digest(const ModelEntry& entry);
 
-  // Loads the model if needed and admits one request to it: HttpError 404 (unknown), 500 (load
-  // failed), 503 (max_queue requests already hold it).
-  std::shared_ptr<ModelLease> lease(const std::string& requested, std::optional<double> keep_alive_s);
+  // Loads the model if needed and admits one request to it, re-planned for a context of n_ctx
+  // tokens when that is more than it was planned for (0: the server's default context):
+  // HttpError 404 (unknown), 500 (load failed, or the context does not fit the budget), 503
+  // (max_queue requests already hold it).
+  std::shared_ptr<ModelLease> lease(const std::string& requested, std::optional<double> keep_alive_s, int n_ctx = 0);
+  // Makes the loaded model's plan count a KV cache of n_ctx tokens (clamped to its training
+  // context; 0: the default), when it counts fewer: waits for the request running on it, then
+  // plans the weights again under what the budget leaves (unloading idle models to make room),
+  // the old sessions dropped. HttpError 500 naming the model, the context and the planner's
+  // reason when even the minimum does not fit; the model then keeps its context.
+  void fit_context(LoadedModel& model, int n_ctx);
   // Unloads a model now (once its running requests end). Returns whether it was loaded.
   bool unload(const std::string& requested);
   std::vector<LoadedInfo> loaded() const;
 
  private:
   friend class ModelLease;
+  // lease() without the context: loads the model if needed and admits the request.
+  std::shared_ptr<ModelLease> admit_loaded(const std::string& requested, std::optional<double> keep_alive_s);
   void release(LoadedModel& model, std::optional<double> keep_alive_s);
   void reap_loop();
   // With load_mutex_ held: unloads idle models until `need` bytes are free (or none is idle);
-  // returns the budget left for a new model.
-  uint64_t make_room(uint64_t need);
+  // returns the budget left for a new model, or for `replanning` (whose plan is not counted).
+  uint64_t make_room(uint64_t need, const LoadedModel* replanning = nullptr);
 
   RegistryOptions options_;
   uint64_t budget_bytes_ = 0;  // options_.budget_bytes, or detected at start
@@ -157,13 +185,8 @@ class ModelRegistry {
     std::shared_ptr<const gguf::File> file;
   };
   std::map<std::string, CachedFile> files_;  // by path
-  struct CachedDigest {
-    uint64_t size_bytes;
-    int64_t modified_unix;
-    std::string sha256;
-  };
-  std::mutex digest_mutex_;                      // held while hashing, so a file is hashed once however many ask
-  std::map<std::string, CachedDigest> digests_;  // by path
+  // Its background thread hashes every model listed at start.
+  DigestCache digests_;
   std::condition_variable reap_cv_;
   bool stopping_ = false;
   std::thread reaper_;

@@ -210,7 +210,7 @@ void load_only(ModelRegistry& registry, const CompletionRequest& req, httplib::R
     registry.unload(req.model);
     reason = "unload";
   } else {
-    registry.lease(req.model, req.keep_alive_s);
+    registry.lease(req.model, req.keep_alive_s, req.n_ctx);  // options.num_ctx loads it for that context
   }
   json j = chunk(req, "", true);
   j["done_reason"] = reason;
@@ -219,7 +219,8 @@ void load_only(ModelRegistry& registry, const CompletionRequest& req, httplib::R
 
 void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Response& res,
               Clock::time_point started) {
-  const auto lease = registry.lease(req.model, req.keep_alive_s);
+  // With the context, so that one too large for the budget is a 500 before anything streams.
+  const auto lease = registry.lease(req.model, req.keep_alive_s, req.n_ctx);
   const PreparedPrompt prompt = prepare_prompt(lease->model(), req);
   const bool tools = !req.tools.is_null();
   if (!req.stream) {

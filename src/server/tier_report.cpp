@@ -38,9 +38,9 @@ nlohmann::ordered_json tier_json(const tier::TierStats& s) {
       {"ssd_bytes_read", s.bytes_read()}, {"io_wait_seconds", s.io_wait_seconds()},
   };
   if (s.has_dense)
-    j["dense_ffn"] = {{"blocks_read", s.dense.layer_loads},
+    j["dense_ffn"] = {{"pieces_read", s.dense.pieces_read},
                       {"bytes_read", s.dense.bytes_read},
-                      {"read_ahead_in_time", ratio(double(s.dense.ready_hits), double(s.dense.acquires))}};
+                      {"read_ahead_in_time", ratio(double(s.dense.ready_hits), double(s.dense.pieces_used))}};
   if (s.has_experts)
     j["experts"] = {{"routed", e.needed},
                     {"cache_hit_rate", ratio(double(e.cache_hits), double(e.needed))},
@@ -87,8 +87,8 @@ std::string tier_metrics(const std::vector<std::pair<std::string, tier::TierStat
        [](const tier::TierStats& s) { return double(s.experts.prefetch_issued); }},
       {"strata_tier_expert_slots_occupied", "gauge", "Expert cache slots holding an expert.",
        [](const tier::TierStats& s) { return double(s.experts.occupied_slots); }},
-      {"strata_tier_dense_blocks_read_total", "counter", "Dense FFN blocks read from the SSD.",
-       [](const tier::TierStats& s) { return double(s.dense.layer_loads); }},
+      {"strata_tier_dense_pieces_read_total", "counter", "Pieces of dense FFN matrices read from the SSD.",
+       [](const tier::TierStats& s) { return double(s.dense.pieces_read); }},
   };
   std::string out;
   for (const Family& f : families) {

@@ -263,3 +263,60 @@ def test_digests_are_the_files_sha256(server, client):
     assert {m.model: m.digest for m in client.ps().models}[f"{MODEL}:latest"] == expected
     out = strata("list", env=env_for(server))
     assert expected[:12] in out.stdout
+
+
+def test_tags_give_every_models_sha256_right_after_start(tmp_path):
+    # The server hashes every model in the background from its start; a listing that comes first
+    # waits for each digest rather than returning an empty or partial one.
+    folder = harness.models_folder(str(tmp_path))
+    with open(os.path.join(folder, "junk.gguf"), "wb") as f:
+        f.write(bytes(range(256)) * 4099)  # not a model: listed with its digest all the same
+    open(os.path.join(folder, "empty.gguf"), "wb").close()
+    expected = {}
+    for name in ("smollm2", "junk", "empty"):
+        with open(os.path.join(folder, name + ".gguf"), "rb") as f:
+            expected[f"{name}:latest"] = hashlib.sha256(f.read()).hexdigest()
+    srv = harness.Server(folder)
+    try:
+        for _ in range(2):  # the second listing comes from the cache
+            status, _, body = srv.request("GET", "/api/tags")
+            assert status == 200
+            assert {m["model"]: m["digest"] for m in json.loads(body)["models"]} == expected
+    finally:
+        srv.stop()
+
+
+# --- the context a request asks for
+
+
+def test_a_larger_num_ctx_plans_the_model_for_it(server, client):
+    greedy = {"temperature": 0, "num_predict": 6}
+    client.generate(model=MODEL, prompt="Name a color.", options=greedy)
+    [before] = [m for m in client.ps().models if m.model == f"{MODEL}:latest"]
+    assert before.context_length == 2048  # the harness's --ctx
+    r = client.generate(model=MODEL, prompt="Name a color.", options={**greedy, "num_ctx": 4096})
+    assert r.done and r.eval_count > 0
+    [after] = [m for m in client.ps().models if m.model == f"{MODEL}:latest"]
+    assert after.context_length == 4096
+    assert after.size > before.size  # the larger KV cache is counted
+    # Requests at the default context run on the larger plan; the model is not planned again.
+    r = client.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}], options=greedy)
+    assert r.done and r.eval_count > 0
+    assert [m.context_length for m in client.ps().models if m.model == f"{MODEL}:latest"] == [4096]
+
+
+def test_a_larger_num_ctx_waits_for_the_request_running_on_the_model(server, client):
+    import threading
+
+    long_one = client.generate(model=MODEL, prompt="Count to a hundred.", stream=True,
+                               options={"temperature": 0, "num_predict": 64})
+    first = next(long_one)  # it runs now; the one below re-plans the model once it is done
+    answers = {}
+    other = threading.Thread(target=lambda: answers.update(
+        r=client.generate(model=MODEL, prompt="Hi", options={"temperature": 0, "num_predict": 4, "num_ctx": 6144})))
+    other.start()
+    rest = list(long_one)
+    other.join(timeout=120)
+    assert first.response is not None and rest[-1].done and rest[-1].eval_count > 0
+    assert answers["r"].done and answers["r"].eval_count > 0
+    assert [m.context_length for m in client.ps().models if m.model == f"{MODEL}:latest"] == [6144]

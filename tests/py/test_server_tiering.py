@@ -1,6 +1,7 @@
 """`strata serve` under a memory budget smaller than a model: the model streams its experts from
-the file, answers, and reports its tiered-weight statistics in /api/ps and /metrics; a model that
-cannot fit even the minimum is refused with a clear error and the server keeps serving.
+the file, answers, and reports its tiered-weight statistics in /api/ps and /metrics; a model (or a
+context, options.num_ctx) that cannot fit even the minimum is refused with a clear error and the
+server keeps serving.
 """
 import json
 import os
@@ -72,3 +73,27 @@ def test_model_beyond_the_budget_is_refused_clearly_and_the_server_stays_up(tigh
     assert "memory budget" in str(e.value) and "minimum" in str(e.value)
     r = client.generate(model=MOE, prompt="Again", raw=True, options={"num_predict": 4, "temperature": 0})
     assert r.done and r.eval_count > 0
+
+
+def test_context_beyond_the_budget_is_refused_and_the_model_keeps_its_own(tight):
+    ollama = pytest.importorskip("ollama")
+    client = ollama.Client(host=tight.url, timeout=120)
+    greedy = {"num_predict": 4, "temperature": 0}
+    expected = client.generate(model=MOE, prompt="Once", raw=True, options=greedy).response
+    # The forged model trains on 4096 tokens; its KV cache for them is more than the three spare
+    # expert slots of the budget.
+    for stream in (False, True):
+        with pytest.raises(ollama.ResponseError) as e:
+            r = client.generate(model=MOE, prompt="Once", raw=True, options={**greedy, "num_ctx": 4096},
+                                stream=stream)
+            if stream:
+                list(r)  # the error comes with the first chunk
+        assert e.value.status_code == 500
+        message = str(e.value)
+        assert f'"{MOE}"' in message and "context of 4096 tokens" in message and "minimum" in message, message
+    # Still loaded with its context, and answering as before.
+    [entry] = [m for m in get_json(tight, "/api/ps")["models"] if m["name"].startswith(MOE)]
+    assert entry["context_length"] == 2048
+    assert entry["strata"]["budget_bytes"] <= tight.budget
+    r = client.generate(model=MOE, prompt="Once", raw=True, options=greedy)
+    assert r.done and r.response == expected
