@@ -19,17 +19,20 @@ struct ModelOptions {
   std::string model_path;
   SessionParams session;
   int stream_ffn = 0;  // FFN blocks of this many layers (the last ones) stream from the file
-  int prefetch = 2;    // streamed layers read ahead of the one computing
+  int prefetch = 2;    // with --stream-ffn: read-ahead depth (a ring of 8 x depth 4 MiB pieces) of the one computing
   std::string mem;     // memory budget: the planner picks what streams ("": what is available)
   bool stats = false;  // print tiering statistics at the end
   bool fresh = false;  // MoE: neither load nor save routing statistics
+  // Memory available when the command started, before the model and the session took theirs
+  // (which the plan counts itself); 0: unknown.
+  uint64_t budget_at_start = 0;
 };
 
 // Places the model's weights under the memory budget (--mem, else what the machine or its cgroup
 // has left) and connects the streamers to the session. When the model fits, nothing streams.
 inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const ModelOptions& o, Session& session) {
   tier::TieringOptions t;
-  t.budget_bytes = o.mem.empty() ? 0 : tier::parse_size(o.mem);
+  t.budget_bytes = o.mem.empty() ? o.budget_at_start : tier::parse_size(o.mem);
   t.n_ctx = session.n_ctx();
   t.n_batch = o.session.n_batch;
   t.stream_ffn = o.stream_ffn;
@@ -58,13 +61,19 @@ struct SamplingOptions {
 };
 
 inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
+  cmd->preparse_callback([&o](size_t) {
+    try {
+      o.budget_at_start = tier::detect_memory_budget();
+    } catch (const Error&) {  // make_tiering detects again and names the problem
+    }
+  });
   // No CLI11 file check: the GGUF reader names a missing or unreadable file itself (exit 1).
   cmd->add_option("model", o.model_path, "GGUF model file")->required();
   cmd->add_option("-c,--ctx", o.session.n_ctx, "context length (tokens)")->capture_default_str();
   cmd->add_option("-b,--batch", o.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
-  cmd->add_option("--prefetch", o.prefetch, "streamed layers read ahead")->capture_default_str();
+  cmd->add_option("--prefetch", o.prefetch, "with --stream-ffn: read-ahead depth (a ring of 8 x depth 4 MiB pieces)")->capture_default_str();
   cmd->add_option("--mem", o.mem,
                   "memory budget (e.g. 2G; default: what is available): the planner streams what does not fit");
   cmd->add_flag("--fresh", o.fresh, "MoE: ignore routing statistics of earlier runs and do not save this run's");

@@ -232,6 +232,10 @@ File::~File() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_t(size_));
 }
 
+void File::advise_random_access(bool random) const {
+  if (mapped_) ::madvise(const_cast<uint8_t*>(base_), size_t(size_), random ? MADV_RANDOM : MADV_NORMAL);
+}
+
 void File::parse_all() {
   Reader r(base_, size_, path_);
 

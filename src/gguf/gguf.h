@@ -100,6 +100,10 @@ class File {
   const TensorInfo* find_tensor(std::string_view name) const;
   const uint8_t* tensor_data(const TensorInfo& t) const { return base_ + t.file_offset; }
   const uint8_t* base() const { return base_; }
+  // How the kernel reads the mapping on a page fault: random (the page alone, for scattered small
+  // reads: a model's norms at load, an embedding row per token) or normal (the pages around it
+  // too, up to the device's read-ahead). A no-op for a parsed buffer.
+  void advise_random_access(bool random) const;
 
  private:
   File() = default;

@@ -164,31 +164,30 @@ void activate(float* gate, const float* up, int64_t n, Activation act) {
   else ops::gelu_tanh_mul(gate, up, n);
 }
 
+// y = W x for one FFN matrix, resident or streamed piece by piece (the activations are converted
+// once for all pieces).
+void ffn_matmul(ForwardPass& p, int layer, FfnPart part, const float* x, float* y) {
+  const WeightView& w = ffn_weight(p.weights.layers[size_t(layer)], part);
+  if (!p.ffn_source || !p.ffn_source->streams(layer, part)) {
+    ops::matmul(w, x, w.n_cols, p.n_tokens, y, w.n_rows, p.pool, p.buf.mm);
+    return;
+  }
+  const ops::PreparedInput in = ops::prepare_input(w.type, w.n_cols, x, w.n_cols, p.n_tokens, p.pool, p.buf.mm);
+  p.ffn_source->begin(layer, part);
+  WeightView piece;
+  int64_t row0 = 0;
+  while (p.ffn_source->next(piece, row0)) ops::matmul_prepared(piece, in, y + row0, w.n_rows, p.pool);
+}
+
 }  // namespace
 
 void ffn(ForwardPass& p, int layer, Activation act) {
   const ModelConfig& c = p.config;
-  const LayerWeights& L = p.weights.layers[size_t(layer)];
   ForwardBuffers& b = p.buf;
-  const int n = p.n_tokens;
-  WeightView gate = L.w_gate, up = L.w_up, down = L.w_down;
-  // Holds a streamed layer's slot for the duration of the FFN, even if a matmul throws.
-  struct Hold {
-    FfnSource* source = nullptr;
-    int layer = 0;
-    ~Hold() {
-      if (source) source->release(layer);
-    }
-  } hold;
-  if (p.ffn_source && p.ffn_source->streams(layer)) {
-    p.ffn_source->acquire(layer, gate, up, down);
-    hold.source = p.ffn_source;
-    hold.layer = layer;
-  }
-  ops::matmul(gate, b.h.data(), c.n_embd, n, b.gate.data(), c.n_ff, p.pool, b.mm);
-  ops::matmul(up, b.h.data(), c.n_embd, n, b.up.data(), c.n_ff, p.pool, b.mm);
-  activate(b.gate.data(), b.up.data(), int64_t(n) * c.n_ff, act);
-  ops::matmul(down, b.gate.data(), c.n_ff, n, b.o.data(), c.n_embd, p.pool, b.mm);
+  ffn_matmul(p, layer, FfnPart::gate, b.h.data(), b.gate.data());
+  ffn_matmul(p, layer, FfnPart::up, b.h.data(), b.up.data());
+  activate(b.gate.data(), b.up.data(), int64_t(p.n_tokens) * c.n_ff, act);
+  ffn_matmul(p, layer, FfnPart::down, b.gate.data(), b.o.data());
 }
 
 namespace {

@@ -40,15 +40,18 @@ struct ForwardBuffers {
   size_t bytes() const;
 };
 
-// Supplies the FFN weights of layers that are not resident (src/tier/stream implements it by
-// reading them from the model file). Views stay valid until release(layer).
+// Supplies the dense FFN matrices that are not resident (src/tier/stream implements it by reading
+// them from the model file), a piece of whole rows at a time, so that little memory is needed
+// for the matrix being computed. Used on the forward thread only.
 class FfnSource {
  public:
   virtual ~FfnSource() = default;
-  virtual bool streams(int layer) const = 0;
-  // Blocks until layer's gate/up/down bytes are in memory.
-  virtual void acquire(int layer, WeightView& gate, WeightView& up, WeightView& down) = 0;
-  virtual void release(int layer) = 0;
+  virtual bool streams(int layer, FfnPart part) const = 0;
+  // Starts handing out the row pieces of one matrix, first row first.
+  virtual void begin(int layer, FfnPart part) = 0;
+  // The next piece: rows [row0, row0 + piece.n_rows) of the matrix, waiting for its read; false
+  // once every piece was handed out. A piece stays valid until the next call.
+  virtual bool next(WeightView& piece, int64_t& row0) = 0;
 };
 
 // Supplies expert slices of MoE layers that are not all resident (src/tier/stream implements it

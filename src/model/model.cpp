@@ -9,7 +9,11 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
   auto m = std::unique_ptr<Model>(new Model());
   m->file_ = gguf::File::open(path);
   m->config_ = load_config(*m->file_);
+  // Binding copies the small tensors (norms, biases) scattered through the file: read just their
+  // pages, not megabytes of read-ahead around each (weights the budget may stream, never use).
+  m->file_->advise_random_access(true);
   m->weights_ = bind_weights(*m->file_, m->config_);
+  m->file_->advise_random_access(false);
   return m;
 }
 

@@ -33,6 +33,13 @@ struct LayerWeights {
   WeightView gate_exps, up_exps, down_exps;
 };
 
+// The three matrices of a dense FFN block, in the order a forward pass uses them.
+enum class FfnPart { gate, up, down };
+inline constexpr FfnPart kFfnParts[] = {FfnPart::gate, FfnPart::up, FfnPart::down};
+inline const WeightView& ffn_weight(const LayerWeights& L, FfnPart part) {
+  return part == FfnPart::gate ? L.w_gate : part == FfnPart::up ? L.w_up : L.w_down;
+}
+
 struct ModelWeights {
   WeightView token_embd;             // [n_embd] x n_vocab rows
   std::vector<float> output_norm;    // [n_embd]

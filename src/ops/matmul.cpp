@@ -41,38 +41,52 @@ void dot_rows(const kernels::TypeKernels& k, const WeightView& w, int64_t r0, in
 
 }  // namespace
 
-void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
-            ThreadPool& pool, MatmulScratch& scratch) {
-  if (n_tokens <= 0) return;
-  const kernels::TypeKernels& k = kernels::kernels_for(w.type);
-  const DType act_type = k.vec_dot_type;
-  const uint8_t* act = nullptr;
-  size_t act_row_bytes = 0;
-  if (act_type == DType::F32) {
-    act = reinterpret_cast<const uint8_t*>(x);
-    act_row_bytes = size_t(x_stride) * sizeof(float);
-  } else {
-    act_row_bytes = row_bytes(act_type, w.n_cols);
-    const size_t need = act_row_bytes * size_t(n_tokens);
-    if (scratch.quantized.size() < need) scratch.quantized.resize(need);  // grows to the largest batch once
-    const kernels::TypeKernels& ak = kernels::kernels_for(act_type);
-    uint8_t* dst = scratch.quantized.data();
-    if (n_tokens == 1) {
-      ak.quantize_activation(x, dst, w.n_cols);
-    } else {
-      pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1, int) {
-        for (int64_t t = t0; t < t1; ++t) ak.quantize_activation(x + t * x_stride, dst + size_t(t) * act_row_bytes, w.n_cols);
-      });
-    }
-    act = dst;
+PreparedInput prepare_input(DType type, int64_t n_cols, const float* x, int64_t x_stride, int n_tokens,
+                            ThreadPool& pool, MatmulScratch& scratch) {
+  PreparedInput in;
+  in.n_tokens = n_tokens;
+  in.n_cols = n_cols;
+  in.vec_dot_type = kernels::kernels_for(type).vec_dot_type;
+  if (in.vec_dot_type == DType::F32) {
+    in.data = reinterpret_cast<const uint8_t*>(x);
+    in.row_bytes = size_t(x_stride) * sizeof(float);
+    return in;
   }
+  in.row_bytes = row_bytes(in.vec_dot_type, n_cols);
+  const size_t need = in.row_bytes * size_t(std::max(0, n_tokens));
+  if (scratch.quantized.size() < need) scratch.quantized.resize(need);  // grows to the largest batch once
+  const kernels::TypeKernels& ak = kernels::kernels_for(in.vec_dot_type);
+  uint8_t* dst = scratch.quantized.data();
+  if (n_tokens == 1) {
+    ak.quantize_activation(x, dst, n_cols);
+  } else if (n_tokens > 1) {
+    pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1, int) {
+      for (int64_t t = t0; t < t1; ++t)
+        ak.quantize_activation(x + t * x_stride, dst + size_t(t) * in.row_bytes, n_cols);
+    });
+  }
+  in.data = dst;
+  return in;
+}
+
+void matmul_prepared(const WeightView& w, const PreparedInput& in, float* y, int64_t y_stride, ThreadPool& pool) {
+  if (in.n_tokens <= 0 || w.n_rows <= 0) return;
+  const kernels::TypeKernels& k = kernels::kernels_for(w.type);
+  if (k.vec_dot_type != in.vec_dot_type || w.n_cols != in.n_cols)
+    throw Error("matmul: activations prepared for other weights");
   // Rows in whole row blocks, so tiles stay whole; chunks are claimed dynamically.
   const int64_t n_units = (w.n_rows + kRowBlock - 1) / kRowBlock;
   pool.parallel_for(n_units, [&](int64_t u0, int64_t u1, int) {
     const int64_t r0 = u0 * kRowBlock;
     const int64_t r1 = std::min(w.n_rows, u1 * kRowBlock);
-    dot_rows(k, w, r0, r1, act, act_row_bytes, n_tokens, y, y_stride);
+    dot_rows(k, w, r0, r1, in.data, in.row_bytes, in.n_tokens, y, y_stride);
   });
+}
+
+void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
+            ThreadPool& pool, MatmulScratch& scratch) {
+  if (n_tokens <= 0) return;
+  matmul_prepared(w, prepare_input(w.type, w.n_cols, x, x_stride, n_tokens, pool, scratch), y, y_stride, pool);
 }
 
 }  // namespace strata::ops

@@ -20,6 +20,21 @@ struct MatmulScratch {
 void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
             ThreadPool& pool, MatmulScratch& scratch);
 
+// Activations converted once to the vec_dot type of weights of `type` with n_cols columns, for
+// several matmuls against such weights (the row pieces of a streamed tensor). Points into the
+// scratch (or at x itself for F32 dots): valid until the scratch is used again.
+struct PreparedInput {
+  const uint8_t* data = nullptr;
+  size_t row_bytes = 0;
+  int n_tokens = 0;
+  int64_t n_cols = 0;
+  DType vec_dot_type = DType::F32;
+};
+PreparedInput prepare_input(DType type, int64_t n_cols, const float* x, int64_t x_stride, int n_tokens,
+                            ThreadPool& pool, MatmulScratch& scratch);
+// matmul with prepared activations: w must have the type and column count they were prepared for.
+void matmul_prepared(const WeightView& w, const PreparedInput& in, float* y, int64_t y_stride, ThreadPool& pool);
+
 // out = x / rms(x) * weight, per row of n floats (weight may be null: no scaling).
 void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps);
 // Dequantizes one row of a weight (embedding lookup).

@@ -77,16 +77,19 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     }
   }
 
-  std::vector<int> dense_layers;
-  int prefetch = options.prefetch;
+  std::vector<StreamedMatrix> dense_matrices;
+  size_t ring_bytes = DenseFfnStreamer::kDefaultRingBytes;
   if (options.stream_ffn > 0) {
-    for (int l = std::max(0, c.n_layer - options.stream_ffn); l < c.n_layer; ++l) dense_layers.push_back(l);
+    std::vector<int> layers;
+    for (int l = std::max(0, c.n_layer - options.stream_ffn); l < c.n_layer; ++l) layers.push_back(l);
+    dense_matrices = DenseFfnStreamer::whole_layers(layers);
+    ring_bytes = size_t(std::max(1, options.prefetch)) * 8 * DenseFfnStreamer::kDefaultPieceBytes;
   } else {
     for (const PlanUnit& u : plan_.units)
-      if (u.kind == UnitKind::dense_ffn && !u.resident) dense_layers.push_back(u.layer);
-    if (plan_.n_dense_slots > 1) prefetch = plan_.n_dense_slots - 1;  // the streamer holds prefetch + 1 slots
+      if (u.kind == UnitKind::dense_ffn && !u.resident) dense_matrices.push_back({u.layer, FfnPart(u.part)});
+    ring_bytes = size_t(plan_.n_dense_slots) * plan_.dense_slot_bytes;
   }
-  if (!dense_layers.empty()) dense_ = std::make_unique<DenseFfnStreamer>(model, dense_layers, prefetch);
+  if (!dense_matrices.empty()) dense_ = std::make_unique<DenseFfnStreamer>(model, dense_matrices, ring_bytes);
 
   if (plan_.n_expert_units > plan_.n_expert_resident) {
     ExpertStreamerOptions eo;
@@ -96,9 +99,18 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     experts_ = std::make_unique<ExpertStreamer>(model, std::move(eo));
     reviser_ = std::make_unique<Reviser>(*this);
   }
+  // Under a budget that streams, page cache is what the budget is short of: the resident weights
+  // leave it (the streamers took their file offsets above). When everything fits, the mapping
+  // stays as it is and costs nothing.
+  // What is still read through the mapping then is the embedding row of each token: no read-ahead.
+  if (streaming()) {
+    resident_ = std::make_unique<ResidentCopy>(model.file(), plan_);
+    model.file().advise_random_access(true);
+  }
 }
 
 Tiering::~Tiering() {
+  if (resident_) model_.file().advise_random_access(false);
   if (!experts_) return;
   try {
     experts_->save_stats();
@@ -155,6 +167,7 @@ TierStats Tiering::stats() const {
     s.experts = experts_->stats();
     s.pool_bytes += experts_->memory_bytes();
   }
+  if (resident_) s.resident_copy_bytes = resident_->bytes();
   return s;
 }
 
@@ -167,8 +180,8 @@ std::string Tiering::summary() const {
     return buf;
   }
   std::snprintf(buf, sizeof buf,
-                "tiering: budget %s; %d/%d FFN blocks and %d/%d expert slices resident, %d pool slots, prefetch depth "
-                "%d; predicted %.2f tok/s (%s)",
+                "tiering: budget %s; %d/%d FFN matrices and %d/%d expert slices resident, %d pool slots, prefetch "
+                "depth %d; predicted %.2f tok/s (%s)",
                 format_bytes(double(plan_.inputs.budget_bytes)).c_str(), plan_.n_dense_resident, plan_.n_dense_units,
                 plan_.n_expert_resident, plan_.n_expert_units, plan_.n_dense_slots + plan_.n_expert_slots,
                 plan_.prefetch_depth, plan_.tokens_per_second, limit_name(plan_.limit));
@@ -181,9 +194,10 @@ std::string Tiering::describe_stats(const TierStats& s, int n_forward, double se
   if (!s.streaming) return "tiering: nothing streamed (the model fits the budget)\n";
   if (s.has_dense) {
     const StreamStats& d = s.dense;
-    out += "dense FFN: " + std::to_string(d.layer_loads) + " blocks read, " + mb(double(d.bytes_read)) + " (" +
+    out += "dense FFN: " + std::to_string(d.matrices_used) + " streamed matrices computed, " +
+           std::to_string(d.pieces_read) + " pieces read, " + mb(double(d.bytes_read)) + " (" +
            mb(double(d.bytes_read) * per) + " per token); read ahead in time " + std::to_string(d.ready_hits) + "/" +
-           std::to_string(d.acquires) + " (" + pct(double(d.ready_hits), double(d.acquires)) + ")\n";
+           std::to_string(d.pieces_used) + " (" + pct(double(d.ready_hits), double(d.pieces_used)) + ")\n";
   }
   if (s.has_experts) {
     const ExpertStats& e = s.experts;
@@ -199,6 +213,8 @@ std::string Tiering::describe_stats(const TierStats& s, int n_forward, double se
            std::to_string(e.pinned_slots) + " pinned) of " + mb(double(e.slot_bytes)) + "; start-up read " +
            mb(double(e.preload_bytes)) + "\n";
   }
+  if (s.resident_copy_bytes > 0)
+    out += "resident weights: " + mb(double(s.resident_copy_bytes)) + " read once into anonymous memory\n";
   const double streamed = double(s.bytes_read() - s.experts.preload_bytes);
   char buf[256];
   std::snprintf(buf, sizeof buf, "SSD: %s per token (%s in all, %s); I/O wait %.2f s of %.2f s (compute %.2f s)\n",

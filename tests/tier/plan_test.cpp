@@ -171,42 +171,48 @@ TEST(Plan, MoreMemoryNeverPredictsSlower) {
   }
 }
 
-TEST(Plan, DenseKeepsAsManyFfnBlocksAsFit) {
+TEST(Plan, DenseKeepsAsManyFfnMatricesAsFit) {
   ModelConfig c = small_config(8, 0, 0);
   Table t = make_table(c);
-  const uint64_t block = 9 * MiB;
+  const uint64_t matrix = 3 * MiB;
+  const uint64_t piece = matrix + 4096;  // a whole 3 MiB matrix is one piece, plus alignment
   Plan full = make_plan(t.tensors, c, inputs(4ull << 30));
   uint64_t fixed = full.mandatory_bytes + full.kv_bytes + full.scratch_bytes;
-  // Room for 5.5 blocks, pool included.
-  const uint64_t budget = fixed + block * 11 / 2;
+  // Room for 16.5 matrices, pool included.
+  const uint64_t budget = fixed + matrix * 33 / 2;
   Plan p = make_plan(t.tensors, c, inputs(budget));
-  EXPECT_EQ(p.n_dense_units, 8);
-  EXPECT_GE(p.prefetch_depth, 1);
-  EXPECT_EQ(p.pool_bytes, uint64_t(p.n_dense_slots) * block);
-  EXPECT_EQ(uint64_t(p.n_dense_resident), (budget - fixed - p.pool_bytes) / block);
-  EXPECT_LT(budget - p.used_bytes, block);
-  // SSD-bound with little compute to hide reads behind: one slot and one more resident block beat
-  // read-ahead (4 resident, 4 streamed serially rather than 3 resident, 5 streamed overlapped).
+  EXPECT_EQ(p.n_dense_units, 8 * 3);
+  EXPECT_EQ(p.dense_slot_bytes, piece);
+  EXPECT_EQ(p.pool_bytes, uint64_t(p.n_dense_slots) * piece);
+  EXPECT_EQ(uint64_t(p.n_dense_resident), (budget - fixed - p.pool_bytes) / matrix);
+  EXPECT_LT(budget - p.used_bytes, matrix);
+  // SSD-bound with little compute to hide reads behind: a ring of two pieces and more resident
+  // matrices beat a deep ring (14 resident, 10 streamed rather than fewer streamed overlapped).
   EXPECT_EQ(p.prefetch_depth, 1);
-  EXPECT_EQ(p.n_dense_resident, 4);
+  EXPECT_EQ(p.n_dense_slots, 2);
+  EXPECT_EQ(p.n_dense_resident, 14);
   EXPECT_EQ(p.limit, Limit::ssd_bandwidth);
-  EXPECT_NEAR(p.ssd_bytes_per_token, 4.0 * block + 2.0 * MiB / c.n_vocab, 1.0);
-
-  // When compute is as slow as the reads, reading ahead pays for its slot.
-  PlanInputs slow = inputs(budget);
-  slow.compute_gflops = 0.2;
-  Plan overlapped = make_plan(t.tensors, c, slow);
-  EXPECT_EQ(overlapped.prefetch_depth, 2);
-  EXPECT_EQ(overlapped.n_dense_resident, 3);
-  EXPECT_EQ(overlapped.pool_bytes, 2 * block);
+  EXPECT_NEAR(p.ssd_bytes_per_token, 10.0 * matrix + 2.0 * MiB / c.n_vocab, 1.0);
   int streamed = 0;
   for (const auto& tp : p.tensors)
     if (tp.role == TensorRole::dense_ffn && tp.placement == Placement::streamed) ++streamed;
-  EXPECT_EQ(streamed, 4 * 3);
+  EXPECT_EQ(streamed, 10);
   for (const auto& tp : p.tensors)
     if (tp.role == TensorRole::attention || tp.role == TensorRole::norm || tp.role == TensorRole::output) {
       EXPECT_EQ(tp.placement, Placement::resident) << tp.name;
     }
+
+  // When compute is slower than the reads, reading ahead hides them: a deeper ring, never
+  // more pieces than stream, and the plan is compute-bound.
+  PlanInputs slow = inputs(budget);
+  slow.compute_gflops = 0.2;
+  Plan overlapped = make_plan(t.tensors, c, slow);
+  EXPECT_GE(overlapped.prefetch_depth, 2);
+  EXPECT_GT(overlapped.n_dense_slots, 2);
+  EXPECT_LE(overlapped.n_dense_slots, overlapped.n_dense_units - overlapped.n_dense_resident);
+  EXPECT_EQ(overlapped.pool_bytes, uint64_t(overlapped.n_dense_slots) * piece);
+  EXPECT_LE(overlapped.used_bytes, budget);
+  EXPECT_EQ(overlapped.limit, Limit::compute);
 }
 
 TEST(Plan, ObservedHotExpertsStayResident) {
@@ -329,13 +335,13 @@ TEST(Plan, ForgedLlama8B) {
   in.budget_bytes = 64ull << 30;
   Plan full = make_plan(*file, c, in);
   EXPECT_EQ(full.streamed_weight_bytes, 0u);
-  EXPECT_EQ(full.n_dense_units, c.n_layer);
+  EXPECT_EQ(full.n_dense_units, 3 * c.n_layer);
   EXPECT_EQ(full.limit, Limit::ram_bandwidth);
 
   in.budget_bytes = 3ull << 30;
   Plan tight = make_plan(*file, c, in);
   EXPECT_GT(tight.n_dense_resident, 0);
-  EXPECT_LT(tight.n_dense_resident, c.n_layer);
+  EXPECT_LT(tight.n_dense_resident, 3 * c.n_layer);
   EXPECT_LE(tight.used_bytes, in.budget_bytes);
   EXPECT_EQ(tight.limit, Limit::ssd_bandwidth);
   EXPECT_LT(tight.tokens_per_second, full.tokens_per_second);

@@ -1,6 +1,8 @@
-// Dense FFN streaming changes where bytes live, never the math: logits with FFN blocks read from
-// the file through a small pool are bit-identical to a fully resident run.
+// Dense FFN streaming changes where bytes live, never the math: logits with FFN matrices read
+// from the file piece by piece through a small ring are bit-identical to a fully resident run.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include "support/forge.h"
 #include "support/paths.h"
 #include "tier/stream/dense_ffn_streamer.h"
+#include "tier/tiering.h"
 #include "util/error.h"
 
 namespace strata {
@@ -67,59 +70,116 @@ TEST_F(DenseStreamTest, AllLayersStreamedIsBitIdentical) {
   const std::vector<float> resident = run(*model, nullptr);
   std::vector<int> all;
   for (int l = 0; l < model->config().n_layer; ++l) all.push_back(l);
-  for (int depth : {1, 2}) {
-    tier::DenseFfnStreamer streamer(*model, all, depth);
+  const auto matrices = tier::DenseFfnStreamer::whole_layers(all);
+  // {ring, piece}: the default; the smallest ring (two pieces); many small pieces that wrap the
+  // ring within one matrix.
+  const std::pair<size_t, size_t> shapes[] = {
+      {tier::DenseFfnStreamer::kDefaultRingBytes, tier::DenseFfnStreamer::kDefaultPieceBytes},
+      {0, tier::DenseFfnStreamer::kDefaultPieceBytes},
+      {size_t(200) << 10, size_t(48) << 10}};
+  for (auto [ring, piece] : shapes) {
+    tier::DenseFfnStreamer streamer(*model, matrices, ring, piece);
     const std::vector<float> streamed = run(*model, &streamer);
     ASSERT_EQ(streamed.size(), resident.size());
-    EXPECT_EQ(0, std::memcmp(streamed.data(), resident.data(), resident.size() * sizeof(float))) << "depth " << depth;
+    EXPECT_EQ(0, std::memcmp(streamed.data(), resident.data(), resident.size() * sizeof(float)))
+        << "ring " << ring << ", piece " << piece;
     const tier::StreamStats st = streamer.stats();
-    // One prompt batch + 4 tokens, each needing every layer's FFN once.
-    EXPECT_EQ(st.acquires, uint64_t(5 * model->config().n_layer));
-    EXPECT_GE(st.layer_loads, st.acquires - st.ready_hits);
+    // One prompt batch + 4 tokens, each needing every matrix once.
+    EXPECT_EQ(st.matrices_used, uint64_t(5 * 3 * model->config().n_layer));
+    EXPECT_GE(st.pieces_used, st.matrices_used);
+    EXPECT_EQ(st.pieces_used % 5, 0u);
+    EXPECT_GE(st.pieces_read, st.pieces_used);
     EXPECT_GT(st.bytes_read, 0u);
-    EXPECT_EQ(streamer.pool_bytes() > 0, true);
+    EXPECT_GT(streamer.pool_bytes(), 0u);
+    if (piece < tier::DenseFfnStreamer::kDefaultPieceBytes) EXPECT_GT(st.pieces_used, st.matrices_used);
   }
 }
 
-TEST_F(DenseStreamTest, SomeLayersStreamedIsBitIdentical) {
+TEST_F(DenseStreamTest, SomeMatricesStreamedIsBitIdentical) {
   auto model = Model::load(dense_);
   const std::vector<float> resident = run(*model, nullptr);
-  std::vector<int> odd;
-  for (int l = 1; l < model->config().n_layer; l += 2) odd.push_back(l);
-  tier::DenseFfnStreamer streamer(*model, odd, 1);
-  EXPECT_FALSE(streamer.streams(0));
+  // Resident and streamed matrices mixed within each layer.
+  ASSERT_GE(model->config().n_layer, 2);
+  const std::vector<tier::StreamedMatrix> some = {{0, FfnPart::up}, {1, FfnPart::gate}, {1, FfnPart::down}};
+  tier::DenseFfnStreamer streamer(*model, some, size_t(1) << 20, size_t(64) << 10);
+  EXPECT_FALSE(streamer.streams(0, FfnPart::gate));
+  EXPECT_TRUE(streamer.streams(0, FfnPart::up));
+  EXPECT_FALSE(streamer.streams(1, FfnPart::up));
   const std::vector<float> streamed = run(*model, &streamer);
   EXPECT_EQ(0, std::memcmp(streamed.data(), resident.data(), resident.size() * sizeof(float)));
 }
 
-TEST_F(DenseStreamTest, FileChangedUnderneathIsAnError) {
+TEST_F(DenseStreamTest, FileChangedUnderneathIsAnErrorAndStreamingRecovers) {
   const std::string copy = (dir_ / "changed.gguf").string();
   fs::copy_file(dense_, copy, fs::copy_options::overwrite_existing);
   auto model = Model::load(copy);
-  tier::DenseFfnStreamer streamer(*model, {0}, 1);
+  const std::vector<float> resident = run(*model, nullptr);
+  struct stat before {};
+  ASSERT_EQ(::stat(copy.c_str(), &before), 0);
+  tier::DenseFfnStreamer streamer(*model, tier::DenseFfnStreamer::whole_layers({0, 1}), size_t(1) << 20,
+                                  size_t(64) << 10);
   // Another program rewrites the file: its modification time moves.
   struct timeval times[2] = {{1, 0}, {1, 0}};
   ASSERT_EQ(::utimes(copy.c_str(), times), 0);
-  SessionParams sp;
-  sp.n_ctx = 16;
-  Session s(*model, sp);
-  s.set_ffn_source(&streamer);
-  try {
-    s.eval({1, 2, 3});
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("changed"), std::string::npos) << e.what();
+  {
+    SessionParams sp;
+    sp.n_ctx = 16;
+    Session s(*model, sp);
+    s.set_ffn_source(&streamer);
+    try {
+      s.eval({1, 2, 3});
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("changed"), std::string::npos) << e.what();
+    }
   }
+  // Put the time back: the same streamer, cut off mid-pass, streams correctly again.
+  const struct timespec restored[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, copy.c_str(), restored, 0), 0);
+  const std::vector<float> streamed = run(*model, &streamer);
+  EXPECT_EQ(0, std::memcmp(streamed.data(), resident.data(), resident.size() * sizeof(float)));
+}
+
+// The planner, the streamer and the resident copy together: under a budget short of half the
+// FFN matrices, FFN matrices stream, the resident weights move into anonymous memory, and
+// the logits do not change; nor do they once the tiering is gone and the mapping is back.
+TEST_F(DenseStreamTest, TieringUnderABudgetIsBitIdentical) {
+  auto model = Model::load(dense_);
+  const std::vector<float> resident = run(*model, nullptr);
+  tier::TieringOptions t;
+  t.n_ctx = 64;
+  tier::PlanInputs in;
+  in.budget_bytes = uint64_t(1) << 40;
+  in.n_ctx = t.n_ctx;
+  const tier::Plan full = tier::make_plan(model->file(), model->config(), in);
+  t.budget_bytes = full.used_bytes - (full.resident_weight_bytes - full.mandatory_bytes) / 2;
+  {
+    tier::Tiering tiering(*model, t);
+    ASSERT_TRUE(tiering.streaming());
+    ASSERT_NE(tiering.ffn_source(), nullptr);
+    EXPECT_LT(tiering.plan().n_dense_resident, tiering.plan().n_dense_units);
+    EXPECT_LE(tiering.plan().used_bytes, t.budget_bytes);
+    const std::vector<float> streamed = run(*model, tiering.ffn_source());
+    EXPECT_EQ(0, std::memcmp(streamed.data(), resident.data(), resident.size() * sizeof(float)));
+    const tier::TierStats s = tiering.stats();
+    EXPECT_TRUE(s.has_dense);
+    EXPECT_GT(s.dense.bytes_read, 0u);
+    // The resident set, page-rounded, is in anonymous memory.
+    EXPECT_GE(s.resident_copy_bytes, tiering.plan().resident_weight_bytes / 2);
+    EXPECT_LE(s.resident_copy_bytes, tiering.plan().resident_weight_bytes + 8192 * model->file().tensors().size());
+  }
+  const std::vector<float> after = run(*model, nullptr);
+  EXPECT_EQ(0, std::memcmp(after.data(), resident.data(), resident.size() * sizeof(float)));
 }
 
 TEST_F(DenseStreamTest, MixtureOfExpertsModelIsRefused) {
   auto model = Model::load(moe_);
-  EXPECT_THROW(tier::DenseFfnStreamer(*model, {0}, 1), Error);
+  EXPECT_THROW(tier::DenseFfnStreamer(*model, tier::DenseFfnStreamer::whole_layers({0})), Error);
 }
 
 TEST_F(DenseStreamTest, UnknownLayerIsRefused) {
   auto model = Model::load(dense_);
-  EXPECT_THROW(tier::DenseFfnStreamer(*model, {model->config().n_layer}, 1), Error);
+  EXPECT_THROW(tier::DenseFfnStreamer(*model, tier::DenseFfnStreamer::whole_layers({model->config().n_layer})), Error);
 }
 
 }  // namespace

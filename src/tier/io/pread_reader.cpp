@@ -32,7 +32,7 @@ void PreadReader::work(int slot_index) {
       std::unique_lock lk(mu_);
       work_cv_.wait(lk, [&] { return stopping_ || has_pending(); });
       if (stopping_) return;
-      take_piece(piece, slot(slot_index));
+      take_piece(piece, slot_index);
     }
     ssize_t r;
     do {

@@ -65,15 +65,10 @@ QueuedReader::QueuedReader(std::string path, OpenFile file, const ReaderOptions&
       file_(file),
       piece_bytes_(align_up(std::max<uint64_t>(options.piece_bytes, kDirectAlign), kDirectAlign)),
       n_slots_(n_slots) {
-  // Buffered reads go straight into the caller's memory; only direct reads need staging.
-  // Slots are touched now so that page faults do not land on the first reads.
-  if (file_.direct) {
-    slots_.reserve(n_slots);
-    for (int i = 0; i < n_slots; ++i) {
-      slots_.emplace_back(piece_bytes_ + kPieceSlack);
-      std::memset(slots_.back().data(), 0, slots_.back().size_bytes());
-    }
-  }
+  // Buffered reads go straight into the caller's memory; only direct reads of unaligned ranges
+  // need staging. A slot is allocated the first time it stages a piece: the streamers read
+  // aligned ranges into aligned memory and never need one, so their budget carries no staging.
+  slots_.resize(size_t(n_slots));
 }
 
 QueuedReader::~QueuedReader() {
@@ -107,8 +102,9 @@ Ticket QueuedReader::submit(std::span<const ReadRequest> requests) {
       job.ticket = t;
       job.next_offset = align_down(r.offset, align);
       job.end_offset = align_up(r.offset + r.length, align);
-      job.to_dst = !file_.direct ||
-                   (r.offset % kDirectAlign == 0 && r.length % kDirectAlign == 0 && dst_addr % kDirectAlign == 0);
+      // Direct reads land in dst when they start at an aligned place of both; a piece that would
+      // run past the request's end (an unaligned length, e.g. at the end of the file) is staged.
+      job.to_dst = !file_.direct || (r.offset % kDirectAlign == 0 && dst_addr % kDirectAlign == 0);
       jobs_.push_back(job);
     }
   }
@@ -119,7 +115,7 @@ Ticket QueuedReader::submit(std::span<const ReadRequest> requests) {
   return t;
 }
 
-void QueuedReader::take_piece(Piece& p, std::byte* slot) {
+void QueuedReader::take_piece(Piece& p, int slot_index) {
   Job& job = jobs_.front();
   const uint64_t req_end = job.req.offset + job.req.length;
   const uint64_t start = job.next_offset;
@@ -128,8 +124,11 @@ void QueuedReader::take_piece(Piece& p, std::byte* slot) {
   p.file_offset = start;
   p.read_bytes = static_cast<uint32_t>(end - start);
   p.need_bytes = static_cast<uint32_t>(std::min(end, req_end) - start);
-  p.staged = !job.to_dst;
-  // to_dst: start >= req.offset (aligned request, or buffered reads which are not widened).
+  p.staged = !job.to_dst || (file_.direct && end > req_end);
+  if (p.staged && !slots_[size_t(slot_index)].data())
+    slots_[size_t(slot_index)] = AlignedBuffer(piece_bytes_ + kPieceSlack);
+  std::byte* slot = slots_[size_t(slot_index)].data();
+  // Not staged: start >= req.offset (aligned request, or buffered reads which are not widened).
   p.read_dst = p.staged ? slot : req_dst + (start - job.req.offset);
   p.req_offset = job.req.offset;
   p.req_dst = req_dst;

@@ -78,14 +78,13 @@ class QueuedReader : public RangeReader {
   const std::string& path() const override { return path_; }
 
  protected:
-  // With mu_ held: whether a piece is pending, and taking the next one (staging into `slot` if needed).
+  // With mu_ held: whether a piece is pending, and taking the next one (staging into slot
+  // `slot_index`, allocated on first use, if needed).
   bool has_pending() const { return !jobs_.empty(); }
-  void take_piece(Piece& piece, std::byte* slot);
+  void take_piece(Piece& piece, int slot_index);
   // Without mu_: finishes a piece whose read returned `result` (bytes, or -errno). Retries a short
   // read synchronously, copies the interior out, and retires the piece from its ticket.
   void complete_piece(const Piece& piece, int64_t result);
-
-  std::byte* slot(int i) const { return slots_.empty() ? nullptr : slots_[i].data(); }
 
   std::string path_;
   OpenFile file_;
@@ -102,7 +101,7 @@ class QueuedReader : public RangeReader {
     Ticket ticket = 0;
     uint64_t next_offset = 0;  // file offset of the next piece
     uint64_t end_offset = 0;   // end of the (aligned) range to read
-    bool to_dst = false;       // read straight into req.dst
+    bool to_dst = false;       // read straight into req.dst (but for a last piece past its end)
   };
   struct TicketState {
     uint64_t pieces_left = 0;

@@ -2,10 +2,10 @@
 // Reads exact byte ranges of one file (a model) into caller memory, bypassing the page cache.
 //
 // GGUF aligns tensors to 32 bytes, O_DIRECT needs 4096: each request is widened to its 4096-aligned
-// superset, split into pieces of `piece_bytes`, read into preallocated aligned staging slots and
-// the interior copied out. A request whose offset, length and dst are all 4096-aligned is read
-// straight into dst. Up to `queue_depth` pieces are in flight. Nothing is allocated per request in
-// steady state: slots are sized at construction, queues keep their capacity.
+// superset, split into pieces of `piece_bytes`, read into aligned staging slots and the interior
+// copied out. A request whose offset, length and dst are all 4096-aligned is read straight into
+// dst. Up to `queue_depth` pieces are in flight. Nothing is allocated per request in steady state:
+// a staging slot is allocated once, when it is first needed, and queues keep their capacity.
 //
 // Two back ends behind one interface: io_uring (one I/O thread owns the ring) and a pool of threads
 // doing pread (where io_uring_queue_init fails, or by option). Where O_DIRECT is refused (tmpfs),
@@ -31,7 +31,8 @@ struct ReaderOptions {
   bool direct = true;                    // false: buffered reads + fadvise(DONTNEED), as on tmpfs
   size_t piece_bytes = size_t{1} << 20;  // rounded up to 4096; 1–4 MiB saturates an NVMe disk
   int queue_depth = 32;                  // pieces in flight; also the number of staging slots
-  // Staging memory (direct reads only): queue_depth × (piece_bytes + 4 KiB), allocated at open.
+  // Staging memory (direct reads of unaligned ranges only): up to queue_depth × (piece_bytes +
+  // 4 KiB), each slot allocated when it first stages a piece.
 };
 
 // Telemetry; monotonically increasing over the reader's life.

@@ -54,7 +54,7 @@ class UringReader final : public QueuedReader {
           int s = free_slots_.back();
           free_slots_.pop_back();
           Piece& p = inflight_[s];
-          take_piece(p, slot(s));
+          take_piece(p, s);
           io_uring_prep_read(sqe, file_.fd, p.read_dst, p.read_bytes, p.file_offset);
           io_uring_sqe_set_data64(sqe, static_cast<uint64_t>(s));
           ++n_queued;

@@ -103,16 +103,18 @@ uint64_t cgroup_left() {
     const size_t a = line.find(':'), b = line.find(':', a + 1);
     if (a == std::string::npos || b == std::string::npos) continue;
     const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
-    if (controllers.empty()) v2_path = path;
-    else if (("," + controllers + ",").find(",memory,") != std::string::npos) v1_path = path;
+    if (controllers.empty())
+      v2_path = path;
+    else if (("," + controllers + ",").find(",memory,") != std::string::npos)
+      v1_path = path;
   }
   struct Hierarchy {
     std::string root, path, limit, usage, inactive;
   };
   uint64_t best = 0;
   for (const Hierarchy& h : {Hierarchy{"/sys/fs/cgroup", v2_path, "memory.max", "memory.current", "inactive_file"},
-                             Hierarchy{"/sys/fs/cgroup/memory", v1_path, "memory.limit_in_bytes", "memory.usage_in_bytes",
-                                       "total_inactive_file"}}) {
+                             Hierarchy{"/sys/fs/cgroup/memory", v1_path, "memory.limit_in_bytes",
+                                       "memory.usage_in_bytes", "total_inactive_file"}}) {
     if (h.path.empty() && h.root == "/sys/fs/cgroup") continue;
     for (std::string p = h.path;; p = p.substr(0, p.rfind('/'))) {
       const std::string dir = h.root + (p == "/" ? "" : p);
@@ -134,11 +136,16 @@ uint64_t cgroup_left() {
 }  // namespace
 
 uint64_t detect_memory_budget() {
-  uint64_t avail = mem_available();
+  const uint64_t machine = mem_available();
   const uint64_t left = cgroup_left();
-  if (left > 0) avail = avail == 0 ? left : std::min(avail, left);
-  if (avail == 0) throw Error("cannot determine available memory (/proc/meminfo, cgroup): pass --mem");
-  uint64_t margin = std::max<uint64_t>(avail / 20, uint64_t(256) << 20);
+  if (machine == 0 && left == 0) throw Error("cannot determine available memory (/proc/meminfo, cgroup): pass --mem");
+  // Under a cgroup limit the limit is what binds and nothing else competes inside it: keep only
+  // what the process holds beyond its plan (heap, code, thread stacks). Without one, other
+  // programs may grow into what is free now: keep more.
+  const bool cgroup_binds = left > 0 && (machine == 0 || left <= machine);
+  const uint64_t avail = cgroup_binds ? left : machine;
+  const uint64_t margin = cgroup_binds ? std::max<uint64_t>(avail * 3 / 100, uint64_t(96) << 20)
+                                       : std::max<uint64_t>(avail / 20, uint64_t(256) << 20);
   return avail > margin ? avail - margin : 0;
 }
 

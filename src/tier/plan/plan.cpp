@@ -13,6 +13,7 @@
 // greedily (LP-integral units first, then by probability, i.e. seconds saved per byte) and the
 // integral placement is evaluated with the same model. The best depth wins.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -87,6 +88,34 @@ namespace {
 
 constexpr double kGB = 1e9;
 
+// The dense FFN matrix a tensor is (blk.N.ffn_gate/up/down.weight), or -1 for any other.
+int ffn_part_of(std::string_view name) {
+  const size_t dot = name.find('.', 4);
+  if (!name.starts_with("blk.") || dot == std::string_view::npos) return -1;
+  const std::string_view part = name.substr(dot + 1);
+  if (part == "ffn_gate.weight") return int(FfnPart::gate);
+  if (part == "ffn_up.weight") return int(FfnPart::up);
+  if (part == "ffn_down.weight") return int(FfnPart::down);
+  return -1;
+}
+
+// Bytes of one streamed piece of a matrix: whole rows up to kStreamPieceBytes (whole 16-row
+// blocks where a piece has that many), plus alignment at both ends (as DenseFfnStreamer cuts).
+uint64_t stream_piece_rows(const gguf::TensorInfo& t) {
+  const uint64_t n_rows = uint64_t(std::max<int64_t>(1, t.n_rows()));
+  uint64_t rows = std::max<uint64_t>(1, kStreamPieceBytes / std::max<uint64_t>(1, t.n_bytes / n_rows));
+  if (rows >= 16) rows = rows / 16 * 16;
+  return std::min(rows, n_rows);
+}
+uint64_t stream_piece_bytes(const gguf::TensorInfo& t) {
+  const uint64_t row = t.n_bytes / uint64_t(std::max<int64_t>(1, t.n_rows()));
+  return (stream_piece_rows(t) * row + 4095) / 4096 * 4096 + 4096;
+}
+int stream_pieces(const gguf::TensorInfo& t) {
+  const uint64_t rows = stream_piece_rows(t);
+  return int((uint64_t(std::max<int64_t>(1, t.n_rows())) + rows - 1) / rows);
+}
+
 // Everything the solver and the evaluation need, derived once from the table.
 struct Problem {
   const PlanInputs* in = nullptr;
@@ -97,6 +126,8 @@ struct Problem {
   std::vector<double> compute_flops_s;      // per layer: FLOPs / rate (0 when no rate given)
   double head_ram_s = 0, head_flops_s = 0;  // output norm + head
   double embd_row_bytes = 0;                // read from the mapped file per token (untied)
+  uint64_t dense_piece_bytes = 0;           // largest streamed piece of a dense FFN matrix
+  std::vector<int> unit_pieces;             // per unit: pieces a dense matrix streams in (0: experts)
   double ram_bytes_per_token = 0;
   uint64_t mandatory_bytes = 0, mapped_bytes = 0, model_bytes = 0;
 
@@ -271,12 +302,16 @@ struct PoolShape {
   uint64_t bytes = 0;
 };
 
-// Depth d: dense, one slot to compute from and d - 1 layers read ahead; experts, k slots for the
-// current layer's misses and k per layer read ahead (the expert cache is on top of these).
-PoolShape pool_shape(int depth, bool dense, bool experts, uint64_t dense_slot, uint64_t expert_slot, int k) {
+// Depth d: dense, a ring of pieces: at depth 1 one to compute from and one reading, deeper
+// kDensePiecesPerDepth per level (~15 reads in flight at depth 2), never more than the streamed
+// matrices have (dense_pieces; 0: nothing dense streams); experts, k slots for the current
+// layer's misses and k per layer read ahead (the expert cache is on top of these).
+PoolShape pool_shape(int depth, int dense_pieces, bool experts, uint64_t dense_slot, uint64_t expert_slot, int k) {
+  constexpr int kDensePiecesPerDepth = 8;
   PoolShape s;
+  const bool dense = dense_pieces > 0;
   s.depth = (dense || experts) ? depth : 0;
-  if (dense) s.n_dense_slots = depth;
+  if (dense) s.n_dense_slots = std::max(2, std::min(dense_pieces, depth <= 1 ? 2 : kDensePiecesPerDepth * depth));
   if (experts) s.n_expert_slots = depth * std::max(1, k);
   s.bytes = uint64_t(s.n_dense_slots) * dense_slot + uint64_t(s.n_expert_slots) * expert_slot;
   return s;
@@ -290,9 +325,11 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
   p.n_layer = config.n_layer;
   p.k = config.n_expert_used;
   const size_t L = size_t(config.n_layer);
-  std::vector<double> layer_bytes(L, 0.0), layer_elems(L, 0.0), dense_bytes(L, 0.0), expert_slice(L, 0.0);
+  std::vector<double> layer_bytes(L, 0.0), layer_elems(L, 0.0), expert_slice(L, 0.0);
   std::vector<double> expert_slice_elems(L, 0.0);
-  std::vector<bool> has_dense(L, false), has_experts(L, false);
+  std::vector<std::array<uint64_t, 3>> dense_bytes(L, {0, 0, 0});  // per FFN matrix
+  std::vector<std::array<int, 3>> dense_pieces(L, {0, 0, 0});
+  std::vector<bool> has_experts(L, false);
   bool tied = true;
   for (const auto& t : tensors)
     if (classify_tensor(t.name, nullptr) == TensorRole::output) tied = false;
@@ -338,13 +375,18 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
         break;
       }
       case TensorRole::dense_ffn:
-        if (layer < 0) throw Error("plan: FFN tensor " + t.name + " outside a layer");
-        tp.placement = Placement::streamed;
-        has_dense[l] = true;
-        dense_bytes[l] += double(t.n_bytes);
-        layer_bytes[l] += double(t.n_bytes);
-        layer_elems[l] += double(t.n_elements);
-        break;
+        // The gate/up/down matrices of a dense model stream; anything else of the FFN role
+        // (shared experts of a MoE model, biases) stays resident with the mandatory set.
+        if (config.n_expert == 0 && layer >= 0 && ffn_part_of(t.name) >= 0 && t.n_bytes > 0) {
+          tp.placement = Placement::streamed;
+          dense_bytes[l][size_t(ffn_part_of(t.name))] = t.n_bytes;
+          dense_pieces[l][size_t(ffn_part_of(t.name))] = stream_pieces(t);
+          p.dense_piece_bytes = std::max(p.dense_piece_bytes, stream_piece_bytes(t));
+          layer_bytes[l] += double(t.n_bytes);
+          layer_elems[l] += double(t.n_elements);
+          break;
+        }
+        [[fallthrough]];
       default:  // attention, norms, router, output head, small tensors: every token, always resident
         tp.placement = Placement::resident;
         p.mandatory_bytes += t.n_bytes;
@@ -369,7 +411,11 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
   p.compute_ram_s.assign(L, 0.0);
   p.compute_flops_s.assign(L, 0.0);
   for (size_t l = 0; l < L; ++l) {
-    if (has_dense[l]) p.units.push_back({UnitKind::dense_ffn, int(l), -1, uint64_t(dense_bytes[l]), 1.0, 0.0, false});
+    for (int part = 0; part < 3; ++part)
+      if (dense_bytes[l][size_t(part)] > 0) {
+        p.units.push_back({UnitKind::dense_ffn, int(l), -1, dense_bytes[l][size_t(part)], 1.0, 0.0, false, part});
+        p.unit_pieces.push_back(dense_pieces[l][size_t(part)]);
+      }
     double expected_expert_bytes = 0, expected_expert_elems = 0;
     if (has_experts[l]) {
       for (int e = 0; e < config.n_expert; ++e) {
@@ -381,6 +427,7 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
           pe = std::clamp(in.expert_probability[l][size_t(e)], 0.0, 1.0);
         }
         p.units.push_back({UnitKind::expert, int(l), e, uint64_t(expert_slice[l]), pe, 0.0, false});
+        p.unit_pieces.push_back(0);
         expected_expert_bytes += pe * expert_slice[l];
         expected_expert_elems += pe * expert_slice_elems[l];
       }
@@ -408,7 +455,8 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
   plan.inputs.max_prefetch_depth = std::max(1, plan.inputs.max_prefetch_depth);
   if (plan.inputs.n_ctx <= 0 || plan.inputs.n_batch <= 0) throw Error("plan: context and batch must be positive");
   if (config.n_ctx_train > 0)
-    plan.inputs.n_ctx = std::min(plan.inputs.n_ctx, config.n_ctx_train);  // as the session does
+    plan.inputs.n_ctx = std::min(plan.inputs.n_ctx, config.n_ctx_train);   // as the session does
+  plan.inputs.n_batch = std::min(plan.inputs.n_batch, plan.inputs.n_ctx);  // a batch never exceeds the context
   plan.config = config;
   plan.table.assign(tensors.begin(), tensors.end());
   const PlanInputs& in = plan.inputs;
@@ -423,20 +471,28 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
   const double budget = double(in.budget_bytes);
   const uint64_t fixed = plan.mandatory_bytes + plan.kv_bytes + plan.scratch_bytes;
 
-  uint64_t units_bytes = 0, dense_slot = 0, expert_slot = 0;
+  uint64_t units_bytes = 0, dense_slot = p.dense_piece_bytes, expert_slot = 0;
   bool any_dense = false, any_experts = false;
   for (const auto& u : p.units) {
     units_bytes += u.n_bytes;
     if (u.kind == UnitKind::dense_ffn)
-      any_dense = true, dense_slot = std::max(dense_slot, u.n_bytes);
+      any_dense = true;
     else
       any_experts = true, expert_slot = std::max(expert_slot, u.n_bytes);
   }
   plan.dense_slot_bytes = dense_slot;
   plan.expert_slot_bytes = expert_slot;
-  plan.minimum_bytes = fixed + (any_dense ? dense_slot : 0) + (any_experts ? expert_slot * uint64_t(std::max(1, p.k)) : 0);
+  plan.minimum_bytes =
+      fixed + (any_dense ? 2 * dense_slot : 0) + (any_experts ? expert_slot * uint64_t(std::max(1, p.k)) : 0);
   if (units_bytes == 0) plan.minimum_bytes = fixed;
 
+  // Pieces the dense matrices not resident in a placement stream in.
+  auto streamed_pieces = [&](const std::vector<bool>& res) {
+    int n = 0;
+    for (size_t i = 0; i < res.size(); ++i)
+      if (!res[i]) n += p.unit_pieces[i];
+    return n;
+  };
   std::vector<bool> resident(p.units.size(), true);
   PoolShape pool;
   Evaluation best;
@@ -451,7 +507,7 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
                   " attention, norms, router and output head, always resident; " + format_bytes(double(plan.kv_bytes)) +
                   " KV cache for " + std::to_string(in.n_ctx) + " tokens; " + format_bytes(double(plan.scratch_bytes)) +
                   " scratch" +
-                  (any_dense ? "; one " + format_bytes(double(dense_slot)) + " streaming slot for an FFN block" : "") +
+                  (any_dense ? "; two " + format_bytes(double(dense_slot)) + " streaming pieces of FFN rows" : "") +
                   (any_experts ? "; " + std::to_string(std::max(1, p.k)) + " streaming slots of " +
                                      format_bytes(double(expert_slot)) + " for the experts of a token"
                                : "") +
@@ -459,7 +515,8 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
     }
     bool have = false;
     for (int depth = 1; depth <= std::min(2, in.max_prefetch_depth); ++depth) {
-      PoolShape shape = pool_shape(depth, any_dense, any_experts, dense_slot, expert_slot, p.k);
+      PoolShape shape = pool_shape(depth, streamed_pieces(std::vector<bool>(p.units.size(), false)), any_experts,
+                                   dense_slot, expert_slot, p.k);
       if (double(fixed + shape.bytes) > budget) break;
       double free_bytes = budget - double(fixed + shape.bytes);
       bool overlap = depth >= 2;
@@ -468,10 +525,10 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
            {static_cast<const std::vector<double>*>(&lp.x), static_cast<const std::vector<double>*>(nullptr)}) {
         std::vector<bool> cand = round_units(p, cand_lp, free_bytes);
         // Slots for a type that ended fully resident are not needed: give their bytes to units.
-        bool dense_streamed = false, experts_streamed = false;
+        bool experts_streamed = false;
         for (size_t i = 0; i < cand.size(); ++i)
-          if (!cand[i]) (p.units[i].kind == UnitKind::dense_ffn ? dense_streamed : experts_streamed) = true;
-        PoolShape used = pool_shape(depth, dense_streamed, experts_streamed, dense_slot, expert_slot, p.k);
+          if (!cand[i] && p.units[i].kind == UnitKind::expert) experts_streamed = true;
+        PoolShape used = pool_shape(depth, streamed_pieces(cand), experts_streamed, dense_slot, expert_slot, p.k);
         if (used.bytes < shape.bytes) {
           double left = budget - double(fixed + used.bytes);
           for (size_t i = 0; i < cand.size(); ++i)
@@ -496,9 +553,10 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
       double left = budget - double(fixed + pool.bytes);
       for (size_t i = 0; i < resident.size(); ++i)
         if (resident[i]) left -= double(p.units[i].n_bytes);
-      bool dense_streamed = pool.n_dense_slots > 0, experts_streamed = pool.n_expert_slots > 0;
+      const int dense_pieces = streamed_pieces(resident);
+      const bool experts_streamed = pool.n_expert_slots > 0;
       while (pool.depth < in.max_prefetch_depth) {
-        PoolShape deeper = pool_shape(pool.depth + 1, dense_streamed, experts_streamed, dense_slot, expert_slot, p.k);
+        PoolShape deeper = pool_shape(pool.depth + 1, dense_pieces, experts_streamed, dense_slot, expert_slot, p.k);
         if (double(deeper.bytes - pool.bytes) > left) break;
         left -= double(deeper.bytes - pool.bytes);
         pool = deeper;
@@ -520,13 +578,13 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
   plan.limit = best.limit;
 
   // Unit residency per (layer, expert), for the tensors.
-  std::vector<bool> dense_res(size_t(config.n_layer), false);
+  std::vector<std::array<bool, 3>> dense_res(size_t(config.n_layer), {false, false, false});
   std::vector<std::vector<int>> experts_res(size_t(config.n_layer));
   plan.resident_weight_bytes = plan.mandatory_bytes;
   for (const auto& u : plan.units) {
     if (u.kind == UnitKind::dense_ffn) {
       ++plan.n_dense_units;
-      if (u.resident) dense_res[size_t(u.layer)] = true, ++plan.n_dense_resident;
+      if (u.resident) dense_res[size_t(u.layer)][size_t(u.part)] = true, ++plan.n_dense_resident;
     } else {
       ++plan.n_expert_units;
       if (u.resident) {
@@ -544,8 +602,8 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
   std::vector<RoleSummary> roles(size_t(TensorRole::other) + 1);
   for (size_t r = 0; r < roles.size(); ++r) roles[r].role = TensorRole(r);
   for (auto& t : plan.tensors) {
-    if (t.role == TensorRole::dense_ffn) {
-      t.placement = dense_res[size_t(t.layer)] ? Placement::resident : Placement::streamed;
+    if (t.role == TensorRole::dense_ffn && t.placement == Placement::streamed) {
+      t.placement = dense_res[size_t(t.layer)][size_t(ffn_part_of(t.name))] ? Placement::resident : Placement::streamed;
     } else if (t.role == TensorRole::experts) {
       t.resident_experts = experts_res[size_t(t.layer)];
       t.placement = int(t.resident_experts.size()) == config.n_expert ? Placement::resident : Placement::streamed;

@@ -3,10 +3,10 @@
 // the SSD, from the tensor table alone (no tensor data is read), by a linear program solved with
 // COIN-OR CLP and then rounded to whole units.
 //
-// Units of placement: the mandatory set (attention, norms, router, output head, small tensors) is
-// always resident; each layer's dense FFN block (ffn_gate/up/down, shared experts) and each expert
-// slice (layer l, expert e: the e-th slice of ffn_{gate,up,down}_exps) is resident or streamed;
-// token_embd (untied) is read a row per token in place from the mapped file.
+// Units of placement: the mandatory set (attention, norms, router, output head, shared experts,
+// small tensors) is always resident; each dense FFN matrix (ffn_gate, ffn_up, ffn_down of a layer)
+// and each expert slice (layer l, expert e: the e-th slice of ffn_{gate,up,down}_exps) is resident
+// or streamed; token_embd (untied) is read a row per token in place from the mapped file.
 #include <cstdint>
 #include <span>
 #include <string>
@@ -18,6 +18,9 @@
 #include "model/weights.h"
 
 namespace strata::tier {
+
+// Dense FFN matrices stream in pieces of whole rows of about this size (4 MiB: the disk's best read).
+inline constexpr uint64_t kStreamPieceBytes = uint64_t(4) << 20;
 
 struct PlanInputs {
   uint64_t budget_bytes = 0;    // 0: detect_memory_budget()
@@ -47,6 +50,7 @@ struct PlanUnit {
   double probability = 1.0;  // accesses per token
   double lp_fraction = 0.0;  // x_u of the LP relaxation
   bool resident = false;     // after rounding
+  int part = -1;             // dense units: the FfnPart (gate, up, down) of the layer
 };
 
 struct TensorPlacement {
@@ -87,10 +91,12 @@ struct Plan {
   uint64_t mapped_bytes = 0;
   uint64_t expert_cache_bytes = 0;  // resident expert slices
   int n_expert_cache = 0;
-  int n_dense_resident = 0, n_dense_units = 0;
+  int n_dense_resident = 0, n_dense_units = 0;  // FFN matrices
   int n_expert_resident = 0, n_expert_units = 0;
 
   int prefetch_depth = 0;  // 0: nothing streamed
+  // Dense: a ring of n_dense_slots pieces of dense_slot_bytes (rows of a matrix); experts:
+  // n_expert_slots slots of one expert's slices each.
   uint64_t dense_slot_bytes = 0, expert_slot_bytes = 0;
   int n_dense_slots = 0, n_expert_slots = 0;
   uint64_t pool_bytes = 0;
@@ -125,8 +131,11 @@ Plan revise(const Plan& plan, const std::vector<std::vector<double>>& expert_cou
 // "8G", "512M", "1.5T", "4096" (bytes); K/M/G/T are powers of 1024, a trailing B/iB is allowed.
 uint64_t parse_size(std::string_view text);
 std::string format_bytes(double bytes);
-// Available memory (MemAvailable, or the cgroup v2 memory.max / v1 memory.limit_in_bytes minus
-// current usage when lower) less a margin of 5% (at least 256 MiB).
+// Available memory less a margin: under a cgroup limit that binds (v2 memory.max, v1
+// memory.limit_in_bytes, minus current usage other than inactive page cache) 3% (at least 96 MiB)
+// for what the process holds beyond its plan; otherwise MemAvailable less 5% (at least 256 MiB),
+// since other programs share it. Call it before loading a model: what is in use then counts as
+// taken.
 uint64_t detect_memory_budget();
 // KV cache (f16) and scratch bytes for a context.
 uint64_t kv_cache_bytes(const ModelConfig& config, int n_ctx);

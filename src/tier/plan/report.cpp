@@ -57,7 +57,8 @@ std::string describe(const Plan& p) {
     o << line;
   }
   if (p.n_dense_units > 0)
-    o << "  dense FFN blocks resident: " << p.n_dense_resident << " of " << p.n_dense_units << "\n";
+    o << "  dense FFN matrices resident: " << p.n_dense_resident << " of " << p.n_dense_units
+      << " (gate, up and down of each layer)\n";
   if (p.n_expert_units > 0) {
     o << "  expert cache: " << p.n_expert_resident << " of " << p.n_expert_units << " expert slices ("
       << format_bytes(double(p.expert_cache_bytes)) << ")";
@@ -73,7 +74,8 @@ std::string describe(const Plan& p) {
     o << "none, everything is resident\n";
   } else {
     o << "prefetch depth " << p.prefetch_depth;
-    if (p.n_dense_slots) o << ", " << p.n_dense_slots << " FFN slots of " << format_bytes(double(p.dense_slot_bytes));
+    if (p.n_dense_slots)
+      o << ", a ring of " << p.n_dense_slots << " pieces of FFN rows of " << format_bytes(double(p.dense_slot_bytes));
     if (p.n_expert_slots)
       o << ", " << p.n_expert_slots << " expert slots of " << format_bytes(double(p.expert_slot_bytes));
     o << " (pool " << format_bytes(double(p.pool_bytes)) << ")\n";

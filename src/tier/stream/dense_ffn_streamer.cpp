@@ -5,231 +5,243 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "tier/io/aligned_buffer.h"
 #include "util/error.h"
 
 namespace strata::tier {
 
 namespace {
 
-constexpr uint64_t kAlign = 4096;             // O_DIRECT offset, length and buffer alignment
+using io::align_down;
+using io::align_up;
+using io::kDirectAlign;
 
-uint64_t align_down(uint64_t v) { return v / kAlign * kAlign; }
-uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+constexpr int kRowBlock = 16;  // matmul's row block: pieces of whole blocks keep its tiles whole
 
-double seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+int64_t rows_per_piece(const WeightView& w, size_t piece_bytes) {
+  int64_t rows = std::max<int64_t>(1, int64_t(piece_bytes / std::max<size_t>(1, w.row_bytes)));
+  if (rows >= kRowBlock) rows = rows / kRowBlock * kRowBlock;
+  return std::min(rows, w.n_rows);
+}
 
 }  // namespace
 
-size_t DenseFfnStreamer::layer_ffn_bytes(const LayerWeights& L) {
-  auto bytes = [](const WeightView& w) { return w.row_bytes * size_t(w.n_rows); };
-  return bytes(L.w_gate) + bytes(L.w_up) + bytes(L.w_down);
+size_t DenseFfnStreamer::matrix_bytes(const WeightView& w) { return w.row_bytes * size_t(w.n_rows); }
+
+size_t DenseFfnStreamer::piece_read_bytes(const WeightView& w, size_t piece_bytes) {
+  // Rows plus up to one alignment block at either end.
+  return size_t(align_up(uint64_t(rows_per_piece(w, piece_bytes)) * w.row_bytes, kDirectAlign)) + kDirectAlign;
 }
 
-DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<int> streamed_layers, int prefetch_depth)
-    : model_(model), streamed_(std::move(streamed_layers)), depth_(std::max(1, prefetch_depth)) {
+std::vector<StreamedMatrix> DenseFfnStreamer::whole_layers(const std::vector<int>& layers) {
+  std::vector<StreamedMatrix> out;
+  for (int l : layers)
+    for (FfnPart part : kFfnParts) out.push_back({l, part});
+  return out;
+}
+
+DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatrix> matrices, size_t ring_bytes,
+                                   size_t piece_bytes)
+    : model_(model), matrices_(std::move(matrices)) {
   const ModelConfig& c = model.config();
-  if (c.n_expert > 0) throw Error("dense FFN streaming: " + model.file().path() + " is a mixture-of-experts model");
-  std::sort(streamed_.begin(), streamed_.end());
-  streamed_.erase(std::unique(streamed_.begin(), streamed_.end()), streamed_.end());
-  for (int l : streamed_)
-    if (l < 0 || l >= c.n_layer) throw Error("dense FFN streaming: layer " + std::to_string(l) + " does not exist");
-  depth_ = std::min<int>(depth_, std::max<int>(1, int(streamed_.size()) - 1));
+  const std::string& path = model.file().path();
+  if (c.n_expert > 0) throw Error("dense FFN streaming: " + path + " is a mixture-of-experts model");
+  auto order = [](const StreamedMatrix& m) { return m.layer * 3 + int(m.part); };
+  std::sort(matrices_.begin(), matrices_.end(), [&](auto& a, auto& b) { return order(a) < order(b); });
+  matrices_.erase(
+      std::unique(matrices_.begin(), matrices_.end(), [&](auto& a, auto& b) { return order(a) == order(b); }),
+      matrices_.end());
+  matrix_of_.assign(size_t(c.n_layer) * 3, -1);
 
-  // Where each streamed tensor lies in the file, and in a slot.
+  // Every matrix cut into pieces of whole rows, each read as its 4096-aligned superset.
   const uint8_t* base = model.file().base();
-  plans_.resize(size_t(c.n_layer));
-  for (int l : streamed_) {
-    const LayerWeights& L = model.weights().layers[size_t(l)];
-    LayerPlan& plan = plans_[size_t(l)];
-    uint64_t at = 0;
-    for (auto [range, view] : {std::pair{&plan.gate, &L.w_gate}, {&plan.up, &L.w_up}, {&plan.down, &L.w_down}}) {
-      const uint64_t offset = uint64_t(view->data - base);
-      const uint64_t bytes = view->row_bytes * uint64_t(view->n_rows);
-      range->aligned_offset = align_down(offset);
-      range->aligned_bytes = align_up(offset + bytes) - range->aligned_offset;
-      range->skip = offset - range->aligned_offset;
-      range->slot_offset = at;
-      at += range->aligned_bytes;
+  const uint64_t file_bytes = model.file().file_size();
+  uint64_t max_span = 0;
+  for (size_t m = 0; m < matrices_.size(); ++m) {
+    const StreamedMatrix& sm = matrices_[m];
+    if (sm.layer < 0 || sm.layer >= c.n_layer)
+      throw Error("dense FFN streaming: layer " + std::to_string(sm.layer) + " does not exist");
+    const WeightView& w = ffn_weight(model.weights().layers[size_t(sm.layer)], sm.part);
+    if (w.n_rows <= 0 || !w.data)
+      throw Error("dense FFN streaming: layer " + std::to_string(sm.layer) + " has no such FFN matrix");
+    matrix_of_[size_t(order(sm))] = int(m);
+    first_piece_.push_back(int(pieces_.size()));
+    const uint64_t offset = uint64_t(w.data - base);
+    const int64_t step = rows_per_piece(w, piece_bytes);
+    for (int64_t r0 = 0; r0 < w.n_rows; r0 += step) {
+      Piece p;
+      p.matrix = int(m);
+      p.row0 = r0;
+      p.n_rows = std::min(step, w.n_rows - r0);
+      const uint64_t start = offset + uint64_t(r0) * w.row_bytes;
+      const uint64_t end = start + uint64_t(p.n_rows) * w.row_bytes;
+      p.file_offset = align_down(start, kDirectAlign);
+      p.span_bytes = align_up(end, kDirectAlign) - p.file_offset;
+      // The aligned range of the file's last tensor may run past the end of the file.
+      p.read_bytes = std::min(p.span_bytes, file_bytes - p.file_offset);
+      p.skip = start - p.file_offset;
+      max_span = std::max(max_span, p.span_bytes);
+      pieces_.push_back(p);
     }
-    slot_bytes_ = std::max<size_t>(slot_bytes_, at);
   }
+  if (pieces_.empty()) return;
 
-  if (!streamed_.empty()) {
-    io::ReaderOptions options;
-    options.piece_bytes = size_t(4) << 20;  // bulk reads: 4 MiB pieces, 16 in flight
-    options.queue_depth = 16;
-    reader_ = io::open_range_reader(model.file().path(), options);
-    direct_io_ = reader_->direct();
-  }
+  // At least one piece computing and one reading.
+  ring_bytes_ = size_t(align_up(std::max<uint64_t>(ring_bytes, 2 * max_span), kDirectAlign));
+  ring_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, ring_bytes_));
+  if (!ring_) throw Error("dense FFN streaming: cannot allocate a ring of " + std::to_string(ring_bytes_) + " bytes");
+  std::memset(ring_, 0, ring_bytes_);  // fault the pages in now, not in the token loop
+  uint64_t min_span = max_span;
+  for (const Piece& p : pieces_) min_span = std::min(min_span, p.span_bytes);
+  fifo_.resize(ring_bytes_ / std::max<uint64_t>(1, min_span) + 2);
 
-  if (!streamed_.empty()) {
-    slots_.resize(size_t(depth_) + 1);
-    for (Slot& s : slots_) {
-      s.data = static_cast<uint8_t*>(std::aligned_alloc(kAlign, slot_bytes_));
-      if (!s.data) throw Error("dense FFN streaming: cannot allocate a pool slot of " + std::to_string(slot_bytes_) + " bytes");
-      buffers_.push_back(s.data);
-    }
-    io_thread_ = std::thread([this] { io_loop(); });
-  }
+  io::ReaderOptions options;
+  options.piece_bytes = size_t(max_span);  // one disk read per piece
+  options.queue_depth = int(std::min<size_t>(64, fifo_.size()));
+  reader_ = io::open_range_reader(path, options);
+  direct_io_ = reader_->direct();
 }
 
 DenseFfnStreamer::~DenseFfnStreamer() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-  }
-  changed_.notify_all();
-  if (io_thread_.joinable()) io_thread_.join();
-  for (uint8_t* b : buffers_) std::free(b);
-}
-
-bool DenseFfnStreamer::streams(int layer) const { return position_of(layer) >= 0; }
-
-int DenseFfnStreamer::position_of(int layer) const {
-  auto it = std::lower_bound(streamed_.begin(), streamed_.end(), layer);
-  return it != streamed_.end() && *it == layer ? int(it - streamed_.begin()) : -1;
-}
-
-DenseFfnStreamer::Slot* DenseFfnStreamer::find_slot(int layer) {
-  for (Slot& s : slots_)
-    if (s.layer == layer && s.state != SlotState::empty) return &s;
-  return nullptr;
-}
-
-// A slot that may be overwritten: not in use, not being read, and not holding one of the
-// layers about to be needed (positions upcoming_from .. upcoming_from + depth, cyclically).
-DenseFfnStreamer::Slot* DenseFfnStreamer::claim_slot(int upcoming_from) {
-  auto upcoming = [&](int layer) {
-    const int pos = position_of(layer);
-    if (pos < 0) return false;
-    const int n = int(streamed_.size());
-    const int ahead = ((pos - upcoming_from) % n + n) % n;
-    return ahead <= depth_;
-  };
-  Slot* best = nullptr;
-  for (Slot& s : slots_) {
-    if (s.in_use || s.state == SlotState::loading) continue;
-    if (s.state == SlotState::empty || s.state == SlotState::failed) return &s;
-    if (!upcoming(s.layer)) best = &s;
-  }
-  return best;
-}
-
-void DenseFfnStreamer::schedule(Slot* slot, int layer) {
-  slot->layer = layer;
-  slot->state = SlotState::loading;
-  slot->error.clear();
-  queue_.push_back(slot);
-  changed_.notify_all();
-}
-
-void DenseFfnStreamer::acquire(int layer, WeightView& gate, WeightView& up, WeightView& down) {
-  const int pos = position_of(layer);
-  if (pos < 0) throw Error("dense FFN streaming: layer " + std::to_string(layer) + " is not streamed");
-  std::unique_lock<std::mutex> lock(mutex_);
-  ++stats_.acquires;
-  const auto t0 = std::chrono::steady_clock::now();
-  Slot* slot = find_slot(layer);
-  if (slot && slot->state == SlotState::ready) ++stats_.ready_hits;
-  while (!slot) {
-    // Not read ahead (first token, or after a jump): read it now, in the first free slot.
-    Slot* free_slot = claim_slot(pos);
-    if (free_slot) {
-      schedule(free_slot, layer);
-      slot = free_slot;
-    } else {
-      changed_.wait(lock);
-      slot = find_slot(layer);
-    }
-  }
-  // Read the next streamed layers while this one computes.
-  const int n = int(streamed_.size());
-  for (int ahead = 1; ahead <= depth_; ++ahead) {
-    const int next = streamed_[size_t((pos + ahead) % n)];
-    if (next == layer || find_slot(next)) continue;
-    Slot* free_slot = claim_slot(pos);
-    if (!free_slot || free_slot == slot) break;
-    schedule(free_slot, next);
-  }
-  changed_.wait(lock, [&] { return slot->state != SlotState::loading; });
-  stats_.wait_seconds += seconds(std::chrono::steady_clock::now() - t0);
-  if (slot->state == SlotState::failed) {
-    const std::string error = slot->error;
-    slot->state = SlotState::empty;
-    throw Error(error);
-  }
-  slot->in_use = true;
-  const LayerWeights& L = model_.weights().layers[size_t(layer)];
-  const LayerPlan& plan = plans_[size_t(layer)];
-  gate = view_in(*slot, plan.gate, L.w_gate);
-  up = view_in(*slot, plan.up, L.w_up);
-  down = view_in(*slot, plan.down, L.w_down);
-}
-
-void DenseFfnStreamer::release(int layer) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (Slot& s : slots_)
-      if (s.layer == layer) s.in_use = false;
-  }
-  changed_.notify_all();
-}
-
-WeightView DenseFfnStreamer::view_in(const Slot& slot, const Range& r, const WeightView& like) const {
-  WeightView v = like;
-  v.data = slot.data + r.slot_offset + r.skip;
-  return v;
-}
-
-void DenseFfnStreamer::io_loop() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  for (;;) {
-    changed_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-    if (stop_) return;
-    Slot* slot = queue_.front();
-    queue_.pop_front();
-    const int layer = slot->layer;
-    lock.unlock();
-    std::string error;
-    const auto t0 = std::chrono::steady_clock::now();
+  // Reads still landing in the ring must finish before it is freed.
+  for (size_t i = 0; i < fifo_size_; ++i) {
+    Entry& e = entry(i);
+    if (e.waited) continue;
     try {
-      read_layer(*slot, layer);
-    } catch (const std::exception& e) {
-      error = e.what();
+      reader_->wait(e.ticket);
+    } catch (const std::exception&) {
     }
-    const double dt = seconds(std::chrono::steady_clock::now() - t0);
-    lock.lock();
-    stats_.read_seconds += dt;
-    ++stats_.layer_loads;
-    if (error.empty()) {
-      slot->state = SlotState::ready;
-      const LayerPlan& p = plans_[size_t(layer)];
-      stats_.bytes_read += p.gate.aligned_bytes + p.up.aligned_bytes + p.down.aligned_bytes;
-    } else {
-      slot->state = SlotState::failed;
-      slot->error = error;
+  }
+  reader_.reset();
+  std::free(ring_);
+}
+
+int DenseFfnStreamer::matrix_index(int layer, FfnPart part) const {
+  const size_t i = size_t(layer) * 3 + size_t(part);
+  return layer >= 0 && i < matrix_of_.size() ? matrix_of_[i] : -1;
+}
+
+bool DenseFfnStreamer::streams(int layer, FfnPart part) const { return matrix_index(layer, part) >= 0; }
+
+bool DenseFfnStreamer::place(uint64_t bytes, uint64_t& at) const {
+  if (fifo_size_ == 0) {
+    at = 0;
+    return bytes <= ring_bytes_;
+  }
+  const uint64_t front = fifo_[fifo_head_].ring_offset;
+  const uint64_t back = fifo_[(fifo_head_ + fifo_size_ - 1) % fifo_.size()].ring_offset;
+  if (back >= front) {  // in use: [front, ring_end_)
+    if (ring_end_ + bytes <= ring_bytes_) {
+      at = ring_end_;
+      return true;
     }
-    changed_.notify_all();
+    at = 0;
+    return bytes <= front;
+  }
+  at = ring_end_;  // wrapped; in use: [front, ring end) and [0, ring_end_)
+  return ring_end_ + bytes <= front;
+}
+
+void DenseFfnStreamer::top_up() {
+  uint64_t n_reads = 0, n_bytes = 0;
+  while (fifo_size_ < fifo_.size()) {
+    const Piece& p = pieces_[size_t(next_read_)];
+    uint64_t at = 0;
+    if (!place(p.span_bytes, at)) break;
+    const io::ReadRequest request{p.file_offset, p.read_bytes, ring_ + at};
+    Entry& e = entry(fifo_size_);
+    e = Entry{next_read_, at, reader_->submit(std::span<const io::ReadRequest>(&request, 1)), false};
+    ++fifo_size_;
+    ring_end_ = at + p.span_bytes;
+    next_read_ = (next_read_ + 1) % int(pieces_.size());
+    ++n_reads;
+    n_bytes += p.read_bytes;
+  }
+  if (n_reads > 0) {
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    stats_.pieces_read += n_reads;
+    stats_.bytes_read += n_bytes;
   }
 }
 
-void DenseFfnStreamer::read_layer(const Slot& slot, int layer) {
-  // Whole aligned ranges land at aligned places in the slot: the reader reads them directly.
-  // The reader also refuses a file that changed or shrank since it was opened.
-  const LayerPlan& plan = plans_[size_t(layer)];
-  const uint64_t file_bytes = reader_->file_bytes();
-  io::ReadRequest requests[3];
-  int n = 0;
-  for (const Range* r : {&plan.gate, &plan.up, &plan.down}) {
-    // The aligned range of the file's last tensor may run past the end of the file.
-    const uint64_t length = std::min(r->aligned_bytes, file_bytes - r->aligned_offset);
-    requests[n++] = {r->aligned_offset, length, slot.data + r->slot_offset};
+void DenseFfnStreamer::pop_front() {
+  fifo_head_ = (fifo_head_ + 1) % fifo_.size();
+  if (--fifo_size_ == 0) ring_end_ = 0;
+  handed_ = false;
+}
+
+// After a jump (the first token, a forward pass cut short by an error): what was read ahead is
+// not what is needed next. Let it land, drop it, and read on from `piece`.
+void DenseFfnStreamer::restart_at(int piece) {
+  while (fifo_size_ > 0) {
+    Entry& e = entry(0);
+    if (!e.waited) {
+      try {
+        reader_->wait(e.ticket);
+      } catch (const std::exception&) {  // its bytes are dropped anyway
+      }
+    }
+    pop_front();
   }
-  reader_->read(std::span<const io::ReadRequest>(requests, size_t(n)));
+  next_read_ = piece;
+}
+
+void DenseFfnStreamer::begin(int layer, FfnPart part) {
+  const int m = matrix_index(layer, part);
+  if (m < 0) throw Error("dense FFN streaming: layer " + std::to_string(layer) + " matrix is not streamed");
+  if (handed_) pop_front();  // a piece an interrupted pass never finished with
+  const int want = first_piece_[size_t(m)];
+  if (fifo_size_ == 0 ? next_read_ != want : entry(0).piece != want) restart_at(want);
+  handing_ = m;
+  expect_ = want;
+  top_up();
+  std::lock_guard<std::mutex> lock(stats_mutex_);
+  ++stats_.matrices_used;
+}
+
+bool DenseFfnStreamer::next(WeightView& piece, int64_t& row0) {
+  if (handed_) {
+    pop_front();
+    top_up();
+  }
+  if (handing_ < 0 || expect_ < 0) {
+    handing_ = -1;
+    return false;
+  }
+  if (fifo_size_ == 0) top_up();
+  Entry& e = entry(0);
+  if (e.piece != expect_) throw Error("dense FFN streaming: read order lost (internal error)");
+  const bool arrived = reader_->ready(e.ticket);
+  const auto t0 = std::chrono::steady_clock::now();
+  e.waited = true;
+  try {
+    reader_->wait(e.ticket);  // throws on a read error or a file changed underneath
+  } catch (const std::exception&) {
+    handing_ = -1;
+    restart_at(e.piece);
+    throw;
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  {
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    ++stats_.pieces_used;
+    stats_.ready_hits += arrived ? 1 : 0;
+    stats_.wait_seconds += waited;
+  }
+  const Piece& p = pieces_[size_t(e.piece)];
+  const StreamedMatrix& sm = matrices_[size_t(p.matrix)];
+  piece = ffn_weight(model_.weights().layers[size_t(sm.layer)], sm.part);
+  piece.data = ring_ + e.ring_offset + p.skip;
+  piece.n_rows = p.n_rows;
+  row0 = p.row0;
+  handed_ = true;
+  const size_t following = size_t(e.piece) + 1;
+  expect_ = following < pieces_.size() && pieces_[following].matrix == handing_ ? int(following) : -1;
+  return true;
 }
 
 StreamStats DenseFfnStreamer::stats() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<std::mutex> lock(stats_mutex_);
   return stats_;
 }
 

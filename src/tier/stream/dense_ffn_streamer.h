@@ -1,17 +1,14 @@
 #pragma once
-// Dense FFN streaming: the FFN blocks (gate, up, down) of chosen layers are not held in memory;
-// they are read from the model file with O_DIRECT into a small pool of slots, the next layers
-// being read while the current one computes. The bytes are the file's own, so results are
-// bit-identical to a resident run.
-#include <atomic>
-#include <condition_variable>
+// Dense FFN streaming: FFN matrices (gate, up, down of chosen layers) that are not held in memory
+// are read from the model file with O_DIRECT, in pieces of whole rows, into one ring of memory.
+// Reads run ahead through the streamed matrices in forward order (wrapping to the first for the
+// next token) as far as the ring has room, so the disk always has pieces in flight, and a matrix
+// is computed piece by piece as its pieces arrive. The ring needs only a few pieces, not whole
+// FFN blocks, which leaves the memory for resident weights. The bytes are the file's own, so
+// results are bit-identical to a resident run.
 #include <cstdint>
-#include <deque>
-#include <exception>
 #include <memory>
 #include <mutex>
-#include <string>
-#include <thread>
 #include <vector>
 
 #include "model/blocks.h"
@@ -21,74 +18,89 @@
 namespace strata::tier {
 
 struct StreamStats {
-  uint64_t bytes_read = 0;   // from the SSD, including alignment padding
-  uint64_t layer_loads = 0;  // FFN blocks read
-  uint64_t acquires = 0;     // FFN blocks needed by compute
-  uint64_t ready_hits = 0;   // ... already in memory when needed (prefetch arrived in time)
-  double wait_seconds = 0;   // compute waiting for reads
-  double read_seconds = 0;   // time the reader spent reading
+  uint64_t bytes_read = 0;     // from the SSD, including alignment padding
+  uint64_t pieces_read = 0;    // row pieces read
+  uint64_t pieces_used = 0;    // row pieces needed by compute
+  uint64_t ready_hits = 0;     // ... already in memory when needed (read ahead in time)
+  uint64_t matrices_used = 0;  // streamed matrices computed
+  double wait_seconds = 0;     // compute waiting for reads
+};
+
+struct StreamedMatrix {
+  int layer = 0;
+  FfnPart part = FfnPart::gate;
 };
 
 class DenseFfnStreamer : public FfnSource {
  public:
-  // streamed_layers: layers whose FFN is read from the file; prefetch_depth: how many streamed
-  // layers ahead are read while one computes (the pool holds depth + 1 slots).
-  DenseFfnStreamer(const Model& model, std::vector<int> streamed_layers, int prefetch_depth);
+  static constexpr size_t kDefaultPieceBytes = size_t(4) << 20;  // 4 MiB reads: the disk's best size
+  static constexpr size_t kDefaultRingBytes = size_t(64) << 20;  // ~15 pieces in flight
+
+  // The ring holds at least two pieces (one computing, one reading), so it may exceed ring_bytes
+  // for a model with huge rows; ring_bytes_for() says how much it will be.
+  DenseFfnStreamer(const Model& model, std::vector<StreamedMatrix> matrices, size_t ring_bytes = kDefaultRingBytes,
+                   size_t piece_bytes = kDefaultPieceBytes);
   ~DenseFfnStreamer() override;
 
-  bool streams(int layer) const override;
-  void acquire(int layer, WeightView& gate, WeightView& up, WeightView& down) override;
-  void release(int layer) override;
+  bool streams(int layer, FfnPart part) const override;
+  void begin(int layer, FfnPart part) override;
+  bool next(WeightView& piece, int64_t& row0) override;
 
   StreamStats stats() const;
-  size_t pool_bytes() const { return slot_bytes_ * slots_.size(); }
+  size_t pool_bytes() const { return ring_bytes_; }
   bool direct_io() const { return direct_io_; }
-  // Bytes of one layer's FFN block (the unit that streams).
-  static size_t layer_ffn_bytes(const LayerWeights& L);
+  size_t n_matrices() const { return matrices_.size(); }
+
+  // Every matrix of the given layers (what `--stream-ffn N` asks for).
+  static std::vector<StreamedMatrix> whole_layers(const std::vector<int>& layers);
+  // Bytes of one FFN matrix, and the largest read a piece of it needs (rows plus alignment).
+  static size_t matrix_bytes(const WeightView& w);
+  static size_t piece_read_bytes(const WeightView& w, size_t piece_bytes);
 
  private:
-  struct Range {
-    uint64_t aligned_offset = 0;  // 4096-aligned start in the file
-    uint64_t aligned_bytes = 0;   // aligned length covering the tensor
-    uint64_t skip = 0;            // tensor start within the aligned range
-    uint64_t slot_offset = 0;     // where the aligned range lands in a slot
+  struct Piece {
+    int matrix = 0;                // index into matrices_
+    int64_t row0 = 0, n_rows = 0;  // rows of the matrix
+    uint64_t file_offset = 0;      // 4096-aligned start of the read
+    uint64_t read_bytes = 0;       // bytes read (the aligned length, clipped at the end of the file)
+    uint64_t span_bytes = 0;       // aligned length: room taken in the ring
+    uint64_t skip = 0;             // first row's offset within the read
   };
-  struct LayerPlan {
-    Range gate, up, down;
-  };
-  enum class SlotState { empty, loading, ready, failed };
-  struct Slot {
-    uint8_t* data = nullptr;
-    int layer = -1;
-    SlotState state = SlotState::empty;
-    bool in_use = false;
-    std::string error;
+  struct Entry {  // a piece read into the ring, oldest first
+    int piece = 0;
+    uint64_t ring_offset = 0;
+    io::Ticket ticket = 0;
+    bool waited = false;
   };
 
-  int position_of(int layer) const;  // index in streamed_, or -1
-  Slot* find_slot(int layer);
-  Slot* claim_slot(int upcoming_from);  // a slot free to overwrite, or null
-  void schedule(Slot* slot, int layer);
-  void io_loop();
-  void read_layer(const Slot& slot, int layer);
-  WeightView view_in(const Slot& slot, const Range& r, const WeightView& like) const;
+  int matrix_index(int layer, FfnPart part) const;  // -1: not streamed
+  void top_up();                                    // start reads while the ring has room
+  bool place(uint64_t bytes, uint64_t& at) const;   // where the next read fits in the ring
+  void restart_at(int piece);                       // drop what is in flight, read from `piece` on
+  void pop_front();
+  Entry& entry(size_t i) { return fifo_[(fifo_head_ + i) % fifo_.size()]; }
 
   const Model& model_;
-  std::vector<int> streamed_;            // in forward order
-  std::vector<LayerPlan> plans_;         // per model layer (only streamed ones filled)
-  int depth_;
-  size_t slot_bytes_ = 0;
-  std::vector<Slot> slots_;
-  std::vector<uint8_t*> buffers_;
-  std::unique_ptr<io::RangeReader> reader_;  // io_uring (or pread threads), O_DIRECT where possible
+  std::vector<StreamedMatrix> matrices_;  // forward order
+  std::vector<int> first_piece_;          // per matrix
+  std::vector<int> matrix_of_;            // [layer * 3 + part] -> matrix, or -1
+  std::vector<Piece> pieces_;             // every piece, forward order; the read order cycles
+  size_t ring_bytes_ = 0;
+  uint8_t* ring_ = nullptr;
+  std::unique_ptr<io::RangeReader> reader_;
   bool direct_io_ = false;
 
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<Slot*> queue_;
-  bool stop_ = false;
+  // Reads in flight or arrived, oldest first (a fixed circular buffer: nothing allocates per token).
+  std::vector<Entry> fifo_;
+  size_t fifo_head_ = 0, fifo_size_ = 0;
+  uint64_t ring_end_ = 0;  // end of the newest entry in the ring
+  int next_read_ = 0;      // the piece to read next
+  int handing_ = -1;       // the matrix being handed out, or -1
+  int expect_ = -1;        // its piece to hand out next, or -1 when all were
+  bool handed_ = false;    // the front entry was handed out and is still in use
+
+  mutable std::mutex stats_mutex_;  // stats are read from other threads (the server)
   StreamStats stats_;
-  std::thread io_thread_;
 };
 
 }  // namespace strata::tier
