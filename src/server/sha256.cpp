@@ -47,12 +47,17 @@ std::string sha256_hex(const void* data, size_t n_bytes) {
   return s.hex();
 }
 
-std::string sha256_file(const std::string& path) {
+std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw HttpError(500, "cannot read " + path + ": " + std::strerror(errno));
   Sha256 s;
   std::vector<uint8_t> buf(size_t(1) << 20);
+  off_t done = 0;
   while (true) {
+    if (stop && stop->load()) {
+      ::close(fd);
+      throw HttpError(500, "stopped before " + path + " was hashed");
+    }
     const ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
@@ -62,6 +67,8 @@ std::string sha256_file(const std::string& path) {
     }
     if (n == 0) break;
     s.update(buf.data(), size_t(n));
+    ::posix_fadvise(fd, done, n, POSIX_FADV_DONTNEED);
+    done += n;
   }
   ::close(fd);
   return s.hex();

@@ -83,7 +83,7 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     std::vector<int> layers;
     for (int l = std::max(0, c.n_layer - options.stream_ffn); l < c.n_layer; ++l) layers.push_back(l);
     dense_matrices = DenseFfnStreamer::whole_layers(layers);
-    ring_bytes = size_t(std::max(1, options.prefetch)) * 8 * DenseFfnStreamer::kDefaultPieceBytes;
+    ring_bytes = size_t(std::max(1, options.prefetch)) * 3 * DenseFfnStreamer::kDefaultPieceBytes;
   } else {
     for (const PlanUnit& u : plan_.units)
       if (u.kind == UnitKind::dense_ffn && !u.resident) dense_matrices.push_back({u.layer, FfnPart(u.part)});
@@ -100,9 +100,9 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     reviser_ = std::make_unique<Reviser>(*this);
   }
   // Under a budget that streams, page cache is what the budget is short of: the resident weights
-  // leave it (the streamers took their file offsets above). When everything fits, the mapping
-  // stays as it is and costs nothing.
-  // What is still read through the mapping then is the embedding row of each token: no read-ahead.
+  // leave it (the streamers took their file offsets above), and what is still read through the
+  // mapping, an embedding row per token, is read without read-ahead. When everything fits, the
+  // mapping stays as it is and costs nothing.
   if (streaming()) {
     resident_ = std::make_unique<ResidentCopy>(model.file(), plan_);
     model.file().advise_random_access(true);

@@ -20,7 +20,7 @@ struct TieringOptions {
   int n_ctx = 4096;
   int n_batch = 512;
   int stream_ffn = 0;           // > 0: stream the dense FFN blocks of the last N layers, whatever the plan
-  int prefetch = 2;             // with stream_ffn: read-ahead depth, a ring of 8 x depth 4 MiB pieces
+  int prefetch = 2;             // with stream_ffn: read-ahead depth, a ring of 3 x depth 16 MiB pieces
   bool persist_routing = true;  // MoE: load and save routing statistics (RoutingStats::default_path)
   int revise_every = 256;       // MoE: tokens between plan revisions from observed routing (0: never)
 };
@@ -30,7 +30,7 @@ struct TierStats {
   uint64_t budget_bytes = 0;
   uint64_t planned_bytes = 0;  // what the plan uses of the budget
   uint64_t resident_weight_bytes = 0;
-  uint64_t pool_bytes = 0;  // streaming slots, expert cache included
+  uint64_t pool_bytes = 0;           // streaming slots, expert cache included
   uint64_t resident_copy_bytes = 0;  // resident weights moved out of the page cache (streaming only)
   double predicted_tok_s = 0;
   bool has_dense = false, has_experts = false;
@@ -68,10 +68,10 @@ class Tiering {
   Plan plan_;
   std::unique_ptr<DenseFfnStreamer> dense_;
   std::unique_ptr<ExpertStreamer> experts_;
-  std::unique_ptr<ExpertSource> reviser_;  // wraps experts_: counts tokens, revises the plan
+  std::unique_ptr<ExpertSource> reviser_;   // wraps experts_: counts tokens, revises the plan
   std::unique_ptr<ResidentCopy> resident_;  // when streaming: resident weights in anonymous memory
-  uint64_t revised_at_ = 0;  // routing tokens seen at the last revision
-  int n_pool_slots_ = 0;     // expert slots beyond the pinned ones, fixed at construction
+  uint64_t revised_at_ = 0;                 // routing tokens seen at the last revision
+  int n_pool_slots_ = 0;                    // expert slots beyond the pinned ones, fixed at construction
 };
 
 }  // namespace strata::tier

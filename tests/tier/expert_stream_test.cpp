@@ -170,6 +170,12 @@ TEST_F(ExpertStreamTest, TieringUnderASmallBudgetStreamsExpertsExactly) {
   EXPECT_GT(s.experts.needed, 0u);
   EXPECT_NE(tiering.describe_stats(s, 7, 1.0).find("prefetch"), std::string::npos);
 
+  // Resident weights moved out of the page cache are the non-expert ones: pinned experts live in
+  // the expert streamer's slots, not twice.
+  const uint64_t slack = 8192 * model->file().tensors().size();
+  EXPECT_GT(s.resident_copy_bytes, 0u);
+  EXPECT_LE(s.resident_copy_bytes, tiering.plan().mandatory_bytes + slack);
+
   // With the whole model in the budget nothing streams: the plain run, no overhead.
   t.budget_bytes = uint64_t(1) << 40;
   tier::Tiering fits(*model, t);

@@ -99,11 +99,11 @@ int ffn_part_of(std::string_view name) {
   return -1;
 }
 
-// Bytes of one streamed piece of a matrix: whole rows up to kStreamPieceBytes (whole 16-row
-// blocks where a piece has that many), plus alignment at both ends (as DenseFfnStreamer cuts).
+// Bytes of one streamed piece of a matrix: whole rows whose aligned read fits kStreamPieceBytes
+// (whole 16-row blocks where a piece has that many), as DenseFfnStreamer cuts them.
 uint64_t stream_piece_rows(const gguf::TensorInfo& t) {
   const uint64_t n_rows = uint64_t(std::max<int64_t>(1, t.n_rows()));
-  uint64_t rows = std::max<uint64_t>(1, kStreamPieceBytes / std::max<uint64_t>(1, t.n_bytes / n_rows));
+  uint64_t rows = std::max<uint64_t>(1, (kStreamPieceBytes - 8192) / std::max<uint64_t>(1, t.n_bytes / n_rows));
   if (rows >= 16) rows = rows / 16 * 16;
   return std::min(rows, n_rows);
 }
@@ -303,11 +303,11 @@ struct PoolShape {
 };
 
 // Depth d: dense, a ring of pieces: at depth 1 one to compute from and one reading, deeper
-// kDensePiecesPerDepth per level (~15 reads in flight at depth 2), never more than the streamed
+// kDensePiecesPerDepth per level (five reads in flight at depth 2), never more than the streamed
 // matrices have (dense_pieces; 0: nothing dense streams); experts, k slots for the current
 // layer's misses and k per layer read ahead (the expert cache is on top of these).
 PoolShape pool_shape(int depth, int dense_pieces, bool experts, uint64_t dense_slot, uint64_t expert_slot, int k) {
-  constexpr int kDensePiecesPerDepth = 8;
+  constexpr int kDensePiecesPerDepth = 3;
   PoolShape s;
   const bool dense = dense_pieces > 0;
   s.depth = (dense || experts) ? depth : 0;

@@ -19,8 +19,8 @@
 
 namespace strata::tier {
 
-// Dense FFN matrices stream in pieces of whole rows of about this size (4 MiB: the disk's best read).
-inline constexpr uint64_t kStreamPieceBytes = uint64_t(4) << 20;
+// Dense FFN matrices stream in pieces of whole rows of at most this size (DenseFfnStreamer's).
+inline constexpr uint64_t kStreamPieceBytes = uint64_t(16) << 20;
 
 struct PlanInputs {
   uint64_t budget_bytes = 0;    // 0: detect_memory_budget()

@@ -18,8 +18,10 @@ using io::kDirectAlign;
 
 constexpr int kRowBlock = 16;  // matmul's row block: pieces of whole blocks keep its tiles whole
 
+// Rows whose aligned read (rows plus a page at either end) is at most piece_bytes.
 int64_t rows_per_piece(const WeightView& w, size_t piece_bytes) {
-  int64_t rows = std::max<int64_t>(1, int64_t(piece_bytes / std::max<size_t>(1, w.row_bytes)));
+  const size_t room = piece_bytes > 2 * kDirectAlign ? piece_bytes - 2 * kDirectAlign : piece_bytes;
+  int64_t rows = std::max<int64_t>(1, int64_t(room / std::max<size_t>(1, w.row_bytes)));
   if (rows >= kRowBlock) rows = rows / kRowBlock * kRowBlock;
   return std::min(rows, w.n_rows);
 }
@@ -80,6 +82,11 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatri
       // The aligned range of the file's last tensor may run past the end of the file.
       p.read_bytes = std::min(p.span_bytes, file_bytes - p.file_offset);
       p.skip = start - p.file_offset;
+      if (!pieces_.empty()) {
+        const Piece& prev = pieces_.back();
+        p.shares_head = prev.span_bytes > kDirectAlign && p.span_bytes > kDirectAlign &&
+                        p.file_offset + kDirectAlign == prev.file_offset + prev.span_bytes;
+      }
       max_span = std::max(max_span, p.span_bytes);
       pieces_.push_back(p);
     }
@@ -91,6 +98,8 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatri
   ring_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, ring_bytes_));
   if (!ring_) throw Error("dense FFN streaming: cannot allocate a ring of " + std::to_string(ring_bytes_) + " bytes");
   std::memset(ring_, 0, ring_bytes_);  // fault the pages in now, not in the token loop
+  carry_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, kDirectAlign));
+  if (!carry_) throw Error("dense FFN streaming: cannot allocate a page");
   uint64_t min_span = max_span;
   for (const Piece& p : pieces_) min_span = std::min(min_span, p.span_bytes);
   fifo_.resize(ring_bytes_ / std::max<uint64_t>(1, min_span) + 2);
@@ -114,6 +123,7 @@ DenseFfnStreamer::~DenseFfnStreamer() {
   }
   reader_.reset();
   std::free(ring_);
+  std::free(carry_);
 }
 
 int DenseFfnStreamer::matrix_index(int layer, FfnPart part) const {
@@ -145,17 +155,29 @@ bool DenseFfnStreamer::place(uint64_t bytes, uint64_t& at) const {
 void DenseFfnStreamer::top_up() {
   uint64_t n_reads = 0, n_bytes = 0;
   while (fifo_size_ < fifo_.size()) {
-    const Piece& p = pieces_[size_t(next_read_)];
+    const int k = next_read_;
+    const Piece& p = pieces_[size_t(k)];
     uint64_t at = 0;
     if (!place(p.span_bytes, at)) break;
-    const io::ReadRequest request{p.file_offset, p.read_bytes, ring_ + at};
+    // The first page comes with the previous piece when that was the read before this one.
+    const bool head_from_previous = p.shares_head && last_read_ == k - 1;
+    const uint64_t skip = head_from_previous ? kDirectAlign : 0;
+    const io::ReadRequest request{p.file_offset + skip, p.read_bytes - skip, ring_ + at + skip};
     Entry& e = entry(fifo_size_);
-    e = Entry{next_read_, at, reader_->submit(std::span<const io::ReadRequest>(&request, 1)), false};
+    e = Entry{k, at, reader_->submit(std::span<const io::ReadRequest>(&request, 1)), false, false};
+    if (head_from_previous) {
+      if (carry_for_ == k)
+        std::memcpy(ring_ + at, carry_, kDirectAlign);  // the previous piece is already released
+      else
+        e.needs_head = true;  // copied when the previous piece is released
+    }
+    carry_for_ = -1;
     ++fifo_size_;
     ring_end_ = at + p.span_bytes;
-    next_read_ = (next_read_ + 1) % int(pieces_.size());
+    last_read_ = k;
+    next_read_ = (k + 1) % int(pieces_.size());
     ++n_reads;
-    n_bytes += p.read_bytes;
+    n_bytes += request.length;
   }
   if (n_reads > 0) {
     std::lock_guard<std::mutex> lock(stats_mutex_);
@@ -164,10 +186,29 @@ void DenseFfnStreamer::top_up() {
   }
 }
 
-void DenseFfnStreamer::pop_front() {
+void DenseFfnStreamer::drop_front() {
   fifo_head_ = (fifo_head_ + 1) % fifo_.size();
   if (--fifo_size_ == 0) ring_end_ = 0;
   handed_ = false;
+}
+
+// The oldest entry has arrived and is done with. The piece after it may start in its last page:
+// hand that page on, to the next entry or, when that is not placed yet, to carry_.
+void DenseFfnStreamer::pop_front() {
+  const Entry& e = entry(0);
+  const Piece& p = pieces_[size_t(e.piece)];
+  const int k = e.piece + 1;
+  if (k < int(pieces_.size()) && pieces_[size_t(k)].shares_head) {
+    const uint8_t* tail = ring_ + e.ring_offset + p.span_bytes - kDirectAlign;
+    if (fifo_size_ > 1 && entry(1).piece == k) {
+      if (entry(1).needs_head) std::memcpy(ring_ + entry(1).ring_offset, tail, kDirectAlign);
+      entry(1).needs_head = false;
+    } else if (next_read_ == k && last_read_ == e.piece) {
+      std::memcpy(carry_, tail, kDirectAlign);
+      carry_for_ = k;
+    }
+  }
+  drop_front();
 }
 
 // After a jump (the first token, a forward pass cut short by an error): what was read ahead is
@@ -181,9 +222,11 @@ void DenseFfnStreamer::restart_at(int piece) {
       } catch (const std::exception&) {  // its bytes are dropped anyway
       }
     }
-    pop_front();
+    drop_front();
   }
   next_read_ = piece;
+  last_read_ = -1;  // the next read takes its first page from the file
+  carry_for_ = -1;
 }
 
 void DenseFfnStreamer::begin(int layer, FfnPart part) {

@@ -31,6 +31,9 @@ ResidentCopy::ResidentCopy(const gguf::File& file, const Plan& plan, uint64_t mi
   const uint64_t file_bytes = file.file_size();
   for (const TensorPlacement& t : plan.tensors) {
     if (t.placement != Placement::resident || t.n_bytes < min_tensor_bytes || t.resident_bytes != t.n_bytes) continue;
+    // Expert slices the plan keeps are pinned in the expert streamer's own slots, which serve
+    // every MoE layer: a copy here would hold them twice.
+    if (t.role == TensorRole::experts) continue;
     const uint64_t start = align_down(t.file_offset, kDirectAlign);
     const uint64_t end =
         std::min(align_up(t.file_offset + t.n_bytes, kDirectAlign), align_up(file_bytes, kDirectAlign));

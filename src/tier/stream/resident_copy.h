@@ -18,7 +18,7 @@ namespace strata::tier {
 class ResidentCopy {
  public:
   // Moves every resident tensor of the plan (at least min_tensor_bytes; smaller ones are copied
-  // into vectors at load) out of the page cache. Throws strata::Error naming the file on a read
+  // into vectors at load; expert tensors are the expert streamer's) out of the page cache. Throws strata::Error naming the file on a read
   // error or when memory cannot be mapped.
   ResidentCopy(const gguf::File& file, const Plan& plan, uint64_t min_tensor_bytes = 64 << 10);
   ~ResidentCopy();
