@@ -51,6 +51,15 @@ const char* limit_name(Limit limit) {
   return "?";
 }
 
+int64_t stream_piece_rows(uint64_t row_bytes, int64_t n_rows, uint64_t piece_bytes) {
+  constexpr uint64_t kPage = 4096;
+  constexpr int64_t kRowBlock = 16;
+  const uint64_t room = piece_bytes > 2 * kPage ? piece_bytes - 2 * kPage : piece_bytes;
+  int64_t rows = std::max<int64_t>(1, int64_t(room / std::max<uint64_t>(1, row_bytes)));
+  if (rows >= kRowBlock) rows = rows / kRowBlock * kRowBlock;
+  return std::max<int64_t>(1, std::min(rows, n_rows));
+}
+
 TensorRole classify_tensor(std::string_view name, int* layer) {
   if (layer) *layer = -1;
   std::string_view base = name;
@@ -99,21 +108,15 @@ int ffn_part_of(std::string_view name) {
   return -1;
 }
 
-// Bytes of one streamed piece of a matrix: whole rows whose aligned read fits kStreamPieceBytes
-// (whole 16-row blocks where a piece has that many), as DenseFfnStreamer cuts them.
-uint64_t stream_piece_rows(const gguf::TensorInfo& t) {
-  const uint64_t n_rows = uint64_t(std::max<int64_t>(1, t.n_rows()));
-  uint64_t rows = std::max<uint64_t>(1, (kStreamPieceBytes - 8192) / std::max<uint64_t>(1, t.n_bytes / n_rows));
-  if (rows >= 16) rows = rows / 16 * 16;
-  return std::min(rows, n_rows);
-}
+uint64_t tensor_row_bytes(const gguf::TensorInfo& t) { return t.n_bytes / uint64_t(std::max<int64_t>(1, t.n_rows())); }
+// The largest read of one streamed piece of a matrix, and how many pieces it streams in.
 uint64_t stream_piece_bytes(const gguf::TensorInfo& t) {
-  const uint64_t row = t.n_bytes / uint64_t(std::max<int64_t>(1, t.n_rows()));
-  return (stream_piece_rows(t) * row + 4095) / 4096 * 4096 + 4096;
+  const uint64_t rows = uint64_t(stream_piece_rows(tensor_row_bytes(t), t.n_rows()));
+  return (rows * tensor_row_bytes(t) + 4095) / 4096 * 4096 + 4096;
 }
 int stream_pieces(const gguf::TensorInfo& t) {
-  const uint64_t rows = stream_piece_rows(t);
-  return int((uint64_t(std::max<int64_t>(1, t.n_rows())) + rows - 1) / rows);
+  const int64_t rows = stream_piece_rows(tensor_row_bytes(t), t.n_rows());
+  return int((std::max<int64_t>(1, t.n_rows()) + rows - 1) / rows);
 }
 
 // Everything the solver and the evaluation need, derived once from the table.

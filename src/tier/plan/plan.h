@@ -21,6 +21,10 @@ namespace strata::tier {
 
 // Dense FFN matrices stream in pieces of whole rows of at most this size (DenseFfnStreamer's).
 inline constexpr uint64_t kStreamPieceBytes = uint64_t(16) << 20;
+// Rows of one streamed piece of a matrix of n_rows rows of row_bytes: whole rows whose aligned
+// read (a page more at either end) fits piece_bytes, in whole 16-row blocks (matmul's tiles)
+// where a piece holds that many. The planner sizes the pool with it, the streamer cuts with it.
+int64_t stream_piece_rows(uint64_t row_bytes, int64_t n_rows, uint64_t piece_bytes = kStreamPieceBytes);
 
 struct PlanInputs {
   uint64_t budget_bytes = 0;    // 0: detect_memory_budget()

@@ -10,30 +10,9 @@
 
 namespace strata::tier {
 
-namespace {
-
 using io::align_down;
 using io::align_up;
 using io::kDirectAlign;
-
-constexpr int kRowBlock = 16;  // matmul's row block: pieces of whole blocks keep its tiles whole
-
-// Rows whose aligned read (rows plus a page at either end) is at most piece_bytes.
-int64_t rows_per_piece(const WeightView& w, size_t piece_bytes) {
-  const size_t room = piece_bytes > 2 * kDirectAlign ? piece_bytes - 2 * kDirectAlign : piece_bytes;
-  int64_t rows = std::max<int64_t>(1, int64_t(room / std::max<size_t>(1, w.row_bytes)));
-  if (rows >= kRowBlock) rows = rows / kRowBlock * kRowBlock;
-  return std::min(rows, w.n_rows);
-}
-
-}  // namespace
-
-size_t DenseFfnStreamer::matrix_bytes(const WeightView& w) { return w.row_bytes * size_t(w.n_rows); }
-
-size_t DenseFfnStreamer::piece_read_bytes(const WeightView& w, size_t piece_bytes) {
-  // Rows plus up to one alignment block at either end.
-  return size_t(align_up(uint64_t(rows_per_piece(w, piece_bytes)) * w.row_bytes, kDirectAlign)) + kDirectAlign;
-}
 
 std::vector<StreamedMatrix> DenseFfnStreamer::whole_layers(const std::vector<int>& layers) {
   std::vector<StreamedMatrix> out;
@@ -69,7 +48,7 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatri
     matrix_of_[size_t(order(sm))] = int(m);
     first_piece_.push_back(int(pieces_.size()));
     const uint64_t offset = uint64_t(w.data - base);
-    const int64_t step = rows_per_piece(w, piece_bytes);
+    const int64_t step = stream_piece_rows(w.row_bytes, w.n_rows, piece_bytes);
     for (int64_t r0 = 0; r0 < w.n_rows; r0 += step) {
       Piece p;
       p.matrix = int(m);

@@ -14,6 +14,7 @@
 #include "model/blocks.h"
 #include "model/model.h"
 #include "tier/io/reader.h"
+#include "tier/plan/plan.h"
 
 namespace strata::tier {
 
@@ -35,7 +36,7 @@ class DenseFfnStreamer : public FfnSource {
  public:
   // 16 MiB reads (the block layer issues each as four 4 MiB requests at once): on this machine's
   // virtual disk they stream markedly faster than single 4 MiB reads.
-  static constexpr size_t kDefaultPieceBytes = size_t(16) << 20;
+  static constexpr size_t kDefaultPieceBytes = kStreamPieceBytes;
   static constexpr size_t kDefaultRingBytes = size_t(96) << 20;  // one piece computing, five reading
 
   // The ring holds at least two pieces (one computing, one reading), so it may exceed ring_bytes
@@ -51,13 +52,9 @@ class DenseFfnStreamer : public FfnSource {
   StreamStats stats() const;
   size_t pool_bytes() const { return ring_bytes_; }
   bool direct_io() const { return direct_io_; }
-  size_t n_matrices() const { return matrices_.size(); }
 
   // Every matrix of the given layers (what `--stream-ffn N` asks for).
   static std::vector<StreamedMatrix> whole_layers(const std::vector<int>& layers);
-  // Bytes of one FFN matrix, and the largest read a piece of it needs (rows plus alignment).
-  static size_t matrix_bytes(const WeightView& w);
-  static size_t piece_read_bytes(const WeightView& w, size_t piece_bytes);
 
  private:
   struct Piece {
