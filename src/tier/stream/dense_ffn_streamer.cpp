@@ -74,11 +74,14 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatri
 
   // At least one piece computing and one reading.
   ring_bytes_ = size_t(align_up(std::max<uint64_t>(ring_bytes, 2 * max_span), kDirectAlign));
-  ring_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, ring_bytes_));
-  if (!ring_) throw Error("dense FFN streaming: cannot allocate a ring of " + std::to_string(ring_bytes_) + " bytes");
-  std::memset(ring_, 0, ring_bytes_);  // fault the pages in now, not in the token loop
-  carry_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, kDirectAlign));
-  if (!carry_) throw Error("dense FFN streaming: cannot allocate a page");
+  try {
+    ring_memory_ = io::AlignedBuffer(ring_bytes_);  // huge pages where possible, faulted in now
+    carry_memory_ = io::AlignedBuffer(kDirectAlign);
+  } catch (const std::bad_alloc&) {
+    throw Error("dense FFN streaming: cannot allocate a ring of " + std::to_string(ring_bytes_) + " bytes");
+  }
+  ring_ = reinterpret_cast<uint8_t*>(ring_memory_.data());
+  carry_ = reinterpret_cast<uint8_t*>(carry_memory_.data());
   uint64_t min_span = max_span;
   for (const Piece& p : pieces_) min_span = std::min(min_span, p.span_bytes);
   fifo_.resize(ring_bytes_ / std::max<uint64_t>(1, min_span) + 2);
@@ -101,8 +104,6 @@ DenseFfnStreamer::~DenseFfnStreamer() {
     }
   }
   reader_.reset();
-  std::free(ring_);
-  std::free(carry_);
 }
 
 int DenseFfnStreamer::matrix_index(int layer, FfnPart part) const {

@@ -13,6 +13,7 @@
 
 #include "model/blocks.h"
 #include "model/model.h"
+#include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
 #include "tier/plan/plan.h"
 
@@ -91,6 +92,7 @@ class DenseFfnStreamer : public FfnSource {
   std::vector<int> matrix_of_;            // [layer * 3 + part] -> matrix, or -1
   std::vector<Piece> pieces_;             // every piece, forward order; the read order cycles
   size_t ring_bytes_ = 0;
+  io::AlignedBuffer ring_memory_;
   uint8_t* ring_ = nullptr;
   std::unique_ptr<io::RangeReader> reader_;
   bool direct_io_ = false;
@@ -101,6 +103,7 @@ class DenseFfnStreamer : public FfnSource {
   uint64_t ring_end_ = 0;     // end of the newest entry in the ring
   int next_read_ = 0;         // the piece to read next
   int last_read_ = -1;        // the piece read last (-1 after a restart)
+  io::AlignedBuffer carry_memory_;
   uint8_t* carry_ = nullptr;  // a released piece's last page, for the next piece not yet placed
   int carry_for_ = -1;        // the piece carry_ is the first page of, or -1
   int handing_ = -1;          // the matrix being handed out, or -1

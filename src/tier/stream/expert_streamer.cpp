@@ -59,10 +59,13 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
     }
   }
   const int n_slots = n_pinned + std::max(1, options_.n_pool_slots);
-  memory_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, slot_bytes_ * size_t(n_slots)));
-  if (!memory_)
+  try {
+    memory_buffer_ = io::AlignedBuffer(slot_bytes_ * size_t(n_slots), kAlign);  // huge pages where possible
+  } catch (const std::bad_alloc&) {
     throw Error("expert streaming: cannot allocate " + std::to_string(n_slots) + " expert slots of " +
                 std::to_string(slot_bytes_) + " bytes");
+  }
+  memory_ = reinterpret_cast<uint8_t*>(memory_buffer_.data());
   slots_.resize(size_t(n_slots));
   for (int i = 0; i < n_slots; ++i) slots_[size_t(i)].data = memory_ + slot_bytes_ * size_t(i);
 
@@ -89,7 +92,6 @@ ExpertStreamer::~ExpertStreamer() {
   } catch (...) {
   }
   reader_.reset();
-  std::free(memory_);
 }
 
 bool ExpertStreamer::streams(int layer) const {

@@ -18,6 +18,7 @@
 
 #include "model/blocks.h"
 #include "model/model.h"
+#include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
 #include "tier/stream/routing_stats.h"
 
@@ -104,6 +105,7 @@ class ExpertStreamer : public ExpertSource {
   std::vector<bool> pinned_;  // [layer x expert]
   std::vector<int> index_;    // [layer x expert] -> slot, or -1
   std::vector<Slot> slots_;
+  io::AlignedBuffer memory_buffer_;
   uint8_t* memory_ = nullptr;
   uint64_t slot_bytes_ = 0;
   std::unique_ptr<io::RangeReader> reader_;
