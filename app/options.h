@@ -19,7 +19,7 @@ struct ModelOptions {
   std::string model_path;
   SessionParams session;
   int stream_ffn = 0;  // FFN blocks of this many layers (the last ones) stream from the file
-  int prefetch = 2;    // with --stream-ffn: read-ahead depth (a ring of 3 x depth 16 MiB pieces)
+  int prefetch = 2;    // with --stream-ffn: read-ahead depth (a ring of 16 MiB pieces, 3 per level, 2 at depth 1)
   std::string mem;     // memory budget: the planner picks what streams ("": what is available)
   bool stats = false;  // print tiering statistics at the end
   bool fresh = false;  // MoE: neither load nor save routing statistics
@@ -73,7 +73,7 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-b,--batch", o.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
-  cmd->add_option("--prefetch", o.prefetch, "with --stream-ffn: read-ahead depth (a ring of 3 x depth 16 MiB pieces)")
+  cmd->add_option("--prefetch", o.prefetch, "with --stream-ffn: read-ahead depth (a ring of 16 MiB pieces, 3 per level, 2 at depth 1)")
       ->capture_default_str();
   cmd->add_option("--mem", o.mem,
                   "memory budget (e.g. 2G; default: what is available): the planner streams what does not fit");

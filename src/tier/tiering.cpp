@@ -83,7 +83,7 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     std::vector<int> layers;
     for (int l = std::max(0, c.n_layer - options.stream_ffn); l < c.n_layer; ++l) layers.push_back(l);
     dense_matrices = DenseFfnStreamer::whole_layers(layers);
-    ring_bytes = size_t(std::max(1, options.prefetch)) * 3 * DenseFfnStreamer::kDefaultPieceBytes;
+    ring_bytes = size_t(dense_ring_pieces(options.prefetch)) * DenseFfnStreamer::kDefaultPieceBytes;
   } else {
     for (const PlanUnit& u : plan_.units)
       if (u.kind == UnitKind::dense_ffn && !u.resident) dense_matrices.push_back({u.layer, FfnPart(u.part)});

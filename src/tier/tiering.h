@@ -20,7 +20,7 @@ struct TieringOptions {
   int n_ctx = 4096;
   int n_batch = 512;
   int stream_ffn = 0;           // > 0: stream the dense FFN blocks of the last N layers, whatever the plan
-  int prefetch = 2;             // with stream_ffn: read-ahead depth, a ring of 3 x depth 16 MiB pieces
+  int prefetch = 2;             // with stream_ffn: read-ahead depth: a ring of dense_ring_pieces(depth) 16 MiB pieces
   bool persist_routing = true;  // MoE: load and save routing statistics (RoutingStats::default_path)
   int revise_every = 256;       // MoE: tokens between plan revisions from observed routing (0: never)
 };

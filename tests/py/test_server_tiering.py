@@ -25,8 +25,8 @@ def tight(tmp_path_factory):
                    capture_output=True)
     plan = json.loads(subprocess.run([strata_bin(), "plan", moe, "--mem", "1T", "-c", "2048", "--json"], check=True,
                                      capture_output=True).stdout)
-    # The minimum resident set and three expert slices more: most experts must stream.
-    budget = plan["memory"]["minimum_bytes"] + 3 * plan["streaming"]["expert_slot_bytes"]
+    # Halfway between the minimum resident set and the whole model: most experts must stream.
+    budget = (plan["memory"]["minimum_bytes"] + plan["memory"]["used_bytes"]) // 2
     srv = harness.Server(folder, extra_args=["--mem", str(budget)])
     srv.budget = budget
     yield srv

@@ -220,10 +220,13 @@ TEST(Plan, ObservedHotExpertsStayResident) {
   Table t = make_table(c);
   Plan full = make_plan(t.tensors, c, inputs(4ull << 30));
   uint64_t fixed = full.mandatory_bytes + full.kv_bytes + full.scratch_bytes;
-  const uint64_t slice = 3 * MiB;
+  // A slot holds the page-aligned ranges of one expert's three 1 MiB slices: a little more.
+  const uint64_t slot = full.expert_slot_bytes;
+  EXPECT_GE(slot, 3 * MiB);
+  EXPECT_LE(slot, 3 * MiB + 3 * 8192);
   // Pool for depth 2 (2k slots: the current layer's misses and the next layer's guesses) plus
   // room for 2 experts in each of the 4 layers.
-  Plan prior = make_plan(t.tensors, c, inputs(fixed + 4 * slice + 8 * slice));
+  Plan prior = make_plan(t.tensors, c, inputs(fixed + 4 * slot + 8 * slot));
   EXPECT_EQ(prior.n_expert_resident, 8);
   for (const auto& u : prior.units) EXPECT_DOUBLE_EQ(u.probability, 0.25);
 

@@ -212,7 +212,7 @@ LpResult solve_lp(const Problem& p, double free_bytes, bool overlap) {
   for (size_t i = 0; i < n_units; ++i) {
     const PlanUnit& u = p.units[i];
     double io_ms = u.probability * double(u.n_bytes) * ms_per_byte;
-    cols[i].push_back({row_budget, double(u.n_bytes) / kGB});
+    cols[i].push_back({row_budget, double(u.memory_bytes) / kGB});
     if (overlap) {
       if (u.kind == UnitKind::expert && recall < 1) {
         cols[i].push_back({1 + u.layer, (1 - recall) * io_ms});
@@ -279,9 +279,9 @@ std::vector<bool> round_units(const Problem& p, const std::vector<double>* lp, d
   std::iota(order.begin(), order.end(), size_t(0));
   if (lp) {
     for (size_t i : order) {
-      if ((*lp)[i] >= 1 - 1e-7 && double(p.units[i].n_bytes) <= left) {
+      if ((*lp)[i] >= 1 - 1e-7 && double(p.units[i].memory_bytes) <= left) {
         resident[i] = true;
-        left -= double(p.units[i].n_bytes);
+        left -= double(p.units[i].memory_bytes);
       }
     }
   }
@@ -291,9 +291,9 @@ std::vector<bool> round_units(const Problem& p, const std::vector<double>* lp, d
     return false;
   });
   for (size_t i : order) {
-    if (!resident[i] && double(p.units[i].n_bytes) <= left) {
+    if (!resident[i] && double(p.units[i].memory_bytes) <= left) {
       resident[i] = true;
-      left -= double(p.units[i].n_bytes);
+      left -= double(p.units[i].memory_bytes);
     }
   }
   return resident;
@@ -305,16 +305,14 @@ struct PoolShape {
   uint64_t bytes = 0;
 };
 
-// Depth d: dense, a ring of pieces: at depth 1 one to compute from and one reading, deeper
-// kDensePiecesPerDepth per level (five reads in flight at depth 2), never more than the streamed
-// matrices have (dense_pieces; 0: nothing dense streams); experts, k slots for the current
-// layer's misses and k per layer read ahead (the expert cache is on top of these).
+// Depth d: dense, a ring of dense_ring_pieces(d), never more than the streamed matrices have
+// (dense_pieces; 0: nothing dense streams); experts, k slots for the current layer's misses and
+// k per layer read ahead (the expert cache is on top of these).
 PoolShape pool_shape(int depth, int dense_pieces, bool experts, uint64_t dense_slot, uint64_t expert_slot, int k) {
-  constexpr int kDensePiecesPerDepth = 3;
   PoolShape s;
   const bool dense = dense_pieces > 0;
   s.depth = (dense || experts) ? depth : 0;
-  if (dense) s.n_dense_slots = std::max(2, std::min(dense_pieces, depth <= 1 ? 2 : kDensePiecesPerDepth * depth));
+  if (dense) s.n_dense_slots = std::max(2, std::min(dense_pieces, dense_ring_pieces(depth)));
   if (experts) s.n_expert_slots = depth * std::max(1, k);
   s.bytes = uint64_t(s.n_dense_slots) * dense_slot + uint64_t(s.n_expert_slots) * expert_slot;
   return s;
@@ -333,6 +331,8 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
   std::vector<std::array<uint64_t, 3>> dense_bytes(L, {0, 0, 0});  // per FFN matrix
   std::vector<std::array<int, 3>> dense_pieces(L, {0, 0, 0});
   std::vector<bool> has_experts(L, false);
+  // Expert tensors of each layer (file offset, slice bytes), for the slot an expert needs.
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> expert_tensors(L);
   bool tied = true;
   for (const auto& t : tensors)
     if (classify_tensor(t.name, nullptr) == TensorRole::output) tied = false;
@@ -374,6 +374,7 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
         tp.slice_bytes = t.n_bytes / uint64_t(config.n_expert);
         has_experts[l] = true;
         expert_slice[l] += double(tp.slice_bytes);
+        expert_tensors[l].push_back({t.file_offset, tp.slice_bytes});
         expert_slice_elems[l] += double(t.n_elements) / config.n_expert;
         break;
       }
@@ -411,12 +412,22 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
   const double prior = config.n_expert > 0 ? double(config.n_expert_used) / config.n_expert : 0.0;
   const double flops_rate = in.compute_gflops > 0 ? in.compute_gflops * 1e9 : 0.0;
   const uint64_t kv_layer = L ? kv_cache_bytes(config, in.n_ctx) / L : 0;
+  // A pinned expert takes a whole slot, as large as the largest expert's aligned ranges: in a
+  // Q4_K_M model some layers' experts are Q6_K and larger, so slots are not the slices' size.
+  uint64_t expert_slot = 0;
+  for (size_t l = 0; l < L; ++l)
+    for (int e = 0; e < config.n_expert; ++e) {
+      uint64_t slot = 0;
+      for (auto [offset, slice] : expert_tensors[l]) slot += direct_read_span(offset + uint64_t(e) * slice, slice);
+      expert_slot = std::max(expert_slot, slot);
+    }
   p.compute_ram_s.assign(L, 0.0);
   p.compute_flops_s.assign(L, 0.0);
   for (size_t l = 0; l < L; ++l) {
     for (int part = 0; part < 3; ++part)
       if (dense_bytes[l][size_t(part)] > 0) {
         p.units.push_back({UnitKind::dense_ffn, int(l), -1, dense_bytes[l][size_t(part)], 1.0, 0.0, false, part});
+        p.units.back().memory_bytes = dense_bytes[l][size_t(part)];
         p.unit_pieces.push_back(dense_pieces[l][size_t(part)]);
       }
     double expected_expert_bytes = 0, expected_expert_elems = 0;
@@ -430,6 +441,7 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
           pe = std::clamp(in.expert_probability[l][size_t(e)], 0.0, 1.0);
         }
         p.units.push_back({UnitKind::expert, int(l), e, uint64_t(expert_slice[l]), pe, 0.0, false});
+        p.units.back().memory_bytes = expert_slot;
         p.unit_pieces.push_back(0);
         expected_expert_bytes += pe * expert_slice[l];
         expected_expert_elems += pe * expert_slice_elems[l];
@@ -481,7 +493,7 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
     if (u.kind == UnitKind::dense_ffn)
       any_dense = true;
     else
-      any_experts = true, expert_slot = std::max(expert_slot, u.n_bytes);
+      any_experts = true, expert_slot = std::max(expert_slot, u.memory_bytes);
   }
   plan.dense_slot_bytes = dense_slot;
   plan.expert_slot_bytes = expert_slot;
@@ -499,7 +511,9 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
   std::vector<bool> resident(p.units.size(), true);
   PoolShape pool;
   Evaluation best;
-  if (double(fixed + units_bytes) <= budget) {
+  // Everything fits: the plain mapping serves every weight, experts included, with no slots.
+  const bool fits = double(fixed + units_bytes) <= budget;
+  if (fits) {
     best = evaluate(p, resident, true);
     plan.lp_seconds_per_token = best.seconds;
     plan.solver_status = "not needed: everything fits";
@@ -535,9 +549,10 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
         if (used.bytes < shape.bytes) {
           double left = budget - double(fixed + used.bytes);
           for (size_t i = 0; i < cand.size(); ++i)
-            if (cand[i]) left -= double(p.units[i].n_bytes);
+            if (cand[i]) left -= double(p.units[i].memory_bytes);
           for (size_t i = 0; i < cand.size(); ++i)
-            if (!cand[i] && double(p.units[i].n_bytes) <= left) cand[i] = true, left -= double(p.units[i].n_bytes);
+            if (!cand[i] && double(p.units[i].memory_bytes) <= left)
+              cand[i] = true, left -= double(p.units[i].memory_bytes);
         }
         Evaluation ev = evaluate(p, cand, overlap);
         if (!have || ev.seconds < best.seconds * (1 - 1e-9)) {
@@ -555,7 +570,7 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
     if (pool.depth > 0) {
       double left = budget - double(fixed + pool.bytes);
       for (size_t i = 0; i < resident.size(); ++i)
-        if (resident[i]) left -= double(p.units[i].n_bytes);
+        if (resident[i]) left -= double(p.units[i].memory_bytes);
       const int dense_pieces = streamed_pieces(resident);
       const bool experts_streamed = pool.n_expert_slots > 0;
       while (pool.depth < in.max_prefetch_depth) {
@@ -593,11 +608,11 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
       if (u.resident) {
         experts_res[size_t(u.layer)].push_back(u.expert);
         ++plan.n_expert_resident;
-        plan.expert_cache_bytes += u.n_bytes;
+        plan.expert_cache_bytes += fits ? u.n_bytes : u.memory_bytes;
       }
     }
     if (u.resident)
-      plan.resident_weight_bytes += u.n_bytes;
+      plan.resident_weight_bytes += fits ? u.n_bytes : u.memory_bytes;
     else
       plan.streamed_weight_bytes += u.n_bytes;
   }

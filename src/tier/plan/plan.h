@@ -25,6 +25,14 @@ inline constexpr uint64_t kStreamPieceBytes = uint64_t(16) << 20;
 // read (a page more at either end) fits piece_bytes, in whole 16-row blocks (matmul's tiles)
 // where a piece holds that many. The planner sizes the pool with it, the streamer cuts with it.
 int64_t stream_piece_rows(uint64_t row_bytes, int64_t n_rows, uint64_t piece_bytes = kStreamPieceBytes);
+// Pieces in the dense ring at prefetch depth d: at depth 1 one to compute from and one reading,
+// deeper three per level (five reads in flight at depth 2).
+constexpr int dense_ring_pieces(int depth) { return depth <= 1 ? 2 : 3 * depth; }
+// Bytes a direct read of [offset, offset + bytes) lands in: the 4096-aligned range around it. An
+// expert slot holds one such range per expert matrix (ExpertStreamer::layout).
+constexpr uint64_t direct_read_span(uint64_t offset, uint64_t bytes) {
+  return (offset + bytes + 4095) / 4096 * 4096 - offset / 4096 * 4096;
+}
 
 struct PlanInputs {
   uint64_t budget_bytes = 0;    // 0: detect_memory_budget()
@@ -55,6 +63,9 @@ struct PlanUnit {
   double lp_fraction = 0.0;  // x_u of the LP relaxation
   bool resident = false;     // after rounding
   int part = -1;             // dense units: the FfnPart (gate, up, down) of the layer
+  // Bytes the unit holds in memory while resident: a dense matrix its own; an expert one slot of
+  // the expert streamer, which fits the largest expert of any layer (page-aligned read ranges).
+  uint64_t memory_bytes = 0;
 };
 
 struct TensorPlacement {
