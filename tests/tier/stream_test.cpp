@@ -91,7 +91,9 @@ TEST_F(DenseStreamTest, AllLayersStreamedIsBitIdentical) {
     EXPECT_GE(st.pieces_read, st.pieces_used);
     EXPECT_GT(st.bytes_read, 0u);
     EXPECT_GT(streamer.pool_bytes(), 0u);
-    if (piece < tier::DenseFfnStreamer::kDefaultPieceBytes) EXPECT_GT(st.pieces_used, st.matrices_used);
+    if (piece < tier::DenseFfnStreamer::kDefaultPieceBytes) {
+      EXPECT_GT(st.pieces_used, st.matrices_used);
+    }
   }
 }
 
