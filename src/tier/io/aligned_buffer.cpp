@@ -8,6 +8,19 @@
 
 namespace strata::tier::io {
 
+void* map_huge(size_t length, uintptr_t phase) {
+  // Map one huge page more than needed, then cut the mapping to the phase.
+  void* p = ::mmap(nullptr, length + kHugePageBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  const auto base = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t lead = (phase - base) % kHugePageBytes;  // base + lead ≡ phase (mod 2 MiB)
+  if (lead) ::munmap(p, lead);
+  if (kHugePageBytes - lead) ::munmap(reinterpret_cast<void*>(base + lead + length), kHugePageBytes - lead);
+  void* at = reinterpret_cast<void*>(base + lead);
+  ::madvise(at, length, MADV_HUGEPAGE);  // a hint: without THP these are plain pages
+  return at;
+}
+
 AlignedBuffer::AlignedBuffer(size_t size_bytes, size_t align) {
   if (size_bytes == 0) return;
   if (align > kHugePageBytes || size_bytes < kHugePageBytes) {
@@ -18,18 +31,14 @@ AlignedBuffer::AlignedBuffer(size_t size_bytes, size_t align) {
     return;
   }
   size_bytes_ = size_t(align_up(size_bytes, kHugePageBytes));
-  // Map one huge page more than needed, then cut the mapping to a 2 MiB boundary.
-  const size_t mapped = size_bytes_ + kHugePageBytes;
-  void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
-  auto* base = static_cast<std::byte*>(p);
-  const size_t lead = size_t(align_up(reinterpret_cast<uintptr_t>(base), kHugePageBytes) - reinterpret_cast<uintptr_t>(base));
-  if (lead) ::munmap(base, lead);
-  if (kHugePageBytes - lead) ::munmap(base + lead + size_bytes_, kHugePageBytes - lead);
-  data_ = base + lead;
+  data_ = static_cast<std::byte*>(map_huge(size_bytes_));
+  if (!data_) throw std::bad_alloc();
   mapped_ = true;
-  ::madvise(data_, size_bytes_, MADV_HUGEPAGE);  // a hint: without THP these are plain pages
-  std::memset(data_, 0, size_bytes_);             // fault it in now, not in the token loop
+  // Fault it in now, not in the token loop; the kernel's fresh pages are zero already.
+#ifdef MADV_POPULATE_WRITE
+  if (::madvise(data_, size_bytes_, MADV_POPULATE_WRITE) == 0) return;
+#endif
+  std::memset(data_, 0, size_bytes_);  // a kernel without MADV_POPULATE_WRITE (before 5.14)
 }
 
 void AlignedBuffer::release() noexcept {

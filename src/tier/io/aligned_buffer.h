@@ -13,6 +13,12 @@ inline constexpr size_t kHugePageBytes = size_t(2) << 20;
 constexpr uint64_t align_down(uint64_t x, uint64_t a) { return x / a * a; }
 constexpr uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
+// Anonymous memory of `length` bytes starting at `phase` bytes into a 2 MiB page (mod 2 MiB),
+// advised MADV_HUGEPAGE, not yet faulted in; nullptr when out of memory. Free it with munmap.
+// With phase 0 it is huge-page aligned; with a target's phase, once moved over the target
+// (mremap) its aligned middle stays mapped by huge pages.
+void* map_huge(size_t length, uintptr_t phase = 0);
+
 // An owned block of `size_bytes` (rounded up to the alignment) that disk reads land in.
 // Blocks of 2 MiB or more are anonymous mappings on 2 MiB boundaries, advised MADV_HUGEPAGE and
 // faulted in at once. Why: a direct read is split into requests of at most `max_segments`

@@ -16,6 +16,7 @@
 #include "gguf/gguf.h"
 #include "model/config.h"
 #include "model/weights.h"
+#include "tier/io/aligned_buffer.h"
 
 namespace strata::tier {
 
@@ -31,7 +32,7 @@ constexpr int dense_ring_pieces(int depth) { return depth <= 1 ? 2 : 3 * depth; 
 // Bytes a direct read of [offset, offset + bytes) lands in: the 4096-aligned range around it. An
 // expert slot holds one such range per expert matrix (ExpertStreamer::layout).
 constexpr uint64_t direct_read_span(uint64_t offset, uint64_t bytes) {
-  return (offset + bytes + 4095) / 4096 * 4096 - offset / 4096 * 4096;
+  return io::align_up(offset + bytes, io::kDirectAlign) - io::align_down(offset, io::kDirectAlign);
 }
 
 struct PlanInputs {

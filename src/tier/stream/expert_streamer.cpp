@@ -65,9 +65,8 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
     throw Error("expert streaming: cannot allocate " + std::to_string(n_slots) + " expert slots of " +
                 std::to_string(slot_bytes_) + " bytes");
   }
-  memory_ = reinterpret_cast<uint8_t*>(memory_buffer_.data());
   slots_.resize(size_t(n_slots));
-  for (int i = 0; i < n_slots; ++i) slots_[size_t(i)].data = memory_ + slot_bytes_ * size_t(i);
+  for (int i = 0; i < n_slots; ++i) slots_[size_t(i)].data = reinterpret_cast<uint8_t*>(memory_buffer_.data()) + slot_bytes_ * size_t(i);
 
   io::ReaderOptions ro;
   ro.piece_bytes = size_t(4) << 20;

@@ -105,8 +105,7 @@ class ExpertStreamer : public ExpertSource {
   std::vector<bool> pinned_;  // [layer x expert]
   std::vector<int> index_;    // [layer x expert] -> slot, or -1
   std::vector<Slot> slots_;
-  io::AlignedBuffer memory_buffer_;
-  uint8_t* memory_ = nullptr;
+  io::AlignedBuffer memory_buffer_;  // every slot, one after another
   uint64_t slot_bytes_ = 0;
   std::unique_ptr<io::RangeReader> reader_;
   RoutingStats routing_;

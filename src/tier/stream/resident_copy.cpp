@@ -25,22 +25,6 @@ bool map_file_back(uint8_t* base, int fd, uint64_t offset, uint64_t length) {
   return ::mmap(base + offset, length, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, off_t(offset)) != MAP_FAILED;
 }
 
-// Anonymous memory of `length` bytes at the same offset within a 2 MiB page as `target`, advised
-// MADV_HUGEPAGE: the disk reads into it in whole 4 MiB requests (see io::AlignedBuffer), and once
-// moved over `target` its aligned middle stays mapped by huge pages. nullptr when out of memory.
-void* map_for(uint64_t length, uintptr_t target) {
-  const uint64_t huge = io::kHugePageBytes;
-  void* p = ::mmap(nullptr, length + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  const auto base = reinterpret_cast<uintptr_t>(p);
-  const uint64_t lead = (target - base) % huge;  // base + lead ≡ target (mod 2 MiB)
-  if (lead) ::munmap(p, lead);
-  if (huge - lead) ::munmap(reinterpret_cast<void*>(base + lead + length), huge - lead);
-  void* at = reinterpret_cast<void*>(base + lead);
-  ::madvise(at, length, MADV_HUGEPAGE);  // a hint: without THP these are plain pages
-  return at;
-}
-
 }  // namespace
 
 ResidentCopy::ResidentCopy(const gguf::File& file, const Plan& plan, uint64_t min_tensor_bytes) : file_(file) {
@@ -81,7 +65,8 @@ ResidentCopy::ResidentCopy(const gguf::File& file, const Plan& plan, uint64_t mi
   try {
     std::vector<io::ReadRequest> requests;
     for (size_t i = 0; i < ranges_.size(); ++i) {
-      void* p = map_for(ranges_[i].length, reinterpret_cast<uintptr_t>(base + ranges_[i].offset));
+      // At the target's phase in a huge page: the copy stays in huge pages once moved over it.
+      void* p = io::map_huge(ranges_[i].length, reinterpret_cast<uintptr_t>(base + ranges_[i].offset));
       if (!p)
         throw Error("resident weights of " + path + ": cannot map " + std::to_string(ranges_[i].length) +
                     " bytes of memory: " + std::strerror(errno));
