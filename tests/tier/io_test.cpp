@@ -196,6 +196,27 @@ TEST_P(IoTest, ManyTicketsInFlight) {
   }
 }
 
+TEST_P(IoTest, CancelDropsOnlyWhatTheDiskHasNotStarted) {
+  OPEN_OR_SKIP(reader, data_path(), 4096, 1);  // one small piece in flight: most of `big` is still queued
+  std::vector<uint8_t> whole = pread_reference(data_path(), 0, kFileBytes);
+  std::vector<uint8_t> big(4 << 20), small(5000);
+  ReadRequest rb{0, big.size(), big.data()}, rs{(4 << 20) + 100, small.size(), small.data()};
+  const Ticket tb = reader->submit(std::span(&rb, 1));
+  const Ticket ts = reader->submit(std::span(&rs, 1));
+  const uint64_t dropped = reader->cancel(tb);
+  EXPECT_LE(dropped, big.size());
+  EXPECT_EQ(dropped % 4096, 0u);
+  reader->wait(tb);  // returns once its pieces in flight land
+  reader->wait(ts);
+  EXPECT_EQ(std::memcmp(small.data(), whole.data() + rs.offset, small.size()), 0) << "the read behind it is intact";
+  // What was read is exactly what was asked for less what was dropped (direct reads are widened to 4 KiB).
+  const uint64_t small_read = GetParam().direct ? 8192 : small.size();
+  EXPECT_EQ(reader->counters().bytes_read, big.size() - dropped + small_read);
+  EXPECT_EQ(reader->cancel(tb), 0u) << "a waited ticket has nothing left to drop";
+  reader->read(0, 100, small.data());  // still usable
+  EXPECT_EQ(std::memcmp(small.data(), whole.data(), 100), 0);
+}
+
 TEST_P(IoTest, PastEndOfFileIsAnError) {
   OPEN_OR_SKIP(reader, data_path());
   std::vector<uint8_t> buf(100);

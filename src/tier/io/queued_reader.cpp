@@ -116,6 +116,9 @@ Ticket QueuedReader::submit(std::span<const ReadRequest> requests) {
 }
 
 void QueuedReader::take_piece(Piece& p, int slot_index) {
+  if (at_disk_++ == 0)
+    idle_ns_ += uint64_t(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - idle_since_).count());
   Job& job = jobs_.front();
   const uint64_t req_end = job.req.offset + job.req.length;
   const uint64_t start = job.next_offset;
@@ -170,6 +173,7 @@ void QueuedReader::complete_piece(const Piece& p, int64_t result) {
   }
   bytes_read_ += got;
   std::lock_guard lk(mu_);
+  if (--at_disk_ == 0) idle_since_ = std::chrono::steady_clock::now();
   TicketState& ts = ticket_state(p.ticket);
   if (!error.empty() && ts.error.empty()) {
     ts.error = "reading " + path_ + " at offset " + std::to_string(p.file_offset) + " (" +
@@ -245,6 +249,25 @@ void QueuedReader::wait_all() {
   if (!first_error.empty()) throw Error(first_error);
 }
 
+uint64_t QueuedReader::cancel(Ticket t) {
+  uint64_t n_pieces = 0, n_bytes = 0;
+  {
+    std::lock_guard lk(mu_);
+    if (t < first_ticket_ || t >= first_ticket_ + tickets_.size()) return 0;
+    jobs_.remove_if([&](const Job& job) {
+      if (job.ticket != t) return false;
+      n_pieces += count_pieces(job.end_offset - job.next_offset);
+      n_bytes += job.end_offset - job.next_offset;
+      return true;
+    });
+    TicketState& ts = ticket_state(t);
+    ts.pieces_left -= n_pieces;
+    if (ts.pieces_left == 0) done_cv_.notify_all();
+  }
+  n_pieces_ -= n_pieces;
+  return n_bytes;
+}
+
 IoCounters QueuedReader::counters() const {
   IoCounters c;
   c.n_requests = n_requests_;
@@ -252,6 +275,11 @@ IoCounters QueuedReader::counters() const {
   c.bytes_requested = bytes_requested_;
   c.bytes_read = bytes_read_;
   c.wait_ns = wait_ns_;
+  std::lock_guard lk(mu_);
+  c.idle_ns = idle_ns_;
+  if (at_disk_ == 0)  // the idle spell now under way
+    c.idle_ns += uint64_t(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - idle_since_).count());
   return c;
 }
 

@@ -3,6 +3,7 @@
 // pending pieces, staging slots, tickets, completion (copy-out, error, counters). A back end only
 // decides how a piece reaches the disk: io_uring (uring_reader.cpp) or blocking pread (pread_reader.cpp).
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -26,6 +27,14 @@ class Ring {
   void pop_front() {
     head_ = (head_ + 1) & (buf_.size() - 1);
     --n_;
+  }
+  // Removes the elements `drop` says so, keeping the order of the others.
+  template <typename F>
+  void remove_if(F drop) {
+    size_t kept = 0;
+    for (size_t i = 0; i < n_; ++i)
+      if (!drop((*this)[i])) (*this)[kept++] = (*this)[i];
+    n_ = kept;
   }
   void push_back(const T& v) {
     if (n_ == buf_.size()) grow();
@@ -72,6 +81,7 @@ class QueuedReader : public RangeReader {
   void wait(Ticket ticket) override;
   bool ready(Ticket ticket) override;
   void wait_all() override;
+  uint64_t cancel(Ticket ticket) override;
   IoCounters counters() const override;
   bool direct() const override { return file_.direct; }
   uint64_t file_bytes() const override { return file_.size_bytes; }
@@ -91,7 +101,7 @@ class QueuedReader : public RangeReader {
   uint64_t piece_bytes_;
   int n_slots_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable work_cv_;  // back-end threads: pieces pending or stopping
   bool stopping_ = false;
 
@@ -125,7 +135,9 @@ class QueuedReader : public RangeReader {
   Ring<TicketState> tickets_;  // tickets_[i] is ticket first_ticket_ + i
   Ticket first_ticket_ = 1;
 
-  std::atomic<uint64_t> n_requests_{0}, n_pieces_{0}, bytes_requested_{0}, bytes_read_{0}, wait_ns_{0};
+  std::atomic<uint64_t> n_requests_{0}, n_pieces_{0}, bytes_requested_{0}, bytes_read_{0}, wait_ns_{0}, idle_ns_{0};
+  int at_disk_ = 0;  // pieces taken and not completed (mu_)
+  std::chrono::steady_clock::time_point idle_since_ = std::chrono::steady_clock::now();  // (mu_)
 };
 
 // Opens with O_DIRECT when `want_direct` and the filesystem accepts it (probed with one read).

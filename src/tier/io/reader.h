@@ -42,6 +42,7 @@ struct IoCounters {
   uint64_t bytes_requested = 0;  // sum of request lengths
   uint64_t bytes_read = 0;       // bytes read from the disk, alignment padding included
   uint64_t wait_ns = 0;          // time callers spent blocked in wait()
+  uint64_t idle_ns = 0;          // time with no read at the disk
 };
 
 using Ticket = uint64_t;  // one per submit(); 0 is never issued
@@ -61,6 +62,11 @@ class RangeReader {
   virtual bool ready(Ticket ticket) = 0;
   // Waits every ticket not yet waited; throws the first error among them.
   virtual void wait_all() = 0;
+  // Drops the pieces of `ticket` not yet issued to the disk and returns their bytes (alignment
+  // padding included; 0 when every piece was issued). Pieces in flight still land: the ticket
+  // must still be waited before its memory is reused, and its dst then holds partial data.
+  // For reads started on a guess that turned out wrong: the disk goes on to what is needed.
+  virtual uint64_t cancel(Ticket ticket) = 0;
 
   void read(std::span<const ReadRequest> requests) { wait(submit(requests)); }
   void read(uint64_t offset, uint64_t length, void* dst) {
