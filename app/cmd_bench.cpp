@@ -106,10 +106,9 @@ void add_bench_command(CLI::App& app) {
     // streamed FFN blocks, and expert slices not in the cache when routed to (wasted guesses excluded).
     const tier::ExpertStats& xa = after.experts;
     const tier::ExpertStats& xb = before.experts;
-    const double slice_bytes = xa.loads > 0 ? double(xa.bytes_read) / double(xa.loads) : 0.0;
     const double must_read = opts->n_gen > 0
                                  ? (double(after.dense.bytes_read - before.dense.bytes_read) +
-                                    double(xa.misses + xa.prefetch_hits - xb.misses - xb.prefetch_hits) * slice_bytes) /
+                                    double(xa.needed_bytes - xb.needed_bytes)) /
                                        opts->n_gen
                                  : 0.0;
     if (opts->model.stats)
@@ -126,9 +125,10 @@ void add_bench_command(CLI::App& app) {
           "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
           "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f,"
           "\"ssd_bytes_per_token\":%.0f,\"expert_cache_hit_rate\":%.4f,\"ssd_must_read_per_token\":%.0f,\"process_read_"
-          "bytes_per_token\":%.0f,\"streaming\":%s,\"predicted_tok_s\":%.3f}\n",
+          "bytes_per_token\":%.0f,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f}\n",
           opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token, hit_rate,
-          must_read, process_read, after.streaming ? "true" : "false", after.predicted_tok_s);
+          must_read, process_read, after.streaming ? "true" : "false", after.predicted_tok_s,
+          after.io_wait_seconds() - before.io_wait_seconds(), after.disk_idle_seconds() - before.disk_idle_seconds());
     } else {
       std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
       std::printf("generation %5d tokens  %9.2f tok/s\n", opts->n_gen, tg);

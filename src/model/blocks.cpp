@@ -280,12 +280,19 @@ void prefetch_next_layer(ForwardPass& p, int layer) {
   const int n = p.n_tokens, k_used = c.n_expert_used;
   norm_rows(p, b.x.data(), b.expert_in.data(), N.ffn_norm);
   ops::matmul(N.router, b.expert_in.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
-  // Top-k of the logits is the top-k of the softmax.
+  // Top-k of the logits is the top-k of the softmax, best first.
   int32_t* guess = b.expert_tokens.data();  // scratch [n x k], refilled by run_expert
   for (int t = 0; t < n; ++t)
     top_k(b.router_logits.data() + size_t(t) * c.n_expert, c.n_expert, k_used, guess + t * k_used);
-  const int n_guess = distinct_experts(guess, n * k_used, c.n_expert, b.experts_used.data());
-  p.expert_source->prefetch(next, b.experts_used.data(), n_guess);
+  // Every token's first choice, then every token's second, ...: the likeliest are read first.
+  int32_t* ordered = b.experts_used.data();
+  int n_guess = 0;
+  for (int j = 0; j < k_used; ++j)
+    for (int t = 0; t < n; ++t) {
+      const int32_t e = guess[t * k_used + j];
+      if (std::find(ordered, ordered + n_guess, e) == ordered + n_guess) ordered[n_guess++] = e;
+    }
+  p.expert_source->prefetch(next, ordered, n_guess);
 }
 
 }  // namespace

@@ -70,7 +70,9 @@ class ExpertSource {
   // its views, or -1 when every expert of begin_layer was handed out.
   virtual int next_ready(WeightView& gate, WeightView& up, WeightView& down) = 0;
   virtual void done(int expert) = 0;
-  // A guess of the experts `layer` will route to (ascending, distinct); reads start if room allows.
+  // A guess of the experts `layer` will route to (distinct, most likely first); reads start if
+  // room allows, in that order, so that the least likely are the ones still unread (and dropped)
+  // when routing proves them wrong.
   virtual void prefetch(int layer, const int32_t* experts, int n_experts) = 0;
 };
 

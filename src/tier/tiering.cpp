@@ -208,7 +208,8 @@ std::string Tiering::describe_stats(const TierStats& s, int n_forward, double se
     out += "prefetch: " + std::to_string(e.prefetch_issued) + " issued, precision " +
            pct(double(e.prefetch_hits), double(e.prefetch_issued)) + ", recall " +
            pct(double(e.prefetch_hits), double(e.prefetch_hits + e.misses)) + ", wasted " +
-           std::to_string(e.prefetch_wasted) + "\n";
+           std::to_string(e.prefetch_wasted) + " (" +
+           std::to_string(e.prefetch_dropped) + " stopped before read whole)\n";
     out += "expert cache: " + std::to_string(e.occupied_slots) + "/" + std::to_string(e.slots) + " slots in use (" +
            std::to_string(e.pinned_slots) + " pinned) of " + mb(double(e.slot_bytes)) + "; start-up read " +
            mb(double(e.preload_bytes)) + "\n";
@@ -217,10 +218,12 @@ std::string Tiering::describe_stats(const TierStats& s, int n_forward, double se
     out += "resident weights: " + mb(double(s.resident_copy_bytes)) + " read once into anonymous memory\n";
   const double streamed = double(s.bytes_read() - s.experts.preload_bytes);
   char buf[256];
-  std::snprintf(buf, sizeof buf, "SSD: %s per token (%s in all, %s); I/O wait %.2f s of %.2f s (compute %.2f s)\n",
+  std::snprintf(buf, sizeof buf,
+                "SSD: %s per token (%s in all, %s); I/O wait %.2f s of %.2f s (compute %.2f s); disk idle %.2f s "
+                "since start\n",
                 mb(streamed * per).c_str(), mb(streamed).c_str(),
                 (dense_ ? dense_->direct_io() : experts_->direct_io()) ? "O_DIRECT" : "buffered", s.io_wait_seconds(),
-                seconds, std::max(0.0, seconds - s.io_wait_seconds()));
+                seconds, std::max(0.0, seconds - s.io_wait_seconds()), s.disk_idle_seconds());
   out += buf;
   return out;
 }

@@ -2,6 +2,7 @@
 // A model's weights placed under a memory budget: the plan (tier/plan) and the streamers that
 // carry it out (tier/stream). When the model fits, nothing streams and the sources are null, so
 // a session runs exactly as without tiering. One Tiering serves one forward pass at a time.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,11 @@ struct TierStats {
   ExpertStats experts;
   uint64_t bytes_read() const { return dense.bytes_read + experts.bytes_read; }
   double io_wait_seconds() const { return dense.wait_seconds + experts.wait_seconds; }
+  // Both kinds streaming: the disk idles only when both readers do; the smaller is an upper bound.
+  double disk_idle_seconds() const {
+    return has_dense && has_experts ? std::min(dense.idle_seconds, experts.idle_seconds)
+                                    : has_dense ? dense.idle_seconds : experts.idle_seconds;
+  }
 };
 
 class Tiering {

@@ -266,5 +266,19 @@ TEST(RoutingStatsTest, CountsPredictsAndRoundTrips) {
   fs::remove(path);
 }
 
+TEST(RoutingStatsTest, GuessesOnlyExpertsThatUsuallyFollow) {
+  tier::RoutingStats stats(2, 6, 2);
+  // Layer 0 picks {0,1}; layer 1 picks expert 2 every time and one of {3,4,5} in turn.
+  for (int i = 0; i < 60; ++i) {
+    const int32_t l0[2] = {0, 1}, l1[2] = {2, int32_t(3 + i % 3)};
+    stats.record(0, l0, 1);
+    stats.record(1, l1, 1);
+  }
+  const int32_t now[2] = {0, 1};
+  int32_t out[2];
+  ASSERT_EQ(stats.predict_next(0, now, 2, 2, out), 1) << "3, 4 and 5 each followed a third of the time";
+  EXPECT_EQ(out[0], 2);
+}
+
 }  // namespace
 }  // namespace strata

@@ -264,8 +264,13 @@ bool DenseFfnStreamer::next(WeightView& piece, int64_t& row0) {
 }
 
 StreamStats DenseFfnStreamer::stats() const {
-  std::lock_guard<std::mutex> lock(stats_mutex_);
-  return stats_;
+  StreamStats s;
+  {
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    s = stats_;
+  }
+  s.idle_seconds = double(reader_->counters().idle_ns) * 1e-9;
+  return s;
 }
 
 }  // namespace strata::tier

@@ -26,6 +26,7 @@ struct StreamStats {
   uint64_t ready_hits = 0;     // ... already in memory when needed (read ahead in time)
   uint64_t matrices_used = 0;  // streamed matrices computed
   double wait_seconds = 0;     // compute waiting for reads
+  double idle_seconds = 0;     // the disk with nothing to read from this streamer
 };
 
 struct StreamedMatrix {

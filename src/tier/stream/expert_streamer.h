@@ -30,7 +30,7 @@ struct ExpertStreamerOptions {
   int n_pool_slots = 2;    // slots beyond the pinned ones (at least 1)
   bool co_predict = true;  // add co-activation guesses to the router's
   std::string stats_path;  // routing statistics loaded at start and saved by save_stats(); "": none
-  int queue_depth = 32;    // reads in flight
+  int queue_depth = 0;     // reads in flight; 0: about 16 MiB of them (see expert_streamer.cpp)
 };
 
 struct ExpertStats {
@@ -40,10 +40,14 @@ struct ExpertStats {
   uint64_t misses = 0;           // ... read after routing
   uint64_t prefetch_issued = 0;  // slices read on a guess
   uint64_t prefetch_wasted = 0;  // ... evicted without being used
+  uint64_t prefetch_dropped = 0; // ... of which stopped before the disk had read them whole
   uint64_t loads = 0;            // slices read (start-up, misses and prefetches)
   uint64_t bytes_read = 0;       // from the SSD, alignment padding included
   uint64_t preload_bytes = 0;    // of which read at start for the pinned experts
+  uint64_t needed_bytes = 0;     // ... for slices routing asked for that were not in the cache (misses and
+                                 // confirmed guesses): what had to be read at the cache's hit rate
   double wait_seconds = 0;       // compute blocked on reads
+  double idle_seconds = 0;       // the disk with nothing to read from this streamer
   int slots = 0, pinned_slots = 0, occupied_slots = 0;
   uint64_t slot_bytes = 0;
 };
@@ -86,14 +90,18 @@ class ExpertStreamer : public ExpertSource {
     bool prefetched = false;  // read on a guess and not used yet
     bool wanted = false;      // routed to by the current layer, not handed out yet
     bool in_use = false;      // handed out, done() not called yet
+    // A slot with layer -1 in state loading holds a dropped guess: its remaining reads were
+    // cancelled, the ones in flight must land before the slot is reused, its data is partial.
   };
 
   size_t key(int layer, int expert) const { return size_t(layer) * size_t(n_expert_) + size_t(expert); }
   void layout(int layer, int expert, Range out[3]) const;
+  uint64_t read_bytes(int layer, int expert) const;  // one load's bytes from the SSD
   int claim_slot(bool for_prefetch);
   void load(int slot, int layer, int expert);
   void finish(int slot);  // waits for the slot's read; frees the slot and rethrows on error
   void evict(int slot);
+  void drop_unconfirmed_guesses();
   void schedule_wanted();
   void publish(bool count_slots);  // copies stats_ into the snapshot stats() returns
 

@@ -14,6 +14,10 @@ namespace {
 
 constexpr char kMagic[8] = {'S', 'T', 'R', 'O', 'U', 'T', 'E', '1'};
 constexpr uint64_t kMinSeen = 32;  // co-activations from a layer before they predict anything
+// A guess costs a read whether or not it is used; on a busy disk one that is more often wrong
+// than right delays the reads that are needed. (Forged models route uniformly: no expert of the
+// next layer follows with probability 1/2 there, and nothing is guessed.)
+constexpr double kMinProbability = 0.5;
 
 }  // namespace
 
@@ -49,14 +53,21 @@ void RoutingStats::record(int layer, const int32_t* chosen, int n_tokens) {
 int RoutingStats::predict_next(int layer, const int32_t* now, int n_now, int count, int32_t* out) const {
   if (layer < 0 || layer + 1 >= n_layer_ || seen_[size_t(layer)] < kMinSeen || count <= 0) return 0;
   std::fill(score_.begin(), score_.end(), 0);
+  uint64_t chosen = 0;  // times the experts `now` were chosen at `layer` (k co-activations each)
   for (int i = 0; i < n_now; ++i)
     if (now[i] >= 0 && now[i] < n_expert_)
-      for (int e = 0; e < n_expert_; ++e) score_[size_t(e)] += co(layer, now[i], e);
+      for (int e = 0; e < n_expert_; ++e) {
+        score_[size_t(e)] += co(layer, now[i], e);
+        chosen += co(layer, now[i], e);
+      }
+  chosen /= uint64_t(k_);
+  // score / chosen: how often e followed, averaged over the experts now.
+  const double min_score = std::max(1.0, kMinProbability * double(chosen));
   int n = 0;
   for (; n < count; ++n) {
     int best = -1;
     for (int e = 0; e < n_expert_; ++e)
-      if (score_[size_t(e)] > 0 && (best < 0 || score_[size_t(e)] > score_[size_t(best)])) best = e;
+      if (double(score_[size_t(e)]) >= min_score && (best < 0 || score_[size_t(e)] > score_[size_t(best)])) best = e;
     if (best < 0) break;
     out[n] = best;
     score_[size_t(best)] = 0;

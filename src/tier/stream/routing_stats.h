@@ -16,8 +16,9 @@ class RoutingStats {
   // The routing of one batch at `layer`: chosen is [n_tokens x k]. Consecutive layers of the
   // same batch also count co-activations.
   void record(int layer, const int32_t* chosen, int n_tokens);
-  // Up to `count` experts of layer + 1 most often seen after the experts `now` of `layer`
-  // (ascending ids into out); returns how many (0 until enough has been seen).
+  // Up to `count` experts of layer + 1 most often seen after the experts `now` of `layer`, among
+  // those that followed them in at least half of the tokens (averaged over `now`); ascending ids
+  // into out. Returns how many (0 until enough has been seen).
   int predict_next(int layer, const int32_t* now, int n_now, int count, int32_t* out) const;
 
   // Selections per [layer][expert] (for tier::revise).
