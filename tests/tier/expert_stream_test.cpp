@@ -122,6 +122,58 @@ TEST_F(ExpertStreamTest, RepeatedExpertsHitTheCache) {
   EXPECT_EQ(streamer.stats().loads, loads) << "a second pass over the same prompt read again";
 }
 
+// Guesses routing does not confirm have their unread part dropped (with one read in flight,
+// nearly all of it); an expert dropped that way and routed to later is read again, whole.
+TEST_F(ExpertStreamTest, DroppedGuessesAreReadAgainWhenRoutedTo) {
+  auto model = Model::load(mixtral_);
+  const ModelConfig& c = model->config();
+  ASSERT_GE(c.n_layer, 2);
+  tier::ExpertStreamerOptions o;
+  o.n_pool_slots = c.n_expert + c.n_expert_used;
+  o.queue_depth = 1;
+  o.co_predict = false;
+  tier::ExpertStreamer streamer(*model, o);
+  const int64_t ff = c.n_ff_expert;
+  auto drain_and_check = [&](int layer) {
+    const LayerWeights& L = model->weights().layers[size_t(layer)];
+    WeightView gate, up, down;
+    for (int e; (e = streamer.next_ready(gate, up, down)) >= 0;) {
+      const WeightView want[3] = {L.gate_exps.rows(e * ff, ff), L.up_exps.rows(e * ff, ff),
+                                  L.down_exps.rows(int64_t(e) * c.n_embd, c.n_embd)};
+      const WeightView got[3] = {gate, up, down};
+      for (int j = 0; j < 3; ++j)
+        ASSERT_EQ(0, std::memcmp(got[j].data, want[j].data, want[j].row_bytes * size_t(want[j].n_rows)))
+            << "layer " << layer << " expert " << e << " matrix " << j;
+      streamer.done(e);
+    }
+  };
+  const int32_t first[1] = {0}, chosen0[2] = {0, 0};
+  streamer.begin_layer(0, first, 1, chosen0, 1);
+  std::vector<int32_t> guess;
+  for (int e = c.n_expert - 1; e >= 1; --e) guess.push_back(e);  // every expert of layer 1 but 0
+  streamer.prefetch(1, guess.data(), int(guess.size()));
+  drain_and_check(0);
+  // Layer 1 routes to expert 1 only: the other guesses are wrong.
+  const int32_t routed[1] = {1}, chosen1[2] = {1, 1};
+  streamer.begin_layer(1, routed, 1, chosen1, 1);
+  drain_and_check(1);
+  const tier::ExpertStats s = streamer.stats();
+  EXPECT_EQ(s.prefetch_issued, guess.size());
+  EXPECT_EQ(s.prefetch_hits, 1u);
+  EXPECT_LE(s.prefetch_dropped, s.prefetch_wasted);
+  EXPECT_LE(s.prefetch_dropped, guess.size() - 1);
+  RecordProperty("dropped", int(s.prefetch_dropped));
+  // A later token routes to every expert of layer 1: what was dropped is read again, whole.
+  std::vector<int32_t> all;
+  for (int e = 0; e < c.n_expert; ++e) all.push_back(e);
+  streamer.begin_layer(0, first, 1, chosen0, 1);
+  drain_and_check(0);
+  const std::vector<int32_t> chosen_all(size_t(c.n_expert_used), 0);
+  streamer.begin_layer(1, all.data(), int(all.size()), chosen_all.data(), 1);
+  drain_and_check(1);
+  EXPECT_EQ(streamer.stats().misses - s.misses, 1u + s.prefetch_dropped) << "expert 0, and each dropped guess";
+}
+
 TEST_F(ExpertStreamTest, PinnedExpertsAreReadAtStartAndNeverAgain) {
   auto model = Model::load(mixtral_);
   const ModelConfig& c = model->config();
@@ -146,6 +198,8 @@ TEST_F(ExpertStreamTest, TieringUnderASmallBudgetStreamsExpertsExactly) {
   auto model = Model::load(qwen_);
   tier::TieringOptions t;
   t.n_ctx = 64;
+  t.ram_gbps = 30;  // the plan must not depend on how fast this machine's disk is today
+  t.ssd_gbps = 1.7;
   t.n_batch = 512;
   t.persist_routing = false;
   t.revise_every = 4;  // revise the plan several times during the run
@@ -193,6 +247,8 @@ TEST_F(ExpertStreamTest, BudgetBelowTheMinimumSaysTheMinimum) {
   auto model = Model::load(qwen_);
   tier::TieringOptions t;
   t.n_ctx = 64;
+  t.ram_gbps = 30;  // the plan must not depend on how fast this machine's disk is today
+  t.ssd_gbps = 1.7;
   t.budget_bytes = 4096;
   t.persist_routing = false;
   try {

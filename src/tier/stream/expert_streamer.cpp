@@ -129,9 +129,9 @@ uint64_t ExpertStreamer::read_bytes(int layer, int expert) const {
   return r[0].length + r[1].length + r[2].length;
 }
 
-// A slot to read into: an empty one, else the least recently used that may go, else a guess for
-// a layer already past, else (misses only) a live guess. Never: pinned experts, the current
-// layer's, or one handed out.
+// A slot to read into: an empty one or a dropped guess, else the least recently used that may
+// go, else a guess for a layer already past, else (misses only) a live guess. Never: pinned
+// experts, the current layer's, or one handed out.
 int ExpertStreamer::claim_slot(bool for_prefetch) {
   int best = -1;
   auto rank = [&](const Slot& s) {  // lower goes first
