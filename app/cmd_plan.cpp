@@ -7,6 +7,8 @@
 #include "commands.h"
 #include "gguf/gguf.h"
 #include "model/config.h"
+#include "ops/thread_pool.h"
+#include "tier/plan/device_speed.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
 
@@ -17,6 +19,9 @@ void add_plan_command(CLI::App& app) {
     std::string model;
     std::string mem;
     tier::PlanInputs inputs;
+    double ram_gbps = 0, ssd_gbps = 0;
+    int threads = 0;
+    bool measure = false;
     bool json = false;
   };
   auto opt = std::make_shared<Options>();
@@ -25,8 +30,11 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--mem", opt->mem, "memory budget, e.g. 8G (default: available memory less a margin)");
   cmd->add_option("-c,--ctx", opt->inputs.n_ctx, "context length the KV cache is sized for")->capture_default_str();
   cmd->add_option("-b,--batch", opt->inputs.n_batch, "prompt tokens per forward pass")->capture_default_str();
-  cmd->add_option("--ram-bw", opt->inputs.ram_gbps, "RAM bandwidth, GB/s")->capture_default_str();
-  cmd->add_option("--ssd-bw", opt->inputs.ssd_gbps, "SSD bandwidth at our queue depth, GB/s")->capture_default_str();
+  cmd->add_option("--ram-bw", opt->ram_gbps, "RAM bandwidth, GB/s (default: this machine's, measured once and cached)");
+  cmd->add_option("--ssd-bw", opt->ssd_gbps,
+                  "SSD bandwidth at our queue depth, GB/s (default: this machine's, measured once and cached)");
+  cmd->add_option("-t,--threads", opt->threads, "threads the model will run with (default: physical cores)");
+  cmd->add_flag("--measure", opt->measure, "measure RAM and SSD again instead of using the cached speeds");
   cmd->add_option("--gflops", opt->inputs.compute_gflops, "compute rate, GFLOP/s (0: bound by RAM bandwidth)")
       ->capture_default_str();
   cmd->add_option("--prefetch-depth", opt->inputs.max_prefetch_depth, "most read-ahead depth")->capture_default_str();
@@ -42,7 +50,20 @@ void add_plan_command(CLI::App& app) {
     }
     auto file = gguf::File::open(opt->model);
     ModelConfig config = load_config(*file);
-    tier::Plan plan = tier::make_plan(*file, config, opt->inputs);
+    tier::PlanInputs& in = opt->inputs;
+    if (opt->ram_gbps > 0) in.ram_gbps = opt->ram_gbps;
+    if (opt->ssd_gbps > 0) in.ssd_gbps = opt->ssd_gbps;
+    if (opt->ram_gbps > 0 || opt->ssd_gbps > 0) in.speed_source = "given";
+    tier::Plan plan = tier::make_plan(*file, config, in);
+    // A plan that streams depends on this machine's speeds; one that fits does not.
+    if ((plan.streams() || opt->measure) && (opt->ram_gbps <= 0 || opt->ssd_gbps <= 0)) {
+      const tier::DeviceSpeed d =
+          tier::device_speed(opt->model, opt->threads > 0 ? opt->threads : ThreadPool::physical_cores(), opt->measure);
+      if (opt->ram_gbps <= 0) in.ram_gbps = d.ram_gbps;
+      if (opt->ssd_gbps <= 0) in.ssd_gbps = d.ssd_gbps;
+      in.speed_source = d.source;
+      plan = tier::make_plan(*file, config, in);
+    }
     if (opt->json)
       std::cout << tier::to_json(plan) << "\n";
     else

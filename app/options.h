@@ -38,6 +38,7 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   t.stream_ffn = o.stream_ffn;
   t.prefetch = o.prefetch;
   t.persist_routing = !o.fresh;
+  t.n_threads = session.n_threads();
   std::unique_ptr<tier::Tiering> tiering;
   try {
     tiering = std::make_unique<tier::Tiering>(model, t);

@@ -215,6 +215,7 @@ std::shared_ptr<ModelLease> ModelRegistry::admit_loaded(const std::string& reque
     tier::TieringOptions t;
     t.n_ctx = m->effective_n_ctx(0);
     t.n_batch = m->defaults.n_batch;
+    t.n_threads = m->defaults.n_threads;
     const ModelConfig& c = m->model->config();
     t.budget_bytes = make_room(m->model->file().file_size() + tier::kv_cache_bytes(c, t.n_ctx) +
                                tier::scratch_bytes(c, t.n_ctx, t.n_batch));
@@ -246,6 +247,7 @@ void ModelRegistry::fit_context(LoadedModel& m, int n_ctx) {
   tier::TieringOptions t;
   t.n_ctx = want;
   t.n_batch = m.defaults.n_batch;
+  t.n_threads = m.defaults.n_threads;
   try {
     t.budget_bytes = make_room(
         m.model->file().file_size() + tier::kv_cache_bytes(c, want) + tier::scratch_bytes(c, want, t.n_batch), &m);

@@ -24,6 +24,10 @@ struct TieringOptions {
   int prefetch = 2;             // with stream_ffn: read-ahead depth: a ring of dense_ring_pieces(depth) 16 MiB pieces
   bool persist_routing = true;  // MoE: load and save routing statistics (RoutingStats::default_path)
   int revise_every = 256;       // MoE: tokens between plan revisions from observed routing (0: never)
+  // The planner's speeds; 0: this machine's (device_speed.h: measured once, cached), looked up
+  // only when the plan streams. Tests give them, so that their plans do not depend on the disk.
+  double ram_gbps = 0, ssd_gbps = 0;
+  int n_threads = 0;  // the threads that run the model (RAM bandwidth depends on them); 0: physical cores
 };
 
 struct TierStats {

@@ -150,6 +150,8 @@ TEST_F(DenseStreamTest, TieringUnderABudgetIsBitIdentical) {
   const std::vector<float> resident = run(*model, nullptr);
   tier::TieringOptions t;
   t.n_ctx = 64;
+  t.ram_gbps = 30;  // the plan must not depend on how fast this machine's disk is today
+  t.ssd_gbps = 1.7;
   tier::PlanInputs in;
   in.budget_bytes = uint64_t(1) << 40;
   in.n_ctx = t.n_ctx;

@@ -39,8 +39,11 @@ struct PlanInputs {
   uint64_t budget_bytes = 0;    // 0: detect_memory_budget()
   int n_ctx = 4096;             // context the KV cache is sized for (clamped to the training context)
   int n_batch = 512;            // prompt tokens per forward pass (sizes the scratch buffers)
-  double ram_gbps = 30.0;       // DESIGN §5: ~30 GB/s with 2 threads
-  double ssd_gbps = 1.7;        // DESIGN §5: O_DIRECT, queue depth >= 1, 1 MiB reads
+  // Defaults are DESIGN §5's figures for the development machine; Tiering and `strata plan` put
+  // this machine's in their place (device_speed.h) whenever a plan streams.
+  double ram_gbps = 30.0;       // ~30 GB/s with 2 threads
+  double ssd_gbps = 1.7;        // O_DIRECT, queue depth >= 1, 1 MiB reads
+  std::string speed_source = "assumed";  // where ram_gbps and ssd_gbps come from, for people
   double compute_gflops = 0.0;  // 0: compute time per layer = weight bytes / RAM bandwidth
   int max_prefetch_depth = 4;   // most pool slots per streamed unit type
   // Fraction of expert misses the next-layer predictor requests early; the rest is read after
@@ -109,6 +112,7 @@ struct Plan {
   int n_expert_cache = 0;
   int n_dense_resident = 0, n_dense_units = 0;  // FFN matrices
   int n_expert_resident = 0, n_expert_units = 0;
+  bool streams() const { return n_dense_resident < n_dense_units || n_expert_resident < n_expert_units; }
 
   int prefetch_depth = 0;  // 0: nothing streamed
   // Dense: a ring of n_dense_slots pieces of dense_slot_bytes (rows of a matrix); experts:

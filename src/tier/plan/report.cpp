@@ -84,8 +84,8 @@ std::string describe(const Plan& p) {
     << format_bytes(p.ram_bytes_per_token) << " from RAM\n";
   o << "predicted bound: " << fmt("%.2f", p.tokens_per_second) << " tok/s (" << fmt("%.1f", p.seconds_per_token * 1e3)
     << " ms/token), limited by " << limit_name(p.limit) << ": " << limit_reason(p) << "\n";
-  o << "assumed: RAM " << fmt("%.1f", p.inputs.ram_gbps) << " GB/s, SSD " << fmt("%.2f", p.inputs.ssd_gbps)
-    << " GB/s; solver: " << p.solver_status << "\n";
+  o << "speeds: RAM " << fmt("%.1f", p.inputs.ram_gbps) << " GB/s, SSD " << fmt("%.2f", p.inputs.ssd_gbps)
+    << " GB/s (" << p.inputs.speed_source << "); solver: " << p.solver_status << "\n";
   if (c.n_expert > 0 && p.inputs.expert_probability.empty())
     o << "note: with uniform routing (forged weights) expert hits equal the cache fraction; real models route with "
          "locality and do better once observed frequencies are fed back (revise)\n";
@@ -105,6 +105,7 @@ std::string to_json(const Plan& p, int indent) {
                  {"n_batch", p.inputs.n_batch},
                  {"ram_gbps", p.inputs.ram_gbps},
                  {"ssd_gbps", p.inputs.ssd_gbps},
+                 {"speed_source", p.inputs.speed_source},
                  {"compute_gflops", p.inputs.compute_gflops},
                  {"max_prefetch_depth", p.inputs.max_prefetch_depth},
                  {"expert_prefetch_recall", p.inputs.expert_prefetch_recall},
