@@ -76,19 +76,9 @@ Session& LoadedModel::session_for(int n_ctx, int n_threads) {
 }
 
 Session& LoadedModel::embed_session(int n_threads) {
-  SessionParams p = defaults;
-  p.n_ctx = effective_n_ctx(0);
-  if (n_threads > 0) p.n_threads = n_threads;
   if (!tiering) throw Error("model \"" + name + "\" was unloaded: planning it again failed");
-  if (!embed_session_ || (p.n_threads > 0 && embed_session_->n_threads() != p.n_threads)) {
-    embed_session_.reset();
-    embed_session_ = std::make_unique<Session>(*model, p);
-    if (tiering) {
-      embed_session_->set_ffn_source(tiering->ffn_source());
-      embed_session_->set_expert_source(tiering->expert_source());
-    }
-  }
-  return *embed_session_;
+  if (session_ && (n_threads <= 0 || session_->n_threads() == n_threads)) return *session_;
+  return session_for(0, n_threads);
 }
 
 // --- ModelLease
@@ -268,8 +258,7 @@ void ModelRegistry::fit_context(LoadedModel& m, int n_ctx) {
     std::lock_guard<std::mutex> lock(mutex_);
     old = std::move(m.tiering);
   }
-  m.session_.reset();  // the KV caches and streaming pools go before the new ones are taken
-  m.embed_session_.reset();
+  m.session_.reset();  // the KV cache and streaming pools go before the new ones are taken
   old.reset();
   std::unique_ptr<tier::Tiering> fresh;
   try {

@@ -70,8 +70,9 @@ class LoadedModel {
   // Throws when the context is larger than the one the model is planned for (fit_context()
   // first).
   Session& session_for(int n_ctx, int n_threads);
-  // A second session for embeddings, so that embedding never disturbs the chat KV cache (and
-  // its reusable prompt prefix). Also used under run_mutex.
+  // The session embeddings run in: the one session_for() keeps, whatever its context (a second
+  // session would hold a second KV cache the memory plan does not count). Embedding clears its
+  // history, so the next generation evaluates its whole prompt. Also used under run_mutex.
   Session& embed_session(int n_threads);
   // The context a session with this n_ctx gets (clamped to the model's training context).
   int effective_n_ctx(int n_ctx) const;
@@ -84,7 +85,6 @@ class LoadedModel {
  private:
   friend class ModelRegistry;
   std::unique_ptr<Session> session_;
-  std::unique_ptr<Session> embed_session_;
   // Written with run_mutex and the registry's mutex held, so either lock makes it stable.
   std::atomic<int> planned_n_ctx_{0};
   // Guarded by the registry's mutex.
