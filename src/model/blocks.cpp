@@ -265,16 +265,15 @@ void run_expert(ForwardPass& p, int e, const WeightView& gate, const WeightView&
   }
 }
 
-// Look-ahead for a streaming source: the next MoE layer's router applied to the residual stream
-// as it stands before this layer's FFN, normalized with the next layer's ffn_norm. The residual
-// changes little from one layer to the next, so its top-k is a good guess of the next routing.
-// Only for a few tokens: a prompt batch routes to nearly every expert anyway.
-void prefetch_next_layer(ForwardPass& p, int layer) {
+// Look-ahead for a streaming source: MoE layer `next`'s router applied to the residual stream as
+// it stands now, normalized with that layer's ffn_norm. The residual changes little from one
+// layer to the next, so its top-k is a good guess of the routing to come. Only for a few tokens:
+// a prompt batch routes to nearly every expert anyway.
+void guess_experts(ForwardPass& p, int next, bool replace) {
   constexpr int kMaxTokens = 4;
   const ModelConfig& c = p.config;
   ForwardBuffers& b = p.buf;
-  const int next = layer + 1;
-  if (p.n_tokens > kMaxTokens || next >= c.n_layer || !p.expert_source->streams(next)) return;
+  if (!p.expert_source || p.n_tokens > kMaxTokens || next >= c.n_layer || !p.expert_source->streams(next)) return;
   const LayerWeights& N = p.weights.layers[size_t(next)];
   if (N.router.empty()) return;
   const int n = p.n_tokens, k_used = c.n_expert_used;
@@ -292,7 +291,7 @@ void prefetch_next_layer(ForwardPass& p, int layer) {
       const int32_t e = guess[t * k_used + j];
       if (std::find(ordered, ordered + n_guess, e) == ordered + n_guess) ordered[n_guess++] = e;
     }
-  p.expert_source->prefetch(next, ordered, n_guess);
+  p.expert_source->prefetch(next, ordered, n_guess, replace);
 }
 
 }  // namespace
@@ -314,7 +313,9 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
     // The order experts run in does not matter: each writes its own (token, rank) slots.
     const int n_used = distinct_experts(b.chosen.data(), n * k_used, c.n_expert, b.experts_used.data());
     source->begin_layer(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
-    prefetch_next_layer(p, layer);
+    // The next layer's reads start now, from the residual before this FFN; refine_expert_guess
+    // corrects the guess once this FFN's output is in.
+    guess_experts(p, layer + 1, false);
     struct Done {  // hands the expert back even if its compute throws
       ExpertSource* source;
       int expert;
@@ -352,9 +353,12 @@ void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec) {
     if (c.n_expert > 0) moe_ffn(p, l, c.activation);
     else ffn(p, l, c.activation);
     add_rows(p, b.x.data(), b.o.data());
+    if (c.n_expert > 0) refine_expert_guess(p, l);
   }
   output_head(p);
 }
+
+void refine_expert_guess(ForwardPass& p, int layer) { guess_experts(p, layer + 1, true); }
 
 void output_head(ForwardPass& p) {
   const ModelConfig& c = p.config;

@@ -72,8 +72,9 @@ class ExpertSource {
   virtual void done(int expert) = 0;
   // A guess of the experts `layer` will route to (distinct, most likely first); reads start if
   // room allows, in that order, so that the least likely are the ones still unread (and dropped)
-  // when routing proves them wrong.
-  virtual void prefetch(int layer, const int32_t* experts, int n_experts) = 0;
+  // when routing proves them wrong. replace: a later, better guess for the same layer; earlier
+  // guesses not in it are dropped where the disk has not read them yet.
+  virtual void prefetch(int layer, const int32_t* experts, int n_experts, bool replace) = 0;
 };
 
 struct ForwardPass {
@@ -111,6 +112,9 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
 void ffn(ForwardPass& p, int layer, Activation act);
 // Mixture-of-experts FFN (softmax routing, top-k) reading p.buf.h, writing p.buf.o.
 void moe_ffn(ForwardPass& p, int layer, Activation act);
+// After MoE layer `layer` has added its output to the residual: the next layer's guess again,
+// from the residual its router will see but for one attention block (replacing moe_ffn's).
+void refine_expert_guess(ForwardPass& p, int layer);
 // The whole forward pass of a pre-norm decoder (llama, qwen2, qwen3 and their MoE forms):
 // embed; per layer x += attn(norm(x)); x += ffn_or_moe(norm(x)); output head.
 void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec);

@@ -54,7 +54,9 @@ class Tiering::Reviser : public ExpertSource {
   }
   int next_ready(WeightView& g, WeightView& u, WeightView& d) override { return t_.experts_->next_ready(g, u, d); }
   void done(int expert) override { t_.experts_->done(expert); }
-  void prefetch(int layer, const int32_t* experts, int n) override { t_.experts_->prefetch(layer, experts, n); }
+  void prefetch(int layer, const int32_t* experts, int n, bool replace) override {
+    t_.experts_->prefetch(layer, experts, n, replace);
+  }
 
  private:
   Tiering& t_;

@@ -151,7 +151,7 @@ TEST_F(ExpertStreamTest, DroppedGuessesAreReadAgainWhenRoutedTo) {
   streamer.begin_layer(0, first, 1, chosen0, 1);
   std::vector<int32_t> guess;
   for (int e = c.n_expert - 1; e >= 1; --e) guess.push_back(e);  // every expert of layer 1 but 0
-  streamer.prefetch(1, guess.data(), int(guess.size()));
+  streamer.prefetch(1, guess.data(), int(guess.size()), false);
   drain_and_check(0);
   // Layer 1 routes to expert 1 only: the other guesses are wrong.
   const int32_t routed[1] = {1}, chosen1[2] = {1, 1};
@@ -172,6 +172,19 @@ TEST_F(ExpertStreamTest, DroppedGuessesAreReadAgainWhenRoutedTo) {
   streamer.begin_layer(1, all.data(), int(all.size()), chosen_all.data(), 1);
   drain_and_check(1);
   EXPECT_EQ(streamer.stats().misses - s.misses, 1u + s.prefetch_dropped) << "expert 0, and each dropped guess";
+
+  // A better guess replaces an earlier one: what it leaves out goes (where unread), what it adds is read.
+  const tier::ExpertStats before = streamer.stats();
+  streamer.begin_layer(0, first, 1, chosen0, 1);
+  const int32_t early[2] = {2, 3}, better[1] = {1};
+  streamer.prefetch(1, early, 2, false);
+  streamer.prefetch(1, better, 1, true);
+  drain_and_check(0);
+  streamer.begin_layer(1, better, 1, chosen1, 1);
+  drain_and_check(1);
+  const tier::ExpertStats after = streamer.stats();
+  EXPECT_EQ(after.misses, before.misses) << "expert 1 came from a guess or the cache";
+  EXPECT_LE(after.prefetch_issued - before.prefetch_issued, 3u);
 }
 
 TEST_F(ExpertStreamTest, PinnedExpertsAreReadAtStartAndNeverAgain) {

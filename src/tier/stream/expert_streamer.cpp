@@ -167,13 +167,14 @@ void ExpertStreamer::evict(int i) {
   s = Slot{s.data};
 }
 
-// Routing has spoken for the current layer: guesses it did not confirm are worth nothing more
-// than a cached expert, and the part the disk has not read yet is worth less than the misses
+// Guesses for `layer` that routing (or a better guess) did not confirm are worth nothing more
+// than a cached expert, and the part the disk has not read yet is worth less than the reads
 // queued behind it. Their remaining reads are dropped; the slot is reused once the reads in
 // flight land. A guess read whole stays as a cached expert.
-void ExpertStreamer::drop_unconfirmed_guesses() {
+void ExpertStreamer::drop_guesses_but(int layer, const int32_t* keep, int n_keep) {
   for (Slot& s : slots_) {
-    if (s.layer != layer_ || !s.prefetched || s.wanted || s.state != State::loading) continue;
+    if (s.layer != layer || !s.prefetched || s.wanted || s.state != State::loading) continue;
+    if (std::find(keep, keep + n_keep, s.expert) != keep + n_keep) continue;
     const uint64_t dropped = reader_->cancel(s.ticket);
     if (dropped == 0) continue;
     stats_.bytes_read -= dropped;
@@ -242,7 +243,7 @@ void ExpertStreamer::begin_layer(int layer, const int32_t* experts, int n_expert
     }
     want_.push_back(e);
   }
-  drop_unconfirmed_guesses();
+  drop_guesses_but(layer, experts, n_experts);
   schedule_wanted();
   publish(layer == first_layer_);  // slot counts once per token
 }
@@ -305,8 +306,9 @@ void ExpertStreamer::done(int expert) {
   if (slot >= 0) slots_[size_t(slot)].in_use = false;
 }
 
-void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts) {
+void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, bool replace) {
   if (!streams(layer)) return;
+  if (replace) drop_guesses_but(layer, experts, n_experts);
   // While the current layer still waits for slots, its misses come first.
   for (int e : want_)
     if (index_[key(layer_, e)] < 0) return;

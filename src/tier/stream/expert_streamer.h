@@ -61,7 +61,7 @@ class ExpertStreamer : public ExpertSource {
   void begin_layer(int layer, const int32_t* experts, int n_experts, const int32_t* chosen, int n_tokens) override;
   int next_ready(WeightView& gate, WeightView& up, WeightView& down) override;
   void done(int expert) override;
-  void prefetch(int layer, const int32_t* experts, int n_experts) override;
+  void prefetch(int layer, const int32_t* experts, int n_experts, bool replace) override;
 
   // Keeps these experts resident from now on (a revised plan); same count as before at most.
   void repin(const std::vector<std::vector<int>>& pinned);
@@ -101,7 +101,7 @@ class ExpertStreamer : public ExpertSource {
   void load(int slot, int layer, int expert);
   void finish(int slot);  // waits for the slot's read; frees the slot and rethrows on error
   void evict(int slot);
-  void drop_unconfirmed_guesses();
+  void drop_guesses_but(int layer, const int32_t* keep, int n_keep);
   void schedule_wanted();
   void publish(bool count_slots);  // copies stats_ into the snapshot stats() returns
 
