@@ -1,9 +1,23 @@
 #include "server/digest_cache.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "server/errors.h"
 #include "server/sha256.h"
 
 namespace strata::server {
+
+namespace {
+
+// The idle I/O class for the calling thread (linux/ioprio.h, which Debian's libc does not wrap):
+// with a scheduler that honours it (mq-deadline, bfq), hashing reads only when streaming does not.
+void lower_io_priority() {
+  constexpr int kWhoProcess = 1, kClassIdle = 3, kClassShift = 13;
+  ::syscall(SYS_ioprio_set, kWhoProcess, 0, kClassIdle << kClassShift);  // best effort: no error to report
+}
+
+}  // namespace
 
 DigestCache::~DigestCache() {
   stop_ = true;
@@ -13,6 +27,7 @@ DigestCache::~DigestCache() {
 void DigestCache::hash_in_background(std::vector<FileVersion> files) {
   if (background_.joinable()) return;
   background_ = std::thread([this, files = std::move(files)] {
+    lower_io_priority();  // a digest can wait; the weights being streamed cannot
     for (const FileVersion& f : files) {
       if (stop_) return;
       try {
