@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "options.h"
+#include "tier/plan/device_speed.h"
 
 namespace strata::app {
 
@@ -35,31 +36,6 @@ uint64_t storage_read_bytes() {
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Read bandwidth of this machine with the session's thread count (GB/s), over a buffer much
-// larger than the caches, as generation reads weights.
-double measure_read_bandwidth(ThreadPool& pool) {
-  const size_t n = size_t(1) << 27;  // 128 Mi floats = 512 MiB
-  std::vector<float> buf(n, 1.0f);
-  std::vector<double> sums(size_t(pool.n_threads()));
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const double t0 = now_seconds();
-    pool.parallel_for(int64_t(n), [&](int64_t b, int64_t e, int thread) {
-      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (int64_t i = b; i + 3 < e; i += 4) {
-        s0 += buf[size_t(i)];
-        s1 += buf[size_t(i + 1)];
-        s2 += buf[size_t(i + 2)];
-        s3 += buf[size_t(i + 3)];
-      }
-      sums[size_t(thread)] = s0 + s1 + s2 + s3;
-    });
-    const double dt = now_seconds() - t0;
-    best = std::max(best, double(n * sizeof(float)) / dt / 1e9);
-  }
-  return best;
 }
 
 }  // namespace
@@ -113,10 +89,9 @@ void add_bench_command(CLI::App& app) {
                                  : 0.0;
     if (opts->model.stats)
       std::fputs(tiering->describe_stats(after, opts->n_prompt + opts->n_gen, pp_seconds + tg_seconds).c_str(), stderr);
-    ThreadPool pool(session.n_threads());
-    // The measurement's 512 MiB buffer would not fit a budget the model already fills: under
+    // The measurement's 256 MiB buffer would not fit a budget the model already fills: under
     // streaming the bound that matters is the SSD's (in the tiering statistics).
-    const double bandwidth = after.streaming ? 0.0 : measure_read_bandwidth(pool);
+    const double bandwidth = after.streaming ? 0.0 : tier::measure_ram_gbps(session.n_threads());
     const double bytes = model->weight_bytes_per_token();
     const double pp = opts->n_prompt / pp_seconds, tg = opts->n_gen / tg_seconds;
     const double bound = bandwidth > 0 ? bandwidth * 1e9 / bytes : 0.0;

@@ -53,17 +53,9 @@ void add_plan_command(CLI::App& app) {
     tier::PlanInputs& in = opt->inputs;
     if (opt->ram_gbps > 0) in.ram_gbps = opt->ram_gbps;
     if (opt->ssd_gbps > 0) in.ssd_gbps = opt->ssd_gbps;
-    if (opt->ram_gbps > 0 || opt->ssd_gbps > 0) in.speed_source = "given";
-    tier::Plan plan = tier::make_plan(*file, config, in);
-    // A plan that streams depends on this machine's speeds; one that fits does not.
-    if ((plan.streams() || opt->measure) && (opt->ram_gbps <= 0 || opt->ssd_gbps <= 0)) {
-      const tier::DeviceSpeed d =
-          tier::device_speed(opt->model, opt->threads > 0 ? opt->threads : ThreadPool::physical_cores(), opt->measure);
-      if (opt->ram_gbps <= 0) in.ram_gbps = d.ram_gbps;
-      if (opt->ssd_gbps <= 0) in.ssd_gbps = d.ssd_gbps;
-      in.speed_source = d.source;
-      plan = tier::make_plan(*file, config, in);
-    }
+    const tier::Plan plan =
+        tier::plan_on_this_machine(*file, config, in, opt->ram_gbps > 0, opt->ssd_gbps > 0,
+                                   opt->threads > 0 ? opt->threads : ThreadPool::physical_cores(), opt->measure);
     if (opt->json)
       std::cout << tier::to_json(plan) << "\n";
     else

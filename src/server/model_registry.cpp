@@ -243,11 +243,7 @@ void ModelRegistry::fit_context(LoadedModel& m, int n_ctx) {
         m.model->file().file_size() + tier::kv_cache_bytes(c, want) + tier::scratch_bytes(c, want, t.n_batch), &m);
     // The plan alone (no memory taken) says whether the context fits; the model keeps its
     // current plan and sessions until it does.
-    tier::PlanInputs in;
-    in.budget_bytes = t.budget_bytes;
-    in.n_ctx = t.n_ctx;
-    in.n_batch = t.n_batch;
-    tier::make_plan(m.model->file(), c, in);
+    tier::plan_for(*m.model, t);
   } catch (const std::exception& e) {
     throw HttpError(500, "model \"" + m.name + "\" cannot use a context of " + std::to_string(n_ctx) +
                              " tokens within the memory budget (it stays loaded with a context of " +

@@ -63,25 +63,20 @@ class Tiering::Reviser : public ExpertSource {
   bool busy_ = false;
 };
 
-Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(model), options_(options) {
-  const ModelConfig& c = model.config();
+Plan plan_for(const Model& model, const TieringOptions& options) {
   PlanInputs in;
   in.budget_bytes = options.budget_bytes;
   in.n_ctx = options.n_ctx > 0 ? options.n_ctx : 4096;
   in.n_batch = options.n_batch;
   if (options.ram_gbps > 0) in.ram_gbps = options.ram_gbps;
   if (options.ssd_gbps > 0) in.ssd_gbps = options.ssd_gbps;
-  if (options.ram_gbps > 0 || options.ssd_gbps > 0) in.speed_source = "given";
-  plan_ = make_plan(model.file(), c, in);
-  if (plan_.streams() && (options.ram_gbps <= 0 || options.ssd_gbps <= 0)) {
-    // What streams, and how deep to read ahead, depends on this machine's speeds.
-    const DeviceSpeed d = device_speed(model.file().path(),
-                                       options.n_threads > 0 ? options.n_threads : ThreadPool::physical_cores());
-    if (options.ram_gbps <= 0) in.ram_gbps = d.ram_gbps;
-    if (options.ssd_gbps <= 0) in.ssd_gbps = d.ssd_gbps;
-    in.speed_source = d.source;
-    plan_ = make_plan(model.file(), c, in);
-  }
+  return plan_on_this_machine(model.file(), model.config(), in, options.ram_gbps > 0, options.ssd_gbps > 0,
+                              options.n_threads > 0 ? options.n_threads : ThreadPool::physical_cores());
+}
+
+Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(model), options_(options) {
+  const ModelConfig& c = model.config();
+  plan_ = plan_for(model, options);
 
   std::string routing_path;
   if (c.n_expert > 0 && options.persist_routing) {

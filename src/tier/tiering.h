@@ -50,6 +50,10 @@ struct TierStats {
   }
 };
 
+// The plan a Tiering of these options starts from (this machine's speeds where the options give
+// none and the plan streams). The server checks a larger context with it before taking memory.
+Plan plan_for(const Model& model, const TieringOptions& options);
+
 class Tiering {
  public:
   Tiering(const Model& model, const TieringOptions& options);

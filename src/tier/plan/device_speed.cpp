@@ -172,4 +172,19 @@ DeviceSpeed device_speed(const std::string& model_path, int n_threads, bool reme
   return s;
 }
 
+Plan plan_on_this_machine(const gguf::File& file, const ModelConfig& config, PlanInputs in, bool ram_given,
+                          bool ssd_given, int n_threads, bool remeasure) {
+  if (ram_given || ssd_given) in.speed_source = "given";
+  Plan plan = make_plan(file, config, in);
+  // What streams, and how deep to read ahead, depends on the speeds; a plan that fits does not.
+  if ((plan.streams() || remeasure) && !(ram_given && ssd_given)) {
+    const DeviceSpeed d = device_speed(file.path(), n_threads, remeasure);
+    if (!ram_given) in.ram_gbps = d.ram_gbps;
+    if (!ssd_given) in.ssd_gbps = d.ssd_gbps;
+    in.speed_source = ram_given ? "RAM given, SSD " + d.source : ssd_given ? "SSD given, RAM " + d.source : d.source;
+    plan = make_plan(file, config, in);
+  }
+  return plan;
+}
+
 }  // namespace strata::tier

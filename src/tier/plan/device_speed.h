@@ -7,6 +7,8 @@
 // that fits is all-resident whatever the speeds.
 #include <string>
 
+#include "tier/plan/plan.h"
+
 namespace strata::tier {
 
 struct DeviceSpeed {
@@ -25,5 +27,10 @@ double measure_ssd_gbps(const std::string& path, double seconds = 1.5);
 // (remeasure) asked for. A cache that cannot be written is only a cost: nothing throws for it.
 DeviceSpeed device_speed(const std::string& model_path, int n_threads, bool remeasure = false,
                          double ssd_seconds = 1.5);
+
+// make_plan, with this machine's speeds in place of `in`'s wherever they were not given
+// (ram_given, ssd_given) and the plan streams, or remeasure asks for them.
+Plan plan_on_this_machine(const gguf::File& file, const ModelConfig& config, PlanInputs in, bool ram_given,
+                          bool ssd_given, int n_threads, bool remeasure = false);
 
 }  // namespace strata::tier
