@@ -102,14 +102,15 @@ double measure_ram_gbps(int n_threads) {
 }
 
 double measure_ssd_gbps(const std::string& path, double seconds) {
-  constexpr uint64_t kRead = uint64_t{4} << 20;
+  constexpr uint64_t kMaxRead = uint64_t{4} << 20;
   constexpr int kDepth = 8;
   io::ReaderOptions ro;
-  ro.piece_bytes = kRead;
+  ro.piece_bytes = kMaxRead;
   ro.queue_depth = kDepth;
   auto reader = io::open_range_reader(path, ro);
   const uint64_t size = reader->file_bytes();
-  if (size < kRead) throw Error("measuring the SSD: " + path + " is smaller than one read");
+  const uint64_t kRead = std::min(kMaxRead, io::align_down(size, io::kDirectAlign));  // a small file: smaller reads
+  if (kRead == 0) throw Error("measuring the SSD: " + path + " is smaller than one 4 KiB read");
   io::AlignedBuffer buf(size_t(kRead) * kDepth);
   std::mt19937_64 rng(12345);
   auto submit = [&](int slot) {
@@ -178,7 +179,14 @@ Plan plan_on_this_machine(const gguf::File& file, const ModelConfig& config, Pla
   Plan plan = make_plan(file, config, in);
   // What streams, and how deep to read ahead, depends on the speeds; a plan that fits does not.
   if ((plan.streams() || remeasure) && !(ram_given && ssd_given)) {
-    const DeviceSpeed d = device_speed(file.path(), n_threads, remeasure);
+    DeviceSpeed d;
+    try {
+      d = device_speed(file.path(), n_threads, remeasure);
+    } catch (const std::exception& e) {
+      // The defaults are a worse guess, not a reason to refuse the model.
+      in.speed_source += std::string(" (measuring failed: ") + e.what() + ")";
+      return plan;
+    }
     if (!ram_given) in.ram_gbps = d.ram_gbps;
     if (!ssd_given) in.ssd_gbps = d.ssd_gbps;
     in.speed_source = ram_given ? "RAM given, SSD " + d.source : ssd_given ? "SSD given, RAM " + d.source : d.source;
