@@ -269,7 +269,11 @@ void run_expert(ForwardPass& p, int e, const WeightView& gate, const WeightView&
 // it stands now, normalized with that layer's ffn_norm. The residual changes little from one
 // layer to the next, so its top-k is a good guess of the routing to come. Only for a few tokens:
 // a prompt batch routes to nearly every expert anyway.
-void guess_experts(ForwardPass& p, int next, bool replace) {
+// The early guess (before this layer's FFN) names each token's top ceil(k/2) only: its lower
+// ranks are the ones most often wrong, and the refined guess (after the FFN) names all k while
+// the disk is still busy with this layer's misses. Qwen3 30B-A3B under 6G: 888 -> 810 MB read
+// per token for the same recall (70% -> 69%).
+void guess_experts(ForwardPass& p, int next, bool refined) {
   constexpr int kMaxTokens = 4;
   const ModelConfig& c = p.config;
   ForwardBuffers& b = p.buf;
@@ -286,12 +290,13 @@ void guess_experts(ForwardPass& p, int next, bool replace) {
   // Every token's first choice, then every token's second, ...: the likeliest are read first.
   int32_t* ordered = b.experts_used.data();
   int n_guess = 0;
-  for (int j = 0; j < k_used; ++j)
+  const int ranks = refined ? k_used : (k_used + 1) / 2;
+  for (int j = 0; j < ranks; ++j)
     for (int t = 0; t < n; ++t) {
       const int32_t e = guess[t * k_used + j];
       if (std::find(ordered, ordered + n_guess, e) == ordered + n_guess) ordered[n_guess++] = e;
     }
-  p.expert_source->prefetch(next, ordered, n_guess, replace);
+  p.expert_source->prefetch(next, ordered, n_guess, /*replace=*/refined);
 }
 
 }  // namespace
@@ -313,8 +318,8 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
     // The order experts run in does not matter: each writes its own (token, rank) slots.
     const int n_used = distinct_experts(b.chosen.data(), n * k_used, c.n_expert, b.experts_used.data());
     source->begin_layer(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
-    // The next layer's reads start now, from the residual before this FFN; refine_expert_guess
-    // corrects the guess once this FFN's output is in.
+    // The next layer's likeliest reads start now, from the residual before this FFN;
+    // refine_expert_guess completes and corrects the guess once this FFN's output is in.
     guess_experts(p, layer + 1, false);
     struct Done {  // hands the expert back even if its compute throws
       ExpertSource* source;
