@@ -3,13 +3,13 @@
 // cache holds, the pool size or the prefetch guesses. Also: routing statistics, the plan-driven
 // Tiering, and clear errors.
 #include <gtest/gtest.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 
 #include "runtime/session.h"
+#include "support/file_change.h"
 #include "support/forge.h"
 #include "support/paths.h"
 #include "tier/stream/expert_streamer.h"
@@ -279,18 +279,8 @@ TEST_F(ExpertStreamTest, FileChangedUnderneathIsAnError) {
   tier::ExpertStreamerOptions o;
   o.n_pool_slots = 1;
   tier::ExpertStreamer streamer(*model, o);
-  struct timeval times[2] = {{1, 0}, {1, 0}};
-  ASSERT_EQ(::utimes(copy.c_str(), times), 0);
-  SessionParams sp;
-  sp.n_ctx = 16;
-  Session s(*model, sp);
-  s.set_expert_source(&streamer);
-  try {
-    s.eval({1, 2, 3});
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("changed"), std::string::npos) << e.what();
-  }
+  ASSERT_NO_FATAL_FAILURE(test::mark_rewritten(copy));
+  test::expect_changed_file_error(*model, nullptr, &streamer);
 }
 
 TEST_F(ExpertStreamTest, DenseModelIsRefused) {

@@ -3,13 +3,13 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 
 #include "runtime/session.h"
+#include "support/file_change.h"
 #include "support/forge.h"
 #include "support/paths.h"
 #include "tier/stream/dense_ffn_streamer.h"
@@ -116,25 +116,11 @@ TEST_F(DenseStreamTest, FileChangedUnderneathIsAnErrorAndStreamingRecovers) {
   fs::copy_file(dense_, copy, fs::copy_options::overwrite_existing);
   auto model = Model::load(copy);
   const std::vector<float> resident = run(*model, nullptr);
-  struct stat before {};
-  ASSERT_EQ(::stat(copy.c_str(), &before), 0);
   tier::DenseFfnStreamer streamer(*model, tier::DenseFfnStreamer::whole_layers({0, 1}), size_t(1) << 20,
                                   size_t(64) << 10);
-  // Another program rewrites the file: its modification time moves.
-  struct timeval times[2] = {{1, 0}, {1, 0}};
-  ASSERT_EQ(::utimes(copy.c_str(), times), 0);
-  {
-    SessionParams sp;
-    sp.n_ctx = 16;
-    Session s(*model, sp);
-    s.set_ffn_source(&streamer);
-    try {
-      s.eval({1, 2, 3});
-      FAIL() << "expected an error";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("changed"), std::string::npos) << e.what();
-    }
-  }
+  struct stat before {};
+  ASSERT_NO_FATAL_FAILURE(test::mark_rewritten(copy, &before));
+  test::expect_changed_file_error(*model, &streamer, nullptr);
   // Put the time back: the same streamer, cut off mid-pass, streams correctly again.
   const struct timespec restored[2] = {before.st_atim, before.st_mtim};
   ASSERT_EQ(::utimensat(AT_FDCWD, copy.c_str(), restored, 0), 0);
