@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -185,6 +186,34 @@ TEST_F(ExpertStreamTest, DroppedGuessesAreReadAgainWhenRoutedTo) {
   const tier::ExpertStats after = streamer.stats();
   EXPECT_EQ(after.misses, before.misses) << "expert 1 came from a guess or the cache";
   EXPECT_LE(after.prefetch_issued - before.prefetch_issued, 3u);
+}
+
+// The memory the streamer takes is what the plan charges: a pinned expert the slot of its own
+// layer (layers differ in type in Q4_K_M), a pool slot the largest.
+TEST_F(ExpertStreamTest, SlotsAreWhatThePlanPaysFor) {
+  for (const std::string& path : {mixtral_, qwen_}) {
+    auto model = Model::load(path);
+    const ModelConfig& c = model->config();
+    tier::PlanInputs in;
+    in.budget_bytes = uint64_t(1) << 40;
+    const tier::Plan plan = tier::make_plan(model->file(), c, in);
+    auto unit_bytes = [&](int layer, int expert) {
+      for (const tier::PlanUnit& u : plan.units)
+        if (u.kind == tier::UnitKind::expert && u.layer == layer && u.expert == expert) return u.memory_bytes;
+      return uint64_t(0);
+    };
+    uint64_t largest = 0;
+    for (const tier::PlanUnit& u : plan.units)
+      if (u.kind == tier::UnitKind::expert) largest = std::max(largest, u.memory_bytes);
+    tier::ExpertStreamerOptions o;
+    o.n_pool_slots = 2;
+    o.pinned.assign(size_t(c.n_layer), {});
+    o.pinned[0] = {0};
+    o.pinned[size_t(c.n_layer - 1)] = {1};
+    tier::ExpertStreamer streamer(*model, o);
+    EXPECT_EQ(streamer.stats().slot_bytes, largest) << path;
+    EXPECT_EQ(streamer.memory_bytes(), unit_bytes(0, 0) + unit_bytes(c.n_layer - 1, 1) + 2 * largest) << path;
+  }
 }
 
 TEST_F(ExpertStreamTest, PinnedExpertsAreReadAtStartAndNeverAgain) {

@@ -412,14 +412,15 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
   const double prior = config.n_expert > 0 ? double(config.n_expert_used) / config.n_expert : 0.0;
   const double flops_rate = in.compute_gflops > 0 ? in.compute_gflops * 1e9 : 0.0;
   const uint64_t kv_layer = L ? kv_cache_bytes(config, in.n_ctx) / L : 0;
-  // A pinned expert takes a whole slot, as large as the largest expert's aligned ranges: in a
-  // Q4_K_M model some layers' experts are Q6_K and larger, so slots are not the slices' size.
-  uint64_t expert_slot = 0;
+  // A pinned expert takes a whole slot of the expert streamer: its layer's experts' aligned
+  // ranges (in a Q4_K_M model some layers' experts are Q6_K and larger). Pool slots fit the
+  // largest of any layer (the plan's expert_slot_bytes).
+  std::vector<uint64_t> expert_slot(L, 0);
   for (size_t l = 0; l < L; ++l)
     for (int e = 0; e < config.n_expert; ++e) {
       uint64_t slot = 0;
       for (auto [offset, slice] : expert_tensors[l]) slot += direct_read_span(offset + uint64_t(e) * slice, slice);
-      expert_slot = std::max(expert_slot, slot);
+      expert_slot[l] = std::max(expert_slot[l], slot);
     }
   p.compute_ram_s.assign(L, 0.0);
   p.compute_flops_s.assign(L, 0.0);
@@ -441,7 +442,7 @@ Problem build_problem(std::span<const gguf::TensorInfo> tensors, const ModelConf
           pe = std::clamp(in.expert_probability[l][size_t(e)], 0.0, 1.0);
         }
         p.units.push_back({UnitKind::expert, int(l), e, uint64_t(expert_slice[l]), pe, 0.0, false});
-        p.units.back().memory_bytes = expert_slot;
+        p.units.back().memory_bytes = expert_slot[l];
         p.unit_pieces.push_back(0);
         expected_expert_bytes += pe * expert_slice[l];
         expected_expert_elems += pe * expert_slice_elems[l];

@@ -68,7 +68,7 @@ struct PlanUnit {
   bool resident = false;     // after rounding
   int part = -1;             // dense units: the FfnPart (gate, up, down) of the layer
   // Bytes the unit holds in memory while resident: a dense matrix its own; an expert one slot of
-  // the expert streamer, which fits the largest expert of any layer (page-aligned read ranges).
+  // the expert streamer, sized for its layer's experts (page-aligned read ranges).
   uint64_t memory_bytes = 0;
 };
 

@@ -54,24 +54,40 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
       pinned_[key(int(l), e)] = true;
     }
 
-  // The largest slot any expert needs (slices of different layers may differ in type).
+  // Slot sizes: a layer's experts all need the same (up to a page of alignment), but layers
+  // differ in type (Q4_K_M makes some layers' ffn_down_exps Q6_K). A pinned expert's slot fits
+  // its own layer; pool slots fit the largest.
+  layer_slot_bytes_.assign(size_t(n_layer_), 0);
   for (int l = 0; l < n_layer_; ++l) {
     if (!layer_streams_[size_t(l)]) continue;
     for (int e = 0; e < n_expert_; ++e) {
       Range r[3];
       layout(l, e, r);
-      slot_bytes_ = std::max(slot_bytes_, r[2].slot_offset + align_up(r[2].length));
+      layer_slot_bytes_[size_t(l)] = std::max(layer_slot_bytes_[size_t(l)], r[2].slot_offset + align_up(r[2].length));
     }
+    slot_bytes_ = std::max(slot_bytes_, layer_slot_bytes_[size_t(l)]);
   }
-  const int n_slots = n_pinned + std::max(1, options_.n_pool_slots);
+  std::vector<uint64_t> capacity;
+  for (int l = 0; l < n_layer_; ++l)
+    for (int e = 0; e < n_expert_; ++e)
+      if (pinned_[key(l, e)]) capacity.push_back(layer_slot_bytes_[size_t(l)]);
+  capacity.insert(capacity.end(), size_t(std::max(1, options_.n_pool_slots)), slot_bytes_);
+  uint64_t total = 0;
+  for (uint64_t c : capacity) total += c;
   try {
-    memory_buffer_ = io::AlignedBuffer(slot_bytes_ * size_t(n_slots), kAlign);  // huge pages where possible
+    memory_buffer_ = io::AlignedBuffer(total, kAlign);  // huge pages where possible
   } catch (const std::bad_alloc&) {
-    throw Error("expert streaming: cannot allocate " + std::to_string(n_slots) + " expert slots of " +
-                std::to_string(slot_bytes_) + " bytes");
+    throw Error("expert streaming: cannot allocate " + std::to_string(capacity.size()) + " expert slots (" +
+                std::to_string(total) + " bytes)");
   }
+  const int n_slots = int(capacity.size());
   slots_.resize(size_t(n_slots));
-  for (int i = 0; i < n_slots; ++i) slots_[size_t(i)].data = reinterpret_cast<uint8_t*>(memory_buffer_.data()) + slot_bytes_ * size_t(i);
+  uint64_t at = 0;
+  for (int i = 0; i < n_slots; ++i) {
+    slots_[size_t(i)].data = reinterpret_cast<uint8_t*>(memory_buffer_.data()) + at;
+    slots_[size_t(i)].capacity = capacity[size_t(i)];
+    at += capacity[size_t(i)];
+  }
 
   io::ReaderOptions ro;
   ro.piece_bytes = kPieceBytes;
@@ -81,10 +97,11 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   stats_.slot_bytes = slot_bytes_;
   if (!options_.stats_path.empty()) routing_.load(options_.stats_path);
 
-  // Start warm: the pinned experts are read now, all at once.
+  // Start warm: the pinned experts are read now, all at once, each into the slot sized for it.
+  int next = 0;
   for (int l = 0; l < n_layer_; ++l)
     for (int e = 0; e < n_expert_; ++e)
-      if (pinned_[key(l, e)]) load(claim_slot(false), l, e);
+      if (pinned_[key(l, e)]) load(next++, l, e);
   for (int i = 0; i < n_slots; ++i)
     if (slots_[size_t(i)].state == State::loading) finish(i);
   stats_.preload_bytes = stats_.bytes_read;
@@ -129,25 +146,38 @@ uint64_t ExpertStreamer::read_bytes(int layer, int expert) const {
   return r[0].length + r[1].length + r[2].length;
 }
 
-// A slot to read into: an empty one or a dropped guess, else the least recently used that may
-// go, else a guess for a layer already past, else (misses only) a live guess. Never: pinned
-// experts, the current layer's, or one handed out.
-int ExpertStreamer::claim_slot(bool for_prefetch) {
-  int best = -1;
+// A slot large enough for `layer`'s experts to read into: an empty one or a dropped guess, else
+// the least recently used that may go, else a guess for a layer already past, else (misses only)
+// a live guess; the smallest that fits among equals, so that large slots stay for large experts.
+// Never: the current layer's, or one handed out (-1: wait for one). Pinned experts only for a
+// miss that no other slot could ever hold: after a revised plan, pinned experts may sit in every
+// slot large enough.
+int ExpertStreamer::claim_slot(int layer, bool for_prefetch) {
+  const uint64_t need = layer_slot_bytes_[size_t(layer)];
+  auto pinned = [&](const Slot& s) { return s.state != State::empty && s.layer >= 0 && pinned_[key(s.layer, s.expert)]; };
   auto rank = [&](const Slot& s) {  // lower goes first
     if (s.state == State::empty || s.layer < 0) return 0;
+    if (pinned(s)) return 4;
     if (!s.prefetched) return 1;
     return s.layer <= layer_ ? 2 : 3;  // a guess for a layer already past, then a live guess
   };
+  auto better = [&](const Slot& a, const Slot& b) {
+    if (rank(a) != rank(b)) return rank(a) < rank(b);
+    if (a.capacity != b.capacity) return a.capacity < b.capacity;
+    return a.last_use < b.last_use;
+  };
+  int best = -1;
+  bool unpinned_fits = false;
   for (int i = 0; i < int(slots_.size()); ++i) {
     const Slot& s = slots_[size_t(i)];
+    if (s.capacity < need) continue;
+    unpinned_fits |= !pinned(s);
     if (s.in_use || s.wanted) continue;
-    if (s.state != State::empty && s.layer >= 0 && pinned_[key(s.layer, s.expert)]) continue;
-    if (for_prefetch && s.prefetched && s.layer > layer_) continue;  // a live guess
-    if (best < 0 || rank(s) < rank(slots_[size_t(best)]) ||
-        (rank(s) == rank(slots_[size_t(best)]) && s.last_use < slots_[size_t(best)].last_use))
-      best = i;
+    if (for_prefetch && (pinned(s) || (s.state != State::empty && s.prefetched && s.layer > layer_)))
+      continue;  // a guess never displaces a pinned expert or another live guess
+    if (best < 0 || better(s, slots_[size_t(best)])) best = i;
   }
+  if (best >= 0 && pinned(slots_[size_t(best)]) && unpinned_fits) best = -1;  // wait for that slot instead
   if (best >= 0) evict(best);
   return best;
 }
@@ -164,7 +194,7 @@ void ExpertStreamer::evict(int i) {
   }
   if (s.prefetched) ++stats_.prefetch_wasted;
   if (s.layer >= 0) index_[key(s.layer, s.expert)] = -1;
-  s = Slot{s.data};
+  s = Slot{.data = s.data, .capacity = s.capacity};
 }
 
 // Guesses for `layer` that routing (or a better guess) did not confirm are worth nothing more
@@ -210,7 +240,7 @@ void ExpertStreamer::finish(int i) {
     reader_->wait(s.ticket);
   } catch (const Error& e) {
     index_[key(s.layer, s.expert)] = -1;
-    s = Slot{s.data};
+    s = Slot{.data = s.data, .capacity = s.capacity};
     throw Error(std::string("expert streaming: ") + e.what());
   }
   s.state = State::ready;
@@ -252,7 +282,7 @@ void ExpertStreamer::begin_layer(int layer, const int32_t* experts, int n_expert
 void ExpertStreamer::schedule_wanted() {
   for (int e : want_) {
     if (index_[key(layer_, e)] >= 0) continue;
-    const int slot = claim_slot(false);
+    const int slot = claim_slot(layer_, false);
     if (slot < 0) return;
     load(slot, layer_, e);
     slots_[size_t(slot)].wanted = true;
@@ -330,7 +360,7 @@ void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, 
   }
   for (int32_t e : guess_) {
     if (e < 0 || e >= n_expert_ || index_[key(layer, e)] >= 0) continue;
-    const int slot = claim_slot(true);
+    const int slot = claim_slot(layer, true);
     if (slot < 0) return;
     load(slot, layer, e);
     slots_[size_t(slot)].prefetched = true;

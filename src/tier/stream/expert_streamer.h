@@ -71,7 +71,7 @@ class ExpertStreamer : public ExpertSource {
   const RoutingStats& routing() const { return routing_; }
   void save_stats() const;  // to options.stats_path, if any
   bool direct_io() const { return reader_->direct(); }
-  uint64_t memory_bytes() const { return slot_bytes_ * slots_.size(); }
+  uint64_t memory_bytes() const { return memory_buffer_.size_bytes(); }
 
  private:
   struct Range {
@@ -83,6 +83,7 @@ class ExpertStreamer : public ExpertSource {
   enum class State { empty, loading, ready };
   struct Slot {
     uint8_t* data = nullptr;
+    uint64_t capacity = 0;  // bytes: a pinned expert's layer's slot size, or the largest (pool)
     int layer = -1, expert = -1;
     State state = State::empty;
     io::Ticket ticket = 0;
@@ -97,7 +98,7 @@ class ExpertStreamer : public ExpertSource {
   size_t key(int layer, int expert) const { return size_t(layer) * size_t(n_expert_) + size_t(expert); }
   void layout(int layer, int expert, Range out[3]) const;
   uint64_t read_bytes(int layer, int expert) const;  // one load's bytes from the SSD
-  int claim_slot(bool for_prefetch);
+  int claim_slot(int layer, bool for_prefetch);
   void load(int slot, int layer, int expert);
   void finish(int slot);  // waits for the slot's read; frees the slot and rethrows on error
   void evict(int slot);
@@ -114,7 +115,8 @@ class ExpertStreamer : public ExpertSource {
   std::vector<int> index_;    // [layer x expert] -> slot, or -1
   std::vector<Slot> slots_;
   io::AlignedBuffer memory_buffer_;  // every slot, one after another
-  uint64_t slot_bytes_ = 0;
+  uint64_t slot_bytes_ = 0;                // a pool slot: the largest expert of any layer
+  std::vector<uint64_t> layer_slot_bytes_;  // per layer: its experts' slot size
   std::unique_ptr<io::RangeReader> reader_;
   RoutingStats routing_;
   uint64_t clock_ = 0;
