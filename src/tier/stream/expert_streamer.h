@@ -2,9 +2,10 @@
 // MoE expert streaming: an expert cache of fixed slots, each holding one expert's slices of
 // ffn_{gate,up,down}_exps of one layer, read from the model file with O_DIRECT (exactly the
 // slices' aligned byte ranges; the file is never rewritten). Slots are of two kinds:
-//   pinned - the experts the plan keeps resident (read at start, never evicted);
-//   pool   - everything else, least recently used first out; they keep what they read, so a
-//            repeated expert is a hit too.
+//   pinned - the experts the plan keeps resident (read at start, never evicted), each slot sized
+//            for its own layer's experts;
+//   pool   - everything else, least recently used first out, sized for the largest expert; they
+//            keep what they read, so a repeated expert is a hit too.
 // After routing every missing expert of the layer is requested at once; the experts already in
 // memory compute while the others arrive. The next layer's experts are prefetched from a guess
 // (its router on the current hidden state, see blocks.cpp, plus co-activation statistics).
