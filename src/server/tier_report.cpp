@@ -36,6 +36,7 @@ nlohmann::ordered_json tier_json(const tier::TierStats& s) {
       {"planned_bytes", s.planned_bytes}, {"resident_weight_bytes", s.resident_weight_bytes},
       {"pool_bytes", s.pool_bytes},       {"predicted_tokens_per_second", s.predicted_tok_s},
       {"ssd_bytes_read", s.bytes_read()}, {"io_wait_seconds", s.io_wait_seconds()},
+      {"disk_idle_seconds", s.disk_idle_seconds()},
   };
   if (s.has_dense)
     j["dense_ffn"] = {{"pieces_read", s.dense.pieces_read},
@@ -48,6 +49,8 @@ nlohmann::ordered_json tier_json(const tier::TierStats& s) {
                     {"prefetch_precision", ratio(double(e.prefetch_hits), double(e.prefetch_issued))},
                     {"prefetch_recall", ratio(double(e.prefetch_hits), double(e.prefetch_hits + e.misses))},
                     {"read_after_routing", e.misses},
+                    {"prefetch_wasted", e.prefetch_wasted},
+                    {"prefetch_dropped_unread", e.prefetch_dropped},
                     {"bytes_read", e.bytes_read},
                     {"slots", e.slots},
                     {"slots_occupied", e.occupied_slots},
@@ -85,6 +88,11 @@ std::string tier_metrics(const std::vector<std::pair<std::string, tier::TierStat
        [](const tier::TierStats& s) { return double(s.experts.misses); }},
       {"strata_tier_expert_prefetch_issued_total", "counter", "Expert slices read on a guess.",
        [](const tier::TierStats& s) { return double(s.experts.prefetch_issued); }},
+      {"strata_tier_expert_prefetch_dropped_total", "counter",
+       "Guesses routing did not confirm, dropped before the disk had read them whole.",
+       [](const tier::TierStats& s) { return double(s.experts.prefetch_dropped); }},
+      {"strata_tier_disk_idle_seconds_total", "counter", "Seconds the model's reader had nothing at the disk.",
+       [](const tier::TierStats& s) { return s.disk_idle_seconds(); }},
       {"strata_tier_expert_slots_occupied", "gauge", "Expert cache slots holding an expert.",
        [](const tier::TierStats& s) { return double(s.experts.occupied_slots); }},
       {"strata_tier_dense_pieces_read_total", "counter", "Pieces of dense FFN matrices read from the SSD.",

@@ -54,6 +54,8 @@ def test_streamed_model_answers_and_reports_its_tiering(tight):
     assert experts["routed"] > 0
     assert 0.0 <= experts["cache_hit_rate"] <= 1.0
     assert experts["slots"] >= 1
+    assert 0 <= experts["prefetch_dropped_unread"] <= experts["prefetch_wasted"]
+    assert tier["disk_idle_seconds"] >= 0
     # The official client still parses /api/ps with the extra field.
     assert any(m.model.startswith(MOE) for m in client.ps().models)
 
@@ -62,6 +64,8 @@ def test_streamed_model_answers_and_reports_its_tiering(tight):
     assert f'strata_tier_streaming{{model="{MOE}"}} 1' in text
     routed = [line for line in text.splitlines() if line.startswith(f'strata_tier_expert_routed_total{{model="{MOE}"}}')]
     assert routed and float(routed[0].split()[-1]) > 0
+    assert f'strata_tier_disk_idle_seconds_total{{model="{MOE}"}}' in text
+    assert f'strata_tier_expert_prefetch_dropped_total{{model="{MOE}"}}' in text
 
 
 def test_model_beyond_the_budget_is_refused_clearly_and_the_server_stays_up(tight):
