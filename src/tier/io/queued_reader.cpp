@@ -19,6 +19,10 @@ int64_t mtime_ns_of(const struct stat& st) { return int64_t{st.st_mtim.tv_sec} *
 
 std::string errno_text(int err) { return std::strerror(err); }
 
+uint64_t ns_since(std::chrono::steady_clock::time_point t) {
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t).count());
+}
+
 }  // namespace
 
 OpenFile open_file(const std::string& path, bool want_direct) {
@@ -116,9 +120,7 @@ Ticket QueuedReader::submit(std::span<const ReadRequest> requests) {
 }
 
 void QueuedReader::take_piece(Piece& p, int slot_index) {
-  if (at_disk_++ == 0)
-    idle_ns_ += uint64_t(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - idle_since_).count());
+  if (at_disk_++ == 0) idle_ns_ += ns_since(idle_since_);
   Job& job = jobs_.front();
   const uint64_t req_end = job.req.offset + job.req.length;
   const uint64_t start = job.next_offset;
@@ -277,9 +279,7 @@ IoCounters QueuedReader::counters() const {
   c.wait_ns = wait_ns_;
   std::lock_guard lk(mu_);
   c.idle_ns = idle_ns_;
-  if (at_disk_ == 0)  // the idle spell now under way
-    c.idle_ns += uint64_t(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - idle_since_).count());
+  if (at_disk_ == 0) c.idle_ns += ns_since(idle_since_);  // the idle spell now under way
   return c;
 }
 

@@ -12,9 +12,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <thread>
 #include <vector>
 
+#include "ops/thread_pool.h"
 #include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
 #include "util/error.h"
@@ -74,28 +74,24 @@ double cached(const nlohmann::json& cache, const std::string& key, int64_t now, 
 }  // namespace
 
 double measure_ram_gbps(int n_threads) {
-  n_threads = std::max(1, n_threads);
+  ThreadPool pool(std::max(1, n_threads));
   // 256 MiB: several times any last-level cache, small next to a budget that streams.
   const size_t n = size_t(64) << 20;
   std::vector<float> buf(n, 1.0f);
-  std::vector<float> sums(static_cast<size_t>(n_threads));
+  std::vector<float> sums(size_t(pool.n_threads()));
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     const auto t0 = Clock::now();
-    std::vector<std::thread> threads;
-    for (int t = 0; t < n_threads; ++t)
-      threads.emplace_back([&, t] {
-        const size_t b = n * size_t(t) / size_t(n_threads), e = n * size_t(t + 1) / size_t(n_threads);
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        for (size_t i = b; i + 3 < e; i += 4) {
-          s0 += buf[i];
-          s1 += buf[i + 1];
-          s2 += buf[i + 2];
-          s3 += buf[i + 3];
-        }
-        sums[size_t(t)] = s0 + s1 + s2 + s3;  // kept, so the loop is not optimized away
-      });
-    for (std::thread& t : threads) t.join();
+    pool.parallel_for(int64_t(n), [&](int64_t b, int64_t e, int thread) {
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (int64_t i = b; i + 3 < e; i += 4) {
+        s0 += buf[size_t(i)];
+        s1 += buf[size_t(i + 1)];
+        s2 += buf[size_t(i + 2)];
+        s3 += buf[size_t(i + 3)];
+      }
+      sums[size_t(thread)] = s0 + s1 + s2 + s3;  // kept, so the loop is not optimized away
+    });
     best = std::max(best, double(n * sizeof(float)) / seconds_since(t0) / 1e9);
   }
   return best;

@@ -10,15 +10,15 @@ namespace strata::tier {
 
 namespace {
 
-constexpr uint64_t kAlign = 4096;  // O_DIRECT offset, length and buffer alignment
+constexpr uint64_t kAlign = io::kDirectAlign;  // O_DIRECT offset, length and buffer alignment
 constexpr uint64_t kPieceBytes = uint64_t{4} << 20;
 // Reads in flight: enough to keep the disk busy (16 MiB is ~6 ms at 2.5 GB/s; 1 MiB reads at
 // depth 16 and 4 MiB reads at depth 4 measure as fast here as deeper queues) and no more, since
 // what the kernel has been given can no longer be cancelled when a guess proves wrong.
 constexpr uint64_t kInFlightBytes = uint64_t{16} << 20;
 
-uint64_t align_down(uint64_t v) { return v / kAlign * kAlign; }
-uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+uint64_t align_down(uint64_t v) { return io::align_down(v, kAlign); }
+uint64_t align_up(uint64_t v) { return io::align_up(v, kAlign); }
 
 // Expert e's rows of a stacked expert tensor.
 WeightView slice_of(const WeightView& stacked, int n_expert, int e) {
@@ -140,10 +140,12 @@ void ExpertStreamer::layout(int layer, int expert, Range out[3]) const {
   }
 }
 
+uint64_t ExpertStreamer::read_bytes(const Range r[3]) { return r[0].length + r[1].length + r[2].length; }
+
 uint64_t ExpertStreamer::read_bytes(int layer, int expert) const {
   Range r[3];
   layout(layer, expert, r);
-  return r[0].length + r[1].length + r[2].length;
+  return read_bytes(r);
 }
 
 // A slot large enough for `layer`'s experts to read into: an empty one or a dropped guess, else
@@ -154,10 +156,9 @@ uint64_t ExpertStreamer::read_bytes(int layer, int expert) const {
 // slot large enough.
 int ExpertStreamer::claim_slot(int layer, bool for_prefetch) {
   const uint64_t need = layer_slot_bytes_[size_t(layer)];
-  auto pinned = [&](const Slot& s) { return s.state != State::empty && s.layer >= 0 && pinned_[key(s.layer, s.expert)]; };
   auto rank = [&](const Slot& s) {  // lower goes first
     if (s.state == State::empty || s.layer < 0) return 0;
-    if (pinned(s)) return 4;
+    if (holds_pinned(s)) return 4;
     if (!s.prefetched) return 1;
     return s.layer <= layer_ ? 2 : 3;  // a guess for a layer already past, then a live guess
   };
@@ -171,13 +172,13 @@ int ExpertStreamer::claim_slot(int layer, bool for_prefetch) {
   for (int i = 0; i < int(slots_.size()); ++i) {
     const Slot& s = slots_[size_t(i)];
     if (s.capacity < need) continue;
-    unpinned_fits |= !pinned(s);
+    unpinned_fits |= !holds_pinned(s);
     if (s.in_use || s.wanted) continue;
-    if (for_prefetch && (pinned(s) || (s.state != State::empty && s.prefetched && s.layer > layer_)))
+    if (for_prefetch && (holds_pinned(s) || (s.state != State::empty && s.prefetched && s.layer > layer_)))
       continue;  // a guess never displaces a pinned expert or another live guess
     if (best < 0 || better(s, slots_[size_t(best)])) best = i;
   }
-  if (best >= 0 && pinned(slots_[size_t(best)]) && unpinned_fits) best = -1;  // wait for that slot instead
+  if (best >= 0 && holds_pinned(slots_[size_t(best)]) && unpinned_fits) best = -1;  // wait for that slot instead
   if (best >= 0) evict(best);
   return best;
 }
@@ -223,7 +224,7 @@ void ExpertStreamer::load(int i, int layer, int expert) {
   layout(layer, expert, r);
   io::ReadRequest req[3];
   for (int j = 0; j < 3; ++j) req[j] = {r[j].file_offset, r[j].length, s.data + r[j].slot_offset};
-  stats_.bytes_read += read_bytes(layer, expert);
+  stats_.bytes_read += read_bytes(r);
   s.ticket = reader_->submit(std::span<const io::ReadRequest>(req, 3));
   s.layer = layer;
   s.expert = expert;
@@ -390,7 +391,7 @@ void ExpertStreamer::publish(bool count_slots) {
     for (const Slot& slot : slots_) {
       if (slot.state == State::empty) continue;
       ++s.occupied_slots;
-      if (slot.layer >= 0 && pinned_[key(slot.layer, slot.expert)]) ++s.pinned_slots;
+      if (holds_pinned(slot)) ++s.pinned_slots;
     }
     stats_.pinned_slots = s.pinned_slots;
     stats_.occupied_slots = s.occupied_slots;

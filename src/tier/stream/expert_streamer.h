@@ -99,6 +99,11 @@ class ExpertStreamer : public ExpertSource {
   size_t key(int layer, int expert) const { return size_t(layer) * size_t(n_expert_) + size_t(expert); }
   void layout(int layer, int expert, Range out[3]) const;
   uint64_t read_bytes(int layer, int expert) const;  // one load's bytes from the SSD
+  static uint64_t read_bytes(const Range r[3]);
+  // A pinned expert sits in the slot (not empty, not a dropped guess).
+  bool holds_pinned(const Slot& s) const {
+    return s.state != State::empty && s.layer >= 0 && pinned_[key(s.layer, s.expert)];
+  }
   int claim_slot(int layer, bool for_prefetch);
   void load(int slot, int layer, int expert);
   void finish(int slot);  // waits for the slot's read; frees the slot and rethrows on error
