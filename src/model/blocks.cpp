@@ -11,42 +11,90 @@
 
 namespace strata {
 
-void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
-  n_batch = batch;
+ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
+  Sizes s;
   const size_t nb = size_t(batch);
-  const size_t ff = size_t(std::max(c.n_ff, c.n_ff_expert));
-  x.assign(nb * c.n_embd, 0.0f);
-  h.assign(nb * c.n_embd, 0.0f);
-  o.assign(nb * c.n_embd, 0.0f);
-  q.assign(nb * c.n_head * c.head_dim_k, 0.0f);
-  k.assign(nb * c.n_head_kv * c.head_dim_k, 0.0f);
-  v.assign(nb * c.n_head_kv * c.head_dim_v, 0.0f);
-  att.assign(nb * c.n_head * c.head_dim_v, 0.0f);
-  gate.assign(nb * ff, 0.0f);
-  up.assign(nb * ff, 0.0f);
-  q16.assign(size_t(n_threads), std::vector<uint16_t>(size_t(c.head_dim_k)));
-  scores.assign(size_t(n_threads), std::vector<float>(size_t(n_ctx)));
-  acc.assign(size_t(n_threads), std::vector<float>(size_t(c.head_dim_v)));
+  const size_t ff = size_t(c.max_ff());
+  const size_t q_dim = size_t(c.n_head) * c.head_dim_k, o_dim = size_t(c.n_head) * c.head_dim_v;
+  s.x = s.h = s.o = nb * c.n_embd;
+  s.q = nb * q_dim;
+  s.k = nb * c.n_head_kv * c.head_dim_k;
+  s.v = nb * c.n_head_kv * c.head_dim_v;
+  s.att = nb * o_dim;
+  s.gate = s.up = nb * ff;
+  s.n_threads = size_t(n_threads);
+  s.q16_per_thread = size_t(c.head_dim_k);
+  s.scores_per_thread = size_t(n_ctx);
+  s.acc_per_thread = size_t(c.head_dim_v);
   if (c.n_expert > 0) {
     const size_t k_used = size_t(c.n_expert_used);
-    router_logits.assign(nb * c.n_expert, 0.0f);
-    chosen.assign(nb * k_used, 0);
-    chosen_weight.assign(nb * k_used, 0.0f);
-    expert_tokens.assign(nb * k_used, 0);
-    experts_used.assign(size_t(c.n_expert), 0);
-    expert_in.assign(nb * c.n_embd, 0.0f);
-    expert_out.assign(nb * c.n_embd, 0.0f);
-    expert_results.assign(nb * k_used * c.n_embd, 0.0f);
+    s.router_logits = nb * c.n_expert;
+    s.chosen = s.chosen_weight = s.expert_tokens = nb * k_used;
+    s.experts_used = size_t(c.n_expert);
+    s.expert_in = s.expert_out = nb * c.n_embd;
+    s.expert_results = nb * k_used * c.n_embd;
+    if (c.has_shared_expert) s.shexp_scale = nb;
   }
-  logits.assign(size_t(c.n_vocab), 0.0f);  // one row; grows only when all logits are asked for
+  s.logits = size_t(c.n_vocab);
+  // Activations are converted to the weights' vec_dot type before a matmul: at most 2 bytes an
+  // element (F16, BF16; the Q8 types take less, F32 dots read the floats in place), n_batch rows
+  // of the widest input (n_embd, the attention output, or an FFN's hidden width).
+  const size_t widest = std::max({size_t(c.n_embd), o_dim, ff});
+  s.mm_bytes = nb * widest * 2;
+  return s;
+}
+
+size_t ForwardBuffers::bytes_for(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
+  const Sizes s = sizes(c, batch, n_ctx, n_threads);
+  const size_t floats = s.x + s.h + s.o + s.q + s.k + s.v + s.att + s.gate + s.up + s.router_logits +
+                        s.chosen_weight + s.expert_in + s.expert_out + s.expert_results + s.shexp_scale + s.logits +
+                        s.n_threads * (s.scores_per_thread + s.acc_per_thread);
+  const size_t ints = s.chosen + s.expert_tokens + s.experts_used;
+  return floats * sizeof(float) + ints * sizeof(int32_t) + s.n_threads * s.q16_per_thread * sizeof(uint16_t) +
+         s.mm_bytes;
+}
+
+void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
+  const Sizes s = sizes(c, batch, n_ctx, n_threads);
+  n_batch = batch;
+  auto fit = [](auto& vec, size_t n) {  // exactly n elements, capacity included
+    vec.assign(n, {});
+    vec.shrink_to_fit();
+  };
+  fit(x, s.x);
+  fit(h, s.h);
+  fit(o, s.o);
+  fit(q, s.q);
+  fit(k, s.k);
+  fit(v, s.v);
+  fit(att, s.att);
+  fit(gate, s.gate);
+  fit(up, s.up);
+  q16.assign(s.n_threads, std::vector<uint16_t>(s.q16_per_thread));
+  scores.assign(s.n_threads, std::vector<float>(s.scores_per_thread));
+  acc.assign(s.n_threads, std::vector<float>(s.acc_per_thread));
+  fit(router_logits, s.router_logits);
+  fit(chosen, s.chosen);
+  fit(chosen_weight, s.chosen_weight);
+  fit(expert_tokens, s.expert_tokens);
+  fit(experts_used, s.experts_used);
+  fit(expert_in, s.expert_in);
+  fit(expert_out, s.expert_out);
+  fit(expert_results, s.expert_results);
+  fit(shexp_scale, s.shexp_scale);
+  fit(logits, s.logits);
+  fit(mm.quantized, s.mm_bytes);  // sized once: prepare_input never grows it
 }
 
 size_t ForwardBuffers::bytes() const {
   size_t n = 0;
   for (const auto* vec : {&x, &h, &o, &q, &k, &v, &att, &gate, &up, &router_logits, &chosen_weight, &expert_in,
-                          &expert_out, &expert_results, &logits})
+                          &expert_out, &expert_results, &shexp_scale, &logits})
     n += vec->capacity() * sizeof(float);
+  for (const auto* vec : {&chosen, &expert_tokens, &experts_used}) n += vec->capacity() * sizeof(int32_t);
   for (const auto& t : scores) n += t.capacity() * sizeof(float);
+  for (const auto& t : acc) n += t.capacity() * sizeof(float);
+  for (const auto& t : q16) n += t.capacity() * sizeof(uint16_t);
   return n + mm.quantized.capacity();
 }
 
@@ -345,25 +393,9 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
   }
 }
 
-void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec) {
-  const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
-  embed(p);
-  for (int l = 0; l < c.n_layer; ++l) {
-    const LayerWeights& L = p.weights.layers[size_t(l)];
-    norm_rows(p, b.x.data(), b.h.data(), L.attn_norm);
-    attention(p, l, spec);
-    add_rows(p, b.x.data(), b.o.data());
-    norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
-    if (c.n_expert > 0) moe_ffn(p, l, c.activation);
-    else ffn(p, l, c.activation);
-    add_rows(p, b.x.data(), b.o.data());
-    if (c.n_expert > 0) refine_expert_guess(p, l);
-  }
-  output_head(p);
+void after_ffn(ForwardPass& p, int layer) {
+  if (p.config.n_expert > 0) guess_experts(p, layer + 1, true);
 }
-
-void refine_expert_guess(ForwardPass& p, int layer) { guess_experts(p, layer + 1, true); }
 
 void output_head(ForwardPass& p) {
   const ModelConfig& c = p.config;

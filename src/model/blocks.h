@@ -13,7 +13,9 @@
 
 namespace strata {
 
-// Scratch for one batch of up to n_batch tokens.
+// Scratch for one batch of up to n_batch tokens. Its sizes are decided in one place
+// (ForwardBuffers::sizes): init allocates them and the planner asks bytes_for, so the plan counts
+// exactly what a session allocates.
 struct ForwardBuffers {
   int n_batch = 0;
   std::vector<float> x;          // residual stream [n_batch x n_embd]
@@ -21,7 +23,7 @@ struct ForwardBuffers {
   std::vector<float> o;          // output of a block [n_batch x n_embd]
   std::vector<float> q, k, v;    // projections [n_batch x n_head * head_dim_k] ...
   std::vector<float> att;        // attention output [n_batch x n_head * head_dim_v]
-  std::vector<float> gate, up;   // FFN [n_batch x max(n_ff, n_ff_expert)]
+  std::vector<float> gate, up;   // FFN [n_batch x config.max_ff()]
   // Per thread: q in f16, scores over the context, an accumulator of weighted V rows.
   std::vector<std::vector<uint16_t>> q16;
   std::vector<std::vector<float>> scores, acc;
@@ -31,13 +33,29 @@ struct ForwardBuffers {
   std::vector<int32_t> chosen;
   std::vector<float> chosen_weight;
   std::vector<int32_t> expert_tokens;
-  std::vector<int32_t> experts_used;  // distinct experts routed to, then a guess for the next layer
+  std::vector<int32_t> experts_used;  // distinct experts routed to [n_expert]
   std::vector<float> expert_in, expert_out, expert_results;
-  std::vector<float> logits;     // [n_batch x n_vocab] (or one row)
-  ops::MatmulScratch mm;
+  std::vector<float> shexp_scale;  // shared expert: sigmoid(gate . x) per token [n_batch]
+  // [n_vocab]: one row. All-logits evaluation (eval_each) grows it to its batch once; the token
+  // loop never does.
+  std::vector<float> logits;
+  ops::MatmulScratch mm;  // activations converted for matmul: n_batch rows of the widest input
+
+  // Elements of every buffer (per thread where it says so).
+  struct Sizes {
+    size_t x = 0, h = 0, o = 0, q = 0, k = 0, v = 0, att = 0, gate = 0, up = 0;
+    size_t n_threads = 0, q16_per_thread = 0, scores_per_thread = 0, acc_per_thread = 0;
+    size_t router_logits = 0, chosen = 0, chosen_weight = 0, expert_tokens = 0, experts_used = 0;
+    size_t expert_in = 0, expert_out = 0, expert_results = 0, shexp_scale = 0;
+    size_t logits = 0;
+    size_t mm_bytes = 0;
+  };
+  static Sizes sizes(const ModelConfig& config, int n_batch, int n_ctx, int n_threads);
+  // What init allocates for these arguments, in bytes (the planner's scratch figure).
+  static size_t bytes_for(const ModelConfig& config, int n_batch, int n_ctx, int n_threads);
 
   void init(const ModelConfig& config, int n_batch, int n_ctx, int n_threads);
-  size_t bytes() const;
+  size_t bytes() const;  // what the buffers hold now (capacities)
 };
 
 // Supplies the dense FFN matrices that are not resident (src/tier/stream implements it by reading
@@ -112,12 +130,8 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
 void ffn(ForwardPass& p, int layer, Activation act);
 // Mixture-of-experts FFN (softmax routing, top-k) reading p.buf.h, writing p.buf.o.
 void moe_ffn(ForwardPass& p, int layer, Activation act);
-// After MoE layer `layer` has added its output to the residual: the next layer's guess again,
-// from the residual its router will see but for one attention block (replacing moe_ffn's).
-void refine_expert_guess(ForwardPass& p, int layer);
-// The whole forward pass of a pre-norm decoder (llama, qwen2, qwen3 and their MoE forms):
-// embed; per layer x += attn(norm(x)); x += ffn_or_moe(norm(x)); output head.
-void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec);
+// After layer `layer`'s FFN output was added to the residual (the forward hook's fixed point).
+void after_ffn(ForwardPass& p, int layer);
 // Final norm and output projection into p.buf.logits.
 void output_head(ForwardPass& p);
 
