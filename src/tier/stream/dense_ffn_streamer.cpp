@@ -21,6 +21,11 @@ std::vector<StreamedMatrix> DenseFfnStreamer::whole_layers(const std::vector<int
   return out;
 }
 
+size_t DenseFfnStreamer::ring_bytes_for(size_t ring_bytes, uint64_t max_piece_span) {
+  // At least one piece computing and one reading.
+  return size_t(align_up(std::max<uint64_t>(ring_bytes, 2 * max_piece_span), kDirectAlign));
+}
+
 DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatrix> matrices, size_t ring_bytes,
                                    size_t piece_bytes)
     : model_(model), matrices_(std::move(matrices)) {
@@ -72,8 +77,7 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatri
   }
   if (pieces_.empty()) return;
 
-  // At least one piece computing and one reading.
-  ring_bytes_ = size_t(align_up(std::max<uint64_t>(ring_bytes, 2 * max_span), kDirectAlign));
+  ring_bytes_ = ring_bytes_for(ring_bytes, max_span);
   try {
     ring_memory_ = io::AlignedBuffer(ring_bytes_);  // huge pages where possible, faulted in now
     carry_memory_ = io::AlignedBuffer(kDirectAlign);

@@ -53,6 +53,9 @@ class DenseFfnStreamer : public FfnSource {
 
   StreamStats stats() const;
   size_t pool_bytes() const { return ring_bytes_; }
+  // The ring the constructor allocates for ring_bytes asked and pieces of at most max_piece_span
+  // bytes (aligned reads): at least two pieces, page-aligned. The planner's dense pool figure.
+  static size_t ring_bytes_for(size_t ring_bytes, uint64_t max_piece_span);
   bool direct_io() const { return direct_io_; }
 
   // Every matrix of the given layers (what `--stream-ffn N` asks for).

@@ -74,6 +74,17 @@ class ExpertStreamer : public ExpertSource {
   bool direct_io() const { return reader_->direct(); }
   uint64_t memory_bytes() const { return memory_buffer_.size_bytes(); }
 
+  // --- What the streamer allocates, for the planner (the constructor uses the same functions).
+  // One expert's slot in a layer whose stacked expert tensors (gate, up, down) start at the file
+  // offsets `offset` with per-expert slices of `slice_bytes`: the largest, over its experts, of
+  // the three page-aligned read ranges (clipped at the end of a file of file_bytes).
+  static uint64_t layer_slot_bytes(const uint64_t offset[3], const uint64_t slice_bytes[3], int n_expert,
+                                   uint64_t file_bytes);
+  // The slot memory for these per-layer slot sizes: a slot of its layer's size per pinned
+  // expert, and n_pool_slots (at least 1) of the largest.
+  static uint64_t memory_bytes_for(const std::vector<uint64_t>& layer_slot_bytes,
+                                   const std::vector<std::vector<int>>& pinned, int n_pool_slots);
+
  private:
   struct Range {
     uint64_t file_offset = 0;  // 4096-aligned
