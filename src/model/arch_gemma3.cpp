@@ -41,6 +41,7 @@ void forward_gemma3(ForwardPass& p) {
     blocks::ffn(p, l, c.activation);
     blocks::norm_rows(p, b.o.data(), b.o.data(), L.post_ffn_norm);
     blocks::add_rows(p, b.x.data(), b.o.data());
+    blocks::after_ffn(p, l);
   }
   blocks::output_head(p);
 }

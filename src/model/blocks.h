@@ -7,6 +7,7 @@
 
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/weight_source.h"
 #include "model/weights.h"
 #include "ops/ops.h"
 #include "ops/thread_pool.h"
@@ -58,43 +59,6 @@ struct ForwardBuffers {
   size_t bytes() const;  // what the buffers hold now (capacities)
 };
 
-// Supplies the dense FFN matrices that are not resident (src/tier/stream implements it by reading
-// them from the model file), a piece of whole rows at a time, so that little memory is needed
-// for the matrix being computed. Used on the forward thread only.
-class FfnSource {
- public:
-  virtual ~FfnSource() = default;
-  virtual bool streams(int layer, FfnPart part) const = 0;
-  // Starts handing out the row pieces of one matrix, first row first.
-  virtual void begin(int layer, FfnPart part) = 0;
-  // The next piece: rows [row0, row0 + piece.n_rows) of the matrix, waiting for its read; false
-  // once every piece was handed out. A piece stays valid until the next call.
-  virtual bool next(WeightView& piece, int64_t& row0) = 0;
-};
-
-// Supplies expert slices of MoE layers that are not all resident (src/tier/stream implements it
-// with an expert cache fed from the model file). Protocol per MoE layer, on the forward thread:
-// begin_layer with the experts the batch routed to; then next_ready hands them out one at a time
-// (those in memory first, the rest as their reads arrive) until it returns -1, each followed by
-// done once its compute is finished. prefetch may be called at any time with a guess of a later
-// layer's experts.
-class ExpertSource {
- public:
-  virtual ~ExpertSource() = default;
-  virtual bool streams(int layer) const = 0;
-  // experts: the distinct experts routed to, ascending; chosen: [n_tokens x k] routing (statistics).
-  virtual void begin_layer(int layer, const int32_t* experts, int n_experts, const int32_t* chosen, int n_tokens) = 0;
-  // Returns an expert of the current layer whose slices are in memory (waiting if none is), with
-  // its views, or -1 when every expert of begin_layer was handed out.
-  virtual int next_ready(WeightView& gate, WeightView& up, WeightView& down) = 0;
-  virtual void done(int expert) = 0;
-  // A guess of the experts `layer` will route to (distinct, most likely first); reads start if
-  // room allows, in that order, so that the least likely are the ones still unread (and dropped)
-  // when routing proves them wrong. replace: a later, better guess for the same layer; earlier
-  // guesses not in it are dropped where the disk has not read them yet.
-  virtual void prefetch(int layer, const int32_t* experts, int n_experts, bool replace) = 0;
-};
-
 struct ForwardPass {
   const ModelConfig& config;
   const ModelWeights& weights;
@@ -105,8 +69,9 @@ struct ForwardPass {
   int n_tokens;
   int64_t pos0;
   bool all_logits;  // logits for every token of the batch, or only the last
-  FfnSource* ffn_source = nullptr;  // null: every FFN is resident
-  ExpertSource* expert_source = nullptr;  // null: every expert is resident
+  // Every FFN matrix and expert comes from here, wherever its bytes are.
+  WeightSource& source;
+  ForwardHook* hook = nullptr;  // policies called at fixed points (tier's expert guesses), or null
   // Stop output_head after the final norm: buf.h holds the normalized hidden state of every
   // token (embeddings) and no logits are computed.
   bool hidden_only = false;
@@ -126,12 +91,15 @@ void norm_rows(ForwardPass& p, const float* in, float* out, const std::vector<fl
 void add_rows(ForwardPass& p, float* x, const float* y);  // x += y, [n_tokens x n_embd]
 // Self-attention of layer `layer` reading p.buf.h, writing p.buf.o.
 void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
-// Gated FFN of `layer` reading p.buf.h, writing p.buf.o (weights resident or from p.ffn_source).
+// Gated FFN of `layer` reading p.buf.h, writing p.buf.o (its matrices from p.source).
 void ffn(ForwardPass& p, int layer, Activation act);
-// Mixture-of-experts FFN (softmax routing, top-k) reading p.buf.h, writing p.buf.o.
+// Mixture-of-experts FFN (softmax routing, top-k; the shared expert where the model has one)
+// reading p.buf.h, writing p.buf.o. Calls p.hook->after_routing once the experts are asked for.
 void moe_ffn(ForwardPass& p, int layer, Activation act);
-// After layer `layer`'s FFN output was added to the residual (the forward hook's fixed point).
+// After layer `layer`'s FFN output was added to the residual: calls p.hook->after_ffn.
 void after_ffn(ForwardPass& p, int layer);
+// The k highest of n scores, best first (ties to the lower index).
+void top_k(const float* scores, int n, int k, int32_t* out);
 // Final norm and output projection into p.buf.logits.
 void output_head(ForwardPass& p);
 

@@ -11,8 +11,8 @@
 #include <mutex>
 #include <vector>
 
-#include "model/blocks.h"
 #include "model/model.h"
+#include "model/weight_source.h"
 #include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
 #include "tier/plan/plan.h"
@@ -58,8 +58,10 @@ class DenseFfnStreamer : public FfnSource {
   static size_t ring_bytes_for(size_t ring_bytes, uint64_t max_piece_span);
   bool direct_io() const { return direct_io_; }
 
-  // Every matrix of the given layers (what `--stream-ffn N` asks for).
+  // Every matrix of the given layers (what `--stream-ffn N` asks for): a dense layer's FFN, a
+  // MoE layer's shared expert (none where it has none). Without a config: dense layers.
   static std::vector<StreamedMatrix> whole_layers(const std::vector<int>& layers);
+  static std::vector<StreamedMatrix> whole_layers(const ModelConfig& config, const std::vector<int>& layers);
 
  private:
   struct Piece {
@@ -93,7 +95,7 @@ class DenseFfnStreamer : public FfnSource {
   const Model& model_;
   std::vector<StreamedMatrix> matrices_;  // forward order
   std::vector<int> first_piece_;          // per matrix
-  std::vector<int> matrix_of_;            // [layer * 3 + part] -> matrix, or -1
+  std::vector<int> matrix_of_;            // [layer * kNumFfnParts + part] -> matrix, or -1
   std::vector<Piece> pieces_;             // every piece, forward order; the read order cycles
   size_t ring_bytes_ = 0;
   io::AlignedBuffer ring_memory_;
