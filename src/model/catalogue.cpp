@@ -20,12 +20,16 @@ constexpr ArchitectureEntry kArchitectures[] = {
     {"qwen2", Arch::qwen2, {.rope_kind = RopeKind::neox, .qkv_bias = true}, nullptr, forward_pre_norm},
     {"qwen3", Arch::qwen3, {.rope_kind = RopeKind::neox, .qk_norm = true}, nullptr, forward_pre_norm},
     {"qwen3moe", Arch::qwen3moe, {.rope_kind = RopeKind::neox, .qk_norm = true}, nullptr, forward_pre_norm},
-    {"qwen2moe", Arch::qwen2moe,
+    {"qwen2moe",
+     Arch::qwen2moe,
      {.rope_kind = RopeKind::neox, .qkv_bias = true, .shared_expert = true, .expert_weights_norm = false},
-     nullptr, forward_pre_norm},
-    {"gemma3", Arch::gemma3,
+     nullptr,
+     forward_pre_norm},
+    {"gemma3",
+     Arch::gemma3,
      {.rope_kind = RopeKind::neox, .activation = Activation::gelu_tanh, .qk_norm = true, .post_norms = true},
-     configure_gemma3, forward_gemma3},
+     configure_gemma3,
+     forward_gemma3},
 };
 
 // --- Tensors.
@@ -92,13 +96,20 @@ constexpr TensorEntry kTensors[] = {
 bool has(const ModelConfig& c, TensorWhen when, int layer) {
   switch (when) {
     case W::always:
-    case W::optional: return true;
-    case W::qkv_bias: return c.has_qkv_bias;
-    case W::qk_norm: return c.has_qk_norm;
-    case W::post_norms: return c.has_post_norms;
-    case W::dense_layer: return !c.is_moe_layer(layer);
-    case W::moe_layer: return c.is_moe_layer(layer);
-    case W::shared_expert: return c.has_shared_expert && c.is_moe_layer(layer);
+    case W::optional:
+      return true;
+    case W::qkv_bias:
+      return c.has_qkv_bias;
+    case W::qk_norm:
+      return c.has_qk_norm;
+    case W::post_norms:
+      return c.has_post_norms;
+    case W::dense_layer:
+      return !c.is_moe_layer(layer);
+    case W::moe_layer:
+      return c.is_moe_layer(layer);
+    case W::shared_expert:
+      return c.has_shared_expert && c.is_moe_layer(layer);
   }
   return false;
 }
@@ -150,19 +161,32 @@ std::span<const TensorEntry> tensor_catalogue() { return kTensors; }
 
 int64_t dim_value(const ModelConfig& c, Dim dim) {
   switch (dim) {
-    case Dim::one: return 1;
-    case Dim::n_embd: return c.n_embd;
-    case Dim::n_vocab: return c.n_vocab;
-    case Dim::q_dim: return int64_t(c.n_head) * c.head_dim_k;
-    case Dim::k_dim: return int64_t(c.n_head_kv) * c.head_dim_k;
-    case Dim::v_dim: return int64_t(c.n_head_kv) * c.head_dim_v;
-    case Dim::o_dim: return int64_t(c.n_head) * c.head_dim_v;
-    case Dim::head_dim_k: return c.head_dim_k;
-    case Dim::n_ff: return c.n_ff;
-    case Dim::n_ff_expert: return c.n_ff_expert;
-    case Dim::n_ff_shexp: return c.n_ff_shexp;
-    case Dim::n_expert: return c.n_expert;
-    case Dim::n_rot_half: return c.n_rot / 2;
+    case Dim::one:
+      return 1;
+    case Dim::n_embd:
+      return c.n_embd;
+    case Dim::n_vocab:
+      return c.n_vocab;
+    case Dim::q_dim:
+      return int64_t(c.n_head) * c.head_dim_k;
+    case Dim::k_dim:
+      return int64_t(c.n_head_kv) * c.head_dim_k;
+    case Dim::v_dim:
+      return int64_t(c.n_head_kv) * c.head_dim_v;
+    case Dim::o_dim:
+      return int64_t(c.n_head) * c.head_dim_v;
+    case Dim::head_dim_k:
+      return c.head_dim_k;
+    case Dim::n_ff:
+      return c.n_ff;
+    case Dim::n_ff_expert:
+      return c.n_ff_expert;
+    case Dim::n_ff_shexp:
+      return c.n_ff_shexp;
+    case Dim::n_expert:
+      return c.n_expert;
+    case Dim::n_rot_half:
+      return c.n_rot / 2;
   }
   return 0;
 }

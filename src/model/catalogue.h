@@ -27,8 +27,21 @@ enum class TensorWhen : uint8_t {
 };
 
 // A size taken from the config.
-enum class Dim : uint8_t { one, n_embd, n_vocab, q_dim, k_dim, v_dim, o_dim, head_dim_k, n_ff, n_ff_expert,
-                           n_ff_shexp, n_expert, n_rot_half };
+enum class Dim : uint8_t {
+  one,
+  n_embd,
+  n_vocab,
+  q_dim,
+  k_dim,
+  v_dim,
+  o_dim,
+  head_dim_k,
+  n_ff,
+  n_ff_expert,
+  n_ff_shexp,
+  n_expert,
+  n_rot_half
+};
 
 struct TensorEntry {
   const char* name;  // after "blk.N." for per-layer tensors, else the whole name

@@ -29,8 +29,7 @@ class WeightSource {
   // routed to (ascending) and the routing [n_tokens x k]; next_expert hands them out one at a
   // time, in any order (those in memory first), until it returns -1; expert_done after each
   // expert's compute.
-  virtual void begin_experts(int layer, const int32_t* experts, int n_experts, const int32_t* chosen,
-                             int n_tokens) = 0;
+  virtual void begin_experts(int layer, const int32_t* experts, int n_experts, const int32_t* chosen, int n_tokens) = 0;
   virtual int next_expert(WeightView& gate, WeightView& up, WeightView& down) = 0;
   virtual void expert_done(int expert) = 0;
 };
@@ -50,7 +49,7 @@ class ResidentWeights : public WeightSource {
   const ModelWeights& weights_;
   const WeightView* matrix_ = nullptr;  // the matrix begun and not handed out yet
   int layer_ = -1;
-  const int32_t* experts_ = nullptr;    // the caller's list, valid for the layer
+  const int32_t* experts_ = nullptr;  // the caller's list, valid for the layer
   int n_experts_ = 0, next_ = 0;
 };
 

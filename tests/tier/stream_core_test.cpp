@@ -35,7 +35,8 @@ TEST(StreamCoreTest, ReadsRangesIntoTheArenaAndDrains) {
   const fs::path path = fs::temp_directory_path() / ("strata_stream_core_" + std::to_string(::getpid()));
   std::vector<uint8_t> bytes(3 * 4096 + 123);
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 7 + 3);
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
   {
     StreamCore core(path.string(), 4 * 4096, io::ReaderOptions{}, "test streaming");
     EXPECT_GE(core.arena_bytes(), 4u * 4096);
