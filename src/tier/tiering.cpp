@@ -44,13 +44,14 @@ class Tiering::Reviser : public ExpertSource {
   explicit Reviser(Tiering& t) : t_(t) {}
   bool streams(int layer) const override { return t_.experts_->streams(layer); }
   void begin_layer(int layer, const int32_t* experts, int n, const int32_t* chosen, int n_tokens) override {
+    // A pass visits streamed layers in ascending order: a layer not above the last one begins
+    // the next forward pass, the token boundary where a revised plan may take effect.
+    if (layer <= last_layer_) t_.apply_revision();
+    last_layer_ = layer;
     t_.experts_->begin_layer(layer, experts, n, chosen, n_tokens);
     const uint64_t seen = t_.experts_->routing().tokens_seen();
-    if (t_.options_.revise_every > 0 && seen >= t_.revised_at_ + uint64_t(t_.options_.revise_every) && !busy_) {
-      busy_ = true;  // revise between layers, never inside a revision
-      t_.revise_now();
-      busy_ = false;
-    }
+    if (t_.options_.revise_every > 0 && seen >= t_.revised_at_ + uint64_t(t_.options_.revise_every))
+      t_.request_revision();
   }
   int next_ready(WeightView& g, WeightView& u, WeightView& d) override { return t_.experts_->next_ready(g, u, d); }
   void done(int expert) override { t_.experts_->done(expert); }
@@ -60,7 +61,7 @@ class Tiering::Reviser : public ExpertSource {
 
  private:
   Tiering& t_;
-  bool busy_ = false;
+  int last_layer_ = -1;
 };
 
 Plan plan_for(const Model& model, const TieringOptions& options) {
@@ -106,9 +107,10 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     ExpertStreamerOptions eo;
     eo.pinned = pinned_experts(plan_, size_t(plan_.n_expert_resident));
     eo.n_pool_slots = n_pool_slots_ = std::max(1, plan_.n_expert_slots);
-    eo.stats_path = routing_path;
+    eo.stats_path = routing_path_ = routing_path;
     experts_ = std::make_unique<ExpertStreamer>(model, std::move(eo));
     reviser_ = std::make_unique<Reviser>(*this);
+    replanner_ = std::make_unique<Replanner>();
   }
   // Under a budget that streams, page cache is what the budget is short of: the resident weights
   // leave it (the streamers took their file offsets above), and what is still read through the
@@ -123,6 +125,7 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
 Tiering::~Tiering() {
   if (resident_) model_.file().advise_random_access(false);
   if (!experts_) return;
+  replanner_.reset();  // its statistics file is written before the last one below
   try {
     experts_->save_stats();
   } catch (const std::exception& e) {
@@ -132,26 +135,23 @@ Tiering::~Tiering() {
 
 ExpertSource* Tiering::expert_source() { return reviser_.get(); }
 
-void Tiering::revise_now() {
+void Tiering::request_revision() {
   const RoutingStats& routing = experts_->routing();
-  revised_at_ = routing.tokens_seen();
   const ExpertStats e = experts_->stats();
-  const size_t n_pinned = size_t(e.slots - n_pool_slots_);
   // The predictor's measured recall replaces the planner's assumption of none.
   Plan base = plan_;
   if (e.prefetch_hits + e.misses > 0)
     base.inputs.expert_prefetch_recall = double(e.prefetch_hits) / double(e.prefetch_hits + e.misses);
-  Plan revised = revise(base, routing.frequencies());
-  experts_->repin(pinned_experts(revised, n_pinned));
-  {
-    std::lock_guard<std::mutex> lock(plan_mutex_);
-    plan_ = std::move(revised);
-  }
-  try {
-    experts_->save_stats();
-  } catch (const std::exception&) {
-    // A read-only cache directory costs only the warm start of the next run.
-  }
+  if (replanner_->submit(std::move(base), routing, routing_path_)) revised_at_ = routing.tokens_seen();
+}
+
+void Tiering::apply_revision() {
+  std::optional<Plan> revised = replanner_->take();
+  if (!revised) return;
+  const size_t n_pinned = size_t(experts_->stats().slots - n_pool_slots_);
+  experts_->repin(pinned_experts(*revised, n_pinned));
+  std::lock_guard<std::mutex> lock(plan_mutex_);
+  plan_ = std::move(*revised);
 }
 
 uint64_t Tiering::planned_bytes() const {

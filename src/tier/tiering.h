@@ -10,6 +10,7 @@
 
 #include "model/model.h"
 #include "tier/plan/plan.h"
+#include "tier/plan/replanner.h"
 #include "tier/stream/dense_ffn_streamer.h"
 #include "tier/stream/expert_streamer.h"
 #include "tier/stream/resident_copy.h"
@@ -74,7 +75,10 @@ class Tiering {
 
  private:
   class Reviser;
-  void revise_now();
+  // A revision from the routing seen so far, solved off the forward thread (Replanner).
+  void request_revision();
+  // At a token boundary: the revised plan, when one is ready, takes effect.
+  void apply_revision();
 
   const Model& model_;
   TieringOptions options_;
@@ -84,7 +88,9 @@ class Tiering {
   std::unique_ptr<ExpertStreamer> experts_;
   std::unique_ptr<ExpertSource> reviser_;   // wraps experts_: counts tokens, revises the plan
   std::unique_ptr<ResidentCopy> resident_;  // when streaming: resident weights in anonymous memory
-  uint64_t revised_at_ = 0;                 // routing tokens seen at the last revision
+  std::unique_ptr<Replanner> replanner_;    // with experts_
+  std::string routing_path_;                // where routing statistics are saved ("": nowhere)
+  uint64_t revised_at_ = 0;                 // routing tokens seen at the last revision request
   int n_pool_slots_ = 0;                    // expert slots beyond the pinned ones, fixed at construction
 };
 
