@@ -24,18 +24,6 @@ std::vector<std::vector<int>> pinned_experts(const Plan& plan, size_t limit) {
   return pinned;
 }
 
-std::string mb(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
-  return buf;
-}
-
-std::string pct(double part, double whole) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.0f%%", whole > 0 ? 100.0 * part / whole : 0.0);
-  return buf;
-}
-
 }  // namespace
 
 // Forwards to the expert streamer and revises the plan as routing statistics accumulate.
@@ -152,6 +140,7 @@ void Tiering::apply_revision() {
   experts_->repin(pinned_experts(*revised, n_pinned));
   std::lock_guard<std::mutex> lock(plan_mutex_);
   plan_ = std::move(*revised);
+  ++n_revisions_;
 }
 
 uint64_t Tiering::planned_bytes() const {
@@ -167,7 +156,9 @@ TierStats Tiering::stats() const {
   s.planned_bytes = plan_.used_bytes;
   s.resident_weight_bytes = plan_.resident_weight_bytes;
   s.predicted_tok_s = plan_.tokens_per_second;
+  s.plan_revisions = n_revisions_;
   lock.unlock();
+  s.direct_io = dense_ ? dense_->direct_io() : experts_ ? experts_->direct_io() : false;
   if (dense_) {
     s.has_dense = true;
     s.dense = dense_->stats();
@@ -200,43 +191,10 @@ std::string Tiering::summary() const {
 }
 
 std::string Tiering::describe_stats(const TierStats& s, int n_forward, double seconds) const {
-  const double per = n_forward > 0 ? 1.0 / n_forward : 0.0;
-  std::string out;
-  if (!s.streaming) return "tiering: nothing streamed (the model fits the budget)\n";
-  if (s.has_dense) {
-    const StreamStats& d = s.dense;
-    out += "dense FFN: " + std::to_string(d.matrices_used) + " streamed matrices computed, " +
-           std::to_string(d.pieces_read) + " pieces read, " + mb(double(d.bytes_read)) + " (" +
-           mb(double(d.bytes_read) * per) + " per token); read ahead in time " + std::to_string(d.ready_hits) + "/" +
-           std::to_string(d.pieces_used) + " (" + pct(double(d.ready_hits), double(d.pieces_used)) + ")\n";
-  }
-  if (s.has_experts) {
-    const ExpertStats& e = s.experts;
-    const double found = double(e.cache_hits + e.prefetch_hits);
-    out += "experts: " + std::to_string(e.needed) + " slices routed to; in memory " + pct(found, double(e.needed)) +
-           " (cache " + pct(double(e.cache_hits), double(e.needed)) + ", prefetched " +
-           pct(double(e.prefetch_hits), double(e.needed)) + "), read after routing " + std::to_string(e.misses) + "\n";
-    out += "prefetch: " + std::to_string(e.prefetch_issued) + " issued, precision " +
-           pct(double(e.prefetch_hits), double(e.prefetch_issued)) + ", recall " +
-           pct(double(e.prefetch_hits), double(e.prefetch_hits + e.misses)) + ", wasted " +
-           std::to_string(e.prefetch_wasted) + " (" +
-           std::to_string(e.prefetch_dropped) + " stopped before read whole)\n";
-    out += "expert cache: " + std::to_string(e.occupied_slots) + "/" + std::to_string(e.slots) + " slots in use (" +
-           std::to_string(e.pinned_slots) + " pinned) of " + mb(double(e.slot_bytes)) + "; start-up read " +
-           mb(double(e.preload_bytes)) + "\n";
-  }
-  if (s.resident_copy_bytes > 0)
-    out += "resident weights: " + mb(double(s.resident_copy_bytes)) + " read once into anonymous memory\n";
-  const double streamed = double(s.bytes_read() - s.experts.preload_bytes);
-  char buf[256];
-  std::snprintf(buf, sizeof buf,
-                "SSD: %s per token (%s in all, %s); I/O wait %.2f s of %.2f s (compute %.2f s); disk idle %.2f s "
-                "since start\n",
-                mb(streamed * per).c_str(), mb(streamed).c_str(),
-                (dense_ ? dense_->direct_io() : experts_->direct_io()) ? "O_DIRECT" : "buffered", s.io_wait_seconds(),
-                seconds, std::max(0.0, seconds - s.io_wait_seconds()), s.disk_idle_seconds());
-  out += buf;
-  return out;
+  TierStats run = s;
+  run.n_tokens = uint64_t(std::max(0, n_forward));
+  run.seconds = seconds;
+  return tier::describe_stats(run);
 }
 
 }  // namespace strata::tier
