@@ -2,6 +2,8 @@
 #include <cstdlib>
 
 #include "commands.h"
+#include "gguf/gguf.h"
+#include "model/config.h"
 #include "server/server.h"
 #include "tier/plan/plan.h"
 
@@ -52,6 +54,9 @@ void add_serve_command(CLI::App& app) {
     }
     server::parse_host(host, opts->server.host, opts->server.port);
     if (!opts->mem.empty()) opts->server.registry.budget_bytes = tier::parse_size(opts->mem);
+    // A single model is checked before the server starts: an architecture the catalogue does not
+    // know is refused now, naming it, not at the first request.
+    if (!opts->model_file.empty()) load_config(*gguf::File::open(opts->model_file));
     opts->server.registry.single_file = opts->model_file;
     opts->server.registry.models_dir = opts->models_dir.empty() ? default_models_dir() : opts->models_dir;
     server::run_server(opts->server);

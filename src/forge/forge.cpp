@@ -97,6 +97,7 @@ void set_metadata(const Hparams& h, const TypeRecipe& recipe, const ForgeOptions
       w.set(key("rope.dimension_count"), Value::u32(uint32_t(h.head_dim)));
       break;
     case ForgeArch::qwen2:
+    case ForgeArch::qwen2moe:
       break;
     case ForgeArch::qwen3:
     case ForgeArch::qwen3moe:
@@ -108,7 +109,8 @@ void set_metadata(const Hparams& h, const TypeRecipe& recipe, const ForgeOptions
   if (h.is_moe()) {
     w.set(key("expert_count"), Value::u32(uint32_t(h.n_expert)));
     w.set(key("expert_used_count"), Value::u32(uint32_t(h.n_expert_used)));
-    if (h.arch == ForgeArch::qwen3moe) w.set(key("expert_feed_forward_length"), Value::u32(uint32_t(h.n_ff_exp)));
+    if (h.n_ff_exp > 0) w.set(key("expert_feed_forward_length"), Value::u32(uint32_t(h.n_ff_exp)));
+    if (h.n_ff_shexp > 0) w.set(key("expert_shared_feed_forward_length"), Value::u32(uint32_t(h.n_ff_shexp)));
   }
   if (h.arch == ForgeArch::gemma3) {
     // llama.cpp's gemma3 takes the layer pattern (5 local, 1 global) as fixed.

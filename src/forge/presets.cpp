@@ -13,7 +13,7 @@ struct ArchName {
 };
 constexpr ArchName kArchs[] = {
     {ForgeArch::llama, "llama"},   {ForgeArch::qwen2, "qwen2"},   {ForgeArch::qwen3, "qwen3"},
-    {ForgeArch::qwen3moe, "qwen3moe"}, {ForgeArch::gemma3, "gemma3"},
+    {ForgeArch::qwen3moe, "qwen3moe"}, {ForgeArch::qwen2moe, "qwen2moe"}, {ForgeArch::gemma3, "gemma3"},
 };
 
 // Per-architecture test shapes. tiny: n_embd 64 (K-quants fall back to 32-blocks, as llama.cpp
@@ -53,6 +53,14 @@ Hparams tiny(ForgeArch arch) {
       h.n_expert_used = 2;
       h.n_ff_exp = 64;
       break;
+    case ForgeArch::qwen2moe:  // Qwen1.5-MoE: qwen2 attention, 4 experts top-2 and a shared expert
+      h.rope_base = 1000000.0f;
+      h.rms_eps = 1e-6f;
+      h.n_expert = 4;
+      h.n_expert_used = 2;
+      h.n_ff_exp = 64;
+      h.n_ff_shexp = 128;
+      break;
     case ForgeArch::gemma3:
       h.n_layer = 6;  // llama.cpp's gemma3 pattern: 5 sliding-window layers, then 1 global
       h.head_dim = 32;
@@ -73,6 +81,7 @@ Hparams small(ForgeArch arch) {
   h.head_dim = h.head_dim == 16 ? 64 : 128;
   h.n_ff = 512;
   if (h.n_ff_exp) h.n_ff_exp = 256;
+  if (h.n_ff_shexp) h.n_ff_shexp = 512;
   return h;
 }
 

@@ -7,7 +7,7 @@
 
 namespace strata::forge {
 
-enum class ForgeArch { llama, qwen2, qwen3, qwen3moe, gemma3 };
+enum class ForgeArch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3 };
 
 const char* arch_name(ForgeArch arch);
 // Throws strata::Error listing the known architectures.
@@ -30,7 +30,8 @@ struct Hparams {
   int sliding_window = 0;      // gemma3
   int n_expert = 0;            // 0: dense
   int n_expert_used = 0;
-  int n_ff_exp = 0;            // qwen3moe expert width (expert_feed_forward_length)
+  int n_ff_exp = 0;            // qwen3moe/qwen2moe expert width (expert_feed_forward_length)
+  int n_ff_shexp = 0;          // qwen2moe shared expert width (expert_shared_feed_forward_length)
   bool tied_output = false;    // no output.weight: the head reuses token_embd
   int n_vocab = 0;             // set from the tokenizer at forge time
 

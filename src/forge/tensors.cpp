@@ -1,5 +1,7 @@
 #include "forge/tensors.h"
 
+#include "model/architectures.h"
+#include "model/catalogue.h"
 #include "util/error.h"
 
 namespace strata::forge {
@@ -10,51 +12,42 @@ int64_t TensorSpec::n_elements() const {
   return n;
 }
 
+ModelConfig model_config(const Hparams& h) {
+  ModelConfig c;
+  apply_traits(require_architecture(arch_name(h.arch), "forge"), c);
+  c.arch_name = arch_name(h.arch);
+  c.n_layer = h.n_layer;
+  c.n_embd = h.n_embd;
+  c.n_head = h.n_head;
+  c.n_head_kv = h.n_head_kv;
+  c.head_dim_k = c.head_dim_v = h.head_dim;
+  c.n_rot = h.head_dim;
+  c.n_ff = h.n_ff;
+  c.n_vocab = h.n_vocab;
+  c.n_ctx_train = h.n_ctx;
+  c.n_expert = h.n_expert;
+  c.n_expert_used = h.n_expert_used;
+  c.n_ff_expert = h.expert_ff();
+  c.n_ff_shexp = h.n_ff_shexp > 0 ? h.n_ff_shexp : h.n_ff;
+  return c;
+}
+
 std::vector<TensorSpec> tensor_list(const Hparams& h) {
   if (h.n_vocab <= 0) throw Error("forge: n_vocab is not set (no tokenizer loaded)");
-  const int64_t embd = h.n_embd, vocab = h.n_vocab, q = h.q_dim(), kv = h.kv_dim();
-  const int64_t ff = h.n_ff, ff_exp = h.expert_ff(), n_exp = h.n_expert;
-  const bool qk_norm = h.arch == ForgeArch::qwen3 || h.arch == ForgeArch::qwen3moe || h.arch == ForgeArch::gemma3;
-  const bool qkv_bias = h.arch == ForgeArch::qwen2;
-  const bool post_norms = h.arch == ForgeArch::gemma3;
-
   std::vector<TensorSpec> t;
-  auto add = [&](std::string name, std::vector<int64_t> shape, TensorKind kind, int layer) {
-    t.push_back({std::move(name), std::move(shape), kind, layer});
-  };
-
-  add("token_embd.weight", {embd, vocab}, TensorKind::embedding, -1);
-  for (int l = 0; l < h.n_layer; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".";
-    add(b + "attn_norm.weight", {embd}, TensorKind::norm, l);
-    add(b + "attn_q.weight", {embd, q}, TensorKind::matrix, l);
-    if (qkv_bias) add(b + "attn_q.bias", {q}, TensorKind::bias, l);
-    add(b + "attn_k.weight", {embd, kv}, TensorKind::matrix, l);
-    if (qkv_bias) add(b + "attn_k.bias", {kv}, TensorKind::bias, l);
-    add(b + "attn_v.weight", {embd, kv}, TensorKind::matrix, l);
-    if (qkv_bias) add(b + "attn_v.bias", {kv}, TensorKind::bias, l);
-    if (qk_norm) {
-      add(b + "attn_q_norm.weight", {h.head_dim}, TensorKind::norm, l);
-      add(b + "attn_k_norm.weight", {h.head_dim}, TensorKind::norm, l);
+  for (const ExpectedTensor& e : expected_tensors(model_config(h))) {
+    // Optional tensors: the output head unless tied; never rope_freqs.
+    if (!e.required && !(e.entry->role == TensorRole::output && !h.tied_output)) continue;
+    TensorKind kind = TensorKind::matrix;
+    switch (e.entry->role) {
+      case TensorRole::embedding: kind = TensorKind::embedding; break;
+      case TensorRole::output: kind = TensorKind::output; break;
+      case TensorRole::norm: kind = TensorKind::norm; break;
+      case TensorRole::router: kind = TensorKind::router; break;
+      default: kind = e.entry->is_vector ? TensorKind::bias : TensorKind::matrix; break;
     }
-    add(b + "attn_output.weight", {q, embd}, TensorKind::matrix, l);
-    if (post_norms) add(b + "post_attention_norm.weight", {embd}, TensorKind::norm, l);
-    add(b + "ffn_norm.weight", {embd}, TensorKind::norm, l);
-    if (h.is_moe()) {
-      // One expert = one contiguous [ne0, ne1] slice of each of the three 3-D tensors.
-      add(b + "ffn_gate_inp.weight", {embd, n_exp}, TensorKind::router, l);
-      add(b + "ffn_gate_exps.weight", {embd, ff_exp, n_exp}, TensorKind::matrix, l);
-      add(b + "ffn_up_exps.weight", {embd, ff_exp, n_exp}, TensorKind::matrix, l);
-      add(b + "ffn_down_exps.weight", {ff_exp, embd, n_exp}, TensorKind::matrix, l);
-    } else {
-      add(b + "ffn_gate.weight", {embd, ff}, TensorKind::matrix, l);
-      add(b + "ffn_up.weight", {embd, ff}, TensorKind::matrix, l);
-      add(b + "ffn_down.weight", {ff, embd}, TensorKind::matrix, l);
-    }
-    if (post_norms) add(b + "post_ffw_norm.weight", {embd}, TensorKind::norm, l);
+    t.push_back({e.name, e.shape(), kind, e.layer});
   }
-  add("output_norm.weight", {embd}, TensorKind::norm, -1);
-  if (!h.tied_output) add("output.weight", {embd, vocab}, TensorKind::output, -1);
   return t;
 }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "forge/presets.h"
+#include "model/config.h"
 
 namespace strata::forge {
 
@@ -25,6 +26,8 @@ struct TensorSpec {
   int64_t n_elements() const;
 };
 
+// The model config a forge of these hyperparameters describes (what the catalogue reads).
+ModelConfig model_config(const Hparams& h);
 // In file order: token_embd, blk.0.* ... blk.{n-1}.*, output_norm, output.
 std::vector<TensorSpec> tensor_list(const Hparams& h);
 

@@ -11,10 +11,6 @@
 namespace strata {
 
 void configure_gemma3(const gguf::File& f, ModelConfig& c) {
-  c.rope_kind = ops::RopeKind::neox;
-  c.activation = Activation::gelu_tanh;
-  c.has_qk_norm = true;
-  c.has_post_norms = true;
   c.embd_scale = std::sqrt(float(c.n_embd));
   c.sliding_window = int(f.get_int("gemma3.attention.sliding_window", 4096));
   if (c.sliding_window <= 0) throw Error(f.path() + ": gemma3.attention.sliding_window must be positive");
@@ -45,6 +41,7 @@ void forward_gemma3(ForwardPass& p) {
     blocks::ffn(p, l, c.activation);
     blocks::norm_rows(p, b.o.data(), b.o.data(), L.post_ffn_norm);
     blocks::add_rows(p, b.x.data(), b.o.data());
+    blocks::after_ffn(p, l);
   }
   blocks::output_head(p);
 }

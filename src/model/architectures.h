@@ -1,6 +1,8 @@
 #pragma once
-// The registry of architectures: each lives in its own file (arch_*.cpp) with the config keys it
-// adds and its forward pass built from the shared blocks (model/blocks.h).
+// The registry of architectures (its table is in model/catalogue.cpp, beside the tensor table):
+// each names its static traits, which select its tensors from the catalogue, an optional
+// function for keys only it has, and its forward pass. Architectures whose forward differs live
+// in their own file (arch_*.cpp), built from the shared blocks (model/blocks.h).
 #include <string>
 
 #include "model/config.h"
@@ -11,16 +13,32 @@ namespace strata {
 
 struct ForwardPass;  // model/blocks.h
 
+// What an architecture is, before any key of a file is read.
+struct ArchTraits {
+  ops::RopeKind rope_kind = ops::RopeKind::normal;
+  Activation activation = Activation::silu;
+  bool qkv_bias = false;       // biases on q, k, v (qwen2)
+  bool qk_norm = false;        // per-head RMSNorm of q and k (qwen3, gemma3)
+  bool post_norms = false;     // norms after the attention and FFN outputs (gemma3)
+  bool shared_expert = false;  // MoE layers add a gated shared expert (qwen2moe)
+  bool expert_weights_norm = true;  // renormalize the top-k routing weights
+};
+
 struct ArchitectureEntry {
-  const char* name;
+  const char* name;  // general.architecture
   Arch arch;
-  void (*configure)(const gguf::File& file, ModelConfig& config);  // arch-specific keys and flags
+  ArchTraits traits;
+  void (*configure)(const gguf::File& file, ModelConfig& config);  // keys only it has, or null
   void (*forward)(ForwardPass& pass);                               // all layers of one batch
 };
 
 const ArchitectureEntry* find_architecture(const std::string& name);
 const ArchitectureEntry& architecture(Arch arch);
 std::string supported_architectures();
+// The entry for `name`, or strata::Error "<where>: unknown architecture 'name' (supported: ...)".
+const ArchitectureEntry& require_architecture(const std::string& name, const std::string& where);
+// Sets the config's flags from the traits (load_config and the forge share it).
+void apply_traits(const ArchitectureEntry& entry, ModelConfig& config);
 
 // Shared by load_config and the architecture files.
 void read_common_config(const gguf::File& file, ModelConfig& config);

@@ -11,42 +11,90 @@
 
 namespace strata {
 
-void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
-  n_batch = batch;
+ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
+  Sizes s;
   const size_t nb = size_t(batch);
-  const size_t ff = size_t(std::max(c.n_ff, c.n_ff_expert));
-  x.assign(nb * c.n_embd, 0.0f);
-  h.assign(nb * c.n_embd, 0.0f);
-  o.assign(nb * c.n_embd, 0.0f);
-  q.assign(nb * c.n_head * c.head_dim_k, 0.0f);
-  k.assign(nb * c.n_head_kv * c.head_dim_k, 0.0f);
-  v.assign(nb * c.n_head_kv * c.head_dim_v, 0.0f);
-  att.assign(nb * c.n_head * c.head_dim_v, 0.0f);
-  gate.assign(nb * ff, 0.0f);
-  up.assign(nb * ff, 0.0f);
-  q16.assign(size_t(n_threads), std::vector<uint16_t>(size_t(c.head_dim_k)));
-  scores.assign(size_t(n_threads), std::vector<float>(size_t(n_ctx)));
-  acc.assign(size_t(n_threads), std::vector<float>(size_t(c.head_dim_v)));
+  const size_t ff = size_t(c.max_ff());
+  const size_t q_dim = size_t(c.n_head) * c.head_dim_k, o_dim = size_t(c.n_head) * c.head_dim_v;
+  s.x = s.h = s.o = nb * c.n_embd;
+  s.q = nb * q_dim;
+  s.k = nb * c.n_head_kv * c.head_dim_k;
+  s.v = nb * c.n_head_kv * c.head_dim_v;
+  s.att = nb * o_dim;
+  s.gate = s.up = nb * ff;
+  s.n_threads = size_t(n_threads);
+  s.q16_per_thread = size_t(c.head_dim_k);
+  s.scores_per_thread = size_t(n_ctx);
+  s.acc_per_thread = size_t(c.head_dim_v);
   if (c.n_expert > 0) {
     const size_t k_used = size_t(c.n_expert_used);
-    router_logits.assign(nb * c.n_expert, 0.0f);
-    chosen.assign(nb * k_used, 0);
-    chosen_weight.assign(nb * k_used, 0.0f);
-    expert_tokens.assign(nb * k_used, 0);
-    experts_used.assign(size_t(c.n_expert), 0);
-    expert_in.assign(nb * c.n_embd, 0.0f);
-    expert_out.assign(nb * c.n_embd, 0.0f);
-    expert_results.assign(nb * k_used * c.n_embd, 0.0f);
+    s.router_logits = nb * c.n_expert;
+    s.chosen = s.chosen_weight = s.expert_tokens = nb * k_used;
+    s.experts_used = size_t(c.n_expert);
+    s.expert_in = s.expert_out = nb * c.n_embd;
+    s.expert_results = nb * k_used * c.n_embd;
+    if (c.has_shared_expert) s.shexp_scale = nb;
   }
-  logits.assign(size_t(c.n_vocab), 0.0f);  // one row; grows only when all logits are asked for
+  s.logits = size_t(c.n_vocab);
+  // Activations are converted to the weights' vec_dot type before a matmul: at most 2 bytes an
+  // element (F16, BF16; the Q8 types take less, F32 dots read the floats in place), n_batch rows
+  // of the widest input (n_embd, the attention output, or an FFN's hidden width).
+  const size_t widest = std::max({size_t(c.n_embd), o_dim, ff});
+  s.mm_bytes = nb * widest * 2;
+  return s;
+}
+
+size_t ForwardBuffers::bytes_for(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
+  const Sizes s = sizes(c, batch, n_ctx, n_threads);
+  const size_t floats = s.x + s.h + s.o + s.q + s.k + s.v + s.att + s.gate + s.up + s.router_logits +
+                        s.chosen_weight + s.expert_in + s.expert_out + s.expert_results + s.shexp_scale + s.logits +
+                        s.n_threads * (s.scores_per_thread + s.acc_per_thread);
+  const size_t ints = s.chosen + s.expert_tokens + s.experts_used;
+  return floats * sizeof(float) + ints * sizeof(int32_t) + s.n_threads * s.q16_per_thread * sizeof(uint16_t) +
+         s.mm_bytes;
+}
+
+void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
+  const Sizes s = sizes(c, batch, n_ctx, n_threads);
+  n_batch = batch;
+  auto fit = [](auto& vec, size_t n) {  // exactly n elements, capacity included
+    vec.assign(n, {});
+    vec.shrink_to_fit();
+  };
+  fit(x, s.x);
+  fit(h, s.h);
+  fit(o, s.o);
+  fit(q, s.q);
+  fit(k, s.k);
+  fit(v, s.v);
+  fit(att, s.att);
+  fit(gate, s.gate);
+  fit(up, s.up);
+  q16.assign(s.n_threads, std::vector<uint16_t>(s.q16_per_thread));
+  scores.assign(s.n_threads, std::vector<float>(s.scores_per_thread));
+  acc.assign(s.n_threads, std::vector<float>(s.acc_per_thread));
+  fit(router_logits, s.router_logits);
+  fit(chosen, s.chosen);
+  fit(chosen_weight, s.chosen_weight);
+  fit(expert_tokens, s.expert_tokens);
+  fit(experts_used, s.experts_used);
+  fit(expert_in, s.expert_in);
+  fit(expert_out, s.expert_out);
+  fit(expert_results, s.expert_results);
+  fit(shexp_scale, s.shexp_scale);
+  fit(logits, s.logits);
+  fit(mm.quantized, s.mm_bytes);  // sized once: prepare_input never grows it
 }
 
 size_t ForwardBuffers::bytes() const {
   size_t n = 0;
   for (const auto* vec : {&x, &h, &o, &q, &k, &v, &att, &gate, &up, &router_logits, &chosen_weight, &expert_in,
-                          &expert_out, &expert_results, &logits})
+                          &expert_out, &expert_results, &shexp_scale, &logits})
     n += vec->capacity() * sizeof(float);
+  for (const auto* vec : {&chosen, &expert_tokens, &experts_used}) n += vec->capacity() * sizeof(int32_t);
   for (const auto& t : scores) n += t.capacity() * sizeof(float);
+  for (const auto& t : acc) n += t.capacity() * sizeof(float);
+  for (const auto& t : q16) n += t.capacity() * sizeof(uint16_t);
   return n + mm.quantized.capacity();
 }
 
@@ -164,35 +212,20 @@ void activate(float* gate, const float* up, int64_t n, Activation act) {
   else ops::gelu_tanh_mul(gate, up, n);
 }
 
-// y = W x for one FFN matrix, resident or streamed piece by piece (the activations are converted
-// once for all pieces).
+// y = W x for one FFN matrix, piece by piece as the source hands it out (one piece when it is
+// resident); the activations are converted once for all pieces. The bound view gives the type
+// and shape only.
 void ffn_matmul(ForwardPass& p, int layer, FfnPart part, const float* x, float* y) {
   const WeightView& w = ffn_weight(p.weights.layers[size_t(layer)], part);
-  if (!p.ffn_source || !p.ffn_source->streams(layer, part)) {
-    ops::matmul(w, x, w.n_cols, p.n_tokens, y, w.n_rows, p.pool, p.buf.mm);
-    return;
-  }
   const ops::PreparedInput in = ops::prepare_input(w.type, w.n_cols, x, w.n_cols, p.n_tokens, p.pool, p.buf.mm);
-  p.ffn_source->begin(layer, part);
+  p.source.begin_matrix(layer, part);
   WeightView piece;
   int64_t row0 = 0;
-  while (p.ffn_source->next(piece, row0)) ops::matmul_prepared(piece, in, y + row0, w.n_rows, p.pool);
+  while (p.source.next_piece(piece, row0)) ops::matmul_prepared(piece, in, y + row0, w.n_rows, p.pool);
 }
 
 }  // namespace
 
-void ffn(ForwardPass& p, int layer, Activation act) {
-  const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
-  ffn_matmul(p, layer, FfnPart::gate, b.h.data(), b.gate.data());
-  ffn_matmul(p, layer, FfnPart::up, b.h.data(), b.up.data());
-  activate(b.gate.data(), b.up.data(), int64_t(p.n_tokens) * c.n_ff, act);
-  ffn_matmul(p, layer, FfnPart::down, b.gate.data(), b.o.data());
-}
-
-namespace {
-
-// The k highest of n scores, best first (ties to the lower index).
 void top_k(const float* scores, int n, int k, int32_t* out) {
   for (int j = 0; j < k; ++j) {
     int best = -1;
@@ -204,6 +237,17 @@ void top_k(const float* scores, int n, int k, int32_t* out) {
     out[j] = best;
   }
 }
+
+void ffn(ForwardPass& p, int layer, Activation act) {
+  const ModelConfig& c = p.config;
+  ForwardBuffers& b = p.buf;
+  ffn_matmul(p, layer, FfnPart::gate, b.h.data(), b.gate.data());
+  ffn_matmul(p, layer, FfnPart::up, b.h.data(), b.up.data());
+  activate(b.gate.data(), b.up.data(), int64_t(p.n_tokens) * c.n_ff, act);
+  ffn_matmul(p, layer, FfnPart::down, b.gate.data(), b.o.data());
+}
+
+namespace {
 
 // Softmax over the experts, keep the top k, renormalize if asked.
 void route(const ModelConfig& c, float* probs_rows, int n, int32_t* chosen_rows, float* weight_rows) {
@@ -265,38 +309,24 @@ void run_expert(ForwardPass& p, int e, const WeightView& gate, const WeightView&
   }
 }
 
-// Look-ahead for a streaming source: MoE layer `next`'s router applied to the residual stream as
-// it stands now, normalized with that layer's ffn_norm. The residual changes little from one
-// layer to the next, so its top-k is a good guess of the routing to come. Only for a few tokens:
-// a prompt batch routes to nearly every expert anyway.
-// The early guess (before this layer's FFN) names each token's top ceil(k/2) only: its lower
-// ranks are the ones most often wrong, and the refined guess (after the FFN) names all k while
-// the disk is still busy with this layer's misses. Qwen3 30B-A3B under 6G: 888 -> 810 MB read
-// per token for the same recall (70% -> 69%).
-void guess_experts(ForwardPass& p, int next, bool refined) {
-  constexpr int kMaxTokens = 4;
+// The shared expert (qwen2moe): a gated FFN every token runs, scaled by sigmoid(gate . x) and
+// added to the experts' sum, as llama.cpp does.
+void shared_expert(ForwardPass& p, int layer, Activation act) {
   const ModelConfig& c = p.config;
+  const LayerWeights& L = p.weights.layers[size_t(layer)];
   ForwardBuffers& b = p.buf;
-  if (!p.expert_source || p.n_tokens > kMaxTokens || next >= c.n_layer || !p.expert_source->streams(next)) return;
-  const LayerWeights& N = p.weights.layers[size_t(next)];
-  if (N.router.empty()) return;
-  const int n = p.n_tokens, k_used = c.n_expert_used;
-  norm_rows(p, b.x.data(), b.expert_in.data(), N.ffn_norm);
-  ops::matmul(N.router, b.expert_in.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
-  // Top-k of the logits is the top-k of the softmax, best first.
-  int32_t* guess = b.expert_tokens.data();  // scratch [n x k], refilled by run_expert
-  for (int t = 0; t < n; ++t)
-    top_k(b.router_logits.data() + size_t(t) * c.n_expert, c.n_expert, k_used, guess + t * k_used);
-  // Every token's first choice, then every token's second, ...: the likeliest are read first.
-  int32_t* ordered = b.experts_used.data();
-  int n_guess = 0;
-  const int ranks = refined ? k_used : (k_used + 1) / 2;
-  for (int j = 0; j < ranks; ++j)
-    for (int t = 0; t < n; ++t) {
-      const int32_t e = guess[t * k_used + j];
-      if (std::find(ordered, ordered + n_guess, e) == ordered + n_guess) ordered[n_guess++] = e;
-    }
-  p.expert_source->prefetch(next, ordered, n_guess, /*replace=*/refined);
+  const int n = p.n_tokens;
+  ffn_matmul(p, layer, FfnPart::shexp_gate, b.h.data(), b.gate.data());
+  ffn_matmul(p, layer, FfnPart::shexp_up, b.h.data(), b.up.data());
+  activate(b.gate.data(), b.up.data(), int64_t(n) * c.n_ff_shexp, act);
+  ffn_matmul(p, layer, FfnPart::shexp_down, b.gate.data(), b.expert_out.data());
+  ops::matmul(L.shexp_gate_inp, b.h.data(), c.n_embd, n, b.shexp_scale.data(), 1, p.pool, b.mm);
+  for (int t = 0; t < n; ++t) {
+    const float scale = 1.0f / (1.0f + std::exp(-b.shexp_scale[size_t(t)]));
+    float* out = b.o.data() + size_t(t) * c.n_embd;
+    const float* shared = b.expert_out.data() + size_t(t) * c.n_embd;
+    for (int i = 0; i < c.n_embd; ++i) out[i] += shared[i] * scale;
+  }
 }
 
 }  // namespace
@@ -307,34 +337,24 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
   ForwardBuffers& b = p.buf;
   const int n = p.n_tokens;
   const int k_used = c.n_expert_used;
-  const int64_t ff = c.n_ff_expert;
 
   ops::matmul(L.router, b.h.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
   route(c, b.router_logits.data(), n, b.chosen.data(), b.chosen_weight.data());
 
-  ExpertSource* source = p.expert_source;
-  if (source && source->streams(layer)) {
-    // Every missing expert is requested at once; those in memory compute while the rest arrive.
-    // The order experts run in does not matter: each writes its own (token, rank) slots.
-    const int n_used = distinct_experts(b.chosen.data(), n * k_used, c.n_expert, b.experts_used.data());
-    source->begin_layer(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
-    // The next layer's likeliest reads start now, from the residual before this FFN;
-    // refine_expert_guess completes and corrects the guess once this FFN's output is in.
-    guess_experts(p, layer + 1, false);
-    struct Done {  // hands the expert back even if its compute throws
-      ExpertSource* source;
-      int expert;
-      ~Done() { source->done(expert); }
-    };
-    WeightView gate, up, down;
-    for (int e; (e = source->next_ready(gate, up, down)) >= 0;) {
-      Done done{source, e};
-      run_expert(p, e, gate, up, down, act);
-    }
-  } else {
-    for (int e = 0; e < c.n_expert; ++e)
-      run_expert(p, e, L.gate_exps.rows(e * ff, ff), L.up_exps.rows(e * ff, ff),
-                 L.down_exps.rows(int64_t(e) * c.n_embd, c.n_embd), act);
+  // Every expert routed to is asked for at once; those in memory compute while the rest arrive.
+  // The order experts run in does not matter: each writes its own (token, rank) slots.
+  const int n_used = distinct_experts(b.chosen.data(), n * k_used, c.n_expert, b.experts_used.data());
+  p.source.begin_experts(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
+  if (p.hook) p.hook->after_routing(p, layer);
+  struct Done {  // hands the expert back even if its compute throws
+    WeightSource& source;
+    int expert;
+    ~Done() { source.expert_done(expert); }
+  };
+  WeightView gate, up, down;
+  for (int e; (e = p.source.next_expert(gate, up, down)) >= 0;) {
+    Done done{p.source, e};
+    run_expert(p, e, gate, up, down, act);
   }
   // Sum the weighted expert outputs in routing order, as llama.cpp does.
   for (int t = 0; t < n; ++t) {
@@ -343,27 +363,12 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
     std::copy_n(r, c.n_embd, out);
     for (int j = 1; j < k_used; ++j) ops::add(out, r + size_t(j) * c.n_embd, c.n_embd);
   }
+  if (c.has_shared_expert) shared_expert(p, layer, act);
 }
 
-void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec) {
-  const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
-  embed(p);
-  for (int l = 0; l < c.n_layer; ++l) {
-    const LayerWeights& L = p.weights.layers[size_t(l)];
-    norm_rows(p, b.x.data(), b.h.data(), L.attn_norm);
-    attention(p, l, spec);
-    add_rows(p, b.x.data(), b.o.data());
-    norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
-    if (c.n_expert > 0) moe_ffn(p, l, c.activation);
-    else ffn(p, l, c.activation);
-    add_rows(p, b.x.data(), b.o.data());
-    if (c.n_expert > 0) refine_expert_guess(p, l);
-  }
-  output_head(p);
+void after_ffn(ForwardPass& p, int layer) {
+  if (p.hook) p.hook->after_ffn(p, layer);
 }
-
-void refine_expert_guess(ForwardPass& p, int layer) { guess_experts(p, layer + 1, true); }
 
 void output_head(ForwardPass& p) {
   const ModelConfig& c = p.config;

@@ -7,13 +7,16 @@
 
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/weight_source.h"
 #include "model/weights.h"
 #include "ops/ops.h"
 #include "ops/thread_pool.h"
 
 namespace strata {
 
-// Scratch for one batch of up to n_batch tokens.
+// Scratch for one batch of up to n_batch tokens. Its sizes are decided in one place
+// (ForwardBuffers::sizes): init allocates them and the planner asks bytes_for, so the plan counts
+// exactly what a session allocates.
 struct ForwardBuffers {
   int n_batch = 0;
   std::vector<float> x;          // residual stream [n_batch x n_embd]
@@ -21,7 +24,7 @@ struct ForwardBuffers {
   std::vector<float> o;          // output of a block [n_batch x n_embd]
   std::vector<float> q, k, v;    // projections [n_batch x n_head * head_dim_k] ...
   std::vector<float> att;        // attention output [n_batch x n_head * head_dim_v]
-  std::vector<float> gate, up;   // FFN [n_batch x max(n_ff, n_ff_expert)]
+  std::vector<float> gate, up;   // FFN [n_batch x config.max_ff()]
   // Per thread: q in f16, scores over the context, an accumulator of weighted V rows.
   std::vector<std::vector<uint16_t>> q16;
   std::vector<std::vector<float>> scores, acc;
@@ -31,50 +34,29 @@ struct ForwardBuffers {
   std::vector<int32_t> chosen;
   std::vector<float> chosen_weight;
   std::vector<int32_t> expert_tokens;
-  std::vector<int32_t> experts_used;  // distinct experts routed to, then a guess for the next layer
+  std::vector<int32_t> experts_used;  // distinct experts routed to [n_expert]
   std::vector<float> expert_in, expert_out, expert_results;
-  std::vector<float> logits;     // [n_batch x n_vocab] (or one row)
-  ops::MatmulScratch mm;
+  std::vector<float> shexp_scale;  // shared expert: sigmoid(gate . x) per token [n_batch]
+  // [n_vocab]: one row. All-logits evaluation (eval_each) grows it to its batch once; the token
+  // loop never does.
+  std::vector<float> logits;
+  ops::MatmulScratch mm;  // activations converted for matmul: n_batch rows of the widest input
+
+  // Elements of every buffer (per thread where it says so).
+  struct Sizes {
+    size_t x = 0, h = 0, o = 0, q = 0, k = 0, v = 0, att = 0, gate = 0, up = 0;
+    size_t n_threads = 0, q16_per_thread = 0, scores_per_thread = 0, acc_per_thread = 0;
+    size_t router_logits = 0, chosen = 0, chosen_weight = 0, expert_tokens = 0, experts_used = 0;
+    size_t expert_in = 0, expert_out = 0, expert_results = 0, shexp_scale = 0;
+    size_t logits = 0;
+    size_t mm_bytes = 0;
+  };
+  static Sizes sizes(const ModelConfig& config, int n_batch, int n_ctx, int n_threads);
+  // What init allocates for these arguments, in bytes (the planner's scratch figure).
+  static size_t bytes_for(const ModelConfig& config, int n_batch, int n_ctx, int n_threads);
 
   void init(const ModelConfig& config, int n_batch, int n_ctx, int n_threads);
-  size_t bytes() const;
-};
-
-// Supplies the dense FFN matrices that are not resident (src/tier/stream implements it by reading
-// them from the model file), a piece of whole rows at a time, so that little memory is needed
-// for the matrix being computed. Used on the forward thread only.
-class FfnSource {
- public:
-  virtual ~FfnSource() = default;
-  virtual bool streams(int layer, FfnPart part) const = 0;
-  // Starts handing out the row pieces of one matrix, first row first.
-  virtual void begin(int layer, FfnPart part) = 0;
-  // The next piece: rows [row0, row0 + piece.n_rows) of the matrix, waiting for its read; false
-  // once every piece was handed out. A piece stays valid until the next call.
-  virtual bool next(WeightView& piece, int64_t& row0) = 0;
-};
-
-// Supplies expert slices of MoE layers that are not all resident (src/tier/stream implements it
-// with an expert cache fed from the model file). Protocol per MoE layer, on the forward thread:
-// begin_layer with the experts the batch routed to; then next_ready hands them out one at a time
-// (those in memory first, the rest as their reads arrive) until it returns -1, each followed by
-// done once its compute is finished. prefetch may be called at any time with a guess of a later
-// layer's experts.
-class ExpertSource {
- public:
-  virtual ~ExpertSource() = default;
-  virtual bool streams(int layer) const = 0;
-  // experts: the distinct experts routed to, ascending; chosen: [n_tokens x k] routing (statistics).
-  virtual void begin_layer(int layer, const int32_t* experts, int n_experts, const int32_t* chosen, int n_tokens) = 0;
-  // Returns an expert of the current layer whose slices are in memory (waiting if none is), with
-  // its views, or -1 when every expert of begin_layer was handed out.
-  virtual int next_ready(WeightView& gate, WeightView& up, WeightView& down) = 0;
-  virtual void done(int expert) = 0;
-  // A guess of the experts `layer` will route to (distinct, most likely first); reads start if
-  // room allows, in that order, so that the least likely are the ones still unread (and dropped)
-  // when routing proves them wrong. replace: a later, better guess for the same layer; earlier
-  // guesses not in it are dropped where the disk has not read them yet.
-  virtual void prefetch(int layer, const int32_t* experts, int n_experts, bool replace) = 0;
+  size_t bytes() const;  // what the buffers hold now (capacities)
 };
 
 struct ForwardPass {
@@ -87,8 +69,9 @@ struct ForwardPass {
   int n_tokens;
   int64_t pos0;
   bool all_logits;  // logits for every token of the batch, or only the last
-  FfnSource* ffn_source = nullptr;  // null: every FFN is resident
-  ExpertSource* expert_source = nullptr;  // null: every expert is resident
+  // Every FFN matrix and expert comes from here, wherever its bytes are.
+  WeightSource& source;
+  ForwardHook* hook = nullptr;  // policies called at fixed points (tier's expert guesses), or null
   // Stop output_head after the final norm: buf.h holds the normalized hidden state of every
   // token (embeddings) and no logits are computed.
   bool hidden_only = false;
@@ -108,16 +91,15 @@ void norm_rows(ForwardPass& p, const float* in, float* out, const std::vector<fl
 void add_rows(ForwardPass& p, float* x, const float* y);  // x += y, [n_tokens x n_embd]
 // Self-attention of layer `layer` reading p.buf.h, writing p.buf.o.
 void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
-// Gated FFN of `layer` reading p.buf.h, writing p.buf.o (weights resident or from p.ffn_source).
+// Gated FFN of `layer` reading p.buf.h, writing p.buf.o (its matrices from p.source).
 void ffn(ForwardPass& p, int layer, Activation act);
-// Mixture-of-experts FFN (softmax routing, top-k) reading p.buf.h, writing p.buf.o.
+// Mixture-of-experts FFN (softmax routing, top-k; the shared expert where the model has one)
+// reading p.buf.h, writing p.buf.o. Calls p.hook->after_routing once the experts are asked for.
 void moe_ffn(ForwardPass& p, int layer, Activation act);
-// After MoE layer `layer` has added its output to the residual: the next layer's guess again,
-// from the residual its router will see but for one attention block (replacing moe_ffn's).
-void refine_expert_guess(ForwardPass& p, int layer);
-// The whole forward pass of a pre-norm decoder (llama, qwen2, qwen3 and their MoE forms):
-// embed; per layer x += attn(norm(x)); x += ffn_or_moe(norm(x)); output head.
-void pre_norm_decoder(ForwardPass& p, const AttentionSpec& spec);
+// After layer `layer`'s FFN output was added to the residual: calls p.hook->after_ffn.
+void after_ffn(ForwardPass& p, int layer);
+// The k highest of n scores, best first (ties to the lower index).
+void top_k(const float* scores, int n, int k, int32_t* out);
 // Final norm and output projection into p.buf.logits.
 void output_head(ForwardPass& p);
 

@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "gguf/gguf.h"
@@ -8,16 +9,9 @@
 
 namespace strata {
 
-const char* arch_name(Arch arch) {
-  switch (arch) {
-    case Arch::llama: return "llama";
-    case Arch::qwen2: return "qwen2";
-    case Arch::qwen3: return "qwen3";
-    case Arch::qwen3moe: return "qwen3moe";
-    case Arch::gemma3: return "gemma3";
-  }
-  return "unknown";
-}
+const char* arch_name(Arch arch) { return architecture(arch).name; }
+
+int ModelConfig::max_ff() const { return std::max({n_ff, n_expert > 0 ? n_ff_expert : 0, has_shared_expert ? n_ff_shexp : 0}); }
 
 void read_common_config(const gguf::File& f, ModelConfig& c) {
   const std::string& a = c.arch_name;
@@ -52,6 +46,10 @@ void read_common_config(const gguf::File& f, ModelConfig& c) {
     throw Error(f.path() + ": expert_used_count " + std::to_string(c.n_expert_used) + " invalid for " +
                 std::to_string(c.n_expert) + " experts");
   c.n_ff_expert = int(f.get_int(a + ".expert_feed_forward_length", c.n_ff));
+  c.n_ff_shexp = int(f.get_int(a + ".expert_shared_feed_forward_length", c.n_ff));
+  c.n_layer_dense_lead = int(f.get_int(a + ".leading_dense_block_count", 0));
+  if (c.n_layer_dense_lead < 0 || c.n_layer_dense_lead > c.n_layer)
+    throw Error(f.path() + ": leading_dense_block_count " + std::to_string(c.n_layer_dense_lead) + " is out of range");
   c.layer_swa.assign(size_t(c.n_layer), false);
   c.attn_scale = 1.0f / std::sqrt(float(c.head_dim_k));
   // The vocabulary size is the token table's length (some files omit <arch>.vocab_size).
@@ -63,11 +61,10 @@ ModelConfig load_config(const gguf::File& file) {
   ModelConfig c;
   c.arch_name = file.architecture();
   if (c.arch_name.empty()) throw Error(file.path() + ": missing general.architecture");
-  const ArchitectureEntry* entry = find_architecture(c.arch_name);
-  if (!entry) throw Error(file.path() + ": unknown architecture '" + c.arch_name + "' (supported: " + supported_architectures() + ")");
-  c.arch = entry->arch;
+  const ArchitectureEntry& entry = require_architecture(c.arch_name, file.path());
+  apply_traits(entry, c);
   read_common_config(file, c);
-  entry->configure(file, c);
+  if (entry.configure) entry.configure(file, c);
   return c;
 }
 

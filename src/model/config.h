@@ -10,7 +10,7 @@ namespace strata::gguf { class File; }
 
 namespace strata {
 
-enum class Arch { llama, qwen2, qwen3, qwen3moe, gemma3 };
+enum class Arch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3 };
 enum class Activation { silu, gelu_tanh };
 
 struct ModelConfig {
@@ -39,6 +39,9 @@ struct ModelConfig {
   int n_expert_used = 0;
   int n_ff_expert = 0;
   bool expert_weights_norm = true;  // renormalize the top-k routing weights to sum to 1
+  int n_layer_dense_lead = 0;       // the first layers have a dense FFN instead of experts
+  bool has_shared_expert = false;   // every MoE layer also runs a gated dense FFN (qwen2moe)
+  int n_ff_shexp = 0;               // its width
 
   // Sliding-window attention: layer_swa[l] says layer l sees only the last `sliding_window` tokens.
   int sliding_window = 0;
@@ -50,6 +53,10 @@ struct ModelConfig {
   bool has_qk_norm = false;   // per-head RMSNorm of q and k (qwen3, gemma3)
   bool has_post_norms = false;  // norms after attention and FFN outputs (gemma3)
   bool has_qkv_bias = false;  // qwen2
+
+  bool is_moe_layer(int layer) const { return n_expert > 0 && layer >= n_layer_dense_lead; }
+  // The widest FFN any layer runs (dense, expert or shared expert): the gate/up scratch width.
+  int max_ff() const;
 };
 
 const char* arch_name(Arch arch);

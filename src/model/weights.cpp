@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include "gguf/gguf.h"
+#include "model/catalogue.h"
 #include "ops/ops.h"
 #include "tensor/kernels.h"
 #include "util/error.h"
@@ -69,50 +70,20 @@ class Binder {
 ModelWeights bind_weights(const gguf::File& file, const ModelConfig& c) {
   Binder b(file);
   ModelWeights w;
-  w.token_embd = b.matrix("token_embd.weight", c.n_embd, c.n_vocab);
-  w.output_norm = b.vector("output_norm.weight", c.n_embd);
-  w.output = b.matrix("output.weight", c.n_embd, c.n_vocab, /*required=*/false);
-  if (w.output.empty()) w.output = w.token_embd;  // tied embeddings
-  w.rope_freqs = b.vector("rope_freqs.weight", c.n_rot / 2, /*required=*/false);
-
-  const int64_t q_dim = int64_t(c.n_head) * c.head_dim_k;
-  const int64_t k_dim = int64_t(c.n_head_kv) * c.head_dim_k;
-  const int64_t v_dim = int64_t(c.n_head_kv) * c.head_dim_v;
-  const int64_t o_dim = int64_t(c.n_head) * c.head_dim_v;
   w.layers.resize(size_t(c.n_layer));
-  for (int l = 0; l < c.n_layer; ++l) {
-    LayerWeights& L = w.layers[size_t(l)];
-    const std::string p = "blk." + std::to_string(l) + ".";
-    L.attn_norm = b.vector(p + "attn_norm.weight", c.n_embd);
-    L.wq = b.matrix(p + "attn_q.weight", c.n_embd, q_dim);
-    L.wk = b.matrix(p + "attn_k.weight", c.n_embd, k_dim);
-    L.wv = b.matrix(p + "attn_v.weight", c.n_embd, v_dim);
-    L.wo = b.matrix(p + "attn_output.weight", o_dim, c.n_embd);
-    if (c.has_qkv_bias) {
-      L.bq = b.vector(p + "attn_q.bias", q_dim);
-      L.bk = b.vector(p + "attn_k.bias", k_dim);
-      L.bv = b.vector(p + "attn_v.bias", v_dim);
-    }
-    if (c.has_qk_norm) {
-      L.q_norm = b.vector(p + "attn_q_norm.weight", c.head_dim_k);
-      L.k_norm = b.vector(p + "attn_k_norm.weight", c.head_dim_k);
-    }
-    if (c.has_post_norms) {
-      L.post_attn_norm = b.vector(p + "post_attention_norm.weight", c.n_embd);
-      L.post_ffn_norm = b.vector(p + "post_ffw_norm.weight", c.n_embd);
-    }
-    L.ffn_norm = b.vector(p + "ffn_norm.weight", c.n_embd);
-    if (c.n_expert > 0) {
-      L.router = b.matrix(p + "ffn_gate_inp.weight", c.n_embd, c.n_expert);
-      L.gate_exps = b.matrix(p + "ffn_gate_exps.weight", c.n_embd, int64_t(c.n_expert) * c.n_ff_expert);
-      L.up_exps = b.matrix(p + "ffn_up_exps.weight", c.n_embd, int64_t(c.n_expert) * c.n_ff_expert);
-      L.down_exps = b.matrix(p + "ffn_down_exps.weight", c.n_ff_expert, int64_t(c.n_expert) * c.n_embd);
+  for (const ExpectedTensor& t : expected_tensors(c)) {
+    const TensorEntry& e = *t.entry;
+    if (e.is_vector) {
+      std::vector<float> v = b.vector(t.name, t.n_cols, t.required);
+      if (e.layer_vector) w.layers[size_t(t.layer)].*e.layer_vector = std::move(v);
+      else w.*e.model_vector = std::move(v);
     } else {
-      L.w_gate = b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff);
-      L.w_up = b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff);
-      L.w_down = b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
+      WeightView v = b.matrix(t.name, t.n_cols, t.n_rows, t.required);
+      if (e.layer_matrix) w.layers[size_t(t.layer)].*e.layer_matrix = v;
+      else w.*e.model_matrix = v;
     }
   }
+  if (w.output.empty()) w.output = w.token_embd;  // tied embeddings
   return w;
 }
 

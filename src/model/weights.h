@@ -1,6 +1,7 @@
 #pragma once
-// Every tensor of a model with its role; compute code takes WeightViews from here and never
-// cares where the bytes live.
+// Every tensor of a model with its role, as plain data; which tensors an architecture has, their
+// names, shapes and roles are the catalogue's (model/catalogue.h). Compute code does not read
+// these structs for the matrices that may stream: it asks a WeightSource (model/weight_source.h).
 #include <string>
 #include <vector>
 
@@ -14,6 +15,13 @@ namespace strata {
 enum class TensorRole { embedding, output, norm, attention, router, dense_ffn, experts, other };
 const char* role_name(TensorRole role);
 
+// The dense FFN matrices of a layer, in the order a forward pass uses them: its own FFN (dense
+// layers) and a MoE layer's shared expert. Streamers and the planner handle each as a unit.
+enum class FfnPart { gate, up, down, shexp_gate, shexp_up, shexp_down };
+inline constexpr int kNumFfnParts = 6;
+inline constexpr FfnPart kFfnParts[] = {FfnPart::gate, FfnPart::up, FfnPart::down};
+inline constexpr FfnPart kSharedExpertParts[] = {FfnPart::shexp_gate, FfnPart::shexp_up, FfnPart::shexp_down};
+
 struct LayerWeights {
   std::vector<float> attn_norm;      // [n_embd]
   WeightView wq;                     // [n_embd] -> [n_head * head_dim_k]
@@ -24,20 +32,29 @@ struct LayerWeights {
   std::vector<float> q_norm, k_norm; // [head_dim_k], or empty
   std::vector<float> post_attn_norm; // [n_embd] (gemma3), or empty
   std::vector<float> ffn_norm;       // [n_embd]
-  WeightView w_gate, w_up;           // [n_embd] -> [n_ff]
+  WeightView w_gate, w_up;           // [n_embd] -> [n_ff] (dense layers)
   WeightView w_down;                 // [n_ff] -> [n_embd]
   std::vector<float> post_ffn_norm;  // [n_embd] (gemma3), or empty
   // MoE: router [n_embd] -> [n_expert]; experts stacked: expert e = rows [e*n_ff_expert, (e+1)*n_ff_expert)
   // of gate/up ([n_embd] -> [n_expert * n_ff_expert]) and rows [e*n_embd, (e+1)*n_embd) of down.
   WeightView router;
   WeightView gate_exps, up_exps, down_exps;
+  // Shared expert (qwen2moe): a dense FFN every token runs, scaled by sigmoid(shexp_gate . x).
+  WeightView shexp_gate_inp;         // [n_embd] -> [1]
+  WeightView w_gate_shexp, w_up_shexp;  // [n_embd] -> [n_ff_shexp]
+  WeightView w_down_shexp;           // [n_ff_shexp] -> [n_embd]
 };
 
-// The three matrices of a dense FFN block, in the order a forward pass uses them.
-enum class FfnPart { gate, up, down };
-inline constexpr FfnPart kFfnParts[] = {FfnPart::gate, FfnPart::up, FfnPart::down};
 inline const WeightView& ffn_weight(const LayerWeights& L, FfnPart part) {
-  return part == FfnPart::gate ? L.w_gate : part == FfnPart::up ? L.w_up : L.w_down;
+  switch (part) {
+    case FfnPart::gate: return L.w_gate;
+    case FfnPart::up: return L.w_up;
+    case FfnPart::down: return L.w_down;
+    case FfnPart::shexp_gate: return L.w_gate_shexp;
+    case FfnPart::shexp_up: return L.w_up_shexp;
+    case FfnPart::shexp_down: return L.w_down_shexp;
+  }
+  return L.w_gate;
 }
 
 struct ModelWeights {
@@ -48,8 +65,8 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 };
 
-// Binds every tensor of the file to its place; throws strata::Error naming a missing tensor or
-// a tensor whose shape or type does not fit the config.
+// Binds every tensor the catalogue lists for the config to its place; throws strata::Error
+// naming a missing tensor or a tensor whose shape or type does not fit the config.
 ModelWeights bind_weights(const gguf::File& file, const ModelConfig& config);
 
 }  // namespace strata

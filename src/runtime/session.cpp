@@ -17,18 +17,59 @@ SessionParams resolve(const Model& model, SessionParams p) {
 }
 }  // namespace
 
+// The one WeightSource of a session's forward passes: each matrix and each MoE layer's experts
+// from the streamer that serves them, everything else resident. The only place that knows which
+// is which; compute asks without knowing.
+class Session::Weights : public WeightSource {
+ public:
+  explicit Weights(const Model& model) : resident_(model.config(), model.weights()) {}
+  FfnSource* ffn = nullptr;
+  ExpertSource* experts = nullptr;
+  ForwardHook* hook() const { return experts ? experts->hook() : nullptr; }
+
+  void begin_matrix(int layer, FfnPart part) override {
+    ffn_streams_ = ffn && ffn->streams(layer, part);
+    if (ffn_streams_) ffn->begin(layer, part);
+    else resident_.begin_matrix(layer, part);
+  }
+  bool next_piece(WeightView& piece, int64_t& row0) override {
+    return ffn_streams_ ? ffn->next(piece, row0) : resident_.next_piece(piece, row0);
+  }
+  void begin_experts(int layer, const int32_t* list, int n, const int32_t* chosen, int n_tokens) override {
+    experts_stream_ = experts && experts->streams(layer);
+    if (experts_stream_) experts->begin_layer(layer, list, n, chosen, n_tokens);
+    else resident_.begin_experts(layer, list, n, chosen, n_tokens);
+  }
+  int next_expert(WeightView& gate, WeightView& up, WeightView& down) override {
+    return experts_stream_ ? experts->next_ready(gate, up, down) : resident_.next_expert(gate, up, down);
+  }
+  void expert_done(int expert) override {
+    if (experts_stream_) experts->done(expert);
+    else resident_.expert_done(expert);
+  }
+
+ private:
+  ResidentWeights resident_;
+  bool ffn_streams_ = false, experts_stream_ = false;
+};
+
 Session::Session(const Model& model, const SessionParams& params)
-    : model_(model), params_(resolve(model, params)), pool_(params_.n_threads) {
+    : model_(model), params_(resolve(model, params)), pool_(params_.n_threads), weights_(new Weights(model)) {
   kv_.init(model.config(), params_.n_ctx);
   buf_.init(model.config(), params_.n_batch, params_.n_ctx, params_.n_threads);
 }
+
+Session::~Session() = default;
+
+void Session::set_ffn_source(FfnSource* source) { weights_->ffn = source; }
+void Session::set_expert_source(ExpertSource* source) { weights_->experts = source; }
 
 void Session::forward_batch(const int32_t* tokens, int n, bool all_logits) {
   if (n_past() + n > params_.n_ctx)
     throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) + " tokens exceed n_ctx " +
                 std::to_string(params_.n_ctx));
-  ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens, n, int64_t(n_past()), all_logits,
-                   ffn_source_, expert_source_};
+  ForwardPass pass{model_.config(), model_.weights(), buf_,       kv_, pool_, tokens, n, int64_t(n_past()), all_logits,
+                   *weights_,       weights_->hook()};
   model_.forward(pass);
   history_.insert(history_.end(), tokens, tokens + n);
 }
@@ -62,7 +103,7 @@ void Session::eval_hidden(const std::vector<int32_t>& tokens,
       throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) +
                   " tokens exceed n_ctx " + std::to_string(params_.n_ctx));
     ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens.data() + i, n, int64_t(n_past()), true,
-                     ffn_source_, expert_source_};
+                     *weights_,       weights_->hook()};
     pass.hidden_only = true;  // output_head leaves every token's normalized hidden state in buf_.h
     model_.forward(pass);
     history_.insert(history_.end(), tokens.data() + i, tokens.data() + i + n);

@@ -22,6 +22,7 @@ struct SessionParams {
 class Session {
  public:
   Session(const Model& model, const SessionParams& params);
+  ~Session();
 
   // Appends tokens to the context and evaluates them. Returns the logits of the last token
   // (n_vocab floats, valid until the next call). Throws strata::Error when the context is full.
@@ -34,11 +35,11 @@ class Session {
   // Like eval, calling on_hidden(i, final hidden state of tokens[i] after the output norm,
   // n_embd floats) for every token in order: what embeddings pool.
   void eval_hidden(const std::vector<int32_t>& tokens, const std::function<void(size_t, const float*)>& on_hidden);
-  // FFN weights of some layers come from this source (streamed from SSD) instead of memory.
-  // The source must outlive the session's evaluations; null restores all-resident.
-  void set_ffn_source(FfnSource* source) { ffn_source_ = source; }
-  // Likewise for the expert slices of MoE layers.
-  void set_expert_source(ExpertSource* source) { expert_source_ = source; }
+  // FFN matrices this source streams (from the SSD) come from it instead of memory. The source
+  // must outlive the session's evaluations; null restores all-resident.
+  void set_ffn_source(FfnSource* source);
+  // Likewise for the expert slices of MoE layers; the source's hook (its guesses) comes along.
+  void set_expert_source(ExpertSource* source);
   // Forgets everything after the first n tokens (n <= n_past()).
   void truncate(int n);
 
@@ -58,8 +59,8 @@ class Session {
   KvCache kv_;
   ForwardBuffers buf_;
   std::vector<int32_t> history_;
-  FfnSource* ffn_source_ = nullptr;
-  ExpertSource* expert_source_ = nullptr;
+  class Weights;  // the resident weights, except what the streamers serve
+  std::unique_ptr<Weights> weights_;
 };
 
 }  // namespace strata

@@ -46,6 +46,7 @@ class Tiering::Reviser : public ExpertSource {
   void prefetch(int layer, const int32_t* experts, int n, bool replace) override {
     t_.experts_->prefetch(layer, experts, n, replace);
   }
+  ForwardHook* hook() override { return t_.experts_->hook(); }
 
  private:
   Tiering& t_;
@@ -82,7 +83,7 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
   if (options.stream_ffn > 0) {
     std::vector<int> layers;
     for (int l = std::max(0, c.n_layer - options.stream_ffn); l < c.n_layer; ++l) layers.push_back(l);
-    dense_matrices = DenseFfnStreamer::whole_layers(layers);
+    dense_matrices = DenseFfnStreamer::whole_layers(c, layers);
     ring_bytes = size_t(dense_ring_pieces(options.prefetch)) * DenseFfnStreamer::kDefaultPieceBytes;
   } else {
     for (const PlanUnit& u : plan_.units)

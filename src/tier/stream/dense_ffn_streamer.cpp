@@ -21,18 +21,33 @@ std::vector<StreamedMatrix> DenseFfnStreamer::whole_layers(const std::vector<int
   return out;
 }
 
+std::vector<StreamedMatrix> DenseFfnStreamer::whole_layers(const ModelConfig& c, const std::vector<int>& layers) {
+  std::vector<StreamedMatrix> out;
+  for (int l : layers) {
+    if (!c.is_moe_layer(l))
+      for (FfnPart part : kFfnParts) out.push_back({l, part});
+    else if (c.has_shared_expert)
+      for (FfnPart part : kSharedExpertParts) out.push_back({l, part});
+  }
+  return out;
+}
+
+size_t DenseFfnStreamer::ring_bytes_for(size_t ring_bytes, uint64_t max_piece_span) {
+  // At least one piece computing and one reading.
+  return size_t(align_up(std::max<uint64_t>(ring_bytes, 2 * max_piece_span), kDirectAlign));
+}
+
 DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatrix> matrices, size_t ring_bytes,
                                    size_t piece_bytes)
     : model_(model), matrices_(std::move(matrices)) {
   const ModelConfig& c = model.config();
   const std::string& path = model.file().path();
-  if (c.n_expert > 0) throw Error("dense FFN streaming: " + path + " is a mixture-of-experts model");
-  auto order = [](const StreamedMatrix& m) { return m.layer * 3 + int(m.part); };
+  auto order = [](const StreamedMatrix& m) { return m.layer * kNumFfnParts + int(m.part); };
   std::sort(matrices_.begin(), matrices_.end(), [&](auto& a, auto& b) { return order(a) < order(b); });
   matrices_.erase(
       std::unique(matrices_.begin(), matrices_.end(), [&](auto& a, auto& b) { return order(a) == order(b); }),
       matrices_.end());
-  matrix_of_.assign(size_t(c.n_layer) * 3, -1);
+  matrix_of_.assign(size_t(c.n_layer) * kNumFfnParts, -1);
 
   // Every matrix cut into pieces of whole rows, each read as its 4096-aligned superset.
   const uint8_t* base = model.file().base();
@@ -72,8 +87,7 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatri
   }
   if (pieces_.empty()) return;
 
-  // At least one piece computing and one reading.
-  ring_bytes_ = size_t(align_up(std::max<uint64_t>(ring_bytes, 2 * max_span), kDirectAlign));
+  ring_bytes_ = ring_bytes_for(ring_bytes, max_span);
   try {
     ring_memory_ = io::AlignedBuffer(ring_bytes_);  // huge pages where possible, faulted in now
     carry_memory_ = io::AlignedBuffer(kDirectAlign);
@@ -107,7 +121,7 @@ DenseFfnStreamer::~DenseFfnStreamer() {
 }
 
 int DenseFfnStreamer::matrix_index(int layer, FfnPart part) const {
-  const size_t i = size_t(layer) * 3 + size_t(part);
+  const size_t i = size_t(layer) * kNumFfnParts + size_t(part);
   return layer >= 0 && i < matrix_of_.size() ? matrix_of_[i] : -1;
 }
 

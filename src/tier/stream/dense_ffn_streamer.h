@@ -11,8 +11,8 @@
 #include <mutex>
 #include <vector>
 
-#include "model/blocks.h"
 #include "model/model.h"
+#include "model/weight_source.h"
 #include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
 #include "tier/plan/plan.h"
@@ -53,10 +53,15 @@ class DenseFfnStreamer : public FfnSource {
 
   StreamStats stats() const;
   size_t pool_bytes() const { return ring_bytes_; }
+  // The ring the constructor allocates for ring_bytes asked and pieces of at most max_piece_span
+  // bytes (aligned reads): at least two pieces, page-aligned. The planner's dense pool figure.
+  static size_t ring_bytes_for(size_t ring_bytes, uint64_t max_piece_span);
   bool direct_io() const { return direct_io_; }
 
-  // Every matrix of the given layers (what `--stream-ffn N` asks for).
+  // Every matrix of the given layers (what `--stream-ffn N` asks for): a dense layer's FFN, a
+  // MoE layer's shared expert (none where it has none). Without a config: dense layers.
   static std::vector<StreamedMatrix> whole_layers(const std::vector<int>& layers);
+  static std::vector<StreamedMatrix> whole_layers(const ModelConfig& config, const std::vector<int>& layers);
 
  private:
   struct Piece {
@@ -90,7 +95,7 @@ class DenseFfnStreamer : public FfnSource {
   const Model& model_;
   std::vector<StreamedMatrix> matrices_;  // forward order
   std::vector<int> first_piece_;          // per matrix
-  std::vector<int> matrix_of_;            // [layer * 3 + part] -> matrix, or -1
+  std::vector<int> matrix_of_;            // [layer * kNumFfnParts + part] -> matrix, or -1
   std::vector<Piece> pieces_;             // every piece, forward order; the read order cycles
   size_t ring_bytes_ = 0;
   io::AlignedBuffer ring_memory_;

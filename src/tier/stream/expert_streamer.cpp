@@ -34,7 +34,8 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
       n_layer_(model.config().n_layer),
       n_expert_(model.config().n_expert),
       routing_(model.config().n_layer, std::max(1, model.config().n_expert),
-               std::max(1, model.config().n_expert_used)) {
+               std::max(1, model.config().n_expert_used)),
+      guesser_(model.config(), *this) {
   if (n_expert_ <= 0) throw Error("expert streaming: " + model.file().path() + " is not a mixture-of-experts model");
   layer_streams_.assign(size_t(n_layer_), false);
   for (int l = 0; l < n_layer_; ++l) layer_streams_[size_t(l)] = !model.weights().layers[size_t(l)].gate_exps.empty();
@@ -58,13 +59,17 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   // differ in type (Q4_K_M makes some layers' ffn_down_exps Q6_K). A pinned expert's slot fits
   // its own layer; pool slots fit the largest.
   layer_slot_bytes_.assign(size_t(n_layer_), 0);
+  const uint8_t* base = model.file().base();
   for (int l = 0; l < n_layer_; ++l) {
     if (!layer_streams_[size_t(l)]) continue;
-    for (int e = 0; e < n_expert_; ++e) {
-      Range r[3];
-      layout(l, e, r);
-      layer_slot_bytes_[size_t(l)] = std::max(layer_slot_bytes_[size_t(l)], r[2].slot_offset + align_up(r[2].length));
+    const LayerWeights& L = model.weights().layers[size_t(l)];
+    const WeightView* stacked[3] = {&L.gate_exps, &L.up_exps, &L.down_exps};
+    uint64_t offset[3], slice[3];
+    for (int i = 0; i < 3; ++i) {
+      offset[i] = uint64_t(stacked[i]->data - base);
+      slice[i] = stacked[i]->row_bytes * uint64_t(stacked[i]->n_rows / n_expert_);
     }
+    layer_slot_bytes_[size_t(l)] = layer_slot_bytes(offset, slice, n_expert_, model.file().file_size());
     slot_bytes_ = std::max(slot_bytes_, layer_slot_bytes_[size_t(l)]);
   }
   std::vector<uint64_t> capacity;
@@ -72,8 +77,7 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
     for (int e = 0; e < n_expert_; ++e)
       if (pinned_[key(l, e)]) capacity.push_back(layer_slot_bytes_[size_t(l)]);
   capacity.insert(capacity.end(), size_t(std::max(1, options_.n_pool_slots)), slot_bytes_);
-  uint64_t total = 0;
-  for (uint64_t c : capacity) total += c;
+  const uint64_t total = memory_bytes_for(layer_slot_bytes_, options_.pinned, options_.n_pool_slots);
   try {
     memory_buffer_ = io::AlignedBuffer(total, kAlign);  // huge pages where possible
   } catch (const std::bad_alloc&) {
@@ -120,6 +124,48 @@ bool ExpertStreamer::streams(int layer) const {
   return layer >= 0 && layer < n_layer_ && layer_streams_[size_t(layer)];
 }
 
+namespace {
+
+// The aligned read of expert e's slice of a stacked tensor at `offset` with slices of `slice`.
+void expert_range(uint64_t offset, uint64_t slice, int e, uint64_t file_bytes, uint64_t& file_offset,
+                  uint64_t& length, uint64_t& skip) {
+  const uint64_t start = offset + uint64_t(e) * slice;
+  file_offset = align_down(start);
+  // The aligned range of the file's last tensor may run past its end: stop at the end.
+  length = std::min(align_up(start + slice), file_bytes) - file_offset;
+  skip = start - file_offset;
+}
+
+}  // namespace
+
+uint64_t ExpertStreamer::layer_slot_bytes(const uint64_t offset[3], const uint64_t slice_bytes[3], int n_expert,
+                                          uint64_t file_bytes) {
+  uint64_t most = 0;
+  for (int e = 0; e < n_expert; ++e) {
+    uint64_t at = 0;
+    for (int i = 0; i < 3; ++i) {
+      uint64_t file_offset = 0, length = 0, skip = 0;
+      expert_range(offset[i], slice_bytes[i], e, file_bytes, file_offset, length, skip);
+      at += align_up(length);
+    }
+    most = std::max(most, at);
+  }
+  return most;
+}
+
+uint64_t ExpertStreamer::memory_bytes_for(const std::vector<uint64_t>& layer_slot_bytes,
+                                          const std::vector<std::vector<int>>& pinned, int n_pool_slots) {
+  uint64_t largest = 0, total = 0;
+  for (uint64_t b : layer_slot_bytes) largest = std::max(largest, b);
+  for (size_t l = 0; l < pinned.size() && l < layer_slot_bytes.size(); ++l) {
+    std::vector<int> distinct = pinned[l];
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    total += layer_slot_bytes[l] * distinct.size();
+  }
+  return total + largest * uint64_t(std::max(1, n_pool_slots));
+}
+
 void ExpertStreamer::layout(int layer, int expert, Range out[3]) const {
   const LayerWeights& L = model_.weights().layers[size_t(layer)];
   const uint8_t* base = model_.file().base();
@@ -127,14 +173,9 @@ void ExpertStreamer::layout(int layer, int expert, Range out[3]) const {
   uint64_t at = 0;
   const WeightView* stacked[3] = {&L.gate_exps, &L.up_exps, &L.down_exps};
   for (int i = 0; i < 3; ++i) {
-    const WeightView s = slice_of(*stacked[i], n_expert_, expert);
-    const uint64_t offset = uint64_t(s.data - base);
-    const uint64_t bytes = s.row_bytes * uint64_t(s.n_rows);
+    const uint64_t slice = stacked[i]->row_bytes * uint64_t(stacked[i]->n_rows / n_expert_);
     Range& r = out[i];
-    r.file_offset = align_down(offset);
-    // The aligned range of the file's last tensor may run past its end: stop at the end.
-    r.length = std::min(align_up(offset + bytes), file_bytes) - r.file_offset;
-    r.skip = offset - r.file_offset;
+    expert_range(uint64_t(stacked[i]->data - base), slice, expert, file_bytes, r.file_offset, r.length, r.skip);
     r.slot_offset = at;
     at += align_up(r.length);
   }

@@ -8,7 +8,7 @@
 //            keep what they read, so a repeated expert is a hit too.
 // After routing every missing expert of the layer is requested at once; the experts already in
 // memory compute while the others arrive. The next layer's experts are prefetched from a guess
-// (its router on the current hidden state, see blocks.cpp, plus co-activation statistics).
+// (its router on the current hidden state, tier/expert_guess.h, plus co-activation statistics).
 // Everything runs on the forward thread; only the reader works in the background, so nothing
 // here locks. Bytes are the file's own: results are bit-identical to a resident run.
 #include <cstdint>
@@ -17,10 +17,11 @@
 #include <string>
 #include <vector>
 
-#include "model/blocks.h"
 #include "model/model.h"
+#include "model/weight_source.h"
 #include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
+#include "tier/expert_guess.h"
 #include "tier/stream/routing_stats.h"
 
 namespace strata::tier {
@@ -63,6 +64,8 @@ class ExpertStreamer : public ExpertSource {
   int next_ready(WeightView& gate, WeightView& up, WeightView& down) override;
   void done(int expert) override;
   void prefetch(int layer, const int32_t* experts, int n_experts, bool replace) override;
+  // The router's guesses of the next layer (tier/expert_guess.h) feed prefetch.
+  ForwardHook* hook() override { return &guesser_; }
 
   // Keeps these experts resident from now on (a revised plan); same count as before at most.
   void repin(const std::vector<std::vector<int>>& pinned);
@@ -73,6 +76,17 @@ class ExpertStreamer : public ExpertSource {
   void save_stats() const;  // to options.stats_path, if any
   bool direct_io() const { return reader_->direct(); }
   uint64_t memory_bytes() const { return memory_buffer_.size_bytes(); }
+
+  // --- What the streamer allocates, for the planner (the constructor uses the same functions).
+  // One expert's slot in a layer whose stacked expert tensors (gate, up, down) start at the file
+  // offsets `offset` with per-expert slices of `slice_bytes`: the largest, over its experts, of
+  // the three page-aligned read ranges (clipped at the end of a file of file_bytes).
+  static uint64_t layer_slot_bytes(const uint64_t offset[3], const uint64_t slice_bytes[3], int n_expert,
+                                   uint64_t file_bytes);
+  // The slot memory for these per-layer slot sizes: a slot of its layer's size per pinned
+  // expert, and n_pool_slots (at least 1) of the largest.
+  static uint64_t memory_bytes_for(const std::vector<uint64_t>& layer_slot_bytes,
+                                   const std::vector<std::vector<int>>& pinned, int n_pool_slots);
 
  private:
   struct Range {
@@ -130,6 +144,7 @@ class ExpertStreamer : public ExpertSource {
   int layer_ = -1;                    // the layer between begin_layer and the last next_ready
   std::vector<int> want_;             // its experts not handed out yet
   std::vector<int32_t> guess_, now_;  // scratch for prefetch (kept, so nothing allocates per token)
+  ExpertGuesser guesser_;
   ExpertStats stats_;
   mutable std::mutex published_mutex_;
   ExpertStats published_;
