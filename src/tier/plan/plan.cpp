@@ -41,12 +41,12 @@ const char* limit_name(Limit limit) {
   return "?";
 }
 
-Plan make_plan(const gguf::File& file, const ModelConfig& config, const PlanInputs& inputs) {
-  return make_plan(file.tensors(), config, inputs);
-}
+namespace {
 
-Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config, const PlanInputs& inputs) {
+Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config, const PlanInputs& inputs,
+           uint64_t file_bytes) {
   Plan plan;
+  plan.file_bytes = file_bytes;
   plan.inputs = inputs;
   if (plan.inputs.budget_bytes == 0) plan.inputs.budget_bytes = detect_memory_budget();
   plan.inputs.max_prefetch_depth = std::max(1, plan.inputs.max_prefetch_depth);
@@ -59,12 +59,12 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
   const PlanInputs& in = plan.inputs;
 
   // --- inputs: the units, what the engine allocates, the prices
-  UnitTable table = extract_units(tensors, config, in.expert_probability);
+  UnitTable table = extract_units(tensors, config, in.expert_probability, file_bytes);
   plan.model_bytes = table.model_bytes;
   plan.mandatory_bytes = table.mandatory_bytes;
   plan.mapped_bytes = table.mapped_bytes;
   plan.kv_bytes = kv_cache_bytes(config, in.n_ctx);
-  plan.scratch_bytes = scratch_bytes(config, in.n_ctx, in.n_batch);
+  plan.scratch_bytes = scratch_bytes(config, in.n_ctx, in.n_batch, in.n_threads);
   const CostModel cost = make_cost_model(table, in, plan.kv_bytes);
   std::vector<PlanUnit>& units = table.units;
   const double budget = double(in.budget_bytes);
@@ -169,9 +169,19 @@ Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& con
   return plan;
 }
 
+}  // namespace
+
+Plan make_plan(const gguf::File& file, const ModelConfig& config, const PlanInputs& inputs) {
+  return solve(file.tensors(), config, inputs, file.file_size());
+}
+
+Plan make_plan(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config, const PlanInputs& inputs) {
+  return solve(tensors, config, inputs, 0);
+}
+
 Plan revise(const Plan& plan, const std::vector<std::vector<double>>& expert_counts) {
   const ModelConfig& c = plan.config;
-  if (c.n_expert <= 0) return make_plan(plan.table, c, plan.inputs);
+  if (c.n_expert <= 0) return solve(plan.table, c, plan.inputs, plan.file_bytes);
   if (expert_counts.size() != size_t(c.n_layer))
     throw Error("plan revise: expert counts for " + std::to_string(expert_counts.size()) + " layers, the model has " +
                 std::to_string(c.n_layer));
@@ -191,7 +201,7 @@ Plan revise(const Plan& plan, const std::vector<std::vector<double>>& expert_cou
           total > 0 ? std::min(1.0, k * (std::max(0.0, counts[e]) + 1.0) / (total + c.n_expert)) : prior;
     }
   }
-  return make_plan(plan.table, c, in);
+  return solve(plan.table, c, in, plan.file_bytes);
 }
 
 }  // namespace strata::tier

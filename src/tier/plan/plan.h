@@ -45,6 +45,7 @@ struct PlanInputs {
   uint64_t budget_bytes = 0;    // 0: detect_memory_budget()
   int n_ctx = 4096;             // context the KV cache is sized for (clamped to the training context)
   int n_batch = 512;            // prompt tokens per forward pass (sizes the scratch buffers)
+  int n_threads = 1;            // threads the model runs with (attention scratch is per thread)
   // Defaults are DESIGN §5's figures for the development machine; Tiering and `strata plan` put
   // this machine's in their place (device_speed.h) whenever a plan streams.
   double ram_gbps = 30.0;       // ~30 GB/s with 2 threads
@@ -156,11 +157,13 @@ struct Plan : PlanFixed, PlanPlacement, PlanPool, PlanPrediction {
   PlanInputs inputs;  // as given, with the budget filled in
   ModelConfig config;
   std::vector<gguf::TensorInfo> table;  // kept so revise() can re-solve
+  uint64_t file_bytes = 0;              // the model file's size (its last read range ends there); 0: a table alone
   uint64_t used_bytes = 0;              // resident weights + kv + scratch + pool
 };
 
-// Role of a GGUF tensor by its name (blk.N.attn_q.weight, token_embd.weight, ...); layer is set
-// for per-layer tensors, else -1.
+// Role of a GGUF tensor by its name (blk.N.attn_q.weight, token_embd.weight, ...), from the tensor
+// catalogue (model/catalogue.h); layer is set for per-layer tensors, else -1. A name the catalogue
+// does not know is `other`, layer -1.
 TensorRole classify_tensor(std::string_view name, int* layer);
 
 // Throws strata::Error when the budget is below the minimum resident set (the message gives the
@@ -181,9 +184,10 @@ std::string format_bytes(double bytes);
 // since other programs share it. Call it before loading a model: what is in use then counts as
 // taken.
 uint64_t detect_memory_budget();
-// KV cache (f16) and scratch bytes for a context.
+// What the engine allocates (memory.cpp asks the engine's own sizing functions): the KV cache for
+// a context, and a session's scratch for a batch and thread count.
 uint64_t kv_cache_bytes(const ModelConfig& config, int n_ctx);
-uint64_t scratch_bytes(const ModelConfig& config, int n_ctx, int n_batch);
+uint64_t scratch_bytes(const ModelConfig& config, int n_ctx, int n_batch, int n_threads = 1);
 
 // `strata plan` output: the plan in words, and as JSON (per-tensor placement included).
 std::string describe(const Plan& plan);

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "tier/stream/dense_ffn_streamer.h"
+
 namespace strata::tier {
 
 std::vector<bool> round_units(const std::vector<PlanUnit>& units, const std::vector<double>* lp, double free_bytes) {
@@ -55,7 +57,9 @@ PlanPool pool_shape(int depth, int dense_pieces, bool experts, uint64_t dense_sl
   s.prefetch_depth = (dense || experts) ? depth : 0;
   if (dense) s.n_dense_slots = std::max(2, std::min(dense_pieces, dense_ring_pieces(depth)));
   if (experts) s.n_expert_slots = depth * std::max(1, k);
-  s.pool_bytes = uint64_t(s.n_dense_slots) * dense_slot + uint64_t(s.n_expert_slots) * expert_slot;
+  // The ring the dense streamer allocates for these pieces (a piece's slot covers its aligned read).
+  const uint64_t ring = dense ? DenseFfnStreamer::ring_bytes_for(size_t(s.n_dense_slots) * dense_slot, dense_slot) : 0;
+  s.pool_bytes = ring + uint64_t(s.n_expert_slots) * expert_slot;
   return s;
 }
 

@@ -6,6 +6,8 @@
 #include <array>
 #include <string>
 
+#include "model/catalogue.h"
+#include "tier/stream/expert_streamer.h"
 #include "util/error.h"
 
 namespace strata::tier {
@@ -19,51 +21,9 @@ int64_t stream_piece_rows(uint64_t row_bytes, int64_t n_rows, uint64_t piece_byt
   return std::max<int64_t>(1, std::min(rows, n_rows));
 }
 
-TensorRole classify_tensor(std::string_view name, int* layer) {
-  if (layer) *layer = -1;
-  std::string_view base = name;
-  if (base.ends_with(".weight"))
-    base.remove_suffix(7);
-  else if (base.ends_with(".bias"))
-    base.remove_suffix(5);
-  if (base.starts_with("blk.")) {
-    std::string_view rest = base.substr(4);
-    size_t dot = rest.find('.');
-    if (dot == std::string_view::npos) return TensorRole::other;
-    if (layer) {
-      int l = 0;
-      for (char c : rest.substr(0, dot)) {
-        if (c < '0' || c > '9') return TensorRole::other;
-        l = l * 10 + (c - '0');
-      }
-      *layer = l;
-    }
-    std::string_view part = rest.substr(dot + 1);
-    if (part.find("norm") != std::string_view::npos) return TensorRole::norm;
-    if (part.starts_with("ffn_gate_inp") || part.starts_with("exp_probs")) return TensorRole::router;
-    if (part.find("_exps") != std::string_view::npos) return TensorRole::experts;
-    if (part.starts_with("ffn_")) return TensorRole::dense_ffn;  // incl. shared experts (_shexp)
-    if (part.starts_with("attn_")) return TensorRole::attention;
-    return TensorRole::other;
-  }
-  if (base == "token_embd") return TensorRole::embedding;
-  if (base == "output") return TensorRole::output;
-  if (base.find("norm") != std::string_view::npos) return TensorRole::norm;
-  return TensorRole::other;
-}
+TensorRole classify_tensor(std::string_view name, int* layer) { return tensor_role(name, layer); }
 
 namespace {
-
-// The dense FFN matrix a tensor is (blk.N.ffn_gate/up/down.weight), or -1 for any other.
-int ffn_part_of(std::string_view name) {
-  const size_t dot = name.find('.', 4);
-  if (!name.starts_with("blk.") || dot == std::string_view::npos) return -1;
-  const std::string_view part = name.substr(dot + 1);
-  if (part == "ffn_gate.weight") return int(FfnPart::gate);
-  if (part == "ffn_up.weight") return int(FfnPart::up);
-  if (part == "ffn_down.weight") return int(FfnPart::down);
-  return -1;
-}
 
 uint64_t tensor_row_bytes(const gguf::TensorInfo& t) { return t.n_bytes / uint64_t(std::max<int64_t>(1, t.n_rows())); }
 // The largest read of one streamed piece of a matrix, and how many pieces it streams in.
@@ -79,7 +39,7 @@ int stream_pieces(const gguf::TensorInfo& t) {
 }  // namespace
 
 UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
-                        const std::vector<std::vector<double>>& expert_probability) {
+                        const std::vector<std::vector<double>>& expert_probability, uint64_t file_bytes) {
   UnitTable p;
   p.n_layer = config.n_layer;
   p.k = config.n_expert_used;
@@ -89,8 +49,8 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
   p.expert_bytes.assign(L, 0.0);
   p.expert_elems.assign(L, 0.0);
   std::vector<double> expert_slice(L, 0.0), expert_slice_elems(L, 0.0);
-  std::vector<std::array<uint64_t, 3>> dense_bytes(L, {0, 0, 0});  // per FFN matrix
-  std::vector<std::array<int, 3>> dense_pieces(L, {0, 0, 0});
+  std::vector<std::array<uint64_t, kNumFfnParts>> dense_bytes(L);  // per FFN matrix (FfnPart)
+  std::vector<std::array<int, kNumFfnParts>> dense_pieces(L);
   std::vector<bool> has_experts(L, false);
   // Expert tensors of each layer (file offset, slice bytes), for the slot an expert needs.
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> expert_tensors(L);
@@ -140,12 +100,12 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
         break;
       }
       case TensorRole::dense_ffn:
-        // The gate/up/down matrices of a dense model stream; anything else of the FFN role
-        // (shared experts of a MoE model, biases) stays resident with the mandatory set.
-        if (config.n_expert == 0 && layer >= 0 && ffn_part_of(t.name) >= 0 && t.n_bytes > 0) {
+        // Every FFN matrix the catalogue gives a part streams: a dense layer's gate/up/down, a
+        // MoE layer's shared expert. Anything else of the role stays with the mandatory set.
+        if (layer >= 0 && tensor_ffn_part(t.name) >= 0 && t.n_bytes > 0) {
           tp.placement = Placement::streamed;
-          dense_bytes[l][size_t(ffn_part_of(t.name))] = t.n_bytes;
-          dense_pieces[l][size_t(ffn_part_of(t.name))] = stream_pieces(t);
+          dense_bytes[l][size_t(tensor_ffn_part(t.name))] = t.n_bytes;
+          dense_pieces[l][size_t(tensor_ffn_part(t.name))] = stream_pieces(t);
           p.dense_piece_bytes = std::max(p.dense_piece_bytes, stream_piece_bytes(t));
           p.layer_bytes[l] += double(t.n_bytes);
           p.layer_elems[l] += double(t.n_elements);
@@ -176,15 +136,17 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
   // largest of any layer.
   std::vector<uint64_t> expert_slot(L, 0);
   for (size_t l = 0; l < L; ++l) {
-    for (int e = 0; e < config.n_expert; ++e) {
-      uint64_t slot = 0;
-      for (auto [offset, slice] : expert_tensors[l]) slot += direct_read_span(offset + uint64_t(e) * slice, slice);
-      expert_slot[l] = std::max(expert_slot[l], slot);
-    }
-    if (has_experts[l]) p.expert_slot_bytes = std::max(p.expert_slot_bytes, expert_slot[l]);
+    if (!has_experts[l]) continue;
+    if (expert_tensors[l].size() != 3)
+      throw Error("plan: layer " + std::to_string(l) + " has " + std::to_string(expert_tensors[l].size()) +
+                  " expert tensors, expected gate, up and down");
+    uint64_t offset[3], slice[3];
+    for (size_t i = 0; i < 3; ++i) offset[i] = expert_tensors[l][i].first, slice[i] = expert_tensors[l][i].second;
+    expert_slot[l] = ExpertStreamer::layer_slot_bytes(offset, slice, config.n_expert, file_bytes ? file_bytes : UINT64_MAX);
+    p.expert_slot_bytes = std::max(p.expert_slot_bytes, expert_slot[l]);
   }
   for (size_t l = 0; l < L; ++l) {
-    for (int part = 0; part < 3; ++part)
+    for (int part = 0; part < kNumFfnParts; ++part)
       if (dense_bytes[l][size_t(part)] > 0) {
         p.units.push_back({UnitKind::dense_ffn, int(l), -1, dense_bytes[l][size_t(part)], 1.0, 0.0, false, part});
         p.units.back().memory_bytes = dense_bytes[l][size_t(part)];
@@ -211,7 +173,7 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
 
 void place_tensors(const ModelConfig& config, uint64_t mandatory_bytes, bool fits, PlanPlacement& plan) {
   // Unit residency per (layer, expert), for the tensors.
-  std::vector<std::array<bool, 3>> dense_res(size_t(config.n_layer), {false, false, false});
+  std::vector<std::array<bool, kNumFfnParts>> dense_res(size_t(config.n_layer));
   std::vector<std::vector<int>> experts_res(size_t(config.n_layer));
   plan.resident_weight_bytes = mandatory_bytes;
   for (const auto& u : plan.units) {
@@ -236,7 +198,7 @@ void place_tensors(const ModelConfig& config, uint64_t mandatory_bytes, bool fit
   for (size_t r = 0; r < roles.size(); ++r) roles[r].role = TensorRole(r);
   for (auto& t : plan.tensors) {
     if (t.role == TensorRole::dense_ffn && t.placement == Placement::streamed) {
-      t.placement = dense_res[size_t(t.layer)][size_t(ffn_part_of(t.name))] ? Placement::resident : Placement::streamed;
+      t.placement = dense_res[size_t(t.layer)][size_t(tensor_ffn_part(t.name))] ? Placement::resident : Placement::streamed;
     } else if (t.role == TensorRole::experts) {
       t.resident_experts = experts_res[size_t(t.layer)];
       t.placement = int(t.resident_experts.size()) == config.n_expert ? Placement::resident : Placement::streamed;

@@ -23,15 +23,16 @@ struct UnitTable {
   double head_flops = 0;           // 2 x their weights
   double embd_row_bytes = 0;          // read from the mapped file per token (untied)
   uint64_t dense_piece_bytes = 0;     // largest streamed piece of a dense FFN matrix
-  uint64_t expert_slot_bytes = 0;     // largest slot an expert of any layer needs
+  uint64_t expert_slot_bytes = 0;     // largest slot an expert of any layer needs (ExpertStreamer's)
   uint64_t mandatory_bytes = 0, mapped_bytes = 0, model_bytes = 0;
   std::vector<TensorPlacement> tensors;  // resident, mapped or (units) streamed, before any decision
 };
 
 // Throws strata::Error for a table that does not fit the config (a layer beyond n_layer, expert
 // tensors without expert_count, probabilities of the wrong shape).
+// file_bytes: the model file's size, where the last aligned read range ends (0: unknown).
 UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
-                        const std::vector<std::vector<double>>& expert_probability);
+                        const std::vector<std::vector<double>>& expert_probability, uint64_t file_bytes);
 
 // The decision (units[i].resident) carried back onto the tensors, their roles and the counts.
 // `fits`: the plain mapping serves every weight, so a resident expert costs its slice, not a slot.
