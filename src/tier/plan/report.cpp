@@ -58,7 +58,8 @@ std::string describe(const Plan& p) {
   }
   if (p.n_dense_units > 0)
     o << "  dense FFN matrices resident: " << p.n_dense_resident << " of " << p.n_dense_units
-      << " (gate, up and down of each layer)\n";
+      << (c.n_expert > 0 ? " (gate, up and down of the shared experts and dense layers)\n"
+                         : " (gate, up and down of each layer)\n");
   if (p.n_expert_units > 0) {
     o << "  expert cache: " << p.n_expert_resident << " of " << p.n_expert_units << " expert slices ("
       << format_bytes(double(p.expert_cache_bytes)) << ")";
