@@ -14,6 +14,7 @@
 #include "forge/weights.h"
 #include "gguf/gguf.h"
 #include "gguf/writer.h"
+#include "model/config.h"
 #include "tensor/kernels.h"
 #include "util/error.h"
 
@@ -444,6 +445,36 @@ TEST_F(ForgeTest, Gemma3PresetMatchesTheRealModelWhenPresent) {
   for (const auto& [key, value] : mine) {
     EXPECT_EQ(f->get_int(key), value) << key;
   }
+}
+
+}  // namespace
+}  // namespace strata::forge
+
+namespace strata::forge {
+namespace {
+
+// qwen2moe (Qwen1.5-MoE): qwen2 attention with biases, routed experts, and a shared expert with
+// its 1-D gate, as llama.cpp's loader expects them; the model loads it with its traits.
+TEST_F(ForgeTest, Qwen2MoeHasASharedExpert) {
+  ForgeOptions o = options("qwen2moe", "tiny", "Q8_0");
+  forge(o);
+  auto f = gguf::File::open(o.out);
+  using Shape = std::vector<int64_t>;
+  EXPECT_EQ(f->get_int("qwen2moe.expert_count"), 4);
+  EXPECT_EQ(f->get_int("qwen2moe.expert_feed_forward_length"), 64);
+  EXPECT_EQ(f->get_int("qwen2moe.expert_shared_feed_forward_length"), 128);
+  EXPECT_EQ(f->find_tensor("blk.1.ffn_gate_inp_shexp.weight")->shape, (Shape{64}));
+  EXPECT_EQ(f->find_tensor("blk.1.ffn_gate_inp_shexp.weight")->type, DType::F32);
+  EXPECT_EQ(f->find_tensor("blk.1.ffn_gate_shexp.weight")->shape, (Shape{64, 128}));
+  EXPECT_EQ(f->find_tensor("blk.1.ffn_down_shexp.weight")->shape, (Shape{128, 64}));
+  EXPECT_EQ(f->find_tensor("blk.1.ffn_up_exps.weight")->shape, (Shape{64, 64, 4}));
+  EXPECT_EQ(f->find_tensor("blk.0.attn_q.bias")->shape, (Shape{64}));
+  EXPECT_EQ(f->find_tensor("blk.0.ffn_gate.weight"), nullptr);
+  const ModelConfig c = load_config(*f);
+  EXPECT_EQ(c.arch, Arch::qwen2moe);
+  EXPECT_TRUE(c.has_shared_expert);
+  EXPECT_TRUE(c.has_qkv_bias);
+  EXPECT_EQ(c.n_ff_shexp, 128);
 }
 
 }  // namespace

@@ -69,13 +69,12 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatri
       p.matrix = int(m);
       p.row0 = r0;
       p.n_rows = std::min(step, w.n_rows - r0);
-      const uint64_t start = offset + uint64_t(r0) * w.row_bytes;
-      const uint64_t end = start + uint64_t(p.n_rows) * w.row_bytes;
-      p.file_offset = align_down(start, kDirectAlign);
-      p.span_bytes = align_up(end, kDirectAlign) - p.file_offset;
-      // The aligned range of the file's last tensor may run past the end of the file.
-      p.read_bytes = std::min(p.span_bytes, file_bytes - p.file_offset);
-      p.skip = start - p.file_offset;
+      const AlignedRange range = aligned_range(offset + uint64_t(r0) * w.row_bytes, uint64_t(p.n_rows) * w.row_bytes,
+                                               file_bytes);
+      p.file_offset = range.file_offset;
+      p.span_bytes = range.span_bytes;
+      p.read_bytes = range.read_bytes;
+      p.skip = range.skip;
       if (!pieces_.empty()) {
         const Piece& prev = pieces_.back();
         p.shares_head = prev.span_bytes > kDirectAlign && p.span_bytes > kDirectAlign &&
@@ -88,37 +87,23 @@ DenseFfnStreamer::DenseFfnStreamer(const Model& model, std::vector<StreamedMatri
   if (pieces_.empty()) return;
 
   ring_bytes_ = ring_bytes_for(ring_bytes, max_span);
-  try {
-    ring_memory_ = io::AlignedBuffer(ring_bytes_);  // huge pages where possible, faulted in now
-    carry_memory_ = io::AlignedBuffer(kDirectAlign);
-  } catch (const std::bad_alloc&) {
-    throw Error("dense FFN streaming: cannot allocate a ring of " + std::to_string(ring_bytes_) + " bytes");
-  }
-  ring_ = reinterpret_cast<uint8_t*>(ring_memory_.data());
-  carry_ = reinterpret_cast<uint8_t*>(carry_memory_.data());
   uint64_t min_span = max_span;
   for (const Piece& p : pieces_) min_span = std::min(min_span, p.span_bytes);
   fifo_.resize(ring_bytes_ / std::max<uint64_t>(1, min_span) + 2);
-
   io::ReaderOptions options;
   options.piece_bytes = size_t(max_span);  // one disk read per piece
   options.queue_depth = int(std::min<size_t>(64, fifo_.size()));
-  reader_ = io::open_range_reader(path, options);
-  direct_io_ = reader_->direct();
+  core_ = std::make_unique<StreamCore>(path, ring_bytes_, options, "dense FFN streaming");
+  ring_ = core_->arena();
+  try {
+    carry_memory_ = io::AlignedBuffer(kDirectAlign);
+  } catch (const std::bad_alloc&) {
+    throw Error("dense FFN streaming: cannot allocate a page");
+  }
+  carry_ = reinterpret_cast<uint8_t*>(carry_memory_.data());
 }
 
-DenseFfnStreamer::~DenseFfnStreamer() {
-  // Reads still landing in the ring must finish before it is freed.
-  for (size_t i = 0; i < fifo_size_; ++i) {
-    Entry& e = entry(i);
-    if (e.waited) continue;
-    try {
-      reader_->wait(e.ticket);
-    } catch (const std::exception&) {
-    }
-  }
-  reader_.reset();
-}
+DenseFfnStreamer::~DenseFfnStreamer() = default;  // the core drains the reads still landing in the ring
 
 int DenseFfnStreamer::matrix_index(int layer, FfnPart part) const {
   const size_t i = size_t(layer) * kNumFfnParts + size_t(part);
@@ -158,7 +143,7 @@ void DenseFfnStreamer::top_up() {
     const uint64_t skip = head_from_previous ? kDirectAlign : 0;
     const io::ReadRequest request{p.file_offset + skip, p.read_bytes - skip, ring_ + at + skip};
     Entry& e = entry(fifo_size_);
-    e = Entry{k, at, reader_->submit(std::span<const io::ReadRequest>(&request, 1)), false, false};
+    e = Entry{k, at, core_->submit(request), false, false};
     if (head_from_previous) {
       if (carry_for_ == k)
         std::memcpy(ring_ + at, carry_, kDirectAlign);  // the previous piece is already released
@@ -174,9 +159,9 @@ void DenseFfnStreamer::top_up() {
     n_bytes += request.length;
   }
   if (n_reads > 0) {
-    std::lock_guard<std::mutex> lock(stats_mutex_);
     stats_.pieces_read += n_reads;
     stats_.bytes_read += n_bytes;
+    published_.publish(stats_);
   }
 }
 
@@ -210,12 +195,7 @@ void DenseFfnStreamer::pop_front() {
 void DenseFfnStreamer::restart_at(int piece) {
   while (fifo_size_ > 0) {
     Entry& e = entry(0);
-    if (!e.waited) {
-      try {
-        reader_->wait(e.ticket);
-      } catch (const std::exception&) {  // its bytes are dropped anyway
-      }
-    }
+    if (!e.waited) core_->wait_quietly(e.ticket);  // its bytes are dropped anyway
     drop_front();
   }
   next_read_ = piece;
@@ -232,8 +212,8 @@ void DenseFfnStreamer::begin(int layer, FfnPart part) {
   handing_ = m;
   expect_ = want;
   top_up();
-  std::lock_guard<std::mutex> lock(stats_mutex_);
   ++stats_.matrices_used;
+  published_.publish(stats_);
 }
 
 bool DenseFfnStreamer::next(WeightView& piece, int64_t& row0) {
@@ -248,23 +228,20 @@ bool DenseFfnStreamer::next(WeightView& piece, int64_t& row0) {
   if (fifo_size_ == 0) top_up();
   Entry& e = entry(0);
   if (e.piece != expect_) throw Error("dense FFN streaming: read order lost (internal error)");
-  const bool arrived = reader_->ready(e.ticket);
-  const auto t0 = std::chrono::steady_clock::now();
+  const bool arrived = core_->ready(e.ticket);
   e.waited = true;
+  double waited = 0;
   try {
-    reader_->wait(e.ticket);  // throws on a read error or a file changed underneath
+    waited = core_->wait(e.ticket);  // throws on a read error or a file changed underneath
   } catch (const std::exception&) {
     handing_ = -1;
     restart_at(e.piece);
     throw;
   }
-  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  {
-    std::lock_guard<std::mutex> lock(stats_mutex_);
-    ++stats_.pieces_used;
-    stats_.ready_hits += arrived ? 1 : 0;
-    stats_.wait_seconds += waited;
-  }
+  ++stats_.pieces_used;
+  stats_.ready_hits += arrived ? 1 : 0;
+  stats_.wait_seconds += waited;
+  published_.publish(stats_);
   const Piece& p = pieces_[size_t(e.piece)];
   const StreamedMatrix& sm = matrices_[size_t(p.matrix)];
   piece = ffn_weight(model_.weights().layers[size_t(sm.layer)], sm.part);
@@ -278,12 +255,8 @@ bool DenseFfnStreamer::next(WeightView& piece, int64_t& row0) {
 }
 
 StreamStats DenseFfnStreamer::stats() const {
-  StreamStats s;
-  {
-    std::lock_guard<std::mutex> lock(stats_mutex_);
-    s = stats_;
-  }
-  s.idle_seconds = double(reader_->counters().idle_ns) * 1e-9;
+  StreamStats s = published_.get();
+  s.idle_seconds = core_ ? core_->idle_seconds() : 0.0;
   return s;
 }
 

@@ -15,6 +15,7 @@
 #include "model/weight_source.h"
 #include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
+#include "tier/stream/stream_core.h"
 #include "tier/plan/plan.h"
 
 namespace strata::tier {
@@ -56,7 +57,7 @@ class DenseFfnStreamer : public FfnSource {
   // The ring the constructor allocates for ring_bytes asked and pieces of at most max_piece_span
   // bytes (aligned reads): at least two pieces, page-aligned. The planner's dense pool figure.
   static size_t ring_bytes_for(size_t ring_bytes, uint64_t max_piece_span);
-  bool direct_io() const { return direct_io_; }
+  bool direct_io() const { return core_ && core_->direct_io(); }
 
   // Every matrix of the given layers (what `--stream-ffn N` asks for): a dense layer's FFN, a
   // MoE layer's shared expert (none where it has none). Without a config: dense layers.
@@ -98,10 +99,8 @@ class DenseFfnStreamer : public FfnSource {
   std::vector<int> matrix_of_;            // [layer * kNumFfnParts + part] -> matrix, or -1
   std::vector<Piece> pieces_;             // every piece, forward order; the read order cycles
   size_t ring_bytes_ = 0;
-  io::AlignedBuffer ring_memory_;
+  std::unique_ptr<StreamCore> core_;  // the ring is its arena; null when nothing streams
   uint8_t* ring_ = nullptr;
-  std::unique_ptr<io::RangeReader> reader_;
-  bool direct_io_ = false;
 
   // Reads in flight or arrived, oldest first (a fixed circular buffer: nothing allocates per token).
   std::vector<Entry> fifo_;
@@ -116,8 +115,8 @@ class DenseFfnStreamer : public FfnSource {
   int expect_ = -1;           // its piece to hand out next, or -1 when all were
   bool handed_ = false;       // the front entry was handed out and is still in use
 
-  mutable std::mutex stats_mutex_;  // stats are read from other threads (the server)
-  StreamStats stats_;
+  StreamStats stats_;                     // the forward thread's
+  StatsSnapshot<StreamStats> published_;  // what other threads (the server) read
 };
 
 }  // namespace strata::tier

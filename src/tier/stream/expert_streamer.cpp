@@ -17,8 +17,6 @@ constexpr uint64_t kPieceBytes = uint64_t{4} << 20;
 // what the kernel has been given can no longer be cancelled when a guess proves wrong.
 constexpr uint64_t kInFlightBytes = uint64_t{16} << 20;
 
-uint64_t align_down(uint64_t v) { return io::align_down(v, kAlign); }
-uint64_t align_up(uint64_t v) { return io::align_up(v, kAlign); }
 
 // Expert e's rows of a stacked expert tensor.
 WeightView slice_of(const WeightView& stacked, int n_expert, int e) {
@@ -78,26 +76,19 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
       if (pinned_[key(l, e)]) capacity.push_back(layer_slot_bytes_[size_t(l)]);
   capacity.insert(capacity.end(), size_t(std::max(1, options_.n_pool_slots)), slot_bytes_);
   const uint64_t total = memory_bytes_for(layer_slot_bytes_, options_.pinned, options_.n_pool_slots);
-  try {
-    memory_buffer_ = io::AlignedBuffer(total, kAlign);  // huge pages where possible
-  } catch (const std::bad_alloc&) {
-    throw Error("expert streaming: cannot allocate " + std::to_string(capacity.size()) + " expert slots (" +
-                std::to_string(total) + " bytes)");
-  }
-  const int n_slots = int(capacity.size());
-  slots_.resize(size_t(n_slots));
-  uint64_t at = 0;
-  for (int i = 0; i < n_slots; ++i) {
-    slots_[size_t(i)].data = reinterpret_cast<uint8_t*>(memory_buffer_.data()) + at;
-    slots_[size_t(i)].capacity = capacity[size_t(i)];
-    at += capacity[size_t(i)];
-  }
-
   io::ReaderOptions ro;
   ro.piece_bytes = kPieceBytes;
   const uint64_t piece = std::min(kPieceBytes, std::max<uint64_t>(kAlign, slot_bytes_ / 3));  // a slot holds 3 ranges
   ro.queue_depth = options_.queue_depth > 0 ? options_.queue_depth : int(std::clamp<uint64_t>(kInFlightBytes / piece, 4, 32));
-  reader_ = io::open_range_reader(model.file().path(), ro);
+  core_ = std::make_unique<StreamCore>(model.file().path(), total, ro, "expert streaming");
+  const int n_slots = int(capacity.size());
+  slots_.resize(size_t(n_slots));
+  uint64_t at = 0;
+  for (int i = 0; i < n_slots; ++i) {
+    slots_[size_t(i)].data = core_->arena() + at;
+    slots_[size_t(i)].capacity = capacity[size_t(i)];
+    at += capacity[size_t(i)];
+  }
   stats_.slot_bytes = slot_bytes_;
   if (!options_.stats_path.empty()) routing_.load(options_.stats_path);
 
@@ -112,13 +103,7 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   publish(true);
 }
 
-ExpertStreamer::~ExpertStreamer() {
-  try {
-    reader_->wait_all();  // no read may land in freed memory
-  } catch (...) {
-  }
-  reader_.reset();
-}
+ExpertStreamer::~ExpertStreamer() = default;  // the core drains: no read lands in freed memory
 
 bool ExpertStreamer::streams(int layer) const {
   return layer >= 0 && layer < n_layer_ && layer_streams_[size_t(layer)];
@@ -127,13 +112,8 @@ bool ExpertStreamer::streams(int layer) const {
 namespace {
 
 // The aligned read of expert e's slice of a stacked tensor at `offset` with slices of `slice`.
-void expert_range(uint64_t offset, uint64_t slice, int e, uint64_t file_bytes, uint64_t& file_offset,
-                  uint64_t& length, uint64_t& skip) {
-  const uint64_t start = offset + uint64_t(e) * slice;
-  file_offset = align_down(start);
-  // The aligned range of the file's last tensor may run past its end: stop at the end.
-  length = std::min(align_up(start + slice), file_bytes) - file_offset;
-  skip = start - file_offset;
+AlignedRange expert_range(uint64_t offset, uint64_t slice, int e, uint64_t file_bytes) {
+  return aligned_range(offset + uint64_t(e) * slice, slice, file_bytes);
 }
 
 }  // namespace
@@ -143,11 +123,7 @@ uint64_t ExpertStreamer::layer_slot_bytes(const uint64_t offset[3], const uint64
   uint64_t most = 0;
   for (int e = 0; e < n_expert; ++e) {
     uint64_t at = 0;
-    for (int i = 0; i < 3; ++i) {
-      uint64_t file_offset = 0, length = 0, skip = 0;
-      expert_range(offset[i], slice_bytes[i], e, file_bytes, file_offset, length, skip);
-      at += align_up(length);
-    }
+    for (int i = 0; i < 3; ++i) at += expert_range(offset[i], slice_bytes[i], e, file_bytes).span_bytes;
     most = std::max(most, at);
   }
   return most;
@@ -174,10 +150,13 @@ void ExpertStreamer::layout(int layer, int expert, Range out[3]) const {
   const WeightView* stacked[3] = {&L.gate_exps, &L.up_exps, &L.down_exps};
   for (int i = 0; i < 3; ++i) {
     const uint64_t slice = stacked[i]->row_bytes * uint64_t(stacked[i]->n_rows / n_expert_);
+    const AlignedRange a = expert_range(uint64_t(stacked[i]->data - base), slice, expert, file_bytes);
     Range& r = out[i];
-    expert_range(uint64_t(stacked[i]->data - base), slice, expert, file_bytes, r.file_offset, r.length, r.skip);
+    r.file_offset = a.file_offset;
+    r.length = a.read_bytes;
+    r.skip = a.skip;
     r.slot_offset = at;
-    at += align_up(r.length);
+    at += a.span_bytes;
   }
 }
 
@@ -227,13 +206,8 @@ int ExpertStreamer::claim_slot(int layer, bool for_prefetch) {
 void ExpertStreamer::evict(int i) {
   Slot& s = slots_[size_t(i)];
   if (s.state == State::empty) return;
-  if (s.state == State::loading) {
-    try {
-      reader_->wait(s.ticket);  // its bytes must land before the slot is reused
-    } catch (const Error&) {
-      // The read failed; the slot is being dropped anyway.
-    }
-  }
+  // Its bytes must land before the slot is reused; a failed read is dropped with the slot.
+  if (s.state == State::loading) core_->wait_quietly(s.ticket);
   if (s.prefetched) ++stats_.prefetch_wasted;
   if (s.layer >= 0) index_[key(s.layer, s.expert)] = -1;
   s = Slot{.data = s.data, .capacity = s.capacity};
@@ -247,7 +221,7 @@ void ExpertStreamer::drop_guesses_but(int layer, const int32_t* keep, int n_keep
   for (Slot& s : slots_) {
     if (s.layer != layer || !s.prefetched || s.wanted || s.state != State::loading) continue;
     if (std::find(keep, keep + n_keep, s.expert) != keep + n_keep) continue;
-    const uint64_t dropped = reader_->cancel(s.ticket);
+    const uint64_t dropped = core_->cancel(s.ticket);
     if (dropped == 0) continue;
     stats_.bytes_read -= dropped;
     ++stats_.prefetch_wasted;
@@ -266,7 +240,7 @@ void ExpertStreamer::load(int i, int layer, int expert) {
   io::ReadRequest req[3];
   for (int j = 0; j < 3; ++j) req[j] = {r[j].file_offset, r[j].length, s.data + r[j].slot_offset};
   stats_.bytes_read += read_bytes(r);
-  s.ticket = reader_->submit(std::span<const io::ReadRequest>(req, 3));
+  s.ticket = core_->submit(std::span<const io::ReadRequest>(req, 3));
   s.layer = layer;
   s.expert = expert;
   s.state = State::loading;
@@ -279,7 +253,7 @@ void ExpertStreamer::finish(int i) {
   Slot& s = slots_[size_t(i)];
   if (s.state != State::loading) return;
   try {
-    reader_->wait(s.ticket);
+    core_->wait(s.ticket);
   } catch (const Error& e) {
     index_[key(s.layer, s.expert)] = -1;
     s = Slot{.data = s.data, .capacity = s.capacity};
@@ -340,7 +314,7 @@ int ExpertStreamer::next_ready(WeightView& gate, WeightView& up, WeightView& dow
       const int slot = index_[key(layer_, want_[i])];
       if (slot < 0) continue;
       const Slot& s = slots_[size_t(slot)];
-      if (s.state == State::ready || reader_->ready(s.ticket))
+      if (s.state == State::ready || core_->ready(s.ticket))
         pick = int(i);
       else if (oldest < 0 || s.ticket < slots_[size_t(index_[key(layer_, want_[size_t(oldest)])])].ticket)
         oldest = int(i);
@@ -437,17 +411,12 @@ void ExpertStreamer::publish(bool count_slots) {
     stats_.pinned_slots = s.pinned_slots;
     stats_.occupied_slots = s.occupied_slots;
   }
-  std::lock_guard<std::mutex> lock(published_mutex_);
-  published_ = s;
+  published_.publish(s);
 }
 
 ExpertStats ExpertStreamer::stats() const {
-  ExpertStats s;
-  {
-    std::lock_guard<std::mutex> lock(published_mutex_);
-    s = published_;
-  }
-  s.idle_seconds = double(reader_->counters().idle_ns) * 1e-9;
+  ExpertStats s = published_.get();
+  s.idle_seconds = core_->idle_seconds();
   return s;
 }
 

@@ -21,6 +21,7 @@
 #include "model/weight_source.h"
 #include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
+#include "tier/stream/stream_core.h"
 #include "tier/expert_guess.h"
 #include "tier/stream/routing_stats.h"
 
@@ -74,8 +75,8 @@ class ExpertStreamer : public ExpertSource {
   ExpertStats stats() const;
   const RoutingStats& routing() const { return routing_; }
   void save_stats() const;  // to options.stats_path, if any
-  bool direct_io() const { return reader_->direct(); }
-  uint64_t memory_bytes() const { return memory_buffer_.size_bytes(); }
+  bool direct_io() const { return core_->direct_io(); }
+  uint64_t memory_bytes() const { return core_->arena_bytes(); }
 
   // --- What the streamer allocates, for the planner (the constructor uses the same functions).
   // One expert's slot in a layer whose stacked expert tensors (gate, up, down) start at the file
@@ -134,10 +135,9 @@ class ExpertStreamer : public ExpertSource {
   std::vector<bool> pinned_;  // [layer x expert]
   std::vector<int> index_;    // [layer x expert] -> slot, or -1
   std::vector<Slot> slots_;
-  io::AlignedBuffer memory_buffer_;  // every slot, one after another
   uint64_t slot_bytes_ = 0;                // a pool slot: the largest expert of any layer
   std::vector<uint64_t> layer_slot_bytes_;  // per layer: its experts' slot size
-  std::unique_ptr<io::RangeReader> reader_;
+  std::unique_ptr<StreamCore> core_;  // its arena holds every slot, one after another
   RoutingStats routing_;
   uint64_t clock_ = 0;
 
@@ -146,8 +146,7 @@ class ExpertStreamer : public ExpertSource {
   std::vector<int32_t> guess_, now_;  // scratch for prefetch (kept, so nothing allocates per token)
   ExpertGuesser guesser_;
   ExpertStats stats_;
-  mutable std::mutex published_mutex_;
-  ExpertStats published_;
+  StatsSnapshot<ExpertStats> published_;
 };
 
 }  // namespace strata::tier
