@@ -57,8 +57,8 @@ const TierStatField kFields[] = {
      "Weight bytes kept in memory.", false, [](S s) { return double(s.resident_weight_bytes); }},
     {T, bytes, "streaming slots and expert cache", "pool_bytes", "strata_tier_pool_bytes", gauge,
      "Streaming slots and expert cache.", false, [](S s) { return double(s.pool_bytes); }},
-    {T, bytes, "resident weights read once into anonymous memory", "resident_copy_bytes", nullptr, none, nullptr,
-     false, [](S s) { return double(s.resident_copy_bytes); }},
+    {T, bytes, "resident weights read once into anonymous memory", "resident_copy_bytes", nullptr, none, nullptr, false,
+     [](S s) { return double(s.resident_copy_bytes); }},
     {T, rate, "predicted by the plan", "predicted_tokens_per_second", "strata_tier_predicted_tokens_per_second", gauge,
      "Generation speed the model's plan predicts.", false, [](S s) { return s.predicted_tok_s; }},
     {T, count, "plan revisions from observed routing", "plan_revisions", "strata_tier_plan_revisions_total", counter,
@@ -81,7 +81,8 @@ const TierStatField kFields[] = {
      [](S s) { return double(s.dense.matrices_used); }},
     {D, count, "pieces read", "pieces_read", "strata_tier_dense_pieces_read_total", counter,
      "Pieces of dense FFN matrices read from the SSD.", false, [](S s) { return double(s.dense.pieces_read); }},
-    {D, bytes, "bytes read", "bytes_read", nullptr, none, nullptr, false, [](S s) { return double(s.dense.bytes_read); }},
+    {D, bytes, "bytes read", "bytes_read", nullptr, none, nullptr, false,
+     [](S s) { return double(s.dense.bytes_read); }},
     {D, ratio, "pieces read ahead in time", "read_ahead_in_time", nullptr, none, nullptr, false,
      [](S s) { return s.read_ahead_in_time(); }},
 
@@ -111,7 +112,8 @@ const TierStatField kFields[] = {
      "strata_tier_expert_prefetch_dropped_total", counter,
      "Guesses routing did not confirm, dropped before the disk had read them whole.", false,
      [](S s) { return double(s.experts.prefetch_dropped); }},
-    {E, bytes, "bytes read", "bytes_read", nullptr, none, nullptr, false, [](S s) { return double(s.experts.bytes_read); }},
+    {E, bytes, "bytes read", "bytes_read", nullptr, none, nullptr, false,
+     [](S s) { return double(s.experts.bytes_read); }},
     {E, bytes, "read at start for the pinned experts", "preload_bytes", nullptr, none, nullptr, false,
      [](S s) { return double(s.experts.preload_bytes); }},
     {E, count, "cache slots", "slots", nullptr, none, nullptr, false, [](S s) { return double(s.experts.slots); }},
@@ -119,7 +121,8 @@ const TierStatField kFields[] = {
      "Expert cache slots holding an expert.", false, [](S s) { return double(s.experts.occupied_slots); }},
     {E, count, "slots pinned", "slots_pinned", nullptr, none, nullptr, false,
      [](S s) { return double(s.experts.pinned_slots); }},
-    {E, bytes, "slot size", "slot_bytes", nullptr, none, nullptr, false, [](S s) { return double(s.experts.slot_bytes); }},
+    {E, bytes, "slot size", "slot_bytes", nullptr, none, nullptr, false,
+     [](S s) { return double(s.experts.slot_bytes); }},
 };
 
 std::string format_value(StatUnit unit, double v) {

@@ -75,10 +75,10 @@ TEST_P(PlanMemoryTest, SessionAllocatesWhatThePlanCounts) {
     // earlier and held in the allocator's per-thread cache count as in use before and are reused.
     const uint64_t n_allocations = 2 * uint64_t(c.n_layer) + 32 + 3 * kThreads;
     const uint64_t slack = n_allocations * 4096 + (uint64_t(64) << 10);
-    EXPECT_GE(allocated + slack, counted) << c.arch_name << " batch " << n_batch << ": allocated " << allocated
-                                          << ", the plan counts " << counted;
-    EXPECT_LE(allocated, counted + slack) << c.arch_name << " batch " << n_batch << ": allocated " << allocated
-                                          << ", the plan counts " << counted;
+    EXPECT_GE(allocated + slack, counted)
+        << c.arch_name << " batch " << n_batch << ": allocated " << allocated << ", the plan counts " << counted;
+    EXPECT_LE(allocated, counted + slack)
+        << c.arch_name << " batch " << n_batch << ": allocated " << allocated << ", the plan counts " << counted;
     std::printf("%s batch %d: the plan counts %llu bytes, the session allocated %llu (slack %llu)\n",
                 c.arch_name.c_str(), n_batch, (unsigned long long)counted, (unsigned long long)allocated,
                 (unsigned long long)slack);

@@ -47,7 +47,8 @@ TEST(PlanUnits, SharedExpertsStreamByPlan) {
     ~Cleanup() { fs::remove_all(dir); }
   } cleanup{dir};
   const std::string path = (dir / "qwen2moe.gguf").string();
-  ASSERT_TRUE(test::forge({"--arch", "qwen2moe", "--preset", "tiny", "--type", "Q8_0", "--seed", "12"}, tokenizer, path));
+  ASSERT_TRUE(
+      test::forge({"--arch", "qwen2moe", "--preset", "tiny", "--type", "Q8_0", "--seed", "12"}, tokenizer, path));
   auto model = Model::load(path);
   const ModelConfig& c = model->config();
   ASSERT_TRUE(c.has_shared_expert);

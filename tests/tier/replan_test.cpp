@@ -105,7 +105,8 @@ TEST_F(ReplannerTest, HandsOverTheRevisionOnce) {
   for (size_t i = 0; i < expected.units.size(); ++i) {
     const PlanUnit& u = revised->units[i];
     EXPECT_EQ(u.resident, expected.units[i].resident) << "layer " << u.layer << " expert " << u.expert;
-    EXPECT_EQ(u.resident, u.expert == u.layer || u.expert == u.layer + 4) << "layer " << u.layer << " expert " << u.expert;
+    EXPECT_EQ(u.resident, u.expert == u.layer || u.expert == u.layer + 4)
+        << "layer " << u.layer << " expert " << u.expert;
   }
   EXPECT_DOUBLE_EQ(revised->seconds_per_token, expected.seconds_per_token);
   // The snapshot is on disk.

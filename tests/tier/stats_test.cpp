@@ -86,20 +86,38 @@ TEST(TierStats, OneTableNamesEachFigureOnce) {
     if (f.per_run) EXPECT_EQ(f.json, nullptr) << f.label << ": the server does not know the run";
   }
   // The names clients and tests already read stay.
-  for (const char* m :
-       {"strata_tier_streaming", "strata_tier_budget_bytes", "strata_tier_resident_weight_bytes", "strata_tier_pool_bytes",
-        "strata_tier_ssd_read_bytes_total", "strata_tier_io_wait_seconds_total", "strata_tier_expert_routed_total",
-        "strata_tier_expert_cache_hits_total", "strata_tier_expert_prefetch_hits_total", "strata_tier_expert_misses_total",
-        "strata_tier_expert_prefetch_issued_total", "strata_tier_expert_prefetch_dropped_total",
-        "strata_tier_disk_idle_seconds_total", "strata_tier_expert_slots_occupied", "strata_tier_dense_pieces_read_total"})
+  for (const char* m : {"strata_tier_streaming", "strata_tier_budget_bytes", "strata_tier_resident_weight_bytes",
+                        "strata_tier_pool_bytes", "strata_tier_ssd_read_bytes_total",
+                        "strata_tier_io_wait_seconds_total", "strata_tier_expert_routed_total",
+                        "strata_tier_expert_cache_hits_total", "strata_tier_expert_prefetch_hits_total",
+                        "strata_tier_expert_misses_total", "strata_tier_expert_prefetch_issued_total",
+                        "strata_tier_expert_prefetch_dropped_total", "strata_tier_disk_idle_seconds_total",
+                        "strata_tier_expert_slots_occupied", "strata_tier_dense_pieces_read_total"})
     EXPECT_TRUE(metrics.count(m)) << m;
-  for (const char* k :
-       {".streaming", ".budget_bytes", ".planned_bytes", ".resident_weight_bytes", ".pool_bytes",
-        ".predicted_tokens_per_second", ".ssd_bytes_read", ".io_wait_seconds", ".disk_idle_seconds",
-        "dense_ffn.pieces_read", "dense_ffn.bytes_read", "dense_ffn.read_ahead_in_time", "experts.routed",
-        "experts.cache_hit_rate", "experts.prefetch_hit_rate", "experts.prefetch_precision", "experts.prefetch_recall",
-        "experts.read_after_routing", "experts.prefetch_wasted", "experts.prefetch_dropped_unread", "experts.bytes_read",
-        "experts.slots", "experts.slots_occupied", "experts.slots_pinned"})
+  for (const char* k : {".streaming",
+                        ".budget_bytes",
+                        ".planned_bytes",
+                        ".resident_weight_bytes",
+                        ".pool_bytes",
+                        ".predicted_tokens_per_second",
+                        ".ssd_bytes_read",
+                        ".io_wait_seconds",
+                        ".disk_idle_seconds",
+                        "dense_ffn.pieces_read",
+                        "dense_ffn.bytes_read",
+                        "dense_ffn.read_ahead_in_time",
+                        "experts.routed",
+                        "experts.cache_hit_rate",
+                        "experts.prefetch_hit_rate",
+                        "experts.prefetch_precision",
+                        "experts.prefetch_recall",
+                        "experts.read_after_routing",
+                        "experts.prefetch_wasted",
+                        "experts.prefetch_dropped_unread",
+                        "experts.bytes_read",
+                        "experts.slots",
+                        "experts.slots_occupied",
+                        "experts.slots_pinned"})
     EXPECT_TRUE(keys.count(k)) << k;
 }
 
@@ -116,8 +134,8 @@ TEST(TierStats, StatsTextComesFromTheTable) {
     const std::string section = f.group == StatGroup::experts ? text.substr(experts_at) : text.substr(0, experts_at);
     EXPECT_NE(section.find(std::string("  ") + f.label), std::string::npos) << f.label << "\n" << text;
   }
-  EXPECT_NE(text.find("80%"), std::string::npos) << text;       // hit rate
-  EXPECT_NE(text.find("10.0 MB"), std::string::npos) << text;   // per token
+  EXPECT_NE(text.find("80%"), std::string::npos) << text;      // hit rate
+  EXPECT_NE(text.find("10.0 MB"), std::string::npos) << text;  // per token
   // Without the run's tokens the per-token figures are left out.
   s.n_tokens = 0;
   EXPECT_EQ(describe_stats(s).find("per token"), std::string::npos);

@@ -123,7 +123,8 @@ Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
           if (!cand[i] && units[i].kind == UnitKind::expert) experts_streamed = true;
         const PlanPool used =
             pool_shape(depth, streamed_pieces(table, cand), experts_streamed, dense_slot, expert_slot, table.k);
-        if (used.pool_bytes < shape.pool_bytes) add_units_that_fit(units, cand, budget - double(fixed + used.pool_bytes));
+        if (used.pool_bytes < shape.pool_bytes)
+          add_units_that_fit(units, cand, budget - double(fixed + used.pool_bytes));
         const PlanPrediction ev = predict(cost, cand, overlap);
         if (!have || ev.seconds_per_token < best.seconds_per_token * (1 - 1e-9)) {
           have = true;

@@ -39,7 +39,8 @@ void add_units_that_fit(const std::vector<PlanUnit>& units, std::vector<bool>& r
   for (size_t i = 0; i < resident.size(); ++i)
     if (resident[i]) left -= double(units[i].memory_bytes);
   for (size_t i = 0; i < resident.size(); ++i)
-    if (!resident[i] && double(units[i].memory_bytes) <= left) resident[i] = true, left -= double(units[i].memory_bytes);
+    if (!resident[i] && double(units[i].memory_bytes) <= left)
+      resident[i] = true, left -= double(units[i].memory_bytes);
 }
 
 int streamed_pieces(const UnitTable& table, const std::vector<bool>& resident) {

@@ -142,7 +142,8 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
                   " expert tensors, expected gate, up and down");
     uint64_t offset[3], slice[3];
     for (size_t i = 0; i < 3; ++i) offset[i] = expert_tensors[l][i].first, slice[i] = expert_tensors[l][i].second;
-    expert_slot[l] = ExpertStreamer::layer_slot_bytes(offset, slice, config.n_expert, file_bytes ? file_bytes : UINT64_MAX);
+    expert_slot[l] =
+        ExpertStreamer::layer_slot_bytes(offset, slice, config.n_expert, file_bytes ? file_bytes : UINT64_MAX);
     p.expert_slot_bytes = std::max(p.expert_slot_bytes, expert_slot[l]);
   }
   for (size_t l = 0; l < L; ++l) {
@@ -198,7 +199,8 @@ void place_tensors(const ModelConfig& config, uint64_t mandatory_bytes, bool fit
   for (size_t r = 0; r < roles.size(); ++r) roles[r].role = TensorRole(r);
   for (auto& t : plan.tensors) {
     if (t.role == TensorRole::dense_ffn && t.placement == Placement::streamed) {
-      t.placement = dense_res[size_t(t.layer)][size_t(tensor_ffn_part(t.name))] ? Placement::resident : Placement::streamed;
+      t.placement =
+          dense_res[size_t(t.layer)][size_t(tensor_ffn_part(t.name))] ? Placement::resident : Placement::streamed;
     } else if (t.role == TensorRole::experts) {
       t.resident_experts = experts_res[size_t(t.layer)];
       t.placement = int(t.resident_experts.size()) == config.n_expert ? Placement::resident : Placement::streamed;

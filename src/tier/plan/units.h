@@ -21,9 +21,9 @@ struct UnitTable {
   std::vector<double> expert_bytes, expert_elems;
   std::vector<double> head_bytes;  // output norm and head (or the tied embedding), in file order
   double head_flops = 0;           // 2 x their weights
-  double embd_row_bytes = 0;          // read from the mapped file per token (untied)
-  uint64_t dense_piece_bytes = 0;     // largest streamed piece of a dense FFN matrix
-  uint64_t expert_slot_bytes = 0;     // largest slot an expert of any layer needs (ExpertStreamer's)
+  double embd_row_bytes = 0;       // read from the mapped file per token (untied)
+  uint64_t dense_piece_bytes = 0;  // largest streamed piece of a dense FFN matrix
+  uint64_t expert_slot_bytes = 0;  // largest slot an expert of any layer needs (ExpertStreamer's)
   uint64_t mandatory_bytes = 0, mapped_bytes = 0, model_bytes = 0;
   std::vector<TensorPlacement> tensors;  // resident, mapped or (units) streamed, before any decision
 };
