@@ -45,8 +45,8 @@ class Tiering {
   FfnSource* ffn_source() { return dense_.get(); }
   ExpertSource* expert_source();
   bool streaming() const { return dense_ || experts_; }
-  // The plan as it stands; a revision may replace it during a forward pass, so only the thread
-  // that runs the model reads it. Other threads use stats() and planned_bytes().
+  // The plan as it stands; a revision replaces it at a token boundary on the thread that runs the
+  // model, so only that thread reads it. Other threads use stats() and planned_bytes().
   const Plan& plan() const { return plan_; }
   uint64_t planned_bytes() const;
   TierStats stats() const;  // safe from any thread
