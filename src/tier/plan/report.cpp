@@ -45,7 +45,8 @@ std::string describe(const Plan& p) {
     << "; minimum " << format_bytes(double(p.minimum_bytes)) << ")\n";
   o << "  resident weights " << format_bytes(double(p.resident_weight_bytes)) << ", KV cache "
     << format_bytes(double(p.kv_bytes)) << " (" << p.inputs.n_ctx << " tokens, f16), scratch "
-    << format_bytes(double(p.scratch_bytes)) << ", streaming pool " << format_bytes(double(p.pool_bytes)) << "\n";
+    << format_bytes(double(p.scratch_bytes)) << " (batch " << p.inputs.n_batch << ", " << p.inputs.n_threads
+    << (p.inputs.n_threads == 1 ? " thread" : " threads") << "), streaming pool " << format_bytes(double(p.pool_bytes)) << "\n";
   o << "\nplacement by role:\n";
   char line[160];
   std::snprintf(line, sizeof line, "  %-10s %12s %12s %12s\n", "role", "resident", "streamed", "mapped");
@@ -104,6 +105,7 @@ std::string to_json(const Plan& p, int indent) {
   j["inputs"] = {{"budget_bytes", p.inputs.budget_bytes},
                  {"n_ctx", p.inputs.n_ctx},
                  {"n_batch", p.inputs.n_batch},
+                 {"n_threads", p.inputs.n_threads},
                  {"ram_gbps", p.inputs.ram_gbps},
                  {"ssd_gbps", p.inputs.ssd_gbps},
                  {"speed_source", p.inputs.speed_source},
