@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "options.h"
+#include "tier/stats.h"
 #include "tier/plan/device_speed.h"
 
 namespace strata::app {
@@ -71,24 +72,19 @@ void add_bench_command(CLI::App& app) {
     for (int i = 0; i < opts->n_gen; ++i) session.eval({int32_t(rng() % uint32_t(n_vocab))});
     const double tg_seconds = now_seconds() - t0;
 
-    const tier::TierStats after = tiering->stats();
+    tier::TierStats after = tiering->stats();
     const double process_read = opts->n_gen > 0 ? double(storage_read_bytes() - io_before) / opts->n_gen : 0.0;
-    const double ssd_per_token = opts->n_gen > 0 ? double(after.bytes_read() - before.bytes_read()) / opts->n_gen : 0.0;
-    const double hit_rate = after.experts.needed > before.experts.needed
-                                ? double(after.experts.cache_hits - before.experts.cache_hits) /
-                                      double(after.experts.needed - before.experts.needed)
-                                : 1.0;
-    // Bytes that had to come from the SSD for the generated tokens at the observed hit rate:
-    // streamed FFN blocks, and expert slices not in the cache when routed to (wasted guesses excluded).
-    const tier::ExpertStats& xa = after.experts;
-    const tier::ExpertStats& xb = before.experts;
-    const double must_read = opts->n_gen > 0
-                                 ? (double(after.dense.bytes_read - before.dense.bytes_read) +
-                                    double(xa.needed_bytes - xb.needed_bytes)) /
-                                       opts->n_gen
-                                 : 0.0;
-    if (opts->model.stats)
-      std::fputs(tiering->describe_stats(after, opts->n_prompt + opts->n_gen, pp_seconds + tg_seconds).c_str(), stderr);
+    // The generated tokens' share of the counters.
+    const tier::TierStats gen = after.since(before);
+    const double ssd_per_token = opts->n_gen > 0 ? double(gen.bytes_read()) / opts->n_gen : 0.0;
+    const double hit_rate = gen.experts.needed > 0 ? gen.cache_hit_rate() : 1.0;
+    // Bytes that had to come from the SSD for the generated tokens at the observed hit rate.
+    const double must_read = opts->n_gen > 0 ? double(gen.must_read_bytes()) / opts->n_gen : 0.0;
+    if (opts->model.stats) {
+      after.n_tokens = uint64_t(opts->n_prompt + opts->n_gen);
+      after.seconds = pp_seconds + tg_seconds;
+      std::fputs(tier::describe_stats(after).c_str(), stderr);
+    }
     // The measurement's 256 MiB buffer would not fit a budget the model already fills: under
     // streaming the bound that matters is the SSD's (in the tiering statistics).
     const double bandwidth = after.streaming ? 0.0 : tier::measure_ram_gbps(session.n_threads());
@@ -103,7 +99,7 @@ void add_bench_command(CLI::App& app) {
           "bytes_per_token\":%.0f,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f}\n",
           opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token, hit_rate,
           must_read, process_read, after.streaming ? "true" : "false", after.predicted_tok_s,
-          after.io_wait_seconds() - before.io_wait_seconds(), after.disk_idle_seconds() - before.disk_idle_seconds());
+          gen.io_wait_seconds(), gen.disk_idle_seconds());
     } else {
       std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
       std::printf("generation %5d tokens  %9.2f tok/s\n", opts->n_gen, tg);

@@ -51,11 +51,11 @@ void add_plan_command(CLI::App& app) {
     auto file = gguf::File::open(opt->model);
     ModelConfig config = load_config(*file);
     tier::PlanInputs& in = opt->inputs;
+    in.n_threads = opt->threads > 0 ? opt->threads : ThreadPool::physical_cores();
     if (opt->ram_gbps > 0) in.ram_gbps = opt->ram_gbps;
     if (opt->ssd_gbps > 0) in.ssd_gbps = opt->ssd_gbps;
     const tier::Plan plan =
-        tier::plan_on_this_machine(*file, config, in, opt->ram_gbps > 0, opt->ssd_gbps > 0,
-                                   opt->threads > 0 ? opt->threads : ThreadPool::physical_cores(), opt->measure);
+        tier::plan_on_this_machine(*file, config, in, opt->ram_gbps > 0, opt->ssd_gbps > 0, in.n_threads, opt->measure);
     if (opt->json)
       std::cout << tier::to_json(plan) << "\n";
     else

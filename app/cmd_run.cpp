@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "options.h"
+#include "tier/stats.h"
 #include "tokenizer/tokenizer.h"
 
 namespace strata::app {
@@ -54,10 +55,12 @@ void run_local(const RunOptions& o) {
   std::fprintf(stderr, "generation: %d tokens in %.3f s (%.2f tok/s), %d threads, stop: %s\n", r.n_generated,
                r.generate_seconds, r.generate_seconds > 0 ? n_evals / r.generate_seconds : 0.0, session.n_threads(),
                r.done_reason.c_str());
-  if (o.model.stats)
-    std::fputs(tiering->describe_stats(tiering->stats(), r.n_prompt + n_evals, r.prompt_seconds + r.generate_seconds)
-                   .c_str(),
-               stderr);
+  if (o.model.stats) {
+    tier::TierStats stats = tiering->stats();
+    stats.n_tokens = uint64_t(r.n_prompt + n_evals);
+    stats.seconds = r.prompt_seconds + r.generate_seconds;
+    std::fputs(tier::describe_stats(stats).c_str(), stderr);
+  }
 }
 
 // --- as a client of a running server

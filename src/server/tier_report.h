@@ -1,13 +1,14 @@
 #pragma once
 // The tiered-weight statistics of loaded models, as /api/ps shows them (a "strata" object per
-// model, which Ollama clients ignore) and as Prometheus samples for /metrics.
+// model, which Ollama clients ignore) and as Prometheus samples for /metrics; both rendered from
+// the one table of figures (tier/stats.h) that --stats prints too.
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "tier/tiering.h"
+#include "tier/stats.h"
 
 namespace strata::server {
 

@@ -24,18 +24,6 @@ std::vector<std::vector<int>> pinned_experts(const Plan& plan, size_t limit) {
   return pinned;
 }
 
-std::string mb(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
-  return buf;
-}
-
-std::string pct(double part, double whole) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.0f%%", whole > 0 ? 100.0 * part / whole : 0.0);
-  return buf;
-}
-
 }  // namespace
 
 // Forwards to the expert streamer and revises the plan as routing statistics accumulate.
@@ -44,13 +32,14 @@ class Tiering::Reviser : public ExpertSource {
   explicit Reviser(Tiering& t) : t_(t) {}
   bool streams(int layer) const override { return t_.experts_->streams(layer); }
   void begin_layer(int layer, const int32_t* experts, int n, const int32_t* chosen, int n_tokens) override {
+    // A pass visits streamed layers in ascending order: a layer not above the last one begins
+    // the next forward pass, the token boundary where a revised plan may take effect.
+    if (layer <= last_layer_) t_.apply_revision();
+    last_layer_ = layer;
     t_.experts_->begin_layer(layer, experts, n, chosen, n_tokens);
     const uint64_t seen = t_.experts_->routing().tokens_seen();
-    if (t_.options_.revise_every > 0 && seen >= t_.revised_at_ + uint64_t(t_.options_.revise_every) && !busy_) {
-      busy_ = true;  // revise between layers, never inside a revision
-      t_.revise_now();
-      busy_ = false;
-    }
+    if (t_.options_.revise_every > 0 && seen >= t_.revised_at_ + uint64_t(t_.options_.revise_every))
+      t_.request_revision();
   }
   int next_ready(WeightView& g, WeightView& u, WeightView& d) override { return t_.experts_->next_ready(g, u, d); }
   void done(int expert) override { t_.experts_->done(expert); }
@@ -61,7 +50,7 @@ class Tiering::Reviser : public ExpertSource {
 
  private:
   Tiering& t_;
-  bool busy_ = false;
+  int last_layer_ = -1;
 };
 
 Plan plan_for(const Model& model, const TieringOptions& options) {
@@ -69,6 +58,7 @@ Plan plan_for(const Model& model, const TieringOptions& options) {
   in.budget_bytes = options.budget_bytes;
   in.n_ctx = options.n_ctx > 0 ? options.n_ctx : 4096;
   in.n_batch = options.n_batch;
+  in.n_threads = options.n_threads > 0 ? options.n_threads : ThreadPool::physical_cores();
   if (options.ram_gbps > 0) in.ram_gbps = options.ram_gbps;
   if (options.ssd_gbps > 0) in.ssd_gbps = options.ssd_gbps;
   return plan_on_this_machine(model.file(), model.config(), in, options.ram_gbps > 0, options.ssd_gbps > 0,
@@ -107,9 +97,10 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     ExpertStreamerOptions eo;
     eo.pinned = pinned_experts(plan_, size_t(plan_.n_expert_resident));
     eo.n_pool_slots = n_pool_slots_ = std::max(1, plan_.n_expert_slots);
-    eo.stats_path = routing_path;
+    eo.stats_path = routing_path_ = routing_path;
     experts_ = std::make_unique<ExpertStreamer>(model, std::move(eo));
     reviser_ = std::make_unique<Reviser>(*this);
+    replanner_ = std::make_unique<Replanner>();
   }
   // Under a budget that streams, page cache is what the budget is short of: the resident weights
   // leave it (the streamers took their file offsets above), and what is still read through the
@@ -124,6 +115,7 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
 Tiering::~Tiering() {
   if (resident_) model_.file().advise_random_access(false);
   if (!experts_) return;
+  replanner_.reset();  // its statistics file is written before the last one below
   try {
     experts_->save_stats();
   } catch (const std::exception& e) {
@@ -133,26 +125,24 @@ Tiering::~Tiering() {
 
 ExpertSource* Tiering::expert_source() { return reviser_.get(); }
 
-void Tiering::revise_now() {
+void Tiering::request_revision() {
   const RoutingStats& routing = experts_->routing();
-  revised_at_ = routing.tokens_seen();
   const ExpertStats e = experts_->stats();
-  const size_t n_pinned = size_t(e.slots - n_pool_slots_);
   // The predictor's measured recall replaces the planner's assumption of none.
   Plan base = plan_;
   if (e.prefetch_hits + e.misses > 0)
     base.inputs.expert_prefetch_recall = double(e.prefetch_hits) / double(e.prefetch_hits + e.misses);
-  Plan revised = revise(base, routing.frequencies());
-  experts_->repin(pinned_experts(revised, n_pinned));
-  {
-    std::lock_guard<std::mutex> lock(plan_mutex_);
-    plan_ = std::move(revised);
-  }
-  try {
-    experts_->save_stats();
-  } catch (const std::exception&) {
-    // A read-only cache directory costs only the warm start of the next run.
-  }
+  if (replanner_->submit(std::move(base), routing, routing_path_)) revised_at_ = routing.tokens_seen();
+}
+
+void Tiering::apply_revision() {
+  std::optional<Plan> revised = replanner_->take();
+  if (!revised) return;
+  const size_t n_pinned = size_t(experts_->stats().slots - n_pool_slots_);
+  experts_->repin(pinned_experts(*revised, n_pinned));
+  std::lock_guard<std::mutex> lock(plan_mutex_);
+  plan_ = std::move(*revised);
+  ++n_revisions_;
 }
 
 uint64_t Tiering::planned_bytes() const {
@@ -168,7 +158,9 @@ TierStats Tiering::stats() const {
   s.planned_bytes = plan_.used_bytes;
   s.resident_weight_bytes = plan_.resident_weight_bytes;
   s.predicted_tok_s = plan_.tokens_per_second;
+  s.plan_revisions = n_revisions_;
   lock.unlock();
+  s.direct_io = dense_ ? dense_->direct_io() : experts_ ? experts_->direct_io() : false;
   if (dense_) {
     s.has_dense = true;
     s.dense = dense_->stats();
@@ -201,43 +193,10 @@ std::string Tiering::summary() const {
 }
 
 std::string Tiering::describe_stats(const TierStats& s, int n_forward, double seconds) const {
-  const double per = n_forward > 0 ? 1.0 / n_forward : 0.0;
-  std::string out;
-  if (!s.streaming) return "tiering: nothing streamed (the model fits the budget)\n";
-  if (s.has_dense) {
-    const StreamStats& d = s.dense;
-    out += "dense FFN: " + std::to_string(d.matrices_used) + " streamed matrices computed, " +
-           std::to_string(d.pieces_read) + " pieces read, " + mb(double(d.bytes_read)) + " (" +
-           mb(double(d.bytes_read) * per) + " per token); read ahead in time " + std::to_string(d.ready_hits) + "/" +
-           std::to_string(d.pieces_used) + " (" + pct(double(d.ready_hits), double(d.pieces_used)) + ")\n";
-  }
-  if (s.has_experts) {
-    const ExpertStats& e = s.experts;
-    const double found = double(e.cache_hits + e.prefetch_hits);
-    out += "experts: " + std::to_string(e.needed) + " slices routed to; in memory " + pct(found, double(e.needed)) +
-           " (cache " + pct(double(e.cache_hits), double(e.needed)) + ", prefetched " +
-           pct(double(e.prefetch_hits), double(e.needed)) + "), read after routing " + std::to_string(e.misses) + "\n";
-    out += "prefetch: " + std::to_string(e.prefetch_issued) + " issued, precision " +
-           pct(double(e.prefetch_hits), double(e.prefetch_issued)) + ", recall " +
-           pct(double(e.prefetch_hits), double(e.prefetch_hits + e.misses)) + ", wasted " +
-           std::to_string(e.prefetch_wasted) + " (" +
-           std::to_string(e.prefetch_dropped) + " stopped before read whole)\n";
-    out += "expert cache: " + std::to_string(e.occupied_slots) + "/" + std::to_string(e.slots) + " slots in use (" +
-           std::to_string(e.pinned_slots) + " pinned) of " + mb(double(e.slot_bytes)) + "; start-up read " +
-           mb(double(e.preload_bytes)) + "\n";
-  }
-  if (s.resident_copy_bytes > 0)
-    out += "resident weights: " + mb(double(s.resident_copy_bytes)) + " read once into anonymous memory\n";
-  const double streamed = double(s.bytes_read() - s.experts.preload_bytes);
-  char buf[256];
-  std::snprintf(buf, sizeof buf,
-                "SSD: %s per token (%s in all, %s); I/O wait %.2f s of %.2f s (compute %.2f s); disk idle %.2f s "
-                "since start\n",
-                mb(streamed * per).c_str(), mb(streamed).c_str(),
-                (dense_ ? dense_->direct_io() : experts_->direct_io()) ? "O_DIRECT" : "buffered", s.io_wait_seconds(),
-                seconds, std::max(0.0, seconds - s.io_wait_seconds()), s.disk_idle_seconds());
-  out += buf;
-  return out;
+  TierStats run = s;
+  run.n_tokens = uint64_t(std::max(0, n_forward));
+  run.seconds = seconds;
+  return tier::describe_stats(run);
 }
 
 }  // namespace strata::tier

@@ -10,6 +10,8 @@
 
 #include "model/model.h"
 #include "tier/plan/plan.h"
+#include "tier/plan/replanner.h"
+#include "tier/stats.h"
 #include "tier/stream/dense_ffn_streamer.h"
 #include "tier/stream/expert_streamer.h"
 #include "tier/stream/resident_copy.h"
@@ -30,25 +32,6 @@ struct TieringOptions {
   int n_threads = 0;  // the threads that run the model (RAM bandwidth depends on them); 0: physical cores
 };
 
-struct TierStats {
-  bool streaming = false;
-  uint64_t budget_bytes = 0;
-  uint64_t planned_bytes = 0;  // what the plan uses of the budget
-  uint64_t resident_weight_bytes = 0;
-  uint64_t pool_bytes = 0;           // streaming slots, expert cache included
-  uint64_t resident_copy_bytes = 0;  // resident weights moved out of the page cache (streaming only)
-  double predicted_tok_s = 0;
-  bool has_dense = false, has_experts = false;
-  StreamStats dense;
-  ExpertStats experts;
-  uint64_t bytes_read() const { return dense.bytes_read + experts.bytes_read; }
-  double io_wait_seconds() const { return dense.wait_seconds + experts.wait_seconds; }
-  // Both kinds streaming: the disk idles only when both readers do; the smaller is an upper bound.
-  double disk_idle_seconds() const {
-    return has_dense && has_experts ? std::min(dense.idle_seconds, experts.idle_seconds)
-                                    : has_dense ? dense.idle_seconds : experts.idle_seconds;
-  }
-};
 
 // The plan a Tiering of these options starts from (this machine's speeds where the options give
 // none and the plan streams). The server checks a larger context with it before taking memory.
@@ -62,19 +45,22 @@ class Tiering {
   FfnSource* ffn_source() { return dense_.get(); }
   ExpertSource* expert_source();
   bool streaming() const { return dense_ || experts_; }
-  // The plan as it stands; a revision may replace it during a forward pass, so only the thread
-  // that runs the model reads it. Other threads use stats() and planned_bytes().
+  // The plan as it stands; a revision replaces it at a token boundary on the thread that runs the
+  // model, so only that thread reads it. Other threads use stats() and planned_bytes().
   const Plan& plan() const { return plan_; }
   uint64_t planned_bytes() const;
   TierStats stats() const;  // safe from any thread
   // One line for a person: what streams and the predicted speed.
   std::string summary() const;
-  // Several lines: bytes per token, hit rates, prefetch precision/recall, I/O wait, pool use.
+  // Several lines (tier::describe_stats) for a run of n_forward tokens in `seconds`.
   std::string describe_stats(const TierStats& s, int n_forward, double seconds) const;
 
  private:
   class Reviser;
-  void revise_now();
+  // A revision from the routing seen so far, solved off the forward thread (Replanner).
+  void request_revision();
+  // At a token boundary: the revised plan, when one is ready, takes effect.
+  void apply_revision();
 
   const Model& model_;
   TieringOptions options_;
@@ -84,7 +70,10 @@ class Tiering {
   std::unique_ptr<ExpertStreamer> experts_;
   std::unique_ptr<ExpertSource> reviser_;   // wraps experts_: counts tokens, revises the plan
   std::unique_ptr<ResidentCopy> resident_;  // when streaming: resident weights in anonymous memory
-  uint64_t revised_at_ = 0;                 // routing tokens seen at the last revision
+  std::unique_ptr<Replanner> replanner_;    // with experts_
+  std::string routing_path_;                // where routing statistics are saved ("": nowhere)
+  uint64_t revised_at_ = 0;                 // routing tokens seen at the last revision request
+  uint64_t n_revisions_ = 0;                // revised plans taken effect (under plan_mutex_)
   int n_pool_slots_ = 0;                    // expert slots beyond the pinned ones, fixed at construction
 };
 

@@ -1,4 +1,5 @@
-// Sizes: parsing "8G", the memory budget this process may use, KV and scratch bytes.
+// Sizes: parsing "8G", the memory budget this process may use, and what the engine allocates
+// (KV cache, scratch), asked of the engine's own sizing functions.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -6,6 +7,7 @@
 #include <fstream>
 #include <string>
 
+#include "model/blocks.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
 
@@ -150,16 +152,12 @@ uint64_t detect_memory_budget() {
 }
 
 uint64_t kv_cache_bytes(const ModelConfig& c, int n_ctx) {
+  // KvCache::init's allocation: k and v of every layer, f16, [n_ctx x n_head_kv * head_dim].
   return uint64_t(c.n_layer) * uint64_t(n_ctx) * uint64_t(c.n_head_kv) * uint64_t(c.head_dim_k + c.head_dim_v) * 2;
 }
 
-uint64_t scratch_bytes(const ModelConfig& c, int n_ctx, int n_batch) {
-  // f32 activations of one prompt batch: residual, norm, q/k/v/attention out (~4 x n_embd), the
-  // FFN's gate/up/down (3 x the widest FFN actually run); attention scores over the context for
-  // one token at a time; one row of logits.
-  int64_t ff = std::max<int64_t>(c.n_ff, int64_t(c.n_ff_expert) * std::max(1, c.n_expert_used));
-  int64_t per_token = 4 * int64_t(c.n_embd) + 3 * ff;
-  return uint64_t(4 * (int64_t(n_batch) * per_token + int64_t(c.n_head) * n_ctx + c.n_vocab));
+uint64_t scratch_bytes(const ModelConfig& c, int n_ctx, int n_batch, int n_threads) {
+  return ForwardBuffers::bytes_for(c, n_batch, n_ctx, std::max(1, n_threads));
 }
 
 }  // namespace strata::tier

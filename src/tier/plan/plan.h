@@ -7,6 +7,12 @@
 // small tensors) is always resident; each dense FFN matrix (ffn_gate, ffn_up, ffn_down of a layer)
 // and each expert slice (layer l, expert e: the e-th slice of ffn_{gate,up,down}_exps) is resident
 // or streamed; token_embd (untied) is read a row per token in place from the mapped file.
+//
+// The planner in parts, one file each: units.cpp (unit extraction), memory.cpp (sizes, budget and
+// what the engine allocates), cost_model.cpp (seconds per token of a placement), lp.cpp (the
+// relaxation; the only file that includes the solver), rounding.cpp (whole units, pool shapes),
+// plan.cpp (the search that runs them), report.cpp (words and JSON), replanner.cpp (re-solving
+// off the forward thread).
 #include <cstdint>
 #include <span>
 #include <string>
@@ -39,6 +45,7 @@ struct PlanInputs {
   uint64_t budget_bytes = 0;    // 0: detect_memory_budget()
   int n_ctx = 4096;             // context the KV cache is sized for (clamped to the training context)
   int n_batch = 512;            // prompt tokens per forward pass (sizes the scratch buffers)
+  int n_threads = 1;            // threads the model runs with (attention scratch is per thread)
   // Defaults are DESIGN §5's figures for the development machine; Tiering and `strata plan` put
   // this machine's in their place (device_speed.h) whenever a plan streams.
   double ram_gbps = 30.0;       // ~30 GB/s with 2 threads
@@ -95,16 +102,24 @@ struct RoleSummary {
 enum class Limit { ram_bandwidth, compute, ssd_bandwidth, ssd_expert_misses };
 const char* limit_name(Limit limit);
 
-struct Plan {
-  PlanInputs inputs;  // as given, with the budget filled in
-  ModelConfig config;
-  std::vector<gguf::TensorInfo> table;  // kept so revise() can re-solve
-
+// A plan is four things, each written by one stage of the planner (plan.cpp runs them):
+//   inputs      what was asked (PlanInputs), of which model, and what that costs before any
+//               decision (PlanFixed: the engine's own allocations and the always-resident weights);
+//   placement   which units stay in memory (units.cpp extracts them, lp.cpp and rounding.cpp
+//               decide, units.cpp maps the decision back onto tensors);
+//   pool        the streaming slots (rounding.cpp);
+//   prediction  what the cost model expects of that placement and pool (cost_model.cpp).
+// Plan derives from the four parts so that each stage fills its own part and readers keep
+// plain field names (plan.pool_bytes, plan.limit).
+struct PlanFixed {
   uint64_t model_bytes = 0;      // every tensor
   uint64_t mandatory_bytes = 0;  // always-resident weights
   uint64_t kv_bytes = 0;
   uint64_t scratch_bytes = 0;
-  uint64_t minimum_bytes = 0;          // mandatory + kv + scratch + one pool slot per streamed unit type
+  uint64_t minimum_bytes = 0;  // mandatory + kv + scratch + one pool slot per streamed unit type
+};
+
+struct PlanPlacement {
   uint64_t resident_weight_bytes = 0;  // mandatory + resident units
   uint64_t streamed_weight_bytes = 0;
   uint64_t mapped_bytes = 0;
@@ -114,14 +129,21 @@ struct Plan {
   int n_expert_resident = 0, n_expert_units = 0;
   bool streams() const { return n_dense_resident < n_dense_units || n_expert_resident < n_expert_units; }
 
+  std::vector<PlanUnit> units;
+  std::vector<TensorPlacement> tensors;
+  std::vector<RoleSummary> roles;
+};
+
+struct PlanPool {
   int prefetch_depth = 0;  // 0: nothing streamed
   // Dense: a ring of n_dense_slots pieces of dense_slot_bytes (rows of a matrix); experts:
   // n_expert_slots slots of one expert's slices each.
   uint64_t dense_slot_bytes = 0, expert_slot_bytes = 0;
   int n_dense_slots = 0, n_expert_slots = 0;
   uint64_t pool_bytes = 0;
-  uint64_t used_bytes = 0;  // resident weights + kv + scratch + pool
+};
 
+struct PlanPrediction {
   double ssd_bytes_per_token = 0;  // expected
   double ram_bytes_per_token = 0;  // weights touched + KV at a full context
   double seconds_per_token = 0;
@@ -129,14 +151,19 @@ struct Plan {
   Limit limit = Limit::ram_bandwidth;
   double lp_seconds_per_token = 0;  // the relaxation's optimum (a lower bound before rounding)
   std::string solver_status;
-
-  std::vector<PlanUnit> units;
-  std::vector<TensorPlacement> tensors;
-  std::vector<RoleSummary> roles;
 };
 
-// Role of a GGUF tensor by its name (blk.N.attn_q.weight, token_embd.weight, ...); layer is set
-// for per-layer tensors, else -1.
+struct Plan : PlanFixed, PlanPlacement, PlanPool, PlanPrediction {
+  PlanInputs inputs;  // as given, with the budget filled in
+  ModelConfig config;
+  std::vector<gguf::TensorInfo> table;  // kept so revise() can re-solve
+  uint64_t file_bytes = 0;              // the model file's size (its last read range ends there); 0: a table alone
+  uint64_t used_bytes = 0;              // resident weights + kv + scratch + pool
+};
+
+// Role of a GGUF tensor by its name (blk.N.attn_q.weight, token_embd.weight, ...), from the tensor
+// catalogue (model/catalogue.h); layer is set for per-layer tensors, else -1. A name the catalogue
+// does not know is `other`, layer -1.
 TensorRole classify_tensor(std::string_view name, int* layer);
 
 // Throws strata::Error when the budget is below the minimum resident set (the message gives the
@@ -157,9 +184,10 @@ std::string format_bytes(double bytes);
 // since other programs share it. Call it before loading a model: what is in use then counts as
 // taken.
 uint64_t detect_memory_budget();
-// KV cache (f16) and scratch bytes for a context.
+// What the engine allocates (memory.cpp asks the engine's own sizing functions): the KV cache for
+// a context, and a session's scratch for a batch and thread count.
 uint64_t kv_cache_bytes(const ModelConfig& config, int n_ctx);
-uint64_t scratch_bytes(const ModelConfig& config, int n_ctx, int n_batch);
+uint64_t scratch_bytes(const ModelConfig& config, int n_ctx, int n_batch, int n_threads = 1);
 
 // `strata plan` output: the plan in words, and as JSON (per-tensor placement included).
 std::string describe(const Plan& plan);

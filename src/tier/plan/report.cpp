@@ -45,7 +45,8 @@ std::string describe(const Plan& p) {
     << "; minimum " << format_bytes(double(p.minimum_bytes)) << ")\n";
   o << "  resident weights " << format_bytes(double(p.resident_weight_bytes)) << ", KV cache "
     << format_bytes(double(p.kv_bytes)) << " (" << p.inputs.n_ctx << " tokens, f16), scratch "
-    << format_bytes(double(p.scratch_bytes)) << ", streaming pool " << format_bytes(double(p.pool_bytes)) << "\n";
+    << format_bytes(double(p.scratch_bytes)) << " (batch " << p.inputs.n_batch << ", " << p.inputs.n_threads
+    << (p.inputs.n_threads == 1 ? " thread" : " threads") << "), streaming pool " << format_bytes(double(p.pool_bytes)) << "\n";
   o << "\nplacement by role:\n";
   char line[160];
   std::snprintf(line, sizeof line, "  %-10s %12s %12s %12s\n", "role", "resident", "streamed", "mapped");
@@ -58,7 +59,8 @@ std::string describe(const Plan& p) {
   }
   if (p.n_dense_units > 0)
     o << "  dense FFN matrices resident: " << p.n_dense_resident << " of " << p.n_dense_units
-      << " (gate, up and down of each layer)\n";
+      << (c.n_expert > 0 ? " (gate, up and down of the shared experts and dense layers)\n"
+                         : " (gate, up and down of each layer)\n");
   if (p.n_expert_units > 0) {
     o << "  expert cache: " << p.n_expert_resident << " of " << p.n_expert_units << " expert slices ("
       << format_bytes(double(p.expert_cache_bytes)) << ")";
@@ -103,6 +105,7 @@ std::string to_json(const Plan& p, int indent) {
   j["inputs"] = {{"budget_bytes", p.inputs.budget_bytes},
                  {"n_ctx", p.inputs.n_ctx},
                  {"n_batch", p.inputs.n_batch},
+                 {"n_threads", p.inputs.n_threads},
                  {"ram_gbps", p.inputs.ram_gbps},
                  {"ssd_gbps", p.inputs.ssd_gbps},
                  {"speed_source", p.inputs.speed_source},
