@@ -66,7 +66,7 @@ PreTokenizer::PreTokenizer(const std::vector<std::string>& llama_cpp_regexes) {
     int err = 0;
     PCRE2_SIZE err_off = 0;
     auto re = std::make_unique<Regex>();
-    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
+    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &err,
                              &err_off, nullptr);
     if (!re->code) {
       PCRE2_UCHAR msg[256];
@@ -172,6 +172,17 @@ const char* const kSeedCoder =
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| "
     "?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+const char* const kQwen35 =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+// deepseek-llm's letter class, as llama.cpp spells it (Unicode letters without the CJK blocks,
+// which its own rule takes).
+const char* const kDeepseekLlmLetters =
+    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+";
+// SentencePiece-style BPE (Gemma 4): spaces are already U+2581, so only newlines split words.
+const char* const kNewlineRuns = "[^\\n]+|[\\n]+";
+
+// One row per regex list; `names` are the tokenizer.ggml.pre values llama.cpp maps onto it.
 struct PreEntry {
   std::vector<const char*> names;
   std::vector<const char*> regexes;
@@ -179,38 +190,50 @@ struct PreEntry {
   bool clean_spaces = true;
   int add_bos = -1;
   bool no_bos = false;
+  bool byte_encode = true;
+  bool escape_whitespaces = false;
+  bool force_add_bos = false;
+  bool newline_runs_whole = false;
 };
 
 const std::vector<PreEntry>& pre_table() {
   static const std::vector<PreEntry> table = {
       {{"default"},
        {"[\\p{P}\\$\\+<=>\\^~\\|]+", kGpt2, "\\p{N}+", "[0-9][0-9][0-9]"}},
-      {{"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"},
+      {{"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"},
        {kLlama3}, true, true, 1},
       {{"dbrx", "smaug-bpe"}, {kLlama3}},
       {{"gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum",
         "modern-bert", "jina-v1-en", "jina-v2-code", "roberta-bpe", "mpt", "olmo", "jais", "exaone4"},
        {kGpt2}},
       {{"trillion", "granite-docling"}, {kGpt2}, false, false},
-      {{"starcoder", "refact", "codeshell", "exaone", "minerva-7b"}, {"\\p{N}", kGpt2}},
+      {{"starcoder", "refact", "codeshell", "exaone", "minerva-7b", "mellum2"}, {"\\p{N}", kGpt2}},
       {{"smollm", "command-r"}, {"\\p{N}", kGpt2}, false, false},
-      {{"qwen2", "deepseek-r1-qwen", "hunyuan", "solar-open"}, {kQwen2}, false, false},
+      {{"qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "hunyuan", "solar-open"}, {kQwen2}, false, false},
+      {{"qwen35"}, {kQwen35}, false, false},
       {{"stablelm2", "megrez"}, {kQwen2}},
       {{"falcon"},
        {"[\\p{P}\\$\\+<=>\\^~\\|`]+", kGpt2, "[0-9][0-9][0-9]"}},
       {{"poro-chat"}, {" ?[^(\\s|.,!?…。，、।۔،)]+"}, false, false},
       {{"bloom", "gpt3-finnish"}, {" ?[^(\\s|.,!?…。，、।۔،)]+"}},
       {{"viking"}, {" ?[^(\\s|.,!?…。，、।۔،)]+", "\\p{N}"}, false, false},
-      {{"chatglm-bpe", "glm4"}, {kLlama3}, false, true, -1, true},
+      {{"chatglm-bpe"}, {kLlama3}, false, true, -1, true},
+      {{"glm4", "glm5"}, {kLlama3}, true, true, -1, true},
       {{"tekken"}, {kTekken}, true, false, 1},
-      {{"gpt-4o", "llama4"}, {kGpt4o}, false, false},
+      {{"gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"}, {kGpt4o}, false, false},
       {{"seed-coder"}, {kSeedCoder}, false, false},
+      {{"deepseek-llm"},
+       {"[\r\n]", kDeepseekLlmLetters, "\\s?[!-/:-~！-／：-～‘-‟　-。]+", "\\s+$", "[一-龥ࠀ-一가-퟿]+", "\\p{N}+"},
+       false, false},
       {{"deepseek-coder"}, {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[一-龥ࠀ-一가-퟿]+", "\\p{N}"}, false, false},
       {{"deepseek-v3"},
        {"\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+",
         "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
         "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"},
        false, false},
+      // tokenizer.ggml.model "gemma4" always uses this row, whatever tokenizer.ggml.pre says.
+      {{"gemma4", "granite-embed-multi-311m"}, {kNewlineRuns}, false, true, -1, false, false, true, true, true},
+      {{"sarvam-moe"}, {kNewlineRuns}, false, false, -1, false, false, true},
   };
   return table;
 }
@@ -229,6 +252,10 @@ PreTokenizerConfig pre_tokenizer_config(const std::string& pre) {
         cfg.clean_spaces = e.clean_spaces;
         cfg.add_bos = e.add_bos;
         cfg.no_bos = e.no_bos;
+        cfg.byte_encode = e.byte_encode;
+        cfg.escape_whitespaces = e.escape_whitespaces;
+        cfg.force_add_bos = e.force_add_bos;
+        cfg.newline_runs_whole = e.newline_runs_whole;
         return cfg;
       }
       supported += supported.empty() ? "" : ", ";
