@@ -10,10 +10,12 @@ import concurrent.futures
 import json
 import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
 
+import llama_cpp_tree
 from conftest import GEMMA3, SMOLLM2, fixtures_dir, model_path, report, run_strata
 
 N_CORPUS = 32  # corpus lines per model
@@ -172,3 +174,61 @@ def test_vocab_only_gguf_tokenizes_identically(vocab_only_gguf, tmp_path):
     assert not bad, "\n".join(f"{mode} {text!r}: want {want} got {ids}" for text, mode, want, ids in bad[:5])
     text = "<|im_start|>assistant\nThe answer is 42.\n\tDone!"
     assert pieces(vocab_only_gguf, text, "--parse-special") == pieces(full, text, "--parse-special")
+
+
+# --- every vocabulary of llama.cpp's own test set (models/ggml-vocab-*.gguf) ---
+# The vocabularies come from the llama.cpp tree (tests/py/llama_cpp_tree.py fetches it). llama_cpp
+# tokenizes their .inp vectors, corpus.txt and random texts in all four modes and detokenizes the
+# results; test_tokenizer's LlamaCppVocabs test then checks Strata against the .inp/.out vectors and
+# that reference, vocabulary by vocabulary. The .out vectors cover one mode only, and four
+# vocabularies (aquila, baichuan, gpt-neox, nomic-bert-moe) have none: the reference fills in.
+
+N_RANDOM_VOCAB = 120  # random texts per vocabulary
+
+
+def vocab_reference(models_dir):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "scripts"))
+    import gen_tokenizer_fixtures as gen
+
+    corpus = gen.read_corpus(os.path.join(fixtures_dir(), "tokenizer", "corpus.txt"))
+    randoms = gen.random_cases(seed=16)[:N_RANDOM_VOCAB]
+    out = {}
+    for name in sorted(os.listdir(models_dir)):
+        if not (name.startswith("ggml-vocab-") and name.endswith(".gguf")):
+            continue
+        path = os.path.join(models_dir, name)
+        texts = []
+        if os.path.exists(path + ".inp"):
+            with open(path + ".inp", "rb") as f:
+                texts = f.read().split(b"\n__ggml_vocab_test__\n")
+        v = gen.Vocab(path)
+        cases = []
+        for text in texts + corpus + randoms:
+            ids = {("special" if parse else "plain") + ("_bos" if add else "_nobos"): v.tokenize(text, add, parse)
+                   for parse in (True, False) for add in (True, False)}
+            detok = {f"{'remove' if rm else 'keep'}/{'unparse' if up else 'hide'}":
+                     v.detokenize(ids["special_bos"], rm, up).hex() for rm in (False, True) for up in (False, True)}
+            cases.append({"input_hex": text.hex(), "ids": ids, "detokenized_hex": detok})
+        llama_cpp.llama_model_free(v.model)
+        out[name] = {"cases": cases}
+    return out
+
+
+def test_llama_cpp_vocabularies(tmp_path):
+    """Every ggml-vocab-*.gguf: Strata's ids and text equal llama.cpp's, or it is refused by type."""
+    tree = llama_cpp_tree.fetch()
+    models_dir = os.path.join(tree, "models")
+    binary = llama_cpp_tree.gtest_binary("test_tokenizer")
+    reference = tmp_path / "vocab-reference.json"
+    reference.write_text(json.dumps(vocab_reference(models_dir)))
+    env = dict(os.environ, STRATA_LLAMA_CPP_VOCABS=models_dir, STRATA_VOCAB_REFERENCE=str(reference))
+    proc = subprocess.run([binary, "--gtest_filter=LlamaCppVocabs.*"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    lines = [line[len("[ vocab    ] "):] for line in proc.stdout.splitlines() if line.startswith("[ vocab    ] ")]
+    for line in lines:
+        report("vocab " + line)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert lines and "0 fail" in lines[-1]

@@ -177,10 +177,11 @@ TEST(LlamaCppVocabs, EveryVocabularyMatchesOrIsRefusedByName) {
                         mode + " '" + shown(text) + "': want " + ids_text(want.get<std::vector<Token>>()) + ", got " +
                             ids_text(got));
         }
-        const auto ids = c["ids"]["plain_nobos"].get<std::vector<Token>>();
+        // "remove|keep" (remove_special) + "/unparse|hide" (unparse_special), on the special_bos ids
+        const auto ids = c["ids"]["special_bos"].get<std::vector<Token>>();
         for (const auto& [mode, want_hex] : c["detokenized_hex"].items()) {
-          const bool remove_special = mode.find("remove") != std::string::npos;
-          const bool unparse = mode.find("unparse") != std::string::npos;
+          const bool remove_special = mode.rfind("remove", 0) == 0;
+          const bool unparse = mode.find("/unparse") != std::string::npos;
           const std::string want = from_hex(want_hex.get<std::string>());
           const std::string got = tok->detokenize(ids, remove_special, unparse);
           decoded.check(got == want, mode + " of '" + shown(text) + "': want '" + shown(want) + "', got '" + shown(got) + "'");
