@@ -1,6 +1,6 @@
 """The parts of llama.cpp's source tree the fidelity tests compare against: its test vocabularies
 (models/ggml-vocab-*.gguf with their .inp/.out vectors), its chat templates (models/templates/*.jinja)
-and tests/test-chat-template.cpp (more templates, inline).
+and tests/test-chat-template.cpp (more templates, inline), and src/llama-vocab.cpp (its pre-tokenizer names).
 
 They come from the llama.cpp that llama-cpp-python 0.3.36 vendors (the reference the other tests
 use), fetched at test time with `pip download` of its sdist into $STRATA_CACHE/pkgs (default
@@ -18,8 +18,8 @@ SDIST = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
 PREFIX = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
 # Members taken from the sdist: (path prefix under llama.cpp/, its depth, folder under the cache's llama.cpp/).
 WANTED = (("models/ggml-vocab-", 1, "models"), ("models/templates/", 2, "templates"),
-          ("tests/test-chat-template.cpp", 1, "tests"))
-MARKER = ".extracted-" + SDIST_VERSION
+          ("tests/test-chat-template.cpp", 1, "tests"), ("src/llama-vocab.cpp", 1, "src"))
+MARKER = ".extracted-" + SDIST_VERSION + "-2"  # bumped when WANTED grows
 
 
 def cache_dir():

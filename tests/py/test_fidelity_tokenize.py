@@ -11,12 +11,13 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import llama_cpp_tree
-from conftest import GEMMA3, SMOLLM2, fixtures_dir, model_path, report, run_strata
+from conftest import GEMMA3, ROOT, SMOLLM2, fixtures_dir, model_path, report, run_strata
 
 N_CORPUS = 32  # corpus lines per model
 N_RANDOM = 8   # random cases per model (the fixture keeps only special_bos and plain_nobos for them)
@@ -188,9 +189,7 @@ N_RANDOM_VOCAB = 120  # random texts per vocabulary
 
 def vocab_reference(models_dir):
     llama_cpp = pytest.importorskip("llama_cpp")
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                    "scripts"))
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import gen_tokenizer_fixtures as gen
 
     corpus = gen.read_corpus(os.path.join(fixtures_dir(), "tokenizer", "corpus.txt"))
@@ -217,18 +216,71 @@ def vocab_reference(models_dir):
     return out
 
 
+# Every tokenizer.ggml.pre name llama.cpp knows, put on one byte-level vocabulary (llama.cpp loads such
+# variants vocab-only): each must tokenize the corpus as llama.cpp does or be refused by name.
+VARIANT_BASE = "ggml-vocab-gpt-2.gguf"
+
+
+def pre_variant_reference(tree, work):
+    """{variant file: reference} and [(name, why)] for names llama.cpp itself cannot run."""
+    with open(os.path.join(tree, "src", "llama-vocab.cpp"), encoding="utf-8") as f:
+        names = sorted(set(re.findall(r'tokenizer_pre == "([^"]+)"', f.read())))
+    assert len(names) > 50, "pre-tokenizer names not found in llama-vocab.cpp"
+    script = os.path.join(ROOT, "scripts", "gen_tokenizer_fixtures.py")
+    jsonl = os.path.join(work, "variants.jsonl")
+    out, skipped = {}, []
+    remaining = names
+    while remaining:
+        subprocess.run([sys.executable, script, "--pre-variants", os.path.join(tree, "models", VARIANT_BASE),
+                        "--names", ",".join(remaining), "--dir", work, "--jsonl", jsonl],
+                       capture_output=True, timeout=600)
+        started, seen = None, set()
+        with open(jsonl) as f:
+            for line in f:
+                row = json.loads(line)
+                seen.add(row["name"])
+                if row.get("started"):
+                    started = row["name"]
+                    continue
+                started = None
+                if row.get("aborted"):
+                    continue
+                if "cases" in row:
+                    out[row["file"]] = {"cases": row["cases"]}
+                else:
+                    skipped.append((row["name"], "llama.cpp refuses it: " + row["llama_cpp_refuses"]))
+        if started is not None:  # llama.cpp aborted on this one
+            skipped.append((started, "llama.cpp aborts on it"))
+            os.remove(os.path.join(work, f"ggml-vocab-variant-pre-{started}.gguf"))
+            with open(jsonl, "a") as f:
+                f.write(json.dumps({"name": started, "aborted": True}) + "\n")
+        remaining = [n for n in names if n not in seen]
+    return out, skipped
+
+
 def test_llama_cpp_vocabularies(tmp_path):
-    """Every ggml-vocab-*.gguf: Strata's ids and text equal llama.cpp's, or it is refused by type."""
+    """Every ggml-vocab-*.gguf, and every pre-tokenizer name on one of them: Strata's ids and text
+    equal llama.cpp's, or the vocabulary is refused by its type."""
     tree = llama_cpp_tree.fetch()
     models_dir = os.path.join(tree, "models")
     binary = llama_cpp_tree.gtest_binary("test_tokenizer")
-    reference = tmp_path / "vocab-reference.json"
-    reference.write_text(json.dumps(vocab_reference(models_dir)))
-    env = dict(os.environ, STRATA_LLAMA_CPP_VOCABS=models_dir, STRATA_VOCAB_REFERENCE=str(reference))
+    work = tmp_path / "vocabs"
+    work.mkdir()
+    for name in os.listdir(models_dir):
+        os.symlink(os.path.join(models_dir, name), work / name)
+    reference = vocab_reference(models_dir)
+    variants, skipped = pre_variant_reference(tree, str(work))
+    reference.update(variants)
+    ref_path = tmp_path / "vocab-reference.json"
+    ref_path.write_text(json.dumps(reference))
+    env = dict(os.environ, STRATA_LLAMA_CPP_VOCABS=str(work), STRATA_VOCAB_REFERENCE=str(ref_path))
     proc = subprocess.run([binary, "--gtest_filter=LlamaCppVocabs.*"], env=env, capture_output=True, text=True,
                           timeout=600)
     lines = [line[len("[ vocab    ] "):] for line in proc.stdout.splitlines() if line.startswith("[ vocab    ] ")]
     for line in lines:
-        report("vocab " + line)
+        if "-variant-pre-" not in line or "pass" not in line.split(":")[1]:
+            report("vocab " + line.split(" (supported:")[0])
+    for name, why in skipped:
+        report(f"vocab pre-tokenizer '{name}' not compared: {why}")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert lines and "0 fail" in lines[-1]
