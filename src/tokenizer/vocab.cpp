@@ -144,7 +144,8 @@ void Vocab::load(const gguf::File& file) {
       attrs_[i] = attr_of_type(types_[i]);
     }
   }
-  ids_by_text_.reserve(n);
+  // Filled in id order without reserving, like llama.cpp's token_to_id: the same libstdc++ hash of
+  // the same bytes and the same growth give the same iteration order (mark_special_tokens needs it).
   for (size_t i = 0; i < n; ++i) {
     const auto [it, inserted] = ids_by_text_.emplace(texts_[i], Token(i));
     if (!inserted)
@@ -174,7 +175,6 @@ void Vocab::load(const gguf::File& file) {
 }
 
 // llama.cpp finds EOT/EOM/FIM/EOG tokens by their text and forces them to be control tokens.
-// It walks a hash map; here ids ascend, which only matters if a vocabulary holds two candidates.
 void Vocab::mark_special_tokens(const gguf::File& file) {
   const Token n = n_vocab();
   Token eom = -1, fim_pre = -1, fim_suf = -1, fim_mid = -1, fim_pad = -1, fim_rep = -1, fim_sep = -1;
@@ -204,7 +204,10 @@ void Vocab::mark_special_tokens(const gguf::File& file) {
       force_control(id);
     }
   };
-  for (Token id = 0; id < n; ++id) {
+  // llama.cpp walks its token_to_id; where a vocabulary holds two candidates (<|eot_id|> and
+  // <|end_of_text|>, <|im_end|> and <|endoftext|>) the first in that walk wins. ids_by_text_ is
+  // filled as token_to_id is (see load), so it walks in the same order.
+  for (const auto& [text, id] : ids_by_text_) {
     detect(eot_, id, {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
                       "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"});
     detect(eom, id, {"<|eom_id|>"});

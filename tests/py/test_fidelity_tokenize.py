@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -184,7 +185,7 @@ def test_vocab_only_gguf_tokenizes_identically(vocab_only_gguf, tmp_path):
 # that reference, vocabulary by vocabulary. The .out vectors cover one mode only, and four
 # vocabularies (aquila, baichuan, gpt-neox, nomic-bert-moe) have none: the reference fills in.
 
-N_RANDOM_VOCAB = 120  # random texts per vocabulary
+N_RANDOM_VOCAB = 60  # random texts per vocabulary
 
 
 def vocab_reference(models_dir):
@@ -211,8 +212,21 @@ def vocab_reference(models_dir):
             detok = {f"{'remove' if rm else 'keep'}/{'unparse' if up else 'hide'}":
                      v.detokenize(ids["special_bos"], rm, up).hex() for rm in (False, True) for up in (False, True)}
             cases.append({"input_hex": text.hex(), "ids": ids, "detokenized_hex": detok})
+        meta = {"bos": llama_cpp.llama_vocab_bos(v.vocab), "eos": llama_cpp.llama_vocab_eos(v.vocab),
+                "eot": llama_cpp.llama_vocab_eot(v.vocab),
+                "add_bos": bool(llama_cpp.llama_vocab_get_add_bos(v.vocab)),
+                "add_eos": bool(llama_cpp.llama_vocab_get_add_eos(v.vocab)),
+                "eog": [t for t in range(v.n) if llama_cpp.llama_vocab_is_eog(v.vocab, t)]}
+        # token_to_piece of every id: CRC-32 of (u32 length LE + bytes) over the whole vocabulary.
+        pieces = {}
+        for special in (True, False):
+            crc = 0
+            for t in range(v.n):
+                p = v.piece(t, special)
+                crc = zlib.crc32(len(p).to_bytes(4, "little") + p, crc)
+            pieces["special" if special else "plain"] = crc
         llama_cpp.llama_model_free(v.model)
-        out[name] = {"cases": cases}
+        out[name] = {"cases": cases, "n_vocab": v.n, "meta": meta, "pieces_crc32": pieces}
     return out
 
 

@@ -13,6 +13,8 @@
 // vocabulary under another tokenizer.ggml.pre) may also be refused for that pre-tokenizer, by name.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -104,6 +106,33 @@ std::vector<std::pair<std::string, std::vector<Token>>> read_vectors(const fs::p
   return cases;
 }
 
+// zlib's CRC-32, to compare token_to_piece over a whole vocabulary with the reference's.
+uint32_t crc32(uint32_t crc, const std::string& bytes) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (unsigned char b : bytes) crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8);
+  return ~crc;
+}
+
+uint32_t pieces_crc32(const Tokenizer& tok, bool special) {
+  uint32_t crc = 0;
+  for (Token id = 0; id < tok.n_vocab(); ++id) {
+    const std::string piece = tok.token_to_piece(id, special);
+    const uint32_t n = uint32_t(piece.size());
+    const char len[4] = {char(n & 0xFF), char((n >> 8) & 0xFF), char((n >> 16) & 0xFF), char(n >> 24)};
+    crc = crc32(crc32(crc, std::string(len, 4)), piece);
+  }
+  return crc;
+}
+
 struct Tally {
   int total = 0, agree = 0;
   std::vector<std::string> misses;
@@ -171,8 +200,30 @@ TEST(LlamaCppVocabs, EveryVocabularyMatchesOrIsRefusedByName) {
       }
     }
 
-    // llama_cpp's ids for more inputs, in every mode, and its text back from those ids.
-    Tally encoded, decoded;
+    // llama_cpp's ids for more inputs, in every mode, and its text back from those ids; its special
+    // ids, end-of-generation set and every token's piece.
+    Tally encoded, decoded, meta;
+    if (reference.contains(name) && reference[name].contains("meta")) {
+      const Json& r = reference[name];
+      const Json& m = r["meta"];
+      const auto same = [&](const char* what, auto got, auto want) {
+        std::ostringstream msg;
+        msg << what << ": want " << want << ", got " << got;
+        meta.check(got == want, msg.str());
+      };
+      same("n_vocab", tok->n_vocab(), r["n_vocab"].get<int>());
+      same("bos", tok->bos(), m["bos"].get<int>());
+      same("eos", tok->eos(), m["eos"].get<int>());
+      same("eot", tok->eot(), m["eot"].get<int>());
+      same("add_bos", tok->add_bos(), m["add_bos"].get<bool>());
+      same("add_eos", tok->add_eos(), m["add_eos"].get<bool>());
+      std::vector<Token> eog;
+      for (Token id = 0; id < tok->n_vocab(); ++id)
+        if (tok->is_eog(id)) eog.push_back(id);
+      meta.check(eog == m["eog"].get<std::vector<Token>>(), "eog: want " + ids_text(m["eog"].get<std::vector<Token>>()) + ", got " + ids_text(eog));
+      same("token_to_piece(special) crc32", pieces_crc32(*tok, true), r["pieces_crc32"]["special"].get<uint32_t>());
+      same("token_to_piece(plain) crc32", pieces_crc32(*tok, false), r["pieces_crc32"]["plain"].get<uint32_t>());
+    }
     if (reference.contains(name)) {
       for (const Json& c : reference[name]["cases"]) {
         const std::string text = from_hex(c["input_hex"].get<std::string>());
@@ -195,14 +246,15 @@ TEST(LlamaCppVocabs, EveryVocabularyMatchesOrIsRefusedByName) {
       }
     }
 
-    const bool ok = vectors.agree == vectors.total && encoded.agree == encoded.total && decoded.agree == decoded.total;
+    const bool ok = vectors.agree == vectors.total && encoded.agree == encoded.total &&
+                    decoded.agree == decoded.total && meta.agree == meta.total;
     ok ? ++n_pass : ++n_fail;
     const char* verdict = !ok ? "FAIL" : vectors.total + encoded.total == 0 ? "loaded, nothing to compare" : "pass";
     std::cout << "[ vocab    ] " << name << ": " << verdict << " (" << model << "/"
               << file->get_string("tokenizer.ggml.pre", "") << "; vectors " << vectors.agree << "/" << vectors.total
               << ", llama_cpp encode " << encoded.agree << "/" << encoded.total << ", decode " << decoded.agree << "/"
-              << decoded.total << ")\n";
-    for (const Tally* t : {&vectors, &encoded, &decoded})
+              << decoded.total << ", metadata and pieces " << meta.agree << "/" << meta.total << ")\n";
+    for (const Tally* t : {&vectors, &encoded, &decoded, &meta})
       for (const std::string& miss : t->misses) ADD_FAILURE() << name << ": " << miss;
     if (vectors.total + encoded.total == 0 && !reference.is_null())
       ADD_FAILURE() << name << ": loaded, but neither vectors nor a reference to compare it with";
