@@ -34,7 +34,8 @@ std::string first_difference(const std::string& want, const std::string& got) {
   size_t i = 0;
   while (i < want.size() && i < got.size() && want[i] == got[i]) ++i;
   const size_t from = i > 40 ? i - 40 : 0;
-  return "at byte " + std::to_string(i) + ": want '" + want.substr(from, 100) + "', got '" + got.substr(from, 100) + "'";
+  return "at byte " + std::to_string(i) + ": want '" + want.substr(from, 100) + "', got '" + got.substr(from, 100) +
+         "'";
 }
 
 TEST(LlamaCppTemplates, RenderAsJinja2Does) {
@@ -75,8 +76,10 @@ TEST(LlamaCppTemplates, RenderAsJinja2Does) {
     }
     Tally& t = by_template[name];
     ++t.total;
-    if (miss.empty()) ++t.agree;
-    else if (t.first_miss.empty()) t.first_miss = label + ": " + miss;
+    if (miss.empty())
+      ++t.agree;
+    else if (t.first_miss.empty())
+      t.first_miss = label + ": " + miss;
   }
   set_fixed_now(0);
 
@@ -88,8 +91,8 @@ TEST(LlamaCppTemplates, RenderAsJinja2Does) {
     if (!ok) ADD_FAILURE() << t.first_miss;
   }
   std::cout << "[ template ] " << by_template.size() << " templates: " << n_pass << " render as jinja2 "
-            << reference.value("jinja2_version", "?") << " does in every case, "
-            << by_template.size() - size_t(n_pass) << " differ\n";
+            << reference.value("jinja2_version", "?") << " does in every case, " << by_template.size() - size_t(n_pass)
+            << " differ\n";
   EXPECT_GT(by_template.size(), 50u);
 }
 

@@ -61,9 +61,12 @@ std::string from_hex(const std::string& hex) {
 std::string shown(const std::string& s) {
   std::string out;
   for (unsigned char c : s) {
-    if (c == '\n') out += "\\n";
-    else if (c < 0x20 || c == 0x7F) out += "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
-    else out.push_back(char(c));
+    if (c == '\n')
+      out += "\\n";
+    else if (c < 0x20 || c == 0x7F)
+      out += "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
+    else
+      out.push_back(char(c));
   }
   return out.size() > 80 ? out.substr(0, 80) + "..." : out;
 }
@@ -138,8 +141,10 @@ struct Tally {
   std::vector<std::string> misses;
   void check(bool ok, const std::string& what) {
     ++total;
-    if (ok) ++agree;
-    else if (misses.size() < 4) misses.push_back(what);
+    if (ok)
+      ++agree;
+    else if (misses.size() < 4)
+      misses.push_back(what);
   }
 };
 
@@ -186,7 +191,8 @@ TEST(LlamaCppVocabs, EveryVocabularyMatchesOrIsRefusedByName) {
       }
       continue;
     }
-    if (kRefused.count(model)) ADD_FAILURE() << name << ": tokenizer type '" << model << "' loaded but is listed as refused";
+    if (kRefused.count(model))
+      ADD_FAILURE() << name << ": tokenizer type '" << model << "' loaded but is listed as refused";
 
     // llama.cpp's own vectors: add_special=false, parse_special=false.
     Tally vectors;
@@ -220,7 +226,8 @@ TEST(LlamaCppVocabs, EveryVocabularyMatchesOrIsRefusedByName) {
       std::vector<Token> eog;
       for (Token id = 0; id < tok->n_vocab(); ++id)
         if (tok->is_eog(id)) eog.push_back(id);
-      meta.check(eog == m["eog"].get<std::vector<Token>>(), "eog: want " + ids_text(m["eog"].get<std::vector<Token>>()) + ", got " + ids_text(eog));
+      meta.check(eog == m["eog"].get<std::vector<Token>>(),
+                 "eog: want " + ids_text(m["eog"].get<std::vector<Token>>()) + ", got " + ids_text(eog));
       same("token_to_piece(special) crc32", pieces_crc32(*tok, true), r["pieces_crc32"]["special"].get<uint32_t>());
       same("token_to_piece(plain) crc32", pieces_crc32(*tok, false), r["pieces_crc32"]["plain"].get<uint32_t>());
     }
@@ -230,9 +237,9 @@ TEST(LlamaCppVocabs, EveryVocabularyMatchesOrIsRefusedByName) {
         for (const auto& [mode, want] : c["ids"].items()) {
           const bool parse = mode.rfind("special", 0) == 0, add = mode.find("_bos") != std::string::npos;
           const auto got = tok->encode(text, add, parse);
-          encoded.check(got == want.get<std::vector<Token>>(),
-                        mode + " '" + shown(text) + "': want " + ids_text(want.get<std::vector<Token>>()) + ", got " +
-                            ids_text(got));
+          encoded.check(got == want.get<std::vector<Token>>(), mode + " '" + shown(text) + "': want " +
+                                                                   ids_text(want.get<std::vector<Token>>()) + ", got " +
+                                                                   ids_text(got));
         }
         // "remove|keep" (remove_special) + "/unparse|hide" (unparse_special), on the special_bos ids
         const auto ids = c["ids"]["special_bos"].get<std::vector<Token>>();
@@ -241,7 +248,8 @@ TEST(LlamaCppVocabs, EveryVocabularyMatchesOrIsRefusedByName) {
           const bool unparse = mode.find("/unparse") != std::string::npos;
           const std::string want = from_hex(want_hex.get<std::string>());
           const std::string got = tok->detokenize(ids, remove_special, unparse);
-          decoded.check(got == want, mode + " of '" + shown(text) + "': want '" + shown(want) + "', got '" + shown(got) + "'");
+          decoded.check(got == want,
+                        mode + " of '" + shown(text) + "': want '" + shown(want) + "', got '" + shown(got) + "'");
         }
       }
     }
