@@ -64,14 +64,23 @@ std::string translate(const std::string& re) {
 
 }  // namespace
 
+// Regexes llama.cpp does not run as regexes but with unicode_regex_split_custom_afmoe: each run of
+// digits (\p{N}) splits into a leading group of (count % 3) digits, then groups of three; the text
+// before a run joins the run's first group (as llama.cpp has it, unlike the regex it stands for).
+static bool is_digit_groups(const std::string& source) {
+  return source == "\\p{AFMoE_digits}" || source == "\\d{1,3}(?=(?:\\d{3})*\\b)";
+}
+
 struct PreTokenizer::Regex {
   pcre2_code* code = nullptr;
+  bool digit_groups = false;  // `code` finds digit runs; see is_digit_groups
   ~Regex() { pcre2_code_free(code); }
 };
 
 PreTokenizer::PreTokenizer(const std::vector<std::string>& llama_cpp_regexes) {
   for (const auto& source : llama_cpp_regexes) {
-    const std::string pattern = translate(source);
+    const bool digit_groups = is_digit_groups(source);
+    const std::string pattern = digit_groups ? "\\p{N}+" : translate(source);
     int err = 0;
     PCRE2_SIZE err_off = 0;
     auto re = std::make_unique<Regex>();
@@ -83,6 +92,7 @@ PreTokenizer::PreTokenizer(const std::vector<std::string>& llama_cpp_regexes) {
       throw Error("tokenizer: cannot compile pre-tokenizer regex '" + source + "' at offset " +
                   std::to_string(err_off) + ": " + reinterpret_cast<const char*>(msg));
     }
+    re->digit_groups = digit_groups;
     pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);  // optional: falls back to the interpreter
     regexes_.push_back(std::move(re));
   }
@@ -131,6 +141,20 @@ std::vector<std::string> PreTokenizer::split(std::string_view text, bool byte_en
         }
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
         const size_t begin = ov[0], end = ov[1];
+        if (re->digit_groups) {
+          std::vector<size_t> digit_ends;  // byte offset after each digit of the run
+          for (size_t p = begin; p < end; p += utf8_len(subject[span.offset + p]))
+            digit_ends.push_back(p + utf8_len(subject[span.offset + p]));
+          const auto cut = [&](size_t at) {
+            if (at > last) next.push_back({span.offset + last, at - last});
+            last = at;
+          };
+          size_t k = digit_ends.size() % 3;
+          if (k > 0) cut(digit_ends[k - 1]);
+          for (; k < digit_ends.size(); k += 3) cut(digit_ends[k + 2]);
+          pos = end;
+          continue;
+        }
         if (end == begin) {  // empty match: step over one character
           pos = end + (end < span.length ? utf8_len(subject[span.offset + end]) : 1);
           continue;
@@ -290,6 +314,16 @@ const std::vector<PreEntry>& pre_table() {
         "[\\p{P}!-/:-@\\[-`{-~]",
         "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"},
        false, false, 1},
+      // The first regex of these two is llama.cpp's digit-grouping splitter (see is_digit_groups).
+      {{"afmoe"},
+       {"\\p{AFMoE_digits}",
+        "[一-鿿㐀-䶿豈-﫿぀-ゟ゠-ヿ･-ﾟ⼀-⿟เ-๿຀-໿ក-៿က-႟ꩠ-ꩿꧠ-꧿가-힯ᄀ-ᇿ]+",
+        "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+       false, false},
+      {{"tiny_aya", "cohere2moe"},
+       {"\\d{1,3}(?=(?:\\d{3})*\\b)",
+        "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+       false, false},
       // tokenizer.ggml.model "gemma4" always uses this row, whatever tokenizer.ggml.pre says.
       {{"gemma4", "granite-embed-multi-311m"}, {kNewlineRuns}, false, true, -1, false, false, true, true, true},
       {{"sarvam-moe"}, {kNewlineRuns}, false, false, -1, false, false, true},
