@@ -36,8 +36,10 @@ def _download():
     if os.path.isfile(path):
         return path
     os.makedirs(pkgs, exist_ok=True)
+    # Bounded: offline, pip gives up after one retry of 30 s rather than its configured minutes.
     proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                           "-d", pkgs, f"llama-cpp-python=={SDIST_VERSION}"], capture_output=True, text=True, timeout=600)
+                           "--retries", "1", "--timeout", "30", "-d", pkgs, f"llama-cpp-python=={SDIST_VERSION}"],
+                          capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 or not os.path.isfile(path):
         return None
     return path
