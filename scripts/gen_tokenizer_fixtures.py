@@ -9,6 +9,10 @@ whole vocabulary. Writes tests/fixtures/tokenizer/<model stem>.json.
 Byte strings are stored as hex because they need not be valid UTF-8.
 
 usage: scripts/gen_tokenizer_fixtures.py [--models DIR] [--out DIR]
+       scripts/gen_tokenizer_fixtures.py --pre-variants BASE.gguf --names a,b,... --dir DIR --jsonl FILE
+The second form (tests/py/test_fidelity_tokenize.py) writes BASE under each tokenizer.ggml.pre name into
+DIR and appends llama.cpp's ids and text for the corpus, one JSON line per name, to FILE; a name that
+makes llama.cpp abort kills the process, so the caller restarts it after the last line written.
 """
 import argparse
 import ctypes
@@ -172,7 +176,7 @@ class Vocab:
         params.vocab_only = True
         self.model = llama_cpp.llama_model_load_from_file(path.encode(), params)
         if not self.model:
-            sys.exit(f"cannot load {path}")
+            raise RuntimeError(f"llama.cpp cannot load {path}")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n = llama_cpp.llama_vocab_n_tokens(self.vocab)
 
@@ -252,11 +256,42 @@ def fixture(model_path, cases, randoms, full=True):
     return out
 
 
+def pre_variants(base, names, out_dir, jsonl):
+    corpus = read_corpus(os.path.join(ROOT, "tests/fixtures/tokenizer/corpus.txt"))
+    for name in names:
+        dst = os.path.join(out_dir, f"ggml-vocab-variant-pre-{name}.gguf")
+        write_variant(base, dst, "tokenizer.ggml.pre", 8, name)
+        with open(jsonl, "a") as f:  # mark the start, so an abort is attributed to this name
+            f.write(json.dumps({"name": name, "started": True}) + "\n")
+        try:
+            v = Vocab(dst)
+        except RuntimeError as e:
+            with open(jsonl, "a") as f:
+                f.write(json.dumps({"name": name, "llama_cpp_refuses": str(e)}) + "\n")
+            continue
+        cases = []
+        for text in corpus:
+            ids = {"special_bos": v.tokenize(text, True, True), "plain_nobos": v.tokenize(text, False, False)}
+            detok = {"keep/unparse": v.detokenize(ids["special_bos"], False, True).hex(),
+                     "remove/hide": v.detokenize(ids["special_bos"], True, False).hex()}
+            cases.append({"input_hex": text.hex(), "ids": ids, "detokenized_hex": detok})
+        llama_cpp.llama_model_free(v.model)
+        with open(jsonl, "a") as f:
+            f.write(json.dumps({"name": name, "file": os.path.basename(dst), "cases": cases}) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default=os.path.expanduser("~/.cache/strata/models"))
     ap.add_argument("--out", default=os.path.join(ROOT, "tests/fixtures/tokenizer"))
+    ap.add_argument("--pre-variants", metavar="BASE")
+    ap.add_argument("--names")
+    ap.add_argument("--dir")
+    ap.add_argument("--jsonl")
     args = ap.parse_args()
+    if args.pre_variants:
+        pre_variants(args.pre_variants, args.names.split(","), args.dir, args.jsonl)
+        return
     cases = read_corpus(os.path.join(ROOT, "tests/fixtures/tokenizer/corpus.txt"))
     for name in MODELS:
         path = os.path.join(args.models, name)

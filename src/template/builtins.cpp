@@ -277,13 +277,13 @@ Value dict_method(const Value& self, const std::string& name) {
   if (name == "items")
     return Value::function([d](CallArgs&) {
       List out;
-      for (const auto& [k, v] : d->items) out.push_back(Value::tuple({Value::string(k), v}));
+      for (const auto& [k, v] : d->items) out.push_back(Value::tuple({k, v}));
       return Value::new_list(out);
     });
   if (name == "keys")
     return Value::function([d](CallArgs&) {
       List out;
-      for (const auto& [k, v] : d->items) out.push_back(Value::string(k));
+      for (const auto& [k, v] : d->items) out.push_back(k);
       return Value::new_list(out);
     });
   if (name == "values")
@@ -295,7 +295,7 @@ Value dict_method(const Value& self, const std::string& name) {
   if (name == "get")
     return Value::function([d](CallArgs& a) {
       Value key = a.get(0, "key");
-      const Value* v = key.is_string() ? d->find(key.s) : nullptr;
+      const Value* v = d->find(key);
       return v ? *v : a.get(1, "default", Value::none());
     });
   if (name == "copy")
@@ -344,7 +344,9 @@ int64_t length_of(const Value& v) {
   switch (v.kind) {
     case Kind::Undefined: return 0;
     case Kind::String: return int64_t(utf8_length(v.s));
-    case Kind::List: return int64_t(v.list->size());
+    case Kind::List:
+      if (v.is_generator) throw Error("object of type 'generator' has no len()");
+      return int64_t(v.list->size());
     case Kind::Dict: return int64_t(v.dict->items.size());
     default: throw Error(std::string("object of type '") + v.type_name() + "' has no len()");
   }
@@ -353,10 +355,10 @@ int64_t length_of(const Value& v) {
 List to_list(const Value& v) {
   switch (v.kind) {
     case Kind::Undefined: return {};
-    case Kind::List: return *v.list;
+    case Kind::List: return v.is_generator ? consume(v) : *v.list;
     case Kind::Dict: {
       List out;
-      for (const auto& [k, e] : v.dict->items) out.push_back(Value::string(k));
+      for (const auto& [k, e] : v.dict->items) out.push_back(k);
       return out;
     }
     case Kind::String: {
@@ -424,6 +426,11 @@ std::string strftime_now(const std::string& fmt) {
 
 }  // namespace
 
+Value add_strings(const Value& a, const Value& b) {
+  if (!a.is_markup && !b.is_markup) return Value::string(a.s + b.s);
+  return Value::markup((a.is_markup ? a.s : html_escape(a.s)) + (b.is_markup ? b.s : html_escape(b.s)));
+}
+
 void set_fixed_now(long long unix_seconds) { g_fixed_now = unix_seconds; }
 
 std::string py_strip(const std::string& s, const Value& chars, bool left, bool right) {
@@ -454,7 +461,7 @@ bool contains(const Value& container, const Value& item) {
       return false;
     case Kind::Dict:
       if (container.is_namespace) break;
-      return item.is_string() && container.dict->find(item.s) != nullptr;
+      return container.dict->find(item) != nullptr;
     default: break;
   }
   throw Error(std::string("argument of type '") + container.type_name() + "' is not iterable");
@@ -487,14 +494,11 @@ Value get_item(const Value& subject, const Value& key) {
   switch (subject.kind) {
     case Kind::Undefined: undefined_error(subject);
     case Kind::Dict:
-      if (key.is_string()) {
-        const Value* v = subject.dict->find(key.s);
-        if (v) return *v;
-        return get_attribute(subject, key.s);
-      }
-      return Value::undefined();
+      if (const Value* v = subject.dict->find(key)) return *v;
+      return key.is_string() ? get_attribute(subject, key.s) : Value::undefined();
     case Kind::List:
     case Kind::String:
+      if (subject.is_generator) return Value::undefined();  // jinja2: a generator has no items
       if (key.is_int_like()) {
         int64_t n = length_of(subject);
         int64_t k = key.as_int();
@@ -525,7 +529,7 @@ bool apply_test(Renderer& r, const std::string& name, const Value& v, CallArgs& 
   if (name == "string") return v.is_string();
   if (name == "mapping") return v.is_mapping();
   if (name == "iterable") return v.is_undefined() || v.is_string() || v.is_list() || v.is_mapping();
-  if (name == "sequence") return v.is_undefined() || v.is_string() || v.is_list() || v.is_mapping();
+  if (name == "sequence") return v.is_undefined() || v.is_string() || (v.is_list() && !v.is_generator) || v.is_mapping();
   if (name == "number") return v.is_numeric();
   if (name == "integer") return v.kind == Kind::Int;
   if (name == "float") return v.kind == Kind::Float;
@@ -574,14 +578,17 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
     bool use = a.get(1, "boolean", Value::boolean(false)).truthy() ? !v.truthy() : v.is_undefined();
     return use ? a.get(0, "default_value", Value::string("")) : v;
   }
-  if (name == "safe") return v;
+  if (name == "safe") return v.is_markup ? v : Value::markup(to_str(v));
   if (name == "string") return v.is_string() ? v : Value::string(to_str(v));
-  if (name == "trim") return Value::string(py_strip(to_str(v), a.get(0, "chars", Value::none()), true, true));
-  if (name == "upper") return Value::string(ascii_upper(to_str(v)));
-  if (name == "lower") return Value::string(ascii_lower(to_str(v)));
+  // Markup's own str methods return Markup.
+  const auto same_kind = [&](std::string s) { return v.is_markup ? Value::markup(std::move(s)) : Value::string(std::move(s)); };
+  if (name == "trim") return same_kind(py_strip(to_str(v), a.get(0, "chars", Value::none()), true, true));
+  if (name == "upper") return same_kind(ascii_upper(to_str(v)));
+  if (name == "lower") return same_kind(ascii_lower(to_str(v)));
   if (name == "capitalize") return Value::string(capitalize(to_str(v)));
   if (name == "title") return Value::string(title(to_str(v)));
-  if (name == "escape" || name == "e" || name == "forceescape") return Value::string(html_escape(to_str(v)));
+  if ((name == "escape" || name == "e") && v.is_markup) return v;
+  if (name == "escape" || name == "e" || name == "forceescape") return Value::markup(html_escape(to_str(v)));
   if (name == "length" || name == "count") return Value::integer(length_of(v));
   if (name == "wordcount") {
     int64_t n = 0;
@@ -657,6 +664,13 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
     return Value::number(rounded / scale);
   }
   if (name == "list") return Value::new_list(to_list(v));
+  if (name == "first" && v.is_generator) {  // next(iter(gen)): takes one item
+    if (v.list->empty()) return Value::undefined(name);
+    Value item = v.list->front();
+    v.list->erase(v.list->begin());
+    return item;
+  }
+  if (name == "last" && v.is_generator) throw Error("last: 'generator' object is not reversible");
   if (name == "first" || name == "last") {
     List items = to_list(v);
     if (items.empty()) return Value::undefined(name);
@@ -687,7 +701,7 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
     if (v.is_undefined()) return Value::new_list();
     if (!v.is_mapping()) throw Error("items: can only get item pairs from a mapping");
     List out;
-    for (const auto& [k, e] : v.dict->items) out.push_back(Value::tuple({Value::string(k), e}));
+    for (const auto& [k, e] : v.dict->items) out.push_back(Value::tuple({k, e}));
     return Value::new_list(out);
   }
   if (name == "dictsort") {
@@ -696,7 +710,7 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
     std::string by = to_str(a.get(1, "by", Value::string("key")));
     bool rev = a.get(2, "reverse", Value::boolean(false)).truthy();
     List out;
-    for (const auto& [k, e] : v.dict->items) out.push_back(Value::tuple({Value::string(k), e}));
+    for (const auto& [k, e] : v.dict->items) out.push_back(Value::tuple({k, e}));
     size_t pos = by == "value" ? 1 : 0;
     std::stable_sort(out.begin(), out.end(), [&](const Value& x, const Value& y) {
       Value kx = sort_key((*x.list)[pos], Value::none(), case_sensitive);
@@ -756,6 +770,7 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
     bool keep_match = name == "selectattr" || name == "select";
     size_t test_pos = by_attr ? 1 : 0;
     List out;
+    if (!v.truthy()) return Value::generator({});  // jinja2: `if value:` before iterating (none, "", 0)
     for (const auto& item : to_list(v)) {
       Value subject = by_attr ? attr_path(item, a.get(0, "attribute")) : item;
       bool ok;
@@ -767,10 +782,11 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
       }
       if (ok == keep_match) out.push_back(item);
     }
-    return Value::new_list(out);
+    return Value::generator(std::move(out));
   }
   if (name == "map") {
     List out;
+    if (!v.truthy()) return Value::generator({});  // jinja2: `if value:` before iterating
     if (a.has(size_t(-1), "attribute")) {
       Value attribute = a.get(size_t(-1), "attribute");
       Value fallback = a.get(size_t(-1), "default");
@@ -778,14 +794,14 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
         Value x = attr_path(item, attribute);
         out.push_back(x.is_undefined() && !fallback.is_undefined() ? fallback : x);
       }
-      return Value::new_list(out);
+      return Value::generator(std::move(out));
     }
     if (a.pos.empty()) throw Error("map: expected a filter name or attribute=");
     std::string filter = to_str(a.pos[0]);
     CallArgs fargs = rest_args(a, 1);
     fargs.kw = a.kw;
     for (const auto& item : to_list(v)) out.push_back(apply_filter(r, filter, item, fargs));
-    return Value::new_list(out);
+    return Value::generator(std::move(out));
   }
   if (name == "indent") {
     Value width = a.get(0, "width", Value::integer(4));

@@ -20,6 +20,9 @@ Value make_globals();  // range, namespace, dict, raise_exception, strftime_now
 bool has_filter(const std::string& name);
 bool has_test(const std::string& name);
 
+// `a + b` of two strings: a Markup on either side escapes the other, and the sum is Markup.
+Value add_strings(const Value& a, const Value& b);
+
 // Python's `item in container`.
 bool contains(const Value& container, const Value& item);
 // Python str methods (strip, split, ...) used by the template methods and filters.

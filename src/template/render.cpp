@@ -176,11 +176,11 @@ void Renderer::exec_set(const Stmt& s, Value v) {
 static List iterate(const Value& v) {
   switch (v.kind) {
     case Kind::Undefined: return {};
-    case Kind::List: return *v.list;
+    case Kind::List: return v.is_generator ? consume(v) : *v.list;
     case Kind::Dict: {
       if (v.is_namespace) break;
       List keys;
-      for (const auto& [k, e] : v.dict->items) keys.push_back(Value::string(k));
+      for (const auto& [k, e] : v.dict->items) keys.push_back(k);
       return keys;
     }
     case Kind::String: {
@@ -323,8 +323,7 @@ Value Renderer::eval(const Expr& e) {
       Value d = Value::new_dict();
       for (size_t k = 0; k < e.keys.size(); ++k) {
         Value key = eval(*e.keys[k]);
-        if (!key.is_string()) throw Error("only string keys are supported in dict literals");
-        d.dict->set(key.s, eval(*e.items[k]));
+        d.dict->set(key, eval(*e.items[k]));
       }
       return d;
     }
@@ -423,7 +422,7 @@ Value Renderer::binary(const Expr& e) {
     }
   }
   if (op == "+") {
-    if (a.is_string() && b.is_string()) return Value::string(a.s + b.s);
+    if (a.is_string() && b.is_string()) return add_strings(a, b);
     if (a.is_list() && b.is_list() && a.is_tuple == b.is_tuple) {
       List items = *a.list;
       items.insert(items.end(), b.list->begin(), b.list->end());

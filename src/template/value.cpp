@@ -11,19 +11,55 @@ namespace strata::jinja {
 
 const Value* Dict::find(std::string_view key) const {
   for (const auto& [k, v] : items)
-    if (k == key) return &v;
+    if (k.kind == Kind::String && k.s == key) return &v;
   return nullptr;
 }
 
 Value* Dict::find(std::string_view key) {
   for (auto& [k, v] : items)
-    if (k == key) return &v;
+    if (k.kind == Kind::String && k.s == key) return &v;
   return nullptr;
 }
 
+const Value* Dict::find(const Value& key) const {
+  if (key.is_string()) return find(std::string_view(key.s));
+  for (const auto& [k, v] : items)
+    if (equals(k, key)) return &v;
+  return nullptr;
+}
+
+Value* Dict::find(const Value& key) {
+  return const_cast<Value*>(static_cast<const Dict*>(this)->find(key));
+}
+
 void Dict::set(const std::string& key, Value v) {
+  if (Value* slot = find(std::string_view(key))) *slot = std::move(v);
+  else items.emplace_back(Value::string(key), std::move(v));
+}
+
+void Dict::set(const Value& key, Value v) {
+  if (key.kind == Kind::List && !key.is_tuple) throw Error("unhashable type: 'list'");
+  if (key.kind == Kind::Dict) throw Error(std::string("unhashable type: '") + key.type_name() + "'");
   if (Value* slot = find(key)) *slot = std::move(v);
   else items.emplace_back(key, std::move(v));
+}
+
+Value Value::markup(std::string s) {
+  Value v = string(std::move(s));
+  v.is_markup = true;
+  return v;
+}
+
+Value Value::generator(List items) {
+  Value v = new_list(std::move(items));
+  v.is_generator = true;
+  return v;
+}
+
+List consume(const Value& generator) {
+  List items;
+  items.swap(*generator.list);
+  return items;
 }
 
 Value Value::undefined(std::string name) {
@@ -99,7 +135,7 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
     }
     case nlohmann::ordered_json::value_t::object: {
       Value d = new_dict();
-      for (auto it = j.begin(); it != j.end(); ++it) d.dict->items.emplace_back(it.key(), from_json(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) d.dict->items.emplace_back(Value::string(it.key()), from_json(it.value()));
       return d;
     }
     default: return undefined();
@@ -114,7 +150,7 @@ bool Value::truthy() const {
     case Kind::Int: return i != 0;
     case Kind::Float: return f != 0;
     case Kind::String: return !s.empty();
-    case Kind::List: return !list->empty();
+    case Kind::List: return is_generator || !list->empty();
     case Kind::Dict: return is_namespace || !dict->items.empty();
     case Kind::Function: return true;
   }
@@ -129,7 +165,7 @@ const char* Value::type_name() const {
     case Kind::Int: return "int";
     case Kind::Float: return "float";
     case Kind::String: return "str";
-    case Kind::List: return is_tuple ? "tuple" : "list";
+    case Kind::List: return is_generator ? "generator" : is_tuple ? "tuple" : "list";
     case Kind::Dict: return is_namespace ? "Namespace" : "dict";
     case Kind::Function: return "function";
   }
@@ -269,6 +305,7 @@ std::string to_repr(const Value& v) {
   switch (v.kind) {
     case Kind::String: return repr_string(v.s);
     case Kind::List: {
+      if (v.is_generator) return "<generator object>";  // Python adds an address no template can rely on
       std::string out = v.is_tuple ? "(" : "[";
       for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + to_repr((*v.list)[k]);
       if (v.is_tuple && v.list->size() == 1) out += ",";
@@ -278,7 +315,7 @@ std::string to_repr(const Value& v) {
       std::string out = v.is_namespace ? "<Namespace {" : "{";
       bool first = true;
       for (const auto& [k, e] : v.dict->items) {
-        out += (first ? "" : ", ") + repr_string(k) + ": " + to_repr(e);
+        out += (first ? "" : ", ") + to_repr(k) + ": " + to_repr(e);
         first = false;
       }
       return out + (v.is_namespace ? "}>" : "}");
@@ -339,6 +376,19 @@ static void json_string(std::string& out, const std::string& s, bool ensure_asci
   out += '"';
 }
 
+// json.dumps turns str, int, float, bool and None keys into strings and refuses the rest.
+static std::string json_key(const Value& k) {
+  switch (k.kind) {
+    case Kind::String: return k.s;
+    case Kind::None: return "null";
+    case Kind::Bool: return k.b ? "true" : "false";
+    case Kind::Int: return std::to_string(k.i);
+    case Kind::Float: return std::isnan(k.f) ? "NaN" : std::isinf(k.f) ? (k.f > 0 ? "Infinity" : "-Infinity") : float_repr(k.f);
+    default:
+      throw Error(std::string("tojson: keys must be str, int, float, bool or None, not ") + k.type_name());
+  }
+}
+
 static void json_dump(std::string& out, const Value& v, const JsonOptions& opt, int depth) {
   bool pretty = opt.indent >= 0 || !opt.indent_str.empty();
   std::string item_sep = opt.item_sep.empty() ? (pretty ? "," : ", ") : opt.item_sep;
@@ -358,6 +408,7 @@ static void json_dump(std::string& out, const Value& v, const JsonOptions& opt, 
       return;
     case Kind::String: json_string(out, v.s, opt.ensure_ascii); return;
     case Kind::List: {
+      if (v.is_generator) throw Error("tojson: Object of type generator is not JSON serializable");
       if (v.list->empty()) {
         out += "[]";
         return;
@@ -378,15 +429,15 @@ static void json_dump(std::string& out, const Value& v, const JsonOptions& opt, 
         out += "{}";
         return;
       }
-      std::vector<const std::pair<std::string, Value>*> entries;
+      std::vector<const std::pair<Value, Value>*> entries;
       for (const auto& e : v.dict->items) entries.push_back(&e);
-      if (opt.sort_keys)
-        std::stable_sort(entries.begin(), entries.end(), [](auto* a, auto* b) { return a->first < b->first; });
+      if (opt.sort_keys)  // Python sorts the keys themselves (mixed types raise)
+        std::stable_sort(entries.begin(), entries.end(), [](auto* a, auto* b) { return less(a->first, b->first); });
       out += '{';
       for (size_t k = 0; k < entries.size(); ++k) {
         if (k) out += item_sep;
         newline(depth + 1);
-        json_string(out, entries[k]->first, opt.ensure_ascii);
+        json_string(out, json_key(entries[k]->first), opt.ensure_ascii);
         out += key_sep;
         json_dump(out, entries[k]->second, opt, depth + 1);
       }
@@ -418,6 +469,7 @@ bool equals(const Value& a, const Value& b) {
     case Kind::String: return a.s == b.s;
     case Kind::List: {
       if (a.list == b.list) return true;
+      if (a.is_generator || b.is_generator) return false;  // generators compare by identity
       if (a.is_tuple != b.is_tuple || a.list->size() != b.list->size()) return false;
       for (size_t k = 0; k < a.list->size(); ++k)
         if (!equals((*a.list)[k], (*b.list)[k])) return false;

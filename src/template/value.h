@@ -19,12 +19,17 @@ struct CallArgs;
 using List = std::vector<Value>;
 using Function = std::function<Value(CallArgs&)>;
 
-// Insertion-ordered string-keyed dict (Python dicts keep insertion order; JSON objects are small).
+// Insertion-ordered dict (Python dicts keep insertion order; JSON objects are small). Keys are
+// strings but for dict literals such as `{0: 0, 512: 128}`; a key matches as Python's == does
+// (1, 1.0 and True are one key).
 struct Dict {
-  std::vector<std::pair<std::string, Value>> items;
+  std::vector<std::pair<Value, Value>> items;
   const Value* find(std::string_view key) const;
   Value* find(std::string_view key);
+  const Value* find(const Value& key) const;
+  Value* find(const Value& key);
   void set(const std::string& key, Value v);
+  void set(const Value& key, Value v);  // throws strata::Error for an unhashable key (list, dict)
 };
 
 enum class Kind { Undefined, None, Bool, Int, Float, String, List, Dict, Function };
@@ -39,6 +44,10 @@ struct Value {
   std::shared_ptr<Dict> dict;
   std::shared_ptr<Function> fn;
   bool is_tuple = false;      // a List written as a Python tuple: repr "(a, b)"
+  bool is_markup = false;     // a String that is a markupsafe.Markup (from the safe / escape filters):
+                              // `+` html-escapes a plain string joined to it (see add_strings)
+  bool is_generator = false;  // a List standing for a Python generator (what map/select/reject return):
+                              // always true, no len(), not JSON; iterating it empties it (see consume)
   bool is_namespace = false;  // a Dict made by namespace(): attributes assignable, not a mapping
 
   Value() = default;
@@ -50,6 +59,8 @@ struct Value {
   static Value string(std::string v);
   static Value new_list(List items = {});
   static Value tuple(List items);
+  static Value generator(List items);
+  static Value markup(std::string s);
   static Value new_dict();
   static Value function(Function f);
   static Value from_json(const nlohmann::ordered_json& j);  // keeps key order
@@ -77,6 +88,9 @@ struct CallArgs {
   Value get(size_t index, std::string_view name, Value fallback = Value::undefined()) const;
   bool has(size_t index, std::string_view name) const;
 };
+
+// The items of a generator, which is exhausted afterwards (Python iterates a generator once).
+List consume(const Value& generator);
 
 // Python's str() and repr() of a value; str(undefined) is "".
 std::string to_str(const Value& v);

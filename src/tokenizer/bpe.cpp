@@ -29,12 +29,23 @@ struct BigramOrder {  // lowest rank first; ties: leftmost first
 }  // namespace
 
 void Vocab::bpe_tokenize(std::string_view text, std::vector<Token>& out) const {
-  const std::vector<std::string> words = pre_->split(text, /*byte_encode=*/true);
+  std::string escaped;
+  if (escape_whitespaces_) {
+    escaped.reserve(text.size());
+    for (char c : text) {
+      if (c == ' ') escaped += "\xE2\x96\x81";
+      else escaped.push_back(c);
+    }
+    text = escaped;
+  }
+  const std::vector<std::string> words = pre_->split(text, byte_encode_);
   std::vector<Symbol> symbols;
   for (const std::string& word : words) {
     symbols.clear();
     size_t offset = 0;
-    if (ignore_merges_ && text_to_token(word) >= 0) {
+    const bool whole_word =
+        ignore_merges_ || (newline_runs_whole_ && word.find_first_not_of('\n') == std::string::npos);
+    if (whole_word && text_to_token(word) >= 0) {
       symbols.push_back({-1, -1, word.data(), word.size()});
       offset = word.size();
     }
@@ -83,9 +94,13 @@ void Vocab::bpe_tokenize(std::string_view text, std::vector<Token>& out) const {
         out.push_back(id);
         continue;
       }
-      // llama.cpp looks each byte of the encoded text up as a one-byte token and drops misses.
+      // llama.cpp looks each byte up as a one-byte token (byte-level) or as <0xXX> (raw UTF-8),
+      // and drops misses.
+      static const char* hex = "0123456789ABCDEF";
       for (char c : piece) {
-        const Token byte_id = text_to_token(std::string_view(&c, 1));
+        const uint8_t b = uint8_t(c);
+        const char fallback[6] = {'<', '0', 'x', hex[b >> 4], hex[b & 15], '>'};
+        const Token byte_id = byte_encode_ ? text_to_token(std::string_view(&c, 1)) : text_to_token({fallback, 6});
         if (byte_id >= 0) out.push_back(byte_id);
       }
     }

@@ -40,6 +40,15 @@ uint32_t attr_of_type(int64_t type) {
   }
 }
 
+// What a refused tokenizer type is, for the error message.
+std::string unsupported_model_note(const std::string& model) {
+  if (model == "bert") return " (BERT WordPiece)";
+  if (model == "t5") return " (T5 Unigram)";
+  if (model == "rwkv") return " (RWKV world)";
+  if (model == "plamo2") return " (PLaMo-2)";
+  return "";
+}
+
 bool in(std::string_view s, std::initializer_list<std::string_view> list) {
   return std::find(list.begin(), list.end(), s) != list.end();
 }
@@ -59,6 +68,7 @@ void Vocab::load(const gguf::File& file) {
   if (!model_v) throw Error(where("no tokenizer.ggml.model (the file carries no vocabulary)"));
   const std::string model = model_v->as_string();
   const std::string pre = file.get_string("tokenizer.ggml.pre", "");
+  bool force_add_bos = false;
 
   if (model == "llama") {
     kind_ = Kind::SPM;
@@ -67,11 +77,13 @@ void Vocab::load(const gguf::File& file) {
     clean_spaces_ = false;
     add_bos_ = true;
     add_eos_ = false;
-  } else if (model == "gpt2") {
+  } else if (model == "gpt2" || model == "gemma4") {
     kind_ = Kind::BPE;
-    bos_ = 11, eos_ = 11, unk_ = -1;
+    if (model == "gpt2") bos_ = 11, eos_ = 11;  // gemma4 has no default special ids
+    unk_ = -1;
     const gguf::Value* merges = file.find("tokenizer.ggml.merges");
-    if (!merges) throw Error(where("tokenizer.ggml.model is 'gpt2' but tokenizer.ggml.merges is missing"));
+    if (!merges)
+      throw Error(where("tokenizer.ggml.model is '" + model + "' but tokenizer.ggml.merges is missing"));
     const auto& items = merges->as_array().items;
     merge_ranks_.reserve(items.size());
     for (size_t i = 0; i < items.size(); ++i) {
@@ -81,15 +93,21 @@ void Vocab::load(const gguf::File& file) {
       std::string key = pos == std::string::npos ? std::string(" ") : line;
       merge_ranks_.emplace(std::move(key), int(i));
     }
-    PreTokenizerConfig cfg = pre_tokenizer_config(pre);  // throws for unknown names
+    // llama.cpp ignores tokenizer.ggml.pre for gemma4 vocabularies.
+    PreTokenizerConfig cfg = pre_tokenizer_config(model == "gemma4" ? "gemma4" : pre);  // throws for unknown names
     add_space_prefix_ = false;
     clean_spaces_ = cfg.clean_spaces;
     ignore_merges_ = cfg.ignore_merges;
+    byte_encode_ = cfg.byte_encode;
+    escape_whitespaces_ = cfg.escape_whitespaces;
+    newline_runs_whole_ = cfg.newline_runs_whole;
+    force_add_bos = cfg.force_add_bos;
     if (cfg.add_bos >= 0) add_bos_ = cfg.add_bos != 0;
     if (cfg.no_bos) bos_ = -1;
     pre_ = std::make_unique<PreTokenizer>(cfg.regexes);
   } else {
-    throw Error(where("unsupported tokenizer.ggml.model '" + model + "' (supported: llama, gpt2)"));
+    throw Error(where("unsupported tokenizer.ggml.model '" + model + "'" + unsupported_model_note(model) +
+                      " (supported: llama, gpt2, gemma4)"));
   }
   add_space_prefix_ = file.get_bool("tokenizer.ggml.add_space_prefix", add_space_prefix_);
 
@@ -126,7 +144,8 @@ void Vocab::load(const gguf::File& file) {
       attrs_[i] = attr_of_type(types_[i]);
     }
   }
-  ids_by_text_.reserve(n);
+  // Filled in id order without reserving, like llama.cpp's token_to_id: the same libstdc++ hash of
+  // the same bytes and the same growth give the same iteration order (mark_special_tokens needs it).
   for (size_t i = 0; i < n; ++i) {
     const auto [it, inserted] = ids_by_text_.emplace(texts_[i], Token(i));
     if (!inserted)
@@ -150,12 +169,12 @@ void Vocab::load(const gguf::File& file) {
 
   add_bos_ = file.get_bool("tokenizer.ggml.add_bos_token", add_bos_);
   add_eos_ = file.get_bool("tokenizer.ggml.add_eos_token", add_eos_);
+  if (force_add_bos) add_bos_ = true;
   if (add_bos_ && bos_ < 0) throw Error(where("tokenizer.ggml.add_bos_token is true, but tokenizer.ggml.bos_token_id is not set"));
   if (add_eos_ && eos_ < 0) throw Error(where("tokenizer.ggml.add_eos_token is true, but tokenizer.ggml.eos_token_id is not set"));
 }
 
 // llama.cpp finds EOT/EOM/FIM/EOG tokens by their text and forces them to be control tokens.
-// It walks a hash map; here ids ascend, which only matters if a vocabulary holds two candidates.
 void Vocab::mark_special_tokens(const gguf::File& file) {
   const Token n = n_vocab();
   Token eom = -1, fim_pre = -1, fim_suf = -1, fim_mid = -1, fim_pad = -1, fim_rep = -1, fim_sep = -1;
@@ -185,7 +204,10 @@ void Vocab::mark_special_tokens(const gguf::File& file) {
       force_control(id);
     }
   };
-  for (Token id = 0; id < n; ++id) {
+  // llama.cpp walks its token_to_id; where a vocabulary holds two candidates (<|eot_id|> and
+  // <|end_of_text|>, <|im_end|> and <|endoftext|>) the first in that walk wins. ids_by_text_ is
+  // filled as token_to_id is (see load), so it walks in the same order.
+  for (const auto& [text, id] : ids_by_text_) {
     detect(eot_, id, {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
                       "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"});
     detect(eom, id, {"<|eom_id|>"});
@@ -286,7 +308,7 @@ std::string Vocab::piece_uncached(Token id) const {
   const std::string& text = texts_[id];
   if (has(id, ATTR_UNKNOWN | ATTR_CONTROL | ATTR_USER_DEFINED)) return text;
   if (has(id, ATTR_NORMAL)) {
-    if (kind_ == Kind::SPM) {
+    if (kind_ == Kind::SPM || escape_whitespaces_) {
       std::string out = text;
       replace_all(out, kSpace, " ");
       return out;

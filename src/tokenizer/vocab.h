@@ -69,6 +69,10 @@ struct PreTokenizerConfig {
   bool clean_spaces = true;
   int add_bos = -1;     // -1: leave the default
   bool no_bos = false;  // the vocabulary has no BOS unless the metadata names one
+  bool byte_encode = true;          // GPT-2 byte-level symbols; false: raw UTF-8 with <0xXX> fallback
+  bool escape_whitespaces = false;  // spaces become U+2581 before splitting (SentencePiece-style BPE)
+  bool force_add_bos = false;       // add BOS even where the metadata says not to (llama.cpp's Gemma 4 fix-up)
+  bool newline_runs_whole = false;  // a word of newlines that is a token stays whole (llama.cpp's Gemma 4 fix)
 };
 // Throws strata::Error naming the supported names for an unknown one.
 PreTokenizerConfig pre_tokenizer_config(const std::string& pre);
@@ -112,6 +116,9 @@ class Vocab final : public Tokenizer {
   bool add_space_prefix_ = false;
   bool clean_spaces_ = false;
   bool ignore_merges_ = false;
+  bool byte_encode_ = true;
+  bool escape_whitespaces_ = false;
+  bool newline_runs_whole_ = false;
 };
 
 }  // namespace strata::tokenizer_detail

@@ -7,10 +7,13 @@ jinja2 raises must fail with a clear error.
 """
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import SMOLLM2, fixtures_dir, model_path, run_strata
+import llama_cpp_tree
+from conftest import ROOT, SMOLLM2, fixtures_dir, model_path, report, run_strata
 
 
 def _cases():
@@ -54,3 +57,36 @@ def test_template_of_a_model_without_one_is_a_clear_error(tmp_path):
     proc = run_strata("template", model, "--messages", messages, check=False)
     assert proc.returncode == 1
     assert b"template" in proc.stderr
+
+
+# --- every chat template of llama.cpp's tree, against Debian's python3-jinja2 ---
+
+def reference_python():
+    """Debian's python3 with its python3-jinja2 when there is one, else this interpreter's jinja2."""
+    for python in ("/usr/bin/python3", sys.executable):
+        if os.path.exists(python) and subprocess.run([python, "-c", "import jinja2"], capture_output=True).returncode == 0:
+            return python
+    pytest.skip("no python with jinja2 to render the reference")
+
+
+def test_llama_cpp_templates(tmp_path):
+    """models/templates/*.jinja and test-chat-template.cpp's templates x conversations.json x
+    add_generation_prompt: Strata's output equals jinja2's byte for byte, or both raise."""
+    tree = llama_cpp_tree.fetch()
+    binary = llama_cpp_tree.gtest_binary("test_template")
+    reference = tmp_path / "template-reference.json"
+    python = reference_python()
+    gen = subprocess.run([python, os.path.join(ROOT, "scripts", "gen_template_fixtures.py"), "--tree", tree,
+                          "--out", str(reference)], capture_output=True, text=True, timeout=600)
+    assert gen.returncode == 0, gen.stderr
+    env = dict(os.environ, STRATA_TEMPLATE_REFERENCE=str(reference), STRATA_FIXTURES=fixtures_dir())
+    proc = subprocess.run([binary, "--gtest_filter=LlamaCppTemplates.*"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    lines = [line[len("[ template ] "):] for line in proc.stdout.splitlines() if line.startswith("[ template ] ")]
+    report(f"templates ({python}): {gen.stdout.strip()}")
+    for line in lines:
+        if not line.startswith(tuple("0123456789")) and "pass" not in line:
+            report("template " + line)
+    if lines:
+        report("template " + lines[-1])
+    assert proc.returncode == 0, proc.stdout[-4000:]

@@ -10,11 +10,15 @@ import concurrent.futures
 import json
 import os
 import re
+import subprocess
+import sys
+import zlib
 
 import numpy as np
 import pytest
 
-from conftest import GEMMA3, SMOLLM2, fixtures_dir, model_path, report, run_strata
+import llama_cpp_tree
+from conftest import GEMMA3, ROOT, SMOLLM2, fixtures_dir, model_path, report, run_strata
 
 N_CORPUS = 32  # corpus lines per model
 N_RANDOM = 8   # random cases per model (the fixture keeps only special_bos and plain_nobos for them)
@@ -172,3 +176,125 @@ def test_vocab_only_gguf_tokenizes_identically(vocab_only_gguf, tmp_path):
     assert not bad, "\n".join(f"{mode} {text!r}: want {want} got {ids}" for text, mode, want, ids in bad[:5])
     text = "<|im_start|>assistant\nThe answer is 42.\n\tDone!"
     assert pieces(vocab_only_gguf, text, "--parse-special") == pieces(full, text, "--parse-special")
+
+
+# --- every vocabulary of llama.cpp's own test set (models/ggml-vocab-*.gguf) ---
+# The vocabularies come from the llama.cpp tree (tests/py/llama_cpp_tree.py fetches it). llama_cpp
+# tokenizes their .inp vectors, corpus.txt and random texts in all four modes and detokenizes the
+# results; test_tokenizer's LlamaCppVocabs test then checks Strata against the .inp/.out vectors and
+# that reference, vocabulary by vocabulary. The .out vectors cover one mode only, and four
+# vocabularies (aquila, baichuan, gpt-neox, nomic-bert-moe) have none: the reference fills in.
+
+N_RANDOM_VOCAB = 60  # random texts per vocabulary
+
+
+def vocab_reference(models_dir):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import gen_tokenizer_fixtures as gen
+
+    corpus = gen.read_corpus(os.path.join(fixtures_dir(), "tokenizer", "corpus.txt"))
+    randoms = gen.random_cases(seed=16)[:N_RANDOM_VOCAB]
+    out = {}
+    for name in sorted(os.listdir(models_dir)):
+        if not (name.startswith("ggml-vocab-") and name.endswith(".gguf")):
+            continue
+        path = os.path.join(models_dir, name)
+        texts = []
+        if os.path.exists(path + ".inp"):
+            with open(path + ".inp", "rb") as f:
+                texts = f.read().split(b"\n__ggml_vocab_test__\n")
+        v = gen.Vocab(path)
+        cases = []
+        for text in texts + corpus + randoms:
+            ids = {("special" if parse else "plain") + ("_bos" if add else "_nobos"): v.tokenize(text, add, parse)
+                   for parse in (True, False) for add in (True, False)}
+            detok = {f"{'remove' if rm else 'keep'}/{'unparse' if up else 'hide'}":
+                     v.detokenize(ids["special_bos"], rm, up).hex() for rm in (False, True) for up in (False, True)}
+            cases.append({"input_hex": text.hex(), "ids": ids, "detokenized_hex": detok})
+        meta = {"bos": llama_cpp.llama_vocab_bos(v.vocab), "eos": llama_cpp.llama_vocab_eos(v.vocab),
+                "eot": llama_cpp.llama_vocab_eot(v.vocab),
+                "add_bos": bool(llama_cpp.llama_vocab_get_add_bos(v.vocab)),
+                "add_eos": bool(llama_cpp.llama_vocab_get_add_eos(v.vocab)),
+                "eog": [t for t in range(v.n) if llama_cpp.llama_vocab_is_eog(v.vocab, t)]}
+        # token_to_piece of every id: CRC-32 of (u32 length LE + bytes) over the whole vocabulary.
+        pieces = {}
+        for special in (True, False):
+            crc = 0
+            for t in range(v.n):
+                p = v.piece(t, special)
+                crc = zlib.crc32(len(p).to_bytes(4, "little") + p, crc)
+            pieces["special" if special else "plain"] = crc
+        llama_cpp.llama_model_free(v.model)
+        out[name] = {"cases": cases, "n_vocab": v.n, "meta": meta, "pieces_crc32": pieces}
+    return out
+
+
+# Every tokenizer.ggml.pre name llama.cpp knows, put on one byte-level vocabulary (llama.cpp loads such
+# variants vocab-only): each must tokenize the corpus as llama.cpp does or be refused by name.
+VARIANT_BASE = "ggml-vocab-gpt-2.gguf"
+
+
+def pre_variant_reference(tree, work):
+    """{variant file: reference} and [(name, why)] for names llama.cpp itself cannot run."""
+    with open(os.path.join(tree, "src", "llama-vocab.cpp"), encoding="utf-8") as f:
+        names = sorted(set(re.findall(r'tokenizer_pre == "([^"]+)"', f.read())))
+    assert len(names) > 50, "pre-tokenizer names not found in llama-vocab.cpp"
+    script = os.path.join(ROOT, "scripts", "gen_tokenizer_fixtures.py")
+    jsonl = os.path.join(work, "variants.jsonl")
+    out, skipped = {}, []
+    remaining = names
+    while remaining:
+        subprocess.run([sys.executable, script, "--pre-variants", os.path.join(tree, "models", VARIANT_BASE),
+                        "--names", ",".join(remaining), "--dir", work, "--jsonl", jsonl],
+                       capture_output=True, timeout=600)
+        started, seen = None, set()
+        with open(jsonl) as f:
+            for line in f:
+                row = json.loads(line)
+                seen.add(row["name"])
+                if row.get("started"):
+                    started = row["name"]
+                    continue
+                started = None
+                if row.get("aborted"):
+                    continue
+                if "cases" in row:
+                    out[row["file"]] = {"cases": row["cases"]}
+                else:
+                    skipped.append((row["name"], "llama.cpp refuses it: " + row["llama_cpp_refuses"]))
+        if started is not None:  # llama.cpp aborted on this one
+            skipped.append((started, "llama.cpp aborts on it"))
+            os.remove(os.path.join(work, f"ggml-vocab-variant-pre-{started}.gguf"))
+            with open(jsonl, "a") as f:
+                f.write(json.dumps({"name": started, "aborted": True}) + "\n")
+        remaining = [n for n in names if n not in seen]
+    return out, skipped
+
+
+def test_llama_cpp_vocabularies(tmp_path):
+    """Every ggml-vocab-*.gguf, and every pre-tokenizer name on one of them: Strata's ids and text
+    equal llama.cpp's, or the vocabulary is refused by its type."""
+    tree = llama_cpp_tree.fetch()
+    models_dir = os.path.join(tree, "models")
+    binary = llama_cpp_tree.gtest_binary("test_tokenizer")
+    work = tmp_path / "vocabs"
+    work.mkdir()
+    for name in os.listdir(models_dir):
+        os.symlink(os.path.join(models_dir, name), work / name)
+    reference = vocab_reference(models_dir)
+    variants, skipped = pre_variant_reference(tree, str(work))
+    reference.update(variants)
+    ref_path = tmp_path / "vocab-reference.json"
+    ref_path.write_text(json.dumps(reference))
+    env = dict(os.environ, STRATA_LLAMA_CPP_VOCABS=str(work), STRATA_VOCAB_REFERENCE=str(ref_path))
+    proc = subprocess.run([binary, "--gtest_filter=LlamaCppVocabs.*"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    lines = [line[len("[ vocab    ] "):] for line in proc.stdout.splitlines() if line.startswith("[ vocab    ] ")]
+    for line in lines:
+        if "-variant-pre-" not in line or "pass" not in line.split(":")[1]:
+            report("vocab " + line.split(" (supported:")[0])
+    for name, why in skipped:
+        report(f"vocab pre-tokenizer '{name}' not compared: {why}")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert lines and "0 fail" in lines[-1]

@@ -183,5 +183,42 @@ TEST(TemplateErrors, RuntimeErrorsLikePython) {
   EXPECT_EQ(render("{{ x }}{% for a in x %}{% endfor %}{{ x | length }}{{ x is defined }}"), "0False");
 }
 
+// Outputs below are what Debian's python3-jinja2 3.1.2 renders (ImmutableSandboxedEnvironment).
+TEST(TemplateExpressions, DictLiteralsWithNonStringKeys) {
+  // ByteDance Seed-OSS looks a thinking budget up in a table keyed by integers.
+  EXPECT_EQ(render("{% set t = {0: 0, 512: 128, 'a': 1} %}{{ t[512] }} {{ t }} {{ t | tojson }}"),
+            "128 {0: 0, 512: 128, 'a': 1} {\"0\": 0, \"512\": 128, \"a\": 1}");
+  EXPECT_EQ(render("{% for k, v in {2: 'b', 1: 'a'} | dictsort %}{{ k }}{{ v }}{% endfor %}"), "1a2b");
+  EXPECT_EQ(render("{{ {1: 'x'}[1.0] }} {{ {True: 'y'}[1] }} {{ 1 in {1: 2} }} {{ {none: 1, 1.5: 2} }}"),
+            "x y True {None: 1, 1.5: 2}");
+  EXPECT_EQ(render("{{ {1: 'a'}.get(1) }} {{ {(1, 2): 'p'}[(1, 2)] }} {{ {1: 'a', 1.0: 'b'} }}"), "a p {1: 'b'}");
+  EXPECT_NE(error_of("{{ {[1]: 2} }}").find("unhashable type: 'list'"), std::string::npos);
+  EXPECT_NE(error_of("{{ {(1, 2): 1} | tojson }}").find("keys must be str"), std::string::npos);
+}
+
+TEST(TemplateFilters, SelectAndMapAreGenerators) {
+  // functionary v3.1: `none | selectattr(...)` is an empty generator in jinja2, not an error.
+  EXPECT_EQ(render("{{ none | selectattr('type', 'equalto', 'x') | list | length }}"), "0");
+  EXPECT_EQ(render("{{ none | map(attribute='a') | list }}{{ '' | select | list }}{{ x | reject | list }}"), "[][][]");
+  // A generator is always true, has no len(), is not JSON, and runs once.
+  EXPECT_EQ(render("{{ 'yes' if [] | select else 'no' }}"), "yes");
+  EXPECT_NE(error_of("{{ [1] | select | length }}").find("has no len()"), std::string::npos);
+  EXPECT_NE(error_of("{{ [{'a': 1}] | map(attribute='a') | tojson }}").find("generator is not JSON serializable"),
+            std::string::npos);
+  EXPECT_EQ(render("{% set g = [1, 2, 3] | select %}{{ g | first }}{{ g | list }}{{ g | list }}"), "1[2, 3][]");
+  EXPECT_EQ(render("{% set g = [1, 2] | map('string') %}{% for x in g %}{{ x }}{% endfor %}|{{ g | join }}"), "12|");
+  EXPECT_EQ(render("{{ ([1] | select)[0] is defined }} {{ [1] | select is sequence }} {{ [1] | select is iterable }}"),
+            "False False True");
+}
+
+TEST(TemplateFilters, MarkupEscapesWhatIsAddedToIt) {
+  // functionary v3.1 builds its tool list as `"..."|safe + name + ... + t | tojson`.
+  EXPECT_EQ(render("{{ '<a>' | safe + '<b>' }}|{{ '<b>' + '<a>' | safe }}|{{ '<a>' | safe ~ '<b>' }}"),
+            "<a>&lt;b&gt;|&lt;b&gt;<a>|<a><b>");
+  EXPECT_EQ(render("{{ ('<a>' | safe + '\"') | trim + \"'\" }}|{{ '<a>' | e + '&' }}|{{ '<a>' | e | e }}"),
+            "<a>&#34;&#39;|&lt;a&gt;&amp;|&lt;a&gt;");
+  EXPECT_EQ(render("{{ ('<a>' | safe) | upper + '<x>' }}|{{ ['<a>' | safe] | join + '<x>' }}"), "<A>&lt;x&gt;|<a><x>");
+}
+
 }  // namespace
 }  // namespace strata::jinja

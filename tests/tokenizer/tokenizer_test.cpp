@@ -454,4 +454,35 @@ TEST(SyntheticVocab, ByteLevelBpeWithSmollmPreTokenizer) {
   EXPECT_EQ(tok->decode({256, '1', 258}, true), " a1<|im_end|>");
 }
 
+TEST(SyntheticVocab, Gemma4SentencePieceStyleBpe) {
+  // tokenizer.ggml.model "gemma4": spaces become U+2581 before merging, merges run on raw UTF-8,
+  // only newlines split words, a run of newlines that is a token stays whole, bytes fall back to
+  // <0xXX>, and BOS is added whatever add_bos_token says (llama.cpp's Gemma 4 rules).
+  const std::string sp = "\xE2\x96\x81";
+  std::vector<std::string> tokens = {"<pad>", "<eos>", "<bos>", sp, "a", "b", sp + "b", "\n\n", "\n"};
+  std::vector<int32_t> types = {3, 3, 3, 1, 1, 1, 1, 1, 1};
+  for (int b = 0; b < 256; ++b) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+    tokens.push_back(buf);
+    types.push_back(6);
+  }
+  Writer w;
+  w.set("general.architecture", Value::str("gemma4"));
+  w.set("tokenizer.ggml.model", Value::str("gemma4"));
+  w.set("tokenizer.ggml.tokens", Value::strings(tokens));
+  w.set("tokenizer.ggml.token_type", Value::i32s(types));
+  w.set("tokenizer.ggml.merges", Value::strings({sp + " b"}));  // no "\n \n": "\n\n" is taken whole
+  w.set("tokenizer.ggml.bos_token_id", Value::u32(2));
+  w.set("tokenizer.ggml.eos_token_id", Value::u32(1));
+  w.set("tokenizer.ggml.add_bos_token", Value::boolean(false));
+  Synthetic keep;
+  const auto tok = build(w, keep);
+  EXPECT_TRUE(tok->add_bos());
+  EXPECT_EQ(tok->encode("a b\n\nZ", true, false), (std::vector<Token>{2, 4, 6, 7, 9 + 'Z'}));
+  EXPECT_EQ(tok->encode("\n\n\n", false, false), (std::vector<Token>{8, 8, 8}));  // no token, no merge
+  EXPECT_EQ(tok->decode({4, 6, 7, 9 + 'Z'}, false), "a b\n\nZ");
+  EXPECT_TRUE(tok->is_eog(1));
+}
+
 }  // namespace
