@@ -43,7 +43,7 @@ EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, cons
     token_lists.push_back(std::move(tokens));
   }
   {
-    std::lock_guard<std::mutex> lock(m.run_mutex);
+    std::lock_guard<std::timed_mutex> lock(m.run_mutex);
     Session& session = m.embed_session(0);
     for (const auto& tokens : token_lists) {
       std::vector<float> v = embed_mean(session, tokens);
@@ -110,7 +110,7 @@ json vector_json(const std::vector<float>& v) {
 }  // namespace
 
 void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
-  http.Post("/api/embed", guarded(ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
+  add_route_with_body(http, "POST", "/api/embed", ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
               const json body = parse_body(req.body);
               const std::string model = model_of(body);
               const std::vector<std::string> inputs = inputs_of(body, "input");
@@ -123,9 +123,8 @@ void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
                               {"total_duration", to_ns(r.total_seconds)},
                               {"load_duration", to_ns(r.load_seconds)},
                               {"prompt_eval_count", r.n_prompt}});
-            }));
-  http.Post("/api/embeddings",
-            guarded(ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
+            });
+  add_route_with_body(http, "POST", "/api/embeddings", ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
               const json body = parse_body(req.body);
               const std::string model = model_of(body);
               const std::string prompt = field_string(body, "prompt").value_or("");
@@ -133,9 +132,8 @@ void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
               if (!prompt.empty()) inputs.push_back(prompt);
               const EmbedResult r = embed_inputs(registry, model, inputs, true, false, keep_alive_of(body));
               send_json(res, {{"embedding", r.vectors.empty() ? json::array() : vector_json(r.vectors[0])}});
-            }));
-  http.Post("/v1/embeddings",
-            guarded(ErrorStyle::openai, [&registry](const httplib::Request& req, httplib::Response& res) {
+            });
+  add_route_with_body(http, "POST", "/v1/embeddings", ErrorStyle::openai, [&registry](const httplib::Request& req, httplib::Response& res) {
               const json body = parse_body(req.body);
               auto model = field_string(body, "model");
               if (!model || model->empty()) throw bad_request("model is required");
@@ -155,7 +153,7 @@ void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
                               {"data", data},
                               {"model", *model},
                               {"usage", {{"prompt_tokens", r.n_prompt}, {"total_tokens", r.n_prompt}}}});
-            }));
+            });
 }
 
 }  // namespace strata::server

@@ -36,7 +36,22 @@ int64_t floor_div(int64_t a, int64_t b) {
   return q;
 }
 
+[[noreturn]] void limit_error(const std::string& what) {
+  throw Error(what + " (the template engine's limit)");
+}
+
+// 'x' * n and [..] * n, checked before anything is allocated.
 Value repeat(const Value& seq, int64_t n) {
+  n = std::max<int64_t>(n, 0);
+  if (seq.is_string() && !seq.s.empty() && uint64_t(n) > kMaxValueBytes / seq.s.size())
+    limit_error("string repetition: the result would be larger than " + std::to_string(kMaxValueBytes >> 20) + " MiB");
+  if (seq.is_list() && !seq.list->empty()) {
+    size_t item_bytes = 0;
+    for (const Value& v : *seq.list) item_bytes += v.is_string() ? v.s.size() : 0;
+    if (uint64_t(n) > kMaxListItems / seq.list->size() || (item_bytes && uint64_t(n) > kMaxValueBytes / item_bytes))
+      limit_error("list repetition: the result would hold more than " + std::to_string(kMaxListItems) +
+                  " items or " + std::to_string(kMaxValueBytes >> 20) + " MiB");
+  }
   if (seq.is_string()) {
     std::string out;
     for (int64_t k = 0; k < n; ++k) out += seq.s;
@@ -70,9 +85,17 @@ Value Renderer::lookup(const std::string& name) const {
 
 void Renderer::assign(const std::string& name, Value v) { frames_.back()->set(name, std::move(v)); }
 
+void Renderer::count_step() {
+  if (++steps_ > kMaxRenderSteps)
+    limit_error("the template ran more than " + std::to_string(kMaxRenderSteps) + " steps");
+}
+
 Renderer::Flow Renderer::exec(const Body& body, std::string& out) {
   for (const auto& s : body) {
+    count_step();
     Flow f = exec_stmt(*s, out);
+    if (out.size() > kMaxRenderOutputBytes)
+      limit_error("the template's output is larger than " + std::to_string(kMaxRenderOutputBytes >> 20) + " MiB");
     if (f != Flow::Normal) return f;
   }
   return Flow::Normal;
@@ -262,6 +285,13 @@ Value Renderer::make_macro(const Stmt& s) {
   std::vector<Frame> scope = frames_;
   const Stmt* def = &s;
   return Value::function([this, scope, def](CallArgs& a) {
+    if (call_depth_ >= kMaxCallDepth)
+      limit_error("macro '" + def->text + "' called more than " + std::to_string(kMaxCallDepth) + " deep");
+    ++call_depth_;
+    struct Leave {
+      int& depth;
+      ~Leave() { --depth; }
+    } leave{call_depth_};
     auto saved = frames_;
     int saved_depth = loop_depth_;
     frames_ = scope;
@@ -309,6 +339,14 @@ Value Renderer::call(const Value& fn, CallArgs& args) {
 }
 
 Value Renderer::eval(const Expr& e) {
+  count_step();
+  Value v = eval_expr(e);
+  if (v.is_string() && v.s.size() > kMaxValueBytes)
+    limit_error("a string is larger than " + std::to_string(kMaxValueBytes >> 20) + " MiB");
+  return v;
+}
+
+Value Renderer::eval_expr(const Expr& e) {
   if (e.line > 0) line_ = e.line;
   switch (e.kind) {
     case ExprKind::Literal: return e.value;
@@ -423,8 +461,19 @@ Value Renderer::binary(const Expr& e) {
     }
   }
   if (op == "+") {
-    if (a.is_string() && b.is_string()) return Value::string(a.s + b.s);
+    if (a.is_string() && b.is_string()) {
+      if (a.s.size() + b.s.size() > kMaxValueBytes)
+        limit_error("string concatenation: the result would be larger than " + std::to_string(kMaxValueBytes >> 20) +
+                    " MiB");
+      return Value::string(a.s + b.s);
+    }
     if (a.is_list() && b.is_list() && a.is_tuple == b.is_tuple) {
+      size_t item_bytes = 0;
+      for (const Value* l : {&a, &b})
+        for (const Value& v : *l->list) item_bytes += v.is_string() ? v.s.size() : 0;
+      if (a.list->size() + b.list->size() > kMaxListItems || item_bytes > kMaxValueBytes)
+        limit_error("list concatenation: the result would hold more than " + std::to_string(kMaxListItems) +
+                    " items or " + std::to_string(kMaxValueBytes >> 20) + " MiB");
       List items = *a.list;
       items.insert(items.end(), b.list->begin(), b.list->end());
       return a.is_tuple ? Value::tuple(items) : Value::new_list(items);
