@@ -1,6 +1,7 @@
 #include "server/completion.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <thread>
 
 #include "runtime/grammar.h"
@@ -232,6 +233,9 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
     });
     r.gen.prompt_seconds += prefix_seconds;  // the prompt's evaluation is both parts
   }
+  if (r.cancelled)
+    std::fprintf(stderr, "%s: the client went away after %d tokens; generation stopped\n", req.model.c_str(),
+                 r.gen.n_generated);
   r.context = prompt.tokens;
   r.context.insert(r.context.end(), r.gen.tokens.begin(), r.gen.tokens.end());
   r.total_seconds = std::chrono::duration<double>(Clock::now() - started).count();

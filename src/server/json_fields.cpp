@@ -52,6 +52,8 @@ json parse_body(const std::string& body) {
     j = json::parse(body);
   } catch (const json::parse_error& e) {
     throw bad_request(body.empty() ? "missing request body" : std::string("invalid JSON: ") + e.what());
+  } catch (const json::exception& e) {  // 1e400: a number no double holds
+    throw bad_request(std::string("invalid JSON: a number is out of range: ") + e.what());
   }
   if (!j.is_object()) throw bad_request("the request body must be a JSON object");
   return j;

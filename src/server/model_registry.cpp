@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "server/errors.h"
+#include "server/limits.h"
 #include "server/model_settings.h"
 #include "util/error.h"
 
@@ -340,7 +341,8 @@ void ModelRegistry::release(LoadedModel& m, std::optional<double> keep_alive_s) 
   std::lock_guard<std::mutex> lock(mutex_);
   --m.n_active_;
   const double keep = keep_alive_s.value_or(options_.keep_alive_s);
-  m.keep_forever_ = keep < 0;
+  // Past limits::kKeepAliveForeverSeconds is forever: 1e300 s must not wrap to a past date.
+  m.keep_forever_ = keep < 0 || !(keep < limits::kKeepAliveForeverSeconds);
   m.expires_at_ =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(keep < 0 ? 0 : keep));
   if (m.n_active_ == 0 && keep == 0) {

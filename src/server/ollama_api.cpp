@@ -8,7 +8,6 @@
 #include "server/connection.h"
 #include "server/errors.h"
 #include "server/http_util.h"
-#include "server/limits.h"
 #include "server/model_settings.h"
 #include "server/prompt.h"
 #include "server/tier_report.h"
@@ -42,9 +41,7 @@ GenerateParams default_generate_params() {
 std::optional<double> parse_keep_alive(const json& body) {
   auto it = body.find("keep_alive");
   if (it == body.end() || it->is_null()) return std::nullopt;
-  // Any duration past limits::kKeepAliveForeverSeconds means forever (1e300 must not wrap).
-  const auto bounded = [](double seconds) { return seconds >= limits::kKeepAliveForeverSeconds ? -1.0 : seconds; };
-  if (it->is_number()) return bounded(it->get<double>());
+  if (it->is_number()) return it->get<double>();  // the registry bounds it (kKeepAliveForeverSeconds)
   if (!it->is_string()) throw bad_request("field \"keep_alive\" must be a duration like \"5m\" or a number of seconds");
   const std::string s = it->get<std::string>();
   const auto invalid = [&] { return bad_request("invalid keep_alive duration \"" + s + "\""); };
@@ -87,7 +84,7 @@ std::optional<double> parse_keep_alive(const json& body) {
     any = true;
   }
   if (!any || std::isnan(total)) throw invalid();
-  return bounded(sign * total);
+  return sign * total;
 }
 
 std::string required_model(const json& body) {

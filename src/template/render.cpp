@@ -232,6 +232,7 @@ Renderer::Flow Renderer::exec_for(const Stmt& s, std::string& out) {
   List items;
   if (s.cond) {  // `for x in xs if cond`: filtered before loop.length is known
     for (const auto& item : all) {
+      count_step();
       frames_.push_back(std::make_shared<Dict>());
       bind_targets(item);
       bool keep = eval(*s.cond).truthy();
@@ -246,6 +247,7 @@ Renderer::Flow Renderer::exec_for(const Stmt& s, std::string& out) {
   ++loop_depth_;
   const int64_t n = int64_t(items.size());
   for (int64_t k = 0; k < n; ++k) {
+    count_step();  // an iteration is a step even when its body is empty
     Value loop = Value::new_dict();
     Dict& d = *loop.dict;
     d.set("index", Value::integer(k + 1));

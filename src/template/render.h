@@ -13,7 +13,7 @@ namespace strata::jinja {
 
 // What one render may do (besides value.h's bounds on one value): templates come from model files and from clients (/api/create), and
 // each bound is an error naming it rather than a stalled or crashed server.
-constexpr int64_t kMaxRenderSteps = 4'000'000;            // statements run plus expressions evaluated
+constexpr int64_t kMaxRenderSteps = 1'000'000;  // statements run, expressions evaluated, loop iterations
 constexpr size_t kMaxRenderOutputBytes = size_t(64) << 20;  // the rendered text
 constexpr size_t kMaxListItems = size_t(1) << 20;           // one list (range, repetition, concatenation)
 constexpr int kMaxCallDepth = 64;                           // macro calls inside macro calls
