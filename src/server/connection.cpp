@@ -206,6 +206,16 @@ BoundedServer::BoundedServer() {
   set_payload_max_length(limits::kMaxBodyBytes);
 }
 
+int BoundedServer::bind_bounded(const std::string& host, int port) {
+  if (port == 0)
+    port = bind_to_any_port(host);
+  else if (!bind_to_port(host, port))
+    port = -1;
+  // Listening again on a listening socket only changes its backlog.
+  if (port >= 0 && ::listen(svr_sock_, limits::kListenBacklog) != 0) return -1;
+  return port;
+}
+
 // httplib's keep-alive loop, over a stream with deadlines.
 bool BoundedServer::process_and_close_socket(socket_t sock) {
   if (t_refuse) {

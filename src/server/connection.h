@@ -16,6 +16,10 @@ namespace strata::server {
 class BoundedServer : public httplib::Server {
  public:
   BoundedServer();
+  // Binds (port 0: any free port) with a listen backlog of limits::kListenBacklog (httplib's is
+  // 5, so connections past it wait in the kernel, unseen and unrefused). Returns the port, or -1
+  // (errno says why).
+  int bind_bounded(const std::string& host, int port);
 
  private:
   bool process_and_close_socket(socket_t sock) override;

@@ -14,6 +14,7 @@ constexpr int kMaxJsonDepth = 128;                  // nested arrays and objects
 // --- connections (a fixed pool: slow or idle clients are dropped, extra ones refused)
 constexpr int kHttpThreads = 128;               // connections served at once
 constexpr int kMaxPendingConnections = 128;     // accepted and waiting for a thread; more get 503
+constexpr int kListenBacklog = 256;             // connections the kernel holds until they are accepted
 constexpr int kHeaderTimeoutSeconds = 10;       // request line and headers must all arrive within this
 constexpr int kBodyTimeoutSeconds = 30;         // the whole body must arrive within this
 constexpr int kReadTimeoutSeconds = 5;          // silence while a request is read

@@ -145,13 +145,11 @@ void run_server(const ServerOptions& options) {
                  req.path.c_str(), res.status);
   });
 
-  int port = options.port;
-  if (port == 0) {
-    port = http.bind_to_any_port(options.host);
-    if (port < 0) throw Error("cannot listen on " + options.host);
-  } else if (!http.bind_to_port(options.host, port)) {
+  errno = 0;
+  const int port = http.bind_bounded(options.host, options.port);
+  if (port < 0) {
     const int err = errno;
-    throw Error("cannot listen on " + options.host + ":" + std::to_string(port) + ": " +
+    throw Error("cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " +
                 (err == EADDRINUSE ? std::string("the port is in use (is another server running?)")
                  : err               ? std::string(std::strerror(err))
                                      : std::string("not a local address?")));

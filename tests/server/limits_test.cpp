@@ -141,7 +141,7 @@ class InProcessServer : public ::testing::Test {
     add_route_with_body(http_, "POST", "/echo", ErrorStyle::ollama, [](const httplib::Request& req, httplib::Response& res) {
       send_json(res, {{"bytes", req.body.size()}, {"depth_ok", parse_body(req.body).is_object()}});
     });
-    port_ = http_.bind_to_any_port("127.0.0.1");
+    port_ = http_.bind_bounded("127.0.0.1", 0);
     ASSERT_GT(port_, 0);
     thread_ = std::thread([this] { http_.listen_after_bind(); });
   }
