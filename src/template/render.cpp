@@ -1,6 +1,8 @@
 #include "template/render.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <unordered_set>
 
 #include "template/builtins.h"
 #include "template/lexer.h"
@@ -67,8 +69,39 @@ Value repeat(const Value& seq, int64_t n) {
 Renderer::Renderer(const Dict& variables) {
   Value globals = make_globals();
   for (const auto& [k, v] : variables.items) globals.dict->set(k, v);
-  frames_.push_back(globals.dict);
-  frames_.push_back(std::make_shared<Dict>());  // top-level `set`s
+  push_frame(globals.dict);
+  push_frame(std::make_shared<Dict>());  // top-level `set`s
+}
+
+void Renderer::push_frame(Frame frame) {
+  made_frames_.push_back(frame);
+  frames_.push_back(std::move(frame));
+}
+
+// A macro holds the scopes it was defined in, one of which holds the macro; a namespace can hold
+// itself. Those cycles of shared pointers would outlive the render, leaking on every request:
+// emptying every frame and namespace the render made breaks them. (The caller's lists and dicts
+// are left as they were.)
+Renderer::~Renderer() {
+  std::unordered_set<const void*> seen;
+  std::vector<std::shared_ptr<Dict>> to_clear;
+  std::vector<const Value*> pending;
+  for (const auto& weak : made_frames_)
+    if (auto frame = weak.lock(); frame && seen.insert(frame.get()).second) {
+      for (const auto& [k, v] : frame->items) pending.push_back(&v);
+      to_clear.push_back(std::move(frame));
+    }
+  while (!pending.empty()) {
+    const Value* v = pending.back();
+    pending.pop_back();
+    if (v->list && seen.insert(v->list.get()).second)
+      for (const Value& e : *v->list) pending.push_back(&e);
+    if (v->dict && seen.insert(v->dict.get()).second) {
+      for (const auto& [k, e] : v->dict->items) pending.push_back(&e);
+      if (v->is_namespace) to_clear.push_back(v->dict);
+    }
+  }
+  for (const auto& d : to_clear) d->items.clear();
 }
 
 std::string Renderer::render(const Body& body) {
@@ -134,7 +167,7 @@ Renderer::Flow Renderer::exec_stmt(const Stmt& s, std::string& out) {
         args.kw.emplace_back("caller", Value::function([this, scope, block](CallArgs& a) {
           auto saved = frames_;
           frames_ = scope;
-          frames_.push_back(std::make_shared<Dict>());
+          push_frame(std::make_shared<Dict>());
           for (size_t k = 0; k < block->params.size(); ++k) {
             Value v = a.get(k, block->params[k].name);
             if (v.is_undefined() && block->params[k].fallback) v = eval(*block->params[k].fallback);
@@ -233,7 +266,7 @@ Renderer::Flow Renderer::exec_for(const Stmt& s, std::string& out) {
   if (s.cond) {  // `for x in xs if cond`: filtered before loop.length is known
     for (const auto& item : all) {
       count_step();
-      frames_.push_back(std::make_shared<Dict>());
+      push_frame(std::make_shared<Dict>());
       bind_targets(item);
       bool keep = eval(*s.cond).truthy();
       frames_.pop_back();
@@ -265,7 +298,7 @@ Renderer::Flow Renderer::exec_for(const Stmt& s, std::string& out) {
       if (a.pos.empty()) throw Error("no items for cycling given");
       return a.pos[size_t(k) % a.pos.size()];
     }));
-    frames_.push_back(std::make_shared<Dict>());
+    push_frame(std::make_shared<Dict>());
     assign("loop", loop);
     Flow f;
     try {
@@ -297,7 +330,7 @@ Value Renderer::make_macro(const Stmt& s) {
     auto saved = frames_;
     int saved_depth = loop_depth_;
     frames_ = scope;
-    frames_.push_back(std::make_shared<Dict>());
+    push_frame(std::make_shared<Dict>());
     loop_depth_ = 0;
     std::string body_out;
     try {
@@ -529,9 +562,15 @@ Value Renderer::slice(const Value& subject, const Expr& e) {
 
 // --- Template
 
+// A number literal or argument the standard library cannot convert (stoll of 1e30 digits, a
+// negative width) is the template's error, not an exception the caller does not expect.
 Template Template::parse(const std::string& source) {
   Template t;
-  t.body_ = std::make_shared<const Body>(parse_template(tokenize(source)));
+  try {
+    t.body_ = std::make_shared<const Body>(parse_template(tokenize(source)));
+  } catch (const std::logic_error& e) {
+    throw Error(std::string("template syntax error: a value is out of range (") + e.what() + ")");
+  }
   return t;
 }
 
@@ -541,6 +580,8 @@ std::string Template::render(const Dict& variables) const {
     return r.render(*body_);
   } catch (const LocatedError& e) {
     throw Error(e.what());
+  } catch (const std::logic_error& e) {
+    throw Error(std::string("template error: a value is out of range (") + e.what() + ")");
   }
 }
 

@@ -21,6 +21,9 @@ constexpr int kMaxCallDepth = 64;                           // macro calls insid
 class Renderer {
  public:
   explicit Renderer(const Dict& variables);
+  ~Renderer();
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
   std::string render(const Body& body);
 
   Value eval(const Expr& e);  // counts a step; a string past kMaxValueBytes is an error
@@ -43,7 +46,9 @@ class Renderer {
   Value slice(const Value& subject, const Expr& e);
 
   using Frame = std::shared_ptr<Dict>;
+  void push_frame(Frame frame);
   std::vector<Frame> frames_;
+  std::vector<std::weak_ptr<Dict>> made_frames_;  // every frame pushed, emptied when the render ends
   int line_ = 0;  // line of the expression or statement being evaluated, for error messages
   int loop_depth_ = 0;
   int64_t steps_ = 0;   // against kMaxRenderSteps
