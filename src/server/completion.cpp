@@ -57,7 +57,8 @@ bool to_call(const json& j, json& out) {
 void apply_options(const json& o, CompletionRequest& r) {
   SamplerParams& s = r.gen.sampling;
   if (auto v = field_int(o, "num_ctx")) r.n_ctx = int(std::clamp<int64_t>(*v, 0, limits::kMaxContextTokens));
-  if (auto v = field_int(o, "num_predict")) r.gen.n_predict = int(std::clamp<int64_t>(*v, -2, limits::kMaxPredictTokens));
+  if (auto v = field_int(o, "num_predict"))
+    r.gen.n_predict = int(std::clamp<int64_t>(*v, -2, limits::kMaxPredictTokens));
   if (r.gen.n_predict == -2) r.gen.n_predict = -1;  // -2 "fill the context" is -1 here
   if (auto v = field_number(o, "temperature")) s.temperature = float(*v);
   if (auto v = field_int(o, "top_k")) s.top_k = int32_t(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 30)));

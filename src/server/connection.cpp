@@ -77,8 +77,7 @@ class ConnectionStream final : public httplib::Stream {
   int read_budget_ms() const {
     int64_t ms = limits::kReadTimeoutSeconds * 1000;
     if (has_deadline_) {
-      const int64_t left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now()).count();
+      const int64_t left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now()).count();
       if (left <= 0) {
         timed_out_ = true;
         return 0;
@@ -176,9 +175,10 @@ class BoundedPool final : public httplib::TaskQueue {
 
 void send_raw_error(int fd, int status, const char* reason, const std::string& message) {
   const std::string body = error_body(ErrorStyle::ollama, status, message);
-  const std::string text = "HTTP/1.1 " + std::to_string(status) + " " + reason +
-                           "\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: " +
-                           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  const std::string text =
+      "HTTP/1.1 " + std::to_string(status) + " " + reason +
+      "\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\nConnection: close\r\n\r\n" + body;
   pollfd p{fd, POLLOUT, 0};
   if (::poll(&p, 1, 100) > 0) (void)::send(fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }

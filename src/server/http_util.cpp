@@ -81,7 +81,9 @@ void add_route_with_body(httplib::Server& http, const char* method, const std::s
                           "the request body is larger than " + std::to_string(limits::kMaxBodyBytes >> 20) +
                               " MiB (the server's limit)");
       if (timed_out) return send_error(res, style, 408, connection_timeout_message());
-      return send_error(res, style, 400, "the request body could not be read (it is shorter than its Content-Length, or its chunks are malformed)");
+      return send_error(
+          res, style, 400,
+          "the request body could not be read (it is shorter than its Content-Length, or its chunks are malformed)");
     }
     // httplib hands handlers a const Request it owns as a mutable local; the body read above
     // goes where every handler looks for it.

@@ -165,50 +165,54 @@ void handle_create(ModelRegistry& registry, const json& body, httplib::Response&
 
 void add_management_routes(httplib::Server& http, ModelRegistry& registry) {
   constexpr ErrorStyle style = ErrorStyle::ollama;
-  add_route_with_body(http, "POST", "/api/copy", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              const ModelEntry source = registry.resolve(model_name(body, "source", nullptr));
-              const std::string dest = registry.path_for(model_name(body, "destination", nullptr));
-              if (dest == source.path) throw bad_request("source and destination are the same model");
-              link_model(real_path(source.path), dest);
-              save_settings(dest, load_settings(source.path));
-              res.status = 200;
-            });
-  add_route_with_body(http, "DELETE", "/api/delete", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-                const json body = parse_body(req.body);
-                const std::string name = model_name(body, "model", "name");
-                const ModelEntry e = registry.resolve(name);
-                const std::string path = registry.path_for(name);
-                registry.unload(name);
-                std::error_code ec;
-                if (!fs::remove(path, ec) || ec)
-                  throw HttpError(500, "cannot delete " + path + (ec ? ": " + ec.message() : ""));
-                remove_settings(path);
-                res.status = 200;
-              });
-  add_route_with_body(http, "POST", "/api/create", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              handle_create(registry, parse_body(req.body), res);
-            });
-  add_route_with_body(http, "POST", "/api/pull", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              const std::string name = model_name(body, "model", "name");
-              const bool stream = field_bool(body, "stream").value_or(true);
-              try {
-                registry.resolve(name);
-                return send_status(res, stream, {"pulling manifest"});  // already here
-              } catch (const HttpError&) {
-              }
-              // Missing, forbidden or not a GGUF file: one answer, as for a name no registry has.
-              const auto found =
-                  name.find('/') == std::string::npos ? std::nullopt : registry.importable_gguf(expand_home(name));
-              if (!found)
-                throw HttpError(404, "pull model \"" + name +
-                                         "\": strata serve has no registry; pass the path of a .gguf file in the "
-                                         "models folder or an --import-from folder");
-              const std::string stem = fs::path(name).stem().string();
-              link_model(*found, registry.path_for(stem));
-              send_status(res, stream, {"pulling manifest"});
-            });
+  add_route_with_body(http, "POST", "/api/copy", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        const ModelEntry source = registry.resolve(model_name(body, "source", nullptr));
+                        const std::string dest = registry.path_for(model_name(body, "destination", nullptr));
+                        if (dest == source.path) throw bad_request("source and destination are the same model");
+                        link_model(real_path(source.path), dest);
+                        save_settings(dest, load_settings(source.path));
+                        res.status = 200;
+                      });
+  add_route_with_body(http, "DELETE", "/api/delete", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        const std::string name = model_name(body, "model", "name");
+                        const ModelEntry e = registry.resolve(name);
+                        const std::string path = registry.path_for(name);
+                        registry.unload(name);
+                        std::error_code ec;
+                        if (!fs::remove(path, ec) || ec)
+                          throw HttpError(500, "cannot delete " + path + (ec ? ": " + ec.message() : ""));
+                        remove_settings(path);
+                        res.status = 200;
+                      });
+  add_route_with_body(http, "POST", "/api/create", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        handle_create(registry, parse_body(req.body), res);
+                      });
+  add_route_with_body(
+      http, "POST", "/api/pull", style, [&registry](const httplib::Request& req, httplib::Response& res) {
+        const json body = parse_body(req.body);
+        const std::string name = model_name(body, "model", "name");
+        const bool stream = field_bool(body, "stream").value_or(true);
+        try {
+          registry.resolve(name);
+          return send_status(res, stream, {"pulling manifest"});  // already here
+        } catch (const HttpError&) {
+        }
+        // Missing, forbidden or not a GGUF file: one answer, as for a name no registry has.
+        const auto found =
+            name.find('/') == std::string::npos ? std::nullopt : registry.importable_gguf(expand_home(name));
+        if (!found)
+          throw HttpError(404, "pull model \"" + name +
+                                   "\": strata serve has no registry; pass the path of a .gguf file in the "
+                                   "models folder or an --import-from folder");
+        const std::string stem = fs::path(name).stem().string();
+        link_model(*found, registry.path_for(stem));
+        send_status(res, stream, {"pulling manifest"});
+      });
   http.Get("/metrics", [&registry](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics().render(registry), "text/plain; version=0.0.4; charset=utf-8");
   });

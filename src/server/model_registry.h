@@ -28,8 +28,8 @@
 namespace strata::server {
 
 struct RegistryOptions {
-  std::string models_dir;    // every *.gguf here is a model
-  std::string single_file;   // when set, the only model
+  std::string models_dir;   // every *.gguf here is a model
+  std::string single_file;  // when set, the only model
   // Folders /api/create ("from") and /api/pull may take local GGUF files from, besides the
   // models folder; no request reads a file anywhere else.
   std::vector<std::string> import_dirs;
@@ -129,7 +129,7 @@ struct LoadedInfo {
   uint64_t size_bytes = 0;  // file + session memory
   int n_ctx = 0;
   std::optional<std::chrono::system_clock::time_point> expires_at;  // nullopt: never
-  tier::TierStats tier;  // placement and streaming statistics
+  tier::TierStats tier;                                             // placement and streaming statistics
 };
 
 class ModelRegistry {
@@ -184,8 +184,8 @@ class ModelRegistry {
 
   RegistryOptions options_;
   uint64_t budget_bytes_ = 0;  // options_.budget_bytes, or detected at start
-  mutable std::mutex mutex_;  // guards models_, files_ and LoadedModel's keep-alive fields
-  std::mutex load_mutex_;     // one load at a time, so two requests never load the same model twice
+  mutable std::mutex mutex_;   // guards models_, files_ and LoadedModel's keep-alive fields
+  std::mutex load_mutex_;      // one load at a time, so two requests never load the same model twice
   std::map<std::string, std::shared_ptr<LoadedModel>> models_;
   struct CachedFile {
     uint64_t size_bytes;

@@ -441,29 +441,31 @@ void add_ollama_routes(httplib::Server& http, ModelRegistry& registry) {
              for (const ModelEntry& e : registry.list()) models.push_back(tag_entry(registry, e));
              send_json(res, {{"models", models}});
            }));
-  add_route_with_body(http, "POST", "/api/show", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              handle_show(registry, req, res);
-            });
+  add_route_with_body(
+      http, "POST", "/api/show", style,
+      [&registry](const httplib::Request& req, httplib::Response& res) { handle_show(registry, req, res); });
   http.Get("/api/ps",
            guarded(style, [&registry](const httplib::Request&, httplib::Response& res) { handle_ps(registry, res); }));
-  add_route_with_body(http, "POST", "/api/generate", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const auto started = Clock::now();
-              const json body = parse_body(req.body);
-              const CompletionRequest r = parse_generate(body, stored_settings(registry, required_model(body)));
-              if (r.prompt.empty() && r.context.empty()) return load_only(registry, r, res);
-              complete(registry, r, res, started);
-            });
-  add_route_with_body(http, "POST", "/api/chat", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const auto started = Clock::now();
-              const json body = parse_body(req.body);
-              const CompletionRequest r = parse_chat(body, stored_settings(registry, required_model(body)));
-              if (r.messages.empty()) return load_only(registry, r, res);
-              complete(registry, r, res, started);
-            });
+  add_route_with_body(
+      http, "POST", "/api/generate", style, [&registry](const httplib::Request& req, httplib::Response& res) {
+        const auto started = Clock::now();
+        const json body = parse_body(req.body);
+        const CompletionRequest r = parse_generate(body, stored_settings(registry, required_model(body)));
+        if (r.prompt.empty() && r.context.empty()) return load_only(registry, r, res);
+        complete(registry, r, res, started);
+      });
+  add_route_with_body(http, "POST", "/api/chat", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const auto started = Clock::now();
+                        const json body = parse_body(req.body);
+                        const CompletionRequest r = parse_chat(body, stored_settings(registry, required_model(body)));
+                        if (r.messages.empty()) return load_only(registry, r, res);
+                        complete(registry, r, res, started);
+                      });
   for (const char* path : {"/api/push", R"(/api/blobs/.+)"})
     add_route_with_body(http, "POST", path, style, [](const httplib::Request& req, httplib::Response&) {
-                throw HttpError(501, req.path + " is not supported by strata serve: there is no registry to push to");
-              });
+      throw HttpError(501, req.path + " is not supported by strata serve: there is no registry to push to");
+    });
 }
 
 }  // namespace strata::server

@@ -281,14 +281,16 @@ json model_object(const ModelEntry& e) {
 
 void add_openai_routes(httplib::Server& http, ModelRegistry& registry) {
   constexpr ErrorStyle style = ErrorStyle::openai;
-  add_route_with_body(http, "POST", "/v1/chat/completions", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              complete(registry, parse_chat(body, settings_of(registry, body)), include_usage(body), res);
-            });
-  add_route_with_body(http, "POST", "/v1/completions", style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              complete(registry, parse_completion(body, settings_of(registry, body)), include_usage(body), res);
-            });
+  add_route_with_body(http, "POST", "/v1/chat/completions", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        complete(registry, parse_chat(body, settings_of(registry, body)), include_usage(body), res);
+                      });
+  add_route_with_body(
+      http, "POST", "/v1/completions", style, [&registry](const httplib::Request& req, httplib::Response& res) {
+        const json body = parse_body(req.body);
+        complete(registry, parse_completion(body, settings_of(registry, body)), include_usage(body), res);
+      });
   http.Get("/v1/models", guarded(style, [&registry](const httplib::Request&, httplib::Response& res) {
              json data = json::array();
              for (const ModelEntry& e : registry.list()) data.push_back(model_object(e));

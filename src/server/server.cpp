@@ -10,10 +10,10 @@
 
 #include "server/api.h"
 #include "server/connection.h"
-#include "server/limits.h"
-#include "server/origin.h"
 #include "server/http_util.h"
+#include "server/limits.h"
 #include "server/metrics.h"
+#include "server/origin.h"
 #include "util/error.h"
 
 namespace strata::server {
@@ -116,26 +116,25 @@ void run_server(const ServerOptions& options) {
   add_management_routes(http, registry);
 
   // httplib's own answers (unknown route, body too large, bad request line) get a JSON body too.
-  http.set_error_handler(
-      httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
-        if (!res.body.empty() || res.content_provider_) return httplib::Server::HandlerResponse::Unhandled;
-        if (connection_timed_out()) {  // httplib calls a request that stopped arriving a bad one
-          res.status = 408;
-          connection_close_after_response();
-          res.set_header("Connection", "close");
-        }
-        std::string message = "HTTP error " + std::to_string(res.status);
-        if (res.status == 400) message = "bad request";
-        if (res.status == 404) message = "no route for " + req.method + " " + req.path;
-        if (res.status == 405) message = "method not allowed";
-        if (res.status == 413)
-          message = "the request body is larger than " + std::to_string(limits::kMaxBodyBytes >> 20) +
-                    " MiB (the server's limit)";
-        if (res.status == 414) message = "request URI too long";
-        if (res.status == 408) message = connection_timeout_message();
-        res.set_content(error_body(style_for(req), res.status, message), "application/json; charset=utf-8");
-        return httplib::Server::HandlerResponse::Handled;
-      }));
+  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty() || res.content_provider_) return httplib::Server::HandlerResponse::Unhandled;
+    if (connection_timed_out()) {  // httplib calls a request that stopped arriving a bad one
+      res.status = 408;
+      connection_close_after_response();
+      res.set_header("Connection", "close");
+    }
+    std::string message = "HTTP error " + std::to_string(res.status);
+    if (res.status == 400) message = "bad request";
+    if (res.status == 404) message = "no route for " + req.method + " " + req.path;
+    if (res.status == 405) message = "method not allowed";
+    if (res.status == 413)
+      message = "the request body is larger than " + std::to_string(limits::kMaxBodyBytes >> 20) +
+                " MiB (the server's limit)";
+    if (res.status == 414) message = "request URI too long";
+    if (res.status == 408) message = connection_timeout_message();
+    res.set_content(error_body(style_for(req), res.status, message), "application/json; charset=utf-8");
+    return httplib::Server::HandlerResponse::Handled;
+  }));
   http.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr) {
     send_error(res, style_for(req), 500, "internal error");
   });
@@ -151,8 +150,8 @@ void run_server(const ServerOptions& options) {
     const int err = errno;
     throw Error("cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " +
                 (err == EADDRINUSE ? std::string("the port is in use (is another server running?)")
-                 : err               ? std::string(std::strerror(err))
-                                     : std::string("not a local address?")));
+                 : err             ? std::string(std::strerror(err))
+                                   : std::string("not a local address?")));
   }
   const std::string where = options.registry.single_file.empty() ? "models from " + options.registry.models_dir
                                                                  : "model " + options.registry.single_file;

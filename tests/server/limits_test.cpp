@@ -84,7 +84,8 @@ TEST(Origins, HostsWhenListeningOnLoopback) {
   for (const char* ok : {"", "localhost", "localhost:11434", "127.0.0.1:11434", "[::1]:11434", "::1", "10.1.2.3",
                          "192.168.0.7:80", "0.0.0.0", "app.localhost", "printer.local", "svc.internal", "LOCALHOST"})
     EXPECT_TRUE(host_allowed(p, ok)) << ok;
-  for (const char* bad : {"evil.example", "evil.example:11434", "8.8.8.8", "localhost.evil.example", "[2001:db8::1]:80"})
+  for (const char* bad :
+       {"evil.example", "evil.example:11434", "8.8.8.8", "localhost.evil.example", "[2001:db8::1]:80"})
     EXPECT_FALSE(host_allowed(p, bad)) << bad;
   // Listening on every interface: any Host (the origin check still applies).
   const OriginPolicy open = make_origin_policy("0.0.0.0", nullptr);
@@ -138,9 +139,10 @@ TEST_F(ModelsFolder, ImportsOnlyGgufFilesFromAllowedFolders) {
 class InProcessServer : public ::testing::Test {
  protected:
   void SetUp() override {
-    add_route_with_body(http_, "POST", "/echo", ErrorStyle::ollama, [](const httplib::Request& req, httplib::Response& res) {
-      send_json(res, {{"bytes", req.body.size()}, {"depth_ok", parse_body(req.body).is_object()}});
-    });
+    add_route_with_body(http_, "POST", "/echo", ErrorStyle::ollama,
+                        [](const httplib::Request& req, httplib::Response& res) {
+                          send_json(res, {{"bytes", req.body.size()}, {"depth_ok", parse_body(req.body).is_object()}});
+                        });
     port_ = http_.bind_bounded("127.0.0.1", 0);
     ASSERT_GT(port_, 0);
     thread_ = std::thread([this] { http_.listen_after_bind(); });
@@ -174,8 +176,10 @@ TEST_F(InProcessServer, ChunkedAndSizedBodiesAreBounded) {
       [&](size_t, httplib::DataSink& sink) {
         const std::string piece(1 << 20, ' ');
         while (sent < 3 * limits::kMaxBodyBytes)
-          if (!sink.write(piece.data(), piece.size())) return false;
-          else sent += piece.size();
+          if (!sink.write(piece.data(), piece.size()))
+            return false;
+          else
+            sent += piece.size();
         sink.done();
         return true;
       },

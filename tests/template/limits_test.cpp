@@ -87,14 +87,13 @@ TEST(TemplateLimits, SelfContainingValuesStopAtTheWalkDepth) {
 
 TEST(TemplateLimits, DeepNestingIsASyntaxErrorNotACrash) {
   const int n = 100000;
-  for (const std::string& src : {"{{ " + std::string(n, '(') + "1" + std::string(n, ')') + " }}",
-                                 "{{ " + std::string(n, '[') + std::string(n, ']') + " }}",
-                                 "{{ " + std::string(n, '-') + "1 }}",
-                                 [] {
-                                   std::string s;
-                                   for (int i = 0; i < 100000; ++i) s += "{% if x %}";
-                                   return s;
-                                 }()}) {
+  for (const std::string& src :
+       {"{{ " + std::string(n, '(') + "1" + std::string(n, ')') + " }}",
+        "{{ " + std::string(n, '[') + std::string(n, ']') + " }}", "{{ " + std::string(n, '-') + "1 }}", [] {
+          std::string s;
+          for (int i = 0; i < 100000; ++i) s += "{% if x %}";
+          return s;
+        }()}) {
     const std::string message = failure(src);
     EXPECT_NE(message.find("nest more than " + std::to_string(kMaxParseDepth)), std::string::npos) << message;
   }
