@@ -41,8 +41,12 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-queue", reg.max_queue, "requests per model running or waiting; more get 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--mem", opts->mem,
-                  "memory budget for loaded models (e.g. 8G; default: what is available); larger models stream from the SSD");
+  cmd->add_option(
+      "--mem", opts->mem,
+      "memory budget for loaded models (e.g. 8G; default: what is available); larger models stream from the SSD");
+  cmd->add_option("--import-from", reg.import_dirs,
+                  "a folder whose GGUF files /api/create and /api/pull may take by path (repeatable); "
+                  "no request reads files outside it and the models folder");
   cmd->add_option("--keep-alive", reg.keep_alive_s,
                   "seconds a model stays loaded after its last request (negative: forever)")
       ->capture_default_str();

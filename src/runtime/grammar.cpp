@@ -296,6 +296,9 @@ class Compiler {
   }
 
   SchemaNode* make() {
+    if (nodes_.size() >= JsonAcceptor::kMaxSchemaNodes)
+      unsupported("the JSON schema expands to more than " + std::to_string(JsonAcceptor::kMaxSchemaNodes) +
+                  " parts after \"$ref\" expansion (the server's limit); refer to fewer definitions recursively");
     nodes_.push_back(std::make_unique<SchemaNode>());
     return nodes_.back().get();
   }

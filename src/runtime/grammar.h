@@ -28,6 +28,9 @@ class JsonAcceptor {
  public:
   static constexpr int kMaxWhitespace = 20;
   static constexpr int kMaxNumberDigits = 20;
+  // Schema nodes after "$ref" expansion: a small schema whose parts all refer back to the root
+  // would otherwise expand without end (each level multiplies the nodes).
+  static constexpr size_t kMaxSchemaNodes = 20000;
 
   // Any JSON object (Ollama's format: "json").
   JsonAcceptor();

@@ -1,9 +1,13 @@
 #include "server/completion.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <thread>
 
 #include "runtime/grammar.h"
+#include "server/connection.h"
 #include "server/errors.h"
+#include "server/limits.h"
 #include "server/metrics.h"
 #include "server/prompt.h"
 #include "util/error.h"
@@ -24,13 +28,26 @@ void evaluate_all_but_last(Session& session, const std::vector<Token>& prompt) {
   session.truncate(int(common));
   if (common < n) session.eval(std::vector<Token>(prompt.begin() + long(common), prompt.begin() + long(n)));
 }
+// The model's turn (one generation at a time): HttpError 503 when it does not come within
+// limits::kMaxQueueWaitSeconds, or when the client leaves while it waits.
+std::unique_lock<std::timed_mutex> wait_for_turn(LoadedModel& m, const std::string& name) {
+  std::unique_lock<std::timed_mutex> lock(m.run_mutex, std::defer_lock);
+  const auto give_up = Clock::now() + std::chrono::seconds(limits::kMaxQueueWaitSeconds);
+  while (!lock.try_lock_for(std::chrono::milliseconds(250))) {
+    if (!client_connected()) throw HttpError(503, "the client went away while waiting for model \"" + name + "\"");
+    if (Clock::now() >= give_up)
+      throw HttpError(503, "server busy: model \"" + name + "\" was not free within " +
+                               std::to_string(limits::kMaxQueueWaitSeconds) + " s (the server's limit)");
+  }
+  return lock;
+}
 // A call object in either shape: {"name", "arguments"|"parameters"} or {"function": {...}}.
 bool to_call(const json& j, json& out) {
   if (!j.is_object()) return false;
   const json& f = j.contains("function") && j["function"].is_object() ? j["function"] : j;
   if (!f.contains("name") || !f["name"].is_string()) return false;
   json args = f.contains("arguments") ? f["arguments"] : f.contains("parameters") ? f["parameters"] : json::object();
-  if (args.is_string()) args = json::parse(args.get<std::string>(), nullptr, false);
+  if (args.is_string()) args = parse_bounded(args.get<std::string>());
   if (args.is_discarded() || !args.is_object()) return false;
   out = {{"function", {{"name", f["name"]}, {"arguments", args}}}};
   return true;
@@ -39,9 +56,9 @@ bool to_call(const json& j, json& out) {
 
 void apply_options(const json& o, CompletionRequest& r) {
   SamplerParams& s = r.gen.sampling;
-  if (auto v = field_int(o, "num_ctx")) r.n_ctx = int(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 24)));
+  if (auto v = field_int(o, "num_ctx")) r.n_ctx = int(std::clamp<int64_t>(*v, 0, limits::kMaxContextTokens));
   if (auto v = field_int(o, "num_predict"))
-    r.gen.n_predict = int(std::max<int64_t>(-2, std::min<int64_t>(*v, 1 << 30)));
+    r.gen.n_predict = int(std::clamp<int64_t>(*v, -2, limits::kMaxPredictTokens));
   if (r.gen.n_predict == -2) r.gen.n_predict = -1;  // -2 "fill the context" is -1 here
   if (auto v = field_number(o, "temperature")) s.temperature = float(*v);
   if (auto v = field_int(o, "top_k")) s.top_k = int32_t(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 30)));
@@ -54,7 +71,9 @@ void apply_options(const json& o, CompletionRequest& r) {
   if (auto v = field_number(o, "frequency_penalty")) s.frequency_penalty = float(*v);
   if (auto v = field_int(o, "seed")) s.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
   if (auto v = field_strings(o, "stop")) r.gen.stop = *v;
-  if (auto v = field_int(o, "num_thread")) r.n_threads = int(std::max<int64_t>(0, std::min<int64_t>(*v, 1024)));
+  // More threads than the machine has only slow every request down: clamped to it.
+  if (auto v = field_int(o, "num_thread"))
+    r.n_threads = int(std::clamp<int64_t>(*v, 0, std::max(1u, std::thread::hardware_concurrency())));
 }
 
 void set_json_format(CompletionRequest& r, const json* schema) {
@@ -91,7 +110,7 @@ ToolCalls parse_tool_calls(const std::string& text) {
     const std::string body =
         text.substr(start + open.size(), end == std::string::npos ? std::string::npos : end - start - open.size());
     json call;
-    if (!to_call(json::parse(body, nullptr, false), call)) break;
+    if (!to_call(parse_bounded(body), call)) break;
     r.calls.push_back(call);
     r.content += text.substr(at, start - at);
     at = end == std::string::npos ? text.size() : end + close.size();
@@ -103,7 +122,7 @@ ToolCalls parse_tool_calls(const std::string& text) {
   // Llama 3.1 style: the whole answer is a call (or a list of calls), maybe after <|python_tag|>.
   std::string body = text;
   if (const size_t tag = body.find("<|python_tag|>"); tag != std::string::npos) body.erase(0, tag + 14);
-  const json j = json::parse(body, nullptr, false);
+  const json j = parse_bounded(body);
   json call;
   if (j.is_array()) {
     for (const auto& item : j)
@@ -203,15 +222,21 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
   }
   lease.fit_context(req.n_ctx);  // usually done by the lease already; /v1 leases without the context
   {
-    std::lock_guard<std::mutex> lock(m.run_mutex);
+    const std::unique_lock<std::timed_mutex> lock = wait_for_turn(m, req.model);
     Session& session = m.session_for(req.n_ctx, req.n_threads);
+    const auto prompt_started = Clock::now();
     evaluate_all_but_last(session, prompt.tokens);
+    const double prefix_seconds = std::chrono::duration<double>(Clock::now() - prompt_started).count();
     r.gen = generate(session, *m.tokenizer, prompt.tokens, gen, [&](const std::string& text) {
       if (r.cancelled) return false;
       if (!on_text(text)) r.cancelled = true;
       return !r.cancelled;
     });
+    r.gen.prompt_seconds += prefix_seconds;  // the prompt's evaluation is both parts
   }
+  if (r.cancelled)
+    std::fprintf(stderr, "%s: the client went away after %d tokens; generation stopped\n", req.model.c_str(),
+                 r.gen.n_generated);
   r.context = prompt.tokens;
   r.context.insert(r.context.end(), r.gen.tokens.begin(), r.gen.tokens.end());
   r.total_seconds = std::chrono::duration<double>(Clock::now() - started).count();

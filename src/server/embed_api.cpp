@@ -43,7 +43,7 @@ EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, cons
     token_lists.push_back(std::move(tokens));
   }
   {
-    std::lock_guard<std::mutex> lock(m.run_mutex);
+    std::lock_guard<std::timed_mutex> lock(m.run_mutex);
     Session& session = m.embed_session(0);
     for (const auto& tokens : token_lists) {
       std::vector<float> v = embed_mean(session, tokens);
@@ -110,52 +110,53 @@ json vector_json(const std::vector<float>& v) {
 }  // namespace
 
 void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
-  http.Post("/api/embed", guarded(ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              const std::string model = model_of(body);
-              const std::vector<std::string> inputs = inputs_of(body, "input");
-              const bool truncate = field_bool(body, "truncate").value_or(true);
-              const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body));
-              json list = json::array();
-              for (const auto& v : r.vectors) list.push_back(vector_json(v));
-              send_json(res, {{"model", model},
-                              {"embeddings", list},
-                              {"total_duration", to_ns(r.total_seconds)},
-                              {"load_duration", to_ns(r.load_seconds)},
-                              {"prompt_eval_count", r.n_prompt}});
-            }));
-  http.Post("/api/embeddings",
-            guarded(ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              const std::string model = model_of(body);
-              const std::string prompt = field_string(body, "prompt").value_or("");
-              std::vector<std::string> inputs;
-              if (!prompt.empty()) inputs.push_back(prompt);
-              const EmbedResult r = embed_inputs(registry, model, inputs, true, false, keep_alive_of(body));
-              send_json(res, {{"embedding", r.vectors.empty() ? json::array() : vector_json(r.vectors[0])}});
-            }));
-  http.Post("/v1/embeddings",
-            guarded(ErrorStyle::openai, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              auto model = field_string(body, "model");
-              if (!model || model->empty()) throw bad_request("model is required");
-              const std::vector<std::string> inputs = inputs_of(body, "input");
-              if (inputs.empty()) throw bad_request("input is required");
-              const std::string encoding = field_string(body, "encoding_format").value_or("float");
-              if (encoding != "float" && encoding != "base64")
-                throw bad_request("encoding_format must be \"float\" or \"base64\"");
-              const EmbedResult r = embed_inputs(registry, *model, inputs, true, true, std::nullopt);
-              json data = json::array();
-              for (size_t i = 0; i < r.vectors.size(); ++i)
-                data.push_back(
-                    {{"object", "embedding"},
-                     {"embedding", encoding == "float" ? vector_json(r.vectors[i]) : json(base64_floats(r.vectors[i]))},
-                     {"index", i}});
-              send_json(res, {{"object", "list"},
-                              {"data", data},
-                              {"model", *model},
-                              {"usage", {{"prompt_tokens", r.n_prompt}, {"total_tokens", r.n_prompt}}}});
-            }));
+  add_route_with_body(
+      http, "POST", "/api/embed", ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
+        const json body = parse_body(req.body);
+        const std::string model = model_of(body);
+        const std::vector<std::string> inputs = inputs_of(body, "input");
+        const bool truncate = field_bool(body, "truncate").value_or(true);
+        const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body));
+        json list = json::array();
+        for (const auto& v : r.vectors) list.push_back(vector_json(v));
+        send_json(res, {{"model", model},
+                        {"embeddings", list},
+                        {"total_duration", to_ns(r.total_seconds)},
+                        {"load_duration", to_ns(r.load_seconds)},
+                        {"prompt_eval_count", r.n_prompt}});
+      });
+  add_route_with_body(http, "POST", "/api/embeddings", ErrorStyle::ollama,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        const std::string model = model_of(body);
+                        const std::string prompt = field_string(body, "prompt").value_or("");
+                        std::vector<std::string> inputs;
+                        if (!prompt.empty()) inputs.push_back(prompt);
+                        const EmbedResult r = embed_inputs(registry, model, inputs, true, false, keep_alive_of(body));
+                        send_json(res, {{"embedding", r.vectors.empty() ? json::array() : vector_json(r.vectors[0])}});
+                      });
+  add_route_with_body(http, "POST", "/v1/embeddings", ErrorStyle::openai,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        auto model = field_string(body, "model");
+                        if (!model || model->empty()) throw bad_request("model is required");
+                        const std::vector<std::string> inputs = inputs_of(body, "input");
+                        if (inputs.empty()) throw bad_request("input is required");
+                        const std::string encoding = field_string(body, "encoding_format").value_or("float");
+                        if (encoding != "float" && encoding != "base64")
+                          throw bad_request("encoding_format must be \"float\" or \"base64\"");
+                        const EmbedResult r = embed_inputs(registry, *model, inputs, true, true, std::nullopt);
+                        json data = json::array();
+                        for (size_t i = 0; i < r.vectors.size(); ++i)
+                          data.push_back({{"object", "embedding"},
+                                          {"embedding", encoding == "float" ? vector_json(r.vectors[i])
+                                                                            : json(base64_floats(r.vectors[i]))},
+                                          {"index", i}});
+                        send_json(res, {{"object", "list"},
+                                        {"data", data},
+                                        {"model", *model},
+                                        {"usage", {{"prompt_tokens", r.n_prompt}, {"total_tokens", r.n_prompt}}}});
+                      });
 }
 
 }  // namespace strata::server

@@ -2,7 +2,9 @@
 
 #include <ctime>
 
+#include "server/connection.h"
 #include "server/errors.h"
+#include "server/limits.h"
 #include "util/error.h"
 
 namespace strata::server {
@@ -38,10 +40,17 @@ void send_error(httplib::Response& res, ErrorStyle style, int status, const std:
 
 httplib::Server::Handler guarded(ErrorStyle style, Handler handler) {
   return [style, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+    connection_handling();
     try {
       handler(req, res);
     } catch (const HttpError& e) {
       send_error(res, style, e.status(), e.what());
+    } catch (const json::exception& e) {  // a value the request gave that JSON cannot hold
+      send_error(res, style, 400, std::string("invalid request: ") + e.what());
+    } catch (const std::out_of_range&) {
+      send_error(res, style, 400, "a number in the request is out of range");
+    } catch (const std::invalid_argument&) {
+      send_error(res, style, 400, "a value in the request is invalid");
     } catch (const std::exception& e) {
       send_error(res, style, 500, e.what());
     } catch (...) {
@@ -50,13 +59,50 @@ httplib::Server::Handler guarded(ErrorStyle style, Handler handler) {
   };
 }
 
+void add_route_with_body(httplib::Server& http, const char* method, const std::string& pattern, ErrorStyle style,
+                         Handler handler) {
+  auto run = guarded(style, std::move(handler));
+  auto read_then_run = [style, run](const httplib::Request& req, httplib::Response& res,
+                                    const httplib::ContentReader& read) {
+    std::string body;
+    bool too_large = false;
+    const bool ok = read([&](const char* data, size_t n) {
+      if (body.size() + n > limits::kMaxBodyBytes) return !(too_large = true);
+      body.append(data, n);
+      return true;
+    });
+    const bool timed_out = connection_timed_out();
+    connection_handling();
+    if (!ok || too_large) {
+      connection_close_after_response();  // what was not read must not pass for the next request
+      res.set_header("Connection", "close");
+      if (too_large || res.status == 413)
+        return send_error(res, style, 413,
+                          "the request body is larger than " + std::to_string(limits::kMaxBodyBytes >> 20) +
+                              " MiB (the server's limit)");
+      if (timed_out) return send_error(res, style, 408, connection_timeout_message());
+      return send_error(
+          res, style, 400,
+          "the request body could not be read (it is shorter than its Content-Length, or its chunks are malformed)");
+    }
+    // httplib hands handlers a const Request it owns as a mutable local; the body read above
+    // goes where every handler looks for it.
+    const_cast<httplib::Request&>(req).body = std::move(body);
+    run(req, res);
+  };
+  if (std::string(method) == "DELETE")
+    http.Delete(pattern, read_then_run);
+  else
+    http.Post(pattern, read_then_run);
+}
+
 void send_stream(httplib::Response& res, const char* content_type, std::function<void(const Emit&)> body) {
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(content_type, [body = std::move(body)](size_t, httplib::DataSink& sink) {
     bool connected = true;
     body([&](const std::string& chunk) {
-      if (connected && !sink.write(chunk.data(), chunk.size())) connected = false;
+      if (connected && (!client_connected() || !sink.write(chunk.data(), chunk.size()))) connected = false;
       return connected;
     });
     if (connected) sink.done();

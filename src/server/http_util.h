@@ -23,6 +23,11 @@ using Handler = std::function<void(const httplib::Request&, httplib::Response&)>
 // Runs a handler, answering HttpError with its status, a bad argument with 400 and anything else
 // with 500, in the API's error shape. No request can take the server down.
 httplib::Server::Handler guarded(ErrorStyle style, Handler handler);
+// Registers a route with a body ("POST" or "DELETE") whose guarded handler finds the body in
+// req.body, read here within limits::kMaxBodyBytes whether it comes with a Content-Length or
+// chunked (413 beyond, before more is buffered) and within limits::kBodyTimeoutSeconds (408).
+void add_route_with_body(httplib::Server& http, const char* method, const std::string& pattern, ErrorStyle style,
+                         Handler handler);
 
 // Writes the chunks `body` produces as they come (NDJSON or server-sent events). `emit` returns
 // false once the client is gone; body should then stop. body must not throw.

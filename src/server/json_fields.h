@@ -5,14 +5,23 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace strata::server {
 
 using json = nlohmann::ordered_json;
 
-// Parses a request body; malformed JSON or a body that is not an object is a 400.
+// Parses a request body; malformed JSON, a body nested deeper than limits::kMaxJsonDepth or
+// one that is not an object is a 400. The depth is checked before anything recurses on it
+// (parse, copy, dump), so no body can overflow the stack.
 json parse_body(const std::string& body);
+// Parses JSON from elsewhere (a model's answer, a stored sidecar): discarded (is_discarded())
+// when it is invalid or nested deeper than limits::kMaxJsonDepth.
+json parse_bounded(std::string_view text);
+// Whether arrays and objects in `text` nest at most max_depth deep (strings are skipped; the
+// text need not be valid JSON). Linear, without recursion.
+bool json_depth_within(std::string_view text, int max_depth);
 
 // Each returns nullopt when the field is absent or null.
 std::optional<std::string> field_string(const json& obj, const char* key);

@@ -8,6 +8,7 @@
 #include "server/api.h"
 #include "server/errors.h"
 #include "server/http_util.h"
+#include "server/limits.h"
 #include "server/metrics.h"
 #include "server/model_settings.h"
 
@@ -33,6 +34,12 @@ std::string real_path(const std::string& path) {
   const fs::path p = fs::canonical(path, ec);
   if (ec) throw bad_request("cannot read \"" + path + "\": " + ec.message());
   return p.string();
+}
+
+std::string expand_home(const std::string& path) {
+  if (path.rfind("~/", 0) == 0)
+    if (const char* home = std::getenv("HOME")) return home + path.substr(1);
+  return path;
 }
 
 // Links dest to target: a hard link where the file system allows, else a symbolic one.
@@ -110,6 +117,9 @@ void handle_create(ModelRegistry& registry, const json& body, httplib::Response&
   ModelSettings settings;
   if (auto modelfile = field_string(body, "modelfile")) parse_modelfile(*modelfile, from, settings);
   if (auto t = field_string(body, "template")) settings.template_text = *t;
+  if (settings.template_text.size() > limits::kMaxTemplateBytes)
+    throw bad_request("the template is larger than " + std::to_string(limits::kMaxTemplateBytes >> 10) +
+                      " KiB (the server's limit)");
   if (auto s = field_string(body, "system")) settings.system = *s;
   if (const json* params = field_object(body, "parameters"))
     for (const auto& item : params->items()) settings.parameters[item.key()] = item.value();
@@ -118,11 +128,17 @@ void handle_create(ModelRegistry& registry, const json& body, httplib::Response&
   if (from.empty()) throw bad_request("\"from\" is required: a local .gguf path or an existing model");
   std::string source;
   if (from.find('/') != std::string::npos || (from.size() > 5 && from.compare(from.size() - 5, 5, ".gguf") == 0)) {
-    if (from.rfind("~/", 0) == 0)
-      if (const char* home = std::getenv("HOME")) from = home + from.substr(1);
-    if (!fs::is_regular_file(from)) throw bad_request("\"from\": no GGUF file at \"" + from + "\"");
-    source = real_path(from);
-    gguf::File::open(source);  // throws strata::Error (400) naming what is wrong with the file
+    const auto found = registry.importable_gguf(expand_home(from));
+    // Missing, forbidden or not a GGUF file: one answer, so a client learns nothing of other files.
+    if (!found)
+      throw bad_request("\"from\": no GGUF file at \"" + from +
+                        "\" that strata serve may import (the models folder and --import-from folders)");
+    source = *found;
+    try {
+      gguf::File::open(source);
+    } catch (const std::exception& e) {
+      throw bad_request("\"from\": \"" + from + "\" is not a valid GGUF file: " + e.what());
+    }
   } else {
     const ModelEntry e = registry.resolve(from);
     source = real_path(e.path);
@@ -149,47 +165,54 @@ void handle_create(ModelRegistry& registry, const json& body, httplib::Response&
 
 void add_management_routes(httplib::Server& http, ModelRegistry& registry) {
   constexpr ErrorStyle style = ErrorStyle::ollama;
-  http.Post("/api/copy", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              const ModelEntry source = registry.resolve(model_name(body, "source", nullptr));
-              const std::string dest = registry.path_for(model_name(body, "destination", nullptr));
-              if (dest == source.path) throw bad_request("source and destination are the same model");
-              link_model(real_path(source.path), dest);
-              save_settings(dest, load_settings(source.path));
-              res.status = 200;
-            }));
-  http.Delete("/api/delete", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-                const json body = parse_body(req.body);
-                const std::string name = model_name(body, "model", "name");
-                const ModelEntry e = registry.resolve(name);
-                const std::string path = registry.path_for(name);
-                registry.unload(name);
-                std::error_code ec;
-                if (!fs::remove(path, ec) || ec)
-                  throw HttpError(500, "cannot delete " + path + (ec ? ": " + ec.message() : ""));
-                remove_settings(path);
-                res.status = 200;
-              }));
-  http.Post("/api/create", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              handle_create(registry, parse_body(req.body), res);
-            }));
-  http.Post("/api/pull", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              const std::string name = model_name(body, "model", "name");
-              const bool stream = field_bool(body, "stream").value_or(true);
-              try {
-                registry.resolve(name);
-                return send_status(res, stream, {"pulling manifest"});  // already here
-              } catch (const HttpError&) {
-              }
-              if (name.find('/') == std::string::npos || !fs::is_regular_file(name))
-                throw HttpError(404, "pull model \"" + name +
-                                         "\": strata serve has no registry; pass a local .gguf path, or put the file "
-                                         "in the models folder");
-              const std::string stem = fs::path(name).stem().string();
-              link_model(real_path(name), registry.path_for(stem));
-              send_status(res, stream, {"pulling manifest"});
-            }));
+  add_route_with_body(http, "POST", "/api/copy", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        const ModelEntry source = registry.resolve(model_name(body, "source", nullptr));
+                        const std::string dest = registry.path_for(model_name(body, "destination", nullptr));
+                        if (dest == source.path) throw bad_request("source and destination are the same model");
+                        link_model(real_path(source.path), dest);
+                        save_settings(dest, load_settings(source.path));
+                        res.status = 200;
+                      });
+  add_route_with_body(http, "DELETE", "/api/delete", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        const std::string name = model_name(body, "model", "name");
+                        const ModelEntry e = registry.resolve(name);
+                        const std::string path = registry.path_for(name);
+                        registry.unload(name);
+                        std::error_code ec;
+                        if (!fs::remove(path, ec) || ec)
+                          throw HttpError(500, "cannot delete " + path + (ec ? ": " + ec.message() : ""));
+                        remove_settings(path);
+                        res.status = 200;
+                      });
+  add_route_with_body(http, "POST", "/api/create", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        handle_create(registry, parse_body(req.body), res);
+                      });
+  add_route_with_body(
+      http, "POST", "/api/pull", style, [&registry](const httplib::Request& req, httplib::Response& res) {
+        const json body = parse_body(req.body);
+        const std::string name = model_name(body, "model", "name");
+        const bool stream = field_bool(body, "stream").value_or(true);
+        try {
+          registry.resolve(name);
+          return send_status(res, stream, {"pulling manifest"});  // already here
+        } catch (const HttpError&) {
+        }
+        // Missing, forbidden or not a GGUF file: one answer, as for a name no registry has.
+        const auto found =
+            name.find('/') == std::string::npos ? std::nullopt : registry.importable_gguf(expand_home(name));
+        if (!found)
+          throw HttpError(404, "pull model \"" + name +
+                                   "\": strata serve has no registry; pass the path of a .gguf file in the "
+                                   "models folder or an --import-from folder");
+        const std::string stem = fs::path(name).stem().string();
+        link_model(*found, registry.path_for(stem));
+        send_status(res, stream, {"pulling manifest"});
+      });
   http.Get("/metrics", [&registry](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics().render(registry), "text/plain; version=0.0.4; charset=utf-8");
   });

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "server/errors.h"
+#include "server/limits.h"
 #include "server/model_settings.h"
 #include "util/error.h"
 
@@ -141,6 +143,26 @@ std::string ModelRegistry::path_for(const std::string& requested) const {
   return (fs::path(options_.models_dir) / (name + kExtension)).string();
 }
 
+std::optional<std::string> ModelRegistry::importable_gguf(const std::string& requested_path) const {
+  std::error_code ec;
+  const fs::path real = fs::canonical(requested_path, ec);
+  if (ec || !fs::is_regular_file(real, ec) || ec) return std::nullopt;
+  auto inside = [&](const std::string& dir) {
+    std::error_code dir_ec;
+    const fs::path root = fs::canonical(dir, dir_ec);
+    if (dir_ec || dir.empty()) return false;
+    const fs::path rel = real.lexically_relative(root);
+    return !rel.empty() && *rel.begin() != ".." && rel.is_relative();
+  };
+  bool allowed = options_.single_file.empty() && inside(options_.models_dir);
+  for (const std::string& dir : options_.import_dirs) allowed = allowed || inside(dir);
+  if (!allowed) return std::nullopt;
+  std::ifstream in(real, std::ios::binary);
+  char magic[4] = {};
+  if (!in.read(magic, 4) || std::string(magic, 4) != "GGUF") return std::nullopt;
+  return real.string();
+}
+
 std::shared_ptr<const gguf::File> ModelRegistry::metadata(const ModelEntry& entry) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -229,7 +251,7 @@ void ModelRegistry::fit_context(LoadedModel& m, int n_ctx) {
   if (want <= m.planned_n_ctx_) return;  // it only grows, so a stale read just takes the slow way
   // The running request's session is about to go; the requests waiting behind this one find the
   // larger plan.
-  std::lock_guard<std::mutex> run_lock(m.run_mutex);
+  std::lock_guard<std::timed_mutex> run_lock(m.run_mutex);
   if (want <= m.planned_n_ctx_) return;
   std::lock_guard<std::mutex> load_lock(load_mutex_);  // nothing else plans against the budget meanwhile
   const ModelConfig& c = m.model->config();
@@ -319,7 +341,8 @@ void ModelRegistry::release(LoadedModel& m, std::optional<double> keep_alive_s) 
   std::lock_guard<std::mutex> lock(mutex_);
   --m.n_active_;
   const double keep = keep_alive_s.value_or(options_.keep_alive_s);
-  m.keep_forever_ = keep < 0;
+  // Past limits::kKeepAliveForeverSeconds is forever: 1e300 s must not wrap to a past date.
+  m.keep_forever_ = keep < 0 || !(keep < limits::kKeepAliveForeverSeconds);
   m.expires_at_ =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(keep < 0 ? 0 : keep));
   if (m.n_active_ == 0 && keep == 0) {

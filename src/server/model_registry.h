@@ -28,8 +28,11 @@
 namespace strata::server {
 
 struct RegistryOptions {
-  std::string models_dir;    // every *.gguf here is a model
-  std::string single_file;   // when set, the only model
+  std::string models_dir;   // every *.gguf here is a model
+  std::string single_file;  // when set, the only model
+  // Folders /api/create ("from") and /api/pull may take local GGUF files from, besides the
+  // models folder; no request reads a file anywhere else.
+  std::vector<std::string> import_dirs;
   SessionParams session;     // defaults for sessions: n_ctx, n_batch, n_threads
   int max_queue = 32;        // requests per model running or waiting; more get 503
   double keep_alive_s = -1;  // how long a model stays loaded after a request; < 0: forever
@@ -64,7 +67,7 @@ class LoadedModel {
 
   // One generation at a time: a Session is one KV cache and is not thread-safe. Callers hold
   // run_mutex while they use session_for()'s result.
-  std::mutex run_mutex;
+  std::timed_mutex run_mutex;
   // The session for these parameters (n_ctx, n_threads; 0: the server's defaults), recreated
   // when they change. Keeping it lets the next request reuse the evaluated prompt prefix.
   // Throws when the context is larger than the one the model is planned for (fit_context()
@@ -126,7 +129,7 @@ struct LoadedInfo {
   uint64_t size_bytes = 0;  // file + session memory
   int n_ctx = 0;
   std::optional<std::chrono::system_clock::time_point> expires_at;  // nullopt: never
-  tier::TierStats tier;  // placement and streaming statistics
+  tier::TierStats tier;                                             // placement and streaming statistics
 };
 
 class ModelRegistry {
@@ -143,6 +146,11 @@ class ModelRegistry {
   // Where a model of this name lives in the models folder (it need not exist): HttpError 400 for
   // an invalid name, or when the server serves one given file (nothing can be added).
   std::string path_for(const std::string& requested) const;
+  // The real path of a GGUF file a request named for import (create's "from", pull's local
+  // path): a regular file starting with the GGUF magic, inside the models folder or an import
+  // folder after links are followed. nullopt for anything else, whatever the reason, so that the
+  // answer tells a client nothing about files it may not use.
+  std::optional<std::string> importable_gguf(const std::string& requested_path) const;
   // The file's metadata (opened once per file version; shared with a loaded model).
   std::shared_ptr<const gguf::File> metadata(const ModelEntry& entry);
   // The file's SHA-256 (hex), computed once per file version (path, size, modification time),
@@ -176,8 +184,8 @@ class ModelRegistry {
 
   RegistryOptions options_;
   uint64_t budget_bytes_ = 0;  // options_.budget_bytes, or detected at start
-  mutable std::mutex mutex_;  // guards models_, files_ and LoadedModel's keep-alive fields
-  std::mutex load_mutex_;     // one load at a time, so two requests never load the same model twice
+  mutable std::mutex mutex_;   // guards models_, files_ and LoadedModel's keep-alive fields
+  std::mutex load_mutex_;      // one load at a time, so two requests never load the same model twice
   std::map<std::string, std::shared_ptr<LoadedModel>> models_;
   struct CachedFile {
     uint64_t size_bytes;

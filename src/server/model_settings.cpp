@@ -3,7 +3,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
+#include <stdexcept>
 
 #include "server/errors.h"
 
@@ -43,7 +45,9 @@ ModelSettings load_settings(const std::string& gguf_path) {
   std::ifstream in(sidecar_path(gguf_path));
   if (!in) return s;
   try {
-    const json j = json::parse(in);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const json j = parse_bounded(text);
+    if (!j.is_object()) throw std::runtime_error("not a JSON object (or nested too deep)");
     s.template_text = j.value("template", "");
     s.system = j.value("system", "");
     if (j.contains("parameters") && j["parameters"].is_object()) s.parameters = j["parameters"];

@@ -5,6 +5,7 @@
 
 #include "server/api.h"
 #include "server/completion.h"
+#include "server/connection.h"
 #include "server/errors.h"
 #include "server/http_util.h"
 #include "server/model_settings.h"
@@ -40,7 +41,7 @@ GenerateParams default_generate_params() {
 std::optional<double> parse_keep_alive(const json& body) {
   auto it = body.find("keep_alive");
   if (it == body.end() || it->is_null()) return std::nullopt;
-  if (it->is_number()) return it->get<double>();
+  if (it->is_number()) return it->get<double>();  // the registry bounds it (kKeepAliveForeverSeconds)
   if (!it->is_string()) throw bad_request("field \"keep_alive\" must be a duration like \"5m\" or a number of seconds");
   const std::string s = it->get<std::string>();
   const auto invalid = [&] { return bad_request("invalid keep_alive duration \"" + s + "\""); };
@@ -82,7 +83,7 @@ std::optional<double> parse_keep_alive(const json& body) {
     total += v * scale;
     any = true;
   }
-  if (!any) throw invalid();
+  if (!any || std::isnan(total)) throw invalid();
   return sign * total;
 }
 
@@ -224,7 +225,13 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Re
   const PreparedPrompt prompt = prepare_prompt(lease->model(), req);
   const bool tools = !req.tools.is_null();
   if (!req.stream) {
-    const CompletionResult r = run_completion(*lease, req, prompt, started, [](const std::string&) { return true; });
+    // Nobody streams the answer, so each token asks whether the client is still there.
+    const CompletionResult r =
+        run_completion(*lease, req, prompt, started, [](const std::string&) { return client_connected(); });
+    if (r.cancelled) {
+      connection_close_after_response();
+      return send_error(res, ErrorStyle::ollama, 503, "the client went away; the generation was stopped");
+    }
     json last = final_chunk(req, r.gen.text, r);
     if (tools) {
       const ToolCalls calls = parse_tool_calls(r.gen.text);
@@ -434,29 +441,31 @@ void add_ollama_routes(httplib::Server& http, ModelRegistry& registry) {
              for (const ModelEntry& e : registry.list()) models.push_back(tag_entry(registry, e));
              send_json(res, {{"models", models}});
            }));
-  http.Post("/api/show", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              handle_show(registry, req, res);
-            }));
+  add_route_with_body(
+      http, "POST", "/api/show", style,
+      [&registry](const httplib::Request& req, httplib::Response& res) { handle_show(registry, req, res); });
   http.Get("/api/ps",
            guarded(style, [&registry](const httplib::Request&, httplib::Response& res) { handle_ps(registry, res); }));
-  http.Post("/api/generate", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const auto started = Clock::now();
-              const json body = parse_body(req.body);
-              const CompletionRequest r = parse_generate(body, stored_settings(registry, required_model(body)));
-              if (r.prompt.empty() && r.context.empty()) return load_only(registry, r, res);
-              complete(registry, r, res, started);
-            }));
-  http.Post("/api/chat", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const auto started = Clock::now();
-              const json body = parse_body(req.body);
-              const CompletionRequest r = parse_chat(body, stored_settings(registry, required_model(body)));
-              if (r.messages.empty()) return load_only(registry, r, res);
-              complete(registry, r, res, started);
-            }));
+  add_route_with_body(
+      http, "POST", "/api/generate", style, [&registry](const httplib::Request& req, httplib::Response& res) {
+        const auto started = Clock::now();
+        const json body = parse_body(req.body);
+        const CompletionRequest r = parse_generate(body, stored_settings(registry, required_model(body)));
+        if (r.prompt.empty() && r.context.empty()) return load_only(registry, r, res);
+        complete(registry, r, res, started);
+      });
+  add_route_with_body(http, "POST", "/api/chat", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const auto started = Clock::now();
+                        const json body = parse_body(req.body);
+                        const CompletionRequest r = parse_chat(body, stored_settings(registry, required_model(body)));
+                        if (r.messages.empty()) return load_only(registry, r, res);
+                        complete(registry, r, res, started);
+                      });
   for (const char* path : {"/api/push", R"(/api/blobs/.+)"})
-    http.Post(path, guarded(style, [](const httplib::Request& req, httplib::Response&) {
-                throw HttpError(501, req.path + " is not supported by strata serve: there is no registry to push to");
-              }));
+    add_route_with_body(http, "POST", path, style, [](const httplib::Request& req, httplib::Response&) {
+      throw HttpError(501, req.path + " is not supported by strata serve: there is no registry to push to");
+    });
 }
 
 }  // namespace strata::server

@@ -5,8 +5,10 @@
 
 #include "server/api.h"
 #include "server/completion.h"
+#include "server/connection.h"
 #include "server/errors.h"
 #include "server/http_util.h"
+#include "server/limits.h"
 
 namespace strata::server {
 
@@ -19,6 +21,32 @@ std::string make_id(const char* prefix) {
   static std::atomic<uint64_t> counter{0};
   const uint64_t n = (uint64_t(unix_seconds(SysClock::now())) << 20) ^ counter.fetch_add(1);
   return prefix + std::to_string(n % 1000000000ull);
+}
+
+// tool_choice: "none" drops the tools; "auto" and "required" keep them; an object
+// {"type": "function", "function": {"name"}} keeps only the tool it names.
+void parse_tool_choice(const json& body, CompletionRequest& r) {
+  auto it = body.find("tool_choice");
+  if (it == body.end() || it->is_null()) return;
+  if (it->is_string()) {
+    const std::string choice = it->get<std::string>();
+    if (choice == "none") r.tools = nullptr;
+    if (choice != "none" && choice != "auto" && choice != "required")
+      throw bad_request("tool_choice must be \"none\", \"auto\", \"required\" or an object naming a function");
+    return;
+  }
+  if (!it->is_object()) throw bad_request("tool_choice must be a string or an object naming a function");
+  const json* function = field_object(*it, "function");
+  const std::string name = function ? field_string(*function, "name").value_or("") : "";
+  if (name.empty()) throw bad_request("tool_choice as an object needs function.name");
+  json kept = json::array();
+  if (r.tools.is_array())
+    for (const json& tool : r.tools)
+      if (tool.is_object() && tool.contains("function") && tool["function"].is_object() &&
+          tool["function"].value("name", "") == name)
+        kept.push_back(tool);
+  if (kept.empty()) throw bad_request("tool_choice names \"" + name + "\", which is not among the tools");
+  r.tools = kept;
 }
 
 // Sampling as Ollama's OpenAI layer sets it: temperature and top_p default to 1 (OpenAI's
@@ -38,10 +66,10 @@ CompletionRequest parse_common(const json& body, const ModelSettings& settings) 
   g.sampling.min_p = 0.0f;
   g.sampling.repeat_penalty = 1.1f;
   apply_options(settings.parameters, r);
-  if (auto v = field_int(body, "max_completion_tokens"))
-    g.n_predict = int(std::clamp<int64_t>(*v, 0, 1 << 30));
-  else if (auto v = field_int(body, "max_tokens"))
-    g.n_predict = int(std::clamp<int64_t>(*v, 0, 1 << 30));
+  // A negative limit means none, as Ollama's OpenAI layer passes it on as num_predict.
+  auto max_tokens = field_int(body, "max_completion_tokens");
+  if (!max_tokens) max_tokens = field_int(body, "max_tokens");
+  if (max_tokens) g.n_predict = *max_tokens < 0 ? -1 : int(std::min<int64_t>(*max_tokens, limits::kMaxPredictTokens));
   if (auto v = field_number(body, "temperature")) g.sampling.temperature = float(*v);
   if (auto v = field_number(body, "top_p")) g.sampling.top_p = float(*v);
   if (auto v = field_number(body, "presence_penalty")) g.sampling.presence_penalty = float(*v);
@@ -50,7 +78,9 @@ CompletionRequest parse_common(const json& body, const ModelSettings& settings) 
   if (auto v = field_strings(body, "stop")) g.stop = *v;
   if (auto n = field_int(body, "n"); n && *n != 1) throw bad_request("only n = 1 is supported");
   if (const json* tools = field_array(body, "tools"); tools && !tools->empty()) r.tools = *tools;
-  if (auto choice = field_string(body, "tool_choice"); choice && *choice == "none") r.tools = nullptr;
+  parse_tool_choice(body, r);
+  if (const json* bias = field_object(body, "logit_bias"); bias && !bias->empty())
+    throw bad_request("\"logit_bias\" is not supported by strata serve");
   if (const json* format = field_object(body, "response_format")) {
     const std::string type = field_string(*format, "type").value_or("text");
     if (type == "json_object") {
@@ -160,7 +190,13 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
   const char* object = req.chat ? "chat.completion.chunk" : "text_completion";
   const bool tools = !req.tools.is_null();
   if (!req.stream) {
-    const CompletionResult r = run_completion(*lease, req, prompt, started, [](const std::string&) { return true; });
+    // Nobody streams the answer, so each token asks whether the client is still there.
+    const CompletionResult r =
+        run_completion(*lease, req, prompt, started, [](const std::string&) { return client_connected(); });
+    if (r.cancelled) {
+      connection_close_after_response();
+      return send_error(res, ErrorStyle::openai, 503, "the client went away; the generation was stopped");
+    }
     json choice = {{"index", 0}, {"finish_reason", finish_reason(r)}};
     json message = {{"role", "assistant"}, {"content", r.gen.text}};
     if (tools) {
@@ -245,14 +281,16 @@ json model_object(const ModelEntry& e) {
 
 void add_openai_routes(httplib::Server& http, ModelRegistry& registry) {
   constexpr ErrorStyle style = ErrorStyle::openai;
-  http.Post("/v1/chat/completions", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              complete(registry, parse_chat(body, settings_of(registry, body)), include_usage(body), res);
-            }));
-  http.Post("/v1/completions", guarded(style, [&registry](const httplib::Request& req, httplib::Response& res) {
-              const json body = parse_body(req.body);
-              complete(registry, parse_completion(body, settings_of(registry, body)), include_usage(body), res);
-            }));
+  add_route_with_body(http, "POST", "/v1/chat/completions", style,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        complete(registry, parse_chat(body, settings_of(registry, body)), include_usage(body), res);
+                      });
+  add_route_with_body(
+      http, "POST", "/v1/completions", style, [&registry](const httplib::Request& req, httplib::Response& res) {
+        const json body = parse_body(req.body);
+        complete(registry, parse_completion(body, settings_of(registry, body)), include_usage(body), res);
+      });
   http.Get("/v1/models", guarded(style, [&registry](const httplib::Request&, httplib::Response& res) {
              json data = json::array();
              for (const ModelEntry& e : registry.list()) data.push_back(model_object(e));

@@ -1,11 +1,19 @@
 #include "server/server.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "server/api.h"
+#include "server/connection.h"
 #include "server/http_util.h"
+#include "server/limits.h"
 #include "server/metrics.h"
+#include "server/origin.h"
 #include "util/error.h"
 
 namespace strata::server {
@@ -41,15 +49,66 @@ void parse_host(const std::string& text, std::string& host, int& port) {
   }
 }
 
+namespace {
+
+ErrorStyle style_for(const httplib::Request& req) {
+  return req.path.rfind("/v1/", 0) == 0 ? ErrorStyle::openai : ErrorStyle::ollama;
+}
+
+// Cross-site requests (origin.h): refused before anything reads their body; a preflight from an
+// allowed origin is answered here.
+httplib::Server::HandlerResponse check_origin(const OriginPolicy& policy, const httplib::Request& req,
+                                              httplib::Response& res) {
+  const std::string host = req.get_header_value("Host");
+  const std::string origin = req.get_header_value("Origin");
+  if (!host_allowed(policy, host)) {
+    connection_close_after_response();
+    send_error(res, style_for(req), 403,
+               "host \"" + host + "\" is not allowed: the server listens on loopback and answers local names only");
+    return httplib::Server::HandlerResponse::Handled;
+  }
+  if (!origin_allowed(policy, origin, host)) {
+    connection_close_after_response();
+    send_error(res, style_for(req), 403,
+               "origin \"" + origin + "\" is not allowed (add it to OLLAMA_ORIGINS to let its pages use the server)");
+    return httplib::Server::HandlerResponse::Handled;
+  }
+  if (!origin.empty()) {
+    res.set_header("Access-Control-Allow-Origin", origin);
+    res.set_header("Vary", "Origin");
+  }
+  if (req.method == "OPTIONS") {
+    res.status = 204;
+    res.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
+    res.set_header("Access-Control-Allow-Headers",
+                   "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, "
+                   "x-stainless-arch, x-stainless-async, x-stainless-custom-poll-interval, x-stainless-helper-method, "
+                   "x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-poll-helper, "
+                   "x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout");
+    res.set_header("Access-Control-Max-Age", "43200");
+    return httplib::Server::HandlerResponse::Handled;
+  }
+  connection_reading_body();
+  return httplib::Server::HandlerResponse::Unhandled;
+}
+
+// SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, with which a second server on a port
+// in use starts silently and shares it.
+void exclusive_port(socket_t sock) {
+  int yes = 1;
+  setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+}
+
+}  // namespace
+
 void run_server(const ServerOptions& options) {
   std::signal(SIGPIPE, SIG_IGN);  // a client gone mid-stream is a failed write, not a dead server
   ModelRegistry registry(options.registry);
-  httplib::Server http;
-  const int n_threads = options.n_http_threads;
-  http.new_task_queue = [n_threads] { return new httplib::ThreadPool(size_t(n_threads)); };
-  http.set_payload_max_length(options.max_body_bytes);
-  http.set_read_timeout(60, 0);
-  http.set_write_timeout(30, 0);
+  BoundedServer http;
+  http.set_socket_options(exclusive_port);
+  const OriginPolicy policy = make_origin_policy(options.host, std::getenv("OLLAMA_ORIGINS"));
+  http.set_pre_routing_handler(
+      [policy](const httplib::Request& req, httplib::Response& res) { return check_origin(policy, req, res); });
 
   add_ollama_routes(http, registry);
   add_openai_routes(http, registry);
@@ -57,23 +116,27 @@ void run_server(const ServerOptions& options) {
   add_management_routes(http, registry);
 
   // httplib's own answers (unknown route, body too large, bad request line) get a JSON body too.
-  const size_t max_body_mib = options.max_body_bytes >> 20;
-  http.set_error_handler(
-      httplib::Server::HandlerWithResponse([max_body_mib](const httplib::Request& req, httplib::Response& res) {
-        if (!res.body.empty() || res.content_provider_) return httplib::Server::HandlerResponse::Unhandled;
-        const ErrorStyle style = req.path.rfind("/v1/", 0) == 0 ? ErrorStyle::openai : ErrorStyle::ollama;
-        std::string message = "HTTP error " + std::to_string(res.status);
-        if (res.status == 400) message = "bad request";
-        if (res.status == 404) message = "no route for " + req.method + " " + req.path;
-        if (res.status == 405) message = "method not allowed";
-        if (res.status == 413) message = "request body is larger than " + std::to_string(max_body_mib) + " MiB";
-        if (res.status == 414) message = "request URI too long";
-        res.set_content(error_body(style, res.status, message), "application/json; charset=utf-8");
-        return httplib::Server::HandlerResponse::Handled;
-      }));
+  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty() || res.content_provider_) return httplib::Server::HandlerResponse::Unhandled;
+    if (connection_timed_out()) {  // httplib calls a request that stopped arriving a bad one
+      res.status = 408;
+      connection_close_after_response();
+      res.set_header("Connection", "close");
+    }
+    std::string message = "HTTP error " + std::to_string(res.status);
+    if (res.status == 400) message = "bad request";
+    if (res.status == 404) message = "no route for " + req.method + " " + req.path;
+    if (res.status == 405) message = "method not allowed";
+    if (res.status == 413)
+      message = "the request body is larger than " + std::to_string(limits::kMaxBodyBytes >> 20) +
+                " MiB (the server's limit)";
+    if (res.status == 414) message = "request URI too long";
+    if (res.status == 408) message = connection_timeout_message();
+    res.set_content(error_body(style_for(req), res.status, message), "application/json; charset=utf-8");
+    return httplib::Server::HandlerResponse::Handled;
+  }));
   http.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr) {
-    const ErrorStyle style = req.path.rfind("/v1/", 0) == 0 ? ErrorStyle::openai : ErrorStyle::ollama;
-    send_error(res, style, 500, "internal error");
+    send_error(res, style_for(req), 500, "internal error");
   });
   http.set_logger([](const httplib::Request& req, const httplib::Response& res) {
     metrics().record_request(req.method, req.path, res.status);
@@ -81,12 +144,14 @@ void run_server(const ServerOptions& options) {
                  req.path.c_str(), res.status);
   });
 
-  int port = options.port;
-  if (port == 0) {
-    port = http.bind_to_any_port(options.host);
-    if (port < 0) throw Error("cannot listen on " + options.host);
-  } else if (!http.bind_to_port(options.host, port)) {
-    throw Error("cannot listen on " + options.host + ":" + std::to_string(port) + " (in use, or not a local address?)");
+  errno = 0;
+  const int port = http.bind_bounded(options.host, options.port);
+  if (port < 0) {
+    const int err = errno;
+    throw Error("cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " +
+                (err == EADDRINUSE ? std::string("the port is in use (is another server running?)")
+                 : err             ? std::string(std::strerror(err))
+                                   : std::string("not a local address?")));
   }
   const std::string where = options.registry.single_file.empty() ? "models from " + options.registry.models_dir
                                                                  : "model " + options.registry.single_file;

@@ -9,9 +9,7 @@ namespace strata::server {
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 11434;
-  RegistryOptions registry;
-  int n_http_threads = 64;            // connections served at once
-  size_t max_body_bytes = 16u << 20;  // larger requests get 413
+  RegistryOptions registry;  // connections, bodies and timeouts are bounded by server/limits.h
 };
 
 // Parses OLLAMA_HOST's forms: "host", "host:port", ":port", "[::1]:port", "http://host:port/".

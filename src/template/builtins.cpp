@@ -15,6 +15,14 @@ namespace {
 
 long long g_fixed_now = 0;
 
+// A string a builtin is building has passed kMaxValueBytes (checked as it grows, so no single
+// call can allocate without bound: 'x'.replace('', big), big|join(big), '{}'*n|format...).
+void check_size(size_t n_bytes, const char* what) {
+  if (n_bytes > kMaxValueBytes)
+    throw Error(std::string(what) + ": the result would be larger than " + std::to_string(kMaxValueBytes >> 20) +
+                " MiB (the template engine's limit)");
+}
+
 bool is_py_space(char32_t c) { return c == ' ' || (c >= '\t' && c <= '\r') || c == 0x1c || c == 0x1d || c == 0x1e || c == 0x1f || c == 0x85 || c == 0xa0 || c == 0x3000 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x1680; }
 
 std::string ascii_upper(std::string s) {
@@ -73,6 +81,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     for (char32_t c : cs) {
       if (count < 0 || n < count) out += to, ++n;
       out += utf8_encode(std::u32string(1, c));
+      check_size(out.size(), "replace");
     }
     if (count < 0 || n < count) out += to;
     return out;
@@ -83,6 +92,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     size_t p = s.find(from, st);
     if (p == std::string::npos || (count >= 0 && n >= count)) break;
     out += s.substr(st, p - st) + to;
+    check_size(out.size(), "replace");
     st = p + from.size();
     ++n;
   }
@@ -167,6 +177,7 @@ std::string py_format(const std::string& fmt, CallArgs& a) {
       else if (std::isdigit(static_cast<unsigned char>(field[0]))) v = a.get(std::stoul(field), "\x01");
       else v = a.get(size_t(-1), field);
       out += to_str(v);
+      check_size(out.size(), "format");
       k = e;
     } else {
       out += c;
@@ -249,6 +260,7 @@ Value string_method(const Value& self, const std::string& name) {
       if (!seq.is_list()) throw Error("join: expected a list");
       for (const auto& v : *seq.list) {
         out += (first ? "" : s) + need_string(v, "join").s;
+        check_size(out.size(), "join");
         first = false;
       }
       return Value::string(out);
@@ -693,6 +705,7 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
     bool first = true;
     for (const auto& item : to_list(v)) {
       out += (first ? "" : sep) + to_str(attribute.is_none() ? item : attr_path(item, attribute));
+      check_size(out.size(), "join");
       first = false;
     }
     return Value::string(out);
@@ -805,6 +818,7 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
   }
   if (name == "indent") {
     Value width = a.get(0, "width", Value::integer(4));
+    if (!width.is_string()) check_size(size_t(std::max<int64_t>(0, width.as_int())), "indent");
     std::string unit = width.is_string() ? width.s : std::string(size_t(width.as_int()), ' ');
     bool first = a.get(1, "first", Value::boolean(false)).truthy();
     bool blank = a.get(2, "blank", Value::boolean(false)).truthy();
@@ -819,7 +833,10 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
       }
     }
     std::string out = lines.empty() ? "" : lines[0];
-    for (size_t k = 1; k < lines.size(); ++k) out += "\n" + ((blank || !lines[k].empty()) ? unit : "") + lines[k];
+    for (size_t k = 1; k < lines.size(); ++k) {
+      out += "\n" + ((blank || !lines[k].empty()) ? unit : "") + lines[k];
+      check_size(out.size(), "indent");
+    }
     return Value::string(first ? unit + out : out);
   }
   if (name == "center") {
@@ -827,6 +844,7 @@ Value apply_filter(Renderer& r, const std::string& name, const Value& v, CallArg
     std::string s = to_str(v);
     int64_t n = int64_t(utf8_length(s));
     if (n >= width) return Value::string(s);
+    check_size(size_t(width), "center");
     int64_t total = width - n, left = total / 2 + (total & width & 1);
     return Value::string(std::string(size_t(left), ' ') + s + std::string(size_t(total - left), ' '));
   }
@@ -855,7 +873,8 @@ Value make_globals() {
     List out;
     for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
       out.push_back(Value::integer(k));
-      if (out.size() > 100000) throw Error("range too big");
+      if (out.size() >= kMaxListItems)
+        throw Error("range: more than " + std::to_string(kMaxListItems) + " items (the template engine's limit)");
     }
     return Value::new_list(out);
   }));

@@ -66,6 +66,7 @@ class Parser {
   // Parses until a block tag whose name is in `ends` (left unconsumed, positioned at its name)
   // or the end of input (an error when `ends` is non-empty).
   Body parse_body(const std::set<std::string>& ends) {
+    const Nest nest(*this);
     Body body;
     while (true) {
       const Token& tk = cur();
@@ -283,6 +284,7 @@ class Parser {
   }
 
   ExprPtr parse_expression() {
+    const Nest nest(*this);
     ExprPtr e = parse_or();
     while (is_name("if")) {
       int line = cur().line;
@@ -393,6 +395,7 @@ class Parser {
     return l;
   }
   ExprPtr parse_unary(bool with_filter) {
+    const Nest nest(*this);
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
       e = make(ExprKind::Unary, cur().line);
@@ -601,6 +604,18 @@ class Parser {
 
   const std::vector<Token>& t_;
   size_t pos_ = 0;
+  int depth_ = 0;  // against kMaxParseDepth
+  struct Nest {
+    explicit Nest(Parser& p) : p(p) {
+      if (++p.depth_ > kMaxParseDepth) {
+        --p.depth_;
+        p.fail("blocks or expressions nest more than " + std::to_string(kMaxParseDepth) +
+               " deep (the template engine's limit)");
+      }
+    }
+    ~Nest() { --p.depth_; }
+    Parser& p;
+  };
   std::vector<std::pair<std::string, int>> open_blocks_;  // for "never closed" errors
 };
 

@@ -1,6 +1,8 @@
 #include "template/render.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <unordered_set>
 
 #include "template/builtins.h"
 #include "template/lexer.h"
@@ -36,7 +38,22 @@ int64_t floor_div(int64_t a, int64_t b) {
   return q;
 }
 
+[[noreturn]] void limit_error(const std::string& what) {
+  throw Error(what + " (the template engine's limit)");
+}
+
+// 'x' * n and [..] * n, checked before anything is allocated.
 Value repeat(const Value& seq, int64_t n) {
+  n = std::max<int64_t>(n, 0);
+  if (seq.is_string() && !seq.s.empty() && uint64_t(n) > kMaxValueBytes / seq.s.size())
+    limit_error("string repetition: the result would be larger than " + std::to_string(kMaxValueBytes >> 20) + " MiB");
+  if (seq.is_list() && !seq.list->empty()) {
+    size_t item_bytes = 0;
+    for (const Value& v : *seq.list) item_bytes += v.is_string() ? v.s.size() : 0;
+    if (uint64_t(n) > kMaxListItems / seq.list->size() || (item_bytes && uint64_t(n) > kMaxValueBytes / item_bytes))
+      limit_error("list repetition: the result would hold more than " + std::to_string(kMaxListItems) +
+                  " items or " + std::to_string(kMaxValueBytes >> 20) + " MiB");
+  }
   if (seq.is_string()) {
     std::string out;
     for (int64_t k = 0; k < n; ++k) out += seq.s;
@@ -52,8 +69,39 @@ Value repeat(const Value& seq, int64_t n) {
 Renderer::Renderer(const Dict& variables) {
   Value globals = make_globals();
   for (const auto& [k, v] : variables.items) globals.dict->set(k, v);
-  frames_.push_back(globals.dict);
-  frames_.push_back(std::make_shared<Dict>());  // top-level `set`s
+  push_frame(globals.dict);
+  push_frame(std::make_shared<Dict>());  // top-level `set`s
+}
+
+void Renderer::push_frame(Frame frame) {
+  made_frames_.push_back(frame);
+  frames_.push_back(std::move(frame));
+}
+
+// A macro holds the scopes it was defined in, one of which holds the macro; a namespace can hold
+// itself. Those cycles of shared pointers would outlive the render, leaking on every request:
+// emptying every frame and namespace the render made breaks them. (The caller's lists and dicts
+// are left as they were.)
+Renderer::~Renderer() {
+  std::unordered_set<const void*> seen;
+  std::vector<std::shared_ptr<Dict>> to_clear;
+  std::vector<const Value*> pending;
+  for (const auto& weak : made_frames_)
+    if (auto frame = weak.lock(); frame && seen.insert(frame.get()).second) {
+      for (const auto& [k, v] : frame->items) pending.push_back(&v);
+      to_clear.push_back(std::move(frame));
+    }
+  while (!pending.empty()) {
+    const Value* v = pending.back();
+    pending.pop_back();
+    if (v->list && seen.insert(v->list.get()).second)
+      for (const Value& e : *v->list) pending.push_back(&e);
+    if (v->dict && seen.insert(v->dict.get()).second) {
+      for (const auto& [k, e] : v->dict->items) pending.push_back(&e);
+      if (v->is_namespace) to_clear.push_back(v->dict);
+    }
+  }
+  for (const auto& d : to_clear) d->items.clear();
 }
 
 std::string Renderer::render(const Body& body) {
@@ -70,9 +118,17 @@ Value Renderer::lookup(const std::string& name) const {
 
 void Renderer::assign(const std::string& name, Value v) { frames_.back()->set(name, std::move(v)); }
 
+void Renderer::count_step() {
+  if (++steps_ > kMaxRenderSteps)
+    limit_error("the template ran more than " + std::to_string(kMaxRenderSteps) + " steps");
+}
+
 Renderer::Flow Renderer::exec(const Body& body, std::string& out) {
   for (const auto& s : body) {
+    count_step();
     Flow f = exec_stmt(*s, out);
+    if (out.size() > kMaxRenderOutputBytes)
+      limit_error("the template's output is larger than " + std::to_string(kMaxRenderOutputBytes >> 20) + " MiB");
     if (f != Flow::Normal) return f;
   }
   return Flow::Normal;
@@ -111,7 +167,7 @@ Renderer::Flow Renderer::exec_stmt(const Stmt& s, std::string& out) {
         args.kw.emplace_back("caller", Value::function([this, scope, block](CallArgs& a) {
           auto saved = frames_;
           frames_ = scope;
-          frames_.push_back(std::make_shared<Dict>());
+          push_frame(std::make_shared<Dict>());
           for (size_t k = 0; k < block->params.size(); ++k) {
             Value v = a.get(k, block->params[k].name);
             if (v.is_undefined() && block->params[k].fallback) v = eval(*block->params[k].fallback);
@@ -209,7 +265,8 @@ Renderer::Flow Renderer::exec_for(const Stmt& s, std::string& out) {
   List items;
   if (s.cond) {  // `for x in xs if cond`: filtered before loop.length is known
     for (const auto& item : all) {
-      frames_.push_back(std::make_shared<Dict>());
+      count_step();
+      push_frame(std::make_shared<Dict>());
       bind_targets(item);
       bool keep = eval(*s.cond).truthy();
       frames_.pop_back();
@@ -223,6 +280,7 @@ Renderer::Flow Renderer::exec_for(const Stmt& s, std::string& out) {
   ++loop_depth_;
   const int64_t n = int64_t(items.size());
   for (int64_t k = 0; k < n; ++k) {
+    count_step();  // an iteration is a step even when its body is empty
     Value loop = Value::new_dict();
     Dict& d = *loop.dict;
     d.set("index", Value::integer(k + 1));
@@ -240,7 +298,7 @@ Renderer::Flow Renderer::exec_for(const Stmt& s, std::string& out) {
       if (a.pos.empty()) throw Error("no items for cycling given");
       return a.pos[size_t(k) % a.pos.size()];
     }));
-    frames_.push_back(std::make_shared<Dict>());
+    push_frame(std::make_shared<Dict>());
     assign("loop", loop);
     Flow f;
     try {
@@ -262,10 +320,17 @@ Value Renderer::make_macro(const Stmt& s) {
   std::vector<Frame> scope = frames_;
   const Stmt* def = &s;
   return Value::function([this, scope, def](CallArgs& a) {
+    if (call_depth_ >= kMaxCallDepth)
+      limit_error("macro '" + def->text + "' called more than " + std::to_string(kMaxCallDepth) + " deep");
+    ++call_depth_;
+    struct Leave {
+      int& depth;
+      ~Leave() { --depth; }
+    } leave{call_depth_};
     auto saved = frames_;
     int saved_depth = loop_depth_;
     frames_ = scope;
-    frames_.push_back(std::make_shared<Dict>());
+    push_frame(std::make_shared<Dict>());
     loop_depth_ = 0;
     std::string body_out;
     try {
@@ -309,6 +374,14 @@ Value Renderer::call(const Value& fn, CallArgs& args) {
 }
 
 Value Renderer::eval(const Expr& e) {
+  count_step();
+  Value v = eval_expr(e);
+  if (v.is_string() && v.s.size() > kMaxValueBytes)
+    limit_error("a string is larger than " + std::to_string(kMaxValueBytes >> 20) + " MiB");
+  return v;
+}
+
+Value Renderer::eval_expr(const Expr& e) {
   if (e.line > 0) line_ = e.line;
   switch (e.kind) {
     case ExprKind::Literal: return e.value;
@@ -422,8 +495,19 @@ Value Renderer::binary(const Expr& e) {
     }
   }
   if (op == "+") {
-    if (a.is_string() && b.is_string()) return add_strings(a, b);
+    if (a.is_string() && b.is_string()) {
+      if (a.s.size() + b.s.size() > kMaxValueBytes)
+        limit_error("string concatenation: the result would be larger than " + std::to_string(kMaxValueBytes >> 20) +
+                    " MiB");
+      return add_strings(a, b);
+    }
     if (a.is_list() && b.is_list() && a.is_tuple == b.is_tuple) {
+      size_t item_bytes = 0;
+      for (const Value* l : {&a, &b})
+        for (const Value& v : *l->list) item_bytes += v.is_string() ? v.s.size() : 0;
+      if (a.list->size() + b.list->size() > kMaxListItems || item_bytes > kMaxValueBytes)
+        limit_error("list concatenation: the result would hold more than " + std::to_string(kMaxListItems) +
+                    " items or " + std::to_string(kMaxValueBytes >> 20) + " MiB");
       List items = *a.list;
       items.insert(items.end(), b.list->begin(), b.list->end());
       return a.is_tuple ? Value::tuple(items) : Value::new_list(items);
@@ -477,9 +561,15 @@ Value Renderer::slice(const Value& subject, const Expr& e) {
 
 // --- Template
 
+// A number literal or argument the standard library cannot convert (stoll of 1e30 digits, a
+// negative width) is the template's error, not an exception the caller does not expect.
 Template Template::parse(const std::string& source) {
   Template t;
-  t.body_ = std::make_shared<const Body>(parse_template(tokenize(source)));
+  try {
+    t.body_ = std::make_shared<const Body>(parse_template(tokenize(source)));
+  } catch (const std::logic_error& e) {
+    throw Error(std::string("template syntax error: a value is out of range (") + e.what() + ")");
+  }
   return t;
 }
 
@@ -489,6 +579,8 @@ std::string Template::render(const Dict& variables) const {
     return r.render(*body_);
   } catch (const LocatedError& e) {
     throw Error(e.what());
+  } catch (const std::logic_error& e) {
+    throw Error(std::string("template error: a value is out of range (") + e.what() + ")");
   }
 }
 

@@ -301,13 +301,38 @@ static std::string repr_string(const std::string& s) {
   return out;
 }
 
+namespace {
+// Walking a value is bounded: a namespace can hold itself ({% set ns.x = ns %}), and a list can
+// hold one large list many times ([[s]] * n) without taking memory until it is printed.
+thread_local int t_walk_depth = 0;
+struct WalkGuard {
+  WalkGuard() {
+    if (++t_walk_depth > kMaxValueDepth) {
+      --t_walk_depth;
+      throw Error("a value nests more than " + std::to_string(kMaxValueDepth) +
+                  " deep (one that contains itself?) (the template engine's limit)");
+    }
+  }
+  ~WalkGuard() { --t_walk_depth; }
+};
+void check_text_size(const std::string& out) {
+  if (out.size() > kMaxValueBytes)
+    throw Error("a value's text is larger than " + std::to_string(kMaxValueBytes >> 20) +
+                " MiB (the template engine's limit)");
+}
+}  // namespace
+
 std::string to_repr(const Value& v) {
+  WalkGuard guard;
   switch (v.kind) {
     case Kind::String: return repr_string(v.s);
     case Kind::List: {
       if (v.is_generator) return "<generator object>";  // Python adds an address no template can rely on
       std::string out = v.is_tuple ? "(" : "[";
-      for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + to_repr((*v.list)[k]);
+      for (size_t k = 0; k < v.list->size(); ++k) {
+        out += (k ? ", " : "") + to_repr((*v.list)[k]);
+        check_text_size(out);
+      }
       if (v.is_tuple && v.list->size() == 1) out += ",";
       return out + (v.is_tuple ? ")" : "]");
     }
@@ -316,6 +341,7 @@ std::string to_repr(const Value& v) {
       bool first = true;
       for (const auto& [k, e] : v.dict->items) {
         out += (first ? "" : ", ") + to_repr(k) + ": " + to_repr(e);
+        check_text_size(out);
         first = false;
       }
       return out + (v.is_namespace ? "}>" : "}");
@@ -390,6 +416,8 @@ static std::string json_key(const Value& k) {
 }
 
 static void json_dump(std::string& out, const Value& v, const JsonOptions& opt, int depth) {
+  WalkGuard guard;
+  check_text_size(out);
   bool pretty = opt.indent >= 0 || !opt.indent_str.empty();
   std::string item_sep = opt.item_sep.empty() ? (pretty ? "," : ", ") : opt.item_sep;
   std::string key_sep = opt.key_sep.empty() ? ": " : opt.key_sep;
@@ -458,6 +486,7 @@ std::string to_json(const Value& v, const JsonOptions& opt) {
 // --- comparison
 
 bool equals(const Value& a, const Value& b) {
+  WalkGuard guard;
   if (a.is_numeric() && b.is_numeric()) {
     if (a.is_int_like() && b.is_int_like()) return a.as_int() == b.as_int();
     return a.as_double() == b.as_double();
@@ -491,6 +520,7 @@ bool equals(const Value& a, const Value& b) {
 }
 
 bool less(const Value& a, const Value& b) {
+  WalkGuard guard;
   if (a.is_numeric() && b.is_numeric()) {
     if (a.is_int_like() && b.is_int_like()) return a.as_int() < b.as_int();
     return a.as_double() < b.as_double();

@@ -14,6 +14,10 @@
 
 namespace strata::jinja {
 
+// Bounds on one value (the renderer's own bounds are in render.h).
+constexpr size_t kMaxValueBytes = size_t(64) << 20;  // one string, or a value's printed text
+constexpr int kMaxValueDepth = 256;                   // lists and dicts inside each other, when walked
+
 struct Value;
 struct CallArgs;
 using List = std::vector<Value>;

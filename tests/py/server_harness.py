@@ -50,7 +50,9 @@ class Server:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{self.port}"
-        args = [strata_bin(), "serve", "--models", models_dir, "--threads", "2", "--ctx", "2048", *extra_args]
+        # /api/create and /api/pull may take SmolLM2 by its path (the tests create models from it).
+        args = [strata_bin(), "serve", "--models", models_dir, "--threads", "2", "--ctx", "2048",
+                "--import-from", os.path.dirname(os.path.realpath(smollm2_path())), *extra_args]
         run_env = dict(os.environ)
         run_env.pop("OLLAMA_HOST", None)
         if use_host_flag:
