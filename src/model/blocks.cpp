@@ -273,11 +273,12 @@ void run_expert(ForwardPass& p, int e, const WeightView& gate, const WeightView&
 // ranks are the ones most often wrong, and the refined guess (after the FFN) names all k while
 // the disk is still busy with this layer's misses. Qwen3 30B-A3B under 6G: 888 -> 810 MB read
 // per token for the same recall (70% -> 69%).
-void guess_experts(ForwardPass& p, int next, bool refined) {
+void guess_experts(ForwardPass& p, int next, bool refined, bool may_prefetch = true) {
   constexpr int kMaxTokens = 4;
   const ModelConfig& c = p.config;
   ForwardBuffers& b = p.buf;
-  if (!p.expert_source || p.n_tokens > kMaxTokens || next >= c.n_layer || !p.expert_source->streams(next)) return;
+  const bool streams = may_prefetch && p.expert_source && next < c.n_layer && p.expert_source->streams(next);
+  if (p.n_tokens > kMaxTokens || next >= c.n_layer || !(streams || p.routing_observer)) return;
   const LayerWeights& N = p.weights.layers[size_t(next)];
   if (N.router.empty()) return;
   const int n = p.n_tokens, k_used = c.n_expert_used;
@@ -296,7 +297,8 @@ void guess_experts(ForwardPass& p, int next, bool refined) {
       const int32_t e = guess[t * k_used + j];
       if (std::find(ordered, ordered + n_guess, e) == ordered + n_guess) ordered[n_guess++] = e;
     }
-  p.expert_source->prefetch(next, ordered, n_guess, /*replace=*/refined);
+  if (p.routing_observer) p.routing_observer->guessed(next, ordered, n_guess, refined);
+  if (streams) p.expert_source->prefetch(next, ordered, n_guess, /*replace=*/refined);
 }
 
 }  // namespace
@@ -311,6 +313,7 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
 
   ops::matmul(L.router, b.h.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
   route(c, b.router_logits.data(), n, b.chosen.data(), b.chosen_weight.data());
+  if (p.routing_observer) p.routing_observer->routed(layer, p.pos0, b.chosen.data(), n);
 
   ExpertSource* source = p.expert_source;
   if (source && source->streams(layer)) {
@@ -332,6 +335,7 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
       run_expert(p, e, gate, up, down, act);
     }
   } else {
+    if (p.routing_observer) guess_experts(p, layer + 1, false, /*may_prefetch=*/false);  // traced only
     for (int e = 0; e < c.n_expert; ++e)
       run_expert(p, e, L.gate_exps.rows(e * ff, ff), L.up_exps.rows(e * ff, ff),
                  L.down_exps.rows(int64_t(e) * c.n_embd, c.n_embd), act);

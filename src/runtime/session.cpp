@@ -29,6 +29,7 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits) {
                 std::to_string(params_.n_ctx));
   ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens, n, int64_t(n_past()), all_logits,
                    ffn_source_, expert_source_};
+  pass.routing_observer = routing_observer_;
   model_.forward(pass);
   history_.insert(history_.end(), tokens, tokens + n);
 }
@@ -63,7 +64,8 @@ void Session::eval_hidden(const std::vector<int32_t>& tokens,
                   " tokens exceed n_ctx " + std::to_string(params_.n_ctx));
     ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens.data() + i, n, int64_t(n_past()), true,
                      ffn_source_, expert_source_};
-    pass.hidden_only = true;  // output_head leaves every token's normalized hidden state in buf_.h
+    pass.hidden_only = true;
+    pass.routing_observer = routing_observer_;  // output_head leaves every token's normalized hidden state in buf_.h
     model_.forward(pass);
     history_.insert(history_.end(), tokens.data() + i, tokens.data() + i + n);
     for (int t = 0; t < n; ++t) on_hidden(i + size_t(t), buf_.h.data() + size_t(t) * n_embd);

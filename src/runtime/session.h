@@ -39,6 +39,8 @@ class Session {
   void set_ffn_source(FfnSource* source) { ffn_source_ = source; }
   // Likewise for the expert slices of MoE layers.
   void set_expert_source(ExpertSource* source) { expert_source_ = source; }
+  // Sees every MoE layer's routing (and the guesses made of it); null: none.
+  void set_routing_observer(RoutingObserver* observer) { routing_observer_ = observer; }
   // Forgets everything after the first n tokens (n <= n_past()).
   void truncate(int n);
 
@@ -60,6 +62,7 @@ class Session {
   std::vector<int32_t> history_;
   FfnSource* ffn_source_ = nullptr;
   ExpertSource* expert_source_ = nullptr;
+  RoutingObserver* routing_observer_ = nullptr;
 };
 
 }  // namespace strata
