@@ -44,6 +44,7 @@ void add_bench_command(CLI::App& app) {
   auto opts = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand("bench", "measure prompt and generation speed");
   add_model_options(cmd, opts->model);
+  add_trace_routing_option(cmd, opts->model);
   cmd->add_option("-p,--n-prompt", opts->n_prompt, "prompt tokens")->capture_default_str();
   cmd->add_option("-n,--n-gen", opts->n_gen, "generated tokens")->capture_default_str();
   cmd->add_flag("--json", opts->json, "print one JSON object");
@@ -53,6 +54,7 @@ void add_bench_command(CLI::App& app) {
     if (sp.n_ctx <= 0 || sp.n_ctx < opts->n_prompt + opts->n_gen + 1) sp.n_ctx = opts->n_prompt + opts->n_gen + 1;
     Session session(*model, sp);
     auto tiering = make_tiering(*model, opts->model, session);
+    auto trace = make_routing_trace(*model, opts->model, session);
     const int n_vocab = model->config().n_vocab;
     std::mt19937 rng(42);
     std::vector<int32_t> prompt(size_t(opts->n_prompt));
@@ -87,6 +89,7 @@ void add_bench_command(CLI::App& app) {
                                     double(xa.needed_bytes - xb.needed_bytes)) /
                                        opts->n_gen
                                  : 0.0;
+    if (trace) trace->flush();
     if (opts->model.stats)
       std::fputs(tiering->describe_stats(after, opts->n_prompt + opts->n_gen, pp_seconds + tg_seconds).c_str(), stderr);
     // The measurement's 256 MiB buffer would not fit a budget the model already fills: under
