@@ -484,8 +484,6 @@ def check(args):
     """The exported file read back into the PyTorch model (dequantized) gives llama.cpp's logits:
     proves the GGUF layout (rope, QK-norm, router, expert order) is the one trained."""
     import gguf
-    import llama_cpp
-    import llama_cpp.llama_cpp as C
     import torch
 
     reader = gguf.GGUFReader(args.model)
@@ -510,15 +508,7 @@ def check(args):
     model.load_state_dict({k: tensors[v] for k, v in sd.items()})
     model.eval()
 
-    default_params = C.llama_model_default_params
-
-    def params():  # the plain CPU path (the AMX repack of this llama.cpp build crashes on some hosts)
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    C.llama_model_default_params = params
-    llm = llama_cpp.Llama(model_path=args.model, n_ctx=256, n_batch=256, logits_all=True, verbose=False)
+    llm = plain_cpu_llama(args.model, n_ctx=256, n_batch=256, logits_all=True, verbose=False)
     tokens = llm.tokenize(args.prompt.encode(), add_bos=False, special=False)
     llm.eval(tokens)
     ref = np.array(llm.scores[len(tokens) - 1], dtype=np.float32)
@@ -529,6 +519,85 @@ def check(args):
           f"max |diff| / max |logit| = {err:.4f}")
     if err > 0.1:
         sys.exit("the exported model does not compute what was trained")
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+# Prompts of the three kinds of text the routing traces cover: code, prose, a chat.
+PROMPTS = {
+    "code": "import os\nimport sys\n\n\ndef main(argv):\n    \"\"\"",
+    "prose": "This License applies to any program or other work which contains a notice placed by the",
+    "chat": "<|im_start|>user\nHow do I read a file line by line in Python?<|im_end|>\n<|im_start|>assistant\n",
+}
+N_GREEDY = 32
+FIXTURE_PPL_TEXT = "/usr/share/common-licenses/GPL-3"  # held out of training; the fidelity tests' text
+FIXTURE_PPL_CTX = 256
+FIXTURE_PPL_CHUNKS = 4
+
+
+def plain_cpu_llama(path, **kw):
+    """llama.cpp without its extra buffer types (the AMX repack of llama-cpp-python 0.3.36 crashes
+    on some hosts; the plain CPU path is the one Strata is compared with)."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as C
+
+    default_params = C.llama_model_default_params
+
+    def params():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    C.llama_model_default_params = params
+    try:
+        return llama_cpp.Llama(model_path=path, **kw)
+    finally:
+        C.llama_model_default_params = default_params
+
+
+def fixtures(args):
+    """llama.cpp's greedy continuations and perplexity of the trained model, for
+    tests/py/test_fidelity_moe.py (same method as scripts/gen_fidelity_fixtures.py)."""
+    import llama_cpp
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gen_fidelity_fixtures as gf
+
+    llm = plain_cpu_llama(args.model, n_ctx=512, n_batch=512, n_threads=2, logits_all=True, flash_attn=False,
+                          verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    greedy = {}
+    for kind, prompt in PROMPTS.items():
+        tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+        llm.reset()
+        llm.eval(tokens)
+        generated, margins = [], []
+        for _ in range(N_GREEDY):
+            row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            best2 = np.sort(row)[-2:]
+            tok = int(np.argmax(row))
+            if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                break
+            generated.append(tok)
+            margins.append(float(best2[1] - best2[0]))
+            llm.eval([tok])
+        greedy[kind] = {"prompt": prompt, "tokens": [int(t) for t in tokens], "greedy": generated,
+                        "greedy_margins": margins,
+                        "greedy_text": llm.detokenize(generated).decode("utf-8", errors="replace")}
+        print(f"{kind}: {greedy[kind]['greedy_text']!r}", file=sys.stderr)
+    with open(FIXTURE_PPL_TEXT, "rb") as f:
+        text = f.read()
+    if text.endswith(b"\n"):
+        text = text[:-1]
+    gf.PERPLEXITY_TEXT = FIXTURE_PPL_TEXT
+    ppl = gf.perplexity_fixture(llm, text, FIXTURE_PPL_CTX, FIXTURE_PPL_CHUNKS)
+    print(f"PPL {ppl['ppl']:.4f} +/- {ppl['ppl_error']:.4f}", file=sys.stderr)
+    data = {"model": os.path.basename(args.model), "llama_cpp_python": llama_cpp.__version__,
+            "greedy": greedy, "perplexity": ppl}
+    with open(args.out, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
 
 
 def main():
@@ -553,8 +622,12 @@ def main():
     c = sub.add_parser("check")
     c.add_argument("model")
     c.add_argument("--prompt", default="import os\nimport sys\n\n\ndef main(argv):\n    ")
+    x = sub.add_parser("fixtures")
+    x.add_argument("model")
+    x.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
+                                                 "models", "strata-moe-pystd.json"))
     args = ap.parse_args()
-    {"prepare": prepare, "train": train, "check": check}[args.cmd](args)
+    {"prepare": prepare, "train": train, "check": check, "fixtures": fixtures}[args.cmd](args)
 
 
 if __name__ == "__main__":
