@@ -584,6 +584,8 @@ def fixtures(args):
             llm.eval([tok])
         greedy[kind] = {"prompt": prompt, "tokens": [int(t) for t in tokens], "greedy": generated,
                         "greedy_margins": margins,
+                        # each token's bytes (hex), to compare a prefix of the text
+                        "greedy_pieces": [llm.detokenize([t]).hex() for t in generated],
                         "greedy_text": llm.detokenize(generated).decode("utf-8", errors="replace")}
         print(f"{kind}: {greedy[kind]['greedy_text']!r}", file=sys.stderr)
     with open(FIXTURE_PPL_TEXT, "rb") as f:
@@ -625,7 +627,7 @@ def main():
     x = sub.add_parser("fixtures")
     x.add_argument("model")
     x.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
-                                                 "models", "strata-moe-pystd.json"))
+                                                 "moe", "strata-moe-pystd.json"))
     args = ap.parse_args()
     {"prepare": prepare, "train": train, "check": check, "fixtures": fixtures}[args.cmd](args)
 
