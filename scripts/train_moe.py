@@ -439,9 +439,23 @@ def export_gguf(model, moe, tokenizer, path, train_info):
     w.close()
 
 
+def apply_arch_overrides(args):
+    """--arch KEY=VALUE,...: a smaller model where no GPU is at hand (ARCH and N_FF_DENSE follow)."""
+    global N_FF_DENSE
+    for item in filter(None, (args.arch or "").split(",")):
+        key, value = item.split("=")
+        if key not in ARCH:
+            sys.exit(f"--arch: unknown key {key} (one of {', '.join(ARCH)})")
+        ARCH[key] = type(ARCH[key])(value)
+    N_FF_DENSE = ARCH["n_expert_used"] * ARCH["n_ff_expert"]
+
+
 def train(args):
     import torch
 
+    apply_arch_overrides(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -487,7 +501,19 @@ def check(args):
     import torch
 
     reader = gguf.GGUFReader(args.model)
-    moe = reader.fields["general.architecture"].contents() == "qwen3moe"
+    arch = reader.fields["general.architecture"].contents()
+    moe = arch == "qwen3moe"
+
+    def meta(key):
+        return int(reader.fields[f"{arch}.{key}"].contents())
+
+    ARCH.update(n_layer=meta("block_count"), n_embd=meta("embedding_length"), n_head=meta("attention.head_count"),
+                n_head_kv=meta("attention.head_count_kv"), head_dim=meta("attention.key_length"))
+    if moe:
+        ARCH.update(n_expert=meta("expert_count"), n_expert_used=meta("expert_used_count"),
+                    n_ff_expert=meta("expert_feed_forward_length"))
+    global N_FF_DENSE
+    N_FF_DENSE = meta("feed_forward_length")
     tensors = {t.name: torch.from_numpy(np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))
                for t in reader.tensors}
     n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
@@ -620,6 +646,8 @@ def main():
     t.add_argument("--log-every", type=int, default=100)
     t.add_argument("--only", choices=["moe", "dense"])
     t.add_argument("--export-dense", action="store_true")
+    t.add_argument("--arch", help="overrides of ARCH, e.g. n_embd=128,n_ff_expert=64")
+    t.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     t.add_argument("--eval-windows", type=int, default=400, help="held-out windows of n_ctx tokens to score")
     c = sub.add_parser("check")
     c.add_argument("model")
