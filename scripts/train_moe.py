@@ -331,8 +331,15 @@ def train_one(name, moe, args, train_data, held, n_vocab, device, log):
     warmup = max(1, args.steps // 20)
     t0 = time.time()
     log(f"[{name}] params {n_params / 1e6:.2f}M, steps {args.steps}, batch {args.batch}x{n_ctx}")
+    step = 0
     for step in range(args.steps):
-        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        # Progress by steps or by the time limit, whichever is further: the schedule anneals fully
+        # either way.
+        progress = max(step / args.steps, (time.time() - t0) / args.seconds if args.seconds else 0.0)
+        if progress >= 1.0:
+            log(f"[{name}] stopped at step {step} by the time limit")
+            break
+        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
         w = torch.from_numpy(batches(train_data, n_ctx, args.batch, rng)).to(device, non_blocking=True)
@@ -350,12 +357,11 @@ def train_one(name, moe, args, train_data, held, n_vocab, device, log):
                 c = torch.stack(counts).float()
                 msg += f" aux {float(aux) / len(counts):.3f} max/mean load {float((c.max(1).values / c.mean(1)).mean()):.2f}"
             log(msg)
-        if args.seconds and time.time() - t0 > args.seconds:
-            log(f"[{name}] stopped at step {step} by the time limit")
-            break
+    else:
+        step = args.steps
     nll = evaluate(model, held, n_ctx, device, args.eval_windows)
     log(f"[{name}] held-out ppl {math.exp(nll):.3f} (nll {nll:.4f}) after {time.time() - t0:.0f}s")
-    return model, {"params": n_params, "heldout_nll": nll, "heldout_ppl": math.exp(nll), "steps": step + 1,
+    return model, {"params": n_params, "heldout_nll": nll, "heldout_ppl": math.exp(nll), "steps": step,
                    "seconds": time.time() - t0}
 
 
@@ -481,6 +487,9 @@ def train(args):
         kinds = [k for k in kinds if k[0] == args.only]
     for name, moe in kinds:
         model, info = train_one(name, moe, args, train_data, held, n_vocab, device, log)
+        if moe and info["steps"] < args.steps:
+            # the dense model trains on exactly the MoE model's tokens, the same schedule
+            args.steps, args.seconds = info["steps"], 0
         results[name] = info
         if moe or args.export_dense:
             path = os.path.join(args.out, ("strata-moe-pystd" if moe else "strata-dense-pystd") + ".gguf")
