@@ -632,6 +632,7 @@ def fixtures(args):
     print(f"PPL {ppl['ppl']:.4f} +/- {ppl['ppl_error']:.4f}", file=sys.stderr)
     data = {"model": os.path.basename(args.model), "llama_cpp_python": llama_cpp.__version__,
             "greedy": greedy, "perplexity": ppl}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
