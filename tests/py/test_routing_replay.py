@@ -104,3 +104,24 @@ def test_parse_rejects_bad_input(tmp_path):
     p.write_text("something else\n")
     with pytest.raises(ValueError, match="not a strata routing trace"):
         rr.parse(str(p))
+
+
+def test_real_trace_belady_is_the_upper_bound():
+    """The trained model's trace (tests/fixtures/moe/trace-chat.txt): no policy beats Belady at 10,
+    25 and 50% of the experts, and the routing is far from uniform."""
+    from conftest import fixtures_dir
+
+    t = rr.parse(os.path.join(fixtures_dir(), "moe", "trace-chat.txt"))
+    assert (t.n_layer, t.n_expert, t.k) == (8, 32, 4)
+    total = t.n_layer * t.n_expert
+    for frac in (0.1, 0.25, 0.5):
+        slots = round(frac * total)
+        res = rr.run_policies(t, slots)
+        best = res["belady"][0]
+        for name, (hits, accesses, _) in res.items():
+            if name != "lru+guess":
+                assert hits <= best, (name, slots)
+        # uniform routing would give every policy about frac; Belady does much better on real routing
+        assert best / res["belady"][1] > frac + 0.15
+    q = rr.guess_quality(t)
+    assert q["refined"]["recall"] > 0.5 and q["early"]["precision"] > 0.5
