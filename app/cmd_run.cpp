@@ -87,8 +87,8 @@ json given_options(const CLI::App& cmd, const RunOptions& o) {
   if (given("--stop")) j["stop"] = o.sampling.gen.stop;
   if (given("--ctx")) j["num_ctx"] = o.model.session.n_ctx;
   if (given("--threads")) j["num_thread"] = o.model.session.n_threads;
-  for (const char* name : {"--batch", "--stream-ffn", "--prefetch", "--mem", "--fresh", "--stats", "--no-special",
-                           "--trace-routing"})
+  for (const char* name :
+       {"--batch", "--stream-ffn", "--prefetch", "--mem", "--fresh", "--stats", "--no-special", "--trace-routing"})
     if (given(name)) std::fprintf(stderr, "note: %s applies to local runs only; the server ignores it\n", name);
   return j;
 }

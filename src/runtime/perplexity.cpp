@@ -19,8 +19,7 @@ double negative_log_prob(const float* logits, int n_vocab, int32_t token) {
 }  // namespace
 
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int32_t bos, int n_ctx,
-                            int max_chunks, int n_threads,
-                            const std::function<void(const PerplexityChunk&)>& on_chunk,
+                            int max_chunks, int n_threads, const std::function<void(const PerplexityChunk&)>& on_chunk,
                             const std::function<void(Session&)>& on_session) {
   if (n_ctx < 8) throw Error("perplexity: context of " + std::to_string(n_ctx) + " tokens is too small");
   if (int64_t(tokens.size()) < 2 * int64_t(n_ctx))
