@@ -27,6 +27,19 @@ Also measured: each guess kind's precision and recall (early: made before the pr
 layer's FFN; refined: after it), over the layers it was made for.
 
   python3 bench/routing_replay.py TRACE [TRACE...] [--sizes 0.1,0.25,0.5] [--profile TRACE] [--json]
+
+Measured (2026-12-07) on tests/models/strata-moe-pystd.gguf (8 layers x 32 experts, top-4), traces
+of `strata run -b 1 -n 96 --greedy -c 512 --fresh --trace-routing` over 4 prompts of each kind
+(code: the starts of posixpath, shlex, warnings, types.py, 2010 tokens; prose: 4 pieces of the
+GPL-3's terms, 1668 tokens; chat: 4 ChatML prompts, 669 tokens), hit rate at 10 / 25 / 50 % of
+the 256 experts:
+            lru             lru-layer       lfu             static(own)     pinned+lru      belady
+  code      0.0/42.6/70.9   22.2/45.9/72.3  23.0/47.3/73.2  18.3/39.4/67.2  15.8/35.3/67.1  44.7/70.2/88.7
+  prose     0.0/55.4/87.5   30.6/59.8/87.2  35.2/65.7/88.8  41.9/70.9/92.2  37.2/67.3/91.3  52.2/80.0/95.5
+  chat      0.0/46.4/78.1   23.9/51.3/78.8  28.0/53.9/79.7  31.4/56.7/81.3  27.9/52.7/79.7  47.5/74.0/91.6
+(A global LRU smaller than a token's 32 experts misses every time: the layers cycle through it.)
+A hot list learned on the code traces, used on the others: prose 22.4/44.4/73.0, chat 19.6/43.0/71.5.
+Guesses: early precision 0.83-0.85, recall 0.41-0.42; refined precision and recall 0.84-0.86.
 """
 import argparse
 import collections
