@@ -45,6 +45,7 @@ void add_bench_command(CLI::App& app) {
   auto opts = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand("bench", "measure prompt and generation speed");
   add_model_options(cmd, opts->model);
+  add_trace_routing_option(cmd, opts->model);
   cmd->add_option("-p,--n-prompt", opts->n_prompt, "prompt tokens")->capture_default_str();
   cmd->add_option("-n,--n-gen", opts->n_gen, "generated tokens")->capture_default_str();
   cmd->add_flag("--json", opts->json, "print one JSON object");
@@ -54,6 +55,7 @@ void add_bench_command(CLI::App& app) {
     if (sp.n_ctx <= 0 || sp.n_ctx < opts->n_prompt + opts->n_gen + 1) sp.n_ctx = opts->n_prompt + opts->n_gen + 1;
     Session session(*model, sp);
     auto tiering = make_tiering(*model, opts->model, session);
+    auto trace = make_routing_trace(*model, opts->model, session);
     const int n_vocab = model->config().n_vocab;
     std::mt19937 rng(42);
     std::vector<int32_t> prompt(size_t(opts->n_prompt));
@@ -80,6 +82,7 @@ void add_bench_command(CLI::App& app) {
     const double hit_rate = gen.experts.needed > 0 ? gen.cache_hit_rate() : 1.0;
     // Bytes that had to come from the SSD for the generated tokens at the observed hit rate.
     const double must_read = opts->n_gen > 0 ? double(gen.must_read_bytes()) / opts->n_gen : 0.0;
+    if (trace) trace->flush();
     if (opts->model.stats) {
       after.n_tokens = uint64_t(opts->n_prompt + opts->n_gen);
       after.seconds = pp_seconds + tg_seconds;

@@ -133,6 +133,7 @@ void add_perplexity_command(CLI::App& app) {
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of a text (llama.cpp's method)");
   add_model_options(cmd, o->model);
+  add_trace_routing_option(cmd, o->model);
   o->model.session.n_ctx = 512;
   cmd->add_option("-f,--file", o->file, "text file")->required();
   cmd->add_option("--chunks", o->chunks, "at most this many chunks (-1: all)");
@@ -144,11 +145,20 @@ void add_perplexity_command(CLI::App& app) {
     const auto ids = tok->encode(text, /*add_special=*/true, /*parse_special=*/false);
     const int32_t bos = tok->add_bos() ? tok->bos() : -1;
     std::fprintf(stderr, "%zu tokens, ctx %d\n", ids.size(), o->model.session.n_ctx);
-    PerplexityResult r = perplexity(*model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session.n_threads,
-                                    [](const PerplexityChunk& c) {
-                                      std::printf("[%d]%.4f,", c.index + 1, c.running_ppl);
-                                      std::fflush(stdout);
-                                    });
+    // The memory budget (--mem) and --trace-routing apply to the session perplexity evaluates in.
+    std::unique_ptr<tier::Tiering> tiering;
+    std::unique_ptr<tier::RoutingTraceWriter> trace;
+    PerplexityResult r = perplexity(
+        *model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session.n_threads,
+        [](const PerplexityChunk& c) {
+          std::printf("[%d]%.4f,", c.index + 1, c.running_ppl);
+          std::fflush(stdout);
+        },
+        [&](Session& session) {
+          tiering = make_tiering(*model, o->model, session);
+          trace = make_routing_trace(*model, o->model, session);
+        });
+    if (trace) trace->flush();
     std::printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_error);
     std::fprintf(stderr, "%d chunks of %d tokens, %d scored; %.2f tok/s\n", r.n_chunks, r.n_ctx, r.n_scored,
                  r.n_tokens_evaluated / r.seconds);

@@ -38,6 +38,7 @@ void run_local(const RunOptions& o) {
   auto tokenizer = Tokenizer::from_gguf(model->file());
   Session session(*model, o.model.session);
   auto tiering = make_tiering(*model, o.model, session);
+  auto trace = make_routing_trace(*model, o.model, session);
   const auto prompt = tokenizer->encode(o.prompt, !o.no_special, /*parse_special=*/true);
   std::fputs(o.prompt.c_str(), stdout);
   std::fflush(stdout);
@@ -55,6 +56,7 @@ void run_local(const RunOptions& o) {
   std::fprintf(stderr, "generation: %d tokens in %.3f s (%.2f tok/s), %d threads, stop: %s\n", r.n_generated,
                r.generate_seconds, r.generate_seconds > 0 ? n_evals / r.generate_seconds : 0.0, session.n_threads(),
                r.done_reason.c_str());
+  if (trace) trace->flush();
   if (o.model.stats) {
     tier::TierStats stats = tiering->stats();
     stats.n_tokens = uint64_t(r.n_prompt + n_evals);
@@ -88,7 +90,8 @@ json given_options(const CLI::App& cmd, const RunOptions& o) {
   if (given("--stop")) j["stop"] = o.sampling.gen.stop;
   if (given("--ctx")) j["num_ctx"] = o.model.session.n_ctx;
   if (given("--threads")) j["num_thread"] = o.model.session.n_threads;
-  for (const char* name : {"--batch", "--stream-ffn", "--prefetch", "--mem", "--fresh", "--stats", "--no-special"})
+  for (const char* name :
+       {"--batch", "--stream-ffn", "--prefetch", "--mem", "--fresh", "--stats", "--no-special", "--trace-routing"})
     if (given(name)) std::fprintf(stderr, "note: %s applies to local runs only; the server ignores it\n", name);
   return j;
 }
@@ -222,6 +225,7 @@ void add_run_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "run", "generate text from a prompt: MODEL is a GGUF file, or a model of a running server ($OLLAMA_HOST)");
   add_model_options(cmd, opts->model);
+  add_trace_routing_option(cmd, opts->model);
   add_sampling_options(cmd, opts->sampling);
   cmd->add_option("-p,--prompt", opts->prompt,
                   "prompt text (required for a file; without it a server's model chats interactively)");

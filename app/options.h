@@ -11,6 +11,7 @@
 #include "runtime/session.h"
 #include "tier/plan/plan.h"
 #include "tier/tiering.h"
+#include "tier/trace/routing_trace.h"
 #include "util/error.h"
 
 namespace strata::app {
@@ -23,6 +24,7 @@ struct ModelOptions {
   std::string mem;     // memory budget: the planner picks what streams ("": what is available)
   bool stats = false;  // print tiering statistics at the end
   bool fresh = false;  // MoE: neither load nor save routing statistics
+  std::string trace_routing;  // MoE: write the routing trace (tier/trace/routing_trace.h) here
   // Memory available when the command started, before the model and the session took theirs
   // (which the plan counts itself); 0: unknown.
   uint64_t budget_at_start = 0;
@@ -54,6 +56,21 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   session.set_expert_source(tiering->expert_source());
   if (tiering->streaming() || !o.mem.empty()) std::fprintf(stderr, "%s\n", tiering->summary().c_str());
   return tiering;
+}
+
+// --trace-routing FILE: the session reports every MoE layer's routing (and the guesses made of it)
+// to a trace writer, which the caller keeps until the last evaluation. Null without the option.
+inline std::unique_ptr<tier::RoutingTraceWriter> make_routing_trace(const Model& model, const ModelOptions& o,
+                                                                    Session& session) {
+  if (o.trace_routing.empty()) return nullptr;
+  auto trace = std::make_unique<tier::RoutingTraceWriter>(o.trace_routing, model);
+  session.set_routing_observer(trace.get(), trace->guesser());
+  return trace;
+}
+
+inline void add_trace_routing_option(CLI::App* cmd, ModelOptions& o) {
+  cmd->add_option("--trace-routing", o.trace_routing,
+                  "MoE: write per token and layer the routed experts and the guesses made of them to this file");
 }
 
 struct SamplingOptions {

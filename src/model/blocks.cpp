@@ -340,6 +340,7 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
 
   ops::matmul(L.router, b.h.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
   route(c, b.router_logits.data(), n, b.chosen.data(), b.chosen_weight.data());
+  if (p.routing_observer) p.routing_observer->routed(layer, p.pos0, b.chosen.data(), n);
 
   // Every expert routed to is asked for at once; those in memory compute while the rest arrive.
   // The order experts run in does not matter: each writes its own (token, rank) slots.

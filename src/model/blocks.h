@@ -59,6 +59,18 @@ struct ForwardBuffers {
   size_t bytes() const;  // what the buffers hold now (capacities)
 };
 
+// Sees the routing of every MoE layer and the guesses made of it (src/tier/trace records them).
+// Called on the forward thread.
+class RoutingObserver {
+ public:
+  virtual ~RoutingObserver() = default;
+  // chosen: [n_tokens x k] experts of the tokens at positions pos0.., best first.
+  virtual void routed(int layer, int64_t pos0, const int32_t* chosen, int n_tokens) = 0;
+  // A guess of the experts `layer` will route to (distinct, likeliest first), made before it runs;
+  // refined: made after the previous layer's FFN.
+  virtual void guessed(int layer, const int32_t* experts, int n_experts, bool refined) = 0;
+};
+
 struct ForwardPass {
   const ModelConfig& config;
   const ModelWeights& weights;
@@ -75,6 +87,7 @@ struct ForwardPass {
   // Stop output_head after the final norm: buf.h holds the normalized hidden state of every
   // token (embeddings) and no logits are computed.
   bool hidden_only = false;
+  RoutingObserver* routing_observer = nullptr;  // null: routing is not traced
 };
 
 struct AttentionSpec {

@@ -25,7 +25,11 @@ class Session::Weights : public WeightSource {
   explicit Weights(const Model& model) : resident_(model.config(), model.weights()) {}
   FfnSource* ffn = nullptr;
   ExpertSource* experts = nullptr;
-  ForwardHook* hook() const { return experts ? experts->hook() : nullptr; }
+  ForwardHook* guesses = nullptr;  // used where the expert source makes no guesses
+  ForwardHook* hook() const {
+    ForwardHook* own = experts ? experts->hook() : nullptr;
+    return own ? own : guesses;
+  }
 
   void begin_matrix(int layer, FfnPart part) override {
     ffn_streams_ = ffn && ffn->streams(layer, part);
@@ -64,12 +68,18 @@ Session::~Session() = default;
 void Session::set_ffn_source(FfnSource* source) { weights_->ffn = source; }
 void Session::set_expert_source(ExpertSource* source) { weights_->experts = source; }
 
+void Session::set_routing_observer(RoutingObserver* observer, ForwardHook* guesses) {
+  routing_observer_ = observer;
+  weights_->guesses = guesses;
+}
+
 void Session::forward_batch(const int32_t* tokens, int n, bool all_logits) {
   if (n_past() + n > params_.n_ctx)
     throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) + " tokens exceed n_ctx " +
                 std::to_string(params_.n_ctx));
   ForwardPass pass{model_.config(), model_.weights(), buf_,       kv_, pool_, tokens, n, int64_t(n_past()), all_logits,
                    *weights_,       weights_->hook()};
+  pass.routing_observer = routing_observer_;
   model_.forward(pass);
   history_.insert(history_.end(), tokens, tokens + n);
 }
@@ -105,6 +115,7 @@ void Session::eval_hidden(const std::vector<int32_t>& tokens,
     ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens.data() + i, n, int64_t(n_past()), true,
                      *weights_,       weights_->hook()};
     pass.hidden_only = true;  // output_head leaves every token's normalized hidden state in buf_.h
+    pass.routing_observer = routing_observer_;
     model_.forward(pass);
     history_.insert(history_.end(), tokens.data() + i, tokens.data() + i + n);
     for (int t = 0; t < n; ++t) on_hidden(i + size_t(t), buf_.h.data() + size_t(t) * n_embd);

@@ -40,6 +40,9 @@ class Session {
   void set_ffn_source(FfnSource* source);
   // Likewise for the expert slices of MoE layers; the source's hook (its guesses) comes along.
   void set_expert_source(ExpertSource* source);
+  // Sees every MoE layer's routing and the guesses made of it; null: none. guesses: a hook that
+  // makes the guesses where the expert source makes none (experts resident); may be null.
+  void set_routing_observer(RoutingObserver* observer, ForwardHook* guesses = nullptr);
   // Forgets everything after the first n tokens (n <= n_past()).
   void truncate(int n);
 
@@ -61,6 +64,7 @@ class Session {
   std::vector<int32_t> history_;
   class Weights;  // the resident weights, except what the streamers serve
   std::unique_ptr<Weights> weights_;
+  RoutingObserver* routing_observer_ = nullptr;
 };
 
 }  // namespace strata

@@ -4,7 +4,7 @@
 
 namespace strata::tier {
 
-ExpertGuesser::ExpertGuesser(const ModelConfig& c, ExpertSource& target)
+ExpertGuesser::ExpertGuesser(const ModelConfig& c, ExpertSource* target)
     : target_(target),
       normed_(size_t(kMaxTokens) * c.n_embd),
       logits_(size_t(kMaxTokens) * std::max(1, c.n_expert)),
@@ -31,7 +31,9 @@ void ExpertGuesser::after_ffn(ForwardPass& p, int layer) { guess(p, layer + 1, t
 // per token for the same recall (70% -> 69%).
 void ExpertGuesser::guess(ForwardPass& p, int next, bool refined) {
   const ModelConfig& c = p.config;
-  if (p.n_tokens > kMaxTokens || next >= c.n_layer || !c.is_moe_layer(next) || !target_.streams(next)) return;
+  const bool prefetch = target_ && target_->streams(next);
+  if (p.n_tokens > kMaxTokens || next >= c.n_layer || !c.is_moe_layer(next) || !(prefetch || p.routing_observer))
+    return;
   const LayerWeights& N = p.weights.layers[size_t(next)];
   if (N.router.empty()) return;
   const int n = p.n_tokens, k_used = c.n_expert_used;
@@ -49,7 +51,8 @@ void ExpertGuesser::guess(ForwardPass& p, int next, bool refined) {
       const int32_t e = top_[size_t(t * k_used + j)];
       if (std::find(ordered, ordered + n_guess, e) == ordered + n_guess) ordered[n_guess++] = e;
     }
-  target_.prefetch(next, ordered, n_guess, /*replace=*/refined);
+  if (p.routing_observer) p.routing_observer->guessed(next, ordered, n_guess, refined);
+  if (prefetch) target_->prefetch(next, ordered, n_guess, /*replace=*/refined);
 }
 
 }  // namespace strata::tier

@@ -16,7 +16,9 @@ class ExpertGuesser : public ForwardHook {
   // every expert anyway.
   static constexpr int kMaxTokens = 4;
 
-  ExpertGuesser(const ModelConfig& config, ExpertSource& target);
+  // target: the source that reads the guesses ahead; null for a guesser whose guesses only a
+  // RoutingObserver sees (a traced run whose experts are resident).
+  ExpertGuesser(const ModelConfig& config, ExpertSource* target);
   // The early guess, from the residual before this layer's FFN: each token's top ceil(k/2).
   void after_routing(ForwardPass& pass, int layer) override;
   // The refined guess once the FFN's output is in: every token's top k, replacing the early one.
@@ -28,7 +30,7 @@ class ExpertGuesser : public ForwardHook {
  private:
   void guess(ForwardPass& pass, int next, bool refined);
 
-  ExpertSource& target_;
+  ExpertSource* target_;
   std::vector<float> normed_, logits_;  // [kMaxTokens x n_embd], [kMaxTokens x n_expert]
   std::vector<int32_t> top_, ordered_;  // [kMaxTokens x k], [n_expert]
   ops::MatmulScratch mm_;

@@ -1,0 +1,127 @@
+"""bench/routing_replay.py: the cache policies on hand-made traces whose optimum is known, and a
+routing trace written by `strata run --trace-routing` read back."""
+import importlib.util
+import itertools
+import math
+import os
+
+import pytest
+
+from conftest import ROOT, run_strata
+
+_spec = importlib.util.spec_from_file_location("routing_replay", os.path.join(ROOT, "bench", "routing_replay.py"))
+rr = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rr)
+
+# The reference string of Silberschatz's Operating System Concepts (ch. 9, page replacement):
+# with 3 frames, OPT (Belady, every miss cached) takes 9 faults, LRU 12.
+TEXTBOOK = [7, 0, 1, 2, 0, 3, 0, 4, 2, 3, 0, 3, 2, 1, 2, 0, 1, 7, 0, 1]
+
+
+def one_layer_trace(refs, n_expert=8, k=1, expert_bytes=1000):
+    """A single-layer trace, one token per forward pass routed to refs[i] (k=1) or refs[i] (tuples)."""
+    requests = []
+    for r in refs:
+        experts = list(r) if isinstance(r, (tuple, list)) else [r]
+        requests.append((0, experts, None, None, 1))
+    return rr.Trace(1, n_expert, k, [expert_bytes], requests)
+
+
+def misses(result):
+    hits, accesses, _ = result
+    return accesses - hits
+
+
+def test_belady_demand_fetching_is_the_textbook_optimum():
+    t = one_layer_trace(TEXTBOOK)
+    assert misses(rr.replay_belady(t, 3, bypass=False, preload=False)) == 9
+    assert misses(rr.replay_lru(t, 3)) == 12
+    # bytes read: one expert's bytes per miss
+    assert rr.replay_belady(t, 3, bypass=False, preload=False)[2] == 9 * 1000
+
+
+def brute_force_min_misses(refs, slots):
+    """The fewest misses any policy can have: exhaustive search over what to keep after every
+    access (bypass allowed), starting from the best initial content."""
+    keys = sorted(set(refs))
+    best = math.inf
+    # dynamic programming over cache states after each access
+    states = {frozenset(c): 0 for c in itertools.combinations(keys, min(slots, len(keys)))}
+    for r in refs:
+        nxt = {}
+        for cache, cost in states.items():
+            cost2 = cost + (0 if r in cache else 1)
+            pool = set(cache) | {r}
+            for keep in itertools.combinations(sorted(pool), min(slots, len(pool))):
+                s = frozenset(keep)
+                if cost2 < nxt.get(s, math.inf):
+                    nxt[s] = cost2
+        states = nxt
+    best = min(states.values())
+    return best
+
+
+@pytest.mark.parametrize("refs,slots", [
+    (TEXTBOOK, 3),
+    (TEXTBOOK, 2),
+    ([1, 2, 3, 4, 1, 2, 5, 1, 2, 3, 4, 5], 3),
+    ([0, 1, 2, 0, 3, 1, 4, 0, 2, 5, 1, 0, 3, 2, 4], 2),
+])
+def test_belady_equals_the_exhaustive_optimum(refs, slots):
+    t = one_layer_trace(refs)
+    assert misses(rr.replay_belady(t, slots)) == brute_force_min_misses(refs, slots)
+
+
+def test_no_policy_beats_belady():
+    # a two-layer trace with skew and repeats; two experts a token
+    refs = [(0, 1), (0, 2), (3, 1), (0, 1), (4, 5), (0, 1), (2, 3), (0, 2), (1, 5), (0, 1)] * 3
+    requests = []
+    for a, b in refs:
+        requests.append((0, [a, b], None, None, 1))
+        requests.append((1, [b, a], None, [b, a], 1))
+    t = rr.Trace(2, 6, 2, [100, 200], requests)
+    for slots in (2, 3, 4, 6):
+        res = rr.run_policies(t, slots)
+        best = res["belady"][0]
+        for name, (hits, _, _) in res.items():
+            if name != "lru+guess":  # its guesses are reads too: counted in bytes, not misses
+                assert hits <= best, (name, slots)
+
+
+def test_guess_quality():
+    requests = [(0, [1, 2], None, None, 1), (1, [3, 4], [3, 5], [3, 4], 1), (1, [0, 4], [1, 2], [4, 0], 1)]
+    t = rr.Trace(2, 6, 2, [1, 1], requests)
+    q = rr.guess_quality(t)
+    assert q["early"] == {"layers_guessed": 2, "precision": 0.25, "recall": 0.25}
+    assert q["refined"] == {"layers_guessed": 2, "precision": 1.0, "recall": 1.0}
+
+
+def test_parse_rejects_bad_input(tmp_path):
+    p = tmp_path / "bad.txt"
+    p.write_text("strata-routing-trace 1\nn_layer 1 n_expert 4 n_expert_used 1\nexpert_bytes 10\nr 0 0 7\n")
+    with pytest.raises(ValueError, match="bad.txt:4"):
+        rr.parse(str(p))
+    p.write_text("something else\n")
+    with pytest.raises(ValueError, match="not a strata routing trace"):
+        rr.parse(str(p))
+
+
+def test_real_trace_belady_is_the_upper_bound():
+    """The trained model's trace (tests/fixtures/moe/trace-chat.txt): no policy beats Belady at 10,
+    25 and 50% of the experts, and the routing is far from uniform."""
+    from conftest import fixtures_dir
+
+    t = rr.parse(os.path.join(fixtures_dir(), "moe", "trace-chat.txt"))
+    assert (t.n_layer, t.n_expert, t.k) == (8, 32, 4)
+    total = t.n_layer * t.n_expert
+    for frac in (0.1, 0.25, 0.5):
+        slots = round(frac * total)
+        res = rr.run_policies(t, slots)
+        best = res["belady"][0]
+        for name, (hits, accesses, _) in res.items():
+            if name != "lru+guess":
+                assert hits <= best, (name, slots)
+        # uniform routing would give every policy about frac; Belady does much better on real routing
+        assert best / res["belady"][1] > frac + 0.15
+    q = rr.guess_quality(t)
+    assert q["refined"]["recall"] > 0.5 and q["early"]["precision"] > 0.5
