@@ -5,10 +5,10 @@
 //
 // Tolerances (err = max |a - b| / max |b| over the output):
 // - matmul, quantized weights: both sides quantize activations to int8 (the GPU per 32 elements,
-//   the CPU as ggml: Q8_0/Q8_1 per 32, Q8_K per 256), so the GPU must be within 1e-2 of the CPU,
+//   the CPU as ggml: Q8_0/Q8_1 per 32, Q8_K per 256), so the GPU must be within 2e-2 of the CPU,
 //   and no farther from the exact product (dequantized weights x float activations, in double)
 //   than 1.5x the CPU's distance plus 3e-3 (f16 rounding of both operands on the GEMM path);
-// - matmul through the f16 GEMM (more than 8 tokens) and float weights: 1e-2 and the same rule;
+// - matmul through the f16 GEMM (more than 8 tokens) and float weights: 2e-2 and the same rule;
 // - get_rows, rms_norm, rope, softmax, activations, routing weights: 1e-5 (GELU 2e-3: f16 results);
 // - attention: 2e-3 (both round q to f16 and keep f16 K/V; the CPU also rounds probabilities).
 #include <gtest/gtest.h>
@@ -190,7 +190,7 @@ TEST_P(CudaMatmul, MatchesCpu) {
     const float gpu_cpu = rel_err(y_gpu, y_cpu), gpu_exact = rel_err(y_gpu, exact), cpu_exact = rel_err(y_cpu, exact);
     std::printf("  %-5s n_tokens %2d: |gpu-cpu| %.2e  |gpu-exact| %.2e  |cpu-exact| %.2e\n", type_name(type),
                 n_tokens, gpu_cpu, gpu_exact, cpu_exact);
-    EXPECT_LT(gpu_cpu, 1e-2f) << type_name(type) << " n_tokens " << n_tokens;
+    EXPECT_LT(gpu_cpu, 2e-2f) << type_name(type) << " n_tokens " << n_tokens;
     EXPECT_LT(gpu_exact, 1.5f * cpu_exact + 3e-3f) << type_name(type) << " n_tokens " << n_tokens;
   }
 }

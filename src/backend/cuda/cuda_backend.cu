@@ -280,7 +280,9 @@ class CudaBackend final : public Backend {
     const bool chunked = cuda::is_chunked(w.type);
     if (!chunked && !cuda::is_float(w.type))
       throw Error(std::string("cuda matmul: no kernels for tensor type ") + type_name(w.type));
-    if (chunked && w.n_cols % 32) throw Error("cuda matmul: " + std::to_string(w.n_cols) + " columns");
+    if (chunked ? w.n_cols % 32 != 0 : (w.n_cols % 2 != 0 || x_stride % 2 != 0))  // paired float loads
+      throw Error("cuda matmul: " + std::to_string(w.n_cols) + " columns of " + type_name(w.type) +
+                  ", activation stride " + std::to_string(x_stride));
     if (n_tokens <= cuda::kMaxMatvecTokens) {
       int8_t* xq = nullptr;
       float* xd = nullptr;
