@@ -62,6 +62,14 @@ class Backend {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;           // within the device
   virtual void synchronize() = 0;
 
+  // Decode issues the same ops every token: between begin_graph and end_graph a backend may record
+  // them and run them at end_graph as one unit (CUDA: a graph, updated in place when only arguments
+  // changed since the last one, so a token costs one launch). The CPU runs ops as they come. Inside,
+  // nothing may wait for the device (no download or synchronize) and no scratch may grow: run the
+  // same step once outside a graph first.
+  virtual void begin_graph() {}
+  virtual void end_graph() {}
+
   // ---- ops
   // y[t, r] = sum_c W[r, c] * x[t, c] for t < n_tokens, r < w.n_rows.
   virtual void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y,

@@ -338,3 +338,50 @@ TEST_F(Cuda, AttentionMatchesCpu) {
 
 }  // namespace
 }  // namespace strata::backend
+
+namespace strata::backend {
+namespace {
+
+// Decode steps recorded as graphs (positions change every token, so the graph is updated in place)
+// must give exactly what the same ops give when run directly.
+TEST_F(Cuda, GraphReplaysDecodeStepsExactly) {
+  constexpr int64_t kEmbd = 256, kHead = 4, kDim = 64, kCtx = 32;
+  const kernels::TypeKernels& k = kernels::kernels_for(DType::Q4_K);
+  const size_t rb = row_bytes(DType::Q4_K, kEmbd);
+  std::vector<uint8_t> wq(rb * kEmbd);
+  const std::vector<float> wf = random_floats(size_t(kEmbd * kEmbd), 30);
+  for (int64_t r = 0; r < kEmbd; ++r) k.quantize(wf.data() + r * kEmbd, wq.data() + r * rb, kEmbd);
+  const WeightView w{DType::Q4_K, to_gpu(wq), kEmbd, kEmbd, rb};
+  const std::vector<float> norm = random_floats(size_t(kEmbd), 31);
+  const float* norm_g = to_gpu(norm);
+  std::vector<uint16_t> cache(size_t(kCtx * kEmbd));
+  const std::vector<float> old = random_floats(cache.size(), 32);
+  for (size_t i = 0; i < cache.size(); ++i) cache[i] = f32_to_fp16(old[i]);
+  uint16_t* kv[2][2] = {{to_gpu(cache), to_gpu(cache)}, {to_gpu(cache), to_gpu(cache)}};  // [direct|graph][k|v]
+  float* h = to_gpu(std::vector<float>(size_t(kEmbd)));
+  float* q = to_gpu(std::vector<float>(size_t(kEmbd)));
+  float* out[2] = {to_gpu(std::vector<float>(size_t(kEmbd))), to_gpu(std::vector<float>(size_t(kEmbd)))};
+  auto step = [&](int which, const float* x, int64_t pos) {
+    gpu_->rms_norm(x, norm_g, h, kEmbd, 1, 1e-5f);
+    gpu_->matmul(w, h, kEmbd, 1, q, kEmbd);
+    gpu_->rope(q, kEmbd, 1, kHead, kDim, kDim, pos, 10000.0f, 1.0f, ops::RopeKind::neox, nullptr);
+    gpu_->store_kv(q, h, 1, kv[which][0], kv[which][1], kEmbd, kEmbd, pos);
+    AttentionArgs a;
+    a.q = q, a.q_stride = kEmbd, a.k_cache = kv[which][0], a.v_cache = kv[which][1], a.k_width = a.v_width = kEmbd;
+    a.out = out[which], a.out_stride = kEmbd, a.n_tokens = 1, a.n_head = kHead, a.n_head_kv = kHead;
+    a.head_dim_k = a.head_dim_v = kDim, a.pos0 = pos, a.kq_scale = 0.125f;
+    gpu_->attention(a);
+    gpu_->add(out[which], x, kEmbd);
+  };
+  for (int64_t pos = 10; pos < 14; ++pos) {
+    const float* x = to_gpu(random_floats(size_t(kEmbd), uint32_t(40 + pos)));
+    step(0, x, pos);
+    gpu_->begin_graph();
+    step(1, x, pos);
+    gpu_->end_graph();
+    EXPECT_EQ(from_gpu(out[1], size_t(kEmbd)), from_gpu(out[0], size_t(kEmbd))) << "position " << pos;
+  }
+}
+
+}  // namespace
+}  // namespace strata::backend

@@ -210,6 +210,11 @@ struct Scratch {
   size_t bytes = 0;
   void* reserve(size_t need, cudaStream_t stream) {
     if (need <= bytes) return ptr;
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    STRATA_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+    if (capturing != cudaStreamCaptureStatusNone)
+      throw Error("cuda: scratch must grow to " + std::to_string(need) +
+                  " bytes inside a graph; run the step once outside a graph first");
     if (ptr) {
       STRATA_CUDA_CHECK(cudaStreamSynchronize(stream));
       STRATA_CUDA_CHECK(cudaFree(ptr));
@@ -240,6 +245,7 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
   }
@@ -273,6 +279,30 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
   void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  void begin_graph() override {
+    STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  }
+  void end_graph() override {
+    cudaGraph_t graph = nullptr;
+    STRATA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    // Same ops with new arguments (positions, lengths) update the executable graph in place.
+    cudaGraphExecUpdateResultInfo info{};
+    if (graph_exec_ && cudaGraphExecUpdate(graph_exec_, graph, &info) != cudaSuccess) {
+      cudaGetLastError();  // clear the failed update; instantiate anew
+      STRATA_CUDA_CHECK(cudaGraphExecDestroy(graph_exec_));
+      graph_exec_ = nullptr;
+    }
+    if (!graph_exec_) {
+      const cudaError_t e = cudaGraphInstantiate(&graph_exec_, graph, 0);
+      if (e != cudaSuccess) {
+        cudaGraphDestroy(graph);
+        fail(e, "cudaGraphInstantiate", __FILE__, __LINE__);
+      }
+    }
+    cudaGraphDestroy(graph);
+    STRATA_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+  }
 
   void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y,
               int64_t y_stride) override {
@@ -387,6 +417,7 @@ class CudaBackend final : public Backend {
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
   Scratch act_;          // quantized or f16 activations of one matmul
   Scratch weights_f16_;  // one weight matrix dequantized to f16 (prompt GEMM)
 };
