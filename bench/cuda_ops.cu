@@ -6,6 +6,7 @@
 // cuBLAS) in TFLOP/s. Attention: one decode step and a 512-token prompt over the f16 KV cache.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -170,6 +171,120 @@ void bench_attention(backend::Backend& b, int n_ctx, int n_tokens) {
   b.free(out);
 }
 
+// A whole decode token and a whole prompt of a llama-shaped model through the backend's ops (the
+// forward pass's sequence: embed, per layer norm, q/k/v, rope, store_kv, attention, o, residual, norm,
+// gate/up, activation, down, residual; final norm and output head) on random weights: what the
+// forward pass will cost on this GPU once it runs on the backend, before any fusion.
+struct ModelShape {
+  const char* name;
+  int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
+  DType attn, ffn_up, ffn_down, output;
+};
+
+void bench_model(backend::Backend& b, const ModelShape& m) {
+  std::vector<void*> owned;
+  size_t weight_bytes = 0;
+  auto matrix = [&](DType type, int64_t rows, int64_t cols) {
+    const size_t rb = row_bytes(type, cols), bytes = rb * size_t(rows);
+    void* p = b.alloc(bytes);
+    fill(p, bytes, uint32_t(owned.size() + 3));
+    owned.push_back(p);
+    weight_bytes += bytes;
+    return WeightView{type, static_cast<const uint8_t*>(p), cols, rows, rb};
+  };
+  auto floats = [&](size_t n) {
+    void* p = b.alloc(n * 4);
+    STRATA_CUDA_CHECK(cudaMemset(p, 0, n * 4));
+    owned.push_back(p);
+    return static_cast<float*>(p);
+  };
+  const int64_t q_dim = int64_t(m.n_head) * m.head_dim, kv_dim = int64_t(m.n_head_kv) * m.head_dim;
+  struct Layer {
+    WeightView wq, wk, wv, wo, gate, up, down;
+    float* norm1;
+    float* norm2;
+    uint16_t *k_cache, *v_cache;
+  };
+  constexpr int kCtx = 1024, kPrompt = 512, kGen = 128;
+  std::vector<Layer> layers(size_t(m.n_layer));
+  for (Layer& l : layers) {
+    l.wq = matrix(m.attn, q_dim, m.n_embd);
+    l.wk = matrix(m.attn, kv_dim, m.n_embd);
+    l.wv = matrix(m.attn, kv_dim, m.n_embd);
+    l.wo = matrix(m.attn, m.n_embd, q_dim);
+    l.gate = matrix(m.ffn_up, m.n_ff, m.n_embd);
+    l.up = matrix(m.ffn_up, m.n_ff, m.n_embd);
+    l.down = matrix(m.ffn_down, m.n_embd, m.n_ff);
+    l.norm1 = floats(size_t(m.n_embd));
+    l.norm2 = floats(size_t(m.n_embd));
+    l.k_cache = reinterpret_cast<uint16_t*>(floats(size_t(kCtx) * kv_dim / 2));
+    l.v_cache = reinterpret_cast<uint16_t*>(floats(size_t(kCtx) * kv_dim / 2));
+  }
+  const size_t per_token_bytes = weight_bytes;  // every layer matrix once per token
+  const WeightView output = matrix(m.output, m.n_vocab, m.n_embd);
+  const WeightView embd = matrix(m.output, m.n_vocab, m.n_embd);  // tied or alike
+  const size_t token_bytes = per_token_bytes + output.row_bytes * size_t(output.n_rows) + embd.row_bytes;
+  float* norm_out = floats(size_t(m.n_embd));
+  float *x = floats(size_t(kPrompt) * m.n_embd), *h = floats(size_t(kPrompt) * m.n_embd);
+  float *o = floats(size_t(kPrompt) * m.n_embd), *q = floats(size_t(kPrompt) * q_dim);
+  float *k = floats(size_t(kPrompt) * kv_dim), *v = floats(size_t(kPrompt) * kv_dim);
+  float* att = floats(size_t(kPrompt) * q_dim);
+  float *gate = floats(size_t(kPrompt) * m.n_ff), *up = floats(size_t(kPrompt) * m.n_ff);
+  float* logits = floats(size_t(m.n_vocab));
+  auto* ids = static_cast<int32_t*>(b.alloc(size_t(kPrompt) * 4));
+  STRATA_CUDA_CHECK(cudaMemset(ids, 0, size_t(kPrompt) * 4));
+  owned.push_back(ids);
+
+  auto forward = [&](int n, int64_t pos0) {
+    b.get_rows(embd, ids, n, x, m.n_embd);
+    for (Layer& l : layers) {
+      b.rms_norm(x, l.norm1, h, m.n_embd, n, 1e-5f);
+      b.matmul(l.wq, h, m.n_embd, n, q, q_dim);
+      b.matmul(l.wk, h, m.n_embd, n, k, kv_dim);
+      b.matmul(l.wv, h, m.n_embd, n, v, kv_dim);
+      b.rope(q, q_dim, n, m.n_head, m.head_dim, m.head_dim, pos0, 500000.0f, 1.0f, ops::RopeKind::normal, nullptr);
+      b.rope(k, kv_dim, n, m.n_head_kv, m.head_dim, m.head_dim, pos0, 500000.0f, 1.0f, ops::RopeKind::normal, nullptr);
+      b.store_kv(k, v, n, l.k_cache, l.v_cache, kv_dim, kv_dim, pos0);
+      backend::AttentionArgs a;
+      a.q = q, a.q_stride = q_dim, a.k_cache = l.k_cache, a.v_cache = l.v_cache, a.k_width = a.v_width = kv_dim;
+      a.out = att, a.out_stride = q_dim, a.n_tokens = n, a.n_head = m.n_head, a.n_head_kv = m.n_head_kv;
+      a.head_dim_k = a.head_dim_v = m.head_dim, a.pos0 = pos0, a.kq_scale = 1.0f / std::sqrt(float(m.head_dim));
+      b.attention(a);
+      b.matmul(l.wo, att, q_dim, n, o, m.n_embd);
+      b.add(x, o, int64_t(n) * m.n_embd);
+      b.rms_norm(x, l.norm2, h, m.n_embd, n, 1e-5f);
+      b.matmul(l.gate, h, m.n_embd, n, gate, m.n_ff);
+      b.matmul(l.up, h, m.n_embd, n, up, m.n_ff);
+      b.gated_activation(gate, up, int64_t(n) * m.n_ff, backend::GatedActivation::silu);
+      b.matmul(l.down, gate, m.n_ff, n, o, m.n_embd);
+      b.add(x, o, int64_t(n) * m.n_embd);
+    }
+    b.rms_norm(x + size_t(n - 1) * m.n_embd, layers[0].norm1, norm_out, m.n_embd, 1, 1e-5f);
+    b.matmul(output, norm_out, m.n_embd, 1, logits, m.n_vocab);
+  };
+  forward(kPrompt, 0);  // warm-up: scratch at its largest
+  forward(1, kPrompt);
+  const double pp = seconds_of(b, 3, [&] { forward(kPrompt, 0); });
+  b.synchronize();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kGen; ++i) forward(1, kPrompt + i);
+  b.synchronize();
+  const double tg_direct = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kGen;
+  t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kGen; ++i) {
+    b.begin_graph();
+    forward(1, kPrompt + i);
+    b.end_graph();
+  }
+  b.synchronize();
+  const double tg_graph = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kGen;
+  std::printf("model %-22s weights %.2f GB/token: pp%d %8.0f tok/s | tg%d (context %d..) direct %6.1f tok/s, "
+              "graph %6.1f tok/s = %.0f GB/s, %.1f%% of %.0f GB/s\n",
+              m.name, token_bytes / 1e9, kPrompt, kPrompt / pp, kGen, kPrompt, 1.0 / tg_direct, 1.0 / tg_graph,
+              token_bytes / tg_graph / 1e9, 100.0 * token_bytes / tg_graph / 1e9 / kNominalGBs, kNominalGBs);
+  for (void* p : owned) b.free(p);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -193,6 +308,10 @@ int main(int argc, char** argv) {
     for (DType t : {DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::F16}) bench_prompt(*b, t, shapes[1], 512);
     for (int ctx : {512, 4096, 16384}) bench_attention(*b, ctx, 1);
     bench_attention(*b, 512, 512);
+    bench_model(*b, {"SmolLM2-135M Q4_1", 30, 576, 9, 3, 64, 1536, 49152, DType::Q4_1, DType::Q4_1, DType::Q4_1,
+                     DType::Q8_0});
+    bench_model(*b, {"llama-3-8B Q4_K (~M)", 32, 4096, 32, 8, 128, 14336, 128256, DType::Q4_K, DType::Q4_K,
+                     DType::Q6_K, DType::Q6_K});
     (void)argc, (void)argv;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_ops_bench: %s\n", e.what());
