@@ -300,8 +300,8 @@ TEST_F(Cuda, AttentionMatchesCpu) {
   struct Shape {
     int n_head, n_head_kv, head_dim, window;
   };
-  for (const Shape s : {Shape{9, 3, 64, 0}, Shape{8, 2, 128, 0}, Shape{4, 1, 256, 48}, Shape{6, 6, 64, 32}}) {
-    constexpr int kPrompt = 77, kDecode = 3;
+  for (const Shape s : {Shape{9, 3, 64, 0}, Shape{8, 2, 128, 0}, Shape{4, 1, 256, 300}, Shape{6, 6, 64, 32}}) {
+    constexpr int kPrompt = 400, kDecode = 3;  // decode at 400+ positions splits the context
     const int64_t kv_width = int64_t(s.n_head_kv) * s.head_dim, q_width = int64_t(s.n_head) * s.head_dim;
     const int n_ctx = kPrompt + kDecode;
     std::vector<uint16_t> k_cpu(size_t(n_ctx * kv_width)), v_cpu(k_cpu.size());

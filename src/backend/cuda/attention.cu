@@ -1,8 +1,11 @@
 // Attention over the f16 KV cache, flash style: a block takes one head and up to kRows tokens;
 // its warps walk 32-position tiles of the visible context (keys staged in shared memory), each
 // keeping an online softmax (running max, sum, weighted V) per token; the warps' partial results
-// merge at the end. The same kernel serves decode (one token) and prompts. q is rounded to f16 as
-// the CPU path does; scores, probabilities and sums stay in f32.
+// merge at the end. When a batch gives too few blocks to fill the GPU (decode), the context is split
+// among blocks (flash-decoding) whose partial results a second kernel combines. The same kernels
+// serve decode and prompts. q is rounded to f16 as the CPU path does; scores, probabilities and sums
+// stay in f32.
+#include <algorithm>
 #include <cfloat>
 
 #include "backend/backend.h"
@@ -10,7 +13,6 @@
 
 namespace strata::backend::cuda {
 
-void attention(const AttentionArgs& a, cudaStream_t stream);
 
 namespace {
 
@@ -21,7 +23,9 @@ constexpr int kTile = 32;  // positions per tile (one per lane)
 struct Params {
   AttentionArgs a;
   int group;
-  int k_pitch;  // halves per staged key row: head_dim_k + 2 keeps lanes on distinct banks
+  int k_pitch;      // halves per staged key row: head_dim_k + 2 keeps lanes on distinct banks
+  int n_split;      // blocks sharing one (head, token block)'s context, blockIdx.z the share
+  float* partials;  // n_split > 1: [n_tokens][n_head][n_split] x (m, l, acc[head_dim_v])
 };
 
 // VPL: values of the output head per lane (head_dim_v = 32 * VPL at most).
@@ -44,8 +48,15 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
   }
   __syncthreads();
 
-  const int64_t last = a.pos0 + t0 + n_rows - 1;
-  const int64_t lo = a.window > 0 ? max(int64_t(0), a.pos0 + t0 - a.window + 1) : 0;
+  int64_t last = a.pos0 + t0 + n_rows - 1;
+  int64_t lo = a.window > 0 ? max(int64_t(0), a.pos0 + t0 - a.window + 1) : 0;
+  if (p.n_split > 1) {  // this block's share of the tiles
+    const int64_t n_tiles = (last - lo + kTile) / kTile;
+    const int64_t per = (n_tiles + p.n_split - 1) / p.n_split;
+    const int64_t end = min(last, lo + (blockIdx.z + 1) * per * kTile - 1);
+    lo += blockIdx.z * per * kTile;
+    last = end;
+  }
   float m[kRows], l[kRows], acc[kRows][VPL];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
@@ -127,6 +138,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
       if (d < a.head_dim_v) acc_s[(warp * kRows + r) * a.head_dim_v + d] = acc[r][v];
     }
   __syncthreads();
+  const int stride = 2 + a.head_dim_v;
   for (int i = threadIdx.x; i < n_rows * a.head_dim_v; i += blockDim.x) {
     const int r = i / a.head_dim_v, d = i % a.head_dim_v;
     float mx = -FLT_MAX;
@@ -137,8 +149,49 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
       num += f * acc_s[(w * kRows + r) * a.head_dim_v + d];
       den += f * l_s[w * kRows + r];
     }
-    a.out[(t0 + r) * a.out_stride + int64_t(head) * a.head_dim_v + d] = num / den;
+    if (p.n_split == 1) {
+      a.out[(t0 + r) * a.out_stride + int64_t(head) * a.head_dim_v + d] = num / den;
+    } else {
+      float* part = p.partials + ((int64_t(t0 + r) * a.n_head + head) * p.n_split + blockIdx.z) * stride;
+      if (d == 0) {
+        part[0] = mx;
+        part[1] = den;
+      }
+      part[2 + d] = num;
+    }
   }
+}
+
+// One block per (token, head): the splits' partial softmax sums combined.
+__global__ void combine_kernel(AttentionArgs a, int n_split, const float* partials) {
+  const int head = blockIdx.x, t = blockIdx.y;
+  const int stride = 2 + a.head_dim_v;
+  const float* part = partials + (int64_t(t) * a.n_head + head) * n_split * stride;
+  float mx = -FLT_MAX;
+  for (int s = 0; s < n_split; ++s)
+    if (part[s * stride + 1] > 0.0f) mx = fmaxf(mx, part[s * stride]);
+  for (int d = threadIdx.x; d < a.head_dim_v; d += blockDim.x) {
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < n_split; ++s) {
+      const float l = part[s * stride + 1];
+      if (l <= 0.0f) continue;
+      const float f = __expf(part[s * stride] - mx);
+      num += f * part[s * stride + 2 + d];
+      den += f * l;
+    }
+    a.out[t * a.out_stride + int64_t(head) * a.head_dim_v + d] = num / den;
+  }
+}
+
+constexpr int kMaxSplit = 32;
+
+// Blocks enough for two per multiprocessor, each share at least one tile per warp.
+int split_count(const AttentionArgs& a, int n_sm) {
+  const int64_t blocks = int64_t(a.n_head) * ((a.n_tokens + kRows - 1) / kRows);
+  const int64_t ctx = a.window > 0 ? std::min<int64_t>(a.window + a.n_tokens, a.pos0 + a.n_tokens) : a.pos0 + a.n_tokens;
+  const int64_t by_ctx = std::max<int64_t>(1, ctx / (int64_t(kWarps) * kTile));
+  const int64_t want = (2 * int64_t(n_sm) + blocks - 1) / blocks;
+  return int(std::max<int64_t>(1, std::min<int64_t>({want, by_ctx, kMaxSplit})));
 }
 
 template <int VPL>
@@ -154,21 +207,31 @@ void launch(const Params& p, cudaStream_t stream) {
                                                                                      (kMaxHeadDim + 2) * 2)));
     configured = true;
   }
-  const dim3 grid(unsigned(a.n_head), unsigned((a.n_tokens + kRows - 1) / kRows));
+  const dim3 grid(unsigned(a.n_head), unsigned((a.n_tokens + kRows - 1) / kRows), unsigned(p.n_split));
   attention_kernel<VPL><<<grid, kWarps * 32, bytes, stream>>>(p);
   STRATA_CUDA_LAUNCHED();
+  if (p.n_split > 1) {
+    combine_kernel<<<dim3(unsigned(a.n_head), unsigned(a.n_tokens)), 128, 0, stream>>>(a, p.n_split, p.partials);
+    STRATA_CUDA_LAUNCHED();
+  }
 }
 
 }  // namespace
 
-void attention(const AttentionArgs& a, cudaStream_t stream) {
+size_t attention_partials_bytes(const AttentionArgs& a, int n_sm) {
+  const int n_split = split_count(a, n_sm);
+  return n_split > 1 ? size_t(a.n_tokens) * a.n_head * n_split * (2 + a.head_dim_v) * sizeof(float) : 0;
+}
+
+// partials: attention_partials_bytes(a, n_sm) bytes of device scratch (may be null when 0).
+void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream) {
   if (a.n_tokens <= 0) return;
   if (a.head_dim_k <= 0 || a.head_dim_k > kMaxHeadDim || a.head_dim_k % 2 || a.head_dim_v <= 0 ||
       a.head_dim_v > kMaxHeadDim || a.n_head_kv <= 0 || a.n_head % a.n_head_kv)
     throw Error("cuda attention: unsupported heads (head_dim_k " + std::to_string(a.head_dim_k) + ", head_dim_v " +
                 std::to_string(a.head_dim_v) + ", n_head " + std::to_string(a.n_head) + ", n_head_kv " +
                 std::to_string(a.n_head_kv) + ")");
-  Params p{a, a.n_head / a.n_head_kv, a.head_dim_k + 2};
+  Params p{a, a.n_head / a.n_head_kv, a.head_dim_k + 2, partials ? split_count(a, n_sm) : 1, partials};
   if (a.head_dim_v <= 64) launch<2>(p, stream);
   else if (a.head_dim_v <= 128) launch<4>(p, stream);
   else launch<8>(p, stream);

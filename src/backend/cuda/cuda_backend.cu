@@ -12,9 +12,6 @@
 
 namespace strata::backend {
 namespace cuda {
-
-void attention(const AttentionArgs& a, cudaStream_t stream);
-
 namespace {
 
 void check_cublas(cublasStatus_t s, const char* what) {
@@ -398,7 +395,11 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_LAUNCHED();
   }
 
-  void attention(const AttentionArgs& a) override { cuda::attention(a, stream_); }
+  void attention(const AttentionArgs& a) override {
+    const size_t bytes = cuda::attention_partials_bytes(a, props_.multiProcessorCount);
+    float* partials = bytes ? static_cast<float*>(attention_.reserve(bytes, stream_)) : nullptr;
+    cuda::attention(a, partials, props_.multiProcessorCount, stream_);
+  }
 
   void route_top_k(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
                    float* weights) override {
@@ -420,6 +421,7 @@ class CudaBackend final : public Backend {
   cudaGraphExec_t graph_exec_ = nullptr;
   Scratch act_;          // quantized or f16 activations of one matmul
   Scratch weights_f16_;  // one weight matrix dequantized to f16 (prompt GEMM)
+  Scratch attention_;    // partial results of attention split over the context
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "backend/backend.h"
 #include "ops/weight.h"
 #include "util/error.h"
 
@@ -43,5 +44,11 @@ void dequantize_f16(const WeightView& w, __half* out, cudaStream_t stream);
 void to_f16(const float* x, int64_t x_stride, int n_tokens, int64_t n_cols, __half* out, cudaStream_t stream);
 // out[i] = dequantized row ids[i] of w.
 void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride, cudaStream_t stream);
+
+// Attention (attention.cu) over the f16 KV cache; the context is split among blocks when the batch
+// alone would leave multiprocessors idle, with attention_partials_bytes of scratch for their
+// partial results (partials may be null when that is 0, or to forbid splitting).
+size_t attention_partials_bytes(const AttentionArgs& a, int n_sm);
+void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream);
 
 }  // namespace strata::backend::cuda
