@@ -273,6 +273,38 @@ STRATA_HD void load_chunk(const uint8_t* row, int64_t c, Chunk& out) {
   Traits<Block>::load(blocks[c / kc], int(c % kc), out);
 }
 
+// sum of the four signed byte products of a and b, plus c (the dp4a instruction).
+STRATA_HD int32_t dot4(int32_t a, int32_t b, int32_t c) {
+#if defined(__CUDA_ARCH__)
+  return __dp4a(a, b, c);
+#else
+  for (int k = 0; k < 4; ++k) c += int32_t(int8_t(uint32_t(a) >> (8 * k))) * int32_t(int8_t(uint32_t(b) >> (8 * k)));
+  return c;
+#endif
+}
+
+// A chunk dotted with 32 int8 activations (packed as q) of scale ad: per half h,
+// ad * (d[h] * sum(q * a) + m[h] * sum(a)). The matvec kernel's arithmetic, checked on the host too.
+STRATA_HD float dot_chunk(const Chunk& ch, const int32_t a[8], float ad) {
+  constexpr int32_t kOnes = 0x01010101;
+  float part = 0.0f;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int h = 0; h < 2; ++h) {
+    int32_t s = 0, u = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int j = 4 * h; j < 4 * h + 4; ++j) {
+      s = dot4(ch.q[j], a[j], s);
+      u = dot4(kOnes, a[j], u);
+    }
+    part += ch.d[h] * float(s) + ch.m[h] * float(u);
+  }
+  return ad * part;
+}
+
 // Element i (< 32) of a chunk as a float.
 STRATA_HD float chunk_value(const Chunk& c, int i) {
   const int8_t q = int8_t(uint32_t(c.q[i / 4]) >> (8 * (i % 4)));

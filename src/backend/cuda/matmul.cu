@@ -98,27 +98,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     chunks::load_chunk<Block>(wr, c, ch);
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
-      const int4* a = reinterpret_cast<const int4*>(xq + (int64_t(t) * n_chunks + c) * 32);
-      const int4 a0 = __ldg(a), a1 = __ldg(a + 1);
-      int s0 = __dp4a(ch.q[0], a0.x, 0);
-      s0 = __dp4a(ch.q[1], a0.y, s0);
-      s0 = __dp4a(ch.q[2], a0.z, s0);
-      s0 = __dp4a(ch.q[3], a0.w, s0);
-      int s1 = __dp4a(ch.q[4], a1.x, 0);
-      s1 = __dp4a(ch.q[5], a1.y, s1);
-      s1 = __dp4a(ch.q[6], a1.z, s1);
-      s1 = __dp4a(ch.q[7], a1.w, s1);
-      constexpr int kOnes = 0x01010101;
-      int u0 = __dp4a(kOnes, a0.x, 0);
-      u0 = __dp4a(kOnes, a0.y, u0);
-      u0 = __dp4a(kOnes, a0.z, u0);
-      u0 = __dp4a(kOnes, a0.w, u0);
-      int u1 = __dp4a(kOnes, a1.x, 0);
-      u1 = __dp4a(kOnes, a1.y, u1);
-      u1 = __dp4a(kOnes, a1.z, u1);
-      u1 = __dp4a(kOnes, a1.w, u1);
-      const float part = ch.d[0] * float(s0) + ch.m[0] * float(u0) + ch.d[1] * float(s1) + ch.m[1] * float(u1);
-      acc[t] += __ldg(xd + int64_t(t) * n_chunks + c) * part;
+      const int4* a4 = reinterpret_cast<const int4*>(xq + (int64_t(t) * n_chunks + c) * 32);
+      const int4 a0 = __ldg(a4), a1 = __ldg(a4 + 1);
+      const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      acc[t] += chunks::dot_chunk(ch, a, __ldg(xd + int64_t(t) * n_chunks + c));
     }
   }
 #pragma unroll
