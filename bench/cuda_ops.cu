@@ -108,9 +108,10 @@ void bench_matvec(DType type, const Shape& s, int n_tokens, double copy_gbs) {
   cudaEventElapsedTime(&ms, e0, e1);
   const double us = ms * 1e3 / (kLaunches * reps);
   const double gbs = double(bytes) / (us * 1e-6) / 1e9;
-  std::printf("matvec %-5s %-9s %6lldx%-6lld tokens %d: %8.1f us  %7.0f GB/s  %5.1f%% of copy bw  %5.1f%% of %.0f GB/s\n",
-              type_name(type), s.name, (long long)s.rows, (long long)s.cols, n_tokens, us, gbs, 100.0 * gbs / copy_gbs,
-              100.0 * gbs / kNominalGBs, kNominalGBs);
+  std::printf(
+      "matvec %-5s %-9s %6lldx%-6lld tokens %d: %8.1f us  %7.0f GB/s  %5.1f%% of copy bw  %5.1f%% of %.0f GB/s\n",
+      type_name(type), s.name, (long long)s.rows, (long long)s.cols, n_tokens, us, gbs, 100.0 * gbs / copy_gbs,
+      100.0 * gbs / kNominalGBs, kNominalGBs);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
@@ -278,10 +279,11 @@ void bench_model(backend::Backend& b, const ModelShape& m) {
   }
   b.synchronize();
   const double tg_graph = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kGen;
-  std::printf("model %-22s weights %.2f GB/token: pp%d %8.0f tok/s | tg%d (context %d..) direct %6.1f tok/s, "
-              "graph %6.1f tok/s = %.0f GB/s, %.1f%% of %.0f GB/s\n",
-              m.name, token_bytes / 1e9, kPrompt, kPrompt / pp, kGen, kPrompt, 1.0 / tg_direct, 1.0 / tg_graph,
-              token_bytes / tg_graph / 1e9, 100.0 * token_bytes / tg_graph / 1e9 / kNominalGBs, kNominalGBs);
+  std::printf(
+      "model %-22s weights %.2f GB/token: pp%d %8.0f tok/s | tg%d (context %d..) direct %6.1f tok/s, "
+      "graph %6.1f tok/s = %.0f GB/s, %.1f%% of %.0f GB/s\n",
+      m.name, token_bytes / 1e9, kPrompt, kPrompt / pp, kGen, kPrompt, 1.0 / tg_direct, 1.0 / tg_graph,
+      token_bytes / tg_graph / 1e9, 100.0 * token_bytes / tg_graph / 1e9 / kNominalGBs, kNominalGBs);
   for (void* p : owned) b.free(p);
 }
 
@@ -297,9 +299,8 @@ int main(int argc, char** argv) {
     std::printf("%s\n", b->name().c_str());
     const double copy_gbs = copy_bandwidth_gbs();
     std::printf("device-to-device copy: %.0f GB/s (read + written)\n", copy_gbs);
-    const std::vector<DType> types = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
-                                      DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K,
-                                      DType::F16,  DType::BF16};
+    const std::vector<DType> types = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,
+                                      DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16,  DType::BF16};
     const Shape shapes[] = {{"attn_q", 4096, 4096}, {"ffn_up", 14336, 4096}, {"ffn_down", 4096, 14336}};
     for (DType t : types)
       for (const Shape& s : shapes) bench_matvec(t, s, 1, copy_gbs);
@@ -308,10 +309,10 @@ int main(int argc, char** argv) {
     for (DType t : {DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::F16}) bench_prompt(*b, t, shapes[1], 512);
     for (int ctx : {512, 4096, 16384}) bench_attention(*b, ctx, 1);
     bench_attention(*b, 512, 512);
-    bench_model(*b, {"SmolLM2-135M Q4_1", 30, 576, 9, 3, 64, 1536, 49152, DType::Q4_1, DType::Q4_1, DType::Q4_1,
-                     DType::Q8_0});
-    bench_model(*b, {"llama-3-8B Q4_K (~M)", 32, 4096, 32, 8, 128, 14336, 128256, DType::Q4_K, DType::Q4_K,
-                     DType::Q6_K, DType::Q6_K});
+    bench_model(
+        *b, {"SmolLM2-135M Q4_1", 30, 576, 9, 3, 64, 1536, 49152, DType::Q4_1, DType::Q4_1, DType::Q4_1, DType::Q8_0});
+    bench_model(*b, {"llama-3-8B Q4_K (~M)", 32, 4096, 32, 8, 128, 14336, 128256, DType::Q4_K, DType::Q4_K, DType::Q6_K,
+                     DType::Q6_K});
     (void)argc, (void)argv;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_ops_bench: %s\n", e.what());

@@ -20,13 +20,16 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(ThreadPool& pool) : pool_(pool), q16_(size_t(pool.n_threads())),
-                                          scores_(size_t(pool.n_threads())), acc_(size_t(pool.n_threads())) {}
+  explicit CpuBackend(ThreadPool& pool)
+      : pool_(pool),
+        q16_(size_t(pool.n_threads())),
+        scores_(size_t(pool.n_threads())),
+        acc_(size_t(pool.n_threads())) {}
 
   DeviceKind kind() const override { return DeviceKind::cpu; }
   std::string name() const override {
-    return std::string("cpu (") + kernels::isa_name(kernels::active_isa()) + ", " +
-           std::to_string(pool_.n_threads()) + " threads)";
+    return std::string("cpu (") + kernels::isa_name(kernels::active_isa()) + ", " + std::to_string(pool_.n_threads()) +
+           " threads)";
   }
 
   void* alloc(size_t bytes) override {
@@ -64,8 +67,10 @@ class CpuBackend final : public Backend {
   }
 
   void gated_activation(float* gate, const float* up, int64_t n, GatedActivation act) override {
-    if (act == GatedActivation::silu) ops::silu_mul(gate, up, n);
-    else ops::gelu_tanh_mul(gate, up, n);
+    if (act == GatedActivation::silu)
+      ops::silu_mul(gate, up, n);
+    else
+      ops::gelu_tanh_mul(gate, up, n);
   }
   void add(float* x, const float* y, int64_t n) override { ops::add(x, y, n); }
   void scale(float* x, float s, int64_t n) override { ops::scale(x, s, n); }

@@ -82,7 +82,8 @@ TEST(CpuBackend, AttentionMatchesDoubleReference) {
         for (int64_t j = first; j <= pos; ++j) {
           double dot = 0;
           for (int d = 0; d < kDim; ++d)
-            dot += double(q[size_t((t * kHead + h) * kDim + d)]) * fp16_to_f32(k_cache[size_t(j * kv_width + kvh * kDim + d)]);
+            dot += double(q[size_t((t * kHead + h) * kDim + d)]) *
+                   fp16_to_f32(k_cache[size_t(j * kv_width + kvh * kDim + d)]);
           s.push_back(dot * 0.125);
           mx = std::max(mx, s.back());
         }
@@ -155,7 +156,6 @@ class Cuda : public ::testing::Test {
   std::vector<void*> owned_;
 };
 
-
 class CudaMatmul : public Cuda, public ::testing::WithParamInterface<DType> {};
 
 TEST_P(CudaMatmul, MatchesCpu) {
@@ -188,8 +188,8 @@ TEST_P(CudaMatmul, MatchesCpu) {
         exact[size_t(t * y_stride + r)] = float(s);
       }
     const float gpu_cpu = rel_err(y_gpu, y_cpu), gpu_exact = rel_err(y_gpu, exact), cpu_exact = rel_err(y_cpu, exact);
-    std::printf("  %-5s n_tokens %2d: |gpu-cpu| %.2e  |gpu-exact| %.2e  |cpu-exact| %.2e\n", type_name(type),
-                n_tokens, gpu_cpu, gpu_exact, cpu_exact);
+    std::printf("  %-5s n_tokens %2d: |gpu-cpu| %.2e  |gpu-exact| %.2e  |cpu-exact| %.2e\n", type_name(type), n_tokens,
+                gpu_cpu, gpu_exact, cpu_exact);
     EXPECT_LT(gpu_cpu, 2e-2f) << type_name(type) << " n_tokens " << n_tokens;
     EXPECT_LT(gpu_exact, 1.5f * cpu_exact + 3e-3f) << type_name(type) << " n_tokens " << n_tokens;
   }
@@ -216,9 +216,11 @@ TEST_P(CudaMatmul, GetRowsMatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaMatmul,
                          ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                                           DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K,
-                                           DType::Q5_K, DType::Q6_K),
-                         [](const ::testing::TestParamInfo<DType>& info) { return std::string(type_name(info.param)); });
+                                           DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
+                                           DType::Q6_K),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(type_name(info.param));
+                         });
 
 TEST_F(Cuda, RowOpsMatchCpu) {
   constexpr int kRows = 5;
@@ -329,8 +331,8 @@ TEST_F(Cuda, AttentionMatchesCpu) {
                 std::vector<uint16_t>(k_cpu.begin(), k_cpu.begin() + (pos + n) * kv_width))
           << "keys stored";
       EXPECT_LT(rel_err(from_gpu(out, want.size()), want), 2e-3f)
-          << "heads " << s.n_head << "/" << s.n_head_kv << " dim " << s.head_dim << " window " << s.window
-          << " tokens " << n << " at " << pos;
+          << "heads " << s.n_head << "/" << s.n_head_kv << " dim " << s.head_dim << " window " << s.window << " tokens "
+          << n << " at " << pos;
       pos += n;
     }
   }

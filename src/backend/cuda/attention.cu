@@ -13,7 +13,6 @@
 
 namespace strata::backend::cuda {
 
-
 namespace {
 
 constexpr int kRows = 4;   // tokens per block
@@ -33,8 +32,8 @@ template <int VPL>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
   const AttentionArgs& a = p.a;
   extern __shared__ float smem[];
-  float* q_s = smem;                                                          // [kRows][head_dim_k]
-  __half* k_s = reinterpret_cast<__half*>(q_s + kRows * a.head_dim_k);        // [kWarps][kTile][k_pitch]
+  float* q_s = smem;                                                    // [kRows][head_dim_k]
+  __half* k_s = reinterpret_cast<__half*>(q_s + kRows * a.head_dim_k);  // [kWarps][kTile][k_pitch]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int head = blockIdx.x;
   const int kv_head = head / p.group;
@@ -74,8 +73,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
     for (int j = 0; j < kTile; ++j) {
       const int64_t pos = min(start + j, last);
       const __half2* src = reinterpret_cast<const __half2*>(k_base + pos * a.k_width);
-      for (int d = lane; d < a.head_dim_k / 2; d += 32)
-        reinterpret_cast<__half2*>(k_tile + j * p.k_pitch)[d] = src[d];
+      for (int d = lane; d < a.head_dim_k / 2; d += 32) reinterpret_cast<__half2*>(k_tile + j * p.k_pitch)[d] = src[d];
     }
     __syncwarp();
     const int64_t kpos = start + lane;
@@ -122,9 +120,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
 
   // Merge the warps: each writes (m, l, acc) per token; then all threads combine.
   __syncthreads();
-  float* m_s = smem;                       // [kWarps][kRows]
-  float* l_s = m_s + kWarps * kRows;       // [kWarps][kRows]
-  float* acc_s = l_s + kWarps * kRows;     // [kWarps][kRows][head_dim_v]
+  float* m_s = smem;                    // [kWarps][kRows]
+  float* l_s = m_s + kWarps * kRows;    // [kWarps][kRows]
+  float* acc_s = l_s + kWarps * kRows;  // [kWarps][kRows][head_dim_v]
   if (lane == 0)
     for (int r = 0; r < kRows; ++r) {
       m_s[warp * kRows + r] = m[r];
@@ -188,7 +186,8 @@ constexpr int kMaxSplit = 32;
 // Blocks enough for two per multiprocessor, each share at least one tile per warp.
 int split_count(const AttentionArgs& a, int n_sm) {
   const int64_t blocks = int64_t(a.n_head) * ((a.n_tokens + kRows - 1) / kRows);
-  const int64_t ctx = a.window > 0 ? std::min<int64_t>(a.window + a.n_tokens, a.pos0 + a.n_tokens) : a.pos0 + a.n_tokens;
+  const int64_t ctx =
+      a.window > 0 ? std::min<int64_t>(a.window + a.n_tokens, a.pos0 + a.n_tokens) : a.pos0 + a.n_tokens;
   const int64_t by_ctx = std::max<int64_t>(1, ctx / (int64_t(kWarps) * kTile));
   const int64_t want = (2 * int64_t(n_sm) + blocks - 1) / blocks;
   return int(std::max<int64_t>(1, std::min<int64_t>({want, by_ctx, kMaxSplit})));
@@ -202,9 +201,9 @@ void launch(const Params& p, cudaStream_t stream) {
   const size_t bytes = stage > merge ? stage : merge;
   static bool configured = false;  // per instantiation: allow the largest staging area once
   if (!configured) {
-    STRATA_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<VPL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           int(size_t(kRows) * kMaxHeadDim * 4 + size_t(kWarps) * kTile *
-                                                                                     (kMaxHeadDim + 2) * 2)));
+    STRATA_CUDA_CHECK(
+        cudaFuncSetAttribute(attention_kernel<VPL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             int(size_t(kRows) * kMaxHeadDim * 4 + size_t(kWarps) * kTile * (kMaxHeadDim + 2) * 2)));
     configured = true;
   }
   const dim3 grid(unsigned(a.n_head), unsigned((a.n_tokens + kRows - 1) / kRows), unsigned(p.n_split));
@@ -232,9 +231,12 @@ void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t s
                 std::to_string(a.head_dim_v) + ", n_head " + std::to_string(a.n_head) + ", n_head_kv " +
                 std::to_string(a.n_head_kv) + ")");
   Params p{a, a.n_head / a.n_head_kv, a.head_dim_k + 2, partials ? split_count(a, n_sm) : 1, partials};
-  if (a.head_dim_v <= 64) launch<2>(p, stream);
-  else if (a.head_dim_v <= 128) launch<4>(p, stream);
-  else launch<8>(p, stream);
+  if (a.head_dim_v <= 64)
+    launch<2>(p, stream);
+  else if (a.head_dim_v <= 128)
+    launch<4>(p, stream);
+  else
+    launch<8>(p, stream);
 }
 
 }  // namespace strata::backend::cuda

@@ -15,8 +15,7 @@ namespace cuda {
 namespace {
 
 void check_cublas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    throw Error(std::string("cublas: ") + what + " failed: " + cublasGetStatusString(s));
+  if (s != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cublas: ") + what + " failed: " + cublasGetStatusString(s));
 }
 
 unsigned blocks_for(int64_t n, int per_block) { return unsigned((n + per_block - 1) / per_block); }
@@ -277,9 +276,7 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
-  void begin_graph() override {
-    STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-  }
+  void begin_graph() override { STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal)); }
   void end_graph() override {
     cudaGraph_t graph = nullptr;
     STRATA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
@@ -368,8 +365,10 @@ class CudaBackend final : public Backend {
 
   void gated_activation(float* gate, const float* up, int64_t n, GatedActivation act) override {
     if (n <= 0) return;
-    if (act == GatedActivation::silu) silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n);
-    else gelu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n);
+    if (act == GatedActivation::silu)
+      silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n);
+    else
+      gelu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n);
     STRATA_CUDA_LAUNCHED();
   }
 
@@ -404,9 +403,8 @@ class CudaBackend final : public Backend {
   void route_top_k(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
                    float* weights) override {
     if (n_expert <= 0 || n_expert > kMaxExperts || k <= 0 || k > kMaxExpertsUsed || k > n_expert)
-      throw Error("cuda route_top_k: " + std::to_string(k) + " of " + std::to_string(n_expert) +
-                  " experts (at most " + std::to_string(kMaxExpertsUsed) + " of " + std::to_string(kMaxExperts) +
-                  ")");
+      throw Error("cuda route_top_k: " + std::to_string(k) + " of " + std::to_string(n_expert) + " experts (at most " +
+                  std::to_string(kMaxExpertsUsed) + " of " + std::to_string(kMaxExperts) + ")");
     if (n_tokens <= 0) return;
     route_kernel<<<blocks_for(n_tokens, 4), 128, 0, stream_>>>(logits, n_tokens, n_expert, k, normalize, chosen,
                                                                weights);

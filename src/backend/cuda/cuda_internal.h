@@ -15,11 +15,10 @@ namespace strata::backend::cuda {
   throw Error(std::string("cuda: ") + what + " failed at " + file + ":" + std::to_string(line) + ": " +
               cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
 }
-#define STRATA_CUDA_CHECK(expr)                                                     \
-  do {                                                                              \
-    const cudaError_t strata_cuda_err = (expr);                                     \
-    if (strata_cuda_err != cudaSuccess)                                             \
-      ::strata::backend::cuda::fail(strata_cuda_err, #expr, __FILE__, __LINE__);    \
+#define STRATA_CUDA_CHECK(expr)                                                                                    \
+  do {                                                                                                             \
+    const cudaError_t strata_cuda_err = (expr);                                                                    \
+    if (strata_cuda_err != cudaSuccess) ::strata::backend::cuda::fail(strata_cuda_err, #expr, __FILE__, __LINE__); \
   } while (0)
 #define STRATA_CUDA_LAUNCHED() STRATA_CUDA_CHECK(cudaGetLastError())
 

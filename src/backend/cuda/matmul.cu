@@ -15,17 +15,38 @@ using chunks::Chunk;
 template <typename Fn>
 bool with_block(DType type, Fn&& fn) {
   switch (type) {
-    case DType::Q4_0: fn(BlockQ4_0{}); return true;
-    case DType::Q4_1: fn(BlockQ4_1{}); return true;
-    case DType::Q5_0: fn(BlockQ5_0{}); return true;
-    case DType::Q5_1: fn(BlockQ5_1{}); return true;
-    case DType::Q8_0: fn(BlockQ8_0{}); return true;
-    case DType::Q2_K: fn(BlockQ2_K{}); return true;
-    case DType::Q3_K: fn(BlockQ3_K{}); return true;
-    case DType::Q4_K: fn(BlockQ4_K{}); return true;
-    case DType::Q5_K: fn(BlockQ5_K{}); return true;
-    case DType::Q6_K: fn(BlockQ6_K{}); return true;
-    default: return false;
+    case DType::Q4_0:
+      fn(BlockQ4_0{});
+      return true;
+    case DType::Q4_1:
+      fn(BlockQ4_1{});
+      return true;
+    case DType::Q5_0:
+      fn(BlockQ5_0{});
+      return true;
+    case DType::Q5_1:
+      fn(BlockQ5_1{});
+      return true;
+    case DType::Q8_0:
+      fn(BlockQ8_0{});
+      return true;
+    case DType::Q2_K:
+      fn(BlockQ2_K{});
+      return true;
+    case DType::Q3_K:
+      fn(BlockQ3_K{});
+      return true;
+    case DType::Q4_K:
+      fn(BlockQ4_K{});
+      return true;
+    case DType::Q5_K:
+      fn(BlockQ5_K{});
+      return true;
+    case DType::Q6_K:
+      fn(BlockQ6_K{});
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -49,10 +70,17 @@ struct BF16 {
 template <typename Fn>
 bool with_float(DType type, Fn&& fn) {
   switch (type) {
-    case DType::F32: fn(F32{}); return true;
-    case DType::F16: fn(F16{}); return true;
-    case DType::BF16: fn(BF16{}); return true;
-    default: return false;
+    case DType::F32:
+      fn(F32{});
+      return true;
+    case DType::F16:
+      fn(F16{});
+      return true;
+    case DType::BF16:
+      fn(BF16{});
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -84,8 +112,8 @@ __global__ void quantize_q8_kernel(const float* x, int64_t x_stride, int64_t n_c
 // chunk at a time (consecutive lanes read consecutive bytes of the row).
 template <typename Block, int NT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    matvec_chunked(const uint8_t* w, size_t row_bytes, int64_t n_rows, int n_chunks, const int8_t* xq,
-                   const float* xd, float* y, int64_t y_stride) {
+    matvec_chunked(const uint8_t* w, size_t row_bytes, int64_t n_rows, int n_chunks, const int8_t* xq, const float* xd,
+                   float* y, int64_t y_stride) {
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (row >= n_rows) return;
   const int lane = threadIdx.x % 32;
@@ -114,8 +142,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 // Rows of a float weight against NT tokens of float activations, two elements per lane per step.
 template <typename F, int NT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    matvec_float(const uint8_t* w, size_t row_bytes, int64_t n_rows, int64_t n_cols, const float* x,
-                 int64_t x_stride, float* y, int64_t y_stride) {
+    matvec_float(const uint8_t* w, size_t row_bytes, int64_t n_rows, int64_t n_cols, const float* x, int64_t x_stride,
+                 float* y, int64_t y_stride) {
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (row >= n_rows) return;
   const int lane = threadIdx.x % 32;
@@ -140,8 +168,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
 // Chunk `chunk` of a [n_rows x n_chunks] weight to 32 outputs (f16 or f32) at out + row * out_stride.
 template <typename Block, typename Out>
-__global__ void dequantize_chunked(const uint8_t* w, size_t row_bytes, const int32_t* ids, int64_t n_rows,
-                                   int n_chunks, Out* out, int64_t out_stride) {
+__global__ void dequantize_chunked(const uint8_t* w, size_t row_bytes, const int32_t* ids, int64_t n_rows, int n_chunks,
+                                   Out* out, int64_t out_stride) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_rows * n_chunks) return;
   const int64_t r = i / n_chunks;
@@ -153,14 +181,16 @@ __global__ void dequantize_chunked(const uint8_t* w, size_t row_bytes, const int
 #pragma unroll
   for (int k = 0; k < 32; ++k) {
     const float v = chunks::chunk_value(ch, k);
-    if constexpr (sizeof(Out) == 2) o[k] = __float2half_rn(v);
-    else o[k] = v;
+    if constexpr (sizeof(Out) == 2)
+      o[k] = __float2half_rn(v);
+    else
+      o[k] = v;
   }
 }
 
 template <typename F, typename Out>
-__global__ void dequantize_float(const uint8_t* w, size_t row_bytes, const int32_t* ids, int64_t n_rows,
-                                 int64_t n_cols, Out* out, int64_t out_stride) {
+__global__ void dequantize_float(const uint8_t* w, size_t row_bytes, const int32_t* ids, int64_t n_rows, int64_t n_cols,
+                                 Out* out, int64_t out_stride) {
   const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 2;
   if (i >= n_rows * n_cols) return;
   const int64_t r = i / n_cols, c = i % n_cols;
@@ -232,23 +262,32 @@ bool is_float(DType type) {
 void quantize_q8(const float* x, int64_t x_stride, int n_tokens, int64_t n_cols, int8_t* xq, float* xd,
                  cudaStream_t stream) {
   const int64_t n_chunks = int64_t(n_tokens) * (n_cols / 32);
-  quantize_q8_kernel<<<blocks_for(n_chunks, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream>>>(x, x_stride, n_cols,
-                                                                                               xq, xd, n_chunks);
+  quantize_q8_kernel<<<blocks_for(n_chunks, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream>>>(x, x_stride, n_cols, xq,
+                                                                                               xd, n_chunks);
   STRATA_CUDA_LAUNCHED();
 }
 
 void matvec(const WeightView& w, const int8_t* xq, const float* xd, const float* x, int64_t x_stride, int n_tokens,
             float* y, int64_t y_stride, cudaStream_t stream) {
   switch (n_tokens) {
-    case 1: return matvec_n<1>(w, xq, xd, x, x_stride, y, y_stride, stream);
-    case 2: return matvec_n<2>(w, xq, xd, x, x_stride, y, y_stride, stream);
-    case 3: return matvec_n<3>(w, xq, xd, x, x_stride, y, y_stride, stream);
-    case 4: return matvec_n<4>(w, xq, xd, x, x_stride, y, y_stride, stream);
-    case 5: return matvec_n<5>(w, xq, xd, x, x_stride, y, y_stride, stream);
-    case 6: return matvec_n<6>(w, xq, xd, x, x_stride, y, y_stride, stream);
-    case 7: return matvec_n<7>(w, xq, xd, x, x_stride, y, y_stride, stream);
-    case 8: return matvec_n<8>(w, xq, xd, x, x_stride, y, y_stride, stream);
-    default: throw Error("cuda matvec: " + std::to_string(n_tokens) + " tokens (at most 8)");
+    case 1:
+      return matvec_n<1>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 2:
+      return matvec_n<2>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 3:
+      return matvec_n<3>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 4:
+      return matvec_n<4>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 5:
+      return matvec_n<5>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 6:
+      return matvec_n<6>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 7:
+      return matvec_n<7>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 8:
+      return matvec_n<8>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    default:
+      throw Error("cuda matvec: " + std::to_string(n_tokens) + " tokens (at most 8)");
   }
 }
 
