@@ -1,0 +1,242 @@
+// Attention over the f16 KV cache, flash style: a block takes one head and up to kRows tokens;
+// its warps walk 32-position tiles of the visible context (keys staged in shared memory), each
+// keeping an online softmax (running max, sum, weighted V) per token; the warps' partial results
+// merge at the end. When a batch gives too few blocks to fill the GPU (decode), the context is split
+// among blocks (flash-decoding) whose partial results a second kernel combines. The same kernels
+// serve decode and prompts. q is rounded to f16 as the CPU path does; scores, probabilities and sums
+// stay in f32.
+#include <algorithm>
+#include <cfloat>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_internal.h"
+
+namespace strata::backend::cuda {
+
+namespace {
+
+constexpr int kRows = 4;   // tokens per block
+constexpr int kWarps = 4;  // warps per block, each a share of the tiles
+constexpr int kTile = 32;  // positions per tile (one per lane)
+
+struct Params {
+  AttentionArgs a;
+  int group;
+  int k_pitch;      // halves per staged key row: head_dim_k + 2 keeps lanes on distinct banks
+  int n_split;      // blocks sharing one (head, token block)'s context, blockIdx.z the share
+  float* partials;  // n_split > 1: [n_tokens][n_head][n_split] x (m, l, acc[head_dim_v])
+};
+
+// VPL: values of the output head per lane (head_dim_v = 32 * VPL at most).
+template <int VPL>
+__global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
+  const AttentionArgs& a = p.a;
+  extern __shared__ float smem[];
+  float* q_s = smem;                                                    // [kRows][head_dim_k]
+  __half* k_s = reinterpret_cast<__half*>(q_s + kRows * a.head_dim_k);  // [kWarps][kTile][k_pitch]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int head = blockIdx.x;
+  const int kv_head = head / p.group;
+  const int t0 = blockIdx.y * kRows;
+  const int n_rows = min(kRows, a.n_tokens - t0);
+
+  for (int i = threadIdx.x; i < kRows * a.head_dim_k; i += blockDim.x) {
+    const int r = i / a.head_dim_k, d = i % a.head_dim_k;
+    q_s[i] = r < n_rows ? __half2float(__float2half_rn(a.q[(t0 + r) * a.q_stride + int64_t(head) * a.head_dim_k + d]))
+                        : 0.0f;
+  }
+  __syncthreads();
+
+  int64_t last = a.pos0 + t0 + n_rows - 1;
+  int64_t lo = a.window > 0 ? max(int64_t(0), a.pos0 + t0 - a.window + 1) : 0;
+  if (p.n_split > 1) {  // this block's share of the tiles
+    const int64_t n_tiles = (last - lo + kTile) / kTile;
+    const int64_t per = (n_tiles + p.n_split - 1) / p.n_split;
+    const int64_t end = min(last, lo + (blockIdx.z + 1) * per * kTile - 1);
+    lo += blockIdx.z * per * kTile;
+    last = end;
+  }
+  float m[kRows], l[kRows], acc[kRows][VPL];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    m[r] = -FLT_MAX;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int v = 0; v < VPL; ++v) acc[r][v] = 0.0f;
+  }
+  __half* k_tile = k_s + warp * kTile * p.k_pitch;
+  const __half* k_base = reinterpret_cast<const __half*>(a.k_cache) + int64_t(kv_head) * a.head_dim_k;
+  const __half* v_base = reinterpret_cast<const __half*>(a.v_cache) + int64_t(kv_head) * a.head_dim_v;
+
+  for (int64_t start = lo + int64_t(warp) * kTile; start <= last; start += int64_t(kWarps) * kTile) {
+    // Stage the tile's keys: row j at k_tile[j * k_pitch], two halves per lane per step.
+    for (int j = 0; j < kTile; ++j) {
+      const int64_t pos = min(start + j, last);
+      const __half2* src = reinterpret_cast<const __half2*>(k_base + pos * a.k_width);
+      for (int d = lane; d < a.head_dim_k / 2; d += 32) reinterpret_cast<__half2*>(k_tile + j * p.k_pitch)[d] = src[d];
+    }
+    __syncwarp();
+    const int64_t kpos = start + lane;
+    for (int r = 0; r < n_rows; ++r) {
+      const int64_t pos = a.pos0 + t0 + r;
+      const int64_t first = a.window > 0 ? max(int64_t(0), pos - a.window + 1) : 0;
+      if (start > pos || start + kTile - 1 < first) continue;  // tile invisible to this token
+      const bool valid = kpos >= first && kpos <= pos;
+      float s = -FLT_MAX;
+      if (valid) {
+        const float* q = q_s + r * a.head_dim_k;
+        const __half2* kr = reinterpret_cast<const __half2*>(k_tile + lane * p.k_pitch);
+        float dot = 0.0f;
+        for (int d = 0; d < a.head_dim_k / 2; ++d) {
+          const float2 kv = __half22float2(kr[d]);
+          dot += q[2 * d] * kv.x + q[2 * d + 1] * kv.y;
+        }
+        s = dot * a.kq_scale;
+      }
+      float tile_max = s;
+      for (int o = 16; o > 0; o >>= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
+      const float m_new = fmaxf(m[r], tile_max);
+      const float corr = __expf(m[r] - m_new);
+      const float pe = valid ? __expf(s - m_new) : 0.0f;
+      float sum = pe;
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      l[r] = l[r] * corr + sum;
+#pragma unroll
+      for (int v = 0; v < VPL; ++v) acc[r][v] *= corr;
+      for (int j = 0; j < kTile; ++j) {
+        const float pj = __shfl_sync(0xffffffffu, pe, j);
+        if (pj == 0.0f) continue;  // uniform across the warp
+        const __half* vr = v_base + (start + j) * a.v_width;
+#pragma unroll
+        for (int v = 0; v < VPL; ++v) {
+          const int d = lane + 32 * v;
+          if (d < a.head_dim_v) acc[r][v] += pj * __half2float(vr[d]);
+        }
+      }
+      m[r] = m_new;
+    }
+    __syncwarp();
+  }
+
+  // Merge the warps: each writes (m, l, acc) per token; then all threads combine.
+  __syncthreads();
+  float* m_s = smem;                    // [kWarps][kRows]
+  float* l_s = m_s + kWarps * kRows;    // [kWarps][kRows]
+  float* acc_s = l_s + kWarps * kRows;  // [kWarps][kRows][head_dim_v]
+  if (lane == 0)
+    for (int r = 0; r < kRows; ++r) {
+      m_s[warp * kRows + r] = m[r];
+      l_s[warp * kRows + r] = l[r];
+    }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int v = 0; v < VPL; ++v) {
+      const int d = lane + 32 * v;
+      if (d < a.head_dim_v) acc_s[(warp * kRows + r) * a.head_dim_v + d] = acc[r][v];
+    }
+  __syncthreads();
+  const int stride = 2 + a.head_dim_v;
+  for (int i = threadIdx.x; i < n_rows * a.head_dim_v; i += blockDim.x) {
+    const int r = i / a.head_dim_v, d = i % a.head_dim_v;
+    float mx = -FLT_MAX;
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, m_s[w * kRows + r]);
+    float num = 0.0f, den = 0.0f;
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = l_s[w * kRows + r] > 0.0f ? __expf(m_s[w * kRows + r] - mx) : 0.0f;
+      num += f * acc_s[(w * kRows + r) * a.head_dim_v + d];
+      den += f * l_s[w * kRows + r];
+    }
+    if (p.n_split == 1) {
+      a.out[(t0 + r) * a.out_stride + int64_t(head) * a.head_dim_v + d] = num / den;
+    } else {
+      float* part = p.partials + ((int64_t(t0 + r) * a.n_head + head) * p.n_split + blockIdx.z) * stride;
+      if (d == 0) {
+        part[0] = mx;
+        part[1] = den;
+      }
+      part[2 + d] = num;
+    }
+  }
+}
+
+// One block per (token, head): the splits' partial softmax sums combined.
+__global__ void combine_kernel(AttentionArgs a, int n_split, const float* partials) {
+  const int head = blockIdx.x, t = blockIdx.y;
+  const int stride = 2 + a.head_dim_v;
+  const float* part = partials + (int64_t(t) * a.n_head + head) * n_split * stride;
+  float mx = -FLT_MAX;
+  for (int s = 0; s < n_split; ++s)
+    if (part[s * stride + 1] > 0.0f) mx = fmaxf(mx, part[s * stride]);
+  for (int d = threadIdx.x; d < a.head_dim_v; d += blockDim.x) {
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < n_split; ++s) {
+      const float l = part[s * stride + 1];
+      if (l <= 0.0f) continue;
+      const float f = __expf(part[s * stride] - mx);
+      num += f * part[s * stride + 2 + d];
+      den += f * l;
+    }
+    a.out[t * a.out_stride + int64_t(head) * a.head_dim_v + d] = num / den;
+  }
+}
+
+constexpr int kMaxSplit = 32;
+
+// Blocks enough for two per multiprocessor, each share at least one tile per warp.
+int split_count(const AttentionArgs& a, int n_sm) {
+  const int64_t blocks = int64_t(a.n_head) * ((a.n_tokens + kRows - 1) / kRows);
+  const int64_t ctx =
+      a.window > 0 ? std::min<int64_t>(a.window + a.n_tokens, a.pos0 + a.n_tokens) : a.pos0 + a.n_tokens;
+  const int64_t by_ctx = std::max<int64_t>(1, ctx / (int64_t(kWarps) * kTile));
+  const int64_t want = (2 * int64_t(n_sm) + blocks - 1) / blocks;
+  return int(std::max<int64_t>(1, std::min<int64_t>({want, by_ctx, kMaxSplit})));
+}
+
+template <int VPL>
+void launch(const Params& p, cudaStream_t stream) {
+  const AttentionArgs& a = p.a;
+  const size_t stage = size_t(kRows) * a.head_dim_k * 4 + size_t(kWarps) * kTile * p.k_pitch * 2;
+  const size_t merge = size_t(kWarps) * kRows * (2 + a.head_dim_v) * 4;
+  const size_t bytes = stage > merge ? stage : merge;
+  static bool configured = false;  // per instantiation: allow the largest staging area once
+  if (!configured) {
+    STRATA_CUDA_CHECK(
+        cudaFuncSetAttribute(attention_kernel<VPL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             int(size_t(kRows) * kMaxHeadDim * 4 + size_t(kWarps) * kTile * (kMaxHeadDim + 2) * 2)));
+    configured = true;
+  }
+  const dim3 grid(unsigned(a.n_head), unsigned((a.n_tokens + kRows - 1) / kRows), unsigned(p.n_split));
+  attention_kernel<VPL><<<grid, kWarps * 32, bytes, stream>>>(p);
+  STRATA_CUDA_LAUNCHED();
+  if (p.n_split > 1) {
+    combine_kernel<<<dim3(unsigned(a.n_head), unsigned(a.n_tokens)), 128, 0, stream>>>(a, p.n_split, p.partials);
+    STRATA_CUDA_LAUNCHED();
+  }
+}
+
+}  // namespace
+
+size_t attention_partials_bytes(const AttentionArgs& a, int n_sm) {
+  const int n_split = split_count(a, n_sm);
+  return n_split > 1 ? size_t(a.n_tokens) * a.n_head * n_split * (2 + a.head_dim_v) * sizeof(float) : 0;
+}
+
+// partials: attention_partials_bytes(a, n_sm) bytes of device scratch (may be null when 0).
+void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream) {
+  if (a.n_tokens <= 0) return;
+  if (a.head_dim_k <= 0 || a.head_dim_k > kMaxHeadDim || a.head_dim_k % 2 || a.head_dim_v <= 0 ||
+      a.head_dim_v > kMaxHeadDim || a.n_head_kv <= 0 || a.n_head % a.n_head_kv)
+    throw Error("cuda attention: unsupported heads (head_dim_k " + std::to_string(a.head_dim_k) + ", head_dim_v " +
+                std::to_string(a.head_dim_v) + ", n_head " + std::to_string(a.n_head) + ", n_head_kv " +
+                std::to_string(a.n_head_kv) + ")");
+  Params p{a, a.n_head / a.n_head_kv, a.head_dim_k + 2, partials ? split_count(a, n_sm) : 1, partials};
+  if (a.head_dim_v <= 64)
+    launch<2>(p, stream);
+  else if (a.head_dim_v <= 128)
+    launch<4>(p, stream);
+  else
+    launch<8>(p, stream);
+}
+
+}  // namespace strata::backend::cuda

@@ -1,0 +1,447 @@
+// The CUDA backend: device memory, one stream in which every op is queued in order, cuBLAS for
+// the prompt GEMM (f16 tiles dequantized from the weights, f32 accumulation), and the small
+// row and element-wise kernels. Scratch grows to the largest batch once, never per token.
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_internal.h"
+
+namespace strata::backend {
+namespace cuda {
+namespace {
+
+void check_cublas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cublas: ") + what + " failed: " + cublasGetStatusString(s));
+}
+
+unsigned blocks_for(int64_t n, int per_block) { return unsigned((n + per_block - 1) / per_block); }
+
+// ---- row kernels: one block per row
+
+template <int kThreads>
+__device__ double block_sum(double v, double* shared) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = v;
+  __syncthreads();
+  double total = 0.0;
+  for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
+  __syncthreads();
+  return total;
+}
+
+template <int kThreads>
+__device__ float block_max(float v, float* shared) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = v;
+  __syncthreads();
+  float m = -FLT_MAX;
+  for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, shared[w]);
+  __syncthreads();
+  return m;
+}
+
+constexpr int kRowThreads = 256;
+
+// As the CPU: the sum of squares in double, the scale in float.
+__global__ void rms_norm_kernel(const float* x, const float* weight, float* out, int64_t n, float eps) {
+  __shared__ double partial[kRowThreads / 32];
+  const float* xr = x + blockIdx.x * n;
+  float* o = out + blockIdx.x * n;
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += kRowThreads) sum += double(xr[i] * xr[i]);
+  sum = block_sum<kRowThreads>(sum, partial);
+  const float scale = 1.0f / sqrtf(float(sum / double(n)) + eps);
+  for (int64_t i = threadIdx.x; i < n; i += kRowThreads) o[i] = weight ? (xr[i] * scale) * weight[i] : xr[i] * scale;
+}
+
+__global__ void softmax_kernel(float* x, int64_t n) {
+  __shared__ double partial[kRowThreads / 32];
+  __shared__ float partial_max[kRowThreads / 32];
+  float* xr = x + blockIdx.x * n;
+  float mx = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += kRowThreads) mx = fmaxf(mx, xr[i]);
+  mx = block_max<kRowThreads>(mx, partial_max);
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += kRowThreads) {
+    const float e = expf(xr[i] - mx);
+    xr[i] = e;
+    sum += double(e);
+  }
+  sum = block_sum<kRowThreads>(sum, partial);
+  const float inv = float(1.0 / sum);
+  for (int64_t i = threadIdx.x; i < n; i += kRowThreads) xr[i] *= inv;
+}
+
+// One thread per rotated pair. The angle follows the CPU's float sequence exactly: theta is
+// pos multiplied by theta_scale once per earlier pair.
+__global__ void rope_kernel(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int n_rot,
+                            int64_t pos0, float theta_scale, float freq_scale, bool neox, const float* freq_factors) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int half = n_rot / 2;
+  if (i >= int64_t(n_tokens) * n_heads * half) return;
+  const int pair = int(i % half);
+  const int head = int((i / half) % n_heads);
+  const int t = int(i / (int64_t(half) * n_heads));
+  float theta = float(pos0 + t);
+  for (int k = 0; k < pair; ++k) theta *= theta_scale;
+  const float ff = freq_factors ? freq_factors[pair] : 1.0f;
+  const float angle = freq_scale * (theta / ff);
+  const float c = cosf(angle), s = sinf(angle);
+  float* v = x + t * x_stride + int64_t(head) * head_dim;
+  const int i0 = neox ? pair : 2 * pair;
+  const int i1 = neox ? pair + half : 2 * pair + 1;
+  const float x0 = v[i0], x1 = v[i1];
+  v[i0] = x0 * c - x1 * s;
+  v[i1] = x0 * s + x1 * c;
+}
+
+__global__ void silu_mul_kernel(float* gate, const float* up, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i];
+  gate[i] = (g / (1.0f + expf(-g))) * up[i];
+}
+
+// ggml's GELU: the input rounded to f16, the tanh form evaluated, the result rounded to f16 (what
+// the CPU's table holds); identity past 10, zero below -10.
+__global__ void gelu_mul_kernel(float* gate, const float* up, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float x = gate[i];
+  float g;
+  if (x <= -10.0f) {
+    g = 0.0f;
+  } else if (x >= 10.0f) {
+    g = x;
+  } else {
+    constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+    constexpr float kCoefA = 0.044715f;
+    const float h = __half2float(__float2half_rn(x));
+    g = __half2float(__float2half_rn(0.5f * h * (1.0f + tanhf(kSqrt2OverPi * h * (1.0f + kCoefA * h * h)))));
+  }
+  gate[i] = g * up[i];
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+__global__ void scale_kernel(float* x, float s, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] *= s;
+}
+
+__global__ void store_kv_kernel(const float* src, int64_t width, int64_t n, __half* cache) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) cache[i] = __float2half_rn(src[i]);
+}
+
+// One warp per token: softmax over the experts (kMaxExperts / 32 per lane), then k rounds of
+// arg-max across the warp, ties to the lower index.
+__global__ void route_kernel(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
+                             float* weights) {
+  constexpr int kPerLane = kMaxExperts / 32;
+  const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (t >= n_tokens) return;
+  const int lane = threadIdx.x % 32;
+  float p[kPerLane];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int e = lane + 32 * j;
+    p[j] = e < n_expert ? logits[int64_t(t) * n_expert + e] : -INFINITY;
+    mx = fmaxf(mx, p[j]);
+  }
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  double sum = 0.0;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    p[j] = lane + 32 * j < n_expert ? expf(p[j] - mx) : 0.0f;
+    sum += double(p[j]);
+  }
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float inv = float(1.0 / sum);
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) p[j] = lane + 32 * j < n_expert ? p[j] * inv : -1.0f;
+  float picked_sum = 0.0f;
+  float picked[kMaxExpertsUsed];
+  int picked_id[kMaxExpertsUsed];
+  for (int r = 0; r < k; ++r) {
+    float best = -2.0f;
+    int best_e = n_expert;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j)
+      if (p[j] > best) {  // strictly greater: the lower index of this lane wins a tie
+        best = p[j];
+        best_e = lane + 32 * j;
+      }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
+      if (ob > best || (ob == best && oe < best_e)) {
+        best = ob;
+        best_e = oe;
+      }
+    }
+    if (best_e % 32 == lane) p[best_e / 32] = -1.0f;  // taken
+    picked[r] = best;
+    picked_id[r] = best_e;
+    picked_sum += best;
+  }
+  if (lane == 0)
+    for (int r = 0; r < k; ++r) {
+      chosen[int64_t(t) * k + r] = picked_id[r];
+      weights[int64_t(t) * k + r] = normalize ? picked[r] / picked_sum : picked[r];
+    }
+}
+
+// Device scratch that grows to the largest request and stays.
+struct Scratch {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  void* reserve(size_t need, cudaStream_t stream) {
+    if (need <= bytes) return ptr;
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    STRATA_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+    if (capturing != cudaStreamCaptureStatusNone)
+      throw Error("cuda: scratch must grow to " + std::to_string(need) +
+                  " bytes inside a graph; run the step once outside a graph first");
+    if (ptr) {
+      STRATA_CUDA_CHECK(cudaStreamSynchronize(stream));
+      STRATA_CUDA_CHECK(cudaFree(ptr));
+      ptr = nullptr;
+      bytes = 0;
+    }
+    const cudaError_t e = cudaMalloc(&ptr, need);
+    if (e != cudaSuccess) {
+      ptr = nullptr;
+      throw Error("cuda: cannot allocate " + std::to_string(need) + " bytes of scratch: " + cudaGetErrorString(e));
+    }
+    bytes = need;
+    return ptr;
+  }
+  ~Scratch() {
+    if (ptr) cudaFree(ptr);
+  }
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    STRATA_CUDA_CHECK(cudaSetDevice(device));
+    STRATA_CUDA_CHECK(cudaGetDeviceProperties(&props_, device));
+    STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    check_cublas(cublasCreate(&blas_), "cublasCreate");
+    check_cublas(cublasSetStream(blas_, stream_), "cublasSetStream");
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    cublasDestroy(blas_);
+    cudaStreamDestroy(stream_);
+  }
+
+  DeviceKind kind() const override { return DeviceKind::cuda; }
+  std::string name() const override {
+    return "cuda:" + std::to_string(device_) + " " + props_.name + " (sm_" + std::to_string(props_.major) +
+           std::to_string(props_.minor) + ", " + std::to_string(props_.totalGlobalMem >> 20) + " MiB)";
+  }
+
+  void* alloc(size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 1));
+    if (e != cudaSuccess)
+      throw Error("cuda:" + std::to_string(device_) + ": cannot allocate " + std::to_string(bytes) +
+                  " bytes: " + cudaGetErrorString(e));
+    return p;
+  }
+  void free(void* p) override {
+    if (p) STRATA_CUDA_CHECK(cudaFree(p));
+  }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+    STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host buffer may go away after return
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  void begin_graph() override { STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal)); }
+  void end_graph() override {
+    cudaGraph_t graph = nullptr;
+    STRATA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    // Same ops with new arguments (positions, lengths) update the executable graph in place.
+    cudaGraphExecUpdateResultInfo info{};
+    if (graph_exec_ && cudaGraphExecUpdate(graph_exec_, graph, &info) != cudaSuccess) {
+      cudaGetLastError();  // clear the failed update; instantiate anew
+      STRATA_CUDA_CHECK(cudaGraphExecDestroy(graph_exec_));
+      graph_exec_ = nullptr;
+    }
+    if (!graph_exec_) {
+      const cudaError_t e = cudaGraphInstantiate(&graph_exec_, graph, 0);
+      if (e != cudaSuccess) {
+        cudaGraphDestroy(graph);
+        fail(e, "cudaGraphInstantiate", __FILE__, __LINE__);
+      }
+    }
+    cudaGraphDestroy(graph);
+    STRATA_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+  }
+
+  void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y,
+              int64_t y_stride) override {
+    if (n_tokens <= 0 || w.n_rows <= 0) return;
+    const bool chunked = cuda::is_chunked(w.type);
+    if (!chunked && !cuda::is_float(w.type))
+      throw Error(std::string("cuda matmul: no kernels for tensor type ") + type_name(w.type));
+    if (chunked ? w.n_cols % 32 != 0 : (w.n_cols % 2 != 0 || x_stride % 2 != 0))  // paired float loads
+      throw Error("cuda matmul: " + std::to_string(w.n_cols) + " columns of " + type_name(w.type) +
+                  ", activation stride " + std::to_string(x_stride));
+    if (n_tokens <= cuda::kMaxMatvecTokens) {
+      int8_t* xq = nullptr;
+      float* xd = nullptr;
+      if (chunked) {
+        const size_t q_bytes = size_t(n_tokens) * size_t(w.n_cols);
+        uint8_t* s = static_cast<uint8_t*>(act_.reserve(q_bytes + q_bytes / 32 * 4, stream_));
+        xq = reinterpret_cast<int8_t*>(s);
+        xd = reinterpret_cast<float*>(s + q_bytes);
+        cuda::quantize_q8(x, x_stride, n_tokens, w.n_cols, xq, xd, stream_);
+      }
+      cuda::matvec(w, xq, xd, x, x_stride, n_tokens, y, y_stride, stream_);
+      return;
+    }
+    // Prompt: f16 weights and activations on the tensor cores, f32 accumulation and output.
+    // Column-major view: y^T [n_rows x n_tokens] = W^T(f16 [n_cols x n_rows])^T * x^T [n_cols x n_tokens].
+    __half* wh = static_cast<__half*>(weights_f16_.reserve(size_t(w.n_rows) * w.n_cols * 2, stream_));
+    __half* xh = static_cast<__half*>(act_.reserve(size_t(n_tokens) * w.n_cols * 2, stream_));
+    cuda::dequantize_f16(w, wh, stream_);
+    cuda::to_f16(x, x_stride, n_tokens, w.n_cols, xh, stream_);
+    const float one = 1.0f, zero = 0.0f;
+    check_cublas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(w.n_rows), n_tokens, int(w.n_cols), &one, wh,
+                              CUDA_R_16F, int(w.n_cols), xh, CUDA_R_16F, int(w.n_cols), &zero, y, CUDA_R_32F,
+                              int(y_stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+  }
+
+  void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride) override {
+    if (n <= 0) return;
+    cuda::get_rows(w, ids, n, out, out_stride, stream_);
+  }
+
+  void rms_norm(const float* x, const float* weight, float* out, int64_t n, int n_rows, float eps) override {
+    if (n_rows <= 0) return;
+    rms_norm_kernel<<<unsigned(n_rows), kRowThreads, 0, stream_>>>(x, weight, out, n, eps);
+    STRATA_CUDA_LAUNCHED();
+  }
+
+  void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int n_rot, int64_t pos0,
+            float freq_base, float freq_scale, ops::RopeKind kind, const float* freq_factors) override {
+    if (n_rot > 1024 || n_rot % 2 || n_rot > head_dim)
+      throw Error("cuda rope: unsupported rotary dimension " + std::to_string(n_rot));
+    const int64_t n = int64_t(n_tokens) * n_heads * (n_rot / 2);
+    if (n <= 0) return;
+    const float theta_scale = std::pow(freq_base, -2.0f / float(n_rot));  // the host's pow, as the CPU
+    rope_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(x, x_stride, n_tokens, n_heads, head_dim, n_rot, pos0,
+                                                         theta_scale, freq_scale, kind == ops::RopeKind::neox,
+                                                         freq_factors);
+    STRATA_CUDA_LAUNCHED();
+  }
+
+  void softmax(float* x, int64_t n, int n_rows) override {
+    if (n_rows <= 0) return;
+    softmax_kernel<<<unsigned(n_rows), kRowThreads, 0, stream_>>>(x, n);
+    STRATA_CUDA_LAUNCHED();
+  }
+
+  void gated_activation(float* gate, const float* up, int64_t n, GatedActivation act) override {
+    if (n <= 0) return;
+    if (act == GatedActivation::silu)
+      silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n);
+    else
+      gelu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n);
+    STRATA_CUDA_LAUNCHED();
+  }
+
+  void add(float* x, const float* y, int64_t n) override {
+    if (n <= 0) return;
+    add_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(x, y, n);
+    STRATA_CUDA_LAUNCHED();
+  }
+  void scale(float* x, float s, int64_t n) override {
+    if (n <= 0) return;
+    scale_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(x, s, n);
+    STRATA_CUDA_LAUNCHED();
+  }
+
+  void store_kv(const float* k, const float* v, int n_tokens, uint16_t* k_cache, uint16_t* v_cache, int64_t k_width,
+                int64_t v_width, int64_t pos0) override {
+    if (n_tokens <= 0) return;
+    const int64_t nk = int64_t(n_tokens) * k_width, nv = int64_t(n_tokens) * v_width;
+    store_kv_kernel<<<blocks_for(nk, 256), 256, 0, stream_>>>(k, k_width, nk,
+                                                              reinterpret_cast<__half*>(k_cache + pos0 * k_width));
+    store_kv_kernel<<<blocks_for(nv, 256), 256, 0, stream_>>>(v, v_width, nv,
+                                                              reinterpret_cast<__half*>(v_cache + pos0 * v_width));
+    STRATA_CUDA_LAUNCHED();
+  }
+
+  void attention(const AttentionArgs& a) override {
+    const size_t bytes = cuda::attention_partials_bytes(a, props_.multiProcessorCount);
+    float* partials = bytes ? static_cast<float*>(attention_.reserve(bytes, stream_)) : nullptr;
+    cuda::attention(a, partials, props_.multiProcessorCount, stream_);
+  }
+
+  void route_top_k(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
+                   float* weights) override {
+    if (n_expert <= 0 || n_expert > kMaxExperts || k <= 0 || k > kMaxExpertsUsed || k > n_expert)
+      throw Error("cuda route_top_k: " + std::to_string(k) + " of " + std::to_string(n_expert) + " experts (at most " +
+                  std::to_string(kMaxExpertsUsed) + " of " + std::to_string(kMaxExperts) + ")");
+    if (n_tokens <= 0) return;
+    route_kernel<<<blocks_for(n_tokens, 4), 128, 0, stream_>>>(logits, n_tokens, n_expert, k, normalize, chosen,
+                                                               weights);
+    STRATA_CUDA_LAUNCHED();
+  }
+
+ private:
+  int device_;
+  cudaDeviceProp props_{};
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+  Scratch act_;          // quantized or f16 activations of one matmul
+  Scratch weights_f16_;  // one weight matrix dequantized to f16 (prompt GEMM)
+  Scratch attention_;    // partial results of attention split over the context
+};
+
+}  // namespace
+}  // namespace cuda
+
+bool cuda_built() { return true; }
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver / no device" error
+    return 0;
+  }
+  return n;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+  const int n = cuda_device_count();
+  if (device < 0 || device >= n)
+    throw Error("cuda: device " + std::to_string(device) + " requested, " + std::to_string(n) +
+                " present (no CUDA device or driver on this machine?)");
+  return std::make_unique<cuda::CudaBackend>(device);
+}
+
+}  // namespace strata::backend

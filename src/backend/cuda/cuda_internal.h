@@ -1,0 +1,53 @@
+#pragma once
+// Internal to src/backend/cuda: the launchers shared by its .cu files, and error checking.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "backend/backend.h"
+#include "ops/weight.h"
+#include "util/error.h"
+
+namespace strata::backend::cuda {
+
+[[noreturn]] inline void fail(cudaError_t e, const char* what, const char* file, int line) {
+  throw Error(std::string("cuda: ") + what + " failed at " + file + ":" + std::to_string(line) + ": " +
+              cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+#define STRATA_CUDA_CHECK(expr)                                                                                    \
+  do {                                                                                                             \
+    const cudaError_t strata_cuda_err = (expr);                                                                    \
+    if (strata_cuda_err != cudaSuccess) ::strata::backend::cuda::fail(strata_cuda_err, #expr, __FILE__, __LINE__); \
+  } while (0)
+#define STRATA_CUDA_LAUNCHED() STRATA_CUDA_CHECK(cudaGetLastError())
+
+// Types whose rows decode through chunks.h (dp4a matvec on int8 activations).
+bool is_chunked(DType type);
+// Types read as plain floats (F32, F16, BF16).
+bool is_float(DType type);
+// Most tokens the matvec kernels take at once; larger batches go through the f16 GEMM.
+constexpr int kMaxMatvecTokens = 8;
+
+// x [n_tokens x x_stride] to int8 chunks of 32 with one float scale each: xq [n_tokens x n_cols],
+// xd [n_tokens x n_cols / 32] (n_cols a multiple of 32).
+void quantize_q8(const float* x, int64_t x_stride, int n_tokens, int64_t n_cols, int8_t* xq, float* xd,
+                 cudaStream_t stream);
+// y[t, r] = W[r, :] . x[t, :] for n_tokens <= kMaxMatvecTokens: chunked types read xq/xd, float
+// types read x.
+void matvec(const WeightView& w, const int8_t* xq, const float* xd, const float* x, int64_t x_stride, int n_tokens,
+            float* y, int64_t y_stride, cudaStream_t stream);
+// All of w as f16 rows [n_rows x n_cols].
+void dequantize_f16(const WeightView& w, __half* out, cudaStream_t stream);
+// x [n_tokens x x_stride] floats to f16 [n_tokens x n_cols].
+void to_f16(const float* x, int64_t x_stride, int n_tokens, int64_t n_cols, __half* out, cudaStream_t stream);
+// out[i] = dequantized row ids[i] of w.
+void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride, cudaStream_t stream);
+
+// Attention (attention.cu) over the f16 KV cache; the context is split among blocks when the batch
+// alone would leave multiprocessors idle, with attention_partials_bytes of scratch for their
+// partial results (partials may be null when that is 0, or to forbid splitting).
+size_t attention_partials_bytes(const AttentionArgs& a, int n_sm);
+void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream);
+
+}  // namespace strata::backend::cuda

@@ -1,0 +1,308 @@
+// Weight kernels: the decode matvec (fused dequantize-dot, each weight byte read once, dp4a on int8
+// activations), dequantization to f16 tiles for the prompt GEMM, and row gathers. The one switch
+// from tensor type to template is with_block below.
+#include <cuda_bf16.h>
+
+#include "backend/cuda/chunks.h"
+#include "backend/cuda/cuda_internal.h"
+
+namespace strata::backend::cuda {
+namespace {
+
+using chunks::Chunk;
+
+// Calls fn(Block{}) for a chunked type; false for any other.
+template <typename Fn>
+bool with_block(DType type, Fn&& fn) {
+  switch (type) {
+    case DType::Q4_0:
+      fn(BlockQ4_0{});
+      return true;
+    case DType::Q4_1:
+      fn(BlockQ4_1{});
+      return true;
+    case DType::Q5_0:
+      fn(BlockQ5_0{});
+      return true;
+    case DType::Q5_1:
+      fn(BlockQ5_1{});
+      return true;
+    case DType::Q8_0:
+      fn(BlockQ8_0{});
+      return true;
+    case DType::Q2_K:
+      fn(BlockQ2_K{});
+      return true;
+    case DType::Q3_K:
+      fn(BlockQ3_K{});
+      return true;
+    case DType::Q4_K:
+      fn(BlockQ4_K{});
+      return true;
+    case DType::Q5_K:
+      fn(BlockQ5_K{});
+      return true;
+    case DType::Q6_K:
+      fn(BlockQ6_K{});
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Plain float storage types: two elements at element index i (even).
+struct F32 {
+  static __device__ float2 load2(const uint8_t* row, int64_t i) {
+    return *reinterpret_cast<const float2*>(row + i * 4);
+  }
+};
+struct F16 {
+  static __device__ float2 load2(const uint8_t* row, int64_t i) {
+    return __half22float2(*reinterpret_cast<const __half2*>(row + i * 2));
+  }
+};
+struct BF16 {
+  static __device__ float2 load2(const uint8_t* row, int64_t i) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(row + i * 2));
+  }
+};
+
+template <typename Fn>
+bool with_float(DType type, Fn&& fn) {
+  switch (type) {
+    case DType::F32:
+      fn(F32{});
+      return true;
+    case DType::F16:
+      fn(F16{});
+      return true;
+    case DType::BF16:
+      fn(BF16{});
+      return true;
+    default:
+      return false;
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+constexpr int kWarpsPerBlock = 4;
+
+// One warp per 32-element chunk: scale amax / 127, round to nearest even.
+__global__ void quantize_q8_kernel(const float* x, int64_t x_stride, int64_t n_cols, int8_t* xq, float* xd,
+                                   int64_t n_chunks_total) {
+  const int64_t chunk = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  if (chunk >= n_chunks_total) return;
+  const int lane = threadIdx.x % 32;
+  const int64_t per_row = n_cols / 32;
+  const int64_t t = chunk / per_row, c = chunk % per_row;
+  const float v = x[t * x_stride + c * 32 + lane];
+  float amax = fabsf(v);
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  xq[t * n_cols + c * 32 + lane] = int8_t(__float2int_rn(v * id));
+  if (lane == 0) xd[t * per_row + c] = d;
+}
+
+// Rows of a chunked weight against NT tokens of int8 activations: one warp per row, each lane a
+// chunk at a time (consecutive lanes read consecutive bytes of the row).
+template <typename Block, int NT>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    matvec_chunked(const uint8_t* w, size_t row_bytes, int64_t n_rows, int n_chunks, const int8_t* xq, const float* xd,
+                   float* y, int64_t y_stride) {
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  if (row >= n_rows) return;
+  const int lane = threadIdx.x % 32;
+  const uint8_t* wr = w + size_t(row) * row_bytes;
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+  for (int c = lane; c < n_chunks; c += 32) {
+    Chunk ch;
+    chunks::load_chunk<Block>(wr, c, ch);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const int4* a4 = reinterpret_cast<const int4*>(xq + (int64_t(t) * n_chunks + c) * 32);
+      const int4 a0 = __ldg(a4), a1 = __ldg(a4 + 1);
+      const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      acc[t] += chunks::dot_chunk(ch, a, __ldg(xd + int64_t(t) * n_chunks + c));
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const float s = warp_sum(acc[t]);
+    if (lane == 0) y[t * y_stride + row] = s;
+  }
+}
+
+// Rows of a float weight against NT tokens of float activations, two elements per lane per step.
+template <typename F, int NT>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    matvec_float(const uint8_t* w, size_t row_bytes, int64_t n_rows, int64_t n_cols, const float* x, int64_t x_stride,
+                 float* y, int64_t y_stride) {
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  if (row >= n_rows) return;
+  const int lane = threadIdx.x % 32;
+  const uint8_t* wr = w + size_t(row) * row_bytes;
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+  for (int64_t i = 2 * lane; i < n_cols; i += 64) {
+    const float2 wv = F::load2(wr, i);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float2 xv = *reinterpret_cast<const float2*>(x + t * x_stride + i);
+      acc[t] += wv.x * xv.x + wv.y * xv.y;
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const float s = warp_sum(acc[t]);
+    if (lane == 0) y[t * y_stride + row] = s;
+  }
+}
+
+// Chunk `chunk` of a [n_rows x n_chunks] weight to 32 outputs (f16 or f32) at out + row * out_stride.
+template <typename Block, typename Out>
+__global__ void dequantize_chunked(const uint8_t* w, size_t row_bytes, const int32_t* ids, int64_t n_rows, int n_chunks,
+                                   Out* out, int64_t out_stride) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * n_chunks) return;
+  const int64_t r = i / n_chunks;
+  const int c = int(i % n_chunks);
+  const int64_t src_row = ids ? ids[r] : r;
+  Chunk ch;
+  chunks::load_chunk<Block>(w + size_t(src_row) * row_bytes, c, ch);
+  Out* o = out + r * out_stride + int64_t(c) * 32;
+#pragma unroll
+  for (int k = 0; k < 32; ++k) {
+    const float v = chunks::chunk_value(ch, k);
+    if constexpr (sizeof(Out) == 2)
+      o[k] = __float2half_rn(v);
+    else
+      o[k] = v;
+  }
+}
+
+template <typename F, typename Out>
+__global__ void dequantize_float(const uint8_t* w, size_t row_bytes, const int32_t* ids, int64_t n_rows, int64_t n_cols,
+                                 Out* out, int64_t out_stride) {
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 2;
+  if (i >= n_rows * n_cols) return;
+  const int64_t r = i / n_cols, c = i % n_cols;
+  const int64_t src_row = ids ? ids[r] : r;
+  const float2 v = F::load2(w + size_t(src_row) * row_bytes, c);
+  if constexpr (sizeof(Out) == 2) {
+    out[r * out_stride + c] = __float2half_rn(v.x);
+    out[r * out_stride + c + 1] = __float2half_rn(v.y);
+  } else {
+    out[r * out_stride + c] = v.x;
+    out[r * out_stride + c + 1] = v.y;
+  }
+}
+
+__global__ void to_f16_kernel(const float* x, int64_t x_stride, int64_t n, int64_t n_cols, __half* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int64_t t = i / n_cols, c = i % n_cols;
+  out[i] = __float2half_rn(x[t * x_stride + c]);
+}
+
+unsigned blocks_for(int64_t n, int per_block) { return unsigned((n + per_block - 1) / per_block); }
+
+template <typename Out>
+void dequantize_rows(const WeightView& w, const int32_t* ids, int64_t n_rows, Out* out, int64_t out_stride,
+                     cudaStream_t stream) {
+  const int n_chunks = int(w.n_cols / 32);
+  const bool chunked = with_block(w.type, [&](auto block) {
+    using Block = decltype(block);
+    dequantize_chunked<Block, Out><<<blocks_for(n_rows * n_chunks, 256), 256, 0, stream>>>(
+        w.data, w.row_bytes, ids, n_rows, n_chunks, out, out_stride);
+  });
+  if (!chunked && !with_float(w.type, [&](auto f) {
+        using F = decltype(f);
+        dequantize_float<F, Out><<<blocks_for(n_rows * w.n_cols / 2, 256), 256, 0, stream>>>(
+            w.data, w.row_bytes, ids, n_rows, w.n_cols, out, out_stride);
+      }))
+    throw Error(std::string("cuda: no kernels for tensor type ") + type_name(w.type));
+  STRATA_CUDA_LAUNCHED();
+}
+
+template <int NT>
+void matvec_n(const WeightView& w, const int8_t* xq, const float* xd, const float* x, int64_t x_stride, float* y,
+              int64_t y_stride, cudaStream_t stream) {
+  const unsigned grid = blocks_for(w.n_rows, kWarpsPerBlock);
+  const bool chunked = with_block(w.type, [&](auto block) {
+    using Block = decltype(block);
+    matvec_chunked<Block, NT><<<grid, kWarpsPerBlock * 32, 0, stream>>>(w.data, w.row_bytes, w.n_rows,
+                                                                        int(w.n_cols / 32), xq, xd, y, y_stride);
+  });
+  if (!chunked && !with_float(w.type, [&](auto f) {
+        using F = decltype(f);
+        matvec_float<F, NT><<<grid, kWarpsPerBlock * 32, 0, stream>>>(w.data, w.row_bytes, w.n_rows, w.n_cols, x,
+                                                                      x_stride, y, y_stride);
+      }))
+    throw Error(std::string("cuda: no kernels for tensor type ") + type_name(w.type));
+  STRATA_CUDA_LAUNCHED();
+}
+
+}  // namespace
+
+bool is_chunked(DType type) {
+  return with_block(type, [](auto) {});
+}
+bool is_float(DType type) {
+  return with_float(type, [](auto) {});
+}
+
+void quantize_q8(const float* x, int64_t x_stride, int n_tokens, int64_t n_cols, int8_t* xq, float* xd,
+                 cudaStream_t stream) {
+  const int64_t n_chunks = int64_t(n_tokens) * (n_cols / 32);
+  quantize_q8_kernel<<<blocks_for(n_chunks, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream>>>(x, x_stride, n_cols, xq,
+                                                                                               xd, n_chunks);
+  STRATA_CUDA_LAUNCHED();
+}
+
+void matvec(const WeightView& w, const int8_t* xq, const float* xd, const float* x, int64_t x_stride, int n_tokens,
+            float* y, int64_t y_stride, cudaStream_t stream) {
+  switch (n_tokens) {
+    case 1:
+      return matvec_n<1>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 2:
+      return matvec_n<2>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 3:
+      return matvec_n<3>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 4:
+      return matvec_n<4>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 5:
+      return matvec_n<5>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 6:
+      return matvec_n<6>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 7:
+      return matvec_n<7>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    case 8:
+      return matvec_n<8>(w, xq, xd, x, x_stride, y, y_stride, stream);
+    default:
+      throw Error("cuda matvec: " + std::to_string(n_tokens) + " tokens (at most 8)");
+  }
+}
+
+void dequantize_f16(const WeightView& w, __half* out, cudaStream_t stream) {
+  dequantize_rows<__half>(w, nullptr, w.n_rows, out, w.n_cols, stream);
+}
+
+void to_f16(const float* x, int64_t x_stride, int n_tokens, int64_t n_cols, __half* out, cudaStream_t stream) {
+  const int64_t n = int64_t(n_tokens) * n_cols;
+  to_f16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, x_stride, n, n_cols, out);
+  STRATA_CUDA_LAUNCHED();
+}
+
+void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride, cudaStream_t stream) {
+  dequantize_rows<float>(w, ids, n, out, out_stride, stream);
+}
+
+}  // namespace strata::backend::cuda
