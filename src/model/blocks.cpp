@@ -24,9 +24,7 @@ void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_thre
   att.assign(nb * c.n_head * c.head_dim_v, 0.0f);
   gate.assign(nb * ff, 0.0f);
   up.assign(nb * ff, 0.0f);
-  q16.assign(size_t(n_threads), std::vector<uint16_t>(size_t(c.head_dim_k)));
-  scores.assign(size_t(n_threads), std::vector<float>(size_t(n_ctx)));
-  acc.assign(size_t(n_threads), std::vector<float>(size_t(c.head_dim_v)));
+  attn.init(ops::AttentionShape{c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v}, batch, n_threads);
   if (c.n_expert > 0) {
     const size_t k_used = size_t(c.n_expert_used);
     router_logits.assign(nb * c.n_expert, 0.0f);
@@ -46,8 +44,7 @@ size_t ForwardBuffers::bytes() const {
   for (const auto* vec : {&x, &h, &o, &q, &k, &v, &att, &gate, &up, &router_logits, &chosen_weight, &expert_in,
                           &expert_out, &expert_results, &logits})
     n += vec->capacity() * sizeof(float);
-  for (const auto& t : scores) n += t.capacity() * sizeof(float);
-  return n + mm.quantized.capacity();
+  return n + attn.bytes() + mm.quantized.capacity();
 }
 
 namespace blocks {
@@ -114,46 +111,20 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec) {
     ops::rope(b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k, c.n_rot, pos, spec.rope_base, spec.rope_scale,
               c.rope_kind, freq_factors);
     if (spec.scale_q_first) ops::scale(b.q.data() + t * q_dim, c.attn_scale, q_dim);
-    uint16_t* k_cache = p.kv.k_row(layer, pos);
-    uint16_t* v_cache = p.kv.v_row(layer, pos);
-    for (int64_t i = 0; i < k_dim; ++i) k_cache[i] = f32_to_fp16(b.k[size_t(t * k_dim + i)]);
-    for (int64_t i = 0; i < v_dim; ++i) v_cache[i] = f32_to_fp16(b.v[size_t(t * v_dim + i)]);
   }
-
-  // One (token, head) pair at a time: scores over the visible positions, softmax, weighted V.
-  // As in llama.cpp's default path, q and the probabilities are rounded to f16 before their dots.
-  const kernels::TypeKernels& f16 = kernels::kernels_for(DType::F16);
-  const float kq_scale = spec.scale_q_first ? 1.0f : c.attn_scale;
-  const int group = c.n_head / c.n_head_kv;
-  const std::vector<uint16_t>& k_layer = p.kv.k[size_t(layer)];
-  const std::vector<uint16_t>& v_layer = p.kv.v[size_t(layer)];
-  p.pool.parallel_for(int64_t(n) * c.n_head, [&](int64_t i0, int64_t i1, int thread) {
-    uint16_t* q16 = b.q16[size_t(thread)].data();
-    float* scores = b.scores[size_t(thread)].data();
-    float* acc = b.acc[size_t(thread)].data();
-    for (int64_t i = i0; i < i1; ++i) {
-      const int t = int(i / c.n_head);
-      const int head = int(i % c.n_head);
-      const int kv_head = head / group;
-      const int64_t pos = p.pos0 + t;
-      const int64_t first = spec.sliding ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-      const float* q = b.q.data() + t * q_dim + int64_t(head) * c.head_dim_k;
-      for (int d = 0; d < c.head_dim_k; ++d) q16[d] = f32_to_fp16(q[d]);
-      const int64_t n_seen = pos - first + 1;
-      for (int64_t j = 0; j < n_seen; ++j) {
-        const uint16_t* kr = k_layer.data() + (first + j) * p.kv.k_width + int64_t(kv_head) * c.head_dim_k;
-        scores[j] = f16.vec_dot(c.head_dim_k, kr, q16) * kq_scale;
-      }
-      ops::softmax(scores, n_seen);
-      std::fill(acc, acc + c.head_dim_v, 0.0f);
-      for (int64_t j = 0; j < n_seen; ++j) {
-        const float w = fp16_to_f32(f32_to_fp16(scores[j]));
-        const uint16_t* vr = v_layer.data() + (first + j) * p.kv.v_width + int64_t(kv_head) * c.head_dim_v;
-        ops::axpy_f16(acc, w, vr, c.head_dim_v);
-      }
-      std::copy(acc, acc + c.head_dim_v, b.att.data() + t * o_dim + int64_t(head) * c.head_dim_v);
-    }
-  });
+  const ops::KvLayerView k_cache = p.kv.k_view(layer), v_cache = p.kv.v_view(layer);
+  const int window = spec.sliding ? c.sliding_window : 0;
+  if (k_cache.n_slots < p.pos0 + n && (window == 0 || k_cache.n_slots < window + n - 1))
+    throw Error("attention: layer " + std::to_string(layer) + " caches " + std::to_string(k_cache.n_slots) +
+                " positions, too few for a batch of " + std::to_string(n) + " at position " + std::to_string(p.pos0));
+  for (int t = 0; t < n; ++t) {
+    ops::kv_store(k_cache, p.pos0 + t, b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k);
+    ops::kv_store(v_cache, p.pos0 + t, b.v.data() + t * v_dim, c.n_head_kv, c.head_dim_v);
+  }
+  p.kv.written(layer, p.pos0, n);
+  const ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v,
+                                  spec.scale_q_first ? 1.0f : c.attn_scale, window};
+  ops::attention(shape, b.q.data(), n, p.pos0, k_cache, v_cache, b.att.data(), p.pool, b.attn);
   ops::matmul(L.wo, b.att.data(), o_dim, n, b.o.data(), c.n_embd, p.pool, b.mm);
 }
 

@@ -8,6 +8,7 @@
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
+#include "ops/attention.h"
 #include "ops/ops.h"
 #include "ops/thread_pool.h"
 
@@ -22,9 +23,7 @@ struct ForwardBuffers {
   std::vector<float> q, k, v;    // projections [n_batch x n_head * head_dim_k] ...
   std::vector<float> att;        // attention output [n_batch x n_head * head_dim_v]
   std::vector<float> gate, up;   // FFN [n_batch x max(n_ff, n_ff_expert)]
-  // Per thread: q in f16, scores over the context, an accumulator of weighted V rows.
-  std::vector<std::vector<uint16_t>> q16;
-  std::vector<std::vector<float>> scores, acc;
+  ops::AttentionScratch attn;    // tiles of the attention kernel (per thread) and its split-K partials
   // MoE routing: [n_batch x n_expert] router logits, chosen experts and weights [n_batch x k],
   // per-expert gathered inputs and outputs, per-token expert outputs [n_batch x k x n_embd].
   std::vector<float> router_logits;
