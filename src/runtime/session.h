@@ -17,6 +17,7 @@ struct SessionParams {
   int n_ctx = 4096;   // clamped to the model's training context
   int n_batch = 512;  // tokens per forward pass during prompt processing
   int n_threads = 0;  // 0: physical cores
+  DType kv_type = DType::F16;  // KV cache element type (f16, q8_0, q4_0)
 };
 
 class Session {
@@ -39,7 +40,8 @@ class Session {
   void set_ffn_source(FfnSource* source) { ffn_source_ = source; }
   // Likewise for the expert slices of MoE layers.
   void set_expert_source(ExpertSource* source) { expert_source_ = source; }
-  // Forgets everything after the first n tokens (n <= n_past()).
+  // Forgets everything after the first n tokens (n <= n_past()), or everything when a
+  // sliding-window layer no longer holds the window position n would see; n_past() tells which.
   void truncate(int n);
 
   int n_past() const { return int(history_.size()); }
