@@ -144,7 +144,7 @@ void add_perplexity_command(CLI::App& app) {
     const auto ids = tok->encode(text, /*add_special=*/true, /*parse_special=*/false);
     const int32_t bos = tok->add_bos() ? tok->bos() : -1;
     std::fprintf(stderr, "%zu tokens, ctx %d\n", ids.size(), o->model.session.n_ctx);
-    PerplexityResult r = perplexity(*model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session.n_threads,
+    PerplexityResult r = perplexity(*model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session.n_threads, o->model.session.kv_type,
                                     [](const PerplexityChunk& c) {
                                       std::printf("[%d]%.4f,", c.index + 1, c.running_ppl);
                                       std::fflush(stdout);

@@ -29,6 +29,6 @@ struct PerplexityResult {
 // tokens: the whole text tokenized with BOS (if the model adds one). bos < 0: no BOS replacement.
 // Throws strata::Error when the text has fewer than 2 * n_ctx tokens.
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int32_t bos, int n_ctx,
-                            int max_chunks, int n_threads, const std::function<void(const PerplexityChunk&)>& on_chunk);
+                            int max_chunks, int n_threads, DType kv_type, const std::function<void(const PerplexityChunk&)>& on_chunk);
 
 }  // namespace strata

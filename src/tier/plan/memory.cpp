@@ -6,6 +6,7 @@
 #include <fstream>
 #include <string>
 
+#include "model/kv_cache.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
 
@@ -150,7 +151,7 @@ uint64_t detect_memory_budget() {
 }
 
 uint64_t kv_cache_bytes(const ModelConfig& c, int n_ctx) {
-  return uint64_t(c.n_layer) * uint64_t(n_ctx) * uint64_t(c.n_head_kv) * uint64_t(c.head_dim_k + c.head_dim_v) * 2;
+  return KvCache::bytes_for(c, n_ctx);  // f16, sliding-window layers as rings of window + a default batch
 }
 
 uint64_t scratch_bytes(const ModelConfig& c, int n_ctx, int n_batch) {
