@@ -103,13 +103,14 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec) {
   head_norm(b.q.data(), n, c.n_head, c.head_dim_k, L.q_norm, c.rms_eps);
   head_norm(b.k.data(), n, c.n_head_kv, c.head_dim_k, L.k_norm, c.rms_eps);
 
-  const float* freq_factors = p.weights.rope_freqs.empty() ? nullptr : p.weights.rope_freqs.data();
+  ops::RopeParams rope{c.n_rot, c.rope_kind, spec.rope_base, spec.rope_scale};
+  rope.ext_factor = c.rope_ext_factor;
+  rope.attn_factor = c.rope_attn_factor;
+  rope.n_ctx_orig = c.rope_n_ctx_orig;
+  rope.freq_factors = p.weights.rope_freqs.empty() ? nullptr : p.weights.rope_freqs.data();
   for (int t = 0; t < n; ++t) {
-    const int64_t pos = p.pos0 + t;
-    ops::rope(b.q.data() + t * q_dim, c.n_head, c.head_dim_k, c.n_rot, pos, spec.rope_base, spec.rope_scale,
-              c.rope_kind, freq_factors);
-    ops::rope(b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k, c.n_rot, pos, spec.rope_base, spec.rope_scale,
-              c.rope_kind, freq_factors);
+    ops::rope(b.q.data() + t * q_dim, c.n_head, c.head_dim_k, p.pos0 + t, rope);
+    ops::rope(b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k, p.pos0 + t, rope);
     if (spec.scale_q_first) ops::scale(b.q.data() + t * q_dim, c.attn_scale, q_dim);
   }
   const ops::KvLayerView k_cache = p.kv.k_view(layer), v_cache = p.kv.v_view(layer);
