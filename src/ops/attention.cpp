@@ -27,6 +27,15 @@ void scores(const float* q, int n_rows, const float* k, int n_keys, int d, float
     }
 }
 
+void scores_t(const float* q, int n_rows, const float* kt, int ld, int n_keys, int d, float scale, float* s) {
+  for (int r = 0; r < n_rows; ++r)
+    for (int j = 0; j < n_keys; ++j) {
+      float sum = 0.0f;
+      for (int i = 0; i < d; ++i) sum += q[size_t(r) * d + i] * kt[size_t(i) * ld + j];
+      s[size_t(r) * n_keys + j] = sum * scale;
+    }
+}
+
 void update(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, float* m, float* l) {
   for (int r = 0; r < n_rows; ++r) {
     float* sr = s + size_t(r) * n_keys;
@@ -48,7 +57,7 @@ void update(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, 
 }
 
 }  // namespace
-const Kernels kKernels{scores, update};
+const Kernels kKernels{scores, scores_t, update};
 }  // namespace scalar
 
 const Kernels& kernels_for(kernels::Isa isa) {
@@ -87,7 +96,8 @@ constexpr int kBlockQ = 32;          // query tokens per tile
 constexpr int kBlockK = 64;          // cached positions per converted K/V block
 constexpr int kMaxSplits = 32;       // split-K: most ranges one query block's keys are split into
 constexpr int kMinSplitKeys = 256;   // split-K: fewest positions worth a range of their own
-constexpr int kMaxHeadDim = 1024;    // bound on head sizes (scratch on the stack for q rounding)
+constexpr int kMaxHeadDim = 1024;
+constexpr int kTransposeRows = 16;   // query rows from which a tile transposes its key blocks    // bound on head sizes (scratch on the stack for q rounding)
 
 // q rounded as llama.cpp rounds it before its dots with keys of `key_type`: to f16 for f16 keys,
 // through q8_0 for quantized keys (the vec_dot type of q8_0 / q4_0).
@@ -116,6 +126,7 @@ void AttentionScratch::init(const AttentionShape& s, int batch, int n_threads) {
     t.q.assign(rows * size_t(s.head_dim_k), 0.0f);
     t.k.assign(size_t(kBlockK) * size_t(s.head_dim_k), 0.0f);
     t.v.assign(size_t(kBlockK) * size_t(s.head_dim_v), 0.0f);
+    t.kt.assign(size_t(kBlockK) * size_t(s.head_dim_k), 0.0f);
     t.s.assign(group * kBlockK, 0.0f);
     t.o.assign(rows * size_t(s.head_dim_v), 0.0f);
     t.m.assign(rows, 0.0f);
@@ -127,7 +138,7 @@ void AttentionScratch::init(const AttentionShape& s, int batch, int n_threads) {
 size_t AttentionScratch::bytes() const {
   size_t n = partial.capacity();
   for (const Tile& t : tiles)
-    n += t.q.capacity() + t.k.capacity() + t.v.capacity() + t.s.capacity() + t.o.capacity() + t.m.capacity() +
+    n += t.q.capacity() + t.k.capacity() + t.kt.capacity() + t.v.capacity() + t.s.capacity() + t.o.capacity() + t.m.capacity() +
          t.l.capacity();
   return n * sizeof(float);
 }
@@ -179,6 +190,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
           const int split = int(item % n_splits);
           const int t0 = qb * kBlockQ, t1 = std::min(n_tokens, t0 + kBlockQ);
           const int rows = (t1 - t0) * group;
+          const bool transposed = rows >= kTransposeRows;
           int64_t a = first(t0), b = last(t1 - 1) + 1;
           if (n_splits > 1) {
             const int64_t len = b - a;
@@ -199,12 +211,19 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
               k_conv.dequantize(kv_k.head(p, kvh), tile.k.data() + size_t(p - kb) * dk, dk);
               v_conv.dequantize(kv_v.head(p, kvh), tile.v.data() + size_t(p - kb) * dv, dv);
             }
+            if (transposed)
+              for (int64_t p = 0; p < ke - kb; ++p)
+                for (int i = 0; i < dk; ++i) tile.kt[size_t(i) * kBlockK + size_t(p)] = tile.k[size_t(p) * dk + i];
             for (int t = t0; t < t1; ++t) {
               const int64_t j0 = std::max(kb, first(t)), j1 = std::min(ke, last(t) + 1);
               if (j0 >= j1) continue;
               const size_t row = size_t(t - t0) * group;
-              kern.scores(tile.q.data() + row * dk, group, tile.k.data() + size_t(j0 - kb) * dk, int(j1 - j0), dk,
-                          shape.scale, tile.s.data());
+              if (transposed)
+                kern.scores_t(tile.q.data() + row * dk, group, tile.kt.data() + size_t(j0 - kb), kBlockK, int(j1 - j0),
+                              dk, shape.scale, tile.s.data());
+              else
+                kern.scores(tile.q.data() + row * dk, group, tile.k.data() + size_t(j0 - kb) * dk, int(j1 - j0), dk,
+                            shape.scale, tile.s.data());
               kern.update(tile.s.data(), group, int(j1 - j0), tile.v.data() + size_t(j0 - kb) * dv, dv,
                           tile.o.data() + row * dv, tile.m.data() + row, tile.l.data() + row);
             }

@@ -58,6 +58,7 @@ struct AttentionScratch {
   struct Tile {
     std::vector<float> q;       // the block's query rows, rounded as the key type's dot does
     std::vector<float> k, v;    // one block of positions converted to f32 [block x head_dim]
+    std::vector<float> kt;      // the key block transposed [head_dim x block] (prompt tiles)
     std::vector<float> s;       // scores of one token's rows against the key block
     std::vector<float> o;       // unnormalized outputs [rows x head_dim_v]
     std::vector<float> m, l;    // running max and sum per row

@@ -11,6 +11,9 @@ namespace strata::ops::attn {
 struct Kernels {
   // s[r * n_keys + j] = scale * dot(q + r * d, k + j * d) for r < n_rows, j < n_keys.
   void (*scores)(const float* q, int n_rows, const float* k, int n_keys, int d, float scale, float* s);
+  // The same with the keys transposed: kt[i * ld + j] is element i of key j (a prompt tile
+  // transposes its key block once, then each row's scores are broadcasts and FMAs, no reductions).
+  void (*scores_t)(const float* q, int n_rows, const float* kt, int ld, int n_keys, int d, float scale, float* s);
   // Online softmax step for n_rows rows, each with n_keys scores s[r * n_keys ...] against the
   // same value rows v [n_keys x dv]: m[r] becomes max(m[r], scores), l[r] and the unnormalized
   // output row o[r * dv ...] are rescaled to it, then l[r] += sum_j p_j and o[r] += sum_j p_j v_j

@@ -159,6 +159,30 @@ void scores(const float* q, int n_rows, const float* k, int n_keys, int d, float
   }
 }
 
+void scores_t(const float* q, int n_rows, const float* kt, int ld, int n_keys, int d, float scale, float* s) {
+  const V vscale = vset(scale);
+  for (int r = 0; r < n_rows; ++r) {
+    const float* qr = q + size_t(r) * d;
+    float* sr = s + size_t(r) * n_keys;
+    int j0 = 0;
+    for (; j0 + 4 * W <= n_keys; j0 += 4 * W) {
+      V acc[4] = {vzero(), vzero(), vzero(), vzero()};
+      for (int i = 0; i < d; ++i) {
+        const V b = vset(qr[i]);
+        const float* row = kt + size_t(i) * ld + j0;
+        for (int u = 0; u < 4; ++u) acc[u] = vfma(b, vload(row + u * W), acc[u]);
+      }
+      for (int u = 0; u < 4; ++u) vstore(sr + j0 + u * W, vmul(acc[u], vscale));
+    }
+    for (; j0 < n_keys; j0 += W) {  // the last keys, one vector at a time (masked past n_keys)
+      const int n = std::min(W, n_keys - j0);
+      V acc = vzero();
+      for (int i = 0; i < d; ++i) acc = vfma(vset(qr[i]), vload_tail(kt + size_t(i) * ld + j0, n, 0.0f), acc);
+      vstore_tail(sr + j0, vmul(acc, vscale), n);
+    }
+  }
+}
+
 // o[0 .. NV * W) = o * c + sum_j p[j] * v[j * dv ...] for one chunk of an output row.
 template <int NV>
 void scale_accumulate(float* o, float c, const float* p, int n_keys, const float* v, int dv) {
@@ -208,7 +232,7 @@ void update(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, 
 
 }  // namespace
 
-const Kernels kKernels{scores, update};
+const Kernels kKernels{scores, scores_t, update};
 
 }  // namespace strata::ops::attn::STRATA_ISA
 
