@@ -149,7 +149,7 @@ void add_perplexity_command(CLI::App& app) {
     std::unique_ptr<tier::Tiering> tiering;
     std::unique_ptr<tier::RoutingTraceWriter> trace;
     PerplexityResult r = perplexity(
-        *model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session.n_threads,
+        *model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session.n_threads, o->model.session.kv_type,
         [](const PerplexityChunk& c) {
           std::printf("[%d]%.4f,", c.index + 1, c.running_ppl);
           std::fflush(stdout);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/attention.h"
 #include "runtime/generate.h"
 #include "runtime/session.h"
 #include "tier/plan/plan.h"
@@ -37,6 +38,7 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   t.budget_bytes = o.mem.empty() ? o.budget_at_start : tier::parse_size(o.mem);
   t.n_ctx = session.n_ctx();
   t.n_batch = o.session.n_batch;
+  t.kv_type = o.session.kv_type;
   t.stream_ffn = o.stream_ffn;
   t.prefetch = o.prefetch;
   t.persist_routing = !o.fresh;
@@ -78,6 +80,13 @@ struct SamplingOptions {
   bool greedy = false;
 };
 
+// --kv-type: the KV cache's element type (f16, q8_0, q4_0).
+inline void add_kv_type_option(CLI::App* cmd, SessionParams& session) {
+  cmd->add_option_function<std::string>(
+         "--kv-type", [&session](const std::string& name) { session.kv_type = ops::parse_kv_type(name); },
+         "KV cache type: f16 (default), q8_0 or q4_0");
+}
+
 inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->preparse_callback([&o](size_t) {
     try {
@@ -90,6 +99,7 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-c,--ctx", o.session.n_ctx, "context length (tokens)")->capture_default_str();
   cmd->add_option("-b,--batch", o.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
+  add_kv_type_option(cmd, o.session);
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
   cmd->add_option("--prefetch", o.prefetch, "with --stream-ffn: read-ahead depth (a ring of 16 MiB pieces, 3 per level, 2 at depth 1)")
       ->capture_default_str();

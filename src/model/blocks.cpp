@@ -11,7 +11,15 @@
 
 namespace strata {
 
-ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
+namespace {
+// The largest attention shape of a model's layers, which the scratch is sized for.
+ops::AttentionShape attention_scratch_shape(const ModelConfig& c) {
+  return ops::AttentionShape{c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v};
+}
+}  // namespace
+
+ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int /*n_ctx: the scratch does not grow with the context*/,
+                                                   int n_threads) {
   Sizes s;
   const size_t nb = size_t(batch);
   const size_t ff = size_t(c.max_ff());
@@ -22,10 +30,7 @@ ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int
   s.v = nb * c.n_head_kv * c.head_dim_v;
   s.att = nb * o_dim;
   s.gate = s.up = nb * ff;
-  s.n_threads = size_t(n_threads);
-  s.q16_per_thread = size_t(c.head_dim_k);
-  s.scores_per_thread = size_t(n_ctx);
-  s.acc_per_thread = size_t(c.head_dim_v);
+  s.attn_bytes = ops::AttentionScratch::bytes_for(attention_scratch_shape(c), batch, n_threads);
   if (c.n_expert > 0) {
     const size_t k_used = size_t(c.n_expert_used);
     s.router_logits = nb * c.n_expert;
@@ -47,11 +52,9 @@ ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int
 size_t ForwardBuffers::bytes_for(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
   const Sizes s = sizes(c, batch, n_ctx, n_threads);
   const size_t floats = s.x + s.h + s.o + s.q + s.k + s.v + s.att + s.gate + s.up + s.router_logits +
-                        s.chosen_weight + s.expert_in + s.expert_out + s.expert_results + s.shexp_scale + s.logits +
-                        s.n_threads * (s.scores_per_thread + s.acc_per_thread);
+                        s.chosen_weight + s.expert_in + s.expert_out + s.expert_results + s.shexp_scale + s.logits;
   const size_t ints = s.chosen + s.expert_tokens + s.experts_used;
-  return floats * sizeof(float) + ints * sizeof(int32_t) + s.n_threads * s.q16_per_thread * sizeof(uint16_t) +
-         s.mm_bytes;
+  return floats * sizeof(float) + ints * sizeof(int32_t) + s.attn_bytes + s.mm_bytes;
 }
 
 void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
@@ -70,9 +73,7 @@ void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_thre
   fit(att, s.att);
   fit(gate, s.gate);
   fit(up, s.up);
-  q16.assign(s.n_threads, std::vector<uint16_t>(s.q16_per_thread));
-  scores.assign(s.n_threads, std::vector<float>(s.scores_per_thread));
-  acc.assign(s.n_threads, std::vector<float>(s.acc_per_thread));
+  attn.init(attention_scratch_shape(c), batch, n_threads);
   fit(router_logits, s.router_logits);
   fit(chosen, s.chosen);
   fit(chosen_weight, s.chosen_weight);
@@ -92,10 +93,7 @@ size_t ForwardBuffers::bytes() const {
                           &expert_out, &expert_results, &shexp_scale, &logits})
     n += vec->capacity() * sizeof(float);
   for (const auto* vec : {&chosen, &expert_tokens, &experts_used}) n += vec->capacity() * sizeof(int32_t);
-  for (const auto& t : scores) n += t.capacity() * sizeof(float);
-  for (const auto& t : acc) n += t.capacity() * sizeof(float);
-  for (const auto& t : q16) n += t.capacity() * sizeof(uint16_t);
-  return n + mm.quantized.capacity();
+  return n + attn.bytes() + mm.quantized.capacity();
 }
 
 namespace blocks {
@@ -154,54 +152,29 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec) {
   head_norm(b.q.data(), n, c.n_head, c.head_dim_k, L.q_norm, c.rms_eps);
   head_norm(b.k.data(), n, c.n_head_kv, c.head_dim_k, L.k_norm, c.rms_eps);
 
-  const float* freq_factors = p.weights.rope_freqs.empty() ? nullptr : p.weights.rope_freqs.data();
+  ops::RopeParams rope{c.n_rot, c.rope_kind, spec.rope_base, spec.rope_scale};
+  rope.ext_factor = c.rope_ext_factor;
+  rope.attn_factor = c.rope_attn_factor;
+  rope.n_ctx_orig = c.rope_n_ctx_orig;
+  rope.freq_factors = p.weights.rope_freqs.empty() ? nullptr : p.weights.rope_freqs.data();
   for (int t = 0; t < n; ++t) {
-    const int64_t pos = p.pos0 + t;
-    ops::rope(b.q.data() + t * q_dim, c.n_head, c.head_dim_k, c.n_rot, pos, spec.rope_base, spec.rope_scale,
-              c.rope_kind, freq_factors);
-    ops::rope(b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k, c.n_rot, pos, spec.rope_base, spec.rope_scale,
-              c.rope_kind, freq_factors);
+    ops::rope(b.q.data() + t * q_dim, c.n_head, c.head_dim_k, p.pos0 + t, rope);
+    ops::rope(b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k, p.pos0 + t, rope);
     if (spec.scale_q_first) ops::scale(b.q.data() + t * q_dim, c.attn_scale, q_dim);
-    uint16_t* k_cache = p.kv.k_row(layer, pos);
-    uint16_t* v_cache = p.kv.v_row(layer, pos);
-    for (int64_t i = 0; i < k_dim; ++i) k_cache[i] = f32_to_fp16(b.k[size_t(t * k_dim + i)]);
-    for (int64_t i = 0; i < v_dim; ++i) v_cache[i] = f32_to_fp16(b.v[size_t(t * v_dim + i)]);
   }
-
-  // One (token, head) pair at a time: scores over the visible positions, softmax, weighted V.
-  // As in llama.cpp's default path, q and the probabilities are rounded to f16 before their dots.
-  const kernels::TypeKernels& f16 = kernels::kernels_for(DType::F16);
-  const float kq_scale = spec.scale_q_first ? 1.0f : c.attn_scale;
-  const int group = c.n_head / c.n_head_kv;
-  const std::vector<uint16_t>& k_layer = p.kv.k[size_t(layer)];
-  const std::vector<uint16_t>& v_layer = p.kv.v[size_t(layer)];
-  p.pool.parallel_for(int64_t(n) * c.n_head, [&](int64_t i0, int64_t i1, int thread) {
-    uint16_t* q16 = b.q16[size_t(thread)].data();
-    float* scores = b.scores[size_t(thread)].data();
-    float* acc = b.acc[size_t(thread)].data();
-    for (int64_t i = i0; i < i1; ++i) {
-      const int t = int(i / c.n_head);
-      const int head = int(i % c.n_head);
-      const int kv_head = head / group;
-      const int64_t pos = p.pos0 + t;
-      const int64_t first = spec.sliding ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-      const float* q = b.q.data() + t * q_dim + int64_t(head) * c.head_dim_k;
-      for (int d = 0; d < c.head_dim_k; ++d) q16[d] = f32_to_fp16(q[d]);
-      const int64_t n_seen = pos - first + 1;
-      for (int64_t j = 0; j < n_seen; ++j) {
-        const uint16_t* kr = k_layer.data() + (first + j) * p.kv.k_width + int64_t(kv_head) * c.head_dim_k;
-        scores[j] = f16.vec_dot(c.head_dim_k, kr, q16) * kq_scale;
-      }
-      ops::softmax(scores, n_seen);
-      std::fill(acc, acc + c.head_dim_v, 0.0f);
-      for (int64_t j = 0; j < n_seen; ++j) {
-        const float w = fp16_to_f32(f32_to_fp16(scores[j]));
-        const uint16_t* vr = v_layer.data() + (first + j) * p.kv.v_width + int64_t(kv_head) * c.head_dim_v;
-        ops::axpy_f16(acc, w, vr, c.head_dim_v);
-      }
-      std::copy(acc, acc + c.head_dim_v, b.att.data() + t * o_dim + int64_t(head) * c.head_dim_v);
-    }
-  });
+  const ops::KvLayerView k_cache = p.kv.k_view(layer), v_cache = p.kv.v_view(layer);
+  const int window = spec.sliding ? c.sliding_window : 0;
+  if (k_cache.n_slots < p.pos0 + n && (window == 0 || k_cache.n_slots < window + n - 1))
+    throw Error("attention: layer " + std::to_string(layer) + " caches " + std::to_string(k_cache.n_slots) +
+                " positions, too few for a batch of " + std::to_string(n) + " at position " + std::to_string(p.pos0));
+  for (int t = 0; t < n; ++t) {
+    ops::kv_store(k_cache, p.pos0 + t, b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k);
+    ops::kv_store(v_cache, p.pos0 + t, b.v.data() + t * v_dim, c.n_head_kv, c.head_dim_v);
+  }
+  p.kv.written(layer, p.pos0, n);
+  const ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v,
+                                  spec.scale_q_first ? 1.0f : c.attn_scale, window};
+  ops::attention(shape, b.q.data(), n, p.pos0, k_cache, v_cache, b.att.data(), p.pool, b.attn);
   ops::matmul(L.wo, b.att.data(), o_dim, n, b.o.data(), c.n_embd, p.pool, b.mm);
 }
 

@@ -9,6 +9,7 @@
 #include "model/kv_cache.h"
 #include "model/weight_source.h"
 #include "model/weights.h"
+#include "ops/attention.h"
 #include "ops/ops.h"
 #include "ops/thread_pool.h"
 
@@ -25,9 +26,7 @@ struct ForwardBuffers {
   std::vector<float> q, k, v;    // projections [n_batch x n_head * head_dim_k] ...
   std::vector<float> att;        // attention output [n_batch x n_head * head_dim_v]
   std::vector<float> gate, up;   // FFN [n_batch x config.max_ff()]
-  // Per thread: q in f16, scores over the context, an accumulator of weighted V rows.
-  std::vector<std::vector<uint16_t>> q16;
-  std::vector<std::vector<float>> scores, acc;
+  ops::AttentionScratch attn;    // tiles of the attention kernel (per thread) and its split-K partials
   // MoE routing: [n_batch x n_expert] router logits, chosen experts and weights [n_batch x k],
   // per-expert gathered inputs and outputs, per-token expert outputs [n_batch x k x n_embd].
   std::vector<float> router_logits;
@@ -45,7 +44,7 @@ struct ForwardBuffers {
   // Elements of every buffer (per thread where it says so).
   struct Sizes {
     size_t x = 0, h = 0, o = 0, q = 0, k = 0, v = 0, att = 0, gate = 0, up = 0;
-    size_t n_threads = 0, q16_per_thread = 0, scores_per_thread = 0, acc_per_thread = 0;
+    size_t attn_bytes = 0;  // ops::AttentionScratch for the batch and threads
     size_t router_logits = 0, chosen = 0, chosen_weight = 0, expert_tokens = 0, experts_used = 0;
     size_t expert_in = 0, expert_out = 0, expert_results = 0, shexp_scale = 0;
     size_t logits = 0;

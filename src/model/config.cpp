@@ -37,9 +37,20 @@ void read_common_config(const gguf::File& f, ModelConfig& c) {
   c.rope_base = float(f.get_float(a + ".rope.freq_base", 10000.0));
   const std::string scaling = f.get_string(a + ".rope.scaling.type", "none");
   const double factor = f.get_float(a + ".rope.scaling.factor", 0.0);
-  if (scaling == "linear" && factor > 0) c.rope_scale = float(1.0 / factor);
-  else if (scaling != "none" && scaling != "linear" && factor > 1.0)
-    throw Error(f.path() + ": rope scaling '" + scaling + "' is not supported");
+  // As llama.cpp: linear and YaRN divide the frequencies by the factor; YaRN also mixes in the
+  // unscaled angles of the fast-rotating dimensions and scales the magnitude (ops::RopeParams).
+  if (scaling != "none" && scaling != "linear" && scaling != "yarn")
+    throw Error(f.path() + ": rope scaling '" + scaling + "' is not supported (none, linear, yarn)");
+  if (factor < 0 || factor > 1024)
+    throw Error(f.path() + ": rope.scaling.factor " + std::to_string(factor) + " is out of range");
+  if (scaling != "none" && factor > 0) c.rope_scale = float(1.0 / factor);
+  if (scaling == "yarn") {
+    c.rope_ext_factor = 1.0f;
+    if (f.get_float(a + ".rope.scaling.yarn_log_multiplier", 0.0) != 0.0)
+      throw Error(f.path() + ": rope.scaling.yarn_log_multiplier (DeepSeek's YaRN) is not supported");
+  }
+  c.rope_attn_factor = float(f.get_float(a + ".rope.scaling.attn_factor", 1.0));
+  c.rope_n_ctx_orig = int(f.get_int(a + ".rope.scaling.original_context_length", c.n_ctx_train));
   c.n_expert = int(f.get_int(a + ".expert_count", 0));
   c.n_expert_used = int(f.get_int(a + ".expert_used_count", 0));
   if (c.n_expert > 0 && (c.n_expert_used <= 0 || c.n_expert_used > c.n_expert))

@@ -30,7 +30,10 @@ struct ModelConfig {
   int n_rot = 0;              // rotary dimensions per head
   ops::RopeKind rope_kind = ops::RopeKind::normal;
   float rope_base = 10000.0f;
-  float rope_scale = 1.0f;    // frequency scale (1 / linear scaling factor)
+  float rope_scale = 1.0f;    // frequency scale (1 / the scaling factor, linear or YaRN)
+  float rope_ext_factor = 0.0f;   // YaRN: 1 (mix of interpolated and extrapolated angles), else 0
+  float rope_attn_factor = 1.0f;  // rope.scaling.attn_factor: magnitude of the rotation
+  int rope_n_ctx_orig = 0;        // YaRN: rope.scaling.original_context_length (n_ctx_train if absent)
   float rope_base_swa = 10000.0f;  // gemma3 local layers
   float rope_scale_swa = 1.0f;
 

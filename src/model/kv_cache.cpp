@@ -1,20 +1,76 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
+
+#include "util/error.h"
+
 namespace strata {
 
-void KvCache::init(const ModelConfig& c, int ctx) {
+namespace {
+// Slots a layer needs: every position, or for a sliding-window layer its window plus a batch
+// (a batch's first query still sees positions its last key must not overwrite).
+int64_t slots_for(const ModelConfig& c, int layer, int n_ctx, int n_batch) {
+  const bool ring = c.sliding_window > 0 && size_t(layer) < c.layer_swa.size() && c.layer_swa[size_t(layer)];
+  return ring ? std::min<int64_t>(n_ctx, int64_t(c.sliding_window) + std::max(1, n_batch)) : n_ctx;
+}
+}  // namespace
+
+void KvCache::init(const ModelConfig& c, int ctx, DType kv_type, int n_batch) {
   n_ctx = ctx;
-  k_width = int64_t(c.n_head_kv) * c.head_dim_k;
-  v_width = int64_t(c.n_head_kv) * c.head_dim_v;
-  k.assign(size_t(c.n_layer), std::vector<uint16_t>(size_t(ctx) * size_t(k_width)));
-  v.assign(size_t(c.n_layer), std::vector<uint16_t>(size_t(ctx) * size_t(v_width)));
+  type = kv_type;
+  k_row_bytes = ops::kv_row_bytes(kv_type, c.n_head_kv, c.head_dim_k);
+  v_row_bytes = ops::kv_row_bytes(kv_type, c.n_head_kv, c.head_dim_v);
+  k_head_bytes = k_row_bytes / size_t(c.n_head_kv);
+  v_head_bytes = v_row_bytes / size_t(c.n_head_kv);
+  window = c.sliding_window;
+  layers.assign(size_t(c.n_layer), Layer{});
+  for (int l = 0; l < c.n_layer; ++l) {
+    Layer& L = layers[size_t(l)];
+    L.n_slots = slots_for(c, l, ctx, n_batch);
+    L.k.assign(size_t(L.n_slots) * k_row_bytes, 0);
+    L.v.assign(size_t(L.n_slots) * v_row_bytes, 0);
+    if (L.n_slots < ctx) L.slot_pos.assign(size_t(L.n_slots), -1);
+  }
+}
+
+uint64_t KvCache::bytes_for(const ModelConfig& c, int ctx, DType kv_type, int n_batch) {
+  const uint64_t row = ops::kv_row_bytes(kv_type, c.n_head_kv, c.head_dim_k) +
+                       ops::kv_row_bytes(kv_type, c.n_head_kv, c.head_dim_v);
+  uint64_t n = 0;
+  for (int l = 0; l < c.n_layer; ++l) n += uint64_t(slots_for(c, l, ctx, n_batch)) * row;
+  return n;
 }
 
 size_t KvCache::bytes() const {
   size_t n = 0;
-  for (const auto& l : k) n += l.size() * sizeof(uint16_t);
-  for (const auto& l : v) n += l.size() * sizeof(uint16_t);
+  for (const Layer& L : layers) n += L.k.size() + L.v.size();
   return n;
+}
+
+ops::KvLayerView KvCache::k_view(int layer) {
+  Layer& L = layers[size_t(layer)];
+  return {L.k.data(), type, k_row_bytes, k_head_bytes, L.n_slots};
+}
+
+ops::KvLayerView KvCache::v_view(int layer) {
+  Layer& L = layers[size_t(layer)];
+  return {L.v.data(), type, v_row_bytes, v_head_bytes, L.n_slots};
+}
+
+void KvCache::written(int layer, int64_t pos0, int n) {
+  Layer& L = layers[size_t(layer)];
+  if (L.slot_pos.empty()) return;
+  for (int64_t p = pos0; p < pos0 + n; ++p) L.slot_pos[size_t(p % L.n_slots)] = p;
+}
+
+bool KvCache::can_keep(int64_t n) const {
+  for (const Layer& L : layers) {
+    if (L.slot_pos.empty()) continue;
+    // Position n sees n - window + 1 .. n - 1: each must still be in its slot.
+    for (int64_t p = std::max<int64_t>(0, n - window + 1); p < n; ++p)
+      if (L.slot_pos[size_t(p % L.n_slots)] != p) return false;
+  }
+  return true;
 }
 
 }  // namespace strata

@@ -1,5 +1,6 @@
 // Element-wise and row ops, written to follow ggml's float evaluation order (sums of squares in
 // double, rope angles by repeated multiplication) so logits stay close to llama.cpp's.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -38,18 +39,39 @@ std::vector<float> to_floats(const WeightView& w) {
   return out;
 }
 
-void rope(float* x, int n_heads, int head_dim, int n_rot, int64_t pos, float freq_base, float freq_scale,
-          RopeKind kind, const float* freq_factors) {
+namespace {
+// YaRN's correction dimension for a rotation count (ggml_rope_yarn_corr_dim).
+float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
+  return float(n_dims) * std::log(float(n_ctx_orig) / (n_rot * 2.0f * float(M_PI))) / (2.0f * std::log(base));
+}
+}  // namespace
+
+void rope(float* x, int n_heads, int head_dim, int64_t pos, const RopeParams& rp) {
   // Angles for this position, computed once for all heads (n_rot <= 1024 in every model).
   float cos_sin[1024];
+  const int n_rot = rp.n_rot;
+  const RopeKind kind = rp.kind;
   if (n_rot > 1024 || n_rot % 2) throw Error("rope: unsupported rotary dimension " + std::to_string(n_rot));
-  const float theta_scale = std::pow(freq_base, -2.0f / float(n_rot));
+  float corr_lo = 0.0f, corr_hi = 0.0f;
+  if (rp.ext_factor != 0.0f) {
+    corr_lo = std::max(0.0f, std::floor(yarn_corr_dim(n_rot, rp.n_ctx_orig, rp.beta_fast, rp.freq_base)));
+    corr_hi = std::min(float(n_rot - 1), std::ceil(yarn_corr_dim(n_rot, rp.n_ctx_orig, rp.beta_slow, rp.freq_base)));
+  }
+  const float theta_scale = std::pow(rp.freq_base, -2.0f / float(n_rot));
   float theta = float(pos);
   for (int i = 0; i < n_rot; i += 2) {
-    const float ff = freq_factors ? freq_factors[i / 2] : 1.0f;
-    const float angle = freq_scale * (theta / ff);
-    cos_sin[i] = std::cos(angle);
-    cos_sin[i + 1] = std::sin(angle);
+    const float ff = rp.freq_factors ? rp.freq_factors[i / 2] : 1.0f;
+    const float extrap = theta / ff;
+    float angle = rp.freq_scale * extrap;
+    float mscale = rp.attn_factor;
+    if (rp.ext_factor != 0.0f) {
+      const float y = (float(i / 2) - corr_lo) / std::max(0.001f, corr_hi - corr_lo);
+      const float ramp_mix = (1.0f - std::min(1.0f, std::max(0.0f, y))) * rp.ext_factor;
+      angle = angle * (1.0f - ramp_mix) + extrap * ramp_mix;
+      mscale *= 1.0f + 0.1f * std::log(1.0f / rp.freq_scale);
+    }
+    cos_sin[i] = std::cos(angle) * mscale;
+    cos_sin[i + 1] = std::sin(angle) * mscale;
     theta *= theta_scale;
   }
   for (int h = 0; h < n_heads; ++h) {

@@ -43,10 +43,23 @@ void get_row(const WeightView& w, int64_t row, float* out);
 std::vector<float> to_floats(const WeightView& w);
 
 enum class RopeKind { normal, neox };
+// Rotary position embedding as ggml computes it, with its scalings: linear (freq_scale < 1),
+// YaRN (ext_factor > 0: per-dimension mix of interpolated and extrapolated angles between the
+// correction dims of beta_fast / beta_slow, magnitude scaled by 1 + 0.1 ln(1 / freq_scale)), and
+// Llama 3's rope_freqs (freq_factors, may be null, divide the frequencies).
+struct RopeParams {
+  int n_rot = 0;  // rotary dimensions per head
+  RopeKind kind = RopeKind::normal;
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+  float ext_factor = 0.0f;   // YaRN: 1 where the GGUF declares yarn, else 0
+  float attn_factor = 1.0f;  // magnitude of cos/sin (rope.scaling.attn_factor)
+  float beta_fast = 32.0f, beta_slow = 1.0f;
+  int n_ctx_orig = 0;        // YaRN: the context the model was trained for
+  const float* freq_factors = nullptr;
+};
 // Rotates n_heads heads of head_dim floats at position pos, over the first n_rot dims.
-// freq_factors (may be null) divide the frequencies (llama 3.1's rope_freqs).
-void rope(float* x, int n_heads, int head_dim, int n_rot, int64_t pos, float freq_base, float freq_scale,
-          RopeKind kind, const float* freq_factors);
+void rope(float* x, int n_heads, int head_dim, int64_t pos, const RopeParams& params);
 
 void silu_mul(float* gate, const float* up, int64_t n);       // gate = silu(gate) * up
 void gelu_tanh_mul(float* gate, const float* up, int64_t n);  // gate = gelu_tanh(gate) * up

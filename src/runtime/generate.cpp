@@ -65,6 +65,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std:
   while (common < hist.size() && common < prompt.size() && hist[common] == prompt[common]) ++common;
   if (common == prompt.size()) --common;
   session.truncate(int(common));
+  common = size_t(session.n_past());  // a sliding-window cache may have to start over
   const std::vector<Token> todo(prompt.begin() + long(common), prompt.end());
 
   Sampler sampler(params.sampling);

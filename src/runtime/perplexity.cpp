@@ -19,7 +19,8 @@ double negative_log_prob(const float* logits, int n_vocab, int32_t token) {
 }  // namespace
 
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int32_t bos, int n_ctx,
-                            int max_chunks, int n_threads, const std::function<void(const PerplexityChunk&)>& on_chunk,
+                            int max_chunks, int n_threads, DType kv_type,
+                            const std::function<void(const PerplexityChunk&)>& on_chunk,
                             const std::function<void(Session&)>& on_session) {
   if (n_ctx < 8) throw Error("perplexity: context of " + std::to_string(n_ctx) + " tokens is too small");
   if (int64_t(tokens.size()) < 2 * int64_t(n_ctx))
@@ -33,6 +34,7 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   sp.n_ctx = n_ctx;
   sp.n_batch = n_ctx;
   sp.n_threads = n_threads;
+  sp.kv_type = kv_type;
   Session session(model, sp);
   if (on_session) on_session(session);
   const int n_vocab = model.config().n_vocab;

@@ -30,7 +30,8 @@ struct PerplexityResult {
 // Throws strata::Error when the text has fewer than 2 * n_ctx tokens.
 // on_session: called once with the session before any evaluation (to connect streamers, a trace).
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int32_t bos, int n_ctx,
-                            int max_chunks, int n_threads, const std::function<void(const PerplexityChunk&)>& on_chunk,
+                            int max_chunks, int n_threads, DType kv_type,
+                            const std::function<void(const PerplexityChunk&)>& on_chunk,
                             const std::function<void(Session&)>& on_session = {});
 
 }  // namespace strata

@@ -59,7 +59,7 @@ class Session::Weights : public WeightSource {
 
 Session::Session(const Model& model, const SessionParams& params)
     : model_(model), params_(resolve(model, params)), pool_(params_.n_threads), weights_(new Weights(model)) {
-  kv_.init(model.config(), params_.n_ctx);
+  kv_.init(model.config(), params_.n_ctx, params_.kv_type, params_.n_batch);
   buf_.init(model.config(), params_.n_batch, params_.n_ctx, params_.n_threads);
 }
 
@@ -133,7 +133,7 @@ std::vector<float> Session::eval_all_logits(const std::vector<int32_t>& tokens) 
 
 void Session::truncate(int n) {
   if (n < 0 || n > n_past()) throw Error("truncate: " + std::to_string(n) + " is outside the context");
-  history_.resize(size_t(n));  // cache rows past n are simply overwritten later
+  history_.resize(kv_.can_keep(n) ? size_t(n) : 0);  // cache rows past n are simply overwritten later
 }
 
 }  // namespace strata

@@ -17,6 +17,7 @@ struct SessionParams {
   int n_ctx = 4096;   // clamped to the model's training context
   int n_batch = 512;  // tokens per forward pass during prompt processing
   int n_threads = 0;  // 0: physical cores
+  DType kv_type = DType::F16;  // KV cache element type (f16, q8_0, q4_0)
 };
 
 class Session {
@@ -43,7 +44,8 @@ class Session {
   // Sees every MoE layer's routing and the guesses made of it; null: none. guesses: a hook that
   // makes the guesses where the expert source makes none (experts resident); may be null.
   void set_routing_observer(RoutingObserver* observer, ForwardHook* guesses = nullptr);
-  // Forgets everything after the first n tokens (n <= n_past()).
+  // Forgets everything after the first n tokens (n <= n_past()), or everything when a
+  // sliding-window layer no longer holds the window position n would see; n_past() tells which.
   void truncate(int n);
 
   int n_past() const { return int(history_.size()); }

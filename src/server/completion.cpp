@@ -26,6 +26,7 @@ void evaluate_all_but_last(Session& session, const std::vector<Token>& prompt) {
   size_t common = 0;
   while (common < hist.size() && common < n && hist[common] == prompt[common]) ++common;
   session.truncate(int(common));
+  common = size_t(session.n_past());  // a sliding-window cache may have to start over
   if (common < n) session.eval(std::vector<Token>(prompt.begin() + long(common), prompt.begin() + long(n)));
 }
 // The model's turn (one generation at a time): HttpError 503 when it does not come within

@@ -227,10 +227,11 @@ std::shared_ptr<ModelLease> ModelRegistry::admit_loaded(const std::string& reque
     tier::TieringOptions t;
     t.n_ctx = m->effective_n_ctx(0);
     t.n_batch = m->defaults.n_batch;
+    t.kv_type = m->defaults.kv_type;
     t.n_threads = m->defaults.n_threads;
     const ModelConfig& c = m->model->config();
-    t.budget_bytes = make_room(m->model->file().file_size() + tier::kv_cache_bytes(c, t.n_ctx) +
-                               tier::scratch_bytes(c, t.n_ctx, t.n_batch));
+    t.budget_bytes = make_room(m->model->file().file_size() + tier::kv_cache_bytes(c, t.n_ctx, t.n_batch, t.kv_type) +
+                               tier::scratch_bytes(c, t.n_ctx, t.n_batch, t.n_threads));
     m->tiering = std::make_unique<tier::Tiering>(*m->model, t);
     m->planned_n_ctx_ = t.n_ctx;
   } catch (const std::exception& e) {
@@ -259,10 +260,13 @@ void ModelRegistry::fit_context(LoadedModel& m, int n_ctx) {
   tier::TieringOptions t;
   t.n_ctx = want;
   t.n_batch = m.defaults.n_batch;
+  t.kv_type = m.defaults.kv_type;
   t.n_threads = m.defaults.n_threads;
   try {
     t.budget_bytes = make_room(
-        m.model->file().file_size() + tier::kv_cache_bytes(c, want) + tier::scratch_bytes(c, want, t.n_batch), &m);
+        m.model->file().file_size() + tier::kv_cache_bytes(c, want, t.n_batch, t.kv_type) +
+            tier::scratch_bytes(c, want, t.n_batch, t.n_threads),
+        &m);
     // The plan alone (no memory taken) says whether the context fits; the model keeps its
     // current plan and sessions until it does.
     tier::plan_for(*m.model, t);
@@ -360,7 +364,7 @@ std::vector<LoadedInfo> ModelRegistry::loaded() const {
     LoadedInfo info{name, m->path, m->model->file().file_size(), m->planned_n_ctx_, std::nullopt, {}};
     // The session belongs to whoever holds run_mutex, so count the KV cache the plan allows
     // rather than touching it.
-    info.size_bytes += tier::kv_cache_bytes(m->model->config(), info.n_ctx);
+    info.size_bytes += tier::kv_cache_bytes(m->model->config(), info.n_ctx, m->defaults.n_batch, m->defaults.kv_type);
     if (m->tiering) {
       info.tier = m->tiering->stats();
       if (info.tier.streaming) info.size_bytes = info.tier.planned_bytes;  // not the file: it does not all fit

@@ -22,6 +22,7 @@ struct TieringOptions {
   uint64_t budget_bytes = 0;  // 0: detect_memory_budget() (machine or cgroup, less a margin)
   int n_ctx = 4096;
   int n_batch = 512;
+  DType kv_type = DType::F16;  // the session's KV cache type (the plan counts its bytes)
   int stream_ffn = 0;           // > 0: stream the dense FFN blocks of the last N layers, whatever the plan
   int prefetch = 2;             // with stream_ffn: read-ahead depth: a ring of dense_ring_pieces(depth) 16 MiB pieces
   bool persist_routing = true;  // MoE: load and save routing statistics (RoutingStats::default_path)

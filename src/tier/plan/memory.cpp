@@ -8,6 +8,7 @@
 #include <string>
 
 #include "model/blocks.h"
+#include "model/kv_cache.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
 
@@ -151,9 +152,10 @@ uint64_t detect_memory_budget() {
   return avail > margin ? avail - margin : 0;
 }
 
-uint64_t kv_cache_bytes(const ModelConfig& c, int n_ctx) {
-  // KvCache::init's allocation: k and v of every layer, f16, [n_ctx x n_head_kv * head_dim].
-  return uint64_t(c.n_layer) * uint64_t(n_ctx) * uint64_t(c.n_head_kv) * uint64_t(c.head_dim_k + c.head_dim_v) * 2;
+uint64_t kv_cache_bytes(const ModelConfig& c, int n_ctx, int n_batch, DType type) {
+  // KvCache::init's allocation (the engine's own function): per layer k and v in the cache's type,
+  // sliding-window layers as rings of window + batch positions.
+  return KvCache::bytes_for(c, n_ctx, type, n_batch);
 }
 
 uint64_t scratch_bytes(const ModelConfig& c, int n_ctx, int n_batch, int n_threads) {

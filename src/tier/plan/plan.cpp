@@ -63,7 +63,7 @@ Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
   plan.model_bytes = table.model_bytes;
   plan.mandatory_bytes = table.mandatory_bytes;
   plan.mapped_bytes = table.mapped_bytes;
-  plan.kv_bytes = kv_cache_bytes(config, in.n_ctx);
+  plan.kv_bytes = kv_cache_bytes(config, in.n_ctx, in.n_batch, in.kv_type);
   plan.scratch_bytes = scratch_bytes(config, in.n_ctx, in.n_batch, in.n_threads);
   const CostModel cost = make_cost_model(table, in, plan.kv_bytes);
   std::vector<PlanUnit>& units = table.units;

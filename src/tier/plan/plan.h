@@ -46,6 +46,7 @@ struct PlanInputs {
   int n_ctx = 4096;             // context the KV cache is sized for (clamped to the training context)
   int n_batch = 512;            // prompt tokens per forward pass (sizes the scratch buffers)
   int n_threads = 1;            // threads the model runs with (attention scratch is per thread)
+  DType kv_type = DType::F16;   // the KV cache's type (--kv-type)
   // Defaults are DESIGN §5's figures for the development machine; Tiering and `strata plan` put
   // this machine's in their place (device_speed.h) whenever a plan streams.
   double ram_gbps = 30.0;       // ~30 GB/s with 2 threads
@@ -186,7 +187,7 @@ std::string format_bytes(double bytes);
 uint64_t detect_memory_budget();
 // What the engine allocates (memory.cpp asks the engine's own sizing functions): the KV cache for
 // a context, and a session's scratch for a batch and thread count.
-uint64_t kv_cache_bytes(const ModelConfig& config, int n_ctx);
+uint64_t kv_cache_bytes(const ModelConfig& config, int n_ctx, int n_batch = 512, DType kv_type = DType::F16);
 uint64_t scratch_bytes(const ModelConfig& config, int n_ctx, int n_batch, int n_threads = 1);
 
 // `strata plan` output: the plan in words, and as JSON (per-tensor placement included).

@@ -1,0 +1,83 @@
+#pragma once
+// Causal self-attention over a cache of keys and values, for any number of query tokens at
+// consecutive positions (a prompt batch or one generated token).
+//
+// One kernel for both phases, flash-attention style: the queries of a block of tokens, for all
+// the query heads of one GQA group, against blocks of cached positions, with an online softmax
+// (running max and sum per row, output rescaled as the max grows), so no score row over the
+// whole context is ever held. Each block of keys and values is converted to f32 once and read
+// by every query row of the group. Work is split over (KV head, query block) pairs, and for a
+// few query tokens over a long context also over ranges of positions whose partial softmaxes are
+// merged at the end (split-K), so one generated token keeps every thread busy.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ops/thread_pool.h"
+#include "tensor/type.h"
+
+namespace strata::ops {
+
+// Element types a KV cache may hold: F16 (llama.cpp's default), Q8_0, Q4_0 (blocks of 32 along
+// each head). parse_kv_type accepts "f16", "q8_0", "q4_0" and throws strata::Error otherwise.
+bool is_kv_type(DType type);
+DType parse_kv_type(const std::string& name);
+// Bytes of one cached position of n_heads heads of head_dim elements (head_dim a multiple of the
+// type's block size).
+size_t kv_row_bytes(DType type, int n_heads, int head_dim);
+
+// One layer's keys or values: row r holds the position stored in slot r; position p lives in
+// slot p % n_slots (a sliding-window layer keeps only its window plus a batch as a ring).
+struct KvLayerView {
+  uint8_t* data = nullptr;
+  DType type = DType::F16;
+  size_t row_bytes = 0;   // n_heads * head_bytes
+  size_t head_bytes = 0;  // one head of one position
+  int64_t n_slots = 0;
+  uint8_t* head(int64_t pos, int kv_head) const {
+    return data + size_t(pos % n_slots) * row_bytes + size_t(kv_head) * head_bytes;
+  }
+};
+
+struct AttentionShape {
+  int n_head = 0;
+  int n_head_kv = 0;  // n_head is a multiple: query head h reads KV head h / (n_head / n_head_kv)
+  int head_dim_k = 0;
+  int head_dim_v = 0;
+  float scale = 1.0f;  // multiplies q·k
+  int window = 0;      // > 0: a query at position p sees positions (p - window, p]; 0: all of [0, p]
+};
+
+// Per-thread tiles and the split-K partials, sized once for the largest shape and batch a
+// session uses (nothing allocates per token).
+struct AttentionScratch {
+  void init(const AttentionShape& largest, int n_batch, int n_threads);
+  size_t bytes() const;
+  // What init allocates for these arguments, in bytes (the planner's memory model counts it).
+  static size_t bytes_for(const AttentionShape& largest, int n_batch, int n_threads);
+
+  struct Tile {
+    std::vector<float> q;       // the block's query rows, rounded as the key type's dot does
+    std::vector<float> k, v;    // one block of positions converted to f32 [block x head_dim]
+    std::vector<float> kt;      // the key block transposed [head_dim x block] (prompt tiles)
+    std::vector<float> s;       // scores of one token's rows against the key block
+    std::vector<float> o;       // unnormalized outputs [rows x head_dim_v]
+    std::vector<float> m, l;    // running max and sum per row
+  };
+  std::vector<Tile> tiles;       // per thread
+  std::vector<float> partial;    // split-K: [split x row x (head_dim_v + 2)]
+  int n_batch = 0;
+};
+
+// Writes one position's n_heads heads of head_dim floats (from src, contiguous) into the cache
+// view, converted to its type as llama.cpp's copy into the cache does.
+void kv_store(const KvLayerView& view, int64_t pos, const float* src, int n_heads, int head_dim);
+
+// out[t, h * head_dim_v ...] = softmax(scale * q[t, h] · K[first(t) .. pos0 + t]) · V[...] for
+// the n_tokens queries at positions pos0 .. pos0 + n_tokens - 1 (their own keys already stored).
+// q: [n_tokens x n_head * head_dim_k], out: [n_tokens x n_head * head_dim_v].
+void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_t pos0, const KvLayerView& k,
+               const KvLayerView& v, float* out, ThreadPool& pool, AttentionScratch& scratch);
+
+}  // namespace strata::ops

@@ -1,0 +1,30 @@
+#pragma once
+// Internal to src/ops/attention*: the inner kernels of the tiled attention, one set per
+// instruction set (scalar reference in attention.cpp, AVX2 and AVX-512 in attention_x86.h).
+// They work on f32 tiles: the driver converts each block of keys and values once.
+#include <cstdint>
+
+#include "tensor/kernels.h"
+
+namespace strata::ops::attn {
+
+struct Kernels {
+  // s[r * n_keys + j] = scale * dot(q + r * d, k + j * d) for r < n_rows, j < n_keys.
+  void (*scores)(const float* q, int n_rows, const float* k, int n_keys, int d, float scale, float* s);
+  // The same with the keys transposed: kt[i * ld + j] is element i of key j (a prompt tile
+  // transposes its key block once, then each row's scores are broadcasts and FMAs, no reductions).
+  void (*scores_t)(const float* q, int n_rows, const float* kt, int ld, int n_keys, int d, float scale, float* s);
+  // Online softmax step for n_rows rows, each with n_keys scores s[r * n_keys ...] against the
+  // same value rows v [n_keys x dv]: m[r] becomes max(m[r], scores), l[r] and the unnormalized
+  // output row o[r * dv ...] are rescaled to it, then l[r] += sum_j p_j and o[r] += sum_j p_j v_j
+  // with p_j = exp(s_j - m[r]). s is overwritten.
+  void (*update)(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, float* m, float* l);
+};
+
+const Kernels& kernels_for(kernels::Isa isa);
+
+namespace scalar { extern const Kernels kKernels; }
+namespace avx2 { extern const Kernels kKernels; }
+namespace avx512 { extern const Kernels kKernels; }
+
+}  // namespace strata::ops::attn

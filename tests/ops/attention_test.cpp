@@ -1,0 +1,194 @@
+// The tiled attention kernel (ops/attention.h) against a plain reference: every score, a softmax
+// and a weighted sum in double over the same cached bytes. Lengths sit around every block edge
+// of the kernel (query blocks of 32, key blocks of 64, split-K ranges of 256 positions, vector
+// widths of 8 and 16) and reach 8,192; every head layout of the supported architectures; every
+// KV type; every instruction-set path this CPU has; sliding windows over a ring of slots.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops/attention.h"
+#include "tensor/kernels.h"
+#include "tensor/type.h"
+#include "util/error.h"
+
+namespace strata::ops {
+namespace {
+
+struct Layout {
+  const char* name;
+  int n_head, n_head_kv, head_dim;
+};
+// Head layouts of the supported architectures' common sizes.
+const Layout kLayouts[] = {
+    {"smollm2_135m", 9, 3, 64},   {"gemma3_270m", 4, 1, 256}, {"gemma3_4b", 8, 4, 256},
+    {"llama3_8b", 32, 8, 128},    {"qwen2_0_5b", 14, 2, 64},  {"qwen3_moe", 32, 4, 128},
+    {"mha_tinyllama", 4, 4, 64},  {"head_96", 6, 2, 96},
+};
+
+struct Cache {
+  std::vector<uint8_t> k, v;
+  KvLayerView kv, vv;
+};
+
+// A cache of n_slots slots holding positions [0, n_pos) (a ring keeps the last n_slots), filled
+// through kv_store from random floats.
+Cache make_cache(const Layout& L, DType type, int64_t n_slots, int64_t n_pos, std::mt19937& rng) {
+  Cache c;
+  const size_t row = kv_row_bytes(type, L.n_head_kv, L.head_dim);
+  c.k.assign(size_t(n_slots) * row, 0);
+  c.v.assign(size_t(n_slots) * row, 0);
+  c.kv = {c.k.data(), type, row, row / size_t(L.n_head_kv), n_slots};
+  c.vv = {c.v.data(), type, row, row / size_t(L.n_head_kv), n_slots};
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> src(size_t(L.n_head_kv) * L.head_dim);
+  for (int64_t p = std::max<int64_t>(0, n_pos - n_slots); p < n_pos; ++p) {
+    for (float& x : src) x = dist(rng);
+    kv_store(c.kv, p, src.data(), L.n_head_kv, L.head_dim);
+    for (float& x : src) x = dist(rng);
+    kv_store(c.vv, p, src.data(), L.n_head_kv, L.head_dim);
+  }
+  return c;
+}
+
+// q as the kernel's dot sees it: rounded through the keys' vec_dot type (f16, or q8_0).
+std::vector<float> rounded(DType key_type, const float* q, int d) {
+  const kernels::TypeKernels& k = kernels::kernels_for(kernels::kernels_for(key_type).vec_dot_type);
+  std::vector<uint8_t> buf(row_bytes(kernels::kernels_for(key_type).vec_dot_type, d));
+  std::vector<float> out(static_cast<size_t>(d));
+  k.quantize_activation(q, buf.data(), d);
+  k.dequantize(buf.data(), out.data(), d);
+  return out;
+}
+
+std::vector<float> reference(const AttentionShape& s, const std::vector<float>& q, int n_tokens, int64_t pos0,
+                             const Cache& c) {
+  const int group = s.n_head / s.n_head_kv, d = s.head_dim_k, dv = s.head_dim_v;
+  const kernels::TypeKernels& conv = kernels::kernels_for(c.kv.type);
+  const int64_t lo = s.window > 0 ? std::max<int64_t>(0, pos0 - s.window + 1) : 0, hi = pos0 + n_tokens;
+  std::vector<float> out(size_t(n_tokens) * s.n_head * dv);
+  std::vector<float> keys(size_t(hi - lo) * d), values(size_t(hi - lo) * dv);
+  std::vector<double> scores, acc(static_cast<size_t>(dv));
+  for (int kvh = 0; kvh < s.n_head_kv; ++kvh) {
+    for (int64_t p = lo; p < hi; ++p) {  // every visible row dequantized once per KV head
+      conv.dequantize(c.kv.head(p, kvh), keys.data() + size_t(p - lo) * d, d);
+      conv.dequantize(c.vv.head(p, kvh), values.data() + size_t(p - lo) * dv, dv);
+    }
+    for (int t = 0; t < n_tokens; ++t)
+      for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const int64_t pos = pos0 + t;
+        const int64_t first = s.window > 0 ? std::max<int64_t>(0, pos - s.window + 1) : 0;
+        const std::vector<float> qr = rounded(c.kv.type, q.data() + (size_t(t) * s.n_head + h) * d, d);
+        scores.assign(size_t(pos - first + 1), 0.0);
+        double mx = -1e300;
+        for (int64_t p = first; p <= pos; ++p) {
+          const float* row = keys.data() + size_t(p - lo) * d;
+          double dot = 0.0;
+          for (int i = 0; i < d; ++i) dot += double(qr[size_t(i)]) * row[i];
+          scores[size_t(p - first)] = dot * s.scale;
+          mx = std::max(mx, scores[size_t(p - first)]);
+        }
+        double sum = 0.0;
+        for (double& x : scores) sum += (x = std::exp(x - mx));
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t p = first; p <= pos; ++p) {
+          const float* row = values.data() + size_t(p - lo) * dv;
+          const double w = scores[size_t(p - first)] / sum;
+          for (int i = 0; i < dv; ++i) acc[size_t(i)] += w * row[i];
+        }
+        for (int i = 0; i < dv; ++i) out[(size_t(t) * s.n_head + h) * dv + size_t(i)] = float(acc[size_t(i)]);
+      }
+  }
+  return out;
+}
+
+struct Case {
+  int64_t pos0;
+  int n_tokens;
+  int window;
+};
+
+class AttentionTest : public ::testing::TestWithParam<std::tuple<Layout, DType>> {};
+
+// The kernel on every path against the reference, for one case. `shared`: a cache of every
+// position up to at least the case's last (positions past it are there but must not be seen);
+// null: a ring of window + batch slots is made for the case, as the model's cache does.
+void check(const Layout& L, DType type, const Case& cs, const Cache* shared, ThreadPool& pool, std::mt19937& rng) {
+  const AttentionShape shape{L.n_head, L.n_head_kv, L.head_dim, L.head_dim, 1.0f / std::sqrt(float(L.head_dim)),
+                             cs.window};
+  const int64_t n_pos = cs.pos0 + cs.n_tokens;
+  Cache ring;
+  if (!shared) ring = make_cache(L, type, std::min<int64_t>(n_pos, cs.window + cs.n_tokens), n_pos, rng);
+  const Cache& c = shared ? *shared : ring;
+  std::normal_distribution<float> dist(0.0f, 1.5f);
+  std::vector<float> q(size_t(cs.n_tokens) * L.n_head * L.head_dim);
+  for (float& x : q) x = dist(rng);
+  const std::vector<float> want = reference(shape, q, cs.n_tokens, cs.pos0, c);
+  const std::string where = std::string(L.name) + " " + type_name(type) + " pos0=" + std::to_string(cs.pos0) +
+                            " n_tokens=" + std::to_string(cs.n_tokens) + " window=" + std::to_string(cs.window);
+  for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+    kernels::set_active_isa(kernels::Isa(isa));
+    AttentionScratch scratch;
+    scratch.init(shape, cs.n_tokens, pool.n_threads());
+    std::vector<float> got(want.size(), std::nanf(""));
+    attention(shape, q.data(), cs.n_tokens, cs.pos0, c.kv, c.vv, got.data(), pool, scratch);
+    double worst = 0.0;
+    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, double(std::fabs(got[i] - want[i])));
+    EXPECT_LT(worst, 2e-5) << where << " on " << kernels::isa_name(kernels::Isa(isa));
+  }
+  kernels::set_active_isa(kernels::detected_isa());
+}
+
+TEST_P(AttentionTest, MatchesReferenceAroundBlockEdges) {
+  const auto [L, type] = GetParam();
+  std::mt19937 rng(19);
+  ThreadPool pool(3);
+  const Cache all = make_cache(L, type, 1100, 1100, rng);
+  // A prompt from position 0 across the query and key block edges.
+  for (int n : {1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 129}) check(L, type, {0, n, 0}, &all, pool, rng);
+  // One or a few tokens after a context: key blocks, vector tails and split-K ranges.
+  for (int64_t pos : {7, 8, 9, 63, 64, 65, 255, 256, 257, 511, 512, 513, 1023, 1024, 1025})
+    for (int n : {1, 3}) check(L, type, {pos, n, 0}, &all, pool, rng);
+  // A batch after a context (several query blocks, the last one partial).
+  check(L, type, {300, 70, 0}, &all, pool, rng);
+  // Sliding window over a ring of window + batch slots, in the prompt and in generation.
+  for (int window : {16, 64, 100})
+    for (Case cs : {Case{0, 129, window}, Case{500, 1, window}, Case{700, 33, window}})
+      check(L, type, cs, nullptr, pool, rng);
+}
+
+TEST_P(AttentionTest, MatchesReferenceAtLongContext) {
+  const auto [L, type] = GetParam();
+  std::mt19937 rng(8192);
+  ThreadPool pool(2);
+  const Cache all = make_cache(L, type, 8192, 8192, rng);
+  for (Case cs : {Case{4095, 1, 0}, Case{4096, 2, 0}, Case{8191, 1, 0}, Case{8180, 12, 0}})
+    check(L, type, cs, &all, pool, rng);
+  check(L, type, {8000, 1, 512}, nullptr, pool, rng);
+}
+
+std::string name(const ::testing::TestParamInfo<std::tuple<Layout, DType>>& info) {
+  return std::string(std::get<0>(info.param).name) + "_" + type_name(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, AttentionTest,
+                         ::testing::Combine(::testing::ValuesIn(kLayouts),
+                                            ::testing::Values(DType::F16, DType::Q8_0, DType::Q4_0)),
+                         name);
+
+TEST(KvType, ParsesTheSupportedTypesOnly) {
+  EXPECT_EQ(parse_kv_type("f16"), DType::F16);
+  EXPECT_EQ(parse_kv_type("q8_0"), DType::Q8_0);
+  EXPECT_EQ(parse_kv_type("Q4_0"), DType::Q4_0);
+  EXPECT_THROW(parse_kv_type("q4_k"), Error);
+  EXPECT_THROW(parse_kv_type("nonsense"), Error);
+  EXPECT_EQ(kv_row_bytes(DType::Q8_0, 3, 64), size_t(3 * 2 * 34));
+  EXPECT_EQ(kv_row_bytes(DType::Q4_0, 1, 256), size_t(8 * 18));
+  EXPECT_THROW(kv_row_bytes(DType::Q4_0, 1, 48), Error);
+}
+
+}  // namespace
+}  // namespace strata::ops
