@@ -61,10 +61,13 @@ struct AttentionScratch {
     std::vector<float> kt;      // the key block transposed [head_dim x block] (prompt tiles)
     std::vector<float> s;       // scores of one token's rows against the key block
     std::vector<float> o;       // unnormalized outputs [rows x head_dim_v]
-    std::vector<float> m, l;    // running max and sum per row
+    std::vector<float> m, l;    // running max and sum per row (f16 path: the max and 1 / sum)
+    std::vector<uint16_t> q16;  // f16 path: the query rows as f16 bits, for the f16 vec_dot
+    std::vector<double> sum;    // f16 path: sum of e^(s - max) per row
   };
   std::vector<Tile> tiles;       // per thread
   std::vector<float> partial;    // split-K: [split x row x (head_dim_v + 2)]
+  std::vector<double> sums;      // split-K, f16 path: each range's sum [split x row]
   int n_batch = 0;
 };
 
