@@ -9,6 +9,12 @@
 // by every query row of the group. Work is split over (KV head, query block) pairs, and for a
 // few query tokens over a long context also over ranges of positions whose partial softmaxes are
 // merged at the end (split-K), so one generated token keeps every thread busy.
+//
+// f16 caches instead reproduce llama.cpp's non-flash numerics exactly as the former per-(token,
+// head) loop did (perplexity depends on it to better than 0.1%): f16 vec_dot scores, the row max,
+// the sum in double, the normalized probabilities rounded to f16 against V with no division, in
+// three sweeps over each tile's keys (split-K: three phases, the max and sum merged between).
+// Quantized caches (which llama.cpp only runs with flash attention) keep the online softmax.
 #include <cstddef>
 #include <cstdint>
 #include <string>
