@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "ops/attention_kernels.h"
+#include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "util/error.h"
 
@@ -56,8 +57,19 @@ void update(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, 
   }
 }
 
+void accumulate(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, const float* m,
+                const float* inv_l) {
+  for (int r = 0; r < n_rows; ++r) {
+    float* sr = s + size_t(r) * n_keys;
+    for (int j = 0; j < n_keys; ++j) sr[j] = fp16_to_f32(f32_to_fp16(std::exp(sr[j] - m[r]) * inv_l[r]));
+    float* orow = o + size_t(r) * dv;
+    for (int j = 0; j < n_keys; ++j)
+      for (int i = 0; i < dv; ++i) orow[i] += sr[j] * v[size_t(j) * dv + i];
+  }
+}
+
 }  // namespace
-const Kernels kKernels{scores, scores_t, update};
+const Kernels kKernels{scores, scores_t, update, accumulate};
 }  // namespace scalar
 
 const Kernels& kernels_for(kernels::Isa isa) {
@@ -131,7 +143,10 @@ void AttentionScratch::init(const AttentionShape& s, int batch, int n_threads) {
     t.o.assign(rows * size_t(s.head_dim_v), 0.0f);
     t.m.assign(rows, 0.0f);
     t.l.assign(rows, 0.0f);
+    t.q16.assign(rows * size_t(s.head_dim_k), 0);
+    t.sum.assign(rows, 0.0);
   }
+  sums.assign(size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head), 0.0);
   partial.assign(size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head) * size_t(s.head_dim_v + 2), 0.0f);
 }
 
@@ -145,11 +160,12 @@ size_t AttentionScratch::bytes_for(const AttentionShape& s, int /*n_batch*/, int
 }
 
 size_t AttentionScratch::bytes() const {
-  size_t n = partial.capacity();
+  size_t n = partial.capacity() * sizeof(float) + sums.capacity() * sizeof(double);
   for (const Tile& t : tiles)
-    n += t.q.capacity() + t.k.capacity() + t.kt.capacity() + t.v.capacity() + t.s.capacity() + t.o.capacity() + t.m.capacity() +
-         t.l.capacity();
-  return n * sizeof(float);
+    n += (t.q.capacity() + t.k.capacity() + t.kt.capacity() + t.v.capacity() + t.s.capacity() + t.o.capacity() +
+          t.m.capacity() + t.l.capacity()) * sizeof(float) +
+         t.q16.capacity() * sizeof(uint16_t) + t.sum.capacity() * sizeof(double);
+  return n;
 }
 
 void kv_store(const KvLayerView& view, int64_t pos, const float* src, int n_heads, int head_dim) {
@@ -187,91 +203,185 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   }
   const int64_t n_items = int64_t(shape.n_head_kv) * n_qblocks * n_splits;
   const size_t part_stride = size_t(dv + 2);
+  // f16 caches follow llama.cpp's non-flash path step for step, as the per-(token, head) loop
+  // before this kernel did (its perplexity agrees with llama.cpp's to 0.01%; the online softmax,
+  // same maths in another order, drifts 0.4-0.8% on Gemma 3): scores as the f16 vec_dot of the
+  // f16 query with the cached key times the scale, the row max, the sum of e^(s - max) in double,
+  // then the probabilities e^(s - max) * (1 / sum) rounded to f16, accumulated against V in f32 in
+  // position order with no final division. Three sweeps over the keys (max, sum, output).
+  // Quantized caches need flash attention in llama.cpp, whose CPU kernel keeps f32 probabilities
+  // and divides at the end: one online sweep, scores from the f32 tiles.
+  const bool f16_path = kv_k.type == DType::F16 && kv_v.type == DType::F16;
 
-  pool.parallel_for(
-      n_items,
-      [&](int64_t i0, int64_t i1, int thread) {
-        AttentionScratch::Tile& tile = scratch.tiles[size_t(thread)];
-        for (int64_t item = i0; item < i1; ++item) {
-          // Later query blocks see more keys: hand them out first.
-          const int qb = n_qblocks - 1 - int(item / (int64_t(shape.n_head_kv) * n_splits));
-          const int kvh = int(item / n_splits % shape.n_head_kv);
-          const int split = int(item % n_splits);
-          const int t0 = qb * kBlockQ, t1 = std::min(n_tokens, t0 + kBlockQ);
-          const int rows = (t1 - t0) * group;
-          const bool transposed = rows >= kTransposeRows;
-          int64_t a = first(t0), b = last(t1 - 1) + 1;
-          if (n_splits > 1) {
-            const int64_t len = b - a;
-            const int64_t a0 = a;
-            a = a0 + len * split / n_splits;
-            b = a0 + len * (split + 1) / n_splits;
-          }
-          for (int t = t0; t < t1; ++t)
-            for (int g = 0; g < group; ++g)
-              round_query(kv_k.type, q + t * q_stride + int64_t(kvh * group + g) * dk,
-                          tile.q.data() + size_t((t - t0) * group + g) * dk, dk);
-          std::fill_n(tile.o.data(), size_t(rows) * dv, 0.0f);
-          std::fill_n(tile.m.data(), rows, -std::numeric_limits<float>::infinity());
-          std::fill_n(tile.l.data(), rows, 0.0f);
-          for (int64_t kb = a; kb < b; kb += kBlockK) {
-            const int64_t ke = std::min(b, kb + kBlockK);
-            for (int64_t p = kb; p < ke; ++p) {
-              k_conv.dequantize(kv_k.head(p, kvh), tile.k.data() + size_t(p - kb) * dk, dk);
-              v_conv.dequantize(kv_v.head(p, kvh), tile.v.data() + size_t(p - kb) * dv, dv);
-            }
-            if (transposed)
-              for (int64_t p = 0; p < ke - kb; ++p)
-                for (int i = 0; i < dk; ++i) tile.kt[size_t(i) * kBlockK + size_t(p)] = tile.k[size_t(p) * dk + i];
-            for (int t = t0; t < t1; ++t) {
-              const int64_t j0 = std::max(kb, first(t)), j1 = std::min(ke, last(t) + 1);
-              if (j0 >= j1) continue;
-              const size_t row = size_t(t - t0) * group;
-              if (transposed)
-                kern.scores_t(tile.q.data() + row * dk, group, tile.kt.data() + size_t(j0 - kb), kBlockK, int(j1 - j0),
-                              dk, shape.scale, tile.s.data());
-              else
-                kern.scores(tile.q.data() + row * dk, group, tile.k.data() + size_t(j0 - kb) * dk, int(j1 - j0), dk,
-                            shape.scale, tile.s.data());
-              kern.update(tile.s.data(), group, int(j1 - j0), tile.v.data() + size_t(j0 - kb) * dv, dv,
-                          tile.o.data() + row * dv, tile.m.data() + row, tile.l.data() + row);
-            }
-          }
-          for (int t = t0; t < t1; ++t)
-            for (int g = 0; g < group; ++g) {
-              const size_t row = size_t(t - t0) * group + g;
-              const int head = kvh * group + g;
-              const float* o = tile.o.data() + row * dv;
-              if (n_splits == 1) {
-                float* dst = out + t * o_stride + int64_t(head) * dv;
-                const float inv = 1.0f / tile.l[row];
-                for (int i = 0; i < dv; ++i) dst[i] = o[i] * inv;
-              } else {
-                float* part = scratch.partial.data() +
-                              ((size_t(split) * kBlockQ + size_t(t - t0)) * shape.n_head + head) * part_stride;
-                part[0] = tile.m[row];
-                part[1] = tile.l[row];
-                std::copy_n(o, dv, part + 2);
-              }
-            }
+  struct Item {
+    int kvh, split, t0, t1, rows;
+    int64_t a, b;  // positions [a, b) this item covers
+  };
+  auto item_at = [&](int64_t item) {
+    Item it;
+    // Later query blocks see more keys: hand them out first.
+    const int qb = n_qblocks - 1 - int(item / (int64_t(shape.n_head_kv) * n_splits));
+    it.kvh = int(item / n_splits % shape.n_head_kv);
+    it.split = int(item % n_splits);
+    it.t0 = qb * kBlockQ;
+    it.t1 = std::min(n_tokens, it.t0 + kBlockQ);
+    it.rows = (it.t1 - it.t0) * group;
+    it.a = first(it.t0);
+    it.b = last(it.t1 - 1) + 1;
+    if (n_splits > 1) {
+      const int64_t len = it.b - it.a, a0 = it.a;
+      it.a = a0 + len * it.split / n_splits;
+      it.b = a0 + len * (it.split + 1) / n_splits;
+    }
+    return it;
+  };
+  auto part_at = [&](int split, int t, int head) {
+    return scratch.partial.data() + ((size_t(split) * kBlockQ + size_t(t)) * shape.n_head + head) * part_stride;
+  };
+  // The item's query rows rounded for the keys' dot (and as f16 bits for the f16 path), outputs
+  // and sums cleared.
+  auto prepare = [&](AttentionScratch::Tile& tile, const Item& it) {
+    for (int t = it.t0; t < it.t1; ++t)
+      for (int g = 0; g < group; ++g)
+        round_query(kv_k.type, q + t * q_stride + int64_t(it.kvh * group + g) * dk,
+                    tile.q.data() + size_t((t - it.t0) * group + g) * dk, dk);
+    if (f16_path)
+      for (size_t i = 0; i < size_t(it.rows) * dk; ++i) tile.q16[i] = f32_to_fp16(tile.q[i]);
+    std::fill_n(tile.o.data(), size_t(it.rows) * dv, 0.0f);
+    std::fill_n(tile.sum.data(), it.rows, 0.0);
+  };
+  enum class Pass { online, max, sum, output };
+  // One sweep over the item's key blocks. online: the online softmax with V (m, l, o); max: the
+  // rows' max m (l as a by-product); sum: sum += e^(s - m) in double; output: the rounded
+  // probabilities against V, with m and l = 1 / sum.
+  auto sweep = [&](AttentionScratch::Tile& tile, const Item& it, Pass pass) {
+    const bool transposed = !f16_path && it.rows >= kTransposeRows;
+    const bool with_v = pass == Pass::online || pass == Pass::output;
+    for (int64_t kb = it.a; kb < it.b; kb += kBlockK) {
+      const int64_t ke = std::min(it.b, kb + kBlockK);
+      for (int64_t p = kb; p < ke; ++p) {
+        if (!f16_path) k_conv.dequantize(kv_k.head(p, it.kvh), tile.k.data() + size_t(p - kb) * dk, dk);
+        if (with_v) v_conv.dequantize(kv_v.head(p, it.kvh), tile.v.data() + size_t(p - kb) * dv, dv);
+      }
+      if (transposed)
+        for (int64_t p = 0; p < ke - kb; ++p)
+          for (int i = 0; i < dk; ++i) tile.kt[size_t(i) * kBlockK + size_t(p)] = tile.k[size_t(p) * dk + i];
+      for (int t = it.t0; t < it.t1; ++t) {
+        const int64_t j0 = std::max(kb, first(t)), j1 = std::min(ke, last(t) + 1);
+        if (j0 >= j1) continue;
+        const int n = int(j1 - j0);
+        const size_t row = size_t(t - it.t0) * group;
+        if (f16_path) {
+          for (int g = 0; g < group; ++g)
+            for (int64_t j = j0; j < j1; ++j)
+              tile.s[size_t(g) * n + size_t(j - j0)] =
+                  k_conv.vec_dot(dk, kv_k.head(j, it.kvh), tile.q16.data() + (row + g) * dk) * shape.scale;
+        } else if (transposed) {
+          kern.scores_t(tile.q.data() + row * dk, group, tile.kt.data() + size_t(j0 - kb), kBlockK, n, dk,
+                        shape.scale, tile.s.data());
+        } else {
+          kern.scores(tile.q.data() + row * dk, group, tile.k.data() + size_t(j0 - kb) * dk, n, dk, shape.scale,
+                      tile.s.data());
         }
-      },
-      n_items);
+        const float* vb = tile.v.data() + size_t(j0 - kb) * dv;
+        float* ob = tile.o.data() + row * dv;
+        switch (pass) {
+          case Pass::online:
+            kern.update(tile.s.data(), group, n, vb, dv, ob, tile.m.data() + row, tile.l.data() + row);
+            break;
+          case Pass::max:
+            kern.update(tile.s.data(), group, n, nullptr, 0, nullptr, tile.m.data() + row, tile.l.data() + row);
+            break;
+          case Pass::sum:
+            for (int g = 0; g < group; ++g) {
+              const float mg = tile.m[row + g];
+              double acc = tile.sum[row + g];
+              for (int j = 0; j < n; ++j) acc += double(std::exp(tile.s[size_t(g) * n + size_t(j)] - mg));
+              tile.sum[row + g] = acc;
+            }
+            break;
+          case Pass::output:
+            kern.accumulate(tile.s.data(), group, n, vb, dv, ob, tile.m.data() + row, tile.l.data() + row);
+            break;
+        }
+      }
+    }
+  };
+  auto for_items = [&](auto&& body) {
+    pool.parallel_for(
+        n_items,
+        [&](int64_t i0, int64_t i1, int thread) {
+          AttentionScratch::Tile& tile = scratch.tiles[size_t(thread)];
+          for (int64_t item = i0; item < i1; ++item) {
+            const Item it = item_at(item);
+            prepare(tile, it);
+            body(tile, it);
+          }
+        },
+        n_items);
+  };
+  // Each split's m (and, online, l and o) into its partials.
+  auto store_part = [&](AttentionScratch::Tile& tile, const Item& it, bool with_o) {
+    for (int t = it.t0; t < it.t1; ++t)
+      for (int g = 0; g < group; ++g) {
+        const size_t row = size_t(t - it.t0) * group + g;
+        float* part = part_at(it.split, t - it.t0, it.kvh * group + g);
+        part[0] = tile.m[row];
+        part[1] = tile.l[row];
+        if (with_o) std::copy_n(tile.o.data() + row * dv, dv, part + 2);
+      }
+  };
+  auto load_part = [&](AttentionScratch::Tile& tile, const Item& it) {
+    for (int t = it.t0; t < it.t1; ++t)
+      for (int g = 0; g < group; ++g) {
+        const size_t row = size_t(t - it.t0) * group + g;
+        const float* part = part_at(it.split, t - it.t0, it.kvh * group + g);
+        tile.m[row] = part[0];
+        tile.l[row] = part[1];
+      }
+  };
+  auto write_out = [&](AttentionScratch::Tile& tile, const Item& it, bool divide) {
+    for (int t = it.t0; t < it.t1; ++t)
+      for (int g = 0; g < group; ++g) {
+        const size_t row = size_t(t - it.t0) * group + g;
+        const float* o = tile.o.data() + row * dv;
+        float* dst = out + t * o_stride + int64_t(it.kvh * group + g) * dv;
+        const float inv = divide ? 1.0f / tile.l[row] : 1.0f;
+        for (int i = 0; i < dv; ++i) dst[i] = o[i] * inv;
+      }
+  };
 
+  for_items([&](AttentionScratch::Tile& tile, const Item& it) {
+    std::fill_n(tile.m.data(), it.rows, -std::numeric_limits<float>::infinity());
+    std::fill_n(tile.l.data(), it.rows, 0.0f);
+    if (!f16_path) {
+      sweep(tile, it, Pass::online);
+      if (n_splits == 1) write_out(tile, it, true);
+      else store_part(tile, it, true);
+      return;
+    }
+    sweep(tile, it, Pass::max);
+    if (n_splits > 1) return store_part(tile, it, false);
+    sweep(tile, it, Pass::sum);
+    for (int r = 0; r < it.rows; ++r) tile.l[size_t(r)] = float(1.0 / tile.sum[size_t(r)]);
+    sweep(tile, it, Pass::output);
+    write_out(tile, it, false);
+  });
   if (n_splits == 1) return;
-  // Merge the ranges' partial softmaxes: weights e^(m_s - M), M the largest running max.
-  for (int t = 0; t < n_tokens; ++t)
-    for (int head = 0; head < shape.n_head; ++head) {
-      auto part = [&](int s) {
-        return scratch.partial.data() + ((size_t(s) * kBlockQ + size_t(t)) * shape.n_head + head) * part_stride;
-      };
+
+  auto each_row = [&](auto&& fn) {
+    for (int t = 0; t < n_tokens; ++t)
+      for (int head = 0; head < shape.n_head; ++head) fn(t, head, out + t * o_stride + int64_t(head) * dv);
+  };
+  if (!f16_path) {
+    // Merge the ranges' partial softmaxes: weights e^(m_s - M), M the largest running max.
+    each_row([&](int t, int head, float* dst) {
       float m = -std::numeric_limits<float>::infinity();
-      for (int s = 0; s < n_splits; ++s) m = std::max(m, part(s)[0]);
-      float* dst = out + t * o_stride + int64_t(head) * dv;
+      for (int s = 0; s < n_splits; ++s) m = std::max(m, part_at(s, t, head)[0]);
       std::fill_n(dst, dv, 0.0f);
       float l = 0.0f;
       for (int s = 0; s < n_splits; ++s) {
-        const float* ps = part(s);
+        const float* ps = part_at(s, t, head);
         if (ps[1] == 0.0f) continue;  // no visible position in this range
         const float w = std::exp(ps[0] - m);
         l += ps[1] * w;
@@ -279,7 +389,41 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
       }
       const float inv = 1.0f / l;
       for (int i = 0; i < dv; ++i) dst[i] *= inv;
+    });
+    return;
+  }
+  // f16 split-K: the ranges' maxes merged, each range's sum at the global max, the sums merged
+  // (in double, 1 / sum handed back), each range's rounded output, and the outputs added in order.
+  each_row([&](int t, int head, float*) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int s = 0; s < n_splits; ++s) m = std::max(m, part_at(s, t, head)[0]);
+    for (int s = 0; s < n_splits; ++s) part_at(s, t, head)[0] = m;
+  });
+  for_items([&](AttentionScratch::Tile& tile, const Item& it) {
+    load_part(tile, it);
+    sweep(tile, it, Pass::sum);
+    for (int t = it.t0; t < it.t1; ++t)
+      for (int g = 0; g < group; ++g)
+        scratch.sums[(size_t(it.split) * kBlockQ + size_t(t - it.t0)) * shape.n_head + size_t(it.kvh * group + g)] =
+            tile.sum[size_t(t - it.t0) * group + g];
+  });
+  each_row([&](int t, int head, float*) {
+    double sum = 0.0;
+    for (int s = 0; s < n_splits; ++s) sum += scratch.sums[(size_t(s) * kBlockQ + size_t(t)) * shape.n_head + head];
+    for (int s = 0; s < n_splits; ++s) part_at(s, t, head)[1] = float(1.0 / sum);
+  });
+  for_items([&](AttentionScratch::Tile& tile, const Item& it) {
+    load_part(tile, it);
+    sweep(tile, it, Pass::output);
+    store_part(tile, it, true);
+  });
+  each_row([&](int t, int head, float* dst) {
+    std::fill_n(dst, dv, 0.0f);
+    for (int s = 0; s < n_splits; ++s) {
+      const float* ps = part_at(s, t, head) + 2;
+      for (int i = 0; i < dv; ++i) dst[i] += ps[i];
     }
+  });
 }
 
 }  // namespace strata::ops

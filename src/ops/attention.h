@@ -9,6 +9,12 @@
 // by every query row of the group. Work is split over (KV head, query block) pairs, and for a
 // few query tokens over a long context also over ranges of positions whose partial softmaxes are
 // merged at the end (split-K), so one generated token keeps every thread busy.
+//
+// f16 caches instead reproduce llama.cpp's non-flash numerics exactly as the former per-(token,
+// head) loop did (perplexity depends on it to better than 0.1%): f16 vec_dot scores, the row max,
+// the sum in double, the normalized probabilities rounded to f16 against V with no division, in
+// three sweeps over each tile's keys (split-K: three phases, the max and sum merged between).
+// Quantized caches (which llama.cpp only runs with flash attention) keep the online softmax.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -63,10 +69,13 @@ struct AttentionScratch {
     std::vector<float> kt;      // the key block transposed [head_dim x block] (prompt tiles)
     std::vector<float> s;       // scores of one token's rows against the key block
     std::vector<float> o;       // unnormalized outputs [rows x head_dim_v]
-    std::vector<float> m, l;    // running max and sum per row
+    std::vector<float> m, l;    // running max and sum per row (f16 path: the max and 1 / sum)
+    std::vector<uint16_t> q16;  // f16 path: the query rows as f16 bits, for the f16 vec_dot
+    std::vector<double> sum;    // f16 path: sum of e^(s - max) per row
   };
   std::vector<Tile> tiles;       // per thread
   std::vector<float> partial;    // split-K: [split x row x (head_dim_v + 2)]
+  std::vector<double> sums;      // split-K, f16 path: each range's sum [split x row]
   int n_batch = 0;
 };
 

@@ -18,7 +18,14 @@ struct Kernels {
   // same value rows v [n_keys x dv]: m[r] becomes max(m[r], scores), l[r] and the unnormalized
   // output row o[r * dv ...] are rescaled to it, then l[r] += sum_j p_j and o[r] += sum_j p_j v_j
   // with p_j = exp(s_j - m[r]). s is overwritten.
+  // With dv == 0 (v and o unused) it only advances m and l: the f16 path's sweep for the max.
   void (*update)(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, float* m, float* l);
+  // The f16 path's output sweep, with each row's final max m[r] and 1 / sum inv_l[r] known:
+  // p_j = f16(exp(s_j - m[r]) * inv_l[r]) (the normalized probability rounded to f16, as
+  // llama.cpp's non-flash path rounds it for its product with f16 values), then o[r] += sum_j p_j v_j
+  // in f32 in key order (an FMA a key, as the reference loop's axpy). s is overwritten with the p_j.
+  void (*accumulate)(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, const float* m,
+                     const float* inv_l);
 };
 
 const Kernels& kernels_for(kernels::Isa isa);

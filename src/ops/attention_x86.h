@@ -230,9 +230,36 @@ void update(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, 
   }
 }
 
+// x rounded to the nearest f16 (ties to even) and back.
+#if defined(__AVX512F__)
+inline V vround_f16(V x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
+#else
+inline V vround_f16(V x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
+#endif
+
+void accumulate(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, const float* m,
+                const float* inv_l) {
+  if (dv % W != 0) return scalar::kKernels.accumulate(s, n_rows, n_keys, v, dv, o, m, inv_l);
+  for (int r = 0; r < n_rows; ++r) {
+    float* sr = s + size_t(r) * n_keys;
+    const V il = vset(inv_l[r]);
+    // e^x by the C library's expf, as llama.cpp's softmax and the scalar kernel (the polynomial
+    // differs in the last bit now and then, which moves an f16 rounding).
+    for (int j = 0; j < n_keys; ++j) sr[j] = std::exp(sr[j] - m[r]);
+    int j = 0;
+    for (; j + W <= n_keys; j += W) vstore(sr + j, vround_f16(vmul(vload(sr + j), il)));
+    if (j < n_keys) vstore_tail(sr + j, vround_f16(vmul(vload_tail(sr + j, n_keys - j, 0.0f), il)), n_keys - j);
+    float* orow = o + size_t(r) * dv;
+    int i = 0;
+    for (; i + 8 * W <= dv; i += 8 * W) scale_accumulate<8>(orow + i, 1.0f, sr, n_keys, v + i, dv);
+    for (; i + 4 * W <= dv; i += 4 * W) scale_accumulate<4>(orow + i, 1.0f, sr, n_keys, v + i, dv);
+    for (; i < dv; i += W) scale_accumulate<1>(orow + i, 1.0f, sr, n_keys, v + i, dv);
+  }
+}
+
 }  // namespace
 
-const Kernels kKernels{scores, scores_t, update};
+const Kernels kKernels{scores, scores_t, update, accumulate};
 
 }  // namespace strata::ops::attn::STRATA_ISA
 
