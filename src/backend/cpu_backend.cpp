@@ -58,8 +58,15 @@ class CpuBackend final : public Backend {
 
   void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int n_rot, int64_t pos0,
             float freq_base, float freq_scale, ops::RopeKind kind, const float* freq_factors) override {
-    for (int t = 0; t < n_tokens; ++t)
-      ops::rope(x + t * x_stride, n_heads, head_dim, n_rot, pos0 + t, freq_base, freq_scale, kind, freq_factors);
+    // The backend seam carries linear scaling only so far; YaRN goes through ops::RopeParams once
+    // the forward pass calls the backend.
+    ops::RopeParams params;
+    params.n_rot = n_rot;
+    params.kind = kind;
+    params.freq_base = freq_base;
+    params.freq_scale = freq_scale;
+    params.freq_factors = freq_factors;
+    for (int t = 0; t < n_tokens; ++t) ops::rope(x + t * x_stride, n_heads, head_dim, pos0 + t, params);
   }
 
   void softmax(float* x, int64_t n, int n_rows) override {

@@ -151,12 +151,13 @@ void AttentionScratch::init(const AttentionShape& s, int batch, int n_threads) {
 }
 
 size_t AttentionScratch::bytes_for(const AttentionShape& s, int /*n_batch*/, int n_threads) {
-  // As init: per thread q, k, v, kt, s, o, m and l of one tile; the split-K partials once.
+  // As init: per thread q, k, v, kt, s, o, m, l, q16 and sum of one tile; the split-K partials and sums once.
   const size_t group = size_t(s.n_head / std::max(1, s.n_head_kv));
   const size_t rows = size_t(kBlockQ) * group, dk = size_t(s.head_dim_k), dv = size_t(s.head_dim_v);
-  const size_t tile = rows * dk + kBlockK * dk + kBlockK * dv + kBlockK * dk + group * kBlockK + rows * dv + 2 * rows;
-  const size_t partial = size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head) * (dv + 2);
-  return (size_t(n_threads) * tile + partial) * sizeof(float);
+  const size_t tile_floats = rows * dk + kBlockK * dk + kBlockK * dv + kBlockK * dk + group * kBlockK + rows * dv + 2 * rows;
+  const size_t tile = tile_floats * sizeof(float) + rows * dk * sizeof(uint16_t) + rows * sizeof(double);
+  const size_t splits = size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head);
+  return size_t(n_threads) * tile + splits * (dv + 2) * sizeof(float) + splits * sizeof(double);
 }
 
 size_t AttentionScratch::bytes() const {

@@ -47,7 +47,7 @@ TEST_P(MemoryModelTest, SessionScratchIsWhatBytesForSays) {
     sp.n_threads = 2;
     Session s(*model, sp);
     KvCache kv;
-    kv.init(c, sp.n_ctx);
+    kv.init(c, sp.n_ctx, sp.kv_type, n_batch);
     const size_t expected = ForwardBuffers::bytes_for(c, n_batch, sp.n_ctx, sp.n_threads) + kv.bytes();
     EXPECT_EQ(s.memory_bytes(), expected) << c.arch_name << " batch " << n_batch;
     std::vector<int32_t> prompt;

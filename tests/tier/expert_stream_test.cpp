@@ -249,6 +249,8 @@ TEST_F(ExpertStreamTest, TieringUnderASmallBudgetStreamsExpertsExactly) {
   in.budget_bytes = uint64_t(1) << 40;
   in.n_ctx = t.n_ctx;
   in.n_batch = t.n_batch;
+  t.n_threads = 2;  // the attention scratch is per thread: both plans count the same threads
+  in.n_threads = t.n_threads;
   const tier::Plan full = tier::make_plan(model->file(), model->config(), in);
   ASSERT_EQ(full.n_expert_resident, full.n_expert_units);
   // Halfway between the minimum and the whole model: some experts pinned, most streamed. (The

@@ -138,9 +138,11 @@ TEST_F(DenseStreamTest, TieringUnderABudgetIsBitIdentical) {
   t.n_ctx = 64;
   t.ram_gbps = 30;  // the plan must not depend on how fast this machine's disk is today
   t.ssd_gbps = 1.7;
+  t.n_threads = 2;  // the attention scratch is per thread: both plans count the same threads
   tier::PlanInputs in;
   in.budget_bytes = uint64_t(1) << 40;
   in.n_ctx = t.n_ctx;
+  in.n_threads = t.n_threads;
   const tier::Plan full = tier::make_plan(model->file(), model->config(), in);
   t.budget_bytes = full.used_bytes - (full.resident_weight_bytes - full.mandatory_bytes) / 2;
   {
