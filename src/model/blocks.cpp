@@ -18,8 +18,8 @@ ops::AttentionShape attention_scratch_shape(const ModelConfig& c) {
 }
 }  // namespace
 
-ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int /*n_ctx: the scratch does not grow with the context*/,
-                                                   int n_threads) {
+// n_ctx is unused: since attention runs in tiles, no scratch grows with the context.
+ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int /*n_ctx*/, int n_threads) {
   Sizes s;
   const size_t nb = size_t(batch);
   const size_t ff = size_t(c.max_ff());
