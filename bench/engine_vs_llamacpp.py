@@ -28,6 +28,11 @@ def bench_llamacpp(model, threads, n_prompt, n_gen):
     import llama_cpp
     llm = llama_cpp.Llama(model_path=model, n_ctx=n_prompt + n_gen + 16, n_batch=512, n_ubatch=512, n_threads=threads,
                           n_threads_batch=threads, verbose=False)
+    return time_llama(llm, n_prompt, n_gen)
+
+
+def time_llama(llm, n_prompt, n_gen):
+    """Prompt and generation tok/s of a loaded llama_cpp.Llama on random tokens, as `strata bench` measures."""
     rng = random.Random(42)
     n_vocab = llm.n_vocab()
     prompt = [rng.randrange(n_vocab) for _ in range(n_prompt)]

@@ -14,11 +14,12 @@ generation slowdown from the shortest to the longest context.
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import engine_vs_llamacpp  # noqa: E402  (time_llama: the same timing as make bench)
 
 CACHE = os.path.expanduser(os.environ.get("STRATA_CACHE", "~/.cache/strata"))
 MODELS = {
@@ -47,19 +48,7 @@ def llama_worker(model, threads, n_prompt, n_gen, flash, kv_type, no_repack):
     llm = llama_cpp.Llama(model_path=model, n_ctx=n_prompt + n_gen + 16, n_batch=512, n_ubatch=512,
                           n_threads=threads, n_threads_batch=threads, flash_attn=flash, type_k=t, type_v=t,
                           verbose=False)
-    rng = random.Random(42)
-    n_vocab = llm.n_vocab()
-    prompt = [rng.randrange(n_vocab) for _ in range(n_prompt)]
-    llm.eval(prompt[:1])  # warm-up: pages the weights in, as strata bench does
-    llm.reset()
-    t0 = time.perf_counter()
-    llm.eval(prompt)
-    pp = n_prompt / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for _ in range(n_gen):
-        llm.eval([rng.randrange(n_vocab)])
-    tg = n_gen / (time.perf_counter() - t0)
-    print(json.dumps({"pp_tok_s": pp, "tg_tok_s": tg}))
+    print(json.dumps(engine_vs_llamacpp.time_llama(llm, n_prompt, n_gen)))
 
 
 def run_llama(model, threads, n_prompt, n_gen, flash, kv_type, no_repack):
