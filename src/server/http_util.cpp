@@ -4,23 +4,11 @@
 
 #include "server/connection.h"
 #include "server/errors.h"
+#include "server/http_status.h"
 #include "server/limits.h"
 #include "util/error.h"
 
 namespace strata::server {
-
-namespace {
-const char* openai_error_type(int status) {
-  switch (status) {
-    case 400:
-      return "invalid_request_error";
-    case 404:
-      return "not_found_error";
-    default:
-      return "api_error";
-  }
-}
-}  // namespace
 
 std::string error_body(ErrorStyle style, int status, const std::string& message) {
   if (style == ErrorStyle::ollama) return dump(json{{"error", message}});
@@ -43,8 +31,8 @@ httplib::Server::Handler guarded(ErrorStyle style, Handler handler) {
     connection_handling();
     try {
       handler(req, res);
-    } catch (const HttpError& e) {
-      send_error(res, style, e.status(), e.what());
+    } catch (const ServerError& e) {
+      send_error(res, style, http_status(e.kind()), e.what());
     } catch (const json::exception& e) {  // a value the request gave that JSON cannot hold
       send_error(res, style, 400, std::string("invalid request: ") + e.what());
     } catch (const std::out_of_range&) {

@@ -2,6 +2,9 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
+#include <thread>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -101,12 +104,23 @@ void exclusive_port(socket_t sock) {
 
 }  // namespace
 
-void run_server(const ServerOptions& options) {
-  std::signal(SIGPIPE, SIG_IGN);  // a client gone mid-stream is a failed write, not a dead server
-  ModelRegistry registry(options.registry);
+struct Server::Impl {
+  explicit Impl(ServerOptions o) : options(std::move(o)), registry(options.registry) {}
+  ServerOptions options;
+  ModelRegistry registry;
   BoundedServer http;
+  std::thread thread;
+  int port = -1;
+  std::atomic<bool> listened_ok{false};
+  std::atomic<bool> thread_done{false};
+  std::atomic<bool> stopping{false};
+};
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  BoundedServer& http = impl_->http;
+  ModelRegistry& registry = impl_->registry;
   http.set_socket_options(exclusive_port);
-  const OriginPolicy policy = make_origin_policy(options.host, std::getenv("OLLAMA_ORIGINS"));
+  const OriginPolicy policy = make_origin_policy(impl_->options.host, std::getenv("OLLAMA_ORIGINS"));
   http.set_pre_routing_handler(
       [policy](const httplib::Request& req, httplib::Response& res) { return check_origin(policy, req, res); });
 
@@ -143,9 +157,15 @@ void run_server(const ServerOptions& options) {
     std::fprintf(stderr, "%s %s %s %d\n", rfc3339(std::chrono::system_clock::now()).c_str(), req.method.c_str(),
                  req.path.c_str(), res.status);
   });
+}
 
+Server::~Server() { stop(); }
+
+int Server::start() {
+  std::signal(SIGPIPE, SIG_IGN);  // a client gone mid-stream is a failed write, not a dead server
+  const ServerOptions& options = impl_->options;
   errno = 0;
-  const int port = http.bind_bounded(options.host, options.port);
+  const int port = impl_->http.bind_bounded(options.host, options.port);
   if (port < 0) {
     const int err = errno;
     throw Error("cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " +
@@ -153,10 +173,38 @@ void run_server(const ServerOptions& options) {
                  : err             ? std::string(std::strerror(err))
                                    : std::string("not a local address?")));
   }
+  impl_->port = port;
   const std::string where = options.registry.single_file.empty() ? "models from " + options.registry.models_dir
                                                                  : "model " + options.registry.single_file;
   std::fprintf(stderr, "strata serve: listening on http://%s:%d (%s)\n", options.host.c_str(), port, where.c_str());
-  if (!http.listen_after_bind()) throw Error("the server stopped unexpectedly");
+  impl_->thread = std::thread([impl = impl_.get()] {
+    impl->listened_ok = impl->http.listen_after_bind();
+    impl->thread_done = true;
+  });
+  // httplib's stop() stops only a server that is running: wait until it is (or its thread ended).
+  while (!impl_->http.is_running() && !impl_->thread_done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return port;
+}
+
+void Server::stop() {
+  impl_->stopping = true;
+  impl_->http.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void Server::wait() {
+  if (impl_->thread.joinable()) impl_->thread.join();
+  if (!impl_->listened_ok && !impl_->stopping) throw Error("the server stopped unexpectedly");
+}
+
+int Server::port() const { return impl_->port; }
+
+ModelRegistry& Server::registry() { return impl_->registry; }
+
+void run_server(const ServerOptions& options) {
+  Server server(options);
+  server.start();
+  server.wait();
 }
 
 }  // namespace strata::server

@@ -1,0 +1,136 @@
+#include "server/model_host.h"
+
+#include <chrono>
+#include <cstdio>
+
+#include "server/errors.h"
+#include "server/model_settings.h"
+#include "tier/plan/plan.h"
+#include "util/error.h"
+
+namespace strata::server {
+
+std::shared_ptr<ModelHost> ModelHost::open(const ModelEntry& entry, const HostOptions& options) {
+  auto h = std::make_shared<ModelHost>();
+  h->name = entry.name;
+  h->path = entry.path;
+  h->defaults = options.session;
+  h->ram_gbps_ = options.ram_gbps;
+  h->ssd_gbps_ = options.ssd_gbps;
+  try {
+    h->model = Model::load(entry.path);
+    h->tokenizer = Tokenizer::from_gguf(h->model->file());
+    h->prompt_format =
+        std::make_unique<PromptFormat>(*h->model, *h->tokenizer, load_settings(entry.path).template_text);
+  } catch (const std::exception& e) {
+    throw load_failed("failed to load model \"" + entry.name + "\": " + e.what());
+  }
+  return h;
+}
+
+int ModelHost::effective_n_ctx(int n_ctx) const {
+  if (n_ctx <= 0) n_ctx = defaults.n_ctx;
+  const int train = model->config().n_ctx_train;
+  return n_ctx <= 0 || (train > 0 && n_ctx > train) ? train : n_ctx;
+}
+
+Session& ModelHost::session_for(int n_ctx, int n_threads) {
+  SessionParams p = defaults;
+  p.n_ctx = effective_n_ctx(n_ctx);
+  if (n_threads > 0) p.n_threads = n_threads;
+  if (!has_plan()) throw internal_error("model \"" + name + "\" was unloaded: planning it again failed");
+  if (p.n_ctx > planned_n_ctx_)
+    throw internal_error("model \"" + name + "\" is planned for a context of " + std::to_string(planned_n_ctx_) +
+                         " tokens, not " + std::to_string(p.n_ctx));
+  const bool same_threads = p.n_threads <= 0 || (session_ && session_->n_threads() == p.n_threads);
+  if (!session_ || session_->n_ctx() != p.n_ctx || !same_threads) {
+    session_.reset();  // free the old KV cache before allocating the new one
+    session_ = std::make_unique<Session>(*model, p);
+    std::lock_guard<std::mutex> lock(tiering_mutex_);
+    session_->set_ffn_source(tiering_->ffn_source());
+    session_->set_expert_source(tiering_->expert_source());
+  }
+  return *session_;
+}
+
+Session& ModelHost::embed_session(int n_threads) {
+  if (!has_plan()) throw internal_error("model \"" + name + "\" was unloaded: planning it again failed");
+  if (session_ && (n_threads <= 0 || session_->n_threads() == n_threads)) return *session_;
+  return session_for(0, n_threads);
+}
+
+uint64_t ModelHost::bytes_wanted(int n_ctx) const {
+  const tier::TieringOptions t = tiering_options(n_ctx, 0);
+  const ModelConfig& c = model->config();
+  return model->file().file_size() + tier::kv_cache_bytes(c, t.n_ctx, t.n_batch, t.kv_type) +
+         tier::scratch_bytes(c, t.n_ctx, t.n_batch, t.n_threads);
+}
+
+tier::TieringOptions ModelHost::tiering_options(int n_ctx, uint64_t budget_bytes) const {
+  tier::TieringOptions t;
+  t.n_ctx = effective_n_ctx(n_ctx);
+  t.n_batch = defaults.n_batch;
+  t.kv_type = defaults.kv_type;
+  t.n_threads = defaults.n_threads;
+  t.budget_bytes = budget_bytes;
+  t.ram_gbps = ram_gbps_;
+  t.ssd_gbps = ssd_gbps_;
+  return t;
+}
+
+void ModelHost::check_plan(int n_ctx, uint64_t budget_bytes) const {
+  try {
+    tier::plan_for(*model, tiering_options(n_ctx, budget_bytes));
+  } catch (const std::exception& e) {
+    throw does_not_fit("model \"" + name + "\" does not fit the memory budget with a context of " +
+                       std::to_string(effective_n_ctx(n_ctx)) + " tokens: " + e.what());
+  }
+}
+
+void ModelHost::plan(int n_ctx, uint64_t budget_bytes) {
+  const tier::TieringOptions t = tiering_options(n_ctx, budget_bytes);
+  std::unique_ptr<tier::Tiering> old;
+  {
+    std::lock_guard<std::mutex> lock(tiering_mutex_);
+    old = std::move(tiering_);
+  }
+  session_.reset();  // the KV cache and streaming pools go before the new ones are taken
+  old.reset();
+  std::unique_ptr<tier::Tiering> fresh;
+  try {
+    fresh = std::make_unique<tier::Tiering>(*model, t);
+  } catch (const std::exception& e) {
+    throw does_not_fit("model \"" + name + "\" does not fit the memory budget with a context of " +
+                       std::to_string(t.n_ctx) + " tokens: " + e.what());
+  }
+  std::lock_guard<std::mutex> lock(tiering_mutex_);
+  tiering_ = std::move(fresh);
+  planned_n_ctx_ = t.n_ctx;
+}
+
+uint64_t ModelHost::planned_bytes() const {
+  std::lock_guard<std::mutex> lock(tiering_mutex_);
+  return tiering_ ? tiering_->planned_bytes() : 0;
+}
+
+bool ModelHost::has_plan() const {
+  std::lock_guard<std::mutex> lock(tiering_mutex_);
+  return tiering_ != nullptr;
+}
+
+tier::TierStats ModelHost::stats() const {
+  std::lock_guard<std::mutex> lock(tiering_mutex_);
+  return tiering_ ? tiering_->stats() : tier::TierStats{};
+}
+
+bool ModelHost::streaming() const {
+  std::lock_guard<std::mutex> lock(tiering_mutex_);
+  return tiering_ && tiering_->streaming();
+}
+
+std::string ModelHost::summary() const {
+  std::lock_guard<std::mutex> lock(tiering_mutex_);
+  return tiering_ ? tiering_->summary() : "(no plan)";
+}
+
+}  // namespace strata::server
