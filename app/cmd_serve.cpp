@@ -7,6 +7,7 @@
 #include "ops/attention.h"
 #include "server/server.h"
 #include "tier/plan/plan.h"
+#include "util/error.h"
 
 namespace strata::app {
 
@@ -16,6 +17,7 @@ struct ServeOptions {
   std::string models_dir;
   std::string host;
   std::string mem;
+  std::string keep_alive;
   server::ServerOptions server;
 };
 
@@ -51,9 +53,9 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--import-from", reg.import_dirs,
                   "a folder whose GGUF files /api/create and /api/pull may take by path (repeatable); "
                   "no request reads files outside it and the models folder");
-  cmd->add_option("--keep-alive", reg.keep_alive_s,
-                  "seconds a model stays loaded after its last request (negative: forever)")
-      ->capture_default_str();
+  cmd->add_option("--keep-alive", opts->keep_alive,
+                  "how long a model stays loaded after its last request: a duration (5m, 1h30m) or seconds; "
+                  "negative: forever (default: $OLLAMA_KEEP_ALIVE, else 5m)");
   cmd->callback([opts] {
     std::string host = opts->host;
     if (host.empty()) {
@@ -62,6 +64,13 @@ void add_serve_command(CLI::App& app) {
     }
     server::parse_host(host, opts->server.host, opts->server.port);
     if (!opts->mem.empty()) opts->server.registry.budget_bytes = tier::parse_size(opts->mem);
+    if (opts->keep_alive.empty()) {
+      opts->server.registry.keep_alive_s = server::keep_alive_from_env(std::getenv("OLLAMA_KEEP_ALIVE"));
+    } else if (auto s = server::parse_duration_seconds(opts->keep_alive)) {
+      opts->server.registry.keep_alive_s = *s;
+    } else {
+      throw Error("--keep-alive \"" + opts->keep_alive + "\" is not a duration (like 5m, 1h30m, -1 or 300)");
+    }
     // A single model is checked before the server starts: an architecture the catalogue does not
     // know is refused now, naming it, not at the first request.
     if (!opts->model_file.empty()) load_config(*gguf::File::open(opts->model_file));

@@ -161,6 +161,25 @@ void handle_create(ModelRegistry& registry, const json& body, httplib::Response&
   send_status(res, field_bool(body, "stream").value_or(true), {"using existing layer", "writing manifest"});
 }
 
+// /api/pull's answer for a model file in place, as Ollama reports a layer it pulled: the layer's
+// digest, total and completed bytes (all of it: the file is linked, not copied), then the
+// verification and manifest steps. Not streaming: {"status": "success"} alone, as Ollama.
+void send_pull_progress(ModelRegistry& registry, httplib::Response& res, bool stream, const std::string& name) {
+  if (!stream) return send_json(res, {{"status", "success"}});
+  const ModelEntry entry = registry.resolve(name);
+  const std::string hex = registry.digest(entry);
+  const int64_t size = int64_t(entry.size_bytes);
+  std::string body = dump(json{{"status", "pulling manifest"}}) + "\n";
+  body += dump(json{{"status", "pulling " + hex.substr(0, 12)},
+                    {"digest", "sha256:" + hex},
+                    {"total", size},
+                    {"completed", size}}) +
+          "\n";
+  for (const char* step : {"verifying sha256 digest", "writing manifest", "success"})
+    body += dump(json{{"status", step}}) + "\n";
+  res.set_content(body, kNdjson);
+}
+
 }  // namespace
 
 void add_management_routes(httplib::Server& http, ModelRegistry& registry) {
@@ -199,8 +218,8 @@ void add_management_routes(httplib::Server& http, ModelRegistry& registry) {
         const bool stream = field_bool(body, "stream").value_or(true);
         try {
           registry.resolve(name);
-          return send_status(res, stream, {"pulling manifest"});  // already here
-        } catch (const HttpError&) {
+          return send_pull_progress(registry, res, stream, name);  // already here
+        } catch (const ServerError&) {  // not here, or a path rather than a name
         }
         // Missing, forbidden or not a GGUF file: one answer, as for a name no registry has.
         const auto found =
@@ -211,7 +230,7 @@ void add_management_routes(httplib::Server& http, ModelRegistry& registry) {
                                    "models folder or an --import-from folder");
         const std::string stem = fs::path(name).stem().string();
         link_model(*found, registry.path_for(stem));
-        send_status(res, stream, {"pulling manifest"});
+        send_pull_progress(registry, res, stream, stem);
       });
   http.Get("/metrics", [&registry](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics().render(registry), "text/plain; version=0.0.4; charset=utf-8");

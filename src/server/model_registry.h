@@ -34,7 +34,8 @@ struct RegistryOptions {
   SessionParams session;  // defaults for sessions: n_ctx, n_batch, n_threads
   int max_queue = 32;     // requests per model running or waiting; more get 503
   // How long a model stays loaded after a request that gives no keep_alive; < 0: forever.
-  double keep_alive_s = -1;
+  // Ollama's default (5 minutes); `strata serve` takes --keep-alive or OLLAMA_KEEP_ALIVE.
+  double keep_alive_s = kDefaultKeepAliveSeconds;
   // Memory for all loaded models together (weights, KV cache, scratch, streaming pools); 0: what
   // the machine or its cgroup has available when the server starts, less a margin. A model that
   // does not fit what is left streams its weights from the SSD (tier/); idle models are unloaded

@@ -91,6 +91,15 @@ httplib::Server::HandlerResponse check_origin(const OriginPolicy& policy, const 
     res.set_header("Access-Control-Max-Age", "43200");
     return httplib::Server::HandlerResponse::Handled;
   }
+  // Bodies are JSON whatever their declared type, as Ollama reads them (`curl -d` sends
+  // application/x-www-form-urlencoded). httplib would parse a form body into parameters, refuse
+  // one over 8 KiB with a 413 (on routes without a body reader: every GET route and unknown paths)
+  // and call multipart parsers no route has; without the type, a body is only bytes, bounded by
+  // limits::kMaxBodyBytes.
+  if (req.has_header("Content-Type")) {
+    auto& mutable_req = const_cast<httplib::Request&>(req);  // httplib's own Request, mutable until routed
+    mutable_req.headers.erase("Content-Type");
+  }
   connection_reading_body();
   return httplib::Server::HandlerResponse::Unhandled;
 }
@@ -142,8 +151,10 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(o
     if (res.status == 404) message = "no route for " + req.method + " " + req.path;
     if (res.status == 405) message = "method not allowed";
     if (res.status == 413)
-      message = "the request body is larger than " + std::to_string(limits::kMaxBodyBytes >> 20) +
-                " MiB (the server's limit)";
+      message = "the request body" +
+                (req.has_header("Content-Length") ? " (" + req.get_header_value("Content-Length") + " bytes)"
+                                                  : std::string()) +
+                " is larger than " + std::to_string(limits::kMaxBodyBytes >> 20) + " MiB (the server's limit)";
     if (res.status == 414) message = "request URI too long";
     if (res.status == 408) message = connection_timeout_message();
     res.set_content(error_body(style_for(req), res.status, message), "application/json; charset=utf-8");
