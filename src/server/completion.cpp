@@ -10,6 +10,7 @@
 #include "server/limits.h"
 #include "server/metrics.h"
 #include "server/prompt.h"
+#include "server/thinking.h"
 #include "util/error.h"
 
 namespace strata::server {
@@ -72,6 +73,7 @@ void apply_options(const json& o, CompletionRequest& r) {
   if (auto v = field_number(o, "frequency_penalty")) s.frequency_penalty = float(*v);
   if (auto v = field_int(o, "seed")) s.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
   if (auto v = field_strings(o, "stop")) r.gen.stop = *v;
+  if (auto v = field_int(o, "num_keep")) r.num_keep = int(std::clamp<int64_t>(*v, -1, limits::kMaxContextTokens));
   // More threads than the machine has only slow every request down: clamped to it.
   if (auto v = field_int(o, "num_thread"))
     r.n_threads = int(std::clamp<int64_t>(*v, 0, std::max(1u, std::thread::hardware_concurrency())));
@@ -181,28 +183,78 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
     if (t < 0 || t >= tok.n_vocab())
       throw bad_request("context token " + std::to_string(t) + " is outside the vocabulary (" +
                         std::to_string(tok.n_vocab()) + " tokens)");
-  out.tokens = req.context;
+  if (wants_thinking(req.think) && !m.prompt_format->can_think())
+    throw bad_request("\"" + req.model + "\" does not support thinking");
+  const json think = req.think.value_or(json());
   const bool fresh = req.context.empty();
-  std::vector<Token> more;
-  if (req.chat) {
-    if (!req.tools.is_null() && !m.prompt_format->supports_tools())
-      throw bad_request("\"" + req.model + "\" does not support tools");
-    more = tok.encode(m.prompt_format->render(req.messages, fresh, req.tools), /*add_special=*/false,
-                      /*parse_special=*/true);
-  } else if (req.raw) {
-    more = tok.encode(req.prompt, /*add_special=*/fresh, /*parse_special=*/true);
-  } else {
-    std::vector<ChatMessage> messages;
-    if (!req.system.empty()) messages.push_back({"system", req.system});
-    messages.push_back({"user", req.prompt});
-    more = tok.encode(m.prompt_format->render(messages, fresh), /*add_special=*/false, /*parse_special=*/true);
-  }
-  out.tokens.insert(out.tokens.end(), more.begin(), more.end());
-  if (out.tokens.empty()) throw bad_request("the prompt is empty");
   const int n_ctx = m.effective_n_ctx(req.n_ctx);
-  if (int(out.tokens.size()) >= n_ctx)
-    throw bad_request("the prompt is " + std::to_string(out.tokens.size()) + " tokens, more than the context of " +
-                      std::to_string(n_ctx) + " tokens allows (raise options.num_ctx)");
+  // The prompt's tokens: the earlier context, then the conversation from message `first` on
+  // (the system messages before it kept).
+  auto tokens_from = [&](size_t first) {
+    std::vector<Token> tokens = req.context, more;
+    if (req.chat) {
+      std::vector<ChatMessage> kept;
+      for (size_t i = 0; i < first; ++i)
+        if (req.messages[i].role == "system") kept.push_back(req.messages[i]);
+      kept.insert(kept.end(), req.messages.begin() + long(first), req.messages.end());
+      more = tok.encode(m.prompt_format->render(kept, fresh, req.tools, think), /*add_special=*/false,
+                        /*parse_special=*/true);
+    } else if (req.raw) {
+      more = tok.encode(req.prompt, /*add_special=*/fresh, /*parse_special=*/true);
+    } else {
+      std::vector<ChatMessage> messages;
+      if (!req.system.empty()) messages.push_back({"system", req.system});
+      messages.push_back({"user", req.prompt});
+      more = tok.encode(m.prompt_format->render(messages, fresh, nullptr, think), /*add_special=*/false,
+                        /*parse_special=*/true);
+    }
+    tokens.insert(tokens.end(), more.begin(), more.end());
+    return tokens;
+  };
+  if (req.chat && !req.tools.is_null() && !m.prompt_format->supports_tools())
+    throw bad_request("\"" + req.model + "\" does not support tools");
+  out.tokens = tokens_from(0);
+  if (out.tokens.empty()) throw bad_request("the prompt is empty");
+  auto fits = [&](const std::vector<Token>& t) { return int(t.size()) < n_ctx; };  // room for one token out
+  if (!fits(out.tokens) && !req.truncate)
+    throw bad_request("the input length exceeds the context length: the prompt is " +
+                      std::to_string(out.tokens.size()) + " tokens, the context " + std::to_string(n_ctx) +
+                      " (raise options.num_ctx, or leave \"truncate\" unset to drop the oldest messages)");
+  if (!fits(out.tokens) && req.chat && req.messages.size() > 1) {
+    // As Ollama's chatPrompt: the fewest oldest messages dropped (never the last one, never a
+    // tool result without the assistant turn that called it), found by bisection (tokens only
+    // shrink as more go).
+    auto start_of = [&](size_t i) {
+      if (req.messages[i].role != "tool") return i;
+      size_t s = i;
+      while (s > 0 && req.messages[s - 1].role == "tool") --s;
+      return s > 0 && req.messages[s - 1].role == "assistant" ? s - 1 : i;
+    };
+    size_t lo = 1, hi = req.messages.size() - 1;  // the answer is in [lo, hi]; hi: the last message alone
+    std::vector<Token> best = tokens_from(start_of(hi));
+    while (lo < hi) {
+      const size_t mid = lo + (hi - lo) / 2;
+      std::vector<Token> t = tokens_from(start_of(mid));
+      if (fits(t)) {
+        hi = mid;
+        best = std::move(t);
+      } else {
+        lo = mid + 1;
+      }
+    }
+    std::fprintf(stderr, "%s: the conversation was %zu tokens, over the context of %d: dropped its %zu oldest messages\n",
+                 req.model.c_str(), out.tokens.size(), n_ctx, start_of(hi));
+    out.tokens = std::move(best);
+  }
+  if (!fits(out.tokens)) {
+    // As Ollama's runner: the first num_keep tokens stay, the oldest after them go.
+    const int most = std::max(0, n_ctx - 2);
+    const size_t keep = size_t(req.num_keep < 0 ? most : std::min(req.num_keep, most));  // -1: as many as can stay
+    const size_t drop = out.tokens.size() - size_t(n_ctx - 1);
+    std::fprintf(stderr, "%s: truncating the prompt from %zu tokens to %d (keeping the first %zu)\n",
+                 req.model.c_str(), out.tokens.size(), n_ctx - 1, keep);
+    out.tokens.erase(out.tokens.begin() + long(keep), out.tokens.begin() + long(keep + drop));
+  }
   out.stop = req.gen.stop;
   if (!req.raw || req.chat)
     for (const auto& s : m.prompt_format->stop_strings()) out.stop.push_back(s);

@@ -31,6 +31,13 @@ struct CompletionRequest {
   // Structured output: the answer must be what this accepts (see set_json_format).
   std::optional<JsonAcceptor> format;
   json tools;  // chat: the tool definitions (array), or null
+  // Ollama's "think" (thinking.h): nullopt, true/false or a level.
+  std::optional<json> think;
+  // A prompt over the context: Ollama's "truncate" (default true) drops the oldest messages
+  // (keeping system messages and the last one), then the oldest tokens after the first num_keep
+  // (options.num_keep, Ollama's default 4); false: 400.
+  bool truncate = true;
+  int num_keep = 4;
 };
 
 // Ollama's "options" (num_ctx, num_predict, temperature, top_k, top_p, min_p, seed, stop,
@@ -86,8 +93,10 @@ struct CompletionResult {
   bool cancelled = false;  // the client went away
 };
 
-// Tokenizes the request's prompt: HttpError 400 for an empty or too long prompt or a context
-// token outside the vocabulary.
+// Tokenizes the request's prompt, fitted to the context as Ollama does (see
+// CompletionRequest::truncate): bad_request for an empty prompt, one over the context with
+// truncate false, thinking asked of a model that cannot think, or a context token outside the
+// vocabulary.
 PreparedPrompt prepare_prompt(const LoadedModel& model, const CompletionRequest& req);
 
 // Generates on the model, waiting for its turn (one request per model at a time). on_text

@@ -11,6 +11,7 @@
 #include "server/keep_alive.h"
 #include "server/model_settings.h"
 #include "server/prompt.h"
+#include "server/thinking.h"
 #include "server/tier_report.h"
 
 namespace strata::server {
@@ -82,9 +83,6 @@ void parse_format(const json& body, CompletionRequest& r) {
 }
 
 void refuse_unsupported(const json& body) {
-  auto think = body.find("think");
-  if (think != body.end() && think->is_boolean() && think->get<bool>())
-    throw bad_request("this model does not support thinking");
   if (auto t = field_string(body, "template"); t && !t->empty())
     throw bad_request("a per-request \"template\" is not supported by strata serve");
   if (auto s = field_string(body, "suffix"); s && !s->empty()) throw bad_request("this model does not support insert");
@@ -100,6 +98,8 @@ CompletionRequest parse_common(const json& body, const ModelSettings& settings) 
   apply_options(settings.parameters, r);
   if (const json* options = field_object(body, "options")) apply_options(*options, r);
   refuse_unsupported(body);
+  r.think = parse_think(body);  // a model that cannot think refuses true or a level (prepare_prompt)
+  r.truncate = field_bool(body, "truncate").value_or(true);
   parse_format(body, r);
   return r;
 }
@@ -353,13 +353,15 @@ void handle_show(ModelRegistry& registry, const httplib::Request& http_req, http
     end = settings_lines.find('\n', at);
     modelfile += "PARAMETER " + settings_lines.substr(at, end - at) + "\n";
   }
+  json capabilities = json::array({"completion"});
+  if (tmpl.find("tools") != std::string::npos) capabilities.push_back("tools");
+  if (template_can_think(tmpl)) capabilities.push_back("thinking");
   json j = {{"modelfile", modelfile},
             {"parameters", parameters},
             {"template", tmpl},
             {"details", details(*file)},
             {"model_info", model_info(*file, verbose)},
-            {"capabilities", tmpl.find("tools") != std::string::npos ? json::array({"completion", "tools"})
-                                                                     : json::array({"completion"})},
+            {"capabilities", capabilities},
             {"modified_at", rfc3339(SysClock::from_time_t(std::time_t(e.modified_unix)))}};
   if (!settings.system.empty()) j["system"] = settings.system;
   const std::string license = file->get_string("general.license", "");

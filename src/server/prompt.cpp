@@ -2,6 +2,7 @@
 
 #include "model/model.h"
 #include "server/errors.h"
+#include "server/thinking.h"
 #include "tokenizer/tokenizer.h"
 
 namespace strata::server {
@@ -20,13 +21,14 @@ PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer, const
   try {
     jinja_ = jinja::Template::parse(t.source);
     supports_tools_ = t.source.find("tools") != std::string::npos;
+    can_think_ = template_can_think(t.source);
   } catch (const std::exception& e) {
     fallback_reason_ = e.what();
   }
 }
 
 std::string PromptFormat::render(const std::vector<ChatMessage>& messages, bool with_bos,
-                                 const nlohmann::ordered_json& tools) const {
+                                 const nlohmann::ordered_json& tools, const nlohmann::ordered_json& think) const {
   if (!jinja_) return render_chat(builtin_, messages, with_bos && add_bos_ ? bos_text_ : "");
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const auto& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
@@ -35,6 +37,10 @@ std::string PromptFormat::render(const std::vector<ChatMessage>& messages, bool 
                                  {"add_generation_prompt", true},
                                  {"bos_token", with_bos ? bos_text_ : ""},
                                  {"eos_token", eos_text_}};
+  if (can_think_ && !think.is_null()) {
+    vars["enable_thinking"] = !(think.is_boolean() && !think.get<bool>());
+    if (think.is_string()) vars["reasoning_effort"] = think;
+  }
   try {
     std::string text = jinja_->render(vars);
     // Templates that do not write bos_token themselves get it as the tokenizer would add it.

@@ -27,8 +27,13 @@ class PromptFormat {
   // text when the model wants one (not when continuing an earlier context). Throws HttpError 400
   // when the template rejects the conversation (e.g. roles that do not alternate).
   // tools: the request's tool definitions (JSON array) for templates that take them, or null.
+  // think: Ollama's think value (thinking.h) for templates that can think: enable_thinking
+  // (false only for false) and, for a level, reasoning_effort; null leaves the template's default.
   std::string render(const std::vector<ChatMessage>& messages, bool with_bos,
-                     const nlohmann::ordered_json& tools = nullptr) const;
+                     const nlohmann::ordered_json& tools = nullptr,
+                     const nlohmann::ordered_json& think = nullptr) const;
+  // The template lets the model think (thinking.h's template_can_think).
+  bool can_think() const { return can_think_; }
   // The template renders `tools` (a Jinja template that mentions them).
   bool supports_tools() const { return supports_tools_; }
   // Strings that end the assistant's turn (besides the end-of-generation tokens).
@@ -45,6 +50,7 @@ class PromptFormat {
   std::vector<std::string> stops_;
   std::string fallback_reason_;
   bool supports_tools_ = false;
+  bool can_think_ = false;
 };
 
 }  // namespace strata::server

@@ -13,12 +13,14 @@
 #include <string>
 #include <thread>
 
+#include "server/completion.h"
 #include "server/errors.h"
 #include "server/http_status.h"
 #include "server/json_fields.h"
 #include "server/keep_alive.h"
 #include "server/memory_arbiter.h"
 #include "server/server.h"
+#include "server/thinking.h"
 #include "support/forge.h"
 #include "support/paths.h"
 #include "util/error.h"
@@ -348,6 +350,108 @@ TEST_F(InProcessServe, ALargerContextIsFittedOrRefusedKeepingTheOldOne) {
   EXPECT_EQ(ps()["models"][0]["context_length"], 1024);
   EXPECT_EQ(generate("a").first, 200);  // the default context runs on the larger plan
   EXPECT_EQ(ps()["models"][0]["context_length"], 1024);
+}
+
+// --- Ollama's fields on a loaded model (issue 18 item 4)
+
+TEST_F(InProcessServe, APromptOverTheContextLosesItsOldestMessagesButNotTheSystemOnes) {
+  serve(64 * kMiB);
+  const auto lease = server_->registry().lease("a", std::nullopt);
+  const ModelHost& m = lease->model();
+  CompletionRequest r;
+  r.model = "a";
+  r.chat = true;
+  r.messages.push_back({"system", "SYSTEMTEXT"});
+  for (int i = 0; i < 40; ++i) {
+    r.messages.push_back({"user", "OLDQUESTION " + std::to_string(i) + std::string(" lorem ipsum dolor")});
+    r.messages.push_back({"assistant", "answer answer answer"});
+  }
+  r.messages.push_back({"user", "LASTQUESTION"});
+  const std::string all = m.prompt_format->render(r.messages, true);
+  ASSERT_GT(int(m.tokenizer->encode(all, false, true).size()), 256);  // over the context of 256
+  const PreparedPrompt p = prepare_prompt(m, r);
+  EXPECT_LT(int(p.tokens.size()), 256);
+  EXPECT_GT(int(p.tokens.size()), 128);  // only as many messages as needed went
+  const std::string text = m.tokenizer->decode(p.tokens);
+  EXPECT_NE(text.find("SYSTEMTEXT"), std::string::npos) << text;
+  EXPECT_NE(text.find("LASTQUESTION"), std::string::npos) << text;
+  EXPECT_EQ(text.find("OLDQUESTION 0 "), std::string::npos) << text;
+  // The kept messages are the fewest newest ones that fit, whole (found here the slow way).
+  std::vector<ChatMessage> kept;
+  for (size_t k = 1; k < r.messages.size(); ++k) {
+    kept = {r.messages[0]};
+    kept.insert(kept.end(), r.messages.begin() + long(k), r.messages.end());
+    if (m.tokenizer->encode(m.prompt_format->render(kept, true), false, true).size() < 256) break;
+  }
+  EXPECT_EQ(p.tokens, m.tokenizer->encode(m.prompt_format->render(kept, true), false, true));
+  // truncate false: refused, naming the sizes.
+  r.truncate = false;
+  try {
+    prepare_prompt(m, r);
+    FAIL() << "an over-long prompt was accepted with truncate false";
+  } catch (const ServerError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::bad_request);
+    EXPECT_NE(std::string(e.what()).find("exceeds the context length"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(InProcessServe, AnOverLongPromptKeepsItsFirstNumKeepTokens) {
+  serve(64 * kMiB);
+  const auto lease = server_->registry().lease("a", std::nullopt);
+  const ModelHost& m = lease->model();
+  CompletionRequest r;
+  r.model = "a";
+  r.raw = true;
+  for (int i = 0; i < 400; ++i) r.prompt += " w" + std::to_string(i);
+  const std::vector<Token> whole = m.tokenizer->encode(r.prompt, true, true);
+  ASSERT_GT(whole.size(), 256u);
+  r.num_keep = 5;
+  const PreparedPrompt p = prepare_prompt(m, r);
+  ASSERT_EQ(p.tokens.size(), 255u);  // the context less one token for the answer
+  EXPECT_TRUE(std::equal(p.tokens.begin(), p.tokens.begin() + 5, whole.begin()));
+  EXPECT_TRUE(std::equal(p.tokens.begin() + 5, p.tokens.end(), whole.end() - 250));
+}
+
+TEST_F(InProcessServe, ThinkingAsOllamaChecksIt) {
+  serve(64 * kMiB);
+  EXPECT_EQ(parse_think(json{{"think", true}}), json(true));
+  EXPECT_EQ(parse_think(json{{"think", "low"}}), json("low"));
+  EXPECT_FALSE(parse_think(json{{"think", nullptr}}));
+  EXPECT_THROW(parse_think(json{{"think", "max"}}), ServerError);
+  EXPECT_THROW(parse_think(json{{"think", 1}}), ServerError);
+  EXPECT_TRUE(wants_thinking(json("high")));
+  EXPECT_FALSE(wants_thinking(json(false)));
+  EXPECT_FALSE(wants_thinking(std::nullopt));
+
+  const auto lease = server_->registry().lease("a", std::nullopt);
+  const ModelHost& m = lease->model();
+  ASSERT_FALSE(m.prompt_format->can_think());  // SmolLM2's template
+  CompletionRequest r;
+  r.model = "a";
+  r.prompt = "hi";
+  for (const json& asks : {json(true), json("high")}) {
+    r.think = asks;
+    try {
+      prepare_prompt(m, r);
+      FAIL() << asks;
+    } catch (const ServerError& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::bad_request);
+      EXPECT_STREQ(e.what(), "\"a\" does not support thinking");
+    }
+  }
+  r.think = false;
+  EXPECT_FALSE(prepare_prompt(m, r).tokens.empty());
+  // A template that can think gets enable_thinking (and reasoning_effort for a level).
+  const PromptFormat thinker(*m.model, *m.tokenizer,
+                             "{% if enable_thinking is defined %}[think={{ enable_thinking }}]{% endif %}"
+                             "{% if reasoning_effort is defined %}[effort={{ reasoning_effort }}]{% endif %}"
+                             "{% for x in messages %}{{ x.content }}{% endfor %}");
+  ASSERT_TRUE(thinker.can_think());
+  const std::vector<ChatMessage> hi = {{"user", "hi"}};
+  EXPECT_EQ(thinker.render(hi, false), "hi");
+  EXPECT_EQ(thinker.render(hi, false, nullptr, false), "[think=False]hi");
+  EXPECT_EQ(thinker.render(hi, false, nullptr, true), "[think=True]hi");
+  EXPECT_EQ(thinker.render(hi, false, nullptr, "low"), "[think=True][effort=low]hi");
 }
 
 }  // namespace
