@@ -242,7 +242,8 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
         lo = mid + 1;
       }
     }
-    std::fprintf(stderr, "%s: the conversation was %zu tokens, over the context of %d: dropped its %zu oldest messages\n",
+    std::fprintf(stderr,
+                 "%s: the conversation was %zu tokens, over the context of %d: dropped its %zu oldest messages\n",
                  req.model.c_str(), out.tokens.size(), n_ctx, start_of(hi));
     out.tokens = std::move(best);
   }
@@ -251,8 +252,8 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
     const int most = std::max(0, n_ctx - 2);
     const size_t keep = size_t(req.num_keep < 0 ? most : std::min(req.num_keep, most));  // -1: as many as can stay
     const size_t drop = out.tokens.size() - size_t(n_ctx - 1);
-    std::fprintf(stderr, "%s: truncating the prompt from %zu tokens to %d (keeping the first %zu)\n",
-                 req.model.c_str(), out.tokens.size(), n_ctx - 1, keep);
+    std::fprintf(stderr, "%s: truncating the prompt from %zu tokens to %d (keeping the first %zu)\n", req.model.c_str(),
+                 out.tokens.size(), n_ctx - 1, keep);
     out.tokens.erase(out.tokens.begin() + long(keep), out.tokens.begin() + long(keep + drop));
   }
   out.stop = req.gen.stop;

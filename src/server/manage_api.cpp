@@ -219,7 +219,7 @@ void add_management_routes(httplib::Server& http, ModelRegistry& registry) {
         try {
           registry.resolve(name);
           return send_pull_progress(registry, res, stream, name);  // already here
-        } catch (const ServerError&) {  // not here, or a path rather than a name
+        } catch (const ServerError&) {                             // not here, or a path rather than a name
         }
         // Missing, forbidden or not a GGUF file: one answer, as for a name no registry has.
         const auto found =
