@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <thread>
+#include <utility>
 
 #include "runtime/grammar.h"
 #include "server/connection.h"
@@ -83,6 +84,71 @@ void set_json_format(CompletionRequest& r, const json* schema) {
   } catch (const Error& e) {
     throw bad_request(std::string("unsupported format: ") + e.what());
   }
+}
+
+namespace {
+// A tool definition's function part ({"name", "description", "parameters"}), or nullptr.
+const json* tool_function(const json& tool) {
+  if (!tool.is_object()) return nullptr;
+  const json* f = field_object(tool, "function");
+  return f && f->contains("name") && (*f)["name"].is_string() ? f : nullptr;
+}
+}  // namespace
+
+void set_tool_choice(CompletionRequest& r, ToolChoice choice, const std::string& name) {
+  if (choice == ToolChoice::automatic) return;
+  if (choice == ToolChoice::none) {
+    r.tools = nullptr;
+    return;
+  }
+  json kept = json::array();
+  json names = json::array();
+  if (r.tools.is_array())
+    for (const json& tool : r.tools)
+      if (const json* f = tool_function(tool); f && (choice == ToolChoice::required || (*f)["name"] == name)) {
+        kept.push_back(tool);
+        names.push_back((*f)["name"]);
+      }
+  if (choice == ToolChoice::named && kept.empty())
+    throw bad_request("tool_choice names \"" + name + "\", which is not among the tools");
+  if (kept.empty()) throw bad_request("tool_choice \"required\" needs at least one tool");
+  if (r.format) throw bad_request("a forced tool call cannot be combined with a response format");
+  r.tools = kept;
+  json arguments = {{"type", "object"}};
+  if (kept.size() == 1)
+    if (const json* params = field_object(*tool_function(kept[0]), "parameters"); params && !params->empty())
+      arguments = *params;
+  const json name_schema = kept.size() == 1 ? json{{"const", names[0]}} : json{{"enum", names}};
+  const json call = {{"type", "object"},
+                     {"properties", {{"name", name_schema}, {"arguments", arguments}}},
+                     {"required", {"name", "arguments"}}};
+  try {
+    r.format = JsonAcceptor(call);
+  } catch (const Error& e) {
+    throw bad_request("the tool's parameters cannot be enforced: " + std::string(e.what()));
+  }
+  r.forced_tool_call = true;
+}
+
+void set_logprobs(CompletionRequest& r, bool logprobs, std::optional<int64_t> top_logprobs) {
+  const int64_t top = top_logprobs.value_or(0);
+  if (top < 0 || top > GenerateParams::kMaxTopLogprobs)
+    throw bad_request("top_logprobs must be between 0 and " + std::to_string(GenerateParams::kMaxTopLogprobs));
+  r.gen.n_top_logprobs = logprobs || top > 0 ? int(top) : -1;
+}
+
+json logprob_json(const Tokenizer& tokenizer, const TokenLogprob& lp) {
+  const auto entry = [&](Token id, float logprob) {
+    const std::string piece = tokenizer.token_to_piece(id, /*special=*/false);
+    json bytes = json::array();
+    for (unsigned char c : piece) bytes.push_back(int(c));
+    return json{{"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
+  };
+  json j = entry(lp.token, lp.logprob);
+  json top = json::array();
+  for (const auto& [id, logprob] : lp.top) top.push_back(entry(id, logprob));
+  j["top_logprobs"] = top;
+  return j;
 }
 
 ModelSettings stored_settings(const ModelRegistry& registry, const std::string& requested) {
@@ -211,11 +277,19 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
 
 CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
                                 Clock::time_point started, const std::function<bool(const std::string&)>& on_text) {
+  return run_completion(lease, req, prompt, started,
+                        [&](const std::string& text, std::vector<TokenLogprob>&&) { return on_text(text); });
+}
+
+CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
+                                Clock::time_point started, const OnPiece& on_piece) {
   LoadedModel& m = lease.model();
   CompletionResult r;
   r.load_seconds = lease.load_seconds();
   GenerateParams gen = req.gen;
   gen.stop = prompt.stop;
+  std::vector<TokenLogprob> pending;  // tokens whose text has not reached on_piece yet
+  if (gen.n_top_logprobs >= 0) gen.on_logprob = [&](const TokenLogprob& lp) { pending.push_back(lp); };
   std::optional<JsonConstraint> constraint;
   if (req.format) {
     constraint.emplace(*m.tokenizer, *req.format);
@@ -230,7 +304,7 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
     const double prefix_seconds = std::chrono::duration<double>(Clock::now() - prompt_started).count();
     r.gen = generate(session, *m.tokenizer, prompt.tokens, gen, [&](const std::string& text) {
       if (r.cancelled) return false;
-      if (!on_text(text)) r.cancelled = true;
+      if (!on_piece(text, std::exchange(pending, {}))) r.cancelled = true;
       return !r.cancelled;
     });
     r.gen.prompt_seconds += prefix_seconds;  // the prompt's evaluation is both parts
