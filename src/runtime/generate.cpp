@@ -27,6 +27,7 @@ class StopFilter {
       const size_t at = pending_.find(s);
       if (at != std::string::npos) {
         stopped = true;
+        matched_ = s;
         std::string out = pending_.substr(0, at);
         pending_.clear();
         return out;
@@ -44,8 +45,10 @@ class StopFilter {
     return out;
   }
   std::string flush() { return std::exchange(pending_, {}); }
+  const std::string& matched() const { return matched_; }  // the stop string that completed
 
  private:
+  std::string matched_;
   const std::vector<std::string>& stops_;
   std::string pending_;
 };
@@ -168,6 +171,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std:
     r.text += rest;
     if (!rest.empty()) on_text(rest);
   }
+  r.stop_string = stop.matched();
   return r;
 }
 

@@ -12,7 +12,8 @@ namespace strata::server {
 
 enum class ErrorStyle {
   ollama,  // {"error": "message"}
-  openai,  // {"error": {"message", "type", "param", "code"}}
+  openai,     // {"error": {"message", "type", "param", "code"}}
+  anthropic,  // {"type": "error", "error": {"type", "message"}}
 };
 
 std::string error_body(ErrorStyle style, int status, const std::string& message);

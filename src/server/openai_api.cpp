@@ -1,9 +1,8 @@
 // OpenAI's API as Ollama serves it (docs/openai.md of ollama/ollama): /v1/chat/completions,
 // /v1/completions, /v1/models. Streams are server-sent events ending with "data: [DONE]"; errors
 // are {"error": {"message", "type", "param", "code"}}.
-#include <atomic>
-
 #include "server/api.h"
+#include "server/api_common.h"
 #include "server/completion.h"
 #include "server/connection.h"
 #include "server/errors.h"
@@ -14,14 +13,7 @@ namespace strata::server {
 
 namespace {
 
-constexpr const char* kEventStream = "text/event-stream";
 using SysClock = std::chrono::system_clock;
-
-std::string make_id(const char* prefix) {
-  static std::atomic<uint64_t> counter{0};
-  const uint64_t n = (uint64_t(unix_seconds(SysClock::now())) << 20) ^ counter.fetch_add(1);
-  return prefix + std::to_string(n % 1000000000ull);
-}
 
 // tool_choice: "none", "auto", "required", or {"type": "function", "function": {"name"}}.
 void parse_tool_choice(const json& body, CompletionRequest& r) {
@@ -41,29 +33,13 @@ void parse_tool_choice(const json& body, CompletionRequest& r) {
   set_tool_choice(r, ToolChoice::named, name);
 }
 
-// Sampling as Ollama's OpenAI layer sets it: temperature and top_p default to 1 (OpenAI's
-// defaults); the rest keep Ollama's. The parameters /api/create stored with the model override
-// those defaults, and the request's own fields override both.
 CompletionRequest parse_common(const json& body, const ModelSettings& settings) {
-  CompletionRequest r;
-  auto model = field_string(body, "model");
-  if (!model || model->empty()) throw bad_request("model is required");
-  r.model = *model;
-  r.stream = field_bool(body, "stream").value_or(false);
+  CompletionRequest r = openai_base_request(body, settings);
   GenerateParams& g = r.gen;
-  g.n_predict = -1;
-  g.sampling.temperature = 1.0f;
-  g.sampling.top_p = 1.0f;
-  g.sampling.top_k = 40;
-  g.sampling.min_p = 0.0f;
-  g.sampling.repeat_penalty = 1.1f;
-  apply_options(settings.parameters, r);
   // A negative limit means none, as Ollama's OpenAI layer passes it on as num_predict.
   auto max_tokens = field_int(body, "max_completion_tokens");
   if (!max_tokens) max_tokens = field_int(body, "max_tokens");
   if (max_tokens) g.n_predict = *max_tokens < 0 ? -1 : int(std::min<int64_t>(*max_tokens, limits::kMaxPredictTokens));
-  if (auto v = field_number(body, "temperature")) g.sampling.temperature = float(*v);
-  if (auto v = field_number(body, "top_p")) g.sampling.top_p = float(*v);
   if (auto v = field_number(body, "presence_penalty")) g.sampling.presence_penalty = float(*v);
   if (auto v = field_number(body, "frequency_penalty")) g.sampling.frequency_penalty = float(*v);
   if (auto v = field_int(body, "seed")) g.sampling.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
@@ -116,6 +92,15 @@ CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
     ChatMessage msg{field_string(m, "role").value_or(""), message_content(m)};
     if (msg.role.empty()) throw bad_request("each message needs a \"role\"");
     if (msg.role == "developer") msg.role = "system";
+    // The assistant's earlier calls stay in the conversation as the JSON calls it wrote.
+    if (const json* calls = field_array(m, "tool_calls"))
+      for (const json& call : *calls) {
+        const json* f = call.is_object() ? field_object(call, "function") : nullptr;
+        if (!f) throw bad_request("each of \"tool_calls\" needs a \"function\"");
+        const std::string name = field_string(*f, "name").value_or("");
+        const json args = call_arguments(f->contains("arguments") ? (*f)["arguments"] : json(nullptr));
+        msg.content += (msg.content.empty() ? "" : "\n") + call_text(name, args);
+      }
     r.messages.push_back(std::move(msg));
   }
   add_default_system(settings, r.messages);
@@ -291,11 +276,6 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
 bool include_usage(const json& body) {
   const json* opts = field_object(body, "stream_options");
   return opts && field_bool(*opts, "include_usage").value_or(false);
-}
-
-ModelSettings settings_of(const ModelRegistry& registry, const json& body) {
-  const auto model = field_string(body, "model");
-  return model && !model->empty() ? stored_settings(registry, *model) : ModelSettings{};
 }
 
 json model_object(const ModelEntry& e) {

@@ -112,6 +112,8 @@ void run_server(const ServerOptions& options) {
 
   add_ollama_routes(http, registry);
   add_openai_routes(http, registry);
+  add_responses_routes(http, registry);
+  add_anthropic_routes(http, registry);
   add_embedding_routes(http, registry);
   add_management_routes(http, registry);
 
