@@ -80,7 +80,7 @@ void apply_options(const json& o, CompletionRequest& r) {
 
 void set_json_format(CompletionRequest& r, const json* schema) {
   try {
-    r.format = schema ? JsonAcceptor(*schema) : JsonAcceptor();
+    r.format = {schema ? JsonAcceptor(*schema) : JsonAcceptor()};
   } catch (const Error& e) {
     throw bad_request(std::string("unsupported format: ") + e.what());
   }
@@ -102,31 +102,36 @@ void set_tool_choice(CompletionRequest& r, ToolChoice choice, const std::string&
     return;
   }
   json kept = json::array();
-  json names = json::array();
   if (r.tools.is_array())
     for (const json& tool : r.tools)
       if (const json* f = tool_function(tool); f && (choice == ToolChoice::required || (*f)["name"] == name)) {
         kept.push_back(tool);
-        names.push_back((*f)["name"]);
       }
   if (choice == ToolChoice::named && kept.empty())
     throw bad_request("tool_choice names \"" + name + "\", which is not among the tools");
   if (kept.empty()) throw bad_request("tool_choice \"required\" needs at least one tool");
-  if (r.format) throw bad_request("a forced tool call cannot be combined with a response format");
+  if (!r.format.empty()) throw bad_request("a forced tool call cannot be combined with a response format");
+  if (kept.size() > limits::kMaxForcedTools)
+    throw bad_request("tool_choice \"required\" with " + std::to_string(kept.size()) + " tools: at most " +
+                      std::to_string(limits::kMaxForcedTools) + " can be forced (the server's limit)");
   r.tools = kept;
-  json arguments = {{"type", "object"}};
-  if (kept.size() == 1)
-    if (const json* params = field_object(*tool_function(kept[0]), "parameters"); params && !params->empty())
-      arguments = *params;
-  const json name_schema = kept.size() == 1 ? json{{"const", names[0]}} : json{{"enum", names}};
-  const json call = {{"type", "object"},
-                     {"properties", {{"name", name_schema}, {"arguments", arguments}}},
-                     {"required", {"name", "arguments"}}};
-  try {
-    r.format = JsonAcceptor(call);
-  } catch (const Error& e) {
-    throw bad_request("the tool's parameters cannot be enforced: " + std::string(e.what()));
+  std::vector<JsonAcceptor> calls;
+  for (const json& tool : kept) {
+    const json& f = *tool_function(tool);
+    const json* params = field_object(f, "parameters");
+    const json call = {{"type", "object"},
+                       {"properties",
+                        {{"name", {{"const", f["name"]}}},
+                         {"arguments", params && !params->empty() ? *params : json{{"type", "object"}}}}},
+                       {"required", {"name", "arguments"}}};
+    try {
+      calls.emplace_back(call);
+    } catch (const Error& e) {
+      throw bad_request("the parameters of tool \"" + f["name"].get<std::string>() +
+                        "\" cannot be enforced: " + e.what());
+    }
   }
+  r.format = std::move(calls);
   r.forced_tool_call = true;
 }
 
@@ -291,8 +296,8 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
   std::vector<TokenLogprob> pending;  // tokens whose text has not reached on_piece yet
   if (gen.n_top_logprobs >= 0) gen.on_logprob = [&](const TokenLogprob& lp) { pending.push_back(lp); };
   std::optional<JsonConstraint> constraint;
-  if (req.format) {
-    constraint.emplace(*m.tokenizer, *req.format);
+  if (!req.format.empty()) {
+    constraint.emplace(*m.tokenizer, req.format);
     gen.constraint = &*constraint;
   }
   lease.fit_context(req.n_ctx);  // usually done by the lease already; /v1 leases without the context

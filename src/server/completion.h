@@ -28,8 +28,9 @@ struct CompletionRequest {
   int n_threads = 0;  // 0: the server's default
   std::optional<double> keep_alive_s;
   bool stream = true;
-  // Structured output: the answer must be what this accepts (see set_json_format).
-  std::optional<JsonAcceptor> format;
+  // Structured output: the answer must be what one of these accepts (see set_json_format and
+  // set_tool_choice); empty: free text.
+  std::vector<JsonAcceptor> format;
   json tools;  // chat: the tool definitions (array, [{"type": "function", "function": {...}}]), or null
   // The answer must be a call to one of `tools` (tool_choice "required" or a named tool): the
   // grammar holds it to {"name": ..., "arguments": {...}} (set_tool_choice).
@@ -40,10 +41,8 @@ struct CompletionRequest {
 // required (some call), named (a call to that tool).
 enum class ToolChoice { automatic, none, required, named };
 // Applies a tool choice to r.tools. required and named are enforced by the grammar: the answer
-// can only be a JSON call {"name", "arguments"} whose name is one of the tools (named: that one)
-// and whose arguments match the tool's parameters schema when one tool is possible (with several,
-// the name is held to the list and the arguments to a JSON object; the grammar picks an object
-// alternative by its first character, so it cannot tie each name to its own schema).
+// can only be a JSON call {"name", "arguments"} to one of the tools (named: that one) whose
+// arguments match that tool's parameters schema (one grammar alternative per tool).
 // HttpError 400: no tools to require, a name that is not among them, or a response format too.
 void set_tool_choice(CompletionRequest& r, ToolChoice choice, const std::string& name = "");
 // top_logprobs for a request that asked for logprobs: HttpError 400 outside [0, kMaxTopLogprobs].
