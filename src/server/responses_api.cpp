@@ -144,10 +144,17 @@ struct ResponseIds {
   int64_t created = unix_seconds(SysClock::now());
 };
 
-json message_item(const ResponseIds& ids, const std::string& text, const char* status) {
+// Log-probabilities (top_logprobs asked for them) in the shape of chat completions' content list.
+json logprobs_list(const Tokenizer& tok, const std::vector<TokenLogprob>& lps) {
+  json list = json::array();
+  for (const TokenLogprob& lp : lps) list.push_back(logprob_json(tok, lp));
+  return list;
+}
+
+json message_item(const ResponseIds& ids, const std::string& text, const char* status, json logprobs = json::array()) {
   json content = json::array();
   if (std::string(status) != "in_progress")
-    content.push_back({{"type", "output_text"}, {"text", text}, {"annotations", json::array()}, {"logprobs", json::array()}});
+    content.push_back({{"type", "output_text"}, {"text", text}, {"annotations", json::array()}, {"logprobs", logprobs}});
   return {{"id", ids.message}, {"type", "message"}, {"status", status}, {"role", "assistant"}, {"content", content}};
 }
 
@@ -218,7 +225,8 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
     const ToolCalls parts = answer_parts(req, r.gen.text);
     json response = response_object(ids, req, body, "completed");
     if (!parts.content.empty() || parts.calls.empty())
-      response["output"].push_back(message_item(ids, parts.content, "completed"));
+      response["output"].push_back(message_item(ids, parts.content, "completed",
+                                                logprobs_list(*lease->model().tokenizer, r.gen.logprobs)));
     for (const json& call : parts.calls)
       response["output"].push_back(call_item(call, make_id("fc_"), make_id("call_"), "completed"));
     finish(response, r);
@@ -245,14 +253,20 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
         return;
       const bool tools = !req.tools.is_null();
       ToolCallStream calls;
-      const CompletionResult r = run_completion(*lease, req, prompt, started, [&](const std::string& piece) {
+      const Tokenizer& tok = *lease->model().tokenizer;
+      std::vector<TokenLogprob> held, all;  // logprobs not sent yet (text held back), and all sent
+      const OnPiece on_piece = [&](const std::string& piece, std::vector<TokenLogprob>&& lps) {
+        held.insert(held.end(), lps.begin(), lps.end());
         const std::string out = tools ? calls.push(piece) : piece;
         if (out.empty()) return true;
         if (!message_open && !open_message()) return false;
         text += out;
-        return event("response.output_text.delta",
-                     with(item_at, {{"delta", out}, {"logprobs", json::array()}}));
-      });
+        const json sent = logprobs_list(tok, held);
+        all.insert(all.end(), held.begin(), held.end());
+        held.clear();
+        return event("response.output_text.delta", with(item_at, {{"delta", out}, {"logprobs", sent}}));
+      };
+      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece);
       if (r.cancelled) return;
       const ToolCalls found = tools ? calls.finish() : ToolCalls{};
       text += found.content;
@@ -261,8 +275,8 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
         if (!found.content.empty() &&
             !event("response.output_text.delta", with(item_at, {{"delta", found.content}, {"logprobs", json::array()}})))
           return;
-        const json done = message_item(ids, text, "completed");
-        if (!event("response.output_text.done", with(item_at, {{"text", text}, {"logprobs", json::array()}})) ||
+        const json done = message_item(ids, text, "completed", logprobs_list(tok, all));
+        if (!event("response.output_text.done", with(item_at, {{"text", text}, {"logprobs", logprobs_list(tok, all)}})) ||
             !event("response.content_part.done", with(item_at, {{"part", done["content"][0]}})) ||
             !event("response.output_item.done", {{"output_index", 0}, {"item", done}}))
           return;

@@ -351,6 +351,13 @@ def test_logprobs_equal_strata_logits(server, client, oai, tmp_path):
     assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in whole]
     assert len(whole) == 3 and all(len(t.top_logprobs) == 2 and t.top_logprobs[0].logprob >= t.logprob - 1e-6
                                    for t in whole)
+    # The Responses API: the same numbers in output_text's logprobs, streamed and not.
+    resp = oai.responses.create(model=MODEL, input="hi", max_output_tokens=3, temperature=0, top_logprobs=2)
+    assert [(t.token, t.logprob) for t in resp.output[0].content[0].logprobs] == [(t.token, t.logprob) for t in whole]
+    events = list(oai.responses.create(model=MODEL, input="hi", max_output_tokens=3, temperature=0, top_logprobs=2,
+                                       stream=True))
+    deltas = [t for e in events if e.type == "response.output_text.delta" for t in e.logprobs]
+    assert [(t.token, t.logprob) for t in deltas] == [(t.token, t.logprob) for t in whole]
     status, _, body = server.request("POST", "/v1/chat/completions", dict(kwargs, top_logprobs=21))
     assert status == 400 and b"top_logprobs" in body
 
