@@ -38,7 +38,7 @@ struct GenerateParams {
 
   int n_predict = 128;  // < 0: until end of generation or a full context
   SamplerParams sampling;
-  std::vector<std::string> stop;  // stop strings (not included in the output)
+  std::vector<std::string> stop;          // stop strings (not included in the output)
   TokenConstraint* constraint = nullptr;  // not owned; nullptr: any token
   // < 0: no log-probabilities; 0: each generated token's; k: and the k most likely alternatives
   // (at most kMaxTopLogprobs).
@@ -50,13 +50,13 @@ struct GenerateParams {
 struct GenerateResult {
   std::string text;
   std::vector<Token> tokens;
-  int n_prompt = 0;       // prompt tokens evaluated (after prefix reuse)
-  int n_prompt_total = 0; // prompt tokens in all
+  int n_prompt = 0;        // prompt tokens evaluated (after prefix reuse)
+  int n_prompt_total = 0;  // prompt tokens in all
   int n_generated = 0;
   double prompt_seconds = 0;
   double generate_seconds = 0;
-  std::string done_reason;  // "stop" (end token or stop string), "length" (n_predict or context)
-  std::string stop_string;  // the stop string that ended generation, if one did
+  std::string done_reason;             // "stop" (end token or stop string), "length" (n_predict or context)
+  std::string stop_string;             // the stop string that ended generation, if one did
   std::vector<TokenLogprob> logprobs;  // with n_top_logprobs >= 0: one per generated token
 };
 

@@ -24,7 +24,8 @@ std::string blocks_text(const json& content, const char* where) {
   std::string text;
   for (const json& block : content) {
     const std::string type = block.is_object() ? field_string(block, "type").value_or("") : "";
-    if (type != "text") throw bad_request(std::string(where) + ": blocks of type \"" + type + "\" are not supported here");
+    if (type != "text")
+      throw bad_request(std::string(where) + ": blocks of type \"" + type + "\" are not supported here");
     text += field_string(block, "text").value_or("");
   }
   return text;
@@ -177,8 +178,8 @@ void answer(ModelRegistry& registry, const CompletionRequest& req, httplib::Resp
       j.update(data);
       return emit(sse_event(type, j));
     };
-    int index = 0;            // the content block being written
-    bool text_open = false;   // a text block is open at `index`
+    int index = 0;           // the content block being written
+    bool text_open = false;  // a text block is open at `index`
     auto open_text = [&] {
       text_open = true;
       return event("content_block_start", {{"index", index}, {"content_block", {{"type", "text"}, {"text", ""}}}});

@@ -2,8 +2,8 @@
 // not normalized, as Ollama answers), OpenAI's /v1/embeddings. Pooling: the mean of the final
 // hidden state (after the output norm) over the input's tokens (runtime/embedding.h), evaluated
 // on the model's embedding session, never the chat session's KV cache.
-#include "runtime/embedding.h"
 #include <climits>
+#include "runtime/embedding.h"
 
 #include "server/api.h"
 #include "server/errors.h"
@@ -41,8 +41,8 @@ EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, cons
   const int n_ctx = m.effective_n_ctx(0);
   const int n_embd = m.model->config().n_embd;
   if (dimensions < 0 || dimensions > n_embd)
-    throw bad_request("dimensions is " + std::to_string(dimensions) + ", but model \"" + model + "\" gives vectors of " +
-                      std::to_string(n_embd) + " dimensions");
+    throw bad_request("dimensions is " + std::to_string(dimensions) + ", but model \"" + model +
+                      "\" gives vectors of " + std::to_string(n_embd) + " dimensions");
   std::vector<std::vector<Token>> token_lists;
   for (const EmbedInput& input : inputs) {
     std::vector<Token> tokens = input.is_tokens ? input.tokens
@@ -151,22 +151,22 @@ json vector_json(const std::vector<float>& v) {
 }  // namespace
 
 void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
-  add_route_with_body(
-      http, "POST", "/api/embed", ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
-        const json body = parse_body(req.body);
-        const std::string model = model_of(body);
-        const std::vector<EmbedInput> inputs = inputs_of(body, "input");
-        const bool truncate = field_bool(body, "truncate").value_or(true);
-        const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body),
-                                           field_int(body, "dimensions").value_or(0));
-        json list = json::array();
-        for (const auto& v : r.vectors) list.push_back(vector_json(v));
-        send_json(res, {{"model", model},
-                        {"embeddings", list},
-                        {"total_duration", to_ns(r.total_seconds)},
-                        {"load_duration", to_ns(r.load_seconds)},
-                        {"prompt_eval_count", r.n_prompt}});
-      });
+  add_route_with_body(http, "POST", "/api/embed", ErrorStyle::ollama,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        const std::string model = model_of(body);
+                        const std::vector<EmbedInput> inputs = inputs_of(body, "input");
+                        const bool truncate = field_bool(body, "truncate").value_or(true);
+                        const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body),
+                                                           field_int(body, "dimensions").value_or(0));
+                        json list = json::array();
+                        for (const auto& v : r.vectors) list.push_back(vector_json(v));
+                        send_json(res, {{"model", model},
+                                        {"embeddings", list},
+                                        {"total_duration", to_ns(r.total_seconds)},
+                                        {"load_duration", to_ns(r.load_seconds)},
+                                        {"prompt_eval_count", r.n_prompt}});
+                      });
   add_route_with_body(http, "POST", "/api/embeddings", ErrorStyle::ollama,
                       [&registry](const httplib::Request& req, httplib::Response& res) {
                         const json body = parse_body(req.body);
@@ -177,31 +177,31 @@ void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
                         const EmbedResult r = embed_inputs(registry, model, inputs, true, false, keep_alive_of(body));
                         send_json(res, {{"embedding", r.vectors.empty() ? json::array() : vector_json(r.vectors[0])}});
                       });
-  add_route_with_body(http, "POST", "/v1/embeddings", ErrorStyle::openai,
-                      [&registry](const httplib::Request& req, httplib::Response& res) {
-                        const json body = parse_body(req.body);
-                        auto model = field_string(body, "model");
-                        if (!model || model->empty()) throw bad_request("model is required");
-                        const std::vector<EmbedInput> inputs = inputs_of(body, "input");
-                        if (inputs.empty()) throw bad_request("input is required");
-                        const std::string encoding = field_string(body, "encoding_format").value_or("float");
-                        if (encoding != "float" && encoding != "base64")
-                          throw bad_request("encoding_format must be \"float\" or \"base64\"");
-                        auto dimensions = field_int(body, "dimensions");
-                        if (dimensions && *dimensions < 1) throw bad_request("dimensions must be at least 1");
-                        const EmbedResult r = embed_inputs(registry, *model, inputs, true, true, std::nullopt,
-                                                           dimensions.value_or(0));
-                        json data = json::array();
-                        for (size_t i = 0; i < r.vectors.size(); ++i)
-                          data.push_back({{"object", "embedding"},
-                                          {"embedding", encoding == "float" ? vector_json(r.vectors[i])
-                                                                            : json(base64_floats(r.vectors[i]))},
-                                          {"index", i}});
-                        send_json(res, {{"object", "list"},
-                                        {"data", data},
-                                        {"model", *model},
-                                        {"usage", {{"prompt_tokens", r.n_prompt}, {"total_tokens", r.n_prompt}}}});
-                      });
+  add_route_with_body(
+      http, "POST", "/v1/embeddings", ErrorStyle::openai,
+      [&registry](const httplib::Request& req, httplib::Response& res) {
+        const json body = parse_body(req.body);
+        auto model = field_string(body, "model");
+        if (!model || model->empty()) throw bad_request("model is required");
+        const std::vector<EmbedInput> inputs = inputs_of(body, "input");
+        if (inputs.empty()) throw bad_request("input is required");
+        const std::string encoding = field_string(body, "encoding_format").value_or("float");
+        if (encoding != "float" && encoding != "base64")
+          throw bad_request("encoding_format must be \"float\" or \"base64\"");
+        auto dimensions = field_int(body, "dimensions");
+        if (dimensions && *dimensions < 1) throw bad_request("dimensions must be at least 1");
+        const EmbedResult r = embed_inputs(registry, *model, inputs, true, true, std::nullopt, dimensions.value_or(0));
+        json data = json::array();
+        for (size_t i = 0; i < r.vectors.size(); ++i)
+          data.push_back(
+              {{"object", "embedding"},
+               {"embedding", encoding == "float" ? vector_json(r.vectors[i]) : json(base64_floats(r.vectors[i]))},
+               {"index", i}});
+        send_json(res, {{"object", "list"},
+                        {"data", data},
+                        {"model", *model},
+                        {"usage", {{"prompt_tokens", r.n_prompt}, {"total_tokens", r.n_prompt}}}});
+      });
 }
 
 }  // namespace strata::server

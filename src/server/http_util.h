@@ -11,7 +11,7 @@
 namespace strata::server {
 
 enum class ErrorStyle {
-  ollama,  // {"error": "message"}
+  ollama,     // {"error": "message"}
   openai,     // {"error": {"message", "type", "param", "code"}}
   anthropic,  // {"type": "error", "error": {"type", "message"}}
 };

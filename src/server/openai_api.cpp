@@ -110,7 +110,7 @@ CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
 CompletionRequest parse_completion(const json& body, const ModelSettings& settings) {
   CompletionRequest r = parse_common(body, settings);
   if (!r.tools.is_null()) throw bad_request("tools are only supported on /v1/chat/completions");
-  r.raw = true;  // /v1/completions continues the text as given
+  r.raw = true;                                                        // /v1/completions continues the text as given
   if (auto n = field_int(body, "logprobs")) set_logprobs(r, true, n);  // legacy: the number of alternatives
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) throw bad_request("prompt is required");

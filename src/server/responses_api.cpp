@@ -154,14 +154,15 @@ json logprobs_list(const Tokenizer& tok, const std::vector<TokenLogprob>& lps) {
 json message_item(const ResponseIds& ids, const std::string& text, const char* status, json logprobs = json::array()) {
   json content = json::array();
   if (std::string(status) != "in_progress")
-    content.push_back({{"type", "output_text"}, {"text", text}, {"annotations", json::array()}, {"logprobs", logprobs}});
+    content.push_back(
+        {{"type", "output_text"}, {"text", text}, {"annotations", json::array()}, {"logprobs", logprobs}});
   return {{"id", ids.message}, {"type", "message"}, {"status", status}, {"role", "assistant"}, {"content", content}};
 }
 
 json call_item(const json& call, const std::string& item_id, const std::string& call_id, const char* status) {
   const json& f = call["function"];
-  return {{"id", item_id},         {"type", "function_call"}, {"status", status},
-          {"arguments", dump(f["arguments"])}, {"call_id", call_id}, {"name", f["name"]}};
+  return {{"id", item_id},      {"type", "function_call"}, {"status", status}, {"arguments", dump(f["arguments"])},
+          {"call_id", call_id}, {"name", f["name"]}};
 }
 
 json usage(const CompletionResult& r) {
@@ -225,8 +226,8 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
     const ToolCalls parts = answer_parts(req, r.gen.text);
     json response = response_object(ids, req, body, "completed");
     if (!parts.content.empty() || parts.calls.empty())
-      response["output"].push_back(message_item(ids, parts.content, "completed",
-                                                logprobs_list(*lease->model().tokenizer, r.gen.logprobs)));
+      response["output"].push_back(
+          message_item(ids, parts.content, "completed", logprobs_list(*lease->model().tokenizer, r.gen.logprobs)));
     for (const json& call : parts.calls)
       response["output"].push_back(call_item(call, make_id("fc_"), make_id("call_"), "completed"));
     finish(response, r);
@@ -243,7 +244,8 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
     auto open_message = [&] {
       message_open = true;
       json part = {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}, {"logprobs", json::array()}};
-      return event("response.output_item.added", {{"output_index", 0}, {"item", message_item(ids, "", "in_progress")}}) &&
+      return event("response.output_item.added",
+                   {{"output_index", 0}, {"item", message_item(ids, "", "in_progress")}}) &&
              event("response.content_part.added", with(item_at, {{"part", part}}));
     };
     try {
@@ -272,11 +274,12 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
       text += found.content;
       if (!message_open && (!text.empty() || found.calls.empty()) && !open_message()) return;
       if (message_open) {
-        if (!found.content.empty() &&
-            !event("response.output_text.delta", with(item_at, {{"delta", found.content}, {"logprobs", json::array()}})))
+        if (!found.content.empty() && !event("response.output_text.delta",
+                                             with(item_at, {{"delta", found.content}, {"logprobs", json::array()}})))
           return;
         const json done = message_item(ids, text, "completed", logprobs_list(tok, all));
-        if (!event("response.output_text.done", with(item_at, {{"text", text}, {"logprobs", logprobs_list(tok, all)}})) ||
+        if (!event("response.output_text.done",
+                   with(item_at, {{"text", text}, {"logprobs", logprobs_list(tok, all)}})) ||
             !event("response.content_part.done", with(item_at, {{"part", done["content"][0]}})) ||
             !event("response.output_item.done", {{"output_index", 0}, {"item", done}}))
           return;
