@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Python test tooling (never the product): the gguf reference package, pytest, and the official
-# ollama and openai clients the API tests drive the server with.
+# ollama, openai and anthropic clients and langchain-openai the API tests drive the server with.
 set -euo pipefail
-python3 -c "import gguf, numpy, pytest, ollama, openai" 2>/dev/null ||
-  pip install -q "gguf==0.19.0" numpy pytest ollama openai
+python3 -c "import gguf, numpy, pytest, ollama, openai, anthropic, langchain_openai" 2>/dev/null ||
+  pip install -q "gguf==0.19.0" numpy pytest ollama openai anthropic langchain-openai

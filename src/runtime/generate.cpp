@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <utility>
 
 #include "util/error.h"
@@ -26,6 +27,7 @@ class StopFilter {
       const size_t at = pending_.find(s);
       if (at != std::string::npos) {
         stopped = true;
+        matched_ = s;
         std::string out = pending_.substr(0, at);
         pending_.clear();
         return out;
@@ -43,11 +45,47 @@ class StopFilter {
     return out;
   }
   std::string flush() { return std::exchange(pending_, {}); }
+  const std::string& matched() const { return matched_; }  // the stop string that completed
 
  private:
+  std::string matched_;
   const std::vector<std::string>& stops_;
   std::string pending_;
 };
+
+// Log-softmax of the raw logits for the chosen token and the n_top most likely ones. top_heap is
+// scratch sized once by the caller (n_top entries), so nothing is allocated per token beyond
+// the result itself.
+TokenLogprob token_logprob(const float* logits, int n_vocab, Token chosen, int n_top,
+                           std::vector<std::pair<float, Token>>& top_heap) {
+  float max = logits[0];
+  for (int i = 1; i < n_vocab; ++i) max = std::max(max, logits[i]);
+  double sum = 0;
+  for (int i = 0; i < n_vocab; ++i) sum += std::exp(double(logits[i] - max));
+  const float log_z = max + float(std::log(sum));
+  TokenLogprob out;
+  out.token = chosen;
+  out.logprob = logits[chosen] - log_z;
+  if (n_top <= 0) return out;
+  // A min-heap of the n_top largest logits (ties: the lower id first, as a stable sort would).
+  const auto greater = [](const std::pair<float, Token>& a, const std::pair<float, Token>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  top_heap.clear();
+  for (int i = 0; i < n_vocab; ++i) {
+    if (int(top_heap.size()) < n_top) {
+      top_heap.emplace_back(logits[i], Token(i));
+      std::push_heap(top_heap.begin(), top_heap.end(), greater);
+    } else if (greater({logits[i], Token(i)}, top_heap.front())) {
+      std::pop_heap(top_heap.begin(), top_heap.end(), greater);
+      top_heap.back() = {logits[i], Token(i)};
+      std::push_heap(top_heap.begin(), top_heap.end(), greater);
+    }
+  }
+  std::sort_heap(top_heap.begin(), top_heap.end(), greater);
+  for (const auto& [logit, id] : top_heap) out.top.emplace_back(id, logit - log_z);
+  return out;
+}
 
 }  // namespace
 
@@ -80,6 +118,11 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std:
   StreamDecoder decoder(tokenizer, /*special=*/false);
   StopFilter stop(params.stop);
   const int n_vocab = session.model().config().n_vocab;
+  if (params.n_top_logprobs > GenerateParams::kMaxTopLogprobs)
+    throw Error("top_logprobs is " + std::to_string(params.n_top_logprobs) + ", more than the limit of " +
+                std::to_string(GenerateParams::kMaxTopLogprobs));
+  std::vector<std::pair<float, Token>> top_heap;
+  top_heap.reserve(size_t(std::max(0, params.n_top_logprobs)));
   r.done_reason = "length";
   t0 = Clock::now();
   bool stopped = false;
@@ -104,6 +147,10 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std:
       break;
     }
     sampler.accept(tok);
+    if (params.n_top_logprobs >= 0) {
+      r.logprobs.push_back(token_logprob(logits, n_vocab, tok, params.n_top_logprobs, top_heap));
+      if (params.on_logprob) params.on_logprob(r.logprobs.back());
+    }
     r.tokens.push_back(tok);
     ++r.n_generated;
     const std::string text = stop.push(decoder.push(tok), stopped);
@@ -124,6 +171,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std:
     r.text += rest;
     if (!rest.empty()) on_text(rest);
   }
+  r.stop_string = stop.matched();
   return r;
 }
 

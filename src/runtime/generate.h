@@ -4,6 +4,7 @@
 // string.
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/sampler.h"
@@ -22,22 +23,41 @@ class TokenConstraint {
   virtual bool complete() const = 0;     // the output is whole: generation must end
 };
 
+// A generated token's log-probability: the log-softmax of the model's raw logits (before
+// penalties, temperature or a constraint), as `strata logits` prints them; top: the
+// n_top_logprobs most likely tokens, most likely first.
+struct TokenLogprob {
+  Token token = 0;
+  float logprob = 0;
+  std::vector<std::pair<Token, float>> top;
+};
+
 struct GenerateParams {
+  // OpenAI's and Ollama's limit on top_logprobs.
+  static constexpr int kMaxTopLogprobs = 20;
+
   int n_predict = 128;  // < 0: until end of generation or a full context
   SamplerParams sampling;
-  std::vector<std::string> stop;  // stop strings (not included in the output)
+  std::vector<std::string> stop;          // stop strings (not included in the output)
   TokenConstraint* constraint = nullptr;  // not owned; nullptr: any token
+  // < 0: no log-probabilities; 0: each generated token's; k: and the k most likely alternatives
+  // (at most kMaxTopLogprobs).
+  int n_top_logprobs = -1;
+  // With n_top_logprobs >= 0: each generated token's, before its text reaches on_text.
+  std::function<void(const TokenLogprob&)> on_logprob;
 };
 
 struct GenerateResult {
   std::string text;
   std::vector<Token> tokens;
-  int n_prompt = 0;       // prompt tokens evaluated (after prefix reuse)
-  int n_prompt_total = 0; // prompt tokens in all
+  int n_prompt = 0;        // prompt tokens evaluated (after prefix reuse)
+  int n_prompt_total = 0;  // prompt tokens in all
   int n_generated = 0;
   double prompt_seconds = 0;
   double generate_seconds = 0;
-  std::string done_reason;  // "stop" (end token or stop string), "length" (n_predict or context)
+  std::string done_reason;             // "stop" (end token or stop string), "length" (n_predict or context)
+  std::string stop_string;             // the stop string that ended generation, if one did
+  std::vector<TokenLogprob> logprobs;  // with n_top_logprobs >= 0: one per generated token
 };
 
 // on_text receives each piece of text as it becomes final; returning false cancels generation.

@@ -720,9 +720,17 @@ bool JsonAcceptor::feed(char c) {
 // --- JsonConstraint
 
 JsonConstraint::JsonConstraint(const Tokenizer& tokenizer, JsonAcceptor acceptor)
-    : tokenizer_(tokenizer), acceptor_(std::move(acceptor)) {
+    : JsonConstraint(tokenizer, std::vector<JsonAcceptor>{std::move(acceptor)}) {}
+
+JsonConstraint::JsonConstraint(const Tokenizer& tokenizer, std::vector<JsonAcceptor> alternatives)
+    : tokenizer_(tokenizer), alive_(std::move(alternatives)) {
+  if (alive_.empty()) throw Error("structured output: a constraint needs at least one alternative");
   pieces_.resize(size_t(tokenizer.n_vocab()));
   have_piece_.assign(size_t(tokenizer.n_vocab()), false);
+}
+
+bool JsonConstraint::complete() const {
+  return std::any_of(alive_.begin(), alive_.end(), [](const JsonAcceptor& a) { return a.complete(); });
 }
 
 const std::string& JsonConstraint::piece(Token token) {
@@ -737,12 +745,20 @@ bool JsonConstraint::allows(Token token) {
   if (token < 0 || token >= tokenizer_.n_vocab()) return false;
   const std::string& text = piece(token);
   if (text.empty()) return false;
-  JsonAcceptor trial = acceptor_;
-  return trial.feed(text);
+  for (const JsonAcceptor& a : alive_) {
+    JsonAcceptor trial = a;
+    if (trial.feed(text)) return true;
+  }
+  return false;
 }
 
 void JsonConstraint::accept(Token token) {
-  if (token >= 0 && token < tokenizer_.n_vocab()) acceptor_.feed(piece(token));
+  if (token < 0 || token >= tokenizer_.n_vocab()) return;
+  const std::string& text = piece(token);
+  std::vector<JsonAcceptor> still;
+  for (JsonAcceptor& a : alive_)
+    if (a.feed(text)) still.push_back(std::move(a));
+  if (!still.empty()) alive_ = std::move(still);  // a token no alternative takes was never allowed
 }
 
 }  // namespace strata

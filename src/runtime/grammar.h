@@ -55,18 +55,22 @@ class JsonAcceptor {
   std::vector<Frame> stack_;
 };
 
-// Masks tokens for generate(): a token is allowed while the acceptor takes all of its text.
+// Masks tokens for generate(): a token is allowed while an acceptor takes all of its text.
+// Several acceptors are alternatives followed side by side (the output must be a value one of
+// them accepts): a union the single acceptor's anyOf cannot follow, as when each alternative is
+// an object told apart only by a later property (a call to one of several tools).
 class JsonConstraint final : public TokenConstraint {
  public:
   JsonConstraint(const Tokenizer& tokenizer, JsonAcceptor acceptor);
+  JsonConstraint(const Tokenizer& tokenizer, std::vector<JsonAcceptor> alternatives);  // at least one
   bool allows(Token token) override;
   void accept(Token token) override;
-  bool complete() const override { return acceptor_.complete(); }
+  bool complete() const override;
 
  private:
   const std::string& piece(Token token);
   const Tokenizer& tokenizer_;
-  JsonAcceptor acceptor_;
+  std::vector<JsonAcceptor> alive_;  // the alternatives that took all of the output so far
   std::vector<std::string> pieces_;
   std::vector<bool> have_piece_;
 };

@@ -9,6 +9,10 @@ namespace strata::server {
 
 void add_ollama_routes(httplib::Server& http, ModelRegistry& registry);
 void add_openai_routes(httplib::Server& http, ModelRegistry& registry);
+// /v1/responses (responses_api.cpp) and Anthropic's /v1/messages, /v1/messages/count_tokens
+// (anthropic_api.cpp).
+void add_responses_routes(httplib::Server& http, ModelRegistry& registry);
+void add_anthropic_routes(httplib::Server& http, ModelRegistry& registry);
 // /api/embed, /api/embeddings, /v1/embeddings (embed_api.cpp).
 void add_embedding_routes(httplib::Server& http, ModelRegistry& registry);
 // /api/copy, /api/delete, /api/create, /api/pull, /metrics (manage_api.cpp).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <thread>
+#include <utility>
 
 #include "runtime/grammar.h"
 #include "server/connection.h"
@@ -81,10 +82,80 @@ void apply_options(const json& o, CompletionRequest& r) {
 
 void set_json_format(CompletionRequest& r, const json* schema) {
   try {
-    r.format = schema ? JsonAcceptor(*schema) : JsonAcceptor();
+    r.format = {schema ? JsonAcceptor(*schema) : JsonAcceptor()};
   } catch (const Error& e) {
     throw bad_request(std::string("unsupported format: ") + e.what());
   }
+}
+
+namespace {
+// A tool definition's function part ({"name", "description", "parameters"}), or nullptr.
+const json* tool_function(const json& tool) {
+  if (!tool.is_object()) return nullptr;
+  const json* f = field_object(tool, "function");
+  return f && f->contains("name") && (*f)["name"].is_string() ? f : nullptr;
+}
+}  // namespace
+
+void set_tool_choice(CompletionRequest& r, ToolChoice choice, const std::string& name) {
+  if (choice == ToolChoice::automatic) return;
+  if (choice == ToolChoice::none) {
+    r.tools = nullptr;
+    return;
+  }
+  json kept = json::array();
+  if (r.tools.is_array())
+    for (const json& tool : r.tools)
+      if (const json* f = tool_function(tool); f && (choice == ToolChoice::required || (*f)["name"] == name)) {
+        kept.push_back(tool);
+      }
+  if (choice == ToolChoice::named && kept.empty())
+    throw bad_request("tool_choice names \"" + name + "\", which is not among the tools");
+  if (kept.empty()) throw bad_request("tool_choice \"required\" needs at least one tool");
+  if (!r.format.empty()) throw bad_request("a forced tool call cannot be combined with a response format");
+  if (kept.size() > limits::kMaxForcedTools)
+    throw bad_request("tool_choice \"required\" with " + std::to_string(kept.size()) + " tools: at most " +
+                      std::to_string(limits::kMaxForcedTools) + " can be forced (the server's limit)");
+  r.tools = kept;
+  std::vector<JsonAcceptor> calls;
+  for (const json& tool : kept) {
+    const json& f = *tool_function(tool);
+    const json* params = field_object(f, "parameters");
+    const json call = {{"type", "object"},
+                       {"properties",
+                        {{"name", {{"const", f["name"]}}},
+                         {"arguments", params && !params->empty() ? *params : json{{"type", "object"}}}}},
+                       {"required", {"name", "arguments"}}};
+    try {
+      calls.emplace_back(call);
+    } catch (const Error& e) {
+      throw bad_request("the parameters of tool \"" + f["name"].get<std::string>() +
+                        "\" cannot be enforced: " + e.what());
+    }
+  }
+  r.format = std::move(calls);
+  r.forced_tool_call = true;
+}
+
+void set_logprobs(CompletionRequest& r, bool logprobs, std::optional<int64_t> top_logprobs) {
+  const int64_t top = top_logprobs.value_or(0);
+  if (top < 0 || top > GenerateParams::kMaxTopLogprobs)
+    throw bad_request("top_logprobs must be between 0 and " + std::to_string(GenerateParams::kMaxTopLogprobs));
+  r.gen.n_top_logprobs = logprobs || top > 0 ? int(top) : -1;
+}
+
+json logprob_json(const Tokenizer& tokenizer, const TokenLogprob& lp) {
+  const auto entry = [&](Token id, float logprob) {
+    const std::string piece = tokenizer.token_to_piece(id, /*special=*/false);
+    json bytes = json::array();
+    for (unsigned char c : piece) bytes.push_back(int(c));
+    return json{{"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
+  };
+  json j = entry(lp.token, lp.logprob);
+  json top = json::array();
+  for (const auto& [id, logprob] : lp.top) top.push_back(entry(id, logprob));
+  j["top_logprobs"] = top;
+  return j;
 }
 
 ModelSettings stored_settings(const ModelRegistry& registry, const std::string& requested) {
@@ -264,14 +335,22 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
 
 CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
                                 Clock::time_point started, const std::function<bool(const std::string&)>& on_text) {
+  return run_completion(lease, req, prompt, started,
+                        [&](const std::string& text, std::vector<TokenLogprob>&&) { return on_text(text); });
+}
+
+CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
+                                Clock::time_point started, const OnPiece& on_piece) {
   LoadedModel& m = lease.model();
   CompletionResult r;
   r.load_seconds = lease.load_seconds();
   GenerateParams gen = req.gen;
   gen.stop = prompt.stop;
+  std::vector<TokenLogprob> pending;  // tokens whose text has not reached on_piece yet
+  if (gen.n_top_logprobs >= 0) gen.on_logprob = [&](const TokenLogprob& lp) { pending.push_back(lp); };
   std::optional<JsonConstraint> constraint;
-  if (req.format) {
-    constraint.emplace(*m.tokenizer, *req.format);
+  if (!req.format.empty()) {
+    constraint.emplace(*m.tokenizer, req.format);
     gen.constraint = &*constraint;
   }
   lease.fit_context(req.n_ctx);  // usually done by the lease already; /v1 leases without the context
@@ -283,7 +362,7 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
     const double prefix_seconds = std::chrono::duration<double>(Clock::now() - prompt_started).count();
     r.gen = generate(session, *m.tokenizer, prompt.tokens, gen, [&](const std::string& text) {
       if (r.cancelled) return false;
-      if (!on_text(text)) r.cancelled = true;
+      if (!on_piece(text, std::exchange(pending, {}))) r.cancelled = true;
       return !r.cancelled;
     });
     r.gen.prompt_seconds += prefix_seconds;  // the prompt's evaluation is both parts

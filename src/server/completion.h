@@ -28,9 +28,13 @@ struct CompletionRequest {
   int n_threads = 0;  // 0: the server's default
   std::optional<double> keep_alive_s;
   bool stream = true;
-  // Structured output: the answer must be what this accepts (see set_json_format).
-  std::optional<JsonAcceptor> format;
-  json tools;  // chat: the tool definitions (array), or null
+  // Structured output: the answer must be what one of these accepts (see set_json_format and
+  // set_tool_choice); empty: free text.
+  std::vector<JsonAcceptor> format;
+  json tools;  // chat: the tool definitions (array, [{"type": "function", "function": {...}}]), or null
+  // The answer must be a call to one of `tools` (tool_choice "required" or a named tool): the
+  // grammar holds it to {"name": ..., "arguments": {...}} (set_tool_choice).
+  bool forced_tool_call = false;
   // Ollama's "think" (thinking.h): nullopt, true/false or a level.
   std::optional<json> think;
   // A prompt over the context: Ollama's "truncate" (default true) drops the oldest messages
@@ -39,6 +43,20 @@ struct CompletionRequest {
   bool truncate = true;
   int num_keep = 4;
 };
+
+// tool_choice in the APIs' common meaning: automatic (the model decides), none (no tools offered),
+// required (some call), named (a call to that tool).
+enum class ToolChoice { automatic, none, required, named };
+// Applies a tool choice to r.tools. required and named are enforced by the grammar: the answer
+// can only be a JSON call {"name", "arguments"} to one of the tools (named: that one) whose
+// arguments match that tool's parameters schema (one grammar alternative per tool).
+// HttpError 400: no tools to require, a name that is not among them, or a response format too.
+void set_tool_choice(CompletionRequest& r, ToolChoice choice, const std::string& name = "");
+// top_logprobs for a request that asked for logprobs: HttpError 400 outside [0, kMaxTopLogprobs].
+void set_logprobs(CompletionRequest& r, bool logprobs, std::optional<int64_t> top_logprobs);
+// One generated token's log-probability as OpenAI's chat API and Ollama (>= 0.12) write it:
+// {"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}.
+json logprob_json(const Tokenizer& tokenizer, const TokenLogprob& lp);
 
 // Ollama's "options" (num_ctx, num_predict, temperature, top_k, top_p, min_p, seed, stop,
 // repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, num_thread) applied over
@@ -103,5 +121,11 @@ PreparedPrompt prepare_prompt(const LoadedModel& model, const CompletionRequest&
 // receives the text as it is produced; returning false cancels (a disconnected client).
 CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
                                 Clock::time_point started, const std::function<bool(const std::string&)>& on_text);
+// The same, with the log-probabilities (req.gen.n_top_logprobs >= 0) of the tokens whose text
+// this piece completes. Tokens whose text never reaches on_piece (a stop string) are in
+// CompletionResult::gen.logprobs only.
+using OnPiece = std::function<bool(const std::string& text, std::vector<TokenLogprob>&& logprobs)>;
+CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
+                                Clock::time_point started, const OnPiece& on_piece);
 
 }  // namespace strata::server

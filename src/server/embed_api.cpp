@@ -2,7 +2,9 @@
 // not normalized, as Ollama answers), OpenAI's /v1/embeddings. Pooling: the mean of the final
 // hidden state (after the output norm) over the input's tokens (runtime/embedding.h), evaluated
 // on the model's embedding session, never the chat session's KV cache.
+#include <climits>
 #include "runtime/embedding.h"
+
 #include "server/api.h"
 #include "server/errors.h"
 #include "server/http_util.h"
@@ -19,19 +21,37 @@ struct EmbedResult {
   double total_seconds = 0;
 };
 
+// One input: text, or token ids given as they are (OpenAI and Ollama take both).
+struct EmbedInput {
+  std::string text;
+  std::vector<Token> tokens;
+  bool is_tokens = false;
+};
+
 // Tokenizes and embeds each input. truncate: inputs longer than the context are cut to fit;
-// otherwise they are a 400.
-EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, const std::vector<std::string>& inputs,
-                         bool truncate, bool normalize, std::optional<double> keep_alive_s) {
+// otherwise they are a 400. dimensions > 0: the vector's first `dimensions` values, normalized
+// again (OpenAI's and Ollama's "dimensions"); more than the model has is a 400.
+EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, const std::vector<EmbedInput>& inputs,
+                         bool truncate, bool normalize, std::optional<double> keep_alive_s, int64_t dimensions = 0) {
   const auto started = Clock::now();
   EmbedResult r;
   const auto lease = registry.lease(model, keep_alive_s);
   r.load_seconds = lease->load_seconds();
   LoadedModel& m = lease->model();
   const int n_ctx = m.effective_n_ctx(0);
+  const int n_embd = m.model->config().n_embd;
+  if (dimensions < 0 || dimensions > n_embd)
+    throw bad_request("dimensions is " + std::to_string(dimensions) + ", but model \"" + model +
+                      "\" gives vectors of " + std::to_string(n_embd) + " dimensions");
   std::vector<std::vector<Token>> token_lists;
-  for (const std::string& text : inputs) {
-    std::vector<Token> tokens = m.tokenizer->encode(text, /*add_special=*/true, /*parse_special=*/false);
+  for (const EmbedInput& input : inputs) {
+    std::vector<Token> tokens = input.is_tokens ? input.tokens
+                                                : m.tokenizer->encode(input.text, /*add_special=*/true,
+                                                                      /*parse_special=*/false);
+    for (Token t : tokens)
+      if (t < 0 || t >= m.tokenizer->n_vocab())
+        throw bad_request("token id " + std::to_string(t) + " is outside the vocabulary (" +
+                          std::to_string(m.tokenizer->n_vocab()) + " tokens)");
     if (tokens.empty()) throw bad_request("an input has no tokens");
     if (int(tokens.size()) > n_ctx) {
       if (!truncate)
@@ -47,7 +67,8 @@ EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, cons
     Session& session = m.embed_session(0);
     for (const auto& tokens : token_lists) {
       std::vector<float> v = embed_mean(session, tokens);
-      if (normalize) l2_normalize(v);
+      if (dimensions > 0) v.resize(size_t(dimensions));
+      if (normalize || dimensions > 0) l2_normalize(v);
       r.vectors.push_back(std::move(v));
     }
   }
@@ -56,16 +77,36 @@ EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, cons
   return r;
 }
 
-// "input": a string or an array of strings.
-std::vector<std::string> inputs_of(const json& body, const char* key) {
+// "input": a string, an array of strings, an array of token ids, or an array of arrays of them.
+std::vector<EmbedInput> inputs_of(const json& body, const char* key) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return {};
-  if (it->is_string()) return {it->get<std::string>()};
-  if (!it->is_array()) throw bad_request(std::string("field \"") + key + "\" must be a string or an array of strings");
-  std::vector<std::string> out;
+  const auto invalid = [&] {
+    return bad_request(std::string("field \"") + key +
+                       "\" must be a string, an array of strings, an array of token ids or an array of such arrays");
+  };
+  const auto token_ids = [&](const json& list) {
+    EmbedInput in;
+    in.is_tokens = true;
+    for (const json& t : list) {
+      if (!t.is_number_integer()) throw invalid();
+      const int64_t id = t.get<int64_t>();
+      if (id < 0 || id > INT32_MAX) throw bad_request("token id " + std::to_string(id) + " is outside the vocabulary");
+      in.tokens.push_back(Token(id));
+    }
+    return in;
+  };
+  if (it->is_string()) return {EmbedInput{it->get<std::string>(), {}, false}};
+  if (!it->is_array()) throw invalid();
+  if (!it->empty() && (*it)[0].is_number()) return {token_ids(*it)};
+  std::vector<EmbedInput> out;
   for (const auto& v : *it) {
-    if (!v.is_string()) throw bad_request(std::string("field \"") + key + "\" must be a string or an array of strings");
-    out.push_back(v.get<std::string>());
+    if (v.is_string())
+      out.push_back({v.get<std::string>(), {}, false});
+    else if (v.is_array())
+      out.push_back(token_ids(v));
+    else
+      throw invalid();
   }
   return out;
 }
@@ -110,53 +151,57 @@ json vector_json(const std::vector<float>& v) {
 }  // namespace
 
 void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
-  add_route_with_body(
-      http, "POST", "/api/embed", ErrorStyle::ollama, [&registry](const httplib::Request& req, httplib::Response& res) {
-        const json body = parse_body(req.body);
-        const std::string model = model_of(body);
-        const std::vector<std::string> inputs = inputs_of(body, "input");
-        const bool truncate = field_bool(body, "truncate").value_or(true);
-        const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body));
-        json list = json::array();
-        for (const auto& v : r.vectors) list.push_back(vector_json(v));
-        send_json(res, {{"model", model},
-                        {"embeddings", list},
-                        {"total_duration", to_ns(r.total_seconds)},
-                        {"load_duration", to_ns(r.load_seconds)},
-                        {"prompt_eval_count", r.n_prompt}});
-      });
+  add_route_with_body(http, "POST", "/api/embed", ErrorStyle::ollama,
+                      [&registry](const httplib::Request& req, httplib::Response& res) {
+                        const json body = parse_body(req.body);
+                        const std::string model = model_of(body);
+                        const std::vector<EmbedInput> inputs = inputs_of(body, "input");
+                        const bool truncate = field_bool(body, "truncate").value_or(true);
+                        const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body),
+                                                           field_int(body, "dimensions").value_or(0));
+                        json list = json::array();
+                        for (const auto& v : r.vectors) list.push_back(vector_json(v));
+                        send_json(res, {{"model", model},
+                                        {"embeddings", list},
+                                        {"total_duration", to_ns(r.total_seconds)},
+                                        {"load_duration", to_ns(r.load_seconds)},
+                                        {"prompt_eval_count", r.n_prompt}});
+                      });
   add_route_with_body(http, "POST", "/api/embeddings", ErrorStyle::ollama,
                       [&registry](const httplib::Request& req, httplib::Response& res) {
                         const json body = parse_body(req.body);
                         const std::string model = model_of(body);
                         const std::string prompt = field_string(body, "prompt").value_or("");
-                        std::vector<std::string> inputs;
-                        if (!prompt.empty()) inputs.push_back(prompt);
+                        std::vector<EmbedInput> inputs;
+                        if (!prompt.empty()) inputs.push_back({prompt, {}, false});
                         const EmbedResult r = embed_inputs(registry, model, inputs, true, false, keep_alive_of(body));
                         send_json(res, {{"embedding", r.vectors.empty() ? json::array() : vector_json(r.vectors[0])}});
                       });
-  add_route_with_body(http, "POST", "/v1/embeddings", ErrorStyle::openai,
-                      [&registry](const httplib::Request& req, httplib::Response& res) {
-                        const json body = parse_body(req.body);
-                        auto model = field_string(body, "model");
-                        if (!model || model->empty()) throw bad_request("model is required");
-                        const std::vector<std::string> inputs = inputs_of(body, "input");
-                        if (inputs.empty()) throw bad_request("input is required");
-                        const std::string encoding = field_string(body, "encoding_format").value_or("float");
-                        if (encoding != "float" && encoding != "base64")
-                          throw bad_request("encoding_format must be \"float\" or \"base64\"");
-                        const EmbedResult r = embed_inputs(registry, *model, inputs, true, true, std::nullopt);
-                        json data = json::array();
-                        for (size_t i = 0; i < r.vectors.size(); ++i)
-                          data.push_back({{"object", "embedding"},
-                                          {"embedding", encoding == "float" ? vector_json(r.vectors[i])
-                                                                            : json(base64_floats(r.vectors[i]))},
-                                          {"index", i}});
-                        send_json(res, {{"object", "list"},
-                                        {"data", data},
-                                        {"model", *model},
-                                        {"usage", {{"prompt_tokens", r.n_prompt}, {"total_tokens", r.n_prompt}}}});
-                      });
+  add_route_with_body(
+      http, "POST", "/v1/embeddings", ErrorStyle::openai,
+      [&registry](const httplib::Request& req, httplib::Response& res) {
+        const json body = parse_body(req.body);
+        auto model = field_string(body, "model");
+        if (!model || model->empty()) throw bad_request("model is required");
+        const std::vector<EmbedInput> inputs = inputs_of(body, "input");
+        if (inputs.empty()) throw bad_request("input is required");
+        const std::string encoding = field_string(body, "encoding_format").value_or("float");
+        if (encoding != "float" && encoding != "base64")
+          throw bad_request("encoding_format must be \"float\" or \"base64\"");
+        auto dimensions = field_int(body, "dimensions");
+        if (dimensions && *dimensions < 1) throw bad_request("dimensions must be at least 1");
+        const EmbedResult r = embed_inputs(registry, *model, inputs, true, true, std::nullopt, dimensions.value_or(0));
+        json data = json::array();
+        for (size_t i = 0; i < r.vectors.size(); ++i)
+          data.push_back(
+              {{"object", "embedding"},
+               {"embedding", encoding == "float" ? vector_json(r.vectors[i]) : json(base64_floats(r.vectors[i]))},
+               {"index", i}});
+        send_json(res, {{"object", "list"},
+                        {"data", data},
+                        {"model", *model},
+                        {"usage", {{"prompt_tokens", r.n_prompt}, {"total_tokens", r.n_prompt}}}});
+      });
 }
 
 }  // namespace strata::server

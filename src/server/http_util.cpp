@@ -12,6 +12,8 @@ namespace strata::server {
 
 std::string error_body(ErrorStyle style, int status, const std::string& message) {
   if (style == ErrorStyle::ollama) return dump(json{{"error", message}});
+  if (style == ErrorStyle::anthropic)
+    return dump(json{{"type", "error"}, {"error", {{"type", openai_error_type(status)}, {"message", message}}}});
   return dump(json{
       {"error", {{"message", message}, {"type", openai_error_type(status)}, {"param", nullptr}, {"code", nullptr}}}});
 }

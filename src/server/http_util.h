@@ -11,8 +11,9 @@
 namespace strata::server {
 
 enum class ErrorStyle {
-  ollama,  // {"error": "message"}
-  openai,  // {"error": {"message", "type", "param", "code"}}
+  ollama,     // {"error": "message"}
+  openai,     // {"error": {"message", "type", "param", "code"}}
+  anthropic,  // {"type": "error", "error": {"type", "message"}}
 };
 
 std::string error_body(ErrorStyle style, int status, const std::string& message);

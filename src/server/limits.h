@@ -28,5 +28,6 @@ constexpr double kKeepAliveForeverSeconds = 1e9;       // a keep_alive this long
 constexpr int kMaxContextTokens = 1 << 24;             // options.num_ctx
 constexpr int kMaxPredictTokens = 1 << 30;             // num_predict, max_tokens
 constexpr size_t kMaxTemplateBytes = size_t(1) << 20;  // a template stored by /api/create
+constexpr size_t kMaxForcedTools = 64;  // tools a forced call may choose from (each a grammar followed per token)
 
 }  // namespace strata::server::limits

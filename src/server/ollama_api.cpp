@@ -2,6 +2,7 @@
 // /api/ps, /api/version. Streams are NDJSON; errors are {"error": "..."}.
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "server/api.h"
 #include "server/completion.h"
@@ -101,6 +102,7 @@ CompletionRequest parse_common(const json& body, const ModelSettings& settings) 
   r.think = parse_think(body);  // a model that cannot think refuses true or a level (prepare_prompt)
   r.truncate = field_bool(body, "truncate").value_or(true);
   parse_format(body, r);
+  set_logprobs(r, field_bool(body, "logprobs").value_or(false), field_int(body, "top_logprobs"));
   return r;
 }
 
@@ -160,6 +162,14 @@ json chunk(const CompletionRequest& req, const std::string& text, bool done) {
   return j;
 }
 
+// Ollama (>= 0.12) sends the log-probabilities of the tokens a chunk completes beside its text.
+void add_logprobs(json& j, const Tokenizer& tok, const std::vector<TokenLogprob>& lps) {
+  if (lps.empty()) return;
+  json list = json::array();
+  for (const TokenLogprob& lp : lps) list.push_back(logprob_json(tok, lp));
+  j["logprobs"] = list;
+}
+
 json final_chunk(const CompletionRequest& req, const std::string& text, const CompletionResult& r) {
   json j = chunk(req, text, true);
   add_stats(j, r);
@@ -197,6 +207,7 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Re
       return send_error(res, ErrorStyle::ollama, 503, "the client went away; the generation was stopped");
     }
     json last = final_chunk(req, r.gen.text, r);
+    add_logprobs(last, *lease->model().tokenizer, r.gen.logprobs);
     if (tools) {
       const ToolCalls calls = parse_tool_calls(r.gen.text);
       last["message"]["content"] = calls.content;
@@ -208,11 +219,16 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Re
   send_stream(res, kNdjson, [lease, req, prompt, started, tools](const Emit& emit) {
     try {
       ToolCallStream calls;
-      const CompletionResult r = run_completion(*lease, req, prompt, started, [&](const std::string& text) {
-        if (!tools) return emit(dump(chunk(req, text, false)) + "\n");
-        const std::string out = calls.push(text);
-        return out.empty() || emit(dump(chunk(req, out, false)) + "\n");
-      });
+      std::vector<TokenLogprob> held;  // logprobs of text the tool-call filter holds back
+      const OnPiece on_piece = [&](const std::string& text, std::vector<TokenLogprob>&& lps) {
+        held.insert(held.end(), lps.begin(), lps.end());
+        const std::string out = tools ? calls.push(text) : text;
+        if (tools && out.empty()) return true;
+        json j = chunk(req, out, false);
+        add_logprobs(j, *lease->model().tokenizer, std::exchange(held, {}));
+        return emit(dump(j) + "\n");
+      };
+      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece);
       if (r.cancelled) return;
       if (tools) {
         const ToolCalls found = calls.finish();

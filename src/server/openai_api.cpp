@@ -1,9 +1,8 @@
 // OpenAI's API as Ollama serves it (docs/openai.md of ollama/ollama): /v1/chat/completions,
 // /v1/completions, /v1/models. Streams are server-sent events ending with "data: [DONE]"; errors
 // are {"error": {"message", "type", "param", "code"}}.
-#include <atomic>
-
 #include "server/api.h"
+#include "server/api_common.h"
 #include "server/completion.h"
 #include "server/connection.h"
 #include "server/errors.h"
@@ -14,71 +13,39 @@ namespace strata::server {
 
 namespace {
 
-constexpr const char* kEventStream = "text/event-stream";
 using SysClock = std::chrono::system_clock;
 
-std::string make_id(const char* prefix) {
-  static std::atomic<uint64_t> counter{0};
-  const uint64_t n = (uint64_t(unix_seconds(SysClock::now())) << 20) ^ counter.fetch_add(1);
-  return prefix + std::to_string(n % 1000000000ull);
-}
-
-// tool_choice: "none" drops the tools; "auto" and "required" keep them; an object
-// {"type": "function", "function": {"name"}} keeps only the tool it names.
+// tool_choice: "none", "auto", "required", or {"type": "function", "function": {"name"}}.
 void parse_tool_choice(const json& body, CompletionRequest& r) {
   auto it = body.find("tool_choice");
   if (it == body.end() || it->is_null()) return;
   if (it->is_string()) {
     const std::string choice = it->get<std::string>();
-    if (choice == "none") r.tools = nullptr;
-    if (choice != "none" && choice != "auto" && choice != "required")
-      throw bad_request("tool_choice must be \"none\", \"auto\", \"required\" or an object naming a function");
-    return;
+    if (choice == "none") return set_tool_choice(r, ToolChoice::none);
+    if (choice == "auto") return;
+    if (choice == "required") return set_tool_choice(r, ToolChoice::required);
+    throw bad_request("tool_choice must be \"none\", \"auto\", \"required\" or an object naming a function");
   }
   if (!it->is_object()) throw bad_request("tool_choice must be a string or an object naming a function");
   const json* function = field_object(*it, "function");
   const std::string name = function ? field_string(*function, "name").value_or("") : "";
   if (name.empty()) throw bad_request("tool_choice as an object needs function.name");
-  json kept = json::array();
-  if (r.tools.is_array())
-    for (const json& tool : r.tools)
-      if (tool.is_object() && tool.contains("function") && tool["function"].is_object() &&
-          tool["function"].value("name", "") == name)
-        kept.push_back(tool);
-  if (kept.empty()) throw bad_request("tool_choice names \"" + name + "\", which is not among the tools");
-  r.tools = kept;
+  set_tool_choice(r, ToolChoice::named, name);
 }
 
-// Sampling as Ollama's OpenAI layer sets it: temperature and top_p default to 1 (OpenAI's
-// defaults); the rest keep Ollama's. The parameters /api/create stored with the model override
-// those defaults, and the request's own fields override both.
 CompletionRequest parse_common(const json& body, const ModelSettings& settings) {
-  CompletionRequest r;
-  auto model = field_string(body, "model");
-  if (!model || model->empty()) throw bad_request("model is required");
-  r.model = *model;
-  r.stream = field_bool(body, "stream").value_or(false);
+  CompletionRequest r = openai_base_request(body, settings);
   GenerateParams& g = r.gen;
-  g.n_predict = -1;
-  g.sampling.temperature = 1.0f;
-  g.sampling.top_p = 1.0f;
-  g.sampling.top_k = 40;
-  g.sampling.min_p = 0.0f;
-  g.sampling.repeat_penalty = 1.1f;
-  apply_options(settings.parameters, r);
   // A negative limit means none, as Ollama's OpenAI layer passes it on as num_predict.
   auto max_tokens = field_int(body, "max_completion_tokens");
   if (!max_tokens) max_tokens = field_int(body, "max_tokens");
   if (max_tokens) g.n_predict = *max_tokens < 0 ? -1 : int(std::min<int64_t>(*max_tokens, limits::kMaxPredictTokens));
-  if (auto v = field_number(body, "temperature")) g.sampling.temperature = float(*v);
-  if (auto v = field_number(body, "top_p")) g.sampling.top_p = float(*v);
   if (auto v = field_number(body, "presence_penalty")) g.sampling.presence_penalty = float(*v);
   if (auto v = field_number(body, "frequency_penalty")) g.sampling.frequency_penalty = float(*v);
   if (auto v = field_int(body, "seed")) g.sampling.seed = *v < 0 ? 0xFFFFFFFFu : uint64_t(*v);
   if (auto v = field_strings(body, "stop")) g.stop = *v;
   if (auto n = field_int(body, "n"); n && *n != 1) throw bad_request("only n = 1 is supported");
   if (const json* tools = field_array(body, "tools"); tools && !tools->empty()) r.tools = *tools;
-  parse_tool_choice(body, r);
   if (const json* bias = field_object(body, "logit_bias"); bias && !bias->empty())
     throw bad_request("\"logit_bias\" is not supported by strata serve");
   if (const json* format = field_object(body, "response_format")) {
@@ -94,6 +61,7 @@ CompletionRequest parse_common(const json& body, const ModelSettings& settings) 
       throw bad_request("response_format type must be text, json_object or json_schema");
     }
   }
+  parse_tool_choice(body, r);
   return r;
 }
 
@@ -116,6 +84,7 @@ std::string message_content(const json& m) {
 CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
   CompletionRequest r = parse_common(body, settings);
   r.chat = true;
+  set_logprobs(r, field_bool(body, "logprobs").value_or(false), field_int(body, "top_logprobs"));
   const json* messages = field_array(body, "messages");
   if (!messages || messages->empty()) throw bad_request("messages is required");
   for (const auto& m : *messages) {
@@ -123,6 +92,15 @@ CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
     ChatMessage msg{field_string(m, "role").value_or(""), message_content(m)};
     if (msg.role.empty()) throw bad_request("each message needs a \"role\"");
     if (msg.role == "developer") msg.role = "system";
+    // The assistant's earlier calls stay in the conversation as the JSON calls it wrote.
+    if (const json* calls = field_array(m, "tool_calls"))
+      for (const json& call : *calls) {
+        const json* f = call.is_object() ? field_object(call, "function") : nullptr;
+        if (!f) throw bad_request("each of \"tool_calls\" needs a \"function\"");
+        const std::string name = field_string(*f, "name").value_or("");
+        const json args = call_arguments(f->contains("arguments") ? (*f)["arguments"] : json(nullptr));
+        msg.content += (msg.content.empty() ? "" : "\n") + call_text(name, args);
+      }
     r.messages.push_back(std::move(msg));
   }
   add_default_system(settings, r.messages);
@@ -132,7 +110,8 @@ CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
 CompletionRequest parse_completion(const json& body, const ModelSettings& settings) {
   CompletionRequest r = parse_common(body, settings);
   if (!r.tools.is_null()) throw bad_request("tools are only supported on /v1/chat/completions");
-  r.raw = true;  // /v1/completions continues the text as given
+  r.raw = true;                                                        // /v1/completions continues the text as given
+  if (auto n = field_int(body, "logprobs")) set_logprobs(r, true, n);  // legacy: the number of alternatives
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) throw bad_request("prompt is required");
   if (it->is_string())
@@ -159,12 +138,38 @@ json envelope(const std::string& id, const char* object, const std::string& mode
   return {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"system_fingerprint", "fp_strata"}};
 }
 
-json choice_delta(const CompletionRequest& req, const std::string& text, const char* finish) {
+// A choice's "logprobs": chat {"content": [...]}, legacy completions {"tokens", "token_logprobs",
+// "top_logprobs", "text_offset"} (offsets from `offset`, where this piece starts in the answer);
+// null when the request did not ask for them.
+json logprobs_field(const Tokenizer& tok, const CompletionRequest& req, const std::vector<TokenLogprob>& lps,
+                    size_t offset) {
+  if (req.gen.n_top_logprobs < 0) return nullptr;
+  if (req.chat) {
+    json content = json::array();
+    for (const TokenLogprob& lp : lps) content.push_back(logprob_json(tok, lp));
+    return {{"content", content}};
+  }
+  json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+  for (const TokenLogprob& lp : lps) {
+    const std::string piece = tok.token_to_piece(lp.token, /*special=*/false);
+    tokens.push_back(piece);
+    values.push_back(lp.logprob);
+    json top = json::object();
+    for (const auto& [id, logprob] : lp.top) top[tok.token_to_piece(id, false)] = logprob;
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += piece.size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+json choice_delta(const CompletionRequest& req, const std::string& text, const char* finish, json logprobs = nullptr) {
   json c = {{"index", 0}, {"finish_reason", finish ? json(finish) : json(nullptr)}};
   if (req.chat)
     c["delta"] = finish ? json::object() : json{{"role", "assistant"}, {"content", text}};
   else
-    c["text"] = text, c["logprobs"] = nullptr;
+    c["text"] = text;
+  c["logprobs"] = std::move(logprobs);
   return c;
 }
 
@@ -211,7 +216,8 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
     if (req.chat)
       choice["message"] = message;
     else
-      choice["text"] = r.gen.text, choice["logprobs"] = nullptr;
+      choice["text"] = r.gen.text;
+    choice["logprobs"] = logprobs_field(*lease->model().tokenizer, req, r.gen.logprobs, 0);
     j["choices"] = json::array({choice});
     j["usage"] = usage(r);
     send_json(res, j);
@@ -222,13 +228,20 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
     auto event = [&](const json& j) { return emit("data: " + dump(j) + "\n\n"); };
     try {
       ToolCallStream calls;
-      const CompletionResult r = run_completion(*lease, req, prompt, started, [&](const std::string& text) {
+      const Tokenizer& tok = *lease->model().tokenizer;
+      std::vector<TokenLogprob> held;  // logprobs of text the tool-call filter holds back
+      size_t offset = 0;
+      const OnPiece on_piece = [&](const std::string& text, std::vector<TokenLogprob>&& lps) {
+        held.insert(held.end(), lps.begin(), lps.end());
         const std::string out = tools ? calls.push(text) : text;
         if (tools && out.empty()) return true;
         json j = envelope(id, object, req.model, created);
-        j["choices"] = json::array({choice_delta(req, out, nullptr)});
+        j["choices"] = json::array({choice_delta(req, out, nullptr, logprobs_field(tok, req, held, offset))});
+        held.clear();
+        offset += out.size();
         return event(j);
-      });
+      };
+      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece);
       if (r.cancelled) return;
       const char* finish = finish_reason(r);
       if (tools) {
@@ -263,11 +276,6 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
 bool include_usage(const json& body) {
   const json* opts = field_object(body, "stream_options");
   return opts && field_bool(*opts, "include_usage").value_or(false);
-}
-
-ModelSettings settings_of(const ModelRegistry& registry, const json& body) {
-  const auto model = field_string(body, "model");
-  return model && !model->empty() ? stored_settings(registry, *model) : ModelSettings{};
 }
 
 json model_object(const ModelEntry& e) {

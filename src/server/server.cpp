@@ -135,6 +135,8 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(o
 
   add_ollama_routes(http, registry);
   add_openai_routes(http, registry);
+  add_responses_routes(http, registry);
+  add_anthropic_routes(http, registry);
   add_embedding_routes(http, registry);
   add_management_routes(http, registry);
 
