@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Python test tooling (never the product): the gguf reference package, pytest, and the official
-# ollama and openai clients the API tests drive the server with.
+# ollama and openai clients the API tests drive the server with; websockets drives headless Chromium
+# (tests/py/test_web_page.py).
 set -euo pipefail
-python3 -c "import gguf, numpy, pytest, ollama, openai" 2>/dev/null ||
-  pip install -q "gguf==0.19.0" numpy pytest ollama openai
+python3 -c "import gguf, numpy, pytest, ollama, openai, websockets" 2>/dev/null ||
+  pip install -q "gguf==0.19.0" numpy pytest ollama openai websockets
