@@ -110,7 +110,9 @@ def browser():
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory):
     folder = harness.models_folder(str(tmp_path_factory.mktemp("strata-web-models")))
-    srv = harness.Server(folder)
+    # A budget below SmolLM2's size, so that its FFN weights stream and the tier panel has
+    # something to show (plan: 55 of 92 MiB resident at 2048 tokens).
+    srv = harness.Server(folder, extra_args=["--mem", "120M"])
     yield srv
     srv.stop()
 
@@ -158,7 +160,11 @@ def test_chat_in_the_browser(serve, browser):
     # The statistics panel: the loaded model's tiers (from /api/ps) and the answer's speed.
     browser.wait_for("document.getElementById('tier').textContent.includes('streams from SSD')", 10, "tier panel")
     tier = browser.js("document.getElementById('tier').innerText")
-    assert "hit rate" in tier and "predicted speed" in tier and "resident weight bytes" in tier
+    assert re.search(r"streams from SSD\s+dense FFN", tier), tier
+    assert re.search(r"hit rate \(read ahead in time\)\s+[\d.]+ %", tier), tier
+    assert re.search(r"predicted speed\s+[\d.]+ tok/s", tier), tier
+    details = browser.js("document.getElementById('details').innerText")
+    assert re.search(r"ssd bytes read\s+[\d.]+ [KMG]B", details) and "read ahead in time" in details, details
     last = browser.js("document.getElementById('last').innerText")
     assert re.search(r"generation\s+[\d.]+ tok/s", last), last
     assert "tokens (prompt / answer)" in last
