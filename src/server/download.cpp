@@ -173,7 +173,8 @@ struct Transfer {
   // worth keeping.
   std::string failure;
   int failure_status = 0;
-  bool restart = false;  // the source ignored the range, or answered 416: start over
+  bool restart = false;    // the source answered 416 or a wrong range: start over with a new request
+  bool restarted = false;  // the source sent the whole file instead of the rest
   bool keep_partial = false;
   std::string meta_path;
   bool cancelled = false;
@@ -236,10 +237,18 @@ bool start_body(Transfer& t) {
   if (code >= 400) return fail(t, 502, "the source answered HTTP " + std::to_string(code), code >= 500);
   if (code != 200 && code != 206)
     return fail(t, 502, "the source answered HTTP " + std::to_string(code) + ", not a file");
-  if (t.offset > 0 && (code != 206 || t.range_start != t.offset)) {
-    // The file changed (If-Range) or the source cannot serve ranges: start over.
+  if (t.offset > 0 && code == 200) {
+    // The whole file again: it changed (If-Range did not match) or the source cannot serve
+    // ranges. The old bytes go; this response is the file from byte 0.
+    if (::ftruncate(t.fd, 0) != 0 || ::lseek(t.fd, 0, SEEK_SET) != 0 ||
+        EVP_DigestInit_ex(t.sha, EVP_sha256(), nullptr) != 1)
+      return fail(t, 500, "cannot restart " + t.partial_path + ": " + std::strerror(errno));
+    t.offset = 0;
+    t.restarted = true;
+  }
+  if (t.offset > 0 && t.range_start != t.offset) {
     t.restart = true;
-    return fail(t, 502, "the source did not resume at byte " + with_commas(t.offset));
+    return fail(t, 502, "the source resumed at the wrong byte (wanted " + with_commas(t.offset) + ")");
   }
   if (code == 206 && t.range_total)
     t.total = *t.range_total;
@@ -493,7 +502,10 @@ DownloadResult download_model(const DownloadRequest& req) {
     set(curl.get(), CURLOPT_XFERINFOFUNCTION, on_xfer);
     set(curl.get(), CURLOPT_XFERINFODATA, &t);
     if (offset > 0) {
-      set(curl.get(), CURLOPT_RESUME_FROM_LARGE, curl_off_t(offset));
+      // CURLOPT_RANGE rather than RESUME_FROM: a 200 with the whole file is then ours to take
+      // (start_body), not libcurl's error.
+      const std::string range = std::to_string(offset) + "-";
+      set(curl.get(), CURLOPT_RANGE, range.c_str());
       if (!meta->validator.empty()) {
         const std::string if_range = "If-Range: " + meta->validator;
         headers.reset(curl_slist_append(nullptr, if_range.c_str()));
@@ -501,6 +513,7 @@ DownloadResult download_model(const DownloadRequest& req) {
       }
     }
     const CURLcode rc = curl_easy_perform(curl.get());
+    if (t.restarted) result.resumed_from = 0;
     if (t.restart && attempt == 0) {  // the source changed or cannot resume: once more from byte 0
       if (::ftruncate(file.fd, 0) != 0) throw DownloadError(500, prefix + "cannot truncate " + partial);
       std::error_code rm;

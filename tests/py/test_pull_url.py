@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import threading
-import urllib.request
+import time
 
 import numpy as np
 import pytest
@@ -25,12 +25,12 @@ NAME = "tiny-pull"
 FILE = NAME + ".gguf"
 
 
-def make_gguf(path):
+def make_gguf(path, seed=7):
     import gguf
 
     w = gguf.GGUFWriter(path, "llama")
     w.add_name("tiny pull test")
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     w.add_tensor("blob", rng.standard_normal(256 * 1024).astype(np.float32))  # 1 MiB: room to drop mid-file
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -43,13 +43,19 @@ def make_gguf(path):
 class Source(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, data):
+    def __init__(self, data, new_data):
         super().__init__(("127.0.0.1", 0), Handler)
         self.data = data
         self.sha = hashlib.sha256(data).hexdigest()
+        self.new_data = new_data  # what /changing/ serves after its first, cut request
+        self.new_sha = hashlib.sha256(new_data).hexdigest()
         self.requests = []  # (path, Range header or None)
+        self.if_ranges = []  # (path, If-Range header)
         self.dropped = set()  # paths whose first full request was cut
         self.lock = threading.Lock()
+
+    def handle_error(self, request, client_address):
+        pass  # a client hanging up mid-file is what several tests do
 
     @property
     def url(self):
@@ -62,9 +68,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def send_file(self, data, etag=None, extra=()):
+    def send_file(self, data, etag=None, extra=(), chunk_delay=0):
         start, status = 0, 200
         rng = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if if_range and if_range != f'"{etag}"':
+            rng = None  # the file changed since the validator: the whole new file (RFC 9110)
         if rng and rng.startswith("bytes="):
             start = int(rng[6:].split("-")[0])
             if start >= len(data):
@@ -85,7 +94,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for k, v in extra:
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data[start:])
+        if not chunk_delay:
+            return self.wfile.write(data[start:])
+        try:
+            for at in range(start, len(data), 32 << 10):
+                self.wfile.write(data[at:at + (32 << 10)])
+                self.wfile.flush()
+                time.sleep(chunk_delay)
+        except OSError:
+            self.close_connection = True
 
     def cut(self, data, n, with_length=True):
         """Sends the first n bytes of data (announcing all of it, or no length at all) and hangs up."""
@@ -113,6 +130,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         with src.lock:
             src.requests.append((path, self.headers.get("Range")))
+            if self.headers.get("If-Range"):
+                src.if_ranges.append((path, self.headers.get("If-Range")))
         data, sha = src.data, src.sha
         if path.startswith("/plain/"):
             return self.send_file(data, etag=sha)
@@ -128,6 +147,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if first:
                 return self.cut(data, len(data) // 2)
             return self.send_file(data, etag=sha)
+        if path.startswith("/changing/"):  # cut once, then a new version of the file
+            with src.lock:
+                first = path not in src.dropped
+                src.dropped.add(path)
+            if first:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", f'"{sha}"')
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data[:len(data) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            return self.send_file(src.new_data, etag=src.new_sha)
+        if path.startswith("/slow/"):  # ~1 s for the file: time for a client to leave
+            return self.send_file(data, etag=sha, chunk_delay=0.03)
         if path.startswith("/badsha/"):
             return self.send_file(data, extra=[("X-Linked-Etag", '"' + "0" * 64 + '"')])
         if path.startswith("/html/"):
@@ -153,8 +190,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    data = make_gguf(str(tmp_path_factory.mktemp("pull-src") / FILE))
-    src = Source(data)
+    folder = tmp_path_factory.mktemp("pull-src")
+    src = Source(make_gguf(str(folder / FILE)), make_gguf(str(folder / "new.gguf"), seed=8))
     t = threading.Thread(target=src.serve_forever, daemon=True)
     t.start()
     yield src
@@ -205,6 +242,19 @@ def test_cli_resumes_after_dropped_connection(source, tmp_path):
     assert ("/drop/cli/" + FILE, f"bytes={kept}-") in source.requests
     assert "matches the source's digest" in second.stdout  # ETag sha256 over the whole, resumed file
     assert_whole(tmp_path, source)
+
+
+def test_cli_restarts_when_the_file_changed(source, tmp_path):
+    url = f"{source.url}/changing/{FILE}"
+    assert pull_cli(url, tmp_path).returncode == 1
+    assert (tmp_path / (FILE + ".partial")).exists()
+    second = pull_cli(url, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert ("/changing/" + FILE, f'"{source.sha}"') in source.if_ranges  # resumed only if unchanged
+    assert "resumed" not in second.stdout
+    with open(tmp_path / FILE, "rb") as f:
+        assert f.read() == source.new_data  # the new version whole, not old bytes + new bytes
+    assert files(tmp_path) == [FILE]
 
 
 def test_cli_wrong_digest_leaves_nothing(source, tmp_path):
@@ -308,6 +358,31 @@ def test_api_pull_resumes_after_dropped_connection(source, serve):
     assert lines[-1]["status"] == "success", lines
     assert lines[[i for i, l in enumerate(lines) if "completed" in l][0]]["completed"] >= kept
     assert ("/drop/api/" + FILE, f"bytes={kept}-") in source.requests
+    assert_whole(serve.folder, source)
+
+
+def test_api_pull_client_leaving_keeps_a_resumable_partial(source, serve):
+    import http.client
+
+    url = f"{source.url}/slow/{FILE}"
+    conn = http.client.HTTPConnection(serve.host, serve.port, timeout=30)
+    conn.request("POST", "/api/pull", body=json.dumps({"model": url}))
+    resp = conn.getresponse()
+    while "completed" not in json.loads(resp.readline()):
+        pass
+    conn.close()  # the client goes away mid-download
+    partial = os.path.join(serve.folder, FILE + ".partial")
+    deadline = time.time() + 10
+    while time.time() < deadline and files(serve.folder) != [FILE + ".partial", FILE + ".partial.json"]:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the server stops writing once it notices
+    kept = os.path.getsize(partial)
+    time.sleep(0.5)
+    assert os.path.getsize(partial) == kept < len(source.data)
+    assert not os.path.exists(os.path.join(serve.folder, FILE))
+    status, _, body = serve.request("POST", "/api/pull", {"model": url, "stream": False})
+    assert status == 200, body
+    assert ("/slow/" + FILE, f"bytes={kept}-") in source.requests
     assert_whole(serve.folder, source)
 
 
