@@ -33,6 +33,7 @@ std::string human_bytes(uint64_t n) {
 class ProgressBar {
  public:
   explicit ProgressBar(std::string label) : label_(std::move(label)), tty_(::isatty(2)) {}
+  void set_label(std::string label) { label_ = std::move(label); }
   void update(const server::DownloadProgress& p) {
     const auto now = std::chrono::steady_clock::now();
     if (!started_) start_ = now, started_ = true, first_ = p.completed;
@@ -91,6 +92,7 @@ void add_pull_command(CLI::App& app) {
     auto bar = std::make_shared<ProgressBar>("pulling");
     req.on_status = [bar](const std::string& s) {
       bar->finish();
+      if (s.rfind("pulling ", 0) == 0) return bar->set_label(s);  // the bar names the model
       std::fprintf(stderr, "%s\n", s.c_str());
     };
     req.on_progress = [bar](const server::DownloadProgress& p) {

@@ -465,7 +465,8 @@ DownloadResult download_model(const DownloadRequest& req) {
     t.meta_path = meta_path;
     t.fd = file.fd;
     t.sha = sha.get();
-    if (offset > 0) {
+    if (offset > 0) {  // the digest covers the whole file: read what is there first
+      if (req.on_status) req.on_status("checking the " + with_commas(offset) + " bytes already downloaded");
       hash_existing(partial, offset, sha.get(), t.head);
       if (offset >= 4 && std::memcmp(t.head, "GGUF", 4) != 0) {
         offset = 0;
