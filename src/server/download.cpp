@@ -577,6 +577,10 @@ DownloadResult download_model(const DownloadRequest& req) {
     throw DownloadError(err == EEXIST ? 409 : 500,
                         prefix + "cannot rename " + partial + " to " + result.path + ": " + std::strerror(err));
   }
+  if (const int dir = ::open(req.models_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+    ::fsync(dir);  // the rename itself survives a crash
+    ::close(dir);
+  }
   std::error_code rm;
   fs::remove(meta_path, rm);
   return result;
