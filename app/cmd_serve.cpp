@@ -20,12 +20,12 @@ struct ServeOptions {
   std::string keep_alive;
   server::ServerOptions server;
 };
+}  // namespace
 
 std::string default_models_dir() {
   const char* home = std::getenv("HOME");
   return std::string(home ? home : ".") + "/.strata/models";
 }
-}  // namespace
 
 void add_serve_command(CLI::App& app) {
   auto opts = std::make_shared<ServeOptions>();

@@ -18,6 +18,10 @@ void add_serve_command(CLI::App& app);
 void add_list_command(CLI::App& app);  // cmd_client.cpp
 void add_ps_command(CLI::App& app);    // cmd_client.cpp
 void add_iobench_command(CLI::App& app);
+void add_pull_command(CLI::App& app);  // cmd_pull.cpp
+
+// The models folder `strata serve` and `strata pull` use by default: ~/.strata/models.
+std::string default_models_dir();
 
 // The server the client commands talk to (cmd_client.cpp): $OLLAMA_HOST in Ollama's syntax,
 // default 127.0.0.1:11434; a wildcard listen address means this machine.

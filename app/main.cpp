@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   strata::app::add_serve_command(app);
   strata::app::add_list_command(app);
   strata::app::add_ps_command(app);
+  strata::app::add_pull_command(app);
   strata::app::add_iobench_command(app);
   strata::app::add_plan_command(app);
   try {

@@ -1,16 +1,18 @@
 // Managing the models folder the way Ollama's API does, without a registry: /api/copy (a link),
 // /api/delete, /api/create from a local GGUF (template, system and parameters go to a sidecar
-// NAME.json beside NAME.gguf), /api/pull of a local path only; and /metrics.
+// NAME.json beside NAME.gguf), /api/pull of a local path or an http(s) URL (pull_url.cpp); and /metrics.
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "server/api.h"
+#include "server/download.h"
 #include "server/errors.h"
 #include "server/http_util.h"
 #include "server/limits.h"
 #include "server/metrics.h"
 #include "server/model_settings.h"
+#include "server/pull_url.h"
 
 namespace strata::server {
 
@@ -216,6 +218,7 @@ void add_management_routes(httplib::Server& http, ModelRegistry& registry) {
         const json body = parse_body(req.body);
         const std::string name = model_name(body, "model", "name");
         const bool stream = field_bool(body, "stream").value_or(true);
+        if (is_download_url(name)) return pull_from_url(registry, name, stream, res);  // pull_url.cpp
         try {
           registry.resolve(name);
           return send_pull_progress(registry, res, stream, name);  // already here

@@ -14,6 +14,7 @@
 #include "server/prompt.h"
 #include "server/thinking.h"
 #include "server/tier_report.h"
+#include "server/web_page.h"
 
 namespace strata::server {
 
@@ -418,9 +419,7 @@ void handle_ps(ModelRegistry& registry, httplib::Response& res) {
 
 void add_ollama_routes(httplib::Server& http, ModelRegistry& registry) {
   constexpr ErrorStyle style = ErrorStyle::ollama;
-  http.Get("/", guarded(style, [](const httplib::Request&, httplib::Response& res) {
-             res.set_content("Ollama is running", "text/plain; charset=utf-8");
-           }));
+  http.Get("/", guarded(style, answer_root));  // web_page.cpp: the chat page, or "Ollama is running"
   http.Get("/api/version", guarded(style, [](const httplib::Request&, httplib::Response& res) {
              send_json(res, {{"version", kApiVersion}});
            }));
