@@ -22,6 +22,11 @@ struct ArchTraits {
   bool post_norms = false;     // norms after the attention and FFN outputs (gemma3)
   bool shared_expert = false;  // MoE layers add a gated shared expert (qwen2moe)
   bool expert_weights_norm = true;  // renormalize the top-k routing weights
+  ExpertGating gating = ExpertGating::softmax;
+  bool expert_biases = false;       // biases on the router and the experts (gpt-oss)
+  bool attn_out_bias = false;       // bias on the attention output (gpt-oss)
+  bool attn_sinks = false;          // per-head sink logits in the attention softmax (gpt-oss)
+  bool ffn_norm_post_attn = false;  // the FFN input norm is named post_attention_norm (gpt-oss)
 };
 
 struct ArchitectureEntry {
