@@ -17,6 +17,7 @@ from conftest import SMOLLM2, model_path, report, run_strata
 FORGE = ["--arch", "gpt-oss", "--preset", "tiny", "--type", "MXFP4_MOE", "--seed", "1", "--fill", "values"]
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 N_PREDICT = 24
+NEAR_TIE = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +71,12 @@ def test_greedy_tokens_match_llama_cpp(model):
     out = run_strata("run", model, "-p", PROMPT, "-n", N_PREDICT, "--greedy", "-c", 256, "--fresh").stdout
     assert out.startswith(PROMPT.encode())
     generated = out[len(PROMPT):-1]  # run ends with a newline
-    # Random weights give nearly tied logits: compare up to llama.cpp's first step within the noise.
-    decisive = next((i for i, m in enumerate(margins) if m < 0.02), N_PREDICT)
+    # Random weights give nearly tied logits: compare up to llama.cpp's first step whose top-2
+    # margin is within NEAR_TIE (20x the largest difference forged_test.cpp measures on this shape).
+    decisive = next((i for i, m in enumerate(margins) if m < NEAR_TIE), N_PREDICT)
     expected = llm.detokenize(ref[:decisive])
-    report(f"gpt-oss tiny greedy: {decisive} of {N_PREDICT} steps before a near-tie; {generated[:50]!r}")
+    report(f"gpt-oss tiny greedy: {decisive} of {N_PREDICT} steps before a near-tie (margins "
+           f"{', '.join(f'{m:.4f}' for m in margins[:8])} ...); {generated[:50]!r}")
     assert decisive >= 4
     assert generated.startswith(expected), (generated, expected)
     if decisive == N_PREDICT:
