@@ -8,11 +8,12 @@ by tests/model/forged_test.cpp on the fixtures gpt-oss-tiny-MXFP4_MOE and gpt-os
 import json
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import SMOLLM2, model_path, report, run_strata
+from conftest import ROOT, SMOLLM2, model_path, report, run_strata
 
 FORGE = ["--arch", "gpt-oss", "--preset", "tiny", "--type", "MXFP4_MOE", "--seed", "1", "--fill", "values"]
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
@@ -44,7 +45,7 @@ def assert_streams(stderr):
     assert m and int(m.group(1)) < int(m.group(2)), stderr
 
 
-def test_greedy_tokens_match_llama_cpp(model):
+def llama(model):
     llama_cpp = pytest.importorskip("llama_cpp")
     default_params = llama_cpp.llama_cpp.llama_model_default_params
 
@@ -55,10 +56,14 @@ def test_greedy_tokens_match_llama_cpp(model):
 
     llama_cpp.llama_cpp.llama_model_default_params = params
     try:
-        llm = llama_cpp.Llama(model_path=model, n_ctx=256, n_batch=256, n_threads=2, flash_attn=False, verbose=False,
-                              logits_all=True)
+        return llama_cpp.Llama(model_path=model, n_ctx=256, n_batch=256, n_threads=2, flash_attn=False,
+                               verbose=False, logits_all=True)
     finally:
         llama_cpp.llama_cpp.llama_model_default_params = default_params
+
+
+def test_greedy_tokens_match_llama_cpp(model):
+    llm = llama(model)
     ids = llm.tokenize(PROMPT.encode(), add_bos=True, special=True)
     llm.eval(ids)
     ref, margins = [], []
@@ -101,3 +106,30 @@ def test_streamed_greedy_equals_resident(model, small_budget):
     streamed = run_strata(*args, "--mem", small_budget)
     assert_streams(streamed.stderr)
     assert streamed.stdout == resident
+
+
+@pytest.mark.parametrize("mode", ["resident", "streamed"])
+def test_perplexity_matches_llama_cpp(model, small_budget, mode):
+    """llama-perplexity's method (scripts/gen_fidelity_fixtures.py) on the GPL-3 at context 256,
+    past the model's windows of 8: within 0.1%, resident and with the experts streamed."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import gen_fidelity_fixtures as fidelity
+
+    if not os.path.isfile(fidelity.PERPLEXITY_TEXT):
+        pytest.skip(f"{fidelity.PERPLEXITY_TEXT} not present")
+    with open(fidelity.PERPLEXITY_TEXT, encoding="utf-8") as f:
+        text = f.read()
+    if text.endswith("\n"):
+        text = text[:-1]
+    ref = fidelity.perplexity_fixture(llama(model), text.encode(), 256, 4)
+    extra = ["--mem", small_budget] if mode == "streamed" else []
+    proc = run_strata("perplexity", model, "-f", fidelity.PERPLEXITY_TEXT, "-c", 256, "--chunks", 4, *extra)
+    if mode == "streamed":
+        assert_streams(proc.stderr)
+    m = re.search(r"Final estimate: PPL = ([0-9.]+)", proc.stdout.decode())
+    assert m, proc.stdout
+    ppl = float(m.group(1))
+    rel = abs(ppl - ref["ppl"]) / ref["ppl"]
+    report(f"gpt-oss tiny perplexity {mode} (GPL-3, ctx 256, 4 chunks): Strata {ppl:.4f}, llama.cpp "
+           f"{ref['ppl']:.4f}, diff {100 * rel:.4f}%")
+    assert rel <= 1e-3
