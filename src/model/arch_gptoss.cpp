@@ -33,7 +33,8 @@ void configure_gptoss(const gguf::File& f, ModelConfig& c) {
     for (int l = 0; l < c.n_layer; ++l) c.layer_swa[size_t(l)] = items[size_t(l)].as_bool();
   } else {
     const int64_t n = f.get_int(pattern_key, 2);
-    if (n < 0 || n > c.n_layer + 1) throw Error(f.path() + ": " + pattern_key + " " + std::to_string(n) + " is out of range");
+    if (n < 0 || n > c.n_layer + 1)
+      throw Error(f.path() + ": " + pattern_key + " " + std::to_string(n) + " is out of range");
     for (int l = 0; l < c.n_layer; ++l) c.layer_swa[size_t(l)] = n == 0 || (l % n) < n - 1;
   }
   c.rope_base_swa = float(f.get_float(a + ".rope.freq_base_swa", c.rope_base));

@@ -40,7 +40,9 @@ struct ArchitectureEntry {
 const ArchitectureEntry* find_architecture(const std::string& name);
 const ArchitectureEntry& architecture(Arch arch);
 std::string supported_architectures();
-// The entry for `name`, or strata::Error "<where>: unknown architecture 'name' (supported: ...)".
+// The entry for `name`, or strata::Error "<where>: unknown architecture 'name' (supported: ...)";
+// one Strata knows but cannot compute yet (qwen35moe, qwen35, qwen3next) is refused by name with
+// what is missing.
 const ArchitectureEntry& require_architecture(const std::string& name, const std::string& where);
 // Sets the config's flags from the traits (load_config and the forge share it).
 void apply_traits(const ArchitectureEntry& entry, ModelConfig& config);

@@ -72,8 +72,8 @@ constexpr int kFp4TileR = 4, kFp4TileC = 4;
 constexpr int kFp4TileR = 2, kFp4TileC = 2;
 #endif
 
-void tile_dot_mxfp4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_cols,
-                    float* out, size_t rs, size_t cs) {
+void tile_dot_mxfp4(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_cols, float* out,
+                    size_t rs, size_t cs) {
   const int64_t nb = n / kQKMXFP4;
   const auto* wb = static_cast<const uint8_t*>(w);
   const auto* ab = static_cast<const uint8_t*>(a);
@@ -82,10 +82,12 @@ void tile_dot_mxfp4(int64_t n, const void* w, size_t wrb, int n_rows, const void
     int c = 0;
     for (; c + kFp4TileC <= n_cols; c += kFp4TileC)
       mxfp4_tile<kFp4TileR, kFp4TileC>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
-    for (; c < n_cols; ++c) mxfp4_tile<kFp4TileR, 1>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
+    for (; c < n_cols; ++c)
+      mxfp4_tile<kFp4TileR, 1>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
   }
   for (; r < n_rows; ++r)
-    for (int c = 0; c < n_cols; ++c) mxfp4_tile<1, 1>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
+    for (int c = 0; c < n_cols; ++c)
+      mxfp4_tile<1, 1>(nb, wb + r * wrb, wrb, ab + c * arb, arb, out + r * rs + c * cs, rs, cs);
 }
 
 // Dequantize: the table values times the scale (one product each, as the scalar reference).

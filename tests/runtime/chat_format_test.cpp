@@ -38,8 +38,7 @@ TEST(Harmony, ToolCallsInTheChannelOrTheRoleHeader) {
   EXPECT_EQ(a.tool_calls[0].name, "get_weather");
   EXPECT_EQ(a.tool_calls[0].arguments, "{\"city\":\"Paris\"}");
 
-  const HarmonyReply b =
-      parse_harmony(" to=functions.lookup<|channel|>commentary json<|message|>{\"q\": 1}<|call|>");
+  const HarmonyReply b = parse_harmony(" to=functions.lookup<|channel|>commentary json<|message|>{\"q\": 1}<|call|>");
   ASSERT_EQ(b.tool_calls.size(), 1u);
   EXPECT_EQ(b.tool_calls[0].name, "lookup");
   EXPECT_EQ(b.tool_calls[0].arguments, "{\"q\": 1}");
