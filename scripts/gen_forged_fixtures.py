@@ -38,6 +38,9 @@ CASES = [(arch, preset, type_, "values")
                               ("qwen3moe", "tiny"), ("gemma3", "tiny")]
          for type_ in ["Q8_0", "F16"]]
 CASES += [(arch, "small", "Q4_K_M", "blocks") for arch in ["llama", "qwen2", "qwen3", "qwen3moe", "gemma3"]]
+# gpt-oss as it ships (MXFP4 experts, Q8_0 elsewhere) and in F16: sinks, alternating windows of 8
+# (shorter than the 20 tokens), biases everywhere, the clamped SwiGLU and YaRN.
+CASES += [("gpt-oss", "tiny", "MXFP4_MOE", "values"), ("gpt-oss", "tiny", "F16", "values")]
 
 
 def case_name(arch, preset, type_):
@@ -61,7 +64,23 @@ def sha256(path):
     return h.hexdigest()
 
 
-def evaluate(path):
+def no_extra_buffers():
+    """use_extra_bufts=False for every Llama made afterwards: llama.cpp's repacked (AMX /
+    interleaved) CPU buffers segfault with this host's llama-cpp-python 0.3.36 build (as in
+    tests/py/test_long_context_rope.py); the plain CPU buffers give the same numerics."""
+    default_params = llama_cpp.llama_cpp.llama_model_default_params
+
+    def params():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
+
+
+def evaluate(path, plain_buffers=False):
+    if plain_buffers:
+        no_extra_buffers()
     llm = llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_batch=N_CTX, n_threads=2, logits_all=True,
                           flash_attn=False, verbose=False)
     n_vocab = llm.n_vocab()
@@ -86,7 +105,7 @@ def main():
             forge_args = ["--arch", arch, "--preset", preset, "--type", type_, "--seed", str(SEED), "--fill", fill]
             subprocess.run([args.strata, "forge", *forge_args, "--tokenizer-from", TOKENIZER, "--out", path],
                            check=True, stdout=subprocess.DEVNULL)
-            n_vocab, tokens, scores = evaluate(path)
+            n_vocab, tokens, scores = evaluate(path, plain_buffers=arch == "gpt-oss")
             spread = spread_ids(n_vocab)
             positions = []
             for row in scores:

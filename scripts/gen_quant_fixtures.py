@@ -38,6 +38,22 @@ def sane_scales(rng, n):
     return mag.astype(np.float16)
 
 
+# MXFP4 (gpt-oss experts): 17-byte blocks of an E8M0 exponent and 16 bytes of nibbles. Exponent
+# bytes are kept to scales 2^-10 .. 2^8 and the denormals 0 and 1, so no value overflows. Its own
+# random stream, so the other types' files stay as they were.
+def mxfp4(rng):
+    blocks = rng.integers(0, 256, size=(24, 17), dtype=np.uint8)
+    blocks[:, 0] = rng.choice([0, 1] + list(range(118, 137)), 24)
+    (OUT / "MXFP4.blocks").write_bytes(blocks.tobytes())
+    (OUT / "MXFP4.deq.f32").write_bytes(quants.dequantize(blocks.reshape(-1), T.MXFP4).astype("<f4").tobytes())
+    x = rng.normal(0, 1, 512).astype(np.float32)
+    x[:32] *= 50
+    x[32:64] = 0
+    x[64:96] = np.round(x[64:96] * 4) / 4
+    (OUT / "MXFP4.qin.f32").write_bytes(x.astype("<f4").tobytes())
+    (OUT / "MXFP4.qout").write_bytes(np.asarray(quants.quantize(x, T.MXFP4)).view(np.uint8).tobytes())
+
+
 def main():
     rng = np.random.default_rng(20240611)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -66,6 +82,7 @@ def main():
         q = np.asarray(quants.quantize(x, qtype)).view(np.uint8)
         (OUT / f"{qtype.name}.qin.f32").write_bytes(x.astype("<f4").tobytes())
         (OUT / f"{qtype.name}.qout").write_bytes(q.tobytes())
+    mxfp4(np.random.default_rng(20250805))
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"wrote {len(list(OUT.iterdir()))} files, {total} bytes, to {OUT}")
 

@@ -105,6 +105,17 @@ void set_metadata(const Hparams& h, const TypeRecipe& recipe, const ForgeOptions
       w.set(key("attention.key_length"), Value::u32(uint32_t(h.head_dim)));
       w.set(key("attention.value_length"), Value::u32(uint32_t(h.head_dim)));
       break;
+    case ForgeArch::gptoss:  // as convert_hf_to_gguf writes gpt-oss
+      w.set(key("rope.dimension_count"), Value::u32(uint32_t(h.head_dim)));
+      w.set(key("attention.key_length"), Value::u32(uint32_t(h.head_dim)));
+      w.set(key("attention.value_length"), Value::u32(uint32_t(h.head_dim)));
+      w.set(key("attention.sliding_window"), Value::u32(uint32_t(h.sliding_window)));
+      break;
+  }
+  if (h.rope_yarn_factor > 0) {
+    w.set(key("rope.scaling.type"), Value::str("yarn"));
+    w.set(key("rope.scaling.factor"), Value::f32(h.rope_yarn_factor));
+    w.set(key("rope.scaling.original_context_length"), Value::u32(uint32_t(h.rope_yarn_orig_ctx)));
   }
   if (h.is_moe()) {
     w.set(key("expert_count"), Value::u32(uint32_t(h.n_expert)));
@@ -138,6 +149,12 @@ TypeRecipe parse_type_recipe(const std::string& name) {
     r.file_type = u == "Q4_K_M" ? 15 : 17;
     return r;
   }
+  if (u == "MXFP4_MOE") {  // llama.cpp's LLAMA_FTYPE_MOSTLY_MXFP4_MOE, as gpt-oss ships
+    r.base = DType::Q8_0;
+    r.mxfp4_experts = true;
+    r.file_type = 38;
+    return r;
+  }
   for (const auto& p : kPlainTypes) {
     if (u != p.name) continue;
     r.base = p.type;
@@ -146,7 +163,7 @@ TypeRecipe parse_type_recipe(const std::string& name) {
   }
   std::string names;
   for (const auto& p : kPlainTypes) names += std::string(p.name) + " ";
-  throw Error("forge: unsupported type '" + name + "' (expected one of " + names + "Q4_K_M Q5_K_M)");
+  throw Error("forge: unsupported type '" + name + "' (expected one of " + names + "Q4_K_M Q5_K_M MXFP4_MOE)");
 }
 
 namespace {
@@ -157,6 +174,7 @@ bool is_f32_kind(TensorKind k) { return k == TensorKind::norm || k == TensorKind
 DType intended_type(const TypeRecipe& recipe, const Hparams& h, const TensorSpec& t) {
   if (is_f32_kind(t.kind)) return DType::F32;
   DType type = recipe.base;
+  if (recipe.mxfp4_experts && ends_with(t.name, "_exps.weight")) return DType::MXFP4;
   if (recipe.k_mixture) {
     if (t.kind == TensorKind::output) type = DType::Q6_K;
     const bool v_or_down = ends_with(t.name, ".attn_v.weight") || ends_with(t.name, ".ffn_down.weight") ||

@@ -27,9 +27,10 @@ struct TypeRecipe {
   std::string name;   // as given: "Q4_K", "Q4_K_M", ...
   DType base = DType::Q8_0;
   bool k_mixture = false;  // *_K_M: Q6_K for output, and attn_v / ffn_down in some layers
+  bool mxfp4_experts = false;  // MXFP4_MOE: routed experts MXFP4, other matrices `base` (Q8_0)
   uint32_t file_type = 0;  // general.file_type (llama_ftype)
 };
-// Accepts F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K Q4_K_M Q5_K_M (any case).
+// Accepts F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K Q4_K_M Q5_K_M MXFP4_MOE (any case).
 TypeRecipe parse_type_recipe(const std::string& name);
 // The type one tensor is stored in. Rows that do not split into the type's blocks fall back as in
 // llama.cpp's quantizer (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, then F16).

@@ -14,6 +14,7 @@ struct ArchName {
 constexpr ArchName kArchs[] = {
     {ForgeArch::llama, "llama"},   {ForgeArch::qwen2, "qwen2"},   {ForgeArch::qwen3, "qwen3"},
     {ForgeArch::qwen3moe, "qwen3moe"}, {ForgeArch::qwen2moe, "qwen2moe"}, {ForgeArch::gemma3, "gemma3"},
+    {ForgeArch::gptoss, "gpt-oss"},
 };
 
 // Per-architecture test shapes. tiny: n_embd 64 (K-quants fall back to 32-blocks, as llama.cpp
@@ -69,6 +70,20 @@ Hparams tiny(ForgeArch arch) {
       h.rms_eps = 1e-6f;
       h.sliding_window = 16;
       h.tied_output = true;
+      break;
+    case ForgeArch::gptoss:  // gpt-oss-20b in miniature: alternating windows, 4 experts top-2, YaRN
+      h.n_layer = 4;
+      h.head_dim = 32;
+      h.n_ff = 64;
+      h.rope_base = 150000.0f;
+      h.rms_eps = 1e-5f;
+      h.rope_yarn_factor = 32.0f;
+      h.rope_yarn_orig_ctx = 4096;
+      h.sliding_window = 8;
+      h.n_expert = 4;
+      h.n_expert_used = 2;
+      h.n_ff_exp = 64;
+      h.n_ctx = 131072;
       break;
   }
   return h;
@@ -149,6 +164,38 @@ Hparams qwen3_30b_a3b() {
   return h;
 }
 
+// gpt-oss-20b / 120b (HF config.json): 2880 wide, 64 query heads of 64, 8 KV heads, windows of
+// 128 on even layers, expert FFN 2880, YaRN 32 over 4096, rope base 150000.
+Hparams gpt_oss_20b() {
+  Hparams h;
+  h.preset = "gpt-oss-20b";
+  h.arch = ForgeArch::gptoss;
+  h.n_layer = 24;
+  h.n_embd = 2880;
+  h.n_head = 64;
+  h.n_head_kv = 8;
+  h.head_dim = 64;
+  h.n_ff = 2880;
+  h.n_ctx = 131072;
+  h.rope_base = 150000.0f;
+  h.rms_eps = 1e-5f;
+  h.rope_yarn_factor = 32.0f;
+  h.rope_yarn_orig_ctx = 4096;
+  h.sliding_window = 128;
+  h.n_expert = 32;
+  h.n_expert_used = 4;
+  h.n_ff_exp = 2880;
+  return h;
+}
+
+Hparams gpt_oss_120b() {
+  Hparams h = gpt_oss_20b();
+  h.preset = "gpt-oss-120b";
+  h.n_layer = 36;
+  h.n_expert = 128;
+  return h;
+}
+
 Hparams gemma_3_270m() {
   Hparams h;
   h.preset = "gemma-3-270m";
@@ -197,6 +244,8 @@ const NamedPreset kNamed[] = {
     {"qwen3-30b-a3b", qwen3_30b_a3b, "Qwen3 30B-A3B (qwen3moe): 48 layers, 128 experts top-8, expert FFN 768"},
     {"smollm2-135m", smollm2_135m, "SmolLM2 135M (llama): 30 layers, 576 wide, 9/3 heads, FFN 1536, tied head"},
     {"gemma-3-270m", gemma_3_270m, "Gemma 3 270M: 18 layers, 640 wide, 4/1 heads of 256, window 512"},
+    {"gpt-oss-20b", gpt_oss_20b, "gpt-oss-20b: 24 layers, 2880 wide, 64/8 heads of 64, 32 experts top-4 (MXFP4_MOE)"},
+    {"gpt-oss-120b", gpt_oss_120b, "gpt-oss-120b: 36 layers, 2880 wide, 64/8 heads of 64, 128 experts top-4"},
 };
 
 }  // namespace

@@ -7,7 +7,7 @@
 
 namespace strata::forge {
 
-enum class ForgeArch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3 };
+enum class ForgeArch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3, gptoss };
 
 const char* arch_name(ForgeArch arch);
 // Throws strata::Error listing the known architectures.
@@ -27,7 +27,9 @@ struct Hparams {
   float rope_base = 10000.0f;
   float rope_base_swa = 0.0f;  // gemma3 local (sliding-window) layers; 0: none
   float rms_eps = 1e-5f;
-  int sliding_window = 0;      // gemma3
+  float rope_yarn_factor = 0.0f;  // > 0: YaRN scaling (gpt-oss: 32 over an original 4096)
+  int rope_yarn_orig_ctx = 0;
+  int sliding_window = 0;      // gemma3, gpt-oss
   int n_expert = 0;            // 0: dense
   int n_expert_used = 0;
   int n_ff_exp = 0;            // qwen3moe/qwen2moe expert width (expert_feed_forward_length)

@@ -109,6 +109,9 @@ void fix_blocks(DType type, uint8_t* p, uint64_t n_blocks) {
       for (uint64_t b = 0; b < n_blocks; ++b, p += 210) store_u16(p + 208, d.scale[p[208]]);
       break;
     }
+    case DType::MXFP4:  // exponent byte 2^-10 .. 2^-7: |w| about 0.001 .. 0.1, like the values fill
+      for (uint64_t b = 0; b < n_blocks; ++b, p += 17) p[0] = uint8_t(118 + (p[0] & 3));
+      break;
     case DType::F16:  // sign and mantissa random, exponent 2^-9 .. 2^-6
       for (uint64_t i = 0; i < n_blocks; ++i, p += 2) {
         const uint16_t x = load_u16(p);
@@ -170,7 +173,7 @@ bool can_fill_blocks(DType type) {
   switch (type) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0:
     case DType::Q5_1: case DType::Q8_0: case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K:
-    case DType::Q6_K:
+    case DType::Q6_K: case DType::MXFP4:
       return true;
     default:
       return false;

@@ -173,9 +173,11 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec) {
   }
   p.kv.written(layer, p.pos0, n);
   const ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v,
-                                  spec.scale_q_first ? 1.0f : c.attn_scale, window};
+                                  spec.scale_q_first ? 1.0f : c.attn_scale, window,
+                                  L.attn_sinks.empty() ? nullptr : L.attn_sinks.data()};
   ops::attention(shape, b.q.data(), n, p.pos0, k_cache, v_cache, b.att.data(), p.pool, b.attn);
   ops::matmul(L.wo, b.att.data(), o_dim, n, b.o.data(), c.n_embd, p.pool, b.mm);
+  add_bias(b.o.data(), L.bo, n);
 }
 
 namespace {

@@ -11,6 +11,8 @@ namespace strata {
 void configure_gemma3(const gguf::File&, ModelConfig&);
 void forward_pre_norm(ForwardPass&);  // arch_llama.cpp: llama, qwen2, qwen3 and their MoE forms
 void forward_gemma3(ForwardPass&);
+void configure_gptoss(const gguf::File&, ModelConfig&);
+void forward_gptoss(ForwardPass&);
 
 namespace {
 
@@ -30,6 +32,20 @@ constexpr ArchitectureEntry kArchitectures[] = {
      {.rope_kind = RopeKind::neox, .activation = Activation::gelu_tanh, .qk_norm = true, .post_norms = true},
      configure_gemma3,
      forward_gemma3},
+    // llama.cpp's LLM_ARCH_OPENAI_MOE.
+    {"gpt-oss",
+     Arch::gptoss,
+     {.rope_kind = RopeKind::neox,
+      .activation = Activation::swiglu_oai,
+      .qkv_bias = true,
+      .expert_weights_norm = false,
+      .gating = ExpertGating::softmax_weight,
+      .expert_biases = true,
+      .attn_out_bias = true,
+      .attn_sinks = true,
+      .ffn_norm_post_attn = true},
+     configure_gptoss,
+     forward_gptoss},
 };
 
 // --- Tensors.
@@ -43,8 +59,9 @@ constexpr TensorEntry layer_matrix(const char* name, R role, W when, Dim cols, D
                                    int part = -1, bool stacked = false) {
   return {name, true, role, part, when, cols, rows, stacked, false, field, nullptr, nullptr, nullptr};
 }
-constexpr TensorEntry layer_vector(const char* name, R role, W when, Dim n, std::vector<float> L::*field) {
-  return {name, true, role, -1, when, n, Dim::one, false, true, nullptr, field, nullptr, nullptr};
+constexpr TensorEntry layer_vector(const char* name, R role, W when, Dim n, std::vector<float> L::*field,
+                                   Dim rows = Dim::one) {
+  return {name, true, role, -1, when, n, rows, false, true, nullptr, field, nullptr, nullptr};
 }
 constexpr TensorEntry model_matrix(const char* name, R role, W when, Dim cols, Dim rows, WeightView M::*field) {
   return {name, false, role, -1, when, cols, rows, false, false, nullptr, nullptr, field, nullptr};
@@ -67,14 +84,21 @@ constexpr TensorEntry kTensors[] = {
     layer_vector("attn_q_norm.weight", R::norm, W::qk_norm, Dim::head_dim_k, &L::q_norm),
     layer_vector("attn_k_norm.weight", R::norm, W::qk_norm, Dim::head_dim_k, &L::k_norm),
     layer_matrix("attn_output.weight", R::attention, W::always, Dim::o_dim, Dim::n_embd, &L::wo),
-    layer_vector("post_attention_norm.weight", R::norm, W::post_norms, Dim::n_embd, &L::post_attn_norm),
-    layer_vector("ffn_norm.weight", R::norm, W::always, Dim::n_embd, &L::ffn_norm),
+    layer_vector("attn_output.bias", R::attention, W::attn_out_bias, Dim::n_embd, &L::bo),
+    layer_vector("attn_sinks.weight", R::attention, W::attn_sinks, Dim::n_head, &L::attn_sinks),
+    layer_vector("post_attention_norm.weight", R::norm, W::post_attn_norm, Dim::n_embd, &L::post_attn_norm),
+    layer_vector("ffn_norm.weight", R::norm, W::ffn_norm, Dim::n_embd, &L::ffn_norm),
     layer_matrix("ffn_gate_inp.weight", R::router, W::moe_layer, Dim::n_embd, Dim::n_expert, &L::router),
+    layer_vector("ffn_gate_inp.bias", R::router, W::expert_bias, Dim::n_expert, &L::router_bias),
     layer_matrix("ffn_gate_exps.weight", R::experts, W::moe_layer, Dim::n_embd, Dim::n_ff_expert, &L::gate_exps, -1,
                  true),
     layer_matrix("ffn_up_exps.weight", R::experts, W::moe_layer, Dim::n_embd, Dim::n_ff_expert, &L::up_exps, -1, true),
     layer_matrix("ffn_down_exps.weight", R::experts, W::moe_layer, Dim::n_ff_expert, Dim::n_embd, &L::down_exps, -1,
                  true),
+    // Expert biases are small and read for every routed token: resident (role other), one row per expert.
+    layer_vector("ffn_gate_exps.bias", R::other, W::expert_bias, Dim::n_ff_expert, &L::gate_exps_bias, Dim::n_expert),
+    layer_vector("ffn_up_exps.bias", R::other, W::expert_bias, Dim::n_ff_expert, &L::up_exps_bias, Dim::n_expert),
+    layer_vector("ffn_down_exps.bias", R::other, W::expert_bias, Dim::n_embd, &L::down_exps_bias, Dim::n_expert),
     layer_matrix("ffn_gate_inp_shexp.weight", R::router, W::shared_expert, Dim::n_embd, Dim::one, &L::shexp_gate_inp),
     layer_matrix("ffn_gate_shexp.weight", R::dense_ffn, W::shared_expert, Dim::n_embd, Dim::n_ff_shexp,
                  &L::w_gate_shexp, part(FfnPart::shexp_gate)),
@@ -110,6 +134,16 @@ bool has(const ModelConfig& c, TensorWhen when, int layer) {
       return c.is_moe_layer(layer);
     case W::shared_expert:
       return c.has_shared_expert && c.is_moe_layer(layer);
+    case W::attn_out_bias:
+      return c.has_attn_out_bias;
+    case W::attn_sinks:
+      return c.has_attn_sinks;
+    case W::expert_bias:
+      return c.has_expert_biases && c.is_moe_layer(layer);
+    case W::ffn_norm:
+      return !c.ffn_norm_post_attn;
+    case W::post_attn_norm:
+      return c.has_post_norms || c.ffn_norm_post_attn;
   }
   return false;
 }
@@ -136,11 +170,28 @@ std::string supported_architectures() {
   return s;
 }
 
+namespace {
+// Architectures Strata knows of but cannot compute yet: refused by name with what is missing,
+// never run with another architecture's forward pass.
+struct NotYet {
+  const char* name;
+  const char* missing;
+};
+constexpr NotYet kNotYet[] = {
+    {"qwen35moe", "Qwen3.5 MoE: its gated delta-rule (linear attention) layers with conv1d and recurrent state"},
+    {"qwen35", "Qwen3.5: its gated delta-rule (linear attention) layers with conv1d and recurrent state"},
+    {"qwen3next", "Qwen3-Next: its gated delta-rule (linear attention) layers with conv1d and recurrent state"},
+};
+}  // namespace
+
 const ArchitectureEntry& require_architecture(const std::string& name, const std::string& where) {
   const ArchitectureEntry* entry = find_architecture(name);
-  if (!entry)
-    throw Error(where + ": unknown architecture '" + name + "' (supported: " + supported_architectures() + ")");
-  return *entry;
+  if (entry) return *entry;
+  for (const NotYet& n : kNotYet)
+    if (name == n.name)
+      throw Error(where + ": architecture '" + name + "' is not supported yet (" + n.missing +
+                  " are not implemented; supported: " + supported_architectures() + ")");
+  throw Error(where + ": unknown architecture '" + name + "' (supported: " + supported_architectures() + ")");
 }
 
 void apply_traits(const ArchitectureEntry& entry, ModelConfig& c) {
@@ -153,6 +204,11 @@ void apply_traits(const ArchitectureEntry& entry, ModelConfig& c) {
   c.has_post_norms = t.post_norms;
   c.has_shared_expert = t.shared_expert;
   c.expert_weights_norm = t.expert_weights_norm;
+  c.gating = t.gating;
+  c.has_expert_biases = t.expert_biases;
+  c.has_attn_out_bias = t.attn_out_bias;
+  c.has_attn_sinks = t.attn_sinks;
+  c.ffn_norm_post_attn = t.ffn_norm_post_attn;
 }
 
 // --- Tensor catalogue.
@@ -187,6 +243,8 @@ int64_t dim_value(const ModelConfig& c, Dim dim) {
       return c.n_expert;
     case Dim::n_rot_half:
       return c.n_rot / 2;
+    case Dim::n_head:
+      return c.n_head;
   }
   return 0;
 }

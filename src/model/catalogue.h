@@ -24,6 +24,11 @@ enum class TensorWhen : uint8_t {
   dense_layer,    // a layer with a dense FFN
   moe_layer,      // a layer with experts
   shared_expert,  // a MoE layer of a model with a shared expert
+  attn_out_bias,  // config.has_attn_out_bias
+  attn_sinks,     // config.has_attn_sinks
+  expert_bias,    // a MoE layer of a model with expert biases
+  ffn_norm,       // the FFN input norm under its usual name (all but gpt-oss)
+  post_attn_norm, // post_attention_norm: gemma3's post-norm, gpt-oss's FFN input norm
 };
 
 // A size taken from the config.
@@ -40,7 +45,8 @@ enum class Dim : uint8_t {
   n_ff_expert,
   n_ff_shexp,
   n_expert,
-  n_rot_half
+  n_rot_half,
+  n_head
 };
 
 struct TensorEntry {
@@ -51,7 +57,7 @@ struct TensorEntry {
   TensorWhen when;
   Dim cols, rows;  // ne[0] and ne[1]
   bool stacked;    // 3-D: n_expert matrices of [cols x rows], one per expert
-  bool is_vector;  // bound as floats (norms, biases), else as a matrix view
+  bool is_vector;  // bound as floats (norms, biases; rows > 1 for per-expert biases), else a matrix view
   // Where it is bound (exactly one is set).
   WeightView LayerWeights::*layer_matrix;
   std::vector<float> LayerWeights::*layer_vector;

@@ -10,8 +10,12 @@ namespace strata::gguf { class File; }
 
 namespace strata {
 
-enum class Arch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3 };
-enum class Activation { silu, gelu_tanh };
+enum class Arch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3, gptoss };
+// swiglu_oai: gpt-oss's clamped SwiGLU (its own file, model/arch_gptoss.cpp).
+enum class Activation { silu, gelu_tanh, swiglu_oai };
+// How router logits become expert weights: softmax over all experts, then the top k (renormalized
+// if asked); or softmax_weight (gpt-oss): the top k of the logits, then a softmax over those k.
+enum class ExpertGating { softmax, softmax_weight };
 
 struct ModelConfig {
   Arch arch = Arch::llama;
@@ -45,6 +49,8 @@ struct ModelConfig {
   int n_layer_dense_lead = 0;       // the first layers have a dense FFN instead of experts
   bool has_shared_expert = false;   // every MoE layer also runs a gated dense FFN (qwen2moe)
   int n_ff_shexp = 0;               // its width
+  ExpertGating gating = ExpertGating::softmax;
+  bool has_expert_biases = false;   // router and every expert matrix have a bias (gpt-oss)
 
   // Sliding-window attention: layer_swa[l] says layer l sees only the last `sliding_window` tokens.
   int sliding_window = 0;
@@ -56,6 +62,10 @@ struct ModelConfig {
   bool has_qk_norm = false;   // per-head RMSNorm of q and k (qwen3, gemma3)
   bool has_post_norms = false;  // norms after attention and FFN outputs (gemma3)
   bool has_qkv_bias = false;  // qwen2
+  bool has_attn_out_bias = false;  // bias on the attention output projection (gpt-oss)
+  bool has_attn_sinks = false;     // a learned logit per head in the attention softmax (gpt-oss)
+  // The FFN's input norm is stored as post_attention_norm, not ffn_norm (gpt-oss).
+  bool ffn_norm_post_attn = false;
 
   bool is_moe_layer(int layer) const { return n_expert > 0 && layer >= n_layer_dense_lead; }
   // The widest FFN any layer runs (dense, expert or shared expert): the gate/up scratch width.

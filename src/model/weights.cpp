@@ -50,8 +50,9 @@ class Binder {
     return v;
   }
 
-  std::vector<float> vector(const std::string& name, int64_t n, bool required = true) const {
-    WeightView v = matrix(name, n, 1, required);
+  // n_rows > 1: per-expert biases, row after row.
+  std::vector<float> vector(const std::string& name, int64_t n, int64_t n_rows, bool required = true) const {
+    WeightView v = matrix(name, n, n_rows, required);
     if (v.empty()) return {};
     return ops::to_floats(v);
   }
@@ -74,7 +75,7 @@ ModelWeights bind_weights(const gguf::File& file, const ModelConfig& c) {
   for (const ExpectedTensor& t : expected_tensors(c)) {
     const TensorEntry& e = *t.entry;
     if (e.is_vector) {
-      std::vector<float> v = b.vector(t.name, t.n_cols, t.required);
+      std::vector<float> v = b.vector(t.name, t.n_cols, t.n_rows, t.required);
       if (e.layer_vector) w.layers[size_t(t.layer)].*e.layer_vector = std::move(v);
       else w.*e.model_vector = std::move(v);
     } else {

@@ -28,7 +28,9 @@ struct LayerWeights {
   WeightView wk;                     // [n_embd] -> [n_head_kv * head_dim_k]
   WeightView wv;                     // [n_embd] -> [n_head_kv * head_dim_v]
   WeightView wo;                     // [n_head * head_dim_v] -> [n_embd]
-  std::vector<float> bq, bk, bv;     // qwen2 biases, or empty
+  std::vector<float> bq, bk, bv;     // qwen2 and gpt-oss biases, or empty
+  std::vector<float> bo;             // [n_embd] output projection bias (gpt-oss), or empty
+  std::vector<float> attn_sinks;     // [n_head] sink logit per query head (gpt-oss), or empty
   std::vector<float> q_norm, k_norm; // [head_dim_k], or empty
   std::vector<float> post_attn_norm; // [n_embd] (gemma3), or empty
   std::vector<float> ffn_norm;       // [n_embd]
@@ -39,6 +41,9 @@ struct LayerWeights {
   // of gate/up ([n_embd] -> [n_expert * n_ff_expert]) and rows [e*n_embd, (e+1)*n_embd) of down.
   WeightView router;
   WeightView gate_exps, up_exps, down_exps;
+  // gpt-oss: router bias [n_expert]; expert biases, expert e at [e * n_ff_expert] of gate/up
+  // ([n_ff_expert x n_expert]) and at [e * n_embd] of down ([n_embd x n_expert]). Empty otherwise.
+  std::vector<float> router_bias, gate_exps_bias, up_exps_bias, down_exps_bias;
   // Shared expert (qwen2moe): a dense FFN every token runs, scaled by sigmoid(shexp_gate . x).
   WeightView shexp_gate_inp;         // [n_embd] -> [1]
   WeightView w_gate_shexp, w_up_shexp;  // [n_embd] -> [n_ff_shexp]

@@ -352,18 +352,45 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
       }
   };
 
+  // Sinks (gpt-oss): each head's sink logit joins the max and the sum of its softmax and adds no
+  // value, as llama.cpp's soft_max with sinks (f16 path) and its flash kernel's sink step (online).
+  const float* sinks = shape.sinks;
+  auto for_rows = [&](const Item& it, auto&& fn) {
+    for (int r = 0; r < it.rows; ++r) fn(size_t(r), it.kvh * group + r % group);
+  };
+  auto add_sink_online = [&](AttentionScratch::Tile& tile, const Item& it) {
+    for_rows(it, [&](size_t row, int head) {
+      const float s = sinks[head];
+      float& m = tile.m[row];
+      if (s > m) {
+        const float ms = std::exp(m - s);
+        for (int i = 0; i < dv; ++i) tile.o[row * dv + size_t(i)] *= ms;
+        tile.l[row] = tile.l[row] * ms + 1.0f;
+        m = s;
+      } else {
+        tile.l[row] += std::exp(s - m);
+      }
+    });
+  };
+
   for_items([&](AttentionScratch::Tile& tile, const Item& it) {
     std::fill_n(tile.m.data(), it.rows, -std::numeric_limits<float>::infinity());
     std::fill_n(tile.l.data(), it.rows, 0.0f);
     if (!f16_path) {
       sweep(tile, it, Pass::online);
-      if (n_splits == 1) write_out(tile, it, true);
-      else store_part(tile, it, true);
+      if (n_splits == 1) {
+        if (sinks) add_sink_online(tile, it);
+        write_out(tile, it, true);
+      } else {
+        store_part(tile, it, true);
+      }
       return;
     }
     sweep(tile, it, Pass::max);
     if (n_splits > 1) return store_part(tile, it, false);
+    if (sinks) for_rows(it, [&](size_t row, int head) { tile.m[row] = std::max(tile.m[row], sinks[head]); });
     sweep(tile, it, Pass::sum);
+    if (sinks) for_rows(it, [&](size_t row, int head) { tile.sum[row] += double(std::exp(sinks[head] - tile.m[row])); });
     for (int r = 0; r < it.rows; ++r) tile.l[size_t(r)] = float(1.0 / tile.sum[size_t(r)]);
     sweep(tile, it, Pass::output);
     write_out(tile, it, false);
@@ -377,10 +404,10 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   if (!f16_path) {
     // Merge the ranges' partial softmaxes: weights e^(m_s - M), M the largest running max.
     each_row([&](int t, int head, float* dst) {
-      float m = -std::numeric_limits<float>::infinity();
+      float m = sinks ? sinks[head] : -std::numeric_limits<float>::infinity();
       for (int s = 0; s < n_splits; ++s) m = std::max(m, part_at(s, t, head)[0]);
       std::fill_n(dst, dv, 0.0f);
-      float l = 0.0f;
+      float l = sinks ? std::exp(sinks[head] - m) : 0.0f;
       for (int s = 0; s < n_splits; ++s) {
         const float* ps = part_at(s, t, head);
         if (ps[1] == 0.0f) continue;  // no visible position in this range
@@ -396,7 +423,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   // f16 split-K: the ranges' maxes merged, each range's sum at the global max, the sums merged
   // (in double, 1 / sum handed back), each range's rounded output, and the outputs added in order.
   each_row([&](int t, int head, float*) {
-    float m = -std::numeric_limits<float>::infinity();
+    float m = sinks ? sinks[head] : -std::numeric_limits<float>::infinity();
     for (int s = 0; s < n_splits; ++s) m = std::max(m, part_at(s, t, head)[0]);
     for (int s = 0; s < n_splits; ++s) part_at(s, t, head)[0] = m;
   });
@@ -411,6 +438,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   each_row([&](int t, int head, float*) {
     double sum = 0.0;
     for (int s = 0; s < n_splits; ++s) sum += scratch.sums[(size_t(s) * kBlockQ + size_t(t)) * shape.n_head + head];
+    if (sinks) sum += double(std::exp(sinks[head] - part_at(0, t, head)[0]));
     for (int s = 0; s < n_splits; ++s) part_at(s, t, head)[1] = float(1.0 / sum);
   });
   for_items([&](AttentionScratch::Tile& tile, const Item& it) {

@@ -53,6 +53,9 @@ struct AttentionShape {
   int head_dim_v = 0;
   float scale = 1.0f;  // multiplies q·k
   int window = 0;      // > 0: a query at position p sees positions (p - window, p]; 0: all of [0, p]
+  // [n_head] or null: attention sinks (gpt-oss), a learned logit per query head that joins the
+  // softmax's max and sum but has no value, so each head may attend to nothing.
+  const float* sinks = nullptr;
 };
 
 // Per-thread tiles and the split-K partials, sized once for the largest shape and batch a

@@ -2,6 +2,7 @@
 // Built-in chat formats for `strata chat`, detected from the model's tokenizer.chat_template the
 // way llama.cpp detects them. (The full Jinja template engine comes with the server.)
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace strata::gguf { class File; }
@@ -13,7 +14,7 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatFormat { chatml, gemma, llama3, mistral, zephyr };
+enum class ChatFormat { chatml, gemma, llama3, mistral, zephyr, harmony };
 
 ChatFormat detect_chat_format(const gguf::File& file);
 const char* chat_format_name(ChatFormat f);
@@ -21,5 +22,40 @@ const char* chat_format_name(ChatFormat f);
 std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, const std::string& bos_text);
 // Strings that end the assistant's turn in this format (besides the end-of-generation tokens).
 std::vector<std::string> chat_stop_strings(ChatFormat f);
+
+// --- gpt-oss's harmony format: a reply is a sequence of messages
+//   [<|start|>assistant[ to=RECIPIENT]]<|channel|>CHANNEL[ to=RECIPIENT][ <|constrain|>TYPE]<|message|>BODY(<|end|>|<|return|>|<|call|>)
+// (the prompt already ends with the first "<|start|>assistant"). Channel analysis is the model's
+// reasoning, returned the way Ollama returns `thinking`; final (and commentary without a
+// recipient, a preamble) is the content; a recipient functions.NAME makes the body the JSON
+// arguments of a tool call, as llama.cpp's gpt-oss parser reads them.
+struct HarmonyToolCall {
+  std::string name;       // without "functions."
+  std::string arguments;  // the JSON text as generated
+};
+struct HarmonyReply {
+  std::string thinking;
+  std::string content;
+  std::vector<HarmonyToolCall> tool_calls;
+};
+// Parses generated text. partial: the text may stop anywhere (streaming): a trailing piece that
+// may be the start of a marker ("<|e") is held back, and an unfinished tool call is left out.
+HarmonyReply parse_harmony(std::string_view text, bool partial = false);
+
+// The same for a stream of text pieces: feed returns what is new in thinking and content since
+// the last call; finish parses the whole reply.
+class HarmonyStream {
+ public:
+  struct Delta {
+    std::string thinking;
+    std::string content;
+  };
+  Delta feed(std::string_view piece);
+  HarmonyReply finish() const { return parse_harmony(text_); }
+
+ private:
+  std::string text_;
+  size_t thinking_sent_ = 0, content_sent_ = 0;
+};
 
 }  // namespace strata

@@ -13,7 +13,8 @@ constexpr int kQK5_1 = 32;
 constexpr int kQK8_0 = 32;
 constexpr int kQK8_1 = 32;
 constexpr int kQK_K = 256;
-constexpr int kKScaleSize = 12;  // packed 6-bit scales and mins of Q4_K / Q5_K
+constexpr int kKScaleSize = 12;
+constexpr int kQKMXFP4 = 32;  // packed 6-bit scales and mins of Q4_K / Q5_K
 
 // w = d * (q - 8), q in [0, 15]; element j in the low nibble of qs[j], j + 16 in the high nibble.
 struct BlockQ4_0 {
@@ -91,6 +92,15 @@ struct BlockQ8_K {
   int16_t bsums[kQK_K / 16];
 };
 
+// MXFP4 (OCP microscaling, gpt-oss experts): w = 2^(e - 128) * kMxfp4Values[nibble], the table
+// being the E2M1 values doubled (ggml's kvalues_mxfp4); element j in the low nibble of qs[j],
+// j + 16 in the high nibble. e is an E8M0 exponent (no sign, no mantissa).
+struct BlockMXFP4 {
+  uint8_t e;
+  uint8_t qs[kQKMXFP4 / 2];
+};
+inline constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22);
@@ -103,6 +113,7 @@ static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);
 static_assert(sizeof(BlockQ8_K) == 292);
+static_assert(sizeof(BlockMXFP4) == 17);
 static_assert(alignof(BlockQ4_0) == 2 && alignof(BlockQ8_K) == 4);
 
 }  // namespace strata

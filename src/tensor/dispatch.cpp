@@ -37,6 +37,7 @@ const Tables& tables() {
     scalar::register_float(s);
     scalar::register_legacy(s);
     scalar::register_k(s);
+    scalar::register_fp4(s);
     r.by_isa[int(Isa::avx2)] = s;
     r.by_isa[int(Isa::avx512)] = s;
     r.detected = detect();
@@ -46,11 +47,13 @@ const Tables& tables() {
       avx2::register_float(r.by_isa[int(Isa::avx2)]);
       avx2::register_legacy(r.by_isa[int(Isa::avx2)]);
       avx2::register_k(r.by_isa[int(Isa::avx2)]);
+      avx2::register_fp4(r.by_isa[int(Isa::avx2)]);
     }
     if (r.detected >= Isa::avx512) {
       avx512::register_float(r.by_isa[int(Isa::avx512)]);
       avx512::register_legacy(r.by_isa[int(Isa::avx512)]);
       avx512::register_k(r.by_isa[int(Isa::avx512)]);
+      avx512::register_fp4(r.by_isa[int(Isa::avx512)]);
     }
 #endif
     return r;

@@ -24,6 +24,7 @@ struct KernelTable {
   void register_float(KernelTable& t);     \
   void register_legacy(KernelTable& t);    \
   void register_k(KernelTable& t);         \
+  void register_fp4(KernelTable& t);       \
   }
 STRATA_DECLARE_REGISTER(scalar)
 STRATA_DECLARE_REGISTER(avx2)
@@ -73,6 +74,15 @@ inline void unpack_k4_scales(const uint8_t* packed, uint8_t out[16]) {
   u[2] = uaux;
   u[0] &= kmask1;
   std::memcpy(out, u, 16);
+}
+
+// ggml's ggml_e8m0_to_fp32_half: 2^(e - 128), i.e. half the E8M0 scale (the MXFP4 table is
+// doubled), with e < 2 as the denormals 2^-128 and 2^-127.
+inline float e8m0_to_f32_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? 0x00200000u << e : uint32_t(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
 }
 
 }  // namespace strata::kernels

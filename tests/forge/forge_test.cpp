@@ -477,5 +477,46 @@ TEST_F(ForgeTest, Qwen2MoeHasASharedExpert) {
   EXPECT_EQ(c.n_ff_shexp, 128);
 }
 
+// gpt-oss as it ships (MXFP4_MOE): routed experts MXFP4, other matrices Q8_0, biases, sinks and
+// router F32; the keys llama.cpp's openai-moe loader reads; the model loads with its traits.
+TEST_F(ForgeTest, GptOssWithMxfp4Experts) {
+  ForgeOptions o = options("gpt-oss", "tiny", "MXFP4_MOE");
+  o.fill = FillMode::blocks;  // the random-block generator writes valid MXFP4 blocks too
+  forge(o);
+  auto f = gguf::File::open(o.out);
+  EXPECT_EQ(f->architecture(), "gpt-oss");
+  EXPECT_EQ(f->get_int("general.file_type"), 38);
+  EXPECT_EQ(f->get_int("gpt-oss.attention.sliding_window"), 8);
+  EXPECT_EQ(f->get_string("gpt-oss.rope.scaling.type"), "yarn");
+  EXPECT_EQ(f->get_int("gpt-oss.rope.scaling.original_context_length"), 4096);
+  EXPECT_EQ(f->get_int("gpt-oss.expert_feed_forward_length"), 64);
+  int n_mxfp4 = 0;
+  for (const auto& t : f->tensors()) {
+    const bool experts = t.name.ends_with("_exps.weight");
+    const bool vector = t.name.ends_with(".bias") || t.name.ends_with("norm.weight") ||
+                        t.name.ends_with("attn_sinks.weight") || t.name.ends_with("ffn_gate_inp.weight");
+    EXPECT_EQ(t.type, experts ? DType::MXFP4 : vector ? DType::F32 : DType::Q8_0) << t.name;
+    n_mxfp4 += experts;
+    if (experts) {  // every value finite and small
+      for (float x : dequantize(*f, t)) ASSERT_TRUE(std::isfinite(x) && std::fabs(x) < 1.0f) << t.name;
+    }
+  }
+  EXPECT_EQ(n_mxfp4, 3 * 4);
+  ASSERT_NE(f->find_tensor("blk.0.attn_sinks.weight"), nullptr);
+  EXPECT_EQ(f->find_tensor("blk.0.attn_sinks.weight")->shape, (std::vector<int64_t>{4}));
+  EXPECT_EQ(f->find_tensor("blk.3.ffn_down_exps.bias")->shape, (std::vector<int64_t>{64, 4}));
+  EXPECT_NE(f->find_tensor("blk.1.post_attention_norm.weight"), nullptr);
+  EXPECT_EQ(f->find_tensor("blk.1.ffn_norm.weight"), nullptr);
+  const ModelConfig c = load_config(*f);
+  EXPECT_EQ(c.arch, Arch::gptoss);
+  EXPECT_EQ(c.activation, Activation::swiglu_oai);
+  EXPECT_EQ(c.gating, ExpertGating::softmax_weight);
+  EXPECT_TRUE(c.has_attn_sinks && c.has_attn_out_bias && c.has_expert_biases && c.has_qkv_bias);
+  EXPECT_EQ(c.sliding_window, 8);
+  EXPECT_EQ(c.layer_swa, (std::vector<bool>{true, false, true, false}));  // llama.cpp's pattern of 2
+  EXPECT_EQ(c.rope_ext_factor, 1.0f);
+  EXPECT_FLOAT_EQ(c.rope_scale, 1.0f / 32);
+}
+
 }  // namespace
 }  // namespace strata::forge

@@ -227,7 +227,7 @@ INSTANTIATE_TEST_SUITE_P(Forged, ForgedTest,
                                            "qwen3-tiny-F16", "qwen3moe-tiny-Q8_0", "qwen3moe-tiny-F16",
                                            "gemma3-tiny-Q8_0", "gemma3-tiny-F16", "llama-small-Q4_K_M",
                                            "qwen2-small-Q4_K_M", "qwen3-small-Q4_K_M", "qwen3moe-small-Q4_K_M",
-                                           "gemma3-small-Q4_K_M"),
+                                           "gemma3-small-Q4_K_M", "gpt-oss-tiny-MXFP4_MOE", "gpt-oss-tiny-F16"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

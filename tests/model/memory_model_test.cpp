@@ -65,7 +65,8 @@ INSTANTIATE_TEST_SUITE_P(EveryArchitecture, MemoryModelTest,
                                            std::vector<std::string>{"--arch", "qwen3", "--preset", "tiny"},
                                            std::vector<std::string>{"--arch", "qwen3moe", "--preset", "tiny"},
                                            std::vector<std::string>{"--arch", "qwen2moe", "--preset", "tiny"},
-                                           std::vector<std::string>{"--arch", "gemma3", "--preset", "tiny"}));
+                                           std::vector<std::string>{"--arch", "gemma3", "--preset", "tiny"},
+                                           std::vector<std::string>{"--arch", "gpt-oss", "--preset", "tiny"}));
 
 // The bytes are what the buffers hold: a larger batch or context costs what its buffers add.
 TEST(ForwardBuffersTest, BytesForCountsEveryBuffer) {

@@ -38,6 +38,19 @@ class UnknownArchTest : public ::testing::Test {
     }
     path_ = (dir_ / "mamba9.gguf").string();
     w.write(path_);
+    // Qwen3.5 MoE, known but not computed yet: refused by name, never run as another architecture.
+    gguf::Writer q;
+    for (const auto& [key, value] : f->metadata()) {
+      std::string k = key;
+      if (k.rfind("llama.", 0) == 0) k = "qwen35moe." + k.substr(6);
+      q.set(k, key == "general.architecture" ? gguf::Value::str("qwen35moe") : value);
+    }
+    for (const gguf::TensorInfo& t : f->tensors()) {
+      const uint8_t* data = f->tensor_data(t);
+      q.add_tensor(t.name, t.type, t.shape, std::vector<uint8_t>(data, data + t.n_bytes));
+    }
+    qwen35_path_ = (dir_ / "qwen35moe.gguf").string();
+    q.write(qwen35_path_);
   }
   static void TearDownTestSuite() {
     if (!dir_.empty()) fs::remove_all(dir_);
@@ -58,7 +71,7 @@ class UnknownArchTest : public ::testing::Test {
   }
 
   static inline fs::path dir_;
-  static inline std::string path_;
+  static inline std::string path_, qwen35_path_;
 };
 
 TEST_F(UnknownArchTest, LoadConfigNamesIt) {
@@ -85,6 +98,21 @@ TEST_F(UnknownArchTest, EveryCommandRefusesIt) {
     EXPECT_NE(status, 0) << cmd << ": " << out;
     EXPECT_NE(out.find("unknown architecture 'mamba9'"), std::string::npos) << cmd << ": " << out;
   }
+}
+
+TEST_F(UnknownArchTest, Qwen35MoeIsRefusedByName) {
+  auto f = gguf::File::open(qwen35_path_);
+  try {
+    load_config(*f);
+    FAIL() << "qwen35moe was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("architecture 'qwen35moe' is not supported yet"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("delta-rule"), std::string::npos) << e.what();
+  }
+  std::string out;
+  EXPECT_NE(run_cli("run " + test::shell_quote(qwen35_path_) + " --local -p hello -n 1", out), 0) << out;
+  EXPECT_NE(out.find("'qwen35moe' is not supported yet"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -100,8 +100,10 @@ std::vector<float> reference(const AttentionShape& s, const std::vector<float>& 
           scores[size_t(p - first)] = dot * s.scale;
           mx = std::max(mx, scores[size_t(p - first)]);
         }
+        if (s.sinks) mx = std::max(mx, double(s.sinks[h]));  // a sink joins the max and the sum
         double sum = 0.0;
         for (double& x : scores) sum += (x = std::exp(x - mx));
+        if (s.sinks) sum += std::exp(double(s.sinks[h]) - mx);
         std::fill(acc.begin(), acc.end(), 0.0);
         for (int64_t p = first; p <= pos; ++p) {
           const float* row = values.data() + size_t(p - lo) * dv;
@@ -132,9 +134,10 @@ class AttentionTest : public ::testing::TestWithParam<std::tuple<Layout, DType>>
 // The kernel on every path against the reference, for one case. `shared`: a cache of every
 // position up to at least the case's last (positions past it are there but must not be seen);
 // null: a ring of window + batch slots is made for the case, as the model's cache does.
-void check(const Layout& L, DType type, const Case& cs, const Cache* shared, ThreadPool& pool, std::mt19937& rng) {
+void check(const Layout& L, DType type, const Case& cs, const Cache* shared, ThreadPool& pool, std::mt19937& rng,
+           const float* sinks = nullptr) {
   const AttentionShape shape{L.n_head, L.n_head_kv, L.head_dim, L.head_dim, 1.0f / std::sqrt(float(L.head_dim)),
-                             cs.window};
+                             cs.window, sinks};
   const int64_t n_pos = cs.pos0 + cs.n_tokens;
   Cache ring;
   if (!shared) ring = make_cache(L, type, std::min<int64_t>(n_pos, cs.window + cs.n_tokens), n_pos, rng);
@@ -186,6 +189,26 @@ TEST_P(AttentionTest, MatchesReferenceAtLongContext) {
   for (Case cs : {Case{4095, 1, 0}, Case{4096, 2, 0}, Case{8191, 1, 0}, Case{8180, 12, 0}})
     check(L, type, cs, &all, pool, rng);
   check(L, type, {8000, 1, 512}, nullptr, pool, rng);
+}
+
+// Attention sinks (gpt-oss): per-head logits from well below to well above the scores, so both
+// of the online step's branches (the sink raising the max or not) run; prompt tiles, split-K
+// ranges and sliding windows, on every KV type and path.
+TEST(AttentionSinks, MatchReference) {
+  const Layout layouts[] = {{"gpt_oss", 64, 8, 64}, {"gpt_oss_tiny", 4, 2, 32}};
+  std::mt19937 rng(120);
+  ThreadPool pool(3);
+  for (const Layout& L : layouts)
+    for (DType type : {DType::F16, DType::Q8_0, DType::Q4_0}) {
+      std::vector<float> sinks(static_cast<size_t>(L.n_head));
+      std::normal_distribution<float> dist(1.0f, 3.0f);
+      for (float& x : sinks) x = dist(rng);
+      const Cache all = make_cache(L, type, 600, 600, rng);
+      for (Case cs : {Case{0, 1, 0}, Case{0, 40, 0}, Case{63, 1, 0}, Case{520, 1, 0}, Case{513, 3, 0}, Case{300, 70, 0}})
+        check(L, type, cs, &all, pool, rng, sinks.data());
+      for (Case cs : {Case{0, 129, 16}, Case{700, 1, 128}, Case{700, 33, 64}})
+        check(L, type, cs, nullptr, pool, rng, sinks.data());
+    }
 }
 
 std::string name(const ::testing::TestParamInfo<std::tuple<Layout, DType>>& info) {

@@ -22,10 +22,10 @@ namespace {
 
 const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
                               DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K,
-                              DType::Q4_K, DType::Q5_K, DType::Q6_K};
+                              DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::MXFP4};
 const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0,
                            DType::Q5_1, DType::Q8_0, DType::Q8_1, DType::Q2_K, DType::Q3_K, DType::Q4_K,
-                           DType::Q5_K, DType::Q6_K, DType::Q8_K};
+                           DType::Q5_K, DType::Q6_K, DType::Q8_K, DType::MXFP4};
 
 std::vector<Isa> simd_paths() {
   std::vector<Isa> paths;
@@ -104,6 +104,7 @@ TEST(Kernels, BlockGeometryMatchesTypeInfo) {
   EXPECT_EQ(type_info(DType::Q5_K).block_bytes, sizeof(BlockQ5_K));
   EXPECT_EQ(type_info(DType::Q6_K).block_bytes, sizeof(BlockQ6_K));
   EXPECT_EQ(type_info(DType::Q8_K).block_bytes, sizeof(BlockQ8_K));
+  EXPECT_EQ(type_info(DType::MXFP4).block_bytes, sizeof(BlockMXFP4));
 }
 
 TEST(Kernels, DispatchTable) {
@@ -120,6 +121,7 @@ TEST(Kernels, DispatchTable) {
   EXPECT_EQ(kernels_for(DType::Q8_0).vec_dot_type, DType::Q8_0);
   EXPECT_EQ(kernels_for(DType::Q4_K).vec_dot_type, DType::Q8_K);
   EXPECT_EQ(kernels_for(DType::Q6_K).vec_dot_type, DType::Q8_K);
+  EXPECT_EQ(kernels_for(DType::MXFP4).vec_dot_type, DType::Q8_0);
   EXPECT_EQ(kernels_for(DType::F16).vec_dot_type, DType::F16);
   EXPECT_EQ(kernels_for(DType::BF16).vec_dot_type, DType::BF16);
   EXPECT_FALSE(has_kernels(DType::IQ2_XXS));
@@ -139,7 +141,8 @@ TEST(Kernels, DispatchTable) {
 // ---- (a) the gguf package
 
 TEST(Kernels, DequantizeMatchesGguf) {
-  const char* names[] = {"F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"};
+  const char* names[] = {"F16",  "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+                         "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "MXFP4"};
   for (const char* name : names) {
     const DType t = parse_type(name);
     const auto blocks = read_file(fixture_dir() / (std::string(name) + ".blocks"));
@@ -154,7 +157,7 @@ TEST(Kernels, DequantizeMatchesGguf) {
 }
 
 TEST(Kernels, QuantizeMatchesGguf) {
-  const char* names[] = {"F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"};
+  const char* names[] = {"F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4"};
   for (const char* name : names) {
     const DType t = parse_type(name);
     const auto x = as_floats(read_file(fixture_dir() / (std::string(name) + ".qin.f32")));
@@ -346,7 +349,8 @@ TEST(Kernels, QuantizeRoundTripError) {
   const std::pair<DType, double> limits[] = {
       {DType::F16, 1e-3}, {DType::BF16, 1e-2}, {DType::Q8_0, 0.01}, {DType::Q8_1, 0.01}, {DType::Q8_K, 0.01},
       {DType::Q6_K, 0.04}, {DType::Q5_0, 0.08}, {DType::Q5_1, 0.08}, {DType::Q5_K, 0.07}, {DType::Q4_0, 0.15},
-      {DType::Q4_1, 0.15}, {DType::Q4_K, 0.12}, {DType::Q3_K, 0.25}, {DType::Q2_K, 0.45}};
+      {DType::Q4_1, 0.15}, {DType::Q4_K, 0.12}, {DType::Q3_K, 0.25}, {DType::Q2_K, 0.45},
+      {DType::MXFP4, 0.2}};
   for (const auto& [t, limit] : limits) {
     const auto y = dequantize(t, quantize(t, x), n);
     double err = 0;
