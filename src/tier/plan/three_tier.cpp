@@ -75,43 +75,63 @@ GpuAssignment round_units_three_tiers(const GpuCostModel& m, const GpuLpSolution
   return a;
 }
 
-// Per layer, which host-side units the GPU computes after a copy: starting from the CPU for all,
-// move units to the GPU (the LP's copied ones first, then the larger) while the layer gets faster.
-void choose_processors(const GpuCostModel& m, const GpuLpSolution& lp, GpuAssignment& a) {
+// Per layer, the share of the host-side units' work (those not in VRAM) that the GPU does after
+// a copy, the CPU doing the rest: the runtime splits each token's routed misses between the two,
+// so the share is continuous. The layer takes max(gpu + share * copied work on the GPU,
+// (1 - share) * cpu, share * pcie): the falling term meets the larger rising one.
+void choose_processors(const GpuCostModel& m, GpuAssignment& a) {
   const UnitTable& t = *m.table;
-  const int L = t.n_layer;
-  std::vector<std::vector<size_t>> host_side(static_cast<size_t>(L));
-  for (size_t i = 0; i < t.units.size(); ++i)
-    if (a.vram[i] < 1) host_side[size_t(t.units[i].layer)].push_back(i);
-  for (int l = 0; l < L; ++l) {
-    auto& ids = host_side[size_t(l)];
-    if (ids.empty()) continue;
-    double gpu = 0, cpu = 0, pcie = 0;
-    for (size_t i = 0; i < t.units.size(); ++i) {
-      const PlanUnit& u = t.units[i];
-      if (u.layer != l) continue;
-      if (a.vram[i] >= 1)
-        gpu += u.probability * double(u.n_bytes) / m.gpu_bps(l);
-      else
-        cpu += u.probability * m.cpu_s(double(u.n_bytes), t.unit_elems[i]);
-    }
-    auto share = [&](size_t i) { return lp.x.copy[i] / std::max(1e-12, 1 - lp.x.vram[i]); };
-    std::stable_sort(ids.begin(), ids.end(), [&](size_t x, size_t y) {
-      if (share(x) != share(y)) return share(x) > share(y);
-      return t.units[x].probability * double(t.units[x].n_bytes) > t.units[y].probability * double(t.units[y].n_bytes);
-    });
-    for (size_t i : ids) {
-      const PlanUnit& u = t.units[i];
-      const double dg = u.probability * double(u.n_bytes) / m.gpu_bps(l);
-      const double dc = u.probability * m.cpu_s(double(u.n_bytes), t.unit_elems[i]);
-      const double dp = u.probability * double(u.n_bytes) / m.pcie_bps(l);
-      const double now = std::max({gpu, cpu, pcie}), moved = std::max({gpu + dg, cpu - dc, pcie + dp});
-      if (moved < now * (1 - 1e-12)) {
-        a.copy[i] = 1;
-        gpu += dg, cpu -= dc, pcie += dp;
-      }
+  const size_t L = size_t(t.n_layer);
+  std::vector<double> gpu(L, 0.0), gpu_host(L, 0.0), cpu(L, 0.0), pcie(L, 0.0);
+  for (size_t i = 0; i < t.units.size(); ++i) {
+    const PlanUnit& u = t.units[i];
+    const size_t l = size_t(u.layer);
+    const double on_gpu = u.probability * double(u.n_bytes) / m.gpu_bps(u.layer);
+    if (a.vram[i] >= 1) {
+      gpu[l] += on_gpu;
+    } else {
+      gpu_host[l] += on_gpu;
+      cpu[l] += u.probability * m.cpu_s(double(u.n_bytes), t.unit_elems[i]);
+      pcie[l] += u.probability * double(u.n_bytes) / m.pcie_bps(u.layer);
     }
   }
+  std::vector<double> share(L, 0.0);
+  for (size_t l = 0; l < L; ++l) {
+    if (cpu[l] <= 0) continue;
+    const double with_link = cpu[l] / (cpu[l] + pcie[l]);
+    const double with_gpu = (cpu[l] - gpu[l]) / (cpu[l] + gpu_host[l]);
+    share[l] = std::clamp(std::min(with_link, with_gpu), 0.0, 1.0);
+  }
+  for (size_t i = 0; i < t.units.size(); ++i)
+    a.copy[i] = a.vram[i] >= 1 ? 0.0 : share[size_t(t.units[i].layer)];
+}
+
+// A processor for each host-side unit, for the runtime's default: in each layer the likelier and
+// larger units go to the GPU until the copied bytes reach the layer's share.
+std::vector<Processor> unit_processors(const GpuCostModel& m, const GpuAssignment& a) {
+  const UnitTable& t = *m.table;
+  std::vector<Processor> out(t.units.size(), Processor::gpu);
+  std::vector<std::vector<size_t>> host_side(static_cast<size_t>(t.n_layer));
+  std::vector<double> total(static_cast<size_t>(t.n_layer), 0.0);
+  for (size_t i = 0; i < t.units.size(); ++i)
+    if (a.vram[i] < 1) {
+      host_side[size_t(t.units[i].layer)].push_back(i);
+      total[size_t(t.units[i].layer)] += t.units[i].probability * double(t.units[i].n_bytes);
+    }
+  for (size_t l = 0; l < host_side.size(); ++l) {
+    auto& ids = host_side[l];
+    auto weight = [&](size_t i) { return t.units[i].probability * double(t.units[i].n_bytes); };
+    std::stable_sort(ids.begin(), ids.end(), [&](size_t x, size_t y) { return weight(x) > weight(y); });
+    double copied = 0;
+    for (size_t i : ids) {
+      const double target = a.copy[i] * total[l];
+      // Copy this one if that leaves the copied bytes nearer the target than not.
+      const bool copy = std::abs(copied + weight(i) - target) < std::abs(copied - target);
+      out[i] = copy ? Processor::gpu : Processor::cpu;
+      if (copy) copied += weight(i);
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -198,7 +218,7 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
     const GpuLpSolution* const guides[] = {nullptr, &lp};
     for (const GpuLpSolution* guide : guides) {
       GpuAssignment cand = round_units_three_tiers(cost, guide, free_vram, free_host, host_cost);
-      choose_processors(cost, lp, cand);
+      choose_processors(cost, cand);
       const double t = predict_generation(cost, cand).seconds;
       if (!have || t < best * (1 - 1e-9)) have = true, best = t, a = std::move(cand);
     }
@@ -241,32 +261,29 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
   plan.prompt_tokens_per_second = prompt.seconds > 0 ? double(in.n_batch) / prompt.seconds : 0.0;
 
   plan.layers.assign(size_t(L), LayerPlacement{});
-  std::vector<double> host_side_bytes(static_cast<size_t>(L)), copied_bytes(static_cast<size_t>(L));
   for (int l = 0; l < L; ++l) {
     plan.layers[size_t(l)].layer = l;
     plan.layers[size_t(l)].device = a.core_vram[size_t(l)] >= 1 ? in.gpus[size_t(cost.layer_gpu[size_t(l)])].index : -1;
   }
   uint64_t host_units = 0;
+  const std::vector<Processor> processors = unit_processors(cost, a);
   for (size_t i = 0; i < units.size(); ++i) {
     PlanUnit& u = units[i];
     const int gpu = in.gpus[size_t(cost.layer_gpu[size_t(u.layer)])].index;
     u.lp_vram = lp.x.vram[i];
     u.lp_fraction = lp.x.host[i];
     u.tier = a.vram[i] >= 1 ? Tier::vram : a.host[i] >= 1 ? Tier::host : Tier::ssd;
-    u.compute = u.tier == Tier::vram || a.copy[i] >= 1 ? Processor::gpu : Processor::cpu;
+    u.compute = u.tier == Tier::vram ? Processor::gpu : processors[i];
     u.device = u.compute == Processor::gpu ? gpu : -1;
     u.resident = u.tier == Tier::host;  // place_tensors counts host RAM; VRAM is added below
     if (u.tier == Tier::host) host_units += uint64_t(host_cost(u));
     LayerPlacement& lay = plan.layers[size_t(u.layer)];
     if (u.tier != Tier::vram) {
       (u.compute == Processor::gpu ? lay.n_units_gpu : lay.n_units_cpu) += 1;
-      host_side_bytes[size_t(u.layer)] += u.probability * double(u.n_bytes);
-      if (u.compute == Processor::gpu) copied_bytes[size_t(u.layer)] += u.probability * double(u.n_bytes);
     }
   }
-  for (int l = 0; l < L; ++l)
-    plan.layers[size_t(l)].copy_share =
-        host_side_bytes[size_t(l)] > 0 ? copied_bytes[size_t(l)] / host_side_bytes[size_t(l)] : 0.0;
+  for (size_t i = 0; i < a.copy.size(); ++i)
+    if (a.vram[i] < 1) plan.layers[size_t(units[i].layer)].copy_share = a.copy[i];
 
   // Host: the cores not in VRAM (with their KV) and the units pinned there.
   uint64_t host_core_bytes = 0;
