@@ -75,6 +75,21 @@ std::string bound_text(const Plan& p, Limit limit, const ResourceLoad& r, const 
   return "";
 }
 
+// The bound, and any other resource within 5% of it: a split that balances host RAM and PCIe is
+// bound by both.
+std::string bounds_text(const Plan& p, Limit limit, const ResourceLoad& r, const char* per) {
+  const std::pair<double, Limit> all[] = {{r.vram_s, Limit::vram_bandwidth}, {r.gpu_flops_s, Limit::gpu_compute},
+                                          {r.pcie_s, Limit::pcie_bandwidth}, {r.ram_s, Limit::ram_bandwidth},
+                                          {r.cpu_flops_s, Limit::cpu_compute}, {r.ssd_s, Limit::ssd_bandwidth}};
+  double lead = 0;
+  for (const auto& x : all)
+    if (x.second == limit) lead = x.first;
+  std::string text = bound_text(p, limit, r, per);
+  for (const auto& x : all)
+    if (x.second != limit && lead > 0 && x.first >= 0.95 * lead) text += ", and " + bound_text(p, x.second, r, per);
+  return text;
+}
+
 std::string describe_gpu_plan(const Plan& p) {
   std::ostringstream o;
   const ModelConfig& c = p.config;
@@ -127,14 +142,14 @@ std::string describe_gpu_plan(const Plan& p) {
   o << cpu_units << " " << unit_word << " where they are (host RAM, or the pool after an SSD read)\n";
   const ResourceLoad& g = p.generation;
   o << "\ngeneration: " << fmt("%.1f", p.tokens_per_second) << " tok/s predicted ("
-    << fmt("%.1f", p.seconds_per_token * 1e3) << " ms/token), bound by " << bound_text(p, p.limit, g, "token") << "\n";
+    << fmt("%.1f", p.seconds_per_token * 1e3) << " ms/token), bound by " << bounds_text(p, p.limit, g, "token") << "\n";
   o << "  per token: VRAM " << fmt("%.2f", gb(g.vram_bytes)) << " GB, host RAM " << fmt("%.2f", gb(g.ram_bytes))
     << " GB, PCIe " << fmt("%.2f", gb(g.pcie_bytes)) << " GB, SSD " << fmt("%.2f", gb(g.ssd_bytes)) << " GB\n";
   const ResourceLoad& q = p.prompt;
   o << "prompt (" << p.inputs.n_batch << " tokens a batch): ";
   if (p.prompt_tokens_per_second > 0)
     o << fmt("%.0f", p.prompt_tokens_per_second) << " tok/s predicted, bound by "
-      << bound_text(p, p.prompt_limit, q, "batch") << "\n";
+      << bounds_text(p, p.prompt_limit, q, "batch") << "\n";
   else
     o << "not predicted: the CPU computes part of it and its batch rate is unknown (--cpu-gflops)\n";
   o << "  per batch: " << fmt("%.0f%%", p.prompt_copy_share * 100)
