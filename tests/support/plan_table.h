@@ -70,3 +70,37 @@ inline TensorTable small_plan_table(const ModelConfig& c) {
 }
 
 }  // namespace strata::test
+
+namespace strata::test {
+
+// Mixtral 8x7B's table at Q4_K_M from shapes alone: Q4_K (144 bytes per 256 weights), with
+// attn_v and ffn_down in Q6_K (210 bytes) in llama.cpp's "more bits" layers, the head in Q6_K.
+inline TensorTable mixtral_q4_k_m_table(ModelConfig* config) {
+  ModelConfig& c = *config;
+  c = small_plan_config(32, 8, 2);
+  c.n_embd = 4096, c.n_head = 32, c.n_head_kv = 8, c.head_dim_k = c.head_dim_v = 128;
+  c.n_ff = c.n_ff_expert = 14336, c.n_vocab = 32000;
+  auto q4k = [](int64_t n) { return uint64_t(n / 256 * 144); };
+  auto q6k = [](int64_t n) { return uint64_t(n / 256 * 210); };
+  auto more_bits = [](int l) { return l < 4 || l >= 28 || (l - 4) % 3 == 2; };
+  TensorTable t;
+  t.add("token_embd.weight", {4096, 32000}, q4k(4096LL * 32000));
+  for (int l = 0; l < 32; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    t.add(b + "attn_norm.weight", {4096}, 4096 * 4);
+    t.add(b + "attn_q.weight", {4096, 4096}, q4k(4096LL * 4096));
+    t.add(b + "attn_k.weight", {4096, 1024}, q4k(4096LL * 1024));
+    t.add(b + "attn_v.weight", {4096, 1024}, more_bits(l) ? q6k(4096LL * 1024) : q4k(4096LL * 1024));
+    t.add(b + "attn_output.weight", {4096, 4096}, q4k(4096LL * 4096));
+    t.add(b + "ffn_norm.weight", {4096}, 4096 * 4);
+    t.add(b + "ffn_gate_inp.weight", {4096, 8}, 4096 * 8 * 4);
+    t.add(b + "ffn_gate_exps.weight", {4096, 14336, 8}, q4k(4096LL * 14336 * 8));
+    t.add(b + "ffn_up_exps.weight", {4096, 14336, 8}, q4k(4096LL * 14336 * 8));
+    t.add(b + "ffn_down_exps.weight", {14336, 4096, 8}, more_bits(l) ? q6k(4096LL * 14336 * 8) : q4k(4096LL * 14336 * 8));
+  }
+  t.add("output_norm.weight", {4096}, 4096 * 4);
+  t.add("output.weight", {4096, 32000}, q6k(4096LL * 32000));
+  return t;
+}
+
+}  // namespace strata::test

@@ -75,6 +75,8 @@ GpuAssignment round_units_three_tiers(const GpuCostModel& m, const GpuLpSolution
   return a;
 }
 
+constexpr double kMinCopyShare = 0.01;
+
 // Per layer, the share of the host-side units' work (those not in VRAM) that the GPU does after
 // a copy, the CPU doing the rest: the runtime splits each token's routed misses between the two,
 // so the share is continuous. The layer takes max(gpu + share * copied work on the GPU,
@@ -101,6 +103,7 @@ void choose_processors(const GpuCostModel& m, GpuAssignment& a) {
     const double with_link = cpu[l] / (cpu[l] + pcie[l]);
     const double with_gpu = (cpu[l] - gpu[l]) / (cpu[l] + gpu_host[l]);
     share[l] = std::clamp(std::min(with_link, with_gpu), 0.0, 1.0);
+    if (share[l] < kMinCopyShare) share[l] = 0;  // saves under 1% of the CPU's time: not worth a copy stream
   }
   for (size_t i = 0; i < t.units.size(); ++i)
     a.copy[i] = a.vram[i] >= 1 ? 0.0 : share[size_t(t.units[i].layer)];
