@@ -60,7 +60,8 @@ struct TierStats {
   // Both kinds streaming: the disk idles only when both readers do; the smaller is an upper bound.
   double disk_idle_seconds() const {
     return has_dense && has_experts ? std::min(dense.idle_seconds, experts.idle_seconds)
-                                    : has_dense ? dense.idle_seconds : experts.idle_seconds;
+           : has_dense              ? dense.idle_seconds
+                                    : experts.idle_seconds;
   }
   double ssd_bytes_per_token() const { return n_tokens ? double(streamed_bytes()) / double(n_tokens) : 0.0; }
   // Of the expert slices routed to: in memory (cache or prefetch), in the cache, prefetched.

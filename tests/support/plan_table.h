@@ -54,7 +54,8 @@ inline TensorTable small_plan_table(const ModelConfig& c) {
   for (int l = 0; l < c.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     t.add(b + "attn_norm.weight", {c.n_embd}, 1024);
-    for (const char* n : {"attn_q", "attn_k", "attn_v", "attn_output"}) t.add(b + n + ".weight", {c.n_embd, 1024}, kMiB);
+    for (const char* n : {"attn_q", "attn_k", "attn_v", "attn_output"})
+      t.add(b + n + ".weight", {c.n_embd, 1024}, kMiB);
     t.add(b + "ffn_norm.weight", {c.n_embd}, 1024);
     if (c.n_expert == 0) {
       for (const char* n : {"ffn_gate", "ffn_up", "ffn_down"}) t.add(b + n + ".weight", {c.n_embd, 3072}, 3 * kMiB);
@@ -96,7 +97,8 @@ inline TensorTable mixtral_q4_k_m_table(ModelConfig* config) {
     t.add(b + "ffn_gate_inp.weight", {4096, 8}, 4096 * 8 * 4);
     t.add(b + "ffn_gate_exps.weight", {4096, 14336, 8}, q4k(4096LL * 14336 * 8));
     t.add(b + "ffn_up_exps.weight", {4096, 14336, 8}, q4k(4096LL * 14336 * 8));
-    t.add(b + "ffn_down_exps.weight", {14336, 4096, 8}, more_bits(l) ? q6k(4096LL * 14336 * 8) : q4k(4096LL * 14336 * 8));
+    t.add(b + "ffn_down_exps.weight", {14336, 4096, 8},
+          more_bits(l) ? q6k(4096LL * 14336 * 8) : q4k(4096LL * 14336 * 8));
   }
   t.add("output_norm.weight", {4096}, 4096 * 4);
   t.add("output.weight", {4096, 32000}, q6k(4096LL * 32000));

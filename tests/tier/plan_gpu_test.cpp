@@ -65,7 +65,11 @@ TEST(PlanGpu, ZeroVramIsTheTwoTierPlan) {
   two.gpus.clear();
   for (double fraction : {0.0, 0.3, 1.5}) {
     PlanInputs in = two;
-    const Plan full = make_plan(m.table.tensors, m.config, [&] { PlanInputs f = in; f.budget_bytes = 64 * GiB; return f; }());
+    const Plan full = make_plan(m.table.tensors, m.config, [&] {
+      PlanInputs f = in;
+      f.budget_bytes = 64 * GiB;
+      return f;
+    }());
     in.budget_bytes = full.minimum_bytes + uint64_t(fraction * double(full.model_bytes));
     const Plan without = make_plan(m.table.tensors, m.config, in);
     in.gpus = {h100(0, 0)};  // a GPU, with no memory for the plan
@@ -163,11 +167,15 @@ TEST(PlanGpu, SplitComputeWhenBothBandwidthsHelp) {
   const Model m = small_moe(6);
   PlanInputs in = h100_inputs(4 * GiB, 0);
   const uint64_t minimum = vram_minimum(m, in);
-  const uint64_t core = 4 * kMiB + 2 * 1024 + 4096 + make_plan(m.table.tensors, m.config, [&] {
-                                                        PlanInputs f = in;
-                                                        f.gpus[0].mem_bytes = 4 * GiB;
-                                                        return f;
-                                                      }()).kv_bytes / 6;
+  const uint64_t core = 4 * kMiB + 2 * 1024 + 4096 +
+                        make_plan(m.table.tensors, m.config,
+                                  [&] {
+                                    PlanInputs f = in;
+                                    f.gpus[0].mem_bytes = 4 * GiB;
+                                    return f;
+                                  }())
+                                .kv_bytes /
+                            6;
   in.gpus[0].mem_bytes = minimum + 6 * core + kMiB / 2;  // cores only: every expert on the host
   const Plan split = make_plan(m.table.tensors, m.config, in);
   int gpu = 0, cpu = 0;

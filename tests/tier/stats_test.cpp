@@ -170,9 +170,9 @@ TEST(TierStats, GpuTierOnlyWhenAGpuTakesPart) {
   for (const TierStatField& f : tier_stat_fields())
     if (f.group == StatGroup::gpu && f.label)
       EXPECT_NE(text.find(std::string("  ") + f.label, at), std::string::npos) << f.label << "\n" << text;
-  EXPECT_NE(text.find("2.0 MB", at), std::string::npos) << text;   // PCIe per token
-  EXPECT_NE(text.find("25%", at), std::string::npos) << text;      // VRAM hit rate
-  EXPECT_NE(text.find("0.02 s", at), std::string::npos) << text;   // wait per token
+  EXPECT_NE(text.find("2.0 MB", at), std::string::npos) << text;  // PCIe per token
+  EXPECT_NE(text.find("25%", at), std::string::npos) << text;     // VRAM hit rate
+  EXPECT_NE(text.find("0.02 s", at), std::string::npos) << text;  // wait per token
   // A GPU run that streams nothing still reports its GPU figures.
   s.streaming = false;
   EXPECT_NE(describe_stats(s).find("GPU tier:"), std::string::npos);

@@ -87,10 +87,12 @@ constexpr double kHandOverSeconds = 20e-6;
 
 // Of the resources' seconds, the one that bounds (ties: the earlier).
 Limit bounding(const ResourceLoad& r, bool prompt) {
-  const std::pair<double, Limit> all[] = {
-      {r.vram_s, Limit::vram_bandwidth}, {r.gpu_flops_s, Limit::gpu_compute}, {r.pcie_s, Limit::pcie_bandwidth},
-      {r.ram_s, Limit::ram_bandwidth},   {r.cpu_flops_s, prompt ? Limit::cpu_compute : Limit::compute},
-      {r.ssd_s, Limit::ssd_bandwidth}};
+  const std::pair<double, Limit> all[] = {{r.vram_s, Limit::vram_bandwidth},
+                                          {r.gpu_flops_s, Limit::gpu_compute},
+                                          {r.pcie_s, Limit::pcie_bandwidth},
+                                          {r.ram_s, Limit::ram_bandwidth},
+                                          {r.cpu_flops_s, prompt ? Limit::cpu_compute : Limit::compute},
+                                          {r.ssd_s, Limit::ssd_bandwidth}};
   auto best = all[0];
   for (const auto& x : all)
     if (x.first > best.first) best = x;

@@ -50,8 +50,8 @@ struct CostModel {
 struct GpuCostModel {
   const PlanInputs* in = nullptr;
   const UnitTable* table = nullptr;
-  std::vector<int> layer_gpu;  // per layer: index into in->gpus of the GPU its core would use
-  int head_gpu = 0;            // the GPU that holds the output head (the last layer's)
+  std::vector<int> layer_gpu;      // per layer: index into in->gpus of the GPU its core would use
+  int head_gpu = 0;                // the GPU that holds the output head (the last layer's)
   std::vector<double> core_bytes;  // per layer: core weights and the layer's KV at a full context
   std::vector<double> kv_layer_bytes;
   double head_bytes = 0;

@@ -278,7 +278,8 @@ void resolve_gpus(PlanInputs& in, const GpuOverrides& gpu, int n_threads, bool r
     const std::string key = "gpu " + std::to_string(i) + " " + d.name;
     int64_t at = 0;
     const auto it = cache.find(key);
-    if (!remeasure && it != cache.end() && it->is_object() && now - it->value("measured_at", int64_t{0}) < kMaxAgeSeconds) {
+    if (!remeasure && it != cache.end() && it->is_object() &&
+        now - it->value("measured_at", int64_t{0}) < kMaxAgeSeconds) {
       d.mem_gbps = it->value("mem_gbps", 0.0);
       d.pcie_pageable_gbps = it->value("pcie_pageable_gbps", 0.0);
       d.gflops = it->value("gflops", 0.0);
@@ -287,7 +288,9 @@ void resolve_gpus(PlanInputs& in, const GpuOverrides& gpu, int n_threads, bool r
     if (!(d.mem_gbps > 0 && d.pcie_pageable_gbps > 0 && d.gflops > 0)) {
       const ProcessorSpeed s = measure_processor(*b);
       d.mem_gbps = s.mem_gbps, d.pcie_pageable_gbps = s.upload_gbps, d.gflops = s.gflops;
-      cache[key] = {{"mem_gbps", d.mem_gbps}, {"pcie_pageable_gbps", d.pcie_pageable_gbps}, {"gflops", d.gflops},
+      cache[key] = {{"mem_gbps", d.mem_gbps},
+                    {"pcie_pageable_gbps", d.pcie_pageable_gbps},
+                    {"gflops", d.gflops},
                     {"measured_at", now}};
       changed = true;
     }
@@ -314,7 +317,8 @@ void resolve_gpus(PlanInputs& in, const GpuOverrides& gpu, int n_threads, bool r
   in.cpu_batch_gflops = gpu.cpu_batch_gflops;
   if (in.cpu_batch_gflops <= 0) {
     const auto it = cache.find(cpu_key);
-    if (!remeasure && it != cache.end() && it->is_object() && now - it->value("measured_at", int64_t{0}) < kMaxAgeSeconds)
+    if (!remeasure && it != cache.end() && it->is_object() &&
+        now - it->value("measured_at", int64_t{0}) < kMaxAgeSeconds)
       in.cpu_batch_gflops = it->value("gflops", 0.0);
     if (in.cpu_batch_gflops <= 0) {
       ThreadPool pool(std::max(1, n_threads));

@@ -185,8 +185,9 @@ GpuLpSolution solve_gpu_relaxation(const GpuCostModel& m, const std::vector<doub
   model.dual();
   if (!model.isProvenOptimal()) model.primal();
   GpuLpSolution r;
-  r.status = model.isProvenOptimal() ? "optimal" : model.isProvenPrimalInfeasible() ? "infeasible"
-                                                                                    : "status " + std::to_string(model.status());
+  r.status = model.isProvenOptimal()            ? "optimal"
+             : model.isProvenPrimalInfeasible() ? "infeasible"
+                                                : "status " + std::to_string(model.status());
   const double* sol = model.primalColumnSolution();
   auto clamp01 = [](double x) { return std::clamp(x, 0.0, 1.0); };
   r.x.vram.resize(n_units), r.x.host.resize(n_units), r.x.copy.resize(n_units), r.x.core_vram.resize(L);

@@ -134,7 +134,7 @@ struct TensorPlacement {
 
 struct RoleSummary {
   TensorRole role = TensorRole::other;
-  uint64_t vram_bytes = 0;      // GPU plans: in VRAM (resident_bytes then counts host RAM only)
+  uint64_t vram_bytes = 0;  // GPU plans: in VRAM (resident_bytes then counts host RAM only)
   uint64_t resident_bytes = 0;
   uint64_t streamed_bytes = 0;
   uint64_t mapped_bytes = 0;
@@ -146,10 +146,10 @@ enum class Limit {
   compute,
   ssd_bandwidth,
   ssd_expert_misses,
-  vram_bandwidth,   // the GPU reading its own memory
-  pcie_bandwidth,   // copies from host RAM to the GPU
-  gpu_compute,      // the GPU's arithmetic (prompt batches)
-  cpu_compute,      // the CPU's arithmetic (prompt batches)
+  vram_bandwidth,  // the GPU reading its own memory
+  pcie_bandwidth,  // copies from host RAM to the GPU
+  gpu_compute,     // the GPU's arithmetic (prompt batches)
+  cpu_compute,     // the CPU's arithmetic (prompt batches)
 };
 const char* limit_name(Limit limit);
 

@@ -52,7 +52,8 @@ std::string bound_text(const Plan& p, Limit limit, const ResourceLoad& r, const 
   const std::string each = std::string("/") + per;
   switch (limit) {
     case Limit::vram_bandwidth:
-      return "VRAM: " + fmt("%.2f", gb(r.vram_bytes)) + " GB" + each + " at " + fmt("%.0f", g ? g->mem_gbps : 0) + " GB/s";
+      return "VRAM: " + fmt("%.2f", gb(r.vram_bytes)) + " GB" + each + " at " + fmt("%.0f", g ? g->mem_gbps : 0) +
+             " GB/s";
     case Limit::pcie_bandwidth:
       return "PCIe: " + fmt("%.2f", gb(r.pcie_bytes)) + " GB" + each + " at " +
              fmt("%.1f", g ? g->pcie_pinned_gbps : 0) + " GB/s (pinned)";
@@ -78,8 +79,8 @@ std::string bound_text(const Plan& p, Limit limit, const ResourceLoad& r, const 
 // The bound, and any other resource within 5% of it: a split that balances host RAM and PCIe is
 // bound by both.
 std::string bounds_text(const Plan& p, Limit limit, const ResourceLoad& r, const char* per) {
-  const std::pair<double, Limit> all[] = {{r.vram_s, Limit::vram_bandwidth}, {r.gpu_flops_s, Limit::gpu_compute},
-                                          {r.pcie_s, Limit::pcie_bandwidth}, {r.ram_s, Limit::ram_bandwidth},
+  const std::pair<double, Limit> all[] = {{r.vram_s, Limit::vram_bandwidth},   {r.gpu_flops_s, Limit::gpu_compute},
+                                          {r.pcie_s, Limit::pcie_bandwidth},   {r.ram_s, Limit::ram_bandwidth},
                                           {r.cpu_flops_s, Limit::cpu_compute}, {r.ssd_s, Limit::ssd_bandwidth}};
   double lead = 0;
   for (const auto& x : all)
@@ -152,10 +153,9 @@ std::string describe_gpu_plan(const Plan& p) {
       << bounds_text(p, p.prompt_limit, q, "batch") << "\n";
   else
     o << "not predicted: the CPU computes part of it and its batch rate is unknown (--cpu-gflops)\n";
-  o << "  per batch: " << fmt("%.0f%%", p.prompt_copy_share * 100)
-    << " of host-side FFN work copied to the GPU (PCIe " << fmt("%.2f", gb(q.pcie_bytes)) << " GB), GPU "
-    << fmt("%.2f", q.gpu_flops / 1e12) << " TFLOP, CPU " << fmt("%.2f", q.cpu_flops / 1e12) << " TFLOP, SSD "
-    << fmt("%.2f", gb(q.ssd_bytes)) << " GB\n";
+  o << "  per batch: " << fmt("%.0f%%", p.prompt_copy_share * 100) << " of host-side FFN work copied to the GPU (PCIe "
+    << fmt("%.2f", gb(q.pcie_bytes)) << " GB), GPU " << fmt("%.2f", q.gpu_flops / 1e12) << " TFLOP, CPU "
+    << fmt("%.2f", q.cpu_flops / 1e12) << " TFLOP, SSD " << fmt("%.2f", gb(q.ssd_bytes)) << " GB\n";
   o << "\nspeeds: host RAM " << fmt("%.1f", p.inputs.ram_gbps) << " GB/s, SSD " << fmt("%.2f", p.inputs.ssd_gbps)
     << " GB/s (" << p.inputs.speed_source << ")";
   if (p.inputs.cpu_batch_gflops > 0) o << ", CPU " << fmt("%.0f", p.inputs.cpu_batch_gflops) << " GFLOP/s on a batch";
@@ -289,8 +289,10 @@ void add_gpu_json(const Plan& p, nlohmann::json& j) {
               {"compute", processor_name(u.compute)},
               {"bytes", u.n_bytes},
               {"probability", u.probability}};
-    if (u.kind == UnitKind::expert) e["expert"] = u.expert;
-    else e["part"] = u.part;
+    if (u.kind == UnitKind::expert)
+      e["expert"] = u.expert;
+    else
+      e["part"] = u.part;
     units.push_back(std::move(e));
   }
   j["units"] = units;

@@ -48,8 +48,8 @@ GpuAssignment round_units_three_tiers(const GpuCostModel& m, const GpuLpSolution
     if (a.core_vram[size_t(l)] < 1) host_left -= m.core_bytes[size_t(l)], ++n_core_host;
   if (host_left < 0)
     throw Error("plan: host memory cannot hold the attention, norms and router of the " + std::to_string(n_core_host) +
-                " layers that do not fit in VRAM (" + format_bytes(free_host - host_left) +
-                " with their KV cache; " + format_bytes(free_host) + " free after scratch and pool)");
+                " layers that do not fit in VRAM (" + format_bytes(free_host - host_left) + " with their KV cache; " +
+                format_bytes(free_host) + " free after scratch and pool)");
   std::vector<size_t> fixed(units.size());
   std::iota(fixed.begin(), fixed.end(), size_t(0));
   auto rank = [&](size_t i) { return units[i].kind == UnitKind::expert ? units[i].expert : units[i].part; };
@@ -61,7 +61,8 @@ GpuAssignment round_units_three_tiers(const GpuCostModel& m, const GpuLpSolution
   auto order = [&](const std::vector<double>* lp) {
     if (!lp) return fixed;
     std::vector<size_t> o = fixed;
-    std::stable_sort(o.begin(), o.end(), [&](size_t x, size_t y) { return (*lp)[x] >= 1 - 1e-7 && (*lp)[y] < 1 - 1e-7; });
+    std::stable_sort(o.begin(), o.end(),
+                     [&](size_t x, size_t y) { return (*lp)[x] >= 1 - 1e-7 && (*lp)[y] < 1 - 1e-7; });
     return o;
   };
   for (size_t i : order(guide ? &guide->x.vram : nullptr)) {
@@ -105,8 +106,7 @@ void choose_processors(const GpuCostModel& m, GpuAssignment& a) {
     share[l] = std::clamp(std::min(with_link, with_gpu), 0.0, 1.0);
     if (share[l] < kMinCopyShare) share[l] = 0;  // saves under 1% of the CPU's time: not worth a copy stream
   }
-  for (size_t i = 0; i < t.units.size(); ++i)
-    a.copy[i] = a.vram[i] >= 1 ? 0.0 : share[size_t(t.units[i].layer)];
+  for (size_t i = 0; i < t.units.size(); ++i) a.copy[i] = a.vram[i] >= 1 ? 0.0 : share[size_t(t.units[i].layer)];
 }
 
 // A processor for each host-side unit, for the runtime's default: in each layer the likelier and
@@ -203,8 +203,9 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
   GpuLpSolution lp;
   GpuAssignment a;
   for (;;) {
-    pool = may_stream ? pool_shape(2, all_pieces, any_experts, table.dense_piece_bytes, table.expert_slot_bytes, table.k)
-                      : PlanPool{};
+    pool = may_stream
+               ? pool_shape(2, all_pieces, any_experts, table.dense_piece_bytes, table.expert_slot_bytes, table.k)
+               : PlanPool{};
     plan.minimum_bytes = plan.scratch_bytes + pool.pool_bytes;
     if (budget < double(plan.minimum_bytes))
       throw Error("plan: host memory budget " + format_bytes(budget) + " is below the minimum of " +
@@ -237,9 +238,9 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
     if (!in_memory[i] && units[i].kind == UnitKind::expert) experts_streamed = true;
   }
   const int streamed = streamed_pieces(table, in_memory);
-  pool = streamed > 0 || experts_streamed ? pool_shape(2, streamed, experts_streamed, table.dense_piece_bytes,
-                                                       table.expert_slot_bytes, table.k)
-                                          : PlanPool{};
+  pool = streamed > 0 || experts_streamed
+             ? pool_shape(2, streamed, experts_streamed, table.dense_piece_bytes, table.expert_slot_bytes, table.k)
+             : PlanPool{};
 
   // --- predictions
   const GpuPrediction gen = predict_generation(cost, a);
@@ -312,7 +313,8 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
     if (u.kind == UnitKind::expert && u.tier == Tier::vram) vram_experts[size_t(u.layer)].push_back(u.expert);
     if (u.kind == UnitKind::dense_ffn) dense_tier[size_t(u.layer)][size_t(u.part)] = u.tier;
   }
-  for (auto& g : plan.gpus) g.weight_bytes = g.device == in.gpus[size_t(cost.head_gpu)].index ? uint64_t(cost.head_bytes) : 0;
+  for (auto& g : plan.gpus)
+    g.weight_bytes = g.device == in.gpus[size_t(cost.head_gpu)].index ? uint64_t(cost.head_bytes) : 0;
   auto use_of = [&](int device) -> GpuUse& {
     for (auto& g : plan.gpus)
       if (g.device == device) return g;
@@ -334,7 +336,7 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
       const uint64_t vram = t.slice_bytes * t.vram_experts.size(), host = t.slice_bytes * t.resident_experts.size();
       t.placement = t.vram_experts.size() + t.resident_experts.size() == size_t(config.n_expert) ? Placement::resident
                                                                                                  : Placement::streamed;
-      t.tier = t.vram_experts.size() == size_t(config.n_expert) ? Tier::vram
+      t.tier = t.vram_experts.size() == size_t(config.n_expert)       ? Tier::vram
                : t.resident_experts.empty() && t.vram_experts.empty() ? Tier::ssd
                                                                       : Tier::host;
       s.vram_bytes += vram, s.resident_bytes += host, s.streamed_bytes += t.n_bytes - vram - host;
@@ -367,7 +369,8 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
   plan.n_expert_cache = 0;
   plan.expert_cache_bytes = 0;
   for (const auto& u : plan.units)
-    if (u.kind == UnitKind::expert && u.tier == Tier::host) ++plan.n_expert_cache, plan.expert_cache_bytes += uint64_t(host_cost(u));
+    if (u.kind == UnitKind::expert && u.tier == Tier::host)
+      ++plan.n_expert_cache, plan.expert_cache_bytes += uint64_t(host_cost(u));
   for (auto& g : plan.gpus) {
     for (int l = g.first_layer; l < g.first_layer + g.n_layers; ++l)
       if (a.core_vram[size_t(l)] >= 1) g.kv_bytes += uint64_t(cost.kv_layer_bytes[size_t(l)]);
