@@ -1,5 +1,7 @@
-// `strata plan MODEL [--mem SIZE] [--ctx N] [--json]`: where each tensor would live under a memory
-// budget and the token rate that placement allows (src/tier/plan/).
+// `strata plan MODEL [--mem SIZE] [--gpu-mem SIZE] [--ctx N] [--json]`: where each tensor would live
+// (VRAM, host RAM, SSD) and which processor computes it under memory budgets, and the token rates
+// that placement allows (src/tier/plan/).
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -23,6 +25,10 @@ void add_plan_command(CLI::App& app) {
     int threads = 0;
     bool measure = false;
     bool json = false;
+    // Three tiers: VRAM per GPU and the machine's GPU speeds (measured where not given).
+    std::string gpu_mem;  // "8G", or "8G,8G" for two GPUs; "0": no GPU
+    double gpu_bw = 0, pcie_bw = 0, pcie_pageable_bw = 0, gpu_gflops = 0, cpu_gflops = 0;
+    std::string profile;
   };
   auto opt = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("plan", "Plan what stays in memory and what streams from SSD under a budget");
@@ -42,6 +48,19 @@ void add_plan_command(CLI::App& app) {
                   "fraction of expert misses requested before routing (0..1)")
       ->capture_default_str();
   cmd->add_flag("--json", opt->json, "print the plan as JSON, with every tensor's placement");
+  cmd->add_option("--gpu-mem", opt->gpu_mem,
+                  "VRAM the plan may use, per GPU (8G, or 8G,8G for two); 0: no GPU, the two-tier plan "
+                  "(default: each GPU's free memory less a margin)");
+  cmd->add_option("--gpu-bw", opt->gpu_bw, "GPU memory bandwidth, GB/s (default: measured)");
+  cmd->add_option("--pcie-bw", opt->pcie_bw, "host-to-GPU copy bandwidth from pinned memory, GB/s (default: measured)");
+  cmd->add_option("--pcie-pageable-bw", opt->pcie_pageable_bw,
+                  "host-to-GPU copy bandwidth from pageable memory, GB/s (default: measured)");
+  cmd->add_option("--gpu-gflops", opt->gpu_gflops, "GPU matmul rate on a prompt batch, GFLOP/s (default: measured)");
+  cmd->add_option("--cpu-gflops", opt->cpu_gflops, "CPU matmul rate on a prompt batch, GFLOP/s (default: measured)");
+  cmd->add_option("--profile", opt->profile,
+                  "a synthetic machine instead of this one: lent-h100 (issue 14's H100 machine: host RAM 95 GB/s, "
+                  "PCIe 55 GB/s pinned, 8.6 GB/s pageable); the flags above override its figures")
+      ->check(CLI::IsMember({"lent-h100"}));
   cmd->callback([opt] {
     if (opt->inputs.n_ctx <= 0 || opt->inputs.n_batch <= 0) throw Error("plan: --ctx and --batch must be positive");
     if (!opt->mem.empty()) {
@@ -52,10 +71,31 @@ void add_plan_command(CLI::App& app) {
     ModelConfig config = load_config(*file);
     tier::PlanInputs& in = opt->inputs;
     in.n_threads = opt->threads > 0 ? opt->threads : ThreadPool::physical_cores();
+    tier::GpuOverrides gpu;
+    gpu.mem_gbps = opt->gpu_bw;
+    gpu.pcie_pinned_gbps = opt->pcie_bw;
+    gpu.pcie_pageable_gbps = opt->pcie_pageable_bw;
+    gpu.gflops = opt->gpu_gflops;
+    gpu.cpu_batch_gflops = opt->cpu_gflops;
+    if (!opt->gpu_mem.empty()) {
+      for (size_t at = 0; at <= opt->gpu_mem.size();) {
+        const size_t comma = std::min(opt->gpu_mem.find(',', at), opt->gpu_mem.size());
+        gpu.mem_bytes.push_back(tier::parse_size(opt->gpu_mem.substr(at, comma - at)));
+        if (gpu.mem_bytes.size() > tier::kMaxPlanGpus)
+          throw Error("plan: --gpu-mem lists more than " + std::to_string(tier::kMaxPlanGpus) + " GPUs");
+        at = comma + 1;
+      }
+      gpu.mem_given = true;
+    }
+    bool ram_given = opt->ram_gbps > 0, ssd_given = opt->ssd_gbps > 0;
+    if (opt->profile == "lent-h100") {
+      tier::apply_lent_h100_profile(in, gpu);
+      ram_given = true;
+    }
     if (opt->ram_gbps > 0) in.ram_gbps = opt->ram_gbps;
     if (opt->ssd_gbps > 0) in.ssd_gbps = opt->ssd_gbps;
     const tier::Plan plan =
-        tier::plan_on_this_machine(*file, config, in, opt->ram_gbps > 0, opt->ssd_gbps > 0, in.n_threads, opt->measure);
+        tier::plan_on_this_machine(*file, config, in, ram_given, ssd_given, in.n_threads, opt->measure, &gpu);
     if (opt->json)
       std::cout << tier::to_json(plan) << "\n";
     else

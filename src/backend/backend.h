@@ -105,5 +105,8 @@ int cuda_device_count();
 // The CUDA backend on device `device`; throws strata::Error when the build has none or the device
 // cannot be used (the message says which).
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+// Bytes free on CUDA device `device` now (the planner's default VRAM budget); 0 without CUDA or
+// without that device (never throws).
+uint64_t cuda_free_memory(int device);
 
 }  // namespace strata::backend

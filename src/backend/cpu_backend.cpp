@@ -177,6 +177,7 @@ int cuda_device_count() { return 0; }
 std::unique_ptr<Backend> make_cuda_backend(int) {
   throw Error("this build of Strata has no CUDA backend (configure with -DSTRATA_CUDA=ON where nvcc is installed)");
 }
+uint64_t cuda_free_memory(int) { return 0; }
 #endif
 
 }  // namespace strata::backend

@@ -32,13 +32,23 @@ TierStats TierStats::since(const TierStats& b) const {
   e.needed_bytes -= b.experts.needed_bytes;
   e.wait_seconds -= b.experts.wait_seconds;
   e.idle_seconds -= b.experts.idle_seconds;
+  GpuTierCounters& g = d.gpu;
+  g.pcie_bytes -= b.gpu.pcie_bytes;
+  g.vram_expert_needed -= b.gpu.vram_expert_needed;
+  g.vram_expert_hits -= b.gpu.vram_expert_hits;
+  g.experts_gpu -= b.gpu.experts_gpu;
+  g.experts_cpu -= b.gpu.experts_cpu;
+  g.copy_seconds -= b.gpu.copy_seconds;
+  g.gpu_compute_seconds -= b.gpu.gpu_compute_seconds;
+  g.cpu_compute_seconds -= b.gpu.cpu_compute_seconds;
+  g.wait_seconds -= b.gpu.wait_seconds;
   return d;
 }
 
 namespace {
 
 using S = const TierStats&;
-constexpr auto T = StatGroup::tiering, D = StatGroup::dense_ffn, E = StatGroup::experts;
+constexpr auto T = StatGroup::tiering, D = StatGroup::dense_ffn, E = StatGroup::experts, G = StatGroup::gpu;
 constexpr auto flag = StatUnit::flag, count = StatUnit::count, bytes = StatUnit::bytes, ratio = StatUnit::ratio,
                seconds = StatUnit::seconds, rate = StatUnit::tokens_per_second;
 constexpr auto none = MetricType::none, gauge = MetricType::gauge, counter = MetricType::counter;
@@ -123,6 +133,39 @@ const TierStatField kFields[] = {
      [](S s) { return double(s.experts.pinned_slots); }},
     {E, bytes, "slot size", "slot_bytes", nullptr, none, nullptr, false,
      [](S s) { return double(s.experts.slot_bytes); }},
+
+    {G, bytes, "copied over PCIe", "pcie_bytes", "strata_tier_gpu_pcie_bytes_total", counter,
+     "Weight bytes copied from host RAM to the GPU.", false, [](S s) { return double(s.gpu.pcie_bytes); }},
+    {G, bytes, "copied over PCIe per token", nullptr, nullptr, none, nullptr, true,
+     [](S s) { return s.per_token(double(s.gpu.pcie_bytes)); }},
+    {G, ratio, "routed experts found in VRAM (hit rate)", "vram_expert_hit_rate", nullptr, none, nullptr, false,
+     [](S s) { return s.vram_expert_hit_rate(); }},
+    {G, count, nullptr, nullptr, "strata_tier_gpu_vram_expert_hits_total", counter,
+     "Routed expert slices found in the VRAM expert cache.", false, [](S s) { return double(s.gpu.vram_expert_hits); }},
+    {G, count, nullptr, nullptr, "strata_tier_gpu_vram_expert_routed_total", counter,
+     "Expert slices routed to in layers the GPU computes.", false,
+     [](S s) { return double(s.gpu.vram_expert_needed); }},
+    {G, count, "experts computed by the GPU", "experts_gpu", "strata_tier_gpu_experts_total", counter,
+     "Expert computations done by the GPU (VRAM hits and copies).", false,
+     [](S s) { return double(s.gpu.experts_gpu); }},
+    {G, count, "experts computed by the CPU", "experts_cpu", "strata_tier_cpu_experts_total", counter,
+     "Expert computations done by the CPU from host RAM.", false, [](S s) { return double(s.gpu.experts_cpu); }},
+    {G, seconds, "copying over PCIe", "copy_seconds", "strata_tier_gpu_copy_seconds_total", counter,
+     "Seconds host-to-GPU weight copies were in flight.", false, [](S s) { return s.gpu.copy_seconds; }},
+    {G, seconds, "GPU computing", "gpu_compute_seconds", "strata_tier_gpu_compute_seconds_total", counter,
+     "Seconds the GPU computed.", false, [](S s) { return s.gpu.gpu_compute_seconds; }},
+    {G, seconds, "CPU computing experts", "cpu_compute_seconds", "strata_tier_cpu_expert_compute_seconds_total",
+     counter, "Seconds the CPU computed experts in a GPU run.", false, [](S s) { return s.gpu.cpu_compute_seconds; }},
+    {G, seconds, "waiting (a processor for the other or a copy)", "wait_seconds", "strata_tier_gpu_wait_seconds_total",
+     counter, "Seconds a processor waited for the other or for a copy.", false, [](S s) { return s.gpu.wait_seconds; }},
+    {G, seconds, "copy per token", nullptr, nullptr, none, nullptr, true,
+     [](S s) { return s.per_token(s.gpu.copy_seconds); }},
+    {G, seconds, "GPU compute per token", nullptr, nullptr, none, nullptr, true,
+     [](S s) { return s.per_token(s.gpu.gpu_compute_seconds); }},
+    {G, seconds, "CPU compute per token", nullptr, nullptr, none, nullptr, true,
+     [](S s) { return s.per_token(s.gpu.cpu_compute_seconds); }},
+    {G, seconds, "wait per token", nullptr, nullptr, none, nullptr, true,
+     [](S s) { return s.per_token(s.gpu.wait_seconds); }},
 };
 
 std::string format_value(StatUnit unit, double v) {
@@ -166,6 +209,8 @@ const char* stat_group_key(StatGroup group) {
       return "dense_ffn";
     case StatGroup::experts:
       return "experts";
+    case StatGroup::gpu:
+      return "gpu";
   }
   return "";
 }
@@ -178,20 +223,33 @@ const char* stat_group_title(StatGroup group) {
       return "dense FFN";
     case StatGroup::experts:
       return "experts";
+    case StatGroup::gpu:
+      return "GPU tier";
   }
   return "";
 }
 
 bool stat_group_present(const TierStats& s, StatGroup group) {
-  return group == StatGroup::tiering || (group == StatGroup::dense_ffn ? s.has_dense : s.has_experts);
+  switch (group) {
+    case StatGroup::tiering:
+      return true;
+    case StatGroup::dense_ffn:
+      return s.has_dense;
+    case StatGroup::experts:
+      return s.has_experts;
+    case StatGroup::gpu:
+      return s.gpu.present;
+  }
+  return false;
 }
 
 std::string describe_stats(const TierStats& s) {
-  if (!s.streaming) return "tiering: nothing streamed (the model fits the budget)\n";
   std::string out;
+  if (!s.streaming) out = "tiering: nothing streamed (the model fits the budget)\n";
+  if (!s.streaming && !s.gpu.present) return out;
   char line[160];
-  for (StatGroup group : {StatGroup::tiering, StatGroup::dense_ffn, StatGroup::experts}) {
-    if (!stat_group_present(s, group)) continue;
+  for (StatGroup group : {StatGroup::tiering, StatGroup::dense_ffn, StatGroup::experts, StatGroup::gpu}) {
+    if (!stat_group_present(s, group) || (!s.streaming && group != StatGroup::gpu)) continue;
     out += stat_group_title(group);
     if (group == StatGroup::tiering && s.n_tokens > 0) out += " (" + std::to_string(s.n_tokens) + " tokens)";
     out += ":\n";

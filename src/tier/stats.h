@@ -13,6 +13,22 @@
 
 namespace strata::tier {
 
+// The GPU tier's counters (issue 14): filled by the runtime that places work on a GPU; on a
+// CPU-only run `present` stays false, every figure 0, and the group is left out of --stats and
+// /api/ps.
+struct GpuTierCounters {
+  bool present = false;
+  uint64_t pcie_bytes = 0;          // weights copied host -> GPU (expert misses, prompt waves)
+  uint64_t vram_expert_needed = 0;  // expert slices routed to, in layers the GPU computes
+  uint64_t vram_expert_hits = 0;    // of them, found in the VRAM expert cache
+  uint64_t experts_gpu = 0;         // expert computations by the GPU (VRAM hits and copies)
+  uint64_t experts_cpu = 0;         // expert computations by the CPU (host RAM)
+  double copy_seconds = 0;          // copies over PCIe in flight
+  double gpu_compute_seconds = 0;
+  double cpu_compute_seconds = 0;
+  double wait_seconds = 0;  // one processor waiting for the other or for a copy
+};
+
 struct TierStats {
   bool streaming = false;
   bool direct_io = false;  // streamed reads bypass the page cache (O_DIRECT); else buffered
@@ -26,6 +42,7 @@ struct TierStats {
   bool has_dense = false, has_experts = false;
   StreamStats dense;
   ExpertStats experts;
+  GpuTierCounters gpu;
   // The run these counters cover, where the caller knows it (--stats: the tokens it evaluated
   // and the seconds they took); 0: unknown, and the per-token figures are not given.
   uint64_t n_tokens = 0;
@@ -43,7 +60,8 @@ struct TierStats {
   // Both kinds streaming: the disk idles only when both readers do; the smaller is an upper bound.
   double disk_idle_seconds() const {
     return has_dense && has_experts ? std::min(dense.idle_seconds, experts.idle_seconds)
-                                    : has_dense ? dense.idle_seconds : experts.idle_seconds;
+           : has_dense              ? dense.idle_seconds
+                                    : experts.idle_seconds;
   }
   double ssd_bytes_per_token() const { return n_tokens ? double(streamed_bytes()) / double(n_tokens) : 0.0; }
   // Of the expert slices routed to: in memory (cache or prefetch), in the cache, prefetched.
@@ -53,6 +71,9 @@ struct TierStats {
   // Guesses routing confirmed, and misses a guess covered.
   double prefetch_precision() const { return ratio(experts.prefetch_hits, experts.prefetch_issued); }
   double prefetch_recall() const { return ratio(experts.prefetch_hits, experts.prefetch_hits + experts.misses); }
+  // The GPU tier, per token of the run (0 when the run's tokens are unknown).
+  double per_token(double v) const { return n_tokens ? v / double(n_tokens) : 0.0; }
+  double vram_expert_hit_rate() const { return ratio(gpu.vram_expert_hits, gpu.vram_expert_needed); }
   // Dense pieces already in memory when compute needed them.
   double read_ahead_in_time() const { return ratio(dense.ready_hits, dense.pieces_used); }
 
@@ -62,7 +83,8 @@ struct TierStats {
   static double ratio(uint64_t part, uint64_t whole) { return whole > 0 ? double(part) / double(whole) : 0.0; }
 };
 
-enum class StatGroup { tiering, dense_ffn, experts };  // experts and dense_ffn: only when the model streams them
+// experts and dense_ffn: only when the model streams them; gpu: only when a GPU takes part.
+enum class StatGroup { tiering, dense_ffn, experts, gpu };
 enum class StatUnit { flag, count, bytes, ratio, seconds, tokens_per_second };
 enum class MetricType { none, gauge, counter };
 

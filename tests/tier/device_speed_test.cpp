@@ -8,11 +8,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
+#include "ops/thread_pool.h"
 #include "support/paths.h"
+#include "util/error.h"
 
 namespace strata {
 namespace {
@@ -60,6 +64,54 @@ TEST(DeviceSpeedTest, MeasuresOnceThenReadsTheCache) {
 
 TEST(DeviceSpeedTest, UnreadableModelIsAnError) {
   EXPECT_THROW(tier::measure_ssd_gbps("/nonexistent/model.gguf"), std::exception);
+}
+
+// The GPU figures are measured through the backend seam; where this build or machine has no GPU,
+// the same measurement runs on the CPU backend (which the planner uses for the CPU's batch rate).
+TEST(DeviceSpeedTest, MeasuresAProcessorThroughTheBackend) {
+  ThreadPool pool(2);
+  std::unique_ptr<backend::Backend> cpu = backend::make_cpu_backend(pool);
+  const tier::ProcessorSpeed s = tier::measure_processor(*cpu, size_t(8) << 20, 8);
+  EXPECT_GT(s.mem_gbps, 0.1);
+  EXPECT_GT(s.upload_gbps, 0.1);
+  EXPECT_GT(s.gflops, 0.1);
+  EXPECT_LT(s.gflops, 1e5);  // two cores, whatever they are
+}
+
+TEST(DeviceSpeedTest, GpusFromFlagsProfileOrMachine) {
+  tier::PlanInputs in;
+  tier::GpuOverrides none;
+  none.mem_given = true;
+  none.mem_bytes = {0};
+  tier::resolve_gpus(in, none, 2, false);
+  EXPECT_TRUE(in.gpus.empty());  // --gpu-mem 0: the two-tier plan
+
+  tier::GpuOverrides h100;
+  h100.mem_given = true;
+  h100.mem_bytes = {uint64_t(8) << 30, uint64_t(8) << 30};
+  tier::apply_lent_h100_profile(in, h100);
+  tier::resolve_gpus(in, h100, 16, false);
+  ASSERT_EQ(in.gpus.size(), 2u);
+  EXPECT_EQ(in.gpus[1].index, 1);
+  EXPECT_EQ(in.gpus[0].mem_bytes, uint64_t(8) << 30);
+  EXPECT_DOUBLE_EQ(in.gpus[0].pcie_pinned_gbps, 55);
+  EXPECT_DOUBLE_EQ(in.gpus[0].pcie_pageable_gbps, 8.6);
+  EXPECT_DOUBLE_EQ(in.ram_gbps, 95);
+  EXPECT_GT(in.cpu_batch_gflops, 0);
+
+  if (backend::cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present: the rest is about machines without";
+  tier::PlanInputs here;
+  tier::GpuOverrides unsaid;
+  tier::resolve_gpus(here, unsaid, 2, false);
+  EXPECT_TRUE(here.gpus.empty());  // no GPU, nothing said: the two-tier plan
+  tier::GpuOverrides eight;
+  eight.mem_given = true;
+  eight.mem_bytes = {uint64_t(8) << 30};
+  EXPECT_THROW(tier::resolve_gpus(here, eight, 2, false), Error);  // --gpu-mem without a GPU or its figures
+  eight.mem_gbps = 900, eight.pcie_pinned_gbps = 25;               // another machine's, described
+  tier::resolve_gpus(here, eight, 2, false);
+  ASSERT_EQ(here.gpus.size(), 1u);
+  EXPECT_DOUBLE_EQ(here.gpus[0].pcie_pageable_gbps, 25);
 }
 
 }  // namespace

@@ -7,68 +7,20 @@
 
 #include "gguf/gguf.h"
 #include "model/config.h"
+#include "support/plan_table.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
 
 namespace strata::tier {
 namespace {
 
-constexpr uint64_t MiB = uint64_t(1) << 20;
-
-struct Table {
-  std::vector<gguf::TensorInfo> tensors;
-  uint64_t offset = 0;
-  void add(const std::string& name, std::vector<int64_t> shape, uint64_t n_bytes) {
-    gguf::TensorInfo t;
-    t.name = name;
-    t.shape = std::move(shape);
-    t.n_elements = 1;
-    for (int64_t d : t.shape) t.n_elements *= d;
-    t.n_bytes = n_bytes;
-    t.offset = t.file_offset = offset;
-    offset += n_bytes;
-    tensors.push_back(std::move(t));
-  }
-};
+constexpr uint64_t MiB = test::kMiB;
+using Table = test::TensorTable;
 
 ModelConfig small_config(int n_layer, int n_expert, int n_expert_used) {
-  ModelConfig c;
-  c.arch_name = "llama";
-  c.n_layer = n_layer;
-  c.n_embd = 256;
-  c.n_head = 4;
-  c.n_head_kv = 2;
-  c.head_dim_k = c.head_dim_v = 64;
-  c.n_ff = 1024;
-  c.n_vocab = 1000;
-  c.n_expert = n_expert;
-  c.n_expert_used = n_expert_used;
-  c.n_ff_expert = n_expert ? 512 : 0;
-  return c;
+  return test::small_plan_config(n_layer, n_expert, n_expert_used);
 }
-
-// Per layer: 4 attention tensors of 1 MiB, two norms, and either a dense FFN of 3 x 3 MiB or
-// n_expert experts of 3 x 1 MiB each (plus a router).
-Table make_table(const ModelConfig& c) {
-  Table t;
-  t.add("token_embd.weight", {c.n_embd, c.n_vocab}, 2 * MiB);
-  for (int l = 0; l < c.n_layer; ++l) {
-    std::string b = "blk." + std::to_string(l) + ".";
-    t.add(b + "attn_norm.weight", {c.n_embd}, 1024);
-    for (const char* n : {"attn_q", "attn_k", "attn_v", "attn_output"}) t.add(b + n + ".weight", {c.n_embd, 1024}, MiB);
-    t.add(b + "ffn_norm.weight", {c.n_embd}, 1024);
-    if (c.n_expert == 0) {
-      for (const char* n : {"ffn_gate", "ffn_up", "ffn_down"}) t.add(b + n + ".weight", {c.n_embd, 3072}, 3 * MiB);
-    } else {
-      t.add(b + "ffn_gate_inp.weight", {c.n_embd, c.n_expert}, 4096);
-      for (const char* n : {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"})
-        t.add(b + n + ".weight", {c.n_embd, 1024, c.n_expert}, uint64_t(c.n_expert) * MiB);
-    }
-  }
-  t.add("output_norm.weight", {c.n_embd}, 1024);
-  t.add("output.weight", {c.n_embd, c.n_vocab}, 2 * MiB);
-  return t;
-}
+Table make_table(const ModelConfig& c) { return test::small_plan_table(c); }
 
 PlanInputs inputs(uint64_t budget) {
   PlanInputs in;

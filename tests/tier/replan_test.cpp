@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "support/plan_table.h"
 #include "tier/plan/plan.h"
 #include "tier/plan/replanner.h"
 #include "tier/stream/routing_stats.h"
@@ -14,52 +15,10 @@ namespace strata::tier {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr uint64_t MiB = uint64_t(1) << 20;
 
 // 4 layers of 8 experts (3 x 1 MiB each) with attention and norms, as plan_test's tables.
-std::vector<gguf::TensorInfo> moe_table(const ModelConfig& c) {
-  std::vector<gguf::TensorInfo> out;
-  uint64_t offset = 0;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, uint64_t n_bytes) {
-    gguf::TensorInfo t;
-    t.name = name;
-    t.shape = std::move(shape);
-    t.n_elements = 1;
-    for (int64_t d : t.shape) t.n_elements *= d;
-    t.n_bytes = n_bytes;
-    t.offset = t.file_offset = offset;
-    offset += n_bytes;
-    out.push_back(std::move(t));
-  };
-  add("token_embd.weight", {c.n_embd, c.n_vocab}, 2 * MiB);
-  for (int l = 0; l < c.n_layer; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".";
-    add(b + "attn_norm.weight", {c.n_embd}, 1024);
-    for (const char* n : {"attn_q", "attn_k", "attn_v", "attn_output"}) add(b + n + ".weight", {c.n_embd, 1024}, MiB);
-    add(b + "ffn_norm.weight", {c.n_embd}, 1024);
-    add(b + "ffn_gate_inp.weight", {c.n_embd, c.n_expert}, 4096);
-    for (const char* n : {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"})
-      add(b + n + ".weight", {c.n_embd, 1024, c.n_expert}, uint64_t(c.n_expert) * MiB);
-  }
-  add("output_norm.weight", {c.n_embd}, 1024);
-  add("output.weight", {c.n_embd, c.n_vocab}, 2 * MiB);
-  return out;
-}
-
-ModelConfig moe_config() {
-  ModelConfig c;
-  c.arch_name = "llama";
-  c.n_layer = 4;
-  c.n_embd = 256;
-  c.n_head = 4;
-  c.n_head_kv = 2;
-  c.head_dim_k = c.head_dim_v = 64;
-  c.n_vocab = 1000;
-  c.n_expert = 8;
-  c.n_expert_used = 2;
-  c.n_ff_expert = 512;
-  return c;
-}
+std::vector<gguf::TensorInfo> moe_table(const ModelConfig& c) { return test::small_plan_table(c).tensors; }
+ModelConfig moe_config() { return test::small_plan_config(4, 8, 2); }
 
 class ReplannerTest : public ::testing::Test {
  protected:

@@ -130,7 +130,7 @@ TEST(TierStats, StatsTextComesFromTheTable) {
   const size_t experts_at = text.find("experts:");
   ASSERT_NE(experts_at, std::string::npos) << text;
   for (const TierStatField& f : tier_stat_fields()) {
-    if (!f.label || f.group == StatGroup::dense_ffn) continue;
+    if (!f.label || f.group == StatGroup::dense_ffn || f.group == StatGroup::gpu) continue;
     const std::string section = f.group == StatGroup::experts ? text.substr(experts_at) : text.substr(0, experts_at);
     EXPECT_NE(section.find(std::string("  ") + f.label), std::string::npos) << f.label << "\n" << text;
   }
@@ -141,6 +141,49 @@ TEST(TierStats, StatsTextComesFromTheTable) {
   EXPECT_EQ(describe_stats(s).find("per token"), std::string::npos);
   s.streaming = false;
   EXPECT_EQ(describe_stats(s), "tiering: nothing streamed (the model fits the budget)\n");
+}
+
+// The GPU tier's figures (issue 14): absent from a CPU-only run, from the counters when a GPU
+// takes part, per token where the run's tokens are known.
+TEST(TierStats, GpuTierOnlyWhenAGpuTakesPart) {
+  TierStats s = sample();
+  EXPECT_FALSE(stat_group_present(s, StatGroup::gpu));
+  EXPECT_EQ(describe_stats(s).find("GPU tier"), std::string::npos);
+  for (const TierStatField& f : tier_stat_fields())
+    if (f.group == StatGroup::gpu) EXPECT_EQ(f.value(s), 0.0) << (f.label ? f.label : f.metric);
+
+  s.gpu.present = true;
+  s.gpu.pcie_bytes = 16'000'000;  // 2 MB per token of 8
+  s.gpu.vram_expert_needed = 40;
+  s.gpu.vram_expert_hits = 10;
+  s.gpu.experts_gpu = 25;
+  s.gpu.experts_cpu = 15;
+  s.gpu.copy_seconds = 0.8;
+  s.gpu.gpu_compute_seconds = 0.4;
+  s.gpu.cpu_compute_seconds = 1.2;
+  s.gpu.wait_seconds = 0.16;
+  EXPECT_DOUBLE_EQ(s.vram_expert_hit_rate(), 0.25);
+  EXPECT_DOUBLE_EQ(s.per_token(s.gpu.pcie_bytes), 2e6);
+  const std::string text = describe_stats(s);
+  const size_t at = text.find("GPU tier:");
+  ASSERT_NE(at, std::string::npos) << text;
+  for (const TierStatField& f : tier_stat_fields())
+    if (f.group == StatGroup::gpu && f.label)
+      EXPECT_NE(text.find(std::string("  ") + f.label, at), std::string::npos) << f.label << "\n" << text;
+  EXPECT_NE(text.find("2.0 MB", at), std::string::npos) << text;  // PCIe per token
+  EXPECT_NE(text.find("25%", at), std::string::npos) << text;     // VRAM hit rate
+  EXPECT_NE(text.find("0.02 s", at), std::string::npos) << text;  // wait per token
+  // A GPU run that streams nothing still reports its GPU figures.
+  s.streaming = false;
+  EXPECT_NE(describe_stats(s).find("GPU tier:"), std::string::npos);
+
+  TierStats later = s;
+  later.gpu.pcie_bytes += 1000, later.gpu.experts_cpu += 3, later.gpu.wait_seconds += 0.5;
+  const TierStats d = later.since(s);
+  EXPECT_EQ(d.gpu.pcie_bytes, 1000u);
+  EXPECT_EQ(d.gpu.experts_cpu, 3u);
+  EXPECT_EQ(d.gpu.experts_gpu, 0u);
+  EXPECT_NEAR(d.gpu.wait_seconds, 0.5, 1e-12);
 }
 
 }  // namespace

@@ -436,6 +436,18 @@ int cuda_device_count() {
   return n;
 }
 
+uint64_t cuda_free_memory(int device) {
+  int previous = 0;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (device < 0 || device >= cuda_device_count() || cudaGetDevice(&previous) != cudaSuccess) return 0;
+  if (cudaSetDevice(device) != cudaSuccess || cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+    cudaGetLastError();
+    free_bytes = 0;
+  }
+  cudaSetDevice(previous);
+  return uint64_t(free_bytes);
+}
+
 std::unique_ptr<Backend> make_cuda_backend(int device) {
   const int n = cuda_device_count();
   if (device < 0 || device >= n)

@@ -36,6 +36,63 @@ struct CostModel {
   double embd_io_s() const { return table->embd_row_bytes / (in->ssd_gbps * kGB); }
 };
 
+// --- Three tiers (plans with GPUs)
+// Per layer l, per token: the core (attention, norms, router, the layer's KV) runs on its GPU from
+// VRAM, or on the CPU from host RAM; then the FFN units, each in VRAM (GPU), or on the host side
+// (host RAM or streamed from the SSD) computed by the CPU, or copied over PCIe and computed by the
+// GPU. The processors and the link work at once:
+//   t_l = core_l + max(gpu_l, cpu_l, pcie_l, (1 - recall) * ssd_misses_l) [+ a hand-over when
+//         both processors work in the layer]
+//   sum_l t_l + head >= every SSD read of the token
+// A prompt batch of B tokens needs expert u once with probability q_u = 1 - (1 - p_u)^B and
+// B * p_u of its tokens; the host-side share that is copied is chosen per batch (copy_share),
+// and the resources work in overlapped waves: a batch takes the longest of them.
+struct GpuCostModel {
+  const PlanInputs* in = nullptr;
+  const UnitTable* table = nullptr;
+  std::vector<int> layer_gpu;      // per layer: index into in->gpus of the GPU its core would use
+  int head_gpu = 0;                // the GPU that holds the output head (the last layer's)
+  std::vector<double> core_bytes;  // per layer: core weights and the layer's KV at a full context
+  std::vector<double> kv_layer_bytes;
+  double head_bytes = 0;
+
+  const GpuDevice& gpu(int layer) const { return in->gpus[size_t(layer_gpu[size_t(layer)])]; }
+  double gpu_bps(int layer) const { return gpu(layer).mem_gbps * kGB; }
+  double pcie_bps(int layer) const { return gpu(layer).pcie_pinned_gbps * kGB; }
+  // The CPU on bytes in host RAM: reading them, or its arithmetic where a rate is given.
+  double cpu_s(double bytes, double elems) const {
+    const double flops = in->compute_gflops > 0 ? 2.0 * elems / (in->compute_gflops * 1e9) : 0.0;
+    return std::max(bytes / (in->ram_gbps * kGB), flops);
+  }
+  double core_gpu_s(int l) const { return core_bytes[size_t(l)] / gpu_bps(l); }
+  double core_cpu_s(int l) const { return cpu_s(core_bytes[size_t(l)], table->core_elems[size_t(l)]); }
+  double head_s() const { return head_bytes / (in->gpus[size_t(head_gpu)].mem_gbps * kGB); }
+};
+
+// A placement of the GPU plan, as fractions (the LP's) or whole units (0 or 1).
+struct GpuAssignment {
+  std::vector<double> core_vram;  // per layer: the core in VRAM on its GPU
+  std::vector<double> vram;       // per unit: in VRAM on its layer's GPU
+  std::vector<double> host;       // per unit: in host RAM (pinned); the rest streams from the SSD
+  std::vector<double> copy;       // per unit: computed by the GPU after a copy (<= 1 - vram)
+};
+
+// Seconds the work of each resource takes, and the one that bounds.
+struct GpuPrediction {
+  double seconds = 0;  // per token (generation) or per batch (prompt); 0 with unknown rates
+  Limit limit = Limit::vram_bandwidth;
+  ResourceLoad load;
+};
+
+// Gives in->gpus for every layer's core: contiguous ranges of layers in proportion to each GPU's
+// mem_bytes (GPUs with none take no layer).
+GpuCostModel make_gpu_cost_model(const UnitTable& table, const PlanInputs& in, uint64_t kv_bytes);
+GpuPrediction predict_generation(const GpuCostModel& model, const GpuAssignment& a);
+// copy_share: of the host-side units' work in the batch, the share copied to the GPU.
+GpuPrediction predict_prompt(const GpuCostModel& model, const GpuAssignment& a, int n_batch, double copy_share);
+// The copy share that makes the batch fastest, and its prediction (scans [0, 1]).
+GpuPrediction best_prompt(const GpuCostModel& model, const GpuAssignment& a, int n_batch, double* copy_share);
+
 // Both referenced objects must outlive the model. kv_bytes: the KV cache a token reads at a full
 // context, spread evenly over the layers.
 CostModel make_cost_model(const UnitTable& table, const PlanInputs& in, uint64_t kv_bytes);

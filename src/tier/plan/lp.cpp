@@ -87,3 +87,122 @@ LpSolution solve_relaxation(const CostModel& m, double free_bytes, bool overlap)
 }
 
 }  // namespace strata::tier
+
+// --- Three tiers. Columns: per unit v (VRAM), h (host RAM), g (copied to the GPU; the CPU
+// computes 1 - v - g), then per layer the core's VRAM fraction c_l and the layer's FFN time e_l.
+// Rows: each GPU's VRAM; the host's bytes; per unit v + g <= 1 and v + h <= 1; per layer e_l at
+// least the GPU's, the CPU's, the link's and the unpredicted SSD misses' seconds; the SSD's total.
+
+namespace strata::tier {
+
+GpuLpSolution solve_gpu_relaxation(const GpuCostModel& m, const std::vector<double>& free_vram, double free_host) {
+  const std::vector<PlanUnit>& units = m.table->units;
+  const size_t n_units = units.size(), L = size_t(m.table->n_layer), n_gpu = m.in->gpus.size();
+  const size_t col_core = 3 * n_units, col_e = col_core + L, n_cols = col_e + L;
+  const size_t row_host = n_gpu, row_vg = row_host + 1, row_vh = row_vg + n_units, row_layer = row_vh + n_units;
+  const size_t row_total = row_layer + 4 * L, n_rows = row_total + 1;
+  const double ms = 1e3, ssd_bps = m.in->ssd_gbps * kGB;
+  const double recall = std::clamp(m.in->expert_prefetch_recall, 0.0, 1.0);
+  std::vector<double> row_lo(n_rows, -COIN_DBL_MAX), row_hi(n_rows, COIN_DBL_MAX);
+  std::vector<std::vector<std::pair<int, double>>> cols(n_cols);
+  std::vector<double> col_lo(n_cols, 0.0), col_hi(n_cols, 1.0), obj(n_cols, 0.0);
+  for (size_t g = 0; g < n_gpu; ++g) row_hi[g] = (g < free_vram.size() ? std::max(0.0, free_vram[g]) : 0.0) / kGB;
+  double host_rhs = free_host, total_rhs = m.table->embd_row_bytes / ssd_bps * ms - m.head_s() * ms;
+  std::vector<double> cpu_rhs(L, 0.0), miss_rhs(L, 0.0);
+  double scale = 0;  // for the tie-breaks
+  for (const PlanUnit& u : units) scale += u.probability * double(u.n_bytes);
+  for (size_t i = 0; i < n_units; ++i) {
+    const PlanUnit& u = units[i];
+    const size_t l = size_t(u.layer);
+    const int gpu_row = m.layer_gpu[l];
+    const size_t v = i, h = n_units + i, g = 2 * n_units + i;
+    const double gpu_ms = u.probability * double(u.n_bytes) / m.gpu_bps(u.layer) * ms;
+    const double cpu_ms = u.probability * m.cpu_s(double(u.n_bytes), m.table->unit_elems[i]) * ms;
+    const double pcie_ms = u.probability * double(u.n_bytes) / m.pcie_bps(u.layer) * ms;
+    const double io_ms = u.probability * double(u.n_bytes) / ssd_bps * ms;
+    cols[v].push_back({gpu_row, double(u.n_bytes) / kGB});
+    cols[h].push_back({int(row_host), double(u.memory_bytes) / kGB});
+    cols[v].push_back({int(row_vg + i), 1.0});
+    cols[g].push_back({int(row_vg + i), 1.0});
+    cols[v].push_back({int(row_vh + i), 1.0});
+    cols[h].push_back({int(row_vh + i), 1.0});
+    row_hi[row_vg + i] = row_hi[row_vh + i] = 1.0;
+    const int r_gpu = int(row_layer + 4 * l), r_cpu = r_gpu + 1, r_pcie = r_gpu + 2, r_miss = r_gpu + 3;
+    cols[v].push_back({r_gpu, -gpu_ms});
+    cols[g].push_back({r_gpu, -gpu_ms});
+    cols[v].push_back({r_cpu, cpu_ms});  // e_l >= cpu_ms * (1 - v - g)
+    cols[g].push_back({r_cpu, cpu_ms});
+    cpu_rhs[l] += cpu_ms;
+    cols[g].push_back({r_pcie, -pcie_ms});
+    if (u.kind == UnitKind::expert && recall < 1) {  // e_l >= (1 - recall) io (1 - v - h)
+      cols[v].push_back({r_miss, (1 - recall) * io_ms});
+      cols[h].push_back({r_miss, (1 - recall) * io_ms});
+      miss_rhs[l] += (1 - recall) * io_ms;
+    }
+    cols[v].push_back({int(row_total), io_ms});  // the SSD's reads fit in the token
+    cols[h].push_back({int(row_total), io_ms});
+    total_rhs += io_ms;
+    // Tie-breaks far below any real difference: among equal times, likelier units nearer the GPU.
+    const double tie = scale > 0 ? 1e-7 * u.probability * double(u.n_bytes) / scale : 0.0;
+    obj[v] = -2 * tie;
+    obj[h] = -tie;
+  }
+  double constant_ms = m.head_s() * ms;
+  for (size_t l = 0; l < L; ++l) {
+    const size_t c = col_core + l, e = col_e + l;
+    const double gpu_ms = m.core_gpu_s(int(l)) * ms, cpu_ms = m.core_cpu_s(int(l)) * ms;
+    constant_ms += cpu_ms;
+    obj[c] = gpu_ms - cpu_ms;
+    cols[c].push_back({m.layer_gpu[l], m.core_bytes[l] / kGB});
+    cols[c].push_back({int(row_host), -m.core_bytes[l] / kGB});  // off the host when in VRAM
+    host_rhs -= m.core_bytes[l];
+    cols[c].push_back({int(row_total), gpu_ms - cpu_ms});
+    total_rhs -= cpu_ms;
+    obj[e] = 1.0;
+    col_hi[e] = COIN_DBL_MAX;
+    for (int k = 0; k < 4; ++k) cols[e].push_back({int(row_layer + 4 * l + size_t(k)), 1.0});
+    cols[e].push_back({int(row_total), 1.0});
+    row_lo[row_layer + 4 * l] = 0;
+    row_lo[row_layer + 4 * l + 1] = cpu_rhs[l];
+    row_lo[row_layer + 4 * l + 2] = 0;
+    row_lo[row_layer + 4 * l + 3] = miss_rhs[l];
+  }
+  row_hi[row_host] = host_rhs / kGB;
+  row_lo[row_total] = total_rhs;
+
+  std::vector<CoinBigIndex> start{0};
+  std::vector<int> index;
+  std::vector<double> value;
+  for (const auto& col : cols) {
+    for (auto [r, val] : col) index.push_back(r), value.push_back(val);
+    start.push_back(CoinBigIndex(index.size()));
+  }
+  ClpSimplex model;
+  model.setLogLevel(0);
+  model.loadProblem(int(n_cols), int(n_rows), start.data(), index.data(), value.data(), col_lo.data(), col_hi.data(),
+                    obj.data(), row_lo.data(), row_hi.data());
+  model.setOptimizationDirection(1);
+  model.dual();
+  if (!model.isProvenOptimal()) model.primal();
+  GpuLpSolution r;
+  r.status = model.isProvenOptimal()            ? "optimal"
+             : model.isProvenPrimalInfeasible() ? "infeasible"
+                                                : "status " + std::to_string(model.status());
+  const double* sol = model.primalColumnSolution();
+  auto clamp01 = [](double x) { return std::clamp(x, 0.0, 1.0); };
+  r.x.vram.resize(n_units), r.x.host.resize(n_units), r.x.copy.resize(n_units), r.x.core_vram.resize(L);
+  for (size_t i = 0; i < n_units; ++i) {
+    r.x.vram[i] = clamp01(sol[i]);
+    r.x.host[i] = clamp01(sol[n_units + i]);
+    r.x.copy[i] = clamp01(sol[2 * n_units + i]);
+  }
+  double t = constant_ms;
+  for (size_t l = 0; l < L; ++l) {
+    r.x.core_vram[l] = clamp01(sol[col_core + l]);
+    t += obj[col_core + l] * sol[col_core + l] + sol[col_e + l];
+  }
+  r.seconds = t / ms;
+  return r;
+}
+
+}  // namespace strata::tier

@@ -10,6 +10,7 @@
 #include "tier/plan/lp.h"
 #include "tier/plan/plan.h"
 #include "tier/plan/rounding.h"
+#include "tier/plan/three_tier.h"
 #include "tier/plan/units.h"
 #include "util/error.h"
 
@@ -37,6 +38,14 @@ const char* limit_name(Limit limit) {
       return "SSD bandwidth";
     case Limit::ssd_expert_misses:
       return "SSD reads of unpredicted expert misses";
+    case Limit::vram_bandwidth:
+      return "VRAM bandwidth";
+    case Limit::pcie_bandwidth:
+      return "PCIe";
+    case Limit::gpu_compute:
+      return "GPU compute";
+    case Limit::cpu_compute:
+      return "CPU compute";
   }
   return "?";
 }
@@ -65,6 +74,10 @@ Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
   plan.mapped_bytes = table.mapped_bytes;
   plan.kv_bytes = kv_cache_bytes(config, in.n_ctx, in.n_batch, in.kv_type);
   plan.scratch_bytes = scratch_bytes(config, in.n_ctx, in.n_batch, in.n_threads);
+  if (in.uses_gpu()) {  // three tiers and two processors (three_tier.cpp)
+    plan_three_tiers(plan, table);
+    return plan;
+  }
   const CostModel cost = make_cost_model(table, in, plan.kv_bytes);
   std::vector<PlanUnit>& units = table.units;
   const double budget = double(in.budget_bytes);
@@ -162,7 +175,10 @@ Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
   static_cast<PlanPrediction&>(plan) = best;
   plan.lp_seconds_per_token = lp_seconds;
   plan.solver_status = solver_status;
-  for (size_t i = 0; i < units.size(); ++i) units[i].resident = resident[i];
+  for (size_t i = 0; i < units.size(); ++i) {
+    units[i].resident = resident[i];
+    units[i].tier = resident[i] ? Tier::host : Tier::ssd;
+  }
   plan.units = std::move(units);
   plan.tensors = std::move(table.tensors);
   place_tensors(config, plan.mandatory_bytes, fits, plan);

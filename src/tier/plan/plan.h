@@ -41,6 +41,18 @@ constexpr uint64_t direct_read_span(uint64_t offset, uint64_t bytes) {
   return io::align_up(offset + bytes, io::kDirectAlign) - io::align_down(offset, io::kDirectAlign);
 }
 
+// A GPU as the planner sees it: how much of its memory the plan may use and how fast it is
+// (device_speed.h measures them through the backend seam; tests give synthetic ones).
+struct GpuDevice {
+  int index = 0;                  // the backend's device number (make_cuda_backend(index))
+  std::string name;               // for people
+  uint64_t mem_bytes = 0;         // VRAM the plan may use (--gpu-mem); 0: the device takes no part
+  double mem_gbps = 0;            // device memory read bandwidth
+  double gflops = 0;              // quantized matmul rate on a prompt batch
+  double pcie_pinned_gbps = 0;    // host -> device copies from pinned host memory
+  double pcie_pageable_gbps = 0;  // the same from ordinary (pageable) memory
+};
+
 struct PlanInputs {
   uint64_t budget_bytes = 0;    // 0: detect_memory_budget()
   int n_ctx = 4096;             // context the KV cache is sized for (clamped to the training context)
@@ -59,12 +71,28 @@ struct PlanInputs {
   double expert_prefetch_recall = 0.0;
   // Per-token access probability of expert e in layer l, [n_layer][n_expert]; empty: k/E.
   std::vector<std::vector<double>> expert_probability;
+  // The GPUs the plan may place weights on (three tiers: VRAM, host RAM, SSD). Empty, or none
+  // with mem_bytes > 0: the two-tier plan (RAM and SSD), exactly as without GPUs.
+  std::vector<GpuDevice> gpus;
+  // The CPU's quantized matmul rate on a prompt batch (prompt predictions of work left on the
+  // CPU); 0: unknown, and a plan with GPUs predicts no prompt speed for work on the CPU.
+  double cpu_batch_gflops = 0;
+  bool uses_gpu() const {
+    for (const auto& g : gpus)
+      if (g.mem_bytes > 0) return true;
+    return false;
+  }
 };
 
 enum class Placement { resident, streamed, mapped };  // mapped: token rows read in place
 const char* placement_name(Placement p);
 
 enum class UnitKind { dense_ffn, expert };
+// Where a unit's bytes live between tokens, and which processor computes it.
+enum class Tier { vram, host, ssd };
+enum class Processor { cpu, gpu };
+const char* tier_name(Tier t);
+const char* processor_name(Processor p);
 
 struct PlanUnit {
   UnitKind kind = UnitKind::dense_ffn;
@@ -78,6 +106,13 @@ struct PlanUnit {
   // Bytes the unit holds in memory while resident: a dense matrix its own; an expert one slot of
   // the expert streamer, sized for its layer's experts (page-aligned read ranges).
   uint64_t memory_bytes = 0;
+  // Three tiers (GPU plans; a two-tier plan says host or ssd, cpu, device -1): where the bytes
+  // live, which processor computes the unit in generation (a unit not in VRAM: the CPU where its
+  // bytes are, or the GPU after a copy over PCIe), and on which GPU (-1: none).
+  Tier tier = Tier::ssd;
+  Processor compute = Processor::cpu;
+  int device = -1;
+  double lp_vram = 0;  // the LP's fraction of the unit in VRAM (GPU plans)
 };
 
 struct TensorPlacement {
@@ -89,18 +124,33 @@ struct TensorPlacement {
   Placement placement = Placement::resident;  // experts: resident only when every slice is
   uint64_t resident_bytes = 0;
   uint64_t slice_bytes = 0;           // experts: bytes of one expert's slice
-  std::vector<int> resident_experts;  // experts: slices kept in the expert cache
+  std::vector<int> resident_experts;  // experts: slices kept in the expert cache (host RAM)
+  // GPU plans: the tier and device of the tensor's bytes (experts: of the slices not listed
+  // below), and the expert slices held in VRAM on `device`.
+  Tier tier = Tier::host;
+  int device = -1;
+  std::vector<int> vram_experts;
 };
 
 struct RoleSummary {
   TensorRole role = TensorRole::other;
+  uint64_t vram_bytes = 0;  // GPU plans: in VRAM (resident_bytes then counts host RAM only)
   uint64_t resident_bytes = 0;
   uint64_t streamed_bytes = 0;
   uint64_t mapped_bytes = 0;
 };
 
-// What bounds the predicted token rate.
-enum class Limit { ram_bandwidth, compute, ssd_bandwidth, ssd_expert_misses };
+// What bounds the predicted token rate. The last four only in plans with GPUs.
+enum class Limit {
+  ram_bandwidth,
+  compute,
+  ssd_bandwidth,
+  ssd_expert_misses,
+  vram_bandwidth,  // the GPU reading its own memory
+  pcie_bandwidth,  // copies from host RAM to the GPU
+  gpu_compute,     // the GPU's arithmetic (prompt batches)
+  cpu_compute,     // the CPU's arithmetic (prompt batches)
+};
 const char* limit_name(Limit limit);
 
 // A plan is four things, each written by one stage of the planner (plan.cpp runs them):
@@ -154,7 +204,47 @@ struct PlanPrediction {
   std::string solver_status;
 };
 
-struct Plan : PlanFixed, PlanPlacement, PlanPool, PlanPrediction {
+// Plans with GPUs: what each GPU holds, where each layer runs, and the two processors'
+// predicted work. Empty (no gpus, no layers) in a two-tier plan.
+struct GpuUse {
+  int device = 0;  // GpuDevice::index
+  uint64_t budget_bytes = 0, used_bytes = 0, minimum_bytes = 0;
+  uint64_t weight_bytes = 0;        // attention, norms, router, head, dense matrices and experts in VRAM
+  uint64_t expert_cache_bytes = 0;  // of which expert slices
+  uint64_t kv_bytes = 0, scratch_bytes = 0;
+  uint64_t staging_bytes = 0;  // buffers that copies over PCIe land in
+  int first_layer = 0, n_layers = 0;
+  int n_expert_vram = 0;
+};
+
+struct LayerPlacement {
+  int layer = 0;
+  int device = -1;                     // the GPU of its attention, norms and router; -1: host (CPU)
+  double copy_share = 0;               // generation: of the host-side FFN bytes a token needs, the
+                                       // share copied to the GPU (the rest the CPU computes)
+  int n_units_gpu = 0, n_units_cpu = 0;  // units not in VRAM, by processor
+};
+
+// Per-token (generation) or per-batch (prompt) work of each resource, and the seconds it takes.
+struct ResourceLoad {
+  double vram_bytes = 0, ram_bytes = 0, pcie_bytes = 0, ssd_bytes = 0;
+  double gpu_flops = 0, cpu_flops = 0;
+  double vram_s = 0, ram_s = 0, pcie_s = 0, ssd_s = 0, gpu_flops_s = 0, cpu_flops_s = 0;
+};
+
+struct PlanDevices {
+  std::vector<GpuUse> gpus;
+  std::vector<LayerPlacement> layers;
+  ResourceLoad generation;  // per token
+  // Prompt processing: batches of n_batch tokens; each needed expert copied once per batch.
+  ResourceLoad prompt;  // per batch
+  double prompt_tokens_per_second = 0;  // 0: not predicted (no CPU rate where the CPU computes)
+  Limit prompt_limit = Limit::gpu_compute;
+  double prompt_copy_share = 0;  // of host-side FFN work in a batch, the share copied to the GPU
+  uint64_t host_pinned_bytes = 0;  // host RAM the GPU plan pins (resident units and the pool)
+};
+
+struct Plan : PlanFixed, PlanPlacement, PlanPool, PlanPrediction, PlanDevices {
   PlanInputs inputs;  // as given, with the budget filled in
   ModelConfig config;
   std::vector<gguf::TensorInfo> table;  // kept so revise() can re-solve

@@ -48,6 +48,9 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
   p.layer_elems.assign(L, 0.0);
   p.expert_bytes.assign(L, 0.0);
   p.expert_elems.assign(L, 0.0);
+  p.core_bytes.assign(L, 0.0);
+  p.core_elems.assign(L, 0.0);
+  std::vector<std::array<double, kNumFfnParts>> dense_elems(L);
   std::vector<double> expert_slice(L, 0.0), expert_slice_elems(L, 0.0);
   std::vector<std::array<uint64_t, kNumFfnParts>> dense_bytes(L);  // per FFN matrix (FfnPart)
   std::vector<std::array<int, kNumFfnParts>> dense_pieces(L);
@@ -106,6 +109,7 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
           tp.placement = Placement::streamed;
           dense_bytes[l][size_t(tensor_ffn_part(t.name))] = t.n_bytes;
           dense_pieces[l][size_t(tensor_ffn_part(t.name))] = stream_pieces(t);
+          dense_elems[l][size_t(tensor_ffn_part(t.name))] = double(t.n_elements);
           p.dense_piece_bytes = std::max(p.dense_piece_bytes, stream_piece_bytes(t));
           p.layer_bytes[l] += double(t.n_bytes);
           p.layer_elems[l] += double(t.n_elements);
@@ -118,6 +122,8 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
         if (layer >= 0) {
           p.layer_bytes[l] += double(t.n_bytes);
           p.layer_elems[l] += double(t.n_elements);
+          p.core_bytes[l] += double(t.n_bytes);
+          p.core_elems[l] += double(t.n_elements);
         } else if (tp.role == TensorRole::output || tp.role == TensorRole::norm) {
           p.head_bytes.push_back(double(t.n_bytes));
           p.head_flops += 2.0 * double(t.n_elements);
@@ -152,6 +158,7 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
         p.units.push_back({UnitKind::dense_ffn, int(l), -1, dense_bytes[l][size_t(part)], 1.0, 0.0, false, part});
         p.units.back().memory_bytes = dense_bytes[l][size_t(part)];
         p.unit_pieces.push_back(dense_pieces[l][size_t(part)]);
+        p.unit_elems.push_back(dense_elems[l][size_t(part)]);
       }
     if (!has_experts[l]) continue;
     for (int e = 0; e < config.n_expert; ++e) {
@@ -165,12 +172,27 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
       p.units.push_back({UnitKind::expert, int(l), e, uint64_t(expert_slice[l]), pe, 0.0, false});
       p.units.back().memory_bytes = expert_slot[l];
       p.unit_pieces.push_back(0);
+      p.unit_elems.push_back(expert_slice_elems[l]);
       p.expert_bytes[l] += pe * expert_slice[l];
       p.expert_elems[l] += pe * expert_slice_elems[l];
     }
   }
   return p;
 }
+
+const char* tier_name(Tier t) {
+  switch (t) {
+    case Tier::vram:
+      return "VRAM";
+    case Tier::host:
+      return "host RAM";
+    case Tier::ssd:
+      return "SSD";
+  }
+  return "?";
+}
+
+const char* processor_name(Processor p) { return p == Processor::gpu ? "GPU" : "CPU"; }
 
 void place_tensors(const ModelConfig& config, uint64_t mandatory_bytes, bool fits, PlanPlacement& plan) {
   // Unit residency per (layer, expert), for the tensors.

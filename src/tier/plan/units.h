@@ -14,7 +14,10 @@ struct UnitTable {
   int n_layer = 0;
   int k = 0;  // experts used per token
   std::vector<PlanUnit> units;
-  std::vector<int> unit_pieces;  // per unit: pieces a dense matrix streams in (0: experts)
+  std::vector<int> unit_pieces;    // per unit: pieces a dense matrix streams in (0: experts)
+  std::vector<double> unit_elems;  // per unit: weights (an expert: one slice of each matrix)
+  // Per layer, the always-resident part alone (attention, norms, router: a GPU plan's core).
+  std::vector<double> core_bytes, core_elems;
   // Per layer, read by every token: the always-resident tensors and the dense FFN matrices.
   std::vector<double> layer_bytes, layer_elems;
   // Per layer, expected per token: sum over experts of probability x slice.
