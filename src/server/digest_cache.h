@@ -30,7 +30,7 @@ class DigestCache {
 
   // Starts hashing these files one after another on a background thread (once per cache).
   void hash_in_background(std::vector<FileVersion> files);
-  // The lower-case hex SHA-256 of this version of the file. Throws HttpError 500 when the file
+  // The lower-case hex SHA-256 of this version of the file. Throws internal_error (errors.h) when the file
   // cannot be read (or the cache is being destroyed).
   std::string get(const FileVersion& file);
 

@@ -64,7 +64,7 @@ void save_settings(const std::string& gguf_path, const ModelSettings& settings) 
   out << dump(json{
              {"template", settings.template_text}, {"system", settings.system}, {"parameters", settings.parameters}})
       << "\n";
-  if (!out) throw HttpError(500, "cannot write " + path);
+  if (!out) throw internal_error("cannot write " + path);
 }
 
 void remove_settings(const std::string& gguf_path) {

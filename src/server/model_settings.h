@@ -19,7 +19,7 @@ struct ModelSettings {
 
 // The settings of the model file at gguf_path; empty when it has none (or they are unreadable).
 ModelSettings load_settings(const std::string& gguf_path);
-// Writes them beside gguf_path (removes the sidecar for empty settings). Throws HttpError 500.
+// Writes them beside gguf_path (removes the sidecar for empty settings). Throws internal_error (errors.h).
 void save_settings(const std::string& gguf_path, const ModelSettings& settings);
 void remove_settings(const std::string& gguf_path);
 

@@ -19,7 +19,7 @@ class Sha256 {
  public:
   Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
     if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
-      throw HttpError(500, "SHA-256 is unavailable (OpenSSL)");
+      throw internal_error("SHA-256 is unavailable (OpenSSL)");
   }
   void update(const void* data, size_t n) { EVP_DigestUpdate(ctx_.get(), data, n); }
   std::string hex() {
@@ -49,21 +49,21 @@ std::string sha256_hex(const void* data, size_t n_bytes) {
 
 std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw HttpError(500, "cannot read " + path + ": " + std::strerror(errno));
+  if (fd < 0) throw internal_error("cannot read " + path + ": " + std::strerror(errno));
   Sha256 s;
   std::vector<uint8_t> buf(size_t(1) << 20);
   off_t done = 0;
   while (true) {
     if (stop && stop->load()) {
       ::close(fd);
-      throw HttpError(500, "stopped before " + path + " was hashed");
+      throw internal_error("stopped before " + path + " was hashed");
     }
     const ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       const int err = errno;
       ::close(fd);
-      throw HttpError(500, "cannot read " + path + ": " + std::strerror(err));
+      throw internal_error("cannot read " + path + ": " + std::strerror(err));
     }
     if (n == 0) break;
     s.update(buf.data(), size_t(n));

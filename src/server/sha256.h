@@ -6,7 +6,7 @@
 
 namespace strata::server {
 
-// The lower-case hex SHA-256 of the file's bytes. Throws HttpError 500 when it cannot be read,
+// The lower-case hex SHA-256 of the file's bytes. Throws internal_error (errors.h) when it cannot be read,
 // or when *stop becomes true (checked between 1 MiB chunks). The bytes read leave the page cache
 // behind them: hashing a model must not push out what a memory budget holds.
 std::string sha256_file(const std::string& path, const std::atomic<bool>* stop = nullptr);
