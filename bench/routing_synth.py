@@ -282,6 +282,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--expert-bytes", type=int, default=0, help="bytes of one expert (all layers)")
+    ap.add_argument("--uniform", action="store_true", help="uniform routing instead (the forged models' case)")
     ap.add_argument("--out")
     ap.add_argument("--describe", nargs="*", help="print the statistics of the sources and these traces")
     args = ap.parse_args()
@@ -301,7 +302,11 @@ def main():
     eb = args.expert_bytes or eb
     if not 0 < args.tokens <= MAX_TOKENS:
         ap.error(f"--tokens must be in 1..{MAX_TOKENS}")
-    tokens = generate(args.source, L, E, K, args.tokens, args.seed)
+    if args.uniform:
+        rng = random.Random(args.seed)
+        tokens = [[rng.sample(range(E), K) for _ in range(L)] for _ in range(args.tokens)]
+    else:
+        tokens = generate(args.source, L, E, K, args.tokens, args.seed)
     write_trace(args.out, f"synthetic-{args.shape}", L, E, K, eb, tokens)
 
 
