@@ -12,6 +12,7 @@
 #include "runtime/session.h"
 #include "support/file_change.h"
 #include "support/forge.h"
+#include "support/logits.h"
 #include "support/paths.h"
 #include "tier/stream/expert_streamer.h"
 #include "tier/stream/routing_stats.h"
@@ -47,20 +48,7 @@ class ExpertStreamTest : public ::testing::Test {
 
   // Logits of a prompt (all positions) and of 6 more tokens evaluated one at a time.
   static std::vector<float> run(const Model& model, ExpertSource* source) {
-    SessionParams sp;
-    sp.n_ctx = 64;
-    sp.n_threads = 2;
-    Session s(model, sp);
-    s.set_expert_source(source);
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < 12; ++i) prompt.push_back(100 + 37 * i);
-    std::vector<float> out = s.eval_all_logits(prompt);
-    const int n_vocab = model.config().n_vocab;
-    for (int i = 0; i < 6; ++i) {
-      const float* l = s.eval({int32_t(500 + 91 * i)});
-      out.insert(out.end(), l, l + n_vocab);
-    }
-    return out;
+    return test::run_logits(model, nullptr, source, {.n_single = 6});
   }
 
   static void expect_identical(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
