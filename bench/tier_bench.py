@@ -10,6 +10,15 @@ by `strata iobench` on the model file) / bytes that must be read per token at th
 rate, or the memory-bandwidth bound where that binds.
 
     python3 bench/tier_bench.py --strata build/strata [--cases mixtral,qwen3,llama-2g,llama-fits]
+        [--routing-source TRACE... [--routing-only]]
+
+Forged weights route almost uniformly: the worst case for an expert cache. With --routing-source
+(real routing traces, e.g. the trained model's from `strata run --trace-routing`), each MoE case
+also gets realistic routing: bench/routing_synth.py carries the traces' statistics onto the case's
+shape, and bench/routing_replay.py replays that trace and a uniform one through the engine's
+expert-cache policy (lfu) at the cache size `strata plan` gives under the case's limit: hit rate,
+bytes read per token and the SSD bound they imply, uniform against realistic. (A replay, not a run:
+the engine's own tok/s on these models is measured with their forged, uniform routing.)
 Needs root (cgroups, drop_caches), ~50 GB of disk for the forged models, and
 scripts/setup_reference.sh for llama-cpp-python.
 """
@@ -74,6 +83,37 @@ def ssd_gbps(strata, model, block):
     return float(m.group(1)) / 1000 if m else 1.7
 
 
+SHAPES = {"mixtral": "mixtral", "qwen3": "qwen3"}  # case -> routing_synth.py shape
+
+
+def routing_rows(strata, name, model, limit, sources, tokens, bw):
+    """Uniform against realistic routing for a MoE case, replayed at the plan's expert cache."""
+    import routing_replay as rr
+    import routing_synth as rs
+    plan = json.loads(subprocess.run([strata, "plan", model, "--mem", limit, "--json"], capture_output=True,
+                                     text=True, check=True).stdout)
+    slots = plan["counts"]["experts_resident"] + plan["streaming"]["expert_slots"]
+    slot_bytes = plan["streaming"]["expert_slot_bytes"]
+    L, E, K, _ = rs.SHAPES[SHAPES[name]]
+    rows = []
+    for kind in ["uniform"] + [os.path.basename(p) for p in sources]:
+        if kind == "uniform":
+            import random
+            rng = random.Random(1)
+            toks = [[rng.sample(range(E), K) for _ in range(L)] for _ in range(tokens)]
+        else:
+            toks = rs.generate([p for p in sources if os.path.basename(p) == kind], L, E, K, tokens, 1)
+        path = f"/tmp/tier_bench_routing_{name}_{kind}"
+        rs.write_trace(path, name, L, E, K, slot_bytes, toks)
+        t = rr.parse(path)
+        os.remove(path)
+        hits, acc, read = rr.replay_lfu(t, slots)
+        per_token = read / t.n_tokens
+        rows.append({"case": name, "routing": kind, "slots": slots, "of": L * E, "hit_rate": hits / acc,
+                     "bytes_per_token": per_token, "ssd_bound": bw * 1e9 / per_token if per_token else float("inf")})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--strata", default="build/strata")
@@ -85,14 +125,23 @@ def main():
     ap.add_argument("--llamacpp-timeout", type=int, default=900)
     ap.add_argument("--mmap-only", action="store_true",
                     help="over budget, run llama.cpp only on its plain mmap (as shipped it is OOM-killed there)")
+    ap.add_argument("--routing-source", nargs="*", default=[], help="real routing traces (see above)")
+    ap.add_argument("--routing-only", action="store_true", help="only the routing comparison, no engine runs")
+    ap.add_argument("--routing-tokens", type=int, default=256)
     a = ap.parse_args()
     strata = os.path.abspath(a.strata)
     rows = []
+    routing = []
+    sys.path.insert(0, HERE)
     for name in a.cases.split(","):
         arch, preset, file, limit, kind, block = CASES[name]
         model = os.path.join(MODELS, file)
         forge(strata, arch, preset, model)
         bw = ssd_gbps(strata, model, block)
+        if a.routing_source and name in SHAPES:
+            routing += routing_rows(strata, name, model, limit, a.routing_source, a.routing_tokens, bw)
+        if a.routing_only:
+            continue
         ctx = str(a.n_prompt + a.n_gen + 16)
         cmd = [strata, "bench", model, "-p", str(a.n_prompt), "-n", str(a.n_gen), "-t", str(a.threads), "-c", ctx,
                "--json", "--fresh", "--stats"]
@@ -131,6 +180,14 @@ def main():
                       flush=True)
         rows.append(row)
 
+    if routing:
+        print("| case | routing | expert cache (slots of experts) | hit rate (lfu) | SSD MB/token | SSD bound tok/s |")
+        print("|---|---|---|---|---|---|")
+        for r in routing:
+            print(f"| {r['case']} | {r['routing']} | {r['slots']} of {r['of']} | {100 * r['hit_rate']:.1f}% | "
+                  f"{r['bytes_per_token'] / 1e6:.0f} | {r['ssd_bound']:.3f} |")
+        if a.routing_only:
+            return
     gib = 1 << 30
     print("| case | limit | engine | prompt tok/s | gen tok/s | strata gen ratio | SSD MB/token (must read) | cache hit | peak | "
           "bound tok/s | % of bound | % of bound at the run's disk speed |")

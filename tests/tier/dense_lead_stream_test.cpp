@@ -12,6 +12,7 @@
 #include "gguf/writer.h"
 #include "runtime/session.h"
 #include "support/forge.h"
+#include "support/logits.h"
 #include "support/paths.h"
 #include "tier/stream/dense_ffn_streamer.h"
 #include "tier/stream/expert_streamer.h"
@@ -70,21 +71,9 @@ class DenseLeadStreamTest : public ::testing::Test {
   }
 
   static std::vector<float> run(const Model& model, FfnSource* ffn, ExpertSource* experts) {
-    SessionParams sp;
-    sp.n_ctx = 64;
-    sp.n_threads = 2;
-    Session s(model, sp);
-    s.set_ffn_source(ffn);
-    s.set_expert_source(experts);
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < 10; ++i) prompt.push_back(60 + 23 * i);
-    std::vector<float> out = s.eval_all_logits(prompt);
-    const int n_vocab = model.config().n_vocab;
-    for (int i = 0; i < 4; ++i) {
-      const float* l = s.eval({int32_t(200 + 31 * i)});
-      out.insert(out.end(), l, l + n_vocab);
-    }
-    return out;
+    return test::run_logits(
+        model, ffn, experts,
+        {.n_prompt = 10, .prompt_first = 60, .prompt_step = 23, .single_first = 200, .single_step = 31});
   }
 
   static inline fs::path dir_;

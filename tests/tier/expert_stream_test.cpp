@@ -12,6 +12,7 @@
 #include "runtime/session.h"
 #include "support/file_change.h"
 #include "support/forge.h"
+#include "support/logits.h"
 #include "support/paths.h"
 #include "tier/stream/expert_streamer.h"
 #include "tier/stream/routing_stats.h"
@@ -47,20 +48,7 @@ class ExpertStreamTest : public ::testing::Test {
 
   // Logits of a prompt (all positions) and of 6 more tokens evaluated one at a time.
   static std::vector<float> run(const Model& model, ExpertSource* source) {
-    SessionParams sp;
-    sp.n_ctx = 64;
-    sp.n_threads = 2;
-    Session s(model, sp);
-    s.set_expert_source(source);
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < 12; ++i) prompt.push_back(100 + 37 * i);
-    std::vector<float> out = s.eval_all_logits(prompt);
-    const int n_vocab = model.config().n_vocab;
-    for (int i = 0; i < 6; ++i) {
-      const float* l = s.eval({int32_t(500 + 91 * i)});
-      out.insert(out.end(), l, l + n_vocab);
-    }
-    return out;
+    return test::run_logits(model, nullptr, source, {.n_single = 6});
   }
 
   static void expect_identical(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
@@ -83,25 +71,32 @@ TEST_F(ExpertStreamTest, StreamedExpertsAreBitIdenticalWhateverTheCache) {
       int pool;
       bool pin_some;
       bool co_predict;
+      tier::ExpertCachePolicy policy = tier::ExpertCachePolicy::lfu;
     };
-    for (Case k :
-         {Case{1, false, false}, Case{2, false, true}, Case{1, true, true}, Case{c.n_expert_used * 2, true, false}}) {
+    for (Case k : {Case{1, false, false}, Case{2, false, true}, Case{1, true, true},
+                   Case{c.n_expert_used * 2, true, false}, Case{1, true, true, tier::ExpertCachePolicy::pinned_lru},
+                   Case{c.n_expert_used * 2, true, false, tier::ExpertCachePolicy::pinned_lru}}) {
       tier::ExpertStreamerOptions o;
       o.n_pool_slots = k.pool;
       o.co_predict = k.co_predict;
+      o.policy = k.policy;
       if (k.pin_some) {
         o.pinned.assign(size_t(c.n_layer), {});
         o.pinned[0] = {0, c.n_expert - 1};  // layer 0 partly resident, the others streamed
       }
       tier::ExpertStreamer streamer(*model, o);
-      const std::string what = path + " pool " + std::to_string(k.pool) + (k.pin_some ? " pinned" : "");
+      const std::string what = path + " pool " + std::to_string(k.pool) + (k.pin_some ? " pinned" : "") +
+                               (k.policy == tier::ExpertCachePolicy::lfu ? " lfu" : " pinned_lru");
       expect_identical(run(*model, &streamer), resident, what);
       const tier::ExpertStats s = streamer.stats();
       EXPECT_EQ(s.needed, s.cache_hits + s.prefetch_hits + s.misses) << what;
       EXPECT_GE(s.loads, s.misses) << what;
       EXPECT_GT(s.bytes_read, 0u) << what;
       EXPECT_EQ(s.slots, k.pool + (k.pin_some ? 2 : 0)) << what;
-      EXPECT_EQ(s.pinned_slots, k.pin_some ? 2 : 0) << what;
+      if (k.policy == tier::ExpertCachePolicy::pinned_lru)
+        EXPECT_EQ(s.pinned_slots, k.pin_some ? 2 : 0) << what;  // never evicted
+      else
+        EXPECT_LE(s.pinned_slots, k.pin_some ? 2 : 0) << what;  // lfu: the first content, evicted like any
       // One prompt batch and 6 tokens route through every layer.
       EXPECT_GE(s.needed, uint64_t(7 * c.n_layer * c.n_expert_used) / uint64_t(c.n_expert_used)) << what;
       EXPECT_EQ(streamer.routing().tokens_seen(), 12u + 6u) << what;

@@ -9,6 +9,7 @@
 
 #include "runtime/session.h"
 #include "support/forge.h"
+#include "support/logits.h"
 #include "support/paths.h"
 #include "tier/stream/dense_ffn_streamer.h"
 #include "tier/stream/expert_streamer.h"
@@ -40,21 +41,7 @@ class SharedExpertStreamTest : public ::testing::Test {
 
   // Logits of a prompt (all positions) and of 4 more tokens evaluated one at a time.
   static std::vector<float> run(const Model& model, FfnSource* ffn, ExpertSource* experts) {
-    SessionParams sp;
-    sp.n_ctx = 64;
-    sp.n_threads = 2;
-    Session s(model, sp);
-    s.set_ffn_source(ffn);
-    s.set_expert_source(experts);
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < 12; ++i) prompt.push_back(100 + 37 * i);
-    std::vector<float> out = s.eval_all_logits(prompt);
-    const int n_vocab = model.config().n_vocab;
-    for (int i = 0; i < 4; ++i) {
-      const float* l = s.eval({int32_t(500 + 91 * i)});
-      out.insert(out.end(), l, l + n_vocab);
-    }
-    return out;
+    return test::run_logits(model, ffn, experts);
   }
 
   static inline fs::path dir_;

@@ -11,6 +11,7 @@
 #include "runtime/session.h"
 #include "support/file_change.h"
 #include "support/forge.h"
+#include "support/logits.h"
 #include "support/paths.h"
 #include "tier/stream/dense_ffn_streamer.h"
 #include "tier/tiering.h"
@@ -44,20 +45,7 @@ class DenseStreamTest : public ::testing::Test {
 
   // Logits of a prompt (all positions) and of 4 more tokens evaluated one at a time.
   static std::vector<float> run(const Model& model, FfnSource* source) {
-    SessionParams sp;
-    sp.n_ctx = 64;
-    sp.n_threads = 2;
-    Session s(model, sp);
-    s.set_ffn_source(source);
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < 12; ++i) prompt.push_back(100 + 37 * i);
-    std::vector<float> out = s.eval_all_logits(prompt);
-    const int n_vocab = model.config().n_vocab;
-    for (int i = 0; i < 4; ++i) {
-      const float* l = s.eval({int32_t(500 + i)});
-      out.insert(out.end(), l, l + n_vocab);
-    }
-    return out;
+    return test::run_logits(model, source, nullptr, {.single_step = 1});
   }
 
   static inline fs::path dir_;

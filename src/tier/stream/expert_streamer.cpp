@@ -17,7 +17,6 @@ constexpr uint64_t kPieceBytes = uint64_t{4} << 20;
 // what the kernel has been given can no longer be cancelled when a guess proves wrong.
 constexpr uint64_t kInFlightBytes = uint64_t{16} << 20;
 
-
 // Expert e's rows of a stacked expert tensor.
 WeightView slice_of(const WeightView& stacked, int n_expert, int e) {
   const int64_t rows = stacked.n_rows / n_expert;
@@ -31,15 +30,17 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
       options_(std::move(options)),
       n_layer_(model.config().n_layer),
       n_expert_(model.config().n_expert),
-      routing_(model.config().n_layer, std::max(1, model.config().n_expert),
-               std::max(1, model.config().n_expert_used)),
+      routing_(model.config().n_layer, std::max(1, model.config().n_expert), std::max(1, model.config().n_expert_used)),
       guesser_(model.config(), this) {
   if (n_expert_ <= 0) throw Error("expert streaming: " + model.file().path() + " is not a mixture-of-experts model");
   layer_streams_.assign(size_t(n_layer_), false);
   for (int l = 0; l < n_layer_; ++l) layer_streams_[size_t(l)] = !model.weights().layers[size_t(l)].gate_exps.empty();
   for (int l = n_layer_ - 1; l >= 0; --l)
     if (layer_streams_[size_t(l)]) first_layer_ = l;
+  if (!(options_.lfu_decay > 0 && options_.lfu_decay <= 1))
+    throw Error("expert streaming: lfu_decay " + std::to_string(options_.lfu_decay) + " outside (0, 1]");
   pinned_.assign(size_t(n_layer_) * n_expert_, false);
+  use_score_.assign(size_t(n_layer_) * n_expert_, 0.0);
   index_.assign(size_t(n_layer_) * n_expert_, -1);
   if (!options_.pinned.empty() && options_.pinned.size() != size_t(n_layer_))
     throw Error("expert streaming: pinned experts for " + std::to_string(options_.pinned.size()) +
@@ -79,7 +80,8 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   io::ReaderOptions ro;
   ro.piece_bytes = kPieceBytes;
   const uint64_t piece = std::min(kPieceBytes, std::max<uint64_t>(kAlign, slot_bytes_ / 3));  // a slot holds 3 ranges
-  ro.queue_depth = options_.queue_depth > 0 ? options_.queue_depth : int(std::clamp<uint64_t>(kInFlightBytes / piece, 4, 32));
+  ro.queue_depth =
+      options_.queue_depth > 0 ? options_.queue_depth : int(std::clamp<uint64_t>(kInFlightBytes / piece, 4, 32));
   core_ = std::make_unique<StreamCore>(model.file().path(), total, ro, "expert streaming");
   const int n_slots = int(capacity.size());
   slots_.resize(size_t(n_slots));
@@ -169,21 +171,31 @@ uint64_t ExpertStreamer::read_bytes(int layer, int expert) const {
 }
 
 // A slot large enough for `layer`'s experts to read into: an empty one or a dropped guess, else
-// the least recently used that may go, else a guess for a layer already past, else (misses only)
-// a live guess; the smallest that fits among equals, so that large slots stay for large experts.
-// Never: the current layer's, or one handed out (-1: wait for one). Pinned experts only for a
-// miss that no other slot could ever hold: after a revised plan, pinned experts may sit in every
-// slot large enough.
+// the one the policy gives up first (lfu: the least used, ties to the lower layer and expert,
+// as bench/routing_replay.py does; pinned_lru: the least recently used, then a guess for a layer
+// already past), else (misses only) a live guess; the smallest that fits among equals, so that
+// large slots stay for large experts. Never: the current layer's, or one handed out (-1: wait for
+// one). Pinned experts only for a miss that no other slot could ever hold: after a revised plan,
+// pinned experts may sit in every slot large enough.
 int ExpertStreamer::claim_slot(int layer, bool for_prefetch) {
   const uint64_t need = layer_slot_bytes_[size_t(layer)];
+  const bool lfu = options_.policy == ExpertCachePolicy::lfu;
   auto rank = [&](const Slot& s) {  // lower goes first
     if (s.state == State::empty || s.layer < 0) return 0;
     if (holds_pinned(s)) return 4;
     if (!s.prefetched) return 1;
-    return s.layer <= layer_ ? 2 : 3;  // a guess for a layer already past, then a live guess
+    if (s.layer <= layer_) return lfu ? 1 : 2;  // a guess for a layer already past
+    return 3;                                   // a live guess
   };
   auto better = [&](const Slot& a, const Slot& b) {
-    if (rank(a) != rank(b)) return rank(a) < rank(b);
+    const int ra = rank(a), rb = rank(b);
+    if (ra != rb) return ra < rb;
+    if (lfu && ra != 0) {
+      const size_t ka = key(a.layer, a.expert), kb = key(b.layer, b.expert);
+      if (use_score_[ka] != use_score_[kb]) return use_score_[ka] < use_score_[kb];
+      if (a.capacity != b.capacity) return a.capacity < b.capacity;
+      return ka < kb;
+    }
     if (a.capacity != b.capacity) return a.capacity < b.capacity;
     return a.last_use < b.last_use;
   };
@@ -288,10 +300,22 @@ void ExpertStreamer::begin_layer(int layer, const int32_t* experts, int n_expert
       stats_.needed_bytes += read_bytes(layer, e);
     }
     want_.push_back(e);
+    use_score_[key(layer, e)] += use_weight_;
   }
   drop_guesses_but(layer, experts, n_experts);
   schedule_wanted();
+  age();
   publish(layer == first_layer_);  // slot counts once per token
+}
+
+// Scores only compare, so the weight grows instead of every score shrinking; before it could
+// overflow, everything is rescaled (as the replayer does, so that the two stay equal).
+void ExpertStreamer::age() {
+  use_weight_ /= options_.lfu_decay;
+  if (use_weight_ > 1e100) {
+    for (double& s : use_score_) s /= use_weight_;
+    use_weight_ = 1;
+  }
 }
 
 // Reads every wanted expert that has no slot yet, as far as slots allow.
@@ -406,7 +430,7 @@ void ExpertStreamer::publish(bool count_slots) {
     for (const Slot& slot : slots_) {
       if (slot.state == State::empty) continue;
       ++s.occupied_slots;
-      if (holds_pinned(slot)) ++s.pinned_slots;
+      if (holds_named(slot)) ++s.pinned_slots;
     }
     stats_.pinned_slots = s.pinned_slots;
     stats_.occupied_slots = s.occupied_slots;

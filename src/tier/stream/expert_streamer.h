@@ -1,11 +1,17 @@
 #pragma once
 // MoE expert streaming: an expert cache of fixed slots, each holding one expert's slices of
 // ffn_{gate,up,down}_exps of one layer, read from the model file with O_DIRECT (exactly the
-// slices' aligned byte ranges; the file is never rewritten). Slots are of two kinds:
-//   pinned - the experts the plan keeps resident (read at start, never evicted), each slot sized
-//            for its own layer's experts;
-//   pool   - everything else, least recently used first out, sized for the largest expert; they
-//            keep what they read, so a repeated expert is a hit too.
+// slices' aligned byte ranges; the file is never rewritten). The plan names experts to keep
+// resident: each gets a slot sized for its own layer's experts and is read at start; the pool
+// slots beyond them are sized for the largest expert. Which expert leaves a slot is the policy's
+// (ExpertCachePolicy):
+//   lfu        (default) every slot is the cache's: the plan's experts are only its first
+//              content, and the expert least used goes first, each use weighing 1/decay times the
+//              one made a layer before (ageing). On the trained model's routing traces this is the
+//              best of the simple policies (bench/routing_replay.py: per-layer LRU, LRU, a static
+//              hot list, pinned + LRU pool); tests/tier/expert_policy_test.cpp holds it equal to
+//              the replayer's `lfu` on a committed trace.
+//   pinned_lru the plan's experts never leave; the pool slots are least recently used first out.
 // After routing every missing expert of the layer is requested at once; the experts already in
 // memory compute while the others arrive. The next layer's experts are prefetched from a guess
 // (its router on the current hidden state, tier/expert_guess.h, plus co-activation statistics).
@@ -19,17 +25,24 @@
 
 #include "model/model.h"
 #include "model/weight_source.h"
+#include "tier/expert_guess.h"
 #include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
-#include "tier/stream/stream_core.h"
-#include "tier/expert_guess.h"
 #include "tier/stream/routing_stats.h"
+#include "tier/stream/stream_core.h"
 
 namespace strata::tier {
 
+enum class ExpertCachePolicy { lfu, pinned_lru };
+
 struct ExpertStreamerOptions {
-  // Per layer, the experts the plan keeps resident (read at construction). Empty: none.
+  // Per layer, the experts the plan keeps resident (read at construction). Empty: none. Under
+  // lfu they are the cache's first content and may leave like any other.
   std::vector<std::vector<int>> pinned;
+  ExpertCachePolicy policy = ExpertCachePolicy::lfu;
+  // lfu's ageing: the weight of a use grows by 1/lfu_decay per layer routed (one begin_layer).
+  // 0.995 (about 0.96 a token on an 8-layer model) was the best of 0.9..1 on the traces.
+  double lfu_decay = 0.995;
   int n_pool_slots = 2;    // slots beyond the pinned ones (at least 1)
   bool co_predict = true;  // add co-activation guesses to the router's
   std::string stats_path;  // routing statistics loaded at start and saved by save_stats(); "": none
@@ -37,20 +50,20 @@ struct ExpertStreamerOptions {
 };
 
 struct ExpertStats {
-  uint64_t needed = 0;           // expert slices routing asked for (distinct per layer and batch)
-  uint64_t cache_hits = 0;       // ... already in memory (pinned, or kept from an earlier read)
-  uint64_t prefetch_hits = 0;    // ... in memory or in flight because a prefetch asked for them
-  uint64_t misses = 0;           // ... read after routing
-  uint64_t prefetch_issued = 0;  // slices read on a guess
-  uint64_t prefetch_wasted = 0;  // ... evicted without being used
-  uint64_t prefetch_dropped = 0; // ... of which stopped before the disk had read them whole
-  uint64_t loads = 0;            // slices read (start-up, misses and prefetches)
-  uint64_t bytes_read = 0;       // from the SSD, alignment padding included
-  uint64_t preload_bytes = 0;    // of which read at start for the pinned experts
-  uint64_t needed_bytes = 0;     // ... for slices routing asked for that were not in the cache (misses and
-                                 // confirmed guesses): what had to be read at the cache's hit rate
-  double wait_seconds = 0;       // compute blocked on reads
-  double idle_seconds = 0;       // the disk with nothing to read from this streamer
+  uint64_t needed = 0;            // expert slices routing asked for (distinct per layer and batch)
+  uint64_t cache_hits = 0;        // ... already in memory (pinned, or kept from an earlier read)
+  uint64_t prefetch_hits = 0;     // ... in memory or in flight because a prefetch asked for them
+  uint64_t misses = 0;            // ... read after routing
+  uint64_t prefetch_issued = 0;   // slices read on a guess
+  uint64_t prefetch_wasted = 0;   // ... evicted without being used
+  uint64_t prefetch_dropped = 0;  // ... of which stopped before the disk had read them whole
+  uint64_t loads = 0;             // slices read (start-up, misses and prefetches)
+  uint64_t bytes_read = 0;        // from the SSD, alignment padding included
+  uint64_t preload_bytes = 0;     // of which read at start for the pinned experts
+  uint64_t needed_bytes = 0;      // ... for slices routing asked for that were not in the cache (misses and
+                                  // confirmed guesses): what had to be read at the cache's hit rate
+  double wait_seconds = 0;        // compute blocked on reads
+  double idle_seconds = 0;        // the disk with nothing to read from this streamer
   int slots = 0, pinned_slots = 0, occupied_slots = 0;
   uint64_t slot_bytes = 0;
 };
@@ -69,6 +82,7 @@ class ExpertStreamer : public ExpertSource {
   ForwardHook* hook() override { return &guesser_; }
 
   // Keeps these experts resident from now on (a revised plan); same count as before at most.
+  // Under lfu it only renames what pinned_slots counts: the cache already follows routing.
   void repin(const std::vector<std::vector<int>>& pinned);
 
   // A snapshot taken between layers; safe to call from any thread (the server's /metrics).
@@ -115,10 +129,13 @@ class ExpertStreamer : public ExpertSource {
   void layout(int layer, int expert, Range out[3]) const;
   uint64_t read_bytes(int layer, int expert) const;  // one load's bytes from the SSD
   static uint64_t read_bytes(const Range r[3]);
-  // A pinned expert sits in the slot (not empty, not a dropped guess).
-  bool holds_pinned(const Slot& s) const {
+  // A pinned expert sits in the slot (not empty, not a dropped guess). Only pinned_lru keeps
+  // them; under lfu it is what the plan named, for the statistics.
+  bool holds_named(const Slot& s) const {
     return s.state != State::empty && s.layer >= 0 && pinned_[key(s.layer, s.expert)];
   }
+  bool holds_pinned(const Slot& s) const { return options_.policy == ExpertCachePolicy::pinned_lru && holds_named(s); }
+  void age();  // lfu: the next layer's uses weigh more
   int claim_slot(int layer, bool for_prefetch);
   void load(int slot, int layer, int expert);
   void finish(int slot);  // waits for the slot's read; frees the slot and rethrows on error
@@ -135,11 +152,13 @@ class ExpertStreamer : public ExpertSource {
   std::vector<bool> pinned_;  // [layer x expert]
   std::vector<int> index_;    // [layer x expert] -> slot, or -1
   std::vector<Slot> slots_;
-  uint64_t slot_bytes_ = 0;                // a pool slot: the largest expert of any layer
+  uint64_t slot_bytes_ = 0;                 // a pool slot: the largest expert of any layer
   std::vector<uint64_t> layer_slot_bytes_;  // per layer: its experts' slot size
-  std::unique_ptr<StreamCore> core_;  // its arena holds every slot, one after another
+  std::unique_ptr<StreamCore> core_;        // its arena holds every slot, one after another
   RoutingStats routing_;
   uint64_t clock_ = 0;
+  std::vector<double> use_score_;  // [layer x expert]: lfu's aged count of uses
+  double use_weight_ = 1;          // what the next use adds
 
   int layer_ = -1;                    // the layer between begin_layer and the last next_ready
   std::vector<int> want_;             // its experts not handed out yet
