@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/attention.h"
+#include "ops/attention_kernels.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/type.h"
@@ -149,7 +150,7 @@ void check(const Layout& L, DType type, const Case& cs, const Cache* shared, Thr
   for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
     kernels::set_active_isa(kernels::Isa(isa));
     AttentionScratch scratch;
-    scratch.init(shape, cs.n_tokens, pool.n_threads());
+    scratch.init(shape, cs.n_tokens, n_pos, pool.n_threads());
     std::vector<float> got(want.size(), std::nanf(""));
     attention(shape, q.data(), cs.n_tokens, cs.pos0, c.kv, c.vv, got.data(), pool, scratch);
     double worst = 0.0;
@@ -196,6 +197,34 @@ INSTANTIATE_TEST_SUITE_P(Layouts, AttentionTest,
                          ::testing::Combine(::testing::ValuesIn(kLayouts),
                                             ::testing::Values(DType::F16, DType::Q8_0, DType::Q4_0)),
                          name);
+
+// The f16 path's tile of scores is, bit for bit, the F16 vec_dot of each key with each query row
+// times the scale (the per-score dot it replaces), on every instruction-set path.
+TEST(AttentionKernels, F16ScoresEqualTheF16VecDotBitForBit) {
+  std::mt19937 rng(64);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  for (int d : {64, 96, 128, 256}) {
+    const int n_rows = 3, n_keys = 53;
+    const size_t ld = 61;
+    std::vector<uint16_t> q(size_t(n_rows) * d), k(size_t(n_keys) * d);
+    for (uint16_t& x : q) x = f32_to_fp16(dist(rng));
+    for (uint16_t& x : k) x = f32_to_fp16(dist(rng));
+    std::vector<const uint16_t*> keys;
+    for (int j = 0; j < n_keys; ++j) keys.push_back(k.data() + size_t(j) * d);
+    for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+      kernels::set_active_isa(kernels::Isa(isa));
+      std::vector<float> s(size_t(n_rows) * ld, 0.0f);
+      attn::kernels_for(kernels::Isa(isa)).scores_f16(q.data(), n_rows, d, keys.data(), n_keys, 0.125f, s.data(), ld);
+      for (int r = 0; r < n_rows; ++r)
+        for (int j = 0; j < n_keys; ++j) {
+          const float want = kernels::kernels_for(DType::F16).vec_dot(d, keys[size_t(j)], q.data() + size_t(r) * d) * 0.125f;
+          ASSERT_EQ(s[size_t(r) * ld + size_t(j)], want)
+              << "d " << d << " row " << r << " key " << j << " on " << kernels::isa_name(kernels::Isa(isa));
+        }
+    }
+    kernels::set_active_isa(kernels::detected_isa());
+  }
+}
 
 TEST(KvType, ParsesTheSupportedTypesOnly) {
   EXPECT_EQ(parse_kv_type("f16"), DType::F16);
