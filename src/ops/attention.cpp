@@ -64,6 +64,12 @@ void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* key
     for (int j = 0; j < n_keys; ++j) s[size_t(r) * ld + size_t(j)] = f16.vec_dot(d, keys[j], q + size_t(r) * d) * scale;
 }
 
+double exp_sum(float* s, int64_t n, float m) {
+  double acc = 0.0;
+  for (int64_t j = 0; j < n; ++j) acc += double(s[j] = std::exp(s[j] - m));
+  return acc;
+}
+
 void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* v, int dv, float* o,
                 const float* inv_l) {
   for (int r = 0; r < n_rows; ++r) {
@@ -77,7 +83,7 @@ void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* 
 }
 
 }  // namespace
-const Kernels kKernels{scores, scores_t, update, scores_f16, accumulate};
+const Kernels kKernels{scores, scores_t, update, scores_f16, exp_sum, accumulate};
 }  // namespace scalar
 
 const Kernels& kernels_for(kernels::Isa isa) {
@@ -381,11 +387,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
       const auto [lo, hi] = visible(it, t);
       for (int g = 0; g < group; ++g) {
         const size_t row = size_t(t - it.t0) * group + g;
-        const float m = tile.m[row];
-        float* s = sr.at(t, g, lo);
-        double acc = 0.0;
-        for (int64_t j = 0; j < hi - lo; ++j) acc += double(s[j] = std::exp(s[j] - m));
-        tile.sum[row] = acc;
+        tile.sum[row] = kern.exp_sum(sr.at(t, g, lo), hi - lo, tile.m[row]);
       }
     }
   };

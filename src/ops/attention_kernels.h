@@ -25,6 +25,10 @@ struct Kernels {
   // summation order follows ggml's), q and keys as f16 bits.
   void (*scores_f16)(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale,
                      float* s, size_t ld);
+  // The f16 path's exponentials: s[j] = e^(s[j] - m) for j < n, each bit for bit what the C
+  // library's expf returns (llama.cpp's reference loop and the per-score path used it), and their
+  // sum in double in index order.
+  double (*exp_sum)(float* s, int64_t n, float m);
   // The f16 path's output sweep, with e[r * ld + j] = e^(s_j - max) and each row's 1 / sum
   // inv_l[r]: p_j = f16(e_j * inv_l[r]) (the normalized probability rounded to f16, as llama.cpp's
   // non-flash path rounds it for its product with f16 values), then o[r] += sum_j p_j v_j in f32 in

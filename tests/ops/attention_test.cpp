@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -223,6 +224,32 @@ TEST(AttentionKernels, F16ScoresEqualTheF16VecDotBitForBit) {
         }
     }
     kernels::set_active_isa(kernels::detected_isa());
+  }
+}
+
+// The f16 path's exponentials are the C library's expf bit for bit (on every path, over every
+// 61st float from -112 to 0, vector tails included), and their sum is in double in order.
+TEST(AttentionKernels, ExpSumIsTheCLibraryExpfBitForBit) {
+  std::vector<float> x;
+  for (uint32_t b = 0x80000000u; b <= 0xC2E00000u; b += 61) {
+    float f;
+    std::memcpy(&f, &b, sizeof f);
+    x.push_back(f);
+  }
+  const float m = 0.75f;
+  for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+    for (int64_t n : {int64_t(x.size()), int64_t(13)}) {
+      std::vector<float> s(x.begin(), x.begin() + n);
+      for (float& v : s) v += m;  // s - m spans [-112, 0] again
+      std::vector<float> want(s);
+      double want_sum = 0.0;
+      for (float& v : want) want_sum += double(v = std::exp(v - m));
+      const double sum = attn::kernels_for(kernels::Isa(isa)).exp_sum(s.data(), n, m);
+      for (int64_t j = 0; j < n; ++j)
+        ASSERT_EQ(std::memcmp(&s[size_t(j)], &want[size_t(j)], sizeof(float)), 0)
+            << "e^" << want[size_t(j)] << " at " << j << " on " << kernels::isa_name(kernels::Isa(isa));
+      EXPECT_EQ(sum, want_sum);
+    }
   }
 }
 
