@@ -18,8 +18,7 @@ ops::AttentionShape attention_scratch_shape(const ModelConfig& c) {
 }
 }  // namespace
 
-// n_ctx is unused: since attention runs in tiles, no scratch grows with the context.
-ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int /*n_ctx*/, int n_threads) {
+ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int n_ctx, int n_threads) {
   Sizes s;
   const size_t nb = size_t(batch);
   const size_t ff = size_t(c.max_ff());
@@ -30,7 +29,7 @@ ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int
   s.v = nb * c.n_head_kv * c.head_dim_v;
   s.att = nb * o_dim;
   s.gate = s.up = nb * ff;
-  s.attn_bytes = ops::AttentionScratch::bytes_for(attention_scratch_shape(c), batch, n_threads);
+  s.attn_bytes = ops::AttentionScratch::bytes_for(attention_scratch_shape(c), batch, n_ctx, n_threads);
   if (c.n_expert > 0) {
     const size_t k_used = size_t(c.n_expert_used);
     s.router_logits = nb * c.n_expert;
@@ -73,7 +72,7 @@ void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_thre
   fit(att, s.att);
   fit(gate, s.gate);
   fit(up, s.up);
-  attn.init(attention_scratch_shape(c), batch, n_threads);
+  attn.init(attention_scratch_shape(c), batch, n_ctx, n_threads);
   fit(router_logits, s.router_logits);
   fit(chosen, s.chosen);
   fit(chosen_weight, s.chosen_weight);

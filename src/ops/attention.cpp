@@ -57,19 +57,33 @@ void update(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, 
   }
 }
 
-void accumulate(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, const float* m,
+void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale, float* s,
+                size_t ld) {
+  const kernels::TypeKernels& f16 = kernels::kernels_for(DType::F16);
+  for (int r = 0; r < n_rows; ++r)
+    for (int j = 0; j < n_keys; ++j) s[size_t(r) * ld + size_t(j)] = f16.vec_dot(d, keys[j], q + size_t(r) * d) * scale;
+}
+
+double exp_sum(float* s, int64_t n, float m) {
+  double acc = 0.0;
+  for (int64_t j = 0; j < n; ++j) acc += double(s[j] = std::exp(s[j] - m));
+  return acc;
+}
+
+void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* v, int dv, float* o,
                 const float* inv_l) {
   for (int r = 0; r < n_rows; ++r) {
-    float* sr = s + size_t(r) * n_keys;
-    for (int j = 0; j < n_keys; ++j) sr[j] = fp16_to_f32(f32_to_fp16(std::exp(sr[j] - m[r]) * inv_l[r]));
+    const float* er = e + size_t(r) * ld;
     float* orow = o + size_t(r) * dv;
-    for (int j = 0; j < n_keys; ++j)
-      for (int i = 0; i < dv; ++i) orow[i] += sr[j] * v[size_t(j) * dv + i];
+    for (int j = 0; j < n_keys; ++j) {
+      const float p = fp16_to_f32(f32_to_fp16(er[j] * inv_l[r]));
+      for (int i = 0; i < dv; ++i) orow[i] += p * v[size_t(j) * dv + i];
+    }
   }
 }
 
 }  // namespace
-const Kernels kKernels{scores, scores_t, update, accumulate};
+const Kernels kKernels{scores, scores_t, update, scores_f16, exp_sum, accumulate};
 }  // namespace scalar
 
 const Kernels& kernels_for(kernels::Isa isa) {
@@ -108,8 +122,9 @@ constexpr int kBlockQ = 32;          // query tokens per tile
 constexpr int kBlockK = 64;          // cached positions per converted K/V block
 constexpr int kMaxSplits = 32;       // split-K: most ranges one query block's keys are split into
 constexpr int kMinSplitKeys = 256;   // split-K: fewest positions worth a range of their own
-constexpr int kMaxHeadDim = 1024;
-constexpr int kTransposeRows = 16;   // query rows from which a tile transposes its key blocks    // bound on head sizes (scratch on the stack for q rounding)
+constexpr int kMaxHeadDim = 1024;    // bound on head sizes (scratch on the stack for q rounding)
+constexpr int kTransposeRows = 16;   // query rows from which a tile transposes its key blocks
+constexpr int kMaxSplitTokens = 4;   // f16 split-K: most query tokens (generation, small drafts)
 
 // q rounded as llama.cpp rounds it before its dots with keys of `key_type`: to f16 for f16 keys,
 // through q8_0 for quantized keys (the vec_dot type of q8_0 / q4_0).
@@ -123,48 +138,66 @@ void round_query(DType key_type, const float* q, float* out, int d) {
 
 }  // namespace
 
-void AttentionScratch::init(const AttentionShape& s, int batch, int n_threads) {
+AttentionScratch::Sizes AttentionScratch::sizes(const AttentionShape& s, int /*n_batch*/, int64_t n_ctx,
+                                                int n_threads) {
   if (s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0)
     throw Error("attention: " + std::to_string(s.n_head) + " query heads do not group over " +
                 std::to_string(s.n_head_kv) + " KV heads");
   if (s.head_dim_k <= 0 || s.head_dim_k > kMaxHeadDim || s.head_dim_v <= 0 || s.head_dim_v > kMaxHeadDim)
     throw Error("attention: head size " + std::to_string(s.head_dim_k) + "/" + std::to_string(s.head_dim_v) +
                 " outside 1.." + std::to_string(kMaxHeadDim));
-  const size_t group = size_t(s.n_head / s.n_head_kv);
-  const size_t rows = size_t(kBlockQ) * group;
-  n_batch = batch;
-  tiles.resize(size_t(n_threads));
-  for (Tile& t : tiles) {
-    t.q.assign(rows * size_t(s.head_dim_k), 0.0f);
-    t.k.assign(size_t(kBlockK) * size_t(s.head_dim_k), 0.0f);
-    t.v.assign(size_t(kBlockK) * size_t(s.head_dim_v), 0.0f);
-    t.kt.assign(size_t(kBlockK) * size_t(s.head_dim_k), 0.0f);
-    t.s.assign(group * kBlockK, 0.0f);
-    t.o.assign(rows * size_t(s.head_dim_v), 0.0f);
-    t.m.assign(rows, 0.0f);
-    t.l.assign(rows, 0.0f);
-    t.q16.assign(rows * size_t(s.head_dim_k), 0);
-    t.sum.assign(rows, 0.0);
-  }
-  sums.assign(size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head), 0.0);
-  partial.assign(size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head) * size_t(s.head_dim_v + 2), 0.0f);
+  const size_t group = size_t(s.n_head / s.n_head_kv), ctx = size_t(std::max<int64_t>(1, n_ctx));
+  const size_t rows = size_t(kBlockQ) * group, dk = size_t(s.head_dim_k), dv = size_t(s.head_dim_v);
+  Sizes z;
+  z.q = z.q16 = rows * dk;
+  z.k = z.kt = size_t(kBlockK) * dk;
+  z.v = size_t(kBlockK) * dv;
+  z.s = group * kBlockK;
+  z.o = rows * dv;
+  z.rows = z.sum = rows;
+  z.scores = rows * ctx;
+  z.sums = size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head);
+  z.partial = z.sums * (dv + 2);
+  z.split_scores = size_t(kMaxSplitTokens) * size_t(s.n_head) * ctx;
+  z.n_tiles = size_t(std::max(1, n_threads));
+  return z;
 }
 
-size_t AttentionScratch::bytes_for(const AttentionShape& s, int /*n_batch*/, int n_threads) {
-  // As init: per thread q, k, v, kt, s, o, m, l, q16 and sum of one tile; the split-K partials and sums once.
-  const size_t group = size_t(s.n_head / std::max(1, s.n_head_kv));
-  const size_t rows = size_t(kBlockQ) * group, dk = size_t(s.head_dim_k), dv = size_t(s.head_dim_v);
-  const size_t tile_floats = rows * dk + kBlockK * dk + kBlockK * dv + kBlockK * dk + group * kBlockK + rows * dv + 2 * rows;
-  const size_t tile = tile_floats * sizeof(float) + rows * dk * sizeof(uint16_t) + rows * sizeof(double);
-  const size_t splits = size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head);
-  return size_t(n_threads) * tile + splits * (dv + 2) * sizeof(float) + splits * sizeof(double);
+void AttentionScratch::init(const AttentionShape& s, int batch, int64_t ctx, int n_threads) {
+  const Sizes z = sizes(s, batch, ctx, n_threads);
+  n_batch = batch;
+  n_ctx = std::max<int64_t>(1, ctx);
+  tiles.resize(z.n_tiles);
+  for (Tile& t : tiles) {
+    t.q.assign(z.q, 0.0f);
+    t.k.assign(z.k, 0.0f);
+    t.v.assign(z.v, 0.0f);
+    t.kt.assign(z.kt, 0.0f);
+    t.s.assign(z.s, 0.0f);
+    t.o.assign(z.o, 0.0f);
+    t.m.assign(z.rows, 0.0f);
+    t.l.assign(z.rows, 0.0f);
+    t.q16.assign(z.q16, 0);
+    t.sum.assign(z.sum, 0.0);
+    t.scores.assign(z.scores, 0.0f);
+  }
+  sums.assign(z.sums, 0.0);
+  partial.assign(z.partial, 0.0f);
+  split_scores.assign(z.split_scores, 0.0f);
+}
+
+size_t AttentionScratch::bytes_for(const AttentionShape& s, int batch, int64_t ctx, int n_threads) {
+  const Sizes z = sizes(s, batch, ctx, n_threads);
+  const size_t tile = (z.q + z.k + z.v + z.kt + z.s + z.o + 2 * z.rows + z.scores) * sizeof(float) +
+                      z.q16 * sizeof(uint16_t) + z.sum * sizeof(double);
+  return z.n_tiles * tile + (z.partial + z.split_scores) * sizeof(float) + z.sums * sizeof(double);
 }
 
 size_t AttentionScratch::bytes() const {
-  size_t n = partial.capacity() * sizeof(float) + sums.capacity() * sizeof(double);
+  size_t n = (partial.capacity() + split_scores.capacity()) * sizeof(float) + sums.capacity() * sizeof(double);
   for (const Tile& t : tiles)
     n += (t.q.capacity() + t.k.capacity() + t.kt.capacity() + t.v.capacity() + t.s.capacity() + t.o.capacity() +
-          t.m.capacity() + t.l.capacity()) * sizeof(float) +
+          t.m.capacity() + t.l.capacity() + t.scores.capacity()) * sizeof(float) +
          t.q16.capacity() * sizeof(uint16_t) + t.sum.capacity() * sizeof(double);
   return n;
 }
@@ -194,25 +227,31 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   };
   auto last = [&](int64_t t) { return pos0 + t; };
 
+  // f16 caches follow llama.cpp's non-flash path step for step (its perplexity agrees with
+  // llama.cpp's to 0.01%; the online softmax, same maths in another order, drifts 0.4-0.8% on
+  // Gemma 3): scores as the f16 vec_dot of the f16 query with the cached key times the scale, the
+  // row max, the sum of e^(s - max) in double, then the probabilities e^(s - max) * (1 / sum)
+  // rounded to f16, accumulated against V in f32 in position order with no final division. Each
+  // score is computed once and kept, then overwritten by its e^(s - max), for the whole row: the
+  // scratch holds an item's rows over the context.
+  // Quantized caches need flash attention in llama.cpp, whose CPU kernel keeps f32 probabilities
+  // and divides at the end: one online sweep, scores from the f32 tiles.
+  const bool f16_path = kv_k.type == DType::F16 && kv_v.type == DType::F16;
+  if (f16_path && pos0 + n_tokens > scratch.n_ctx)
+    throw Error("attention: position " + std::to_string(pos0 + n_tokens - 1) + " beyond the context of " +
+                std::to_string(scratch.n_ctx) + " the scratch was sized for");
+
   const int n_qblocks = (n_tokens + kBlockQ - 1) / kBlockQ;
-  // Split-K when the query blocks and KV heads alone leave threads idle.
+  // Split-K when the query blocks and KV heads alone leave threads idle (with an f16 cache only for
+  // the few tokens of generation, whose rows' scores the shared split_scores holds).
   int n_splits = 1;
-  if (n_qblocks == 1) {
+  if (n_qblocks == 1 && (!f16_path || n_tokens <= kMaxSplitTokens)) {
     const int64_t span = last(n_tokens - 1) - first(0) + 1;
     const int64_t want = (4 * int64_t(pool.n_threads()) + shape.n_head_kv - 1) / shape.n_head_kv;
     n_splits = int(std::clamp<int64_t>(std::min(want, span / kMinSplitKeys), 1, kMaxSplits));
   }
   const int64_t n_items = int64_t(shape.n_head_kv) * n_qblocks * n_splits;
   const size_t part_stride = size_t(dv + 2);
-  // f16 caches follow llama.cpp's non-flash path step for step, as the per-(token, head) loop
-  // before this kernel did (its perplexity agrees with llama.cpp's to 0.01%; the online softmax,
-  // same maths in another order, drifts 0.4-0.8% on Gemma 3): scores as the f16 vec_dot of the
-  // f16 query with the cached key times the scale, the row max, the sum of e^(s - max) in double,
-  // then the probabilities e^(s - max) * (1 / sum) rounded to f16, accumulated against V in f32 in
-  // position order with no final division. Three sweeps over the keys (max, sum, output).
-  // Quantized caches need flash attention in llama.cpp, whose CPU kernel keeps f32 probabilities
-  // and divides at the end: one online sweep, scores from the f32 tiles.
-  const bool f16_path = kv_k.type == DType::F16 && kv_v.type == DType::F16;
 
   struct Item {
     int kvh, split, t0, t1, rows;
@@ -251,63 +290,116 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
     std::fill_n(tile.o.data(), size_t(it.rows) * dv, 0.0f);
     std::fill_n(tile.sum.data(), it.rows, 0.0);
   };
-  enum class Pass { online, max, sum, output };
-  // One sweep over the item's key blocks. online: the online softmax with V (m, l, o); max: the
-  // rows' max m (l as a by-product); sum: sum += e^(s - m) in double; output: the rounded
-  // probabilities against V, with m and l = 1 / sum.
-  auto sweep = [&](AttentionScratch::Tile& tile, const Item& it, Pass pass) {
-    const bool transposed = !f16_path && it.rows >= kTransposeRows;
-    const bool with_v = pass == Pass::online || pass == Pass::output;
+  // Each key block of the item's range [a, b) converted once (the keys to f32 unless the f16
+  // path dots them in place, the values if with_v), then body(t, j0, j1, kb) for each query token
+  // that sees some of it: [j0, j1) its visible positions in the block starting at kb.
+  auto for_blocks = [&](AttentionScratch::Tile& tile, const Item& it, bool with_k, bool with_v, auto&& body) {
     for (int64_t kb = it.a; kb < it.b; kb += kBlockK) {
       const int64_t ke = std::min(it.b, kb + kBlockK);
       for (int64_t p = kb; p < ke; ++p) {
-        if (!f16_path) k_conv.dequantize(kv_k.head(p, it.kvh), tile.k.data() + size_t(p - kb) * dk, dk);
+        if (with_k) k_conv.dequantize(kv_k.head(p, it.kvh), tile.k.data() + size_t(p - kb) * dk, dk);
         if (with_v) v_conv.dequantize(kv_v.head(p, it.kvh), tile.v.data() + size_t(p - kb) * dv, dv);
       }
-      if (transposed)
-        for (int64_t p = 0; p < ke - kb; ++p)
-          for (int i = 0; i < dk; ++i) tile.kt[size_t(i) * kBlockK + size_t(p)] = tile.k[size_t(p) * dk + i];
       for (int t = it.t0; t < it.t1; ++t) {
         const int64_t j0 = std::max(kb, first(t)), j1 = std::min(ke, last(t) + 1);
-        if (j0 >= j1) continue;
-        const int n = int(j1 - j0);
-        const size_t row = size_t(t - it.t0) * group;
-        if (f16_path) {
-          for (int g = 0; g < group; ++g)
-            for (int64_t j = j0; j < j1; ++j)
-              tile.s[size_t(g) * n + size_t(j - j0)] =
-                  k_conv.vec_dot(dk, kv_k.head(j, it.kvh), tile.q16.data() + (row + g) * dk) * shape.scale;
-        } else if (transposed) {
-          kern.scores_t(tile.q.data() + row * dk, group, tile.kt.data() + size_t(j0 - kb), kBlockK, n, dk,
-                        shape.scale, tile.s.data());
-        } else {
-          kern.scores(tile.q.data() + row * dk, group, tile.k.data() + size_t(j0 - kb) * dk, n, dk, shape.scale,
-                      tile.s.data());
-        }
-        const float* vb = tile.v.data() + size_t(j0 - kb) * dv;
-        float* ob = tile.o.data() + row * dv;
-        switch (pass) {
-          case Pass::online:
-            kern.update(tile.s.data(), group, n, vb, dv, ob, tile.m.data() + row, tile.l.data() + row);
-            break;
-          case Pass::max:
-            kern.update(tile.s.data(), group, n, nullptr, 0, nullptr, tile.m.data() + row, tile.l.data() + row);
-            break;
-          case Pass::sum:
-            for (int g = 0; g < group; ++g) {
-              const float mg = tile.m[row + g];
-              double acc = tile.sum[row + g];
-              for (int j = 0; j < n; ++j) acc += double(std::exp(tile.s[size_t(g) * n + size_t(j)] - mg));
-              tile.sum[row + g] = acc;
-            }
-            break;
-          case Pass::output:
-            kern.accumulate(tile.s.data(), group, n, vb, dv, ob, tile.m.data() + row, tile.l.data() + row);
-            break;
-        }
+        if (j0 < j1) body(t, j0, j1, kb);
       }
     }
   };
+
+  // The online softmax of quantized caches: one sweep, each key block against every row.
+  auto online = [&](AttentionScratch::Tile& tile, const Item& it) {
+    std::fill_n(tile.m.data(), it.rows, -std::numeric_limits<float>::infinity());
+    std::fill_n(tile.l.data(), it.rows, 0.0f);
+    const bool transposed = it.rows >= kTransposeRows;
+    int64_t transposed_kb = -1;
+    for_blocks(tile, it, true, true, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+      const int n = int(j1 - j0);
+      const size_t row = size_t(t - it.t0) * group;
+      if (transposed) {
+        if (transposed_kb != kb) {
+          for (int64_t p = 0; p < std::min<int64_t>(kBlockK, it.b - kb); ++p)
+            for (int i = 0; i < dk; ++i) tile.kt[size_t(i) * kBlockK + size_t(p)] = tile.k[size_t(p) * dk + i];
+          transposed_kb = kb;
+        }
+        kern.scores_t(tile.q.data() + row * dk, group, tile.kt.data() + size_t(j0 - kb), kBlockK, n, dk, shape.scale,
+                      tile.s.data());
+      } else {
+        kern.scores(tile.q.data() + row * dk, group, tile.k.data() + size_t(j0 - kb) * dk, n, dk, shape.scale,
+                    tile.s.data());
+      }
+      kern.update(tile.s.data(), group, n, tile.v.data() + size_t(j0 - kb) * dv, dv, tile.o.data() + row * dv,
+                  tile.m.data() + row, tile.l.data() + row);
+    });
+  };
+
+  // f16 path. Row (t, g) of an item keeps its scores at rows(t) + g * ld, indexed by position minus
+  // origin: in the thread's tile for a whole item, in split_scores across the splits of split-K.
+  struct ScoreRows {
+    float* base;  // row (t0, 0)
+    int t0;
+    size_t ld, token_stride;
+    int64_t origin;
+    float* at(int t, int g, int64_t pos) const {
+      return base + size_t(t - t0) * token_stride + size_t(g) * ld + size_t(pos - origin);
+    }
+  };
+  auto score_rows = [&](AttentionScratch::Tile& tile, const Item& it) {
+    if (n_splits > 1) {
+      const size_t ld = size_t(last(n_tokens - 1) + 1 - first(0));
+      return ScoreRows{scratch.split_scores.data() + size_t(it.kvh * group) * ld, 0, ld, size_t(shape.n_head) * ld,
+                       first(0)};
+    }
+    const size_t ld = size_t(it.b - it.a);
+    return ScoreRows{tile.scores.data(), it.t0, ld, size_t(group) * ld, it.a};
+  };
+  // Visible positions of token t within the item: [lo, hi).
+  auto visible = [&](const Item& it, int t) {
+    return std::pair<int64_t, int64_t>{std::max(it.a, first(t)), std::min(it.b, last(t) + 1)};
+  };
+  // Every score of the item's rows, once; each row's max into m.
+  auto f16_scores = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
+    const uint16_t* keys[kBlockK];
+    int64_t keys_kb = -1;
+    for_blocks(tile, it, false, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+      if (keys_kb != kb) {
+        for (int64_t p = kb; p < std::min(it.b, kb + kBlockK); ++p)
+          keys[p - kb] = reinterpret_cast<const uint16_t*>(kv_k.head(p, it.kvh));
+        keys_kb = kb;
+      }
+      const size_t row = size_t(t - it.t0) * group;
+      kern.scores_f16(tile.q16.data() + row * dk, group, dk, keys + (j0 - kb), int(j1 - j0), shape.scale,
+                      sr.at(t, 0, j0), sr.ld);
+    });
+    for (int t = it.t0; t < it.t1; ++t) {
+      const auto [lo, hi] = visible(it, t);
+      for (int g = 0; g < group; ++g) {
+        float m = -std::numeric_limits<float>::infinity();
+        const float* s = sr.at(t, g, lo);
+        for (int64_t j = 0; j < hi - lo; ++j) m = std::max(m, s[j]);
+        tile.m[size_t(t - it.t0) * group + g] = m;
+      }
+    }
+  };
+  // Each score replaced by e^(s - m), their sum in double in position order into sum.
+  auto f16_exp = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
+    for (int t = it.t0; t < it.t1; ++t) {
+      const auto [lo, hi] = visible(it, t);
+      for (int g = 0; g < group; ++g) {
+        const size_t row = size_t(t - it.t0) * group + g;
+        tile.sum[row] = kern.exp_sum(sr.at(t, g, lo), hi - lo, tile.m[row]);
+      }
+    }
+  };
+  // The rounded probabilities against V, with l = 1 / sum.
+  auto f16_output = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
+    for_blocks(tile, it, false, true, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+      const size_t row = size_t(t - it.t0) * group;
+      kern.accumulate(sr.at(t, 0, j0), sr.ld, group, int(j1 - j0), tile.v.data() + size_t(j0 - kb) * dv, dv,
+                      tile.o.data() + row * dv, tile.l.data() + row);
+    });
+  };
+
   auto for_items = [&](auto&& body) {
     pool.parallel_for(
         n_items,
@@ -321,7 +413,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
         },
         n_items);
   };
-  // Each split's m (and, online, l and o) into its partials.
+  // Each split's m (and l and o) into its partials, or back.
   auto store_part = [&](AttentionScratch::Tile& tile, const Item& it, bool with_o) {
     for (int t = it.t0; t < it.t1; ++t)
       for (int g = 0; g < group; ++g) {
@@ -374,10 +466,8 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   };
 
   for_items([&](AttentionScratch::Tile& tile, const Item& it) {
-    std::fill_n(tile.m.data(), it.rows, -std::numeric_limits<float>::infinity());
-    std::fill_n(tile.l.data(), it.rows, 0.0f);
     if (!f16_path) {
-      sweep(tile, it, Pass::online);
+      online(tile, it);
       if (n_splits == 1) {
         if (sinks) add_sink_online(tile, it);
         write_out(tile, it, true);
@@ -386,13 +476,14 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
       }
       return;
     }
-    sweep(tile, it, Pass::max);
+    const ScoreRows sr = score_rows(tile, it);
+    f16_scores(tile, it, sr);
     if (n_splits > 1) return store_part(tile, it, false);
     if (sinks) for_rows(it, [&](size_t row, int head) { tile.m[row] = std::max(tile.m[row], sinks[head]); });
-    sweep(tile, it, Pass::sum);
+    f16_exp(tile, it, sr);
     if (sinks) for_rows(it, [&](size_t row, int head) { tile.sum[row] += double(std::exp(sinks[head] - tile.m[row])); });
     for (int r = 0; r < it.rows; ++r) tile.l[size_t(r)] = float(1.0 / tile.sum[size_t(r)]);
-    sweep(tile, it, Pass::output);
+    f16_output(tile, it, sr);
     write_out(tile, it, false);
   });
   if (n_splits == 1) return;
@@ -420,8 +511,9 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
     });
     return;
   }
-  // f16 split-K: the ranges' maxes merged, each range's sum at the global max, the sums merged
-  // (in double, 1 / sum handed back), each range's rounded output, and the outputs added in order.
+  // f16 split-K: the ranges' maxes merged, each range's e^(s - max) and sum at the global max, the
+  // sums merged (in double, 1 / sum handed back), each range's rounded output, and the outputs
+  // added in order.
   each_row([&](int t, int head, float*) {
     float m = sinks ? sinks[head] : -std::numeric_limits<float>::infinity();
     for (int s = 0; s < n_splits; ++s) m = std::max(m, part_at(s, t, head)[0]);
@@ -429,7 +521,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   });
   for_items([&](AttentionScratch::Tile& tile, const Item& it) {
     load_part(tile, it);
-    sweep(tile, it, Pass::sum);
+    f16_exp(tile, it, score_rows(tile, it));
     for (int t = it.t0; t < it.t1; ++t)
       for (int g = 0; g < group; ++g)
         scratch.sums[(size_t(it.split) * kBlockQ + size_t(t - it.t0)) * shape.n_head + size_t(it.kvh * group + g)] =
@@ -443,7 +535,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   });
   for_items([&](AttentionScratch::Tile& tile, const Item& it) {
     load_part(tile, it);
-    sweep(tile, it, Pass::output);
+    f16_output(tile, it, score_rows(tile, it));
     store_part(tile, it, true);
   });
   each_row([&](int t, int head, float* dst) {

@@ -58,13 +58,23 @@ struct AttentionShape {
   const float* sinks = nullptr;
 };
 
-// Per-thread tiles and the split-K partials, sized once for the largest shape and batch a
-// session uses (nothing allocates per token).
+// Per-thread tiles and the split-K partials, sized once for the largest shape, batch and context
+// a session uses (nothing allocates per token).
 struct AttentionScratch {
-  void init(const AttentionShape& largest, int n_batch, int n_threads);
+  // Element counts of every buffer, from one formula that init allocates and bytes_for counts.
+  struct Sizes {
+    size_t q, k, v, kt, s, o, rows;  // per tile: floats (rows: m and l each)
+    size_t q16, sum;                 // per tile: f16 query rows, double sums per row
+    size_t scores;                   // per tile: f16 path's scores of one item [rows x n_ctx]
+    size_t partial, sums;            // once: split-K partials (floats), split-K sums (doubles)
+    size_t split_scores;             // once: f16 split-K scores [kMaxSplitTokens x n_head x n_ctx]
+    size_t n_tiles;
+  };
+  static Sizes sizes(const AttentionShape& largest, int n_batch, int64_t n_ctx, int n_threads);
+  void init(const AttentionShape& largest, int n_batch, int64_t n_ctx, int n_threads);
   size_t bytes() const;
   // What init allocates for these arguments, in bytes (the planner's memory model counts it).
-  static size_t bytes_for(const AttentionShape& largest, int n_batch, int n_threads);
+  static size_t bytes_for(const AttentionShape& largest, int n_batch, int64_t n_ctx, int n_threads);
 
   struct Tile {
     std::vector<float> q;       // the block's query rows, rounded as the key type's dot does
@@ -75,11 +85,14 @@ struct AttentionScratch {
     std::vector<float> m, l;    // running max and sum per row (f16 path: the max and 1 / sum)
     std::vector<uint16_t> q16;  // f16 path: the query rows as f16 bits, for the f16 vec_dot
     std::vector<double> sum;    // f16 path: sum of e^(s - max) per row
+    std::vector<float> scores;  // f16 path: each row's scores over the item's positions, then e^(s - max)
   };
-  std::vector<Tile> tiles;       // per thread
-  std::vector<float> partial;    // split-K: [split x row x (head_dim_v + 2)]
-  std::vector<double> sums;      // split-K, f16 path: each range's sum [split x row]
+  std::vector<Tile> tiles;          // per thread
+  std::vector<float> partial;       // split-K: [split x row x (head_dim_v + 2)]
+  std::vector<double> sums;         // split-K, f16 path: each range's sum [split x row]
+  std::vector<float> split_scores;  // split-K, f16 path: [token x head x position - first visible]
   int n_batch = 0;
+  int64_t n_ctx = 0;
 };
 
 // Writes one position's n_heads heads of head_dim floats (from src, contiguous) into the cache

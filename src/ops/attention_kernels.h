@@ -20,11 +20,20 @@ struct Kernels {
   // with p_j = exp(s_j - m[r]). s is overwritten.
   // With dv == 0 (v and o unused) it only advances m and l: the f16 path's sweep for the max.
   void (*update)(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, float* m, float* l);
-  // The f16 path's output sweep, with each row's final max m[r] and 1 / sum inv_l[r] known:
-  // p_j = f16(exp(s_j - m[r]) * inv_l[r]) (the normalized probability rounded to f16, as
-  // llama.cpp's non-flash path rounds it for its product with f16 values), then o[r] += sum_j p_j v_j
-  // in f32 in key order (an FMA a key, as the reference loop's axpy). s is overwritten with the p_j.
-  void (*accumulate)(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, const float* m,
+  // The f16 path's scores: s[r * ld + j] = f16 vec_dot(keys[j], q + r * d) * scale, each bit for
+  // bit what the F16 type's vec_dot returns for that pair (the active instruction set's, whose
+  // summation order follows ggml's), q and keys as f16 bits.
+  void (*scores_f16)(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale,
+                     float* s, size_t ld);
+  // The f16 path's exponentials: s[j] = e^(s[j] - m) for j < n, each bit for bit what the C
+  // library's expf returns (llama.cpp's reference loop and the per-score path used it), and their
+  // sum in double in index order.
+  double (*exp_sum)(float* s, int64_t n, float m);
+  // The f16 path's output sweep, with e[r * ld + j] = e^(s_j - max) and each row's 1 / sum
+  // inv_l[r]: p_j = f16(e_j * inv_l[r]) (the normalized probability rounded to f16, as llama.cpp's
+  // non-flash path rounds it for its product with f16 values), then o[r] += sum_j p_j v_j in f32 in
+  // key order (an FMA a key, as the reference loop's axpy).
+  void (*accumulate)(const float* e, size_t ld, int n_rows, int n_keys, const float* v, int dv, float* o,
                      const float* inv_l);
 };
 

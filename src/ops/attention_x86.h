@@ -237,29 +237,136 @@ inline V vround_f16(V x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_
 inline V vround_f16(V x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
 #endif
 
-void accumulate(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, const float* m,
+void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* v, int dv, float* o,
                 const float* inv_l) {
-  if (dv % W != 0) return scalar::kKernels.accumulate(s, n_rows, n_keys, v, dv, o, m, inv_l);
+  if (dv % W != 0) return scalar::kKernels.accumulate(e, ld, n_rows, n_keys, v, dv, o, inv_l);
+  constexpr int kChunk = 64;
+  alignas(64) float p[kChunk];
   for (int r = 0; r < n_rows; ++r) {
-    float* sr = s + size_t(r) * n_keys;
+    const float* er = e + size_t(r) * ld;
     const V il = vset(inv_l[r]);
-    // e^x by the C library's expf, as llama.cpp's softmax and the scalar kernel (the polynomial
-    // differs in the last bit now and then, which moves an f16 rounding).
-    for (int j = 0; j < n_keys; ++j) sr[j] = std::exp(sr[j] - m[r]);
-    int j = 0;
-    for (; j + W <= n_keys; j += W) vstore(sr + j, vround_f16(vmul(vload(sr + j), il)));
-    if (j < n_keys) vstore_tail(sr + j, vround_f16(vmul(vload_tail(sr + j, n_keys - j, 0.0f), il)), n_keys - j);
     float* orow = o + size_t(r) * dv;
-    int i = 0;
-    for (; i + 8 * W <= dv; i += 8 * W) scale_accumulate<8>(orow + i, 1.0f, sr, n_keys, v + i, dv);
-    for (; i + 4 * W <= dv; i += 4 * W) scale_accumulate<4>(orow + i, 1.0f, sr, n_keys, v + i, dv);
-    for (; i < dv; i += W) scale_accumulate<1>(orow + i, 1.0f, sr, n_keys, v + i, dv);
+    for (int j0 = 0; j0 < n_keys; j0 += kChunk) {
+      const int n = std::min(kChunk, n_keys - j0);
+      int j = 0;
+      for (; j + W <= n; j += W) vstore(p + j, vround_f16(vmul(vload(er + j0 + j), il)));
+      if (j < n) vstore_tail(p + j, vround_f16(vmul(vload_tail(er + j0 + j, n - j, 0.0f), il)), n - j);
+      const float* vj = v + size_t(j0) * dv;
+      int i = 0;
+      for (; i + 8 * W <= dv; i += 8 * W) scale_accumulate<8>(orow + i, 1.0f, p, n, vj + i, dv);
+      for (; i + 4 * W <= dv; i += 4 * W) scale_accumulate<4>(orow + i, 1.0f, p, n, vj + i, dv);
+      for (; i < dv; i += W) scale_accumulate<1>(orow + i, 1.0f, p, n, vj + i, dv);
+    }
   }
 }
 
+#if defined(__AVX512F__)
+// e^x for 8 floats, bit for bit glibc's expf (sysdeps/ieee754/flt-32/e_expf.c, from Arm's optimized
+// routines): in double, x * 32 / ln 2 = k + r, e^x = 2^(k/32) * p(r) with 2^(i/32) from a table of
+// 32 and a cubic p, rounded once to float. x below ln(2^-150) gives 0 as glibc's underflow does;
+// x must not be NaN or +inf (attention passes s - max <= 0, finite).
+inline __m256 expf8(__m256 x) {
+  // 2^(i/32) rounded to double, minus i << 47 (the index's share of the exponent bits added back).
+  alignas(64) static const uint64_t kExp2Table[32] = {
+      0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
+      0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb,
+      0x3feedea64c123422, 0x3feece086061892d, 0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429,
+      0x3feea47eb03a5585, 0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+      0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d, 0x3feee89f995ad3ad,
+      0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
+      0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
+  const __m512d shift = _mm512_set1_pd(0x1.8p+52);
+  const __m512d z = _mm512_mul_pd(_mm512_set1_pd(0x1.71547652b82fep+0 * 32), _mm512_cvtps_pd(x));
+  __m512d kd = _mm512_add_pd(z, shift);
+  const __m512i ki = _mm512_castpd_si512(kd);
+  kd = _mm512_sub_pd(kd, shift);
+  const __m512d r = _mm512_sub_pd(z, kd);
+  __m512i t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)),
+                                     reinterpret_cast<const long long*>(kExp2Table), 8);
+  t = _mm512_add_epi64(t, _mm512_slli_epi64(ki, 47));
+  const __m512d c = _mm512_fmadd_pd(_mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r,
+                                    _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
+  __m512d y = _mm512_fmadd_pd(_mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r, _mm512_set1_pd(1.0));
+  y = _mm512_mul_pd(_mm512_fmadd_pd(c, _mm512_mul_pd(r, r), y), _mm512_castsi512_pd(t));
+  const __mmask8 tiny = _mm256_cmp_ps_mask(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);
+  return _mm256_mask_mov_ps(_mm512_cvtpd_ps(y), tiny, _mm256_setzero_ps());
+}
+
+double exp_sum(float* s, int64_t n, float m) {
+  const __m256 vm = _mm256_set1_ps(m);
+  double acc = 0.0;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    _mm256_storeu_ps(s + j, expf8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm)));
+    for (int i = 0; i < 8; ++i) acc += double(s[j + i]);
+  }
+  for (; j < n; ++j) acc += double(s[j] = std::exp(s[j] - m));
+  return acc;
+}
+
+inline __m512 load_f16x16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// Lane j: _mm512_reduce_add_ps(t[j]) bit for bit. GCC's reduction adds the upper half of a vector
+// to the lower (256, then 128 bits), then lanes (0, 2) and (1, 3), then the two left; the same
+// adds run here on 16 vectors at once, which leaves key 4r + q in lane 4q + r (undone at the end).
+inline __m512 reduce_add_16(const __m512* t) {
+  __m512 x[8], y[4], w[2];
+  for (int i = 0; i < 8; ++i)
+    x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int i = 0; i < 4; ++i)
+    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  for (int i = 0; i < 2; ++i)
+    w[i] = _mm512_add_ps(_mm512_shuffle_ps(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+}
+
+// 16 keys at a time, each as the F16 vec_dot of tensor/float_types_x86.h sums it: four
+// accumulators over steps of 64 elements, (a0 + a1) + (a2 + a3), then the lanes. Head sizes that
+// are not a multiple of 64 (that vec_dot adds their tail in scalar) go to the scalar kernel.
+void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale, float* s,
+                size_t ld) {
+  if (d % 64 != 0) return scalar::kKernels.scores_f16(q, n_rows, d, keys, n_keys, scale, s, ld);
+  const V vscale = vset(scale);
+  for (int r = 0; r < n_rows; ++r) {
+    const uint16_t* qr = q + size_t(r) * d;
+    float* sr = s + size_t(r) * ld;
+    int j = 0;
+    for (; j + 16 <= n_keys; j += 16) {
+      __m512 t[16];
+#pragma GCC unroll 16
+      for (int u = 0; u < 16; ++u) {
+        const uint16_t* k = keys[j + u];
+        __m512 a[4] = {vzero(), vzero(), vzero(), vzero()};
+        for (int i = 0; i < d; i += 64)
+          for (int c = 0; c < 4; ++c)
+            a[c] = _mm512_fmadd_ps(load_f16x16(k + i + 16 * c), load_f16x16(qr + i + 16 * c), a[c]);
+        t[u] = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+      }
+      vstore(sr + j, vmul(reduce_add_16(t), vscale));
+    }
+    if (j < n_keys) scalar::kKernels.scores_f16(qr, 1, d, keys + j, n_keys - j, scale, sr + j, ld);
+  }
+}
+#else
+double exp_sum(float* s, int64_t n, float m) { return scalar::kKernels.exp_sum(s, n, m); }
+
+// The AVX2 path's F16 vec_dot, key by key.
+void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale, float* s,
+                size_t ld) {
+  scalar::kKernels.scores_f16(q, n_rows, d, keys, n_keys, scale, s, ld);
+}
+#endif
+
 }  // namespace
 
-const Kernels kKernels{scores, scores_t, update, accumulate};
+const Kernels kKernels{scores, scores_t, update, scores_f16, exp_sum, accumulate};
 
 }  // namespace strata::ops::attn::STRATA_ISA
 

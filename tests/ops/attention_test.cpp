@@ -7,11 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "ops/attention.h"
+#include "ops/attention_kernels.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/type.h"
@@ -152,7 +154,7 @@ void check(const Layout& L, DType type, const Case& cs, const Cache* shared, Thr
   for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
     kernels::set_active_isa(kernels::Isa(isa));
     AttentionScratch scratch;
-    scratch.init(shape, cs.n_tokens, pool.n_threads());
+    scratch.init(shape, cs.n_tokens, n_pos, pool.n_threads());
     std::vector<float> got(want.size(), std::nanf(""));
     attention(shape, q.data(), cs.n_tokens, cs.pos0, c.kv, c.vv, got.data(), pool, scratch);
     double worst = 0.0;
@@ -219,6 +221,60 @@ INSTANTIATE_TEST_SUITE_P(Layouts, AttentionTest,
                          ::testing::Combine(::testing::ValuesIn(kLayouts),
                                             ::testing::Values(DType::F16, DType::Q8_0, DType::Q4_0)),
                          name);
+
+// The f16 path's tile of scores is, bit for bit, the F16 vec_dot of each key with each query row
+// times the scale (the per-score dot it replaces), on every instruction-set path.
+TEST(AttentionKernels, F16ScoresEqualTheF16VecDotBitForBit) {
+  std::mt19937 rng(64);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  for (int d : {64, 96, 128, 256}) {
+    const int n_rows = 3, n_keys = 53;
+    const size_t ld = 61;
+    std::vector<uint16_t> q(size_t(n_rows) * d), k(size_t(n_keys) * d);
+    for (uint16_t& x : q) x = f32_to_fp16(dist(rng));
+    for (uint16_t& x : k) x = f32_to_fp16(dist(rng));
+    std::vector<const uint16_t*> keys;
+    for (int j = 0; j < n_keys; ++j) keys.push_back(k.data() + size_t(j) * d);
+    for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+      kernels::set_active_isa(kernels::Isa(isa));
+      std::vector<float> s(size_t(n_rows) * ld, 0.0f);
+      attn::kernels_for(kernels::Isa(isa)).scores_f16(q.data(), n_rows, d, keys.data(), n_keys, 0.125f, s.data(), ld);
+      for (int r = 0; r < n_rows; ++r)
+        for (int j = 0; j < n_keys; ++j) {
+          const float want = kernels::kernels_for(DType::F16).vec_dot(d, keys[size_t(j)], q.data() + size_t(r) * d) * 0.125f;
+          ASSERT_EQ(s[size_t(r) * ld + size_t(j)], want)
+              << "d " << d << " row " << r << " key " << j << " on " << kernels::isa_name(kernels::Isa(isa));
+        }
+    }
+    kernels::set_active_isa(kernels::detected_isa());
+  }
+}
+
+// The f16 path's exponentials are the C library's expf bit for bit (on every path, over every
+// 61st float from -112 to 0, vector tails included), and their sum is in double in order.
+TEST(AttentionKernels, ExpSumIsTheCLibraryExpfBitForBit) {
+  std::vector<float> x;
+  for (uint32_t b = 0x80000000u; b <= 0xC2E00000u; b += 61) {
+    float f;
+    std::memcpy(&f, &b, sizeof f);
+    x.push_back(f);
+  }
+  const float m = 0.75f;
+  for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+    for (int64_t n : {int64_t(x.size()), int64_t(13)}) {
+      std::vector<float> s(x.begin(), x.begin() + n);
+      for (float& v : s) v += m;  // s - m spans [-112, 0] again
+      std::vector<float> want(s);
+      double want_sum = 0.0;
+      for (float& v : want) want_sum += double(v = std::exp(v - m));
+      const double sum = attn::kernels_for(kernels::Isa(isa)).exp_sum(s.data(), n, m);
+      for (int64_t j = 0; j < n; ++j)
+        ASSERT_EQ(std::memcmp(&s[size_t(j)], &want[size_t(j)], sizeof(float)), 0)
+            << "e^" << want[size_t(j)] << " at " << j << " on " << kernels::isa_name(kernels::Isa(isa));
+      EXPECT_EQ(sum, want_sum);
+    }
+  }
+}
 
 TEST(KvType, ParsesTheSupportedTypesOnly) {
   EXPECT_EQ(parse_kv_type("f16"), DType::F16);

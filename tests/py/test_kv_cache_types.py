@@ -4,10 +4,24 @@ runs with flash attention), same text, context and chunks as test_fidelity_perpl
 Within 0.1%, as for the f16 cache.
 
 Not met yet (xfail, measured 2026-12-07 on the AVX-512 build): SmolLM2 19.2412 against 19.3610
-(0.62%), Gemma 3 15.2667 against 15.3024 (0.23%). These perplexities move by tenths of a percent
-with any rounding choice inside attention: llama.cpp's own f16 cache gives 19.2798 / 15.2534
-without flash attention and 19.3583 / 15.2806 with it (0.41% / 0.18% apart), and rounding
-Strata's probabilities to f16 moves Gemma 3 from 15.14 to 15.36."""
+(0.62%), Gemma 3 15.2667 against 15.3024 (0.23%).
+
+Cause, as far as it was traced: at this size (508 scored tokens) the perplexity moves by tenths
+of a percent with any last-bit change inside attention, because every matmul re-quantizes its
+input to 8 bits (Q8_1 / Q8_K activations for Q4_1 / Q4_K weights) and the cache is q8_0: one bit
+elsewhere flips a rounding there, a whole quantum downstream. Measured on the same build:
+- llama.cpp's own f16 cache: 19.2798 / 15.2534 without flash attention, 19.3583 / 15.2806 with it.
+- Strata's online kernel on an f16 cache: 19.2881 / 15.1400; the same with the query left in f32
+  (as llama.cpp's tiled f16 flash kernel keeps it): 19.3032 / 15.3308.
+- A step-for-step copy of ggml-cpu's flash_attn_ext_f16_one_chunk, which is what llama.cpp runs
+  for a q8_0 cache (query quantized to q8_0 and dotted with the q8_0 vec_dot key by key, glibc
+  expf per key, V dequantized to f32 and added with an FMA, S = S * ms + vs, one division at the
+  end): 19.3327 / 15.4346 with S rounded twice, 19.4313 / 15.4019 with S as one FMA. Neither is
+  within 0.1%, and the two differ from each other by 0.5% on a last-bit choice.
+So 0.1% on this text needs the whole forward pass bit for bit equal to llama.cpp's (its prompt
+matmuls included, which on this AMX machine may go through its repacked kernels), not a closer
+attention kernel; a reference over many more chunks would measure the cache type rather than
+rounding luck."""
 import json
 import os
 import re

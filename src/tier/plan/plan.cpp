@@ -52,6 +52,25 @@ const char* limit_name(Limit limit) {
 
 namespace {
 
+// PlanInputs::kv_type_auto: the widest cache type whose plan keeps every weight resident, else
+// the narrowest (types the head size does not allow are skipped).
+DType choose_kv_type(const UnitTable& table, const ModelConfig& config, const PlanInputs& in) {
+  uint64_t rest = table.mandatory_bytes + scratch_bytes(config, in.n_ctx, in.n_batch, in.n_threads);
+  for (const PlanUnit& u : table.units) rest += u.n_bytes;
+  DType narrowest = DType::F16;
+  for (DType t : {DType::F16, DType::Q8_0, DType::Q4_0}) {
+    uint64_t kv = 0;
+    try {
+      kv = kv_cache_bytes(config, in.n_ctx, in.n_batch, t);
+    } catch (const Error&) {
+      continue;
+    }
+    if (rest + kv <= in.budget_bytes) return t;
+    narrowest = t;
+  }
+  return narrowest;
+}
+
 Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config, const PlanInputs& inputs,
            uint64_t file_bytes) {
   Plan plan;
@@ -72,6 +91,7 @@ Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
   plan.model_bytes = table.model_bytes;
   plan.mandatory_bytes = table.mandatory_bytes;
   plan.mapped_bytes = table.mapped_bytes;
+  if (in.kv_type_auto) plan.inputs.kv_type = choose_kv_type(table, config, in);
   plan.kv_bytes = kv_cache_bytes(config, in.n_ctx, in.n_batch, in.kv_type);
   plan.scratch_bytes = scratch_bytes(config, in.n_ctx, in.n_batch, in.n_threads);
   if (in.uses_gpu()) {  // three tiers and two processors (three_tier.cpp)

@@ -59,6 +59,9 @@ struct PlanInputs {
   int n_batch = 512;            // prompt tokens per forward pass (sizes the scratch buffers)
   int n_threads = 1;            // threads the model runs with (attention scratch is per thread)
   DType kv_type = DType::F16;   // the KV cache's type (--kv-type)
+  // Choose kv_type instead: the widest of f16, q8_0, q4_0 with which every weight stays resident,
+  // else q4_0 (the most memory left to the weights). The plan's inputs say which.
+  bool kv_type_auto = false;
   // Defaults are DESIGN §5's figures for the development machine; Tiering and `strata plan` put
   // this machine's in their place (device_speed.h) whenever a plan streams.
   double ram_gbps = 30.0;       // ~30 GB/s with 2 threads
