@@ -44,6 +44,10 @@ class Backend {
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;  // waits for pending ops
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;           // within the device
   virtual void synchronize() = 0;
+  // Measured bandwidth of this device's memory in GB/s (bytes read plus bytes written by a large
+  // copy within the device), the bound of memory-bound decode; 0 where not measured (the CPU: the
+  // tier code measures RAM itself).
+  virtual double memory_gbps() { return 0.0; }
 
   // Decode issues the same ops every token: between begin_graph and end_graph a backend may record
   // them and run them at end_graph as one unit (CUDA: a graph, updated in place when only arguments
@@ -103,6 +107,10 @@ std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool, ops::MatmulScratch* 
 // either; never throws).
 bool cuda_built();
 int cuda_device_count();
+// Free and total memory of CUDA device `device`; false where there is none.
+bool cuda_memory(int device, size_t& free_bytes, size_t& total_bytes);
+// Whether the CUDA backend multiplies and gathers weights of this type (false without CUDA).
+bool cuda_supports(DType type);
 // The CUDA backend on device `device`; throws strata::Error when the build has none or the device
 // cannot be used (the message says which).
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);

@@ -145,6 +145,8 @@ std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool, ops::MatmulScratch* 
 #if !defined(STRATA_HAVE_CUDA)
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
+bool cuda_memory(int, size_t&, size_t&) { return false; }
+bool cuda_supports(DType) { return false; }
 std::unique_ptr<Backend> make_cuda_backend(int) {
   throw Error("this build of Strata has no CUDA backend (configure with -DSTRATA_CUDA=ON where nvcc is installed)");
 }

@@ -280,6 +280,28 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
+  double memory_gbps() override {
+    constexpr size_t kBytes = size_t(256) << 20;
+    constexpr int kReps = 10;
+    void* a = alloc(kBytes);
+    void* b = alloc(kBytes);
+    cudaEvent_t start, stop;
+    STRATA_CUDA_CHECK(cudaEventCreate(&start));
+    STRATA_CUDA_CHECK(cudaEventCreate(&stop));
+    copy(b, a, kBytes);  // warm-up
+    STRATA_CUDA_CHECK(cudaEventRecord(start, stream_));
+    for (int i = 0; i < kReps; ++i) copy(i % 2 ? a : b, i % 2 ? b : a, kBytes);
+    STRATA_CUDA_CHECK(cudaEventRecord(stop, stream_));
+    STRATA_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    STRATA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    free(a);
+    free(b);
+    return 2.0 * double(kBytes) * kReps / (double(ms) * 1e-3) / 1e9;
+  }
+
   void begin_graph() override { STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal)); }
   void end_graph() override {
     cudaGraph_t graph = nullptr;
@@ -490,6 +512,21 @@ int cuda_device_count() {
   }
   return n;
 }
+
+bool cuda_memory(int device, size_t& free_bytes, size_t& total_bytes) {
+  if (device < 0 || device >= cuda_device_count()) return false;
+  int current = 0;
+  if (cudaGetDevice(&current) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const bool ok = cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess;
+  if (!ok) cudaGetLastError();
+  cudaSetDevice(current);
+  return ok;
+}
+
+bool cuda_supports(DType type) { return cuda::is_chunked(type) || cuda::is_float(type); }
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {
   const int n = cuda_device_count();
