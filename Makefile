@@ -45,11 +45,13 @@ test: setup build
 cuda-build: deps
 	@cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON \
 	  -DCMAKE_CUDA_COMPILER=$(NVCC) -DSTRATA_CUDA_ARCHS="$(CUDA_ARCHS)" >/dev/null
-	@cmake --build $(CUDA_BUILD) -j $(JOBS) --target test_backend cuda_ops_bench
+	@cmake --build $(CUDA_BUILD) -j $(JOBS) --target test_backend test_model cuda_ops_bench strata
 
-# On a GPU machine: every CUDA backend test, where a missing GPU is a failure, not a skip.
+# On a GPU machine: every CUDA backend test and the forward pass on the GPU against the CPU
+# (SmolLM2: make models), where a missing GPU is a failure, not a skip.
 test-gpu: cuda-build
 	STRATA_REQUIRE_GPU=1 $(CUDA_BUILD)/tests/test_backend
+	STRATA_REQUIRE_GPU=1 $(CUDA_BUILD)/tests/test_model --gtest_filter='GpuForward.*'
 
 bench: setup build
 	scripts/setup_reference.sh

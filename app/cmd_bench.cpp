@@ -54,6 +54,7 @@ void add_bench_command(CLI::App& app) {
     SessionParams sp = opts->model.session;
     if (sp.n_ctx <= 0 || sp.n_ctx < opts->n_prompt + opts->n_gen + 1) sp.n_ctx = opts->n_prompt + opts->n_gen + 1;
     Session session(*model, sp);
+    if (!opts->json) std::printf("device     %s\n", session.device_name().c_str());
     auto tiering = make_tiering(*model, opts->model, session);
     auto trace = make_routing_trace(*model, opts->model, session);
     const int n_vocab = model->config().n_vocab;
@@ -90,7 +91,10 @@ void add_bench_command(CLI::App& app) {
     }
     // The measurement's 256 MiB buffer would not fit a budget the model already fills: under
     // streaming the bound that matters is the SSD's (in the tiering statistics).
-    const double bandwidth = after.streaming ? 0.0 : tier::measure_ram_gbps(session.n_threads());
+    // On the GPU the bound is its memory's bandwidth.
+    const double bandwidth = session.on_gpu()    ? session.gpu_memory_gbps()
+                             : after.streaming ? 0.0
+                                               : tier::measure_ram_gbps(session.n_threads());
     const double bytes = model->weight_bytes_per_token();
     const double pp = opts->n_prompt / pp_seconds, tg = opts->n_gen / tg_seconds;
     const double bound = bandwidth > 0 ? bandwidth * 1e9 / bytes : 0.0;
@@ -99,16 +103,20 @@ void add_bench_command(CLI::App& app) {
           "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
           "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f,"
           "\"ssd_bytes_per_token\":%.0f,\"expert_cache_hit_rate\":%.4f,\"ssd_must_read_per_token\":%.0f,\"process_read_"
-          "bytes_per_token\":%.0f,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f}\n",
+          "bytes_per_token\":%.0f,\"gpu\":%s,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f}\n",
           opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token, hit_rate,
-          must_read, process_read, after.streaming ? "true" : "false", after.predicted_tok_s,
+          must_read, process_read, session.on_gpu() ? "true" : "false", after.streaming ? "true" : "false", after.predicted_tok_s,
           gen.io_wait_seconds(), gen.disk_idle_seconds());
     } else {
       std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
       std::printf("generation %5d tokens  %9.2f tok/s\n", opts->n_gen, tg);
       if (bandwidth > 0) {
-        std::printf("weights read per token %.1f MB; read bandwidth %.1f GB/s (%d threads)\n", bytes / 1e6, bandwidth,
-                    session.n_threads());
+        if (session.on_gpu())
+          std::printf("weights read per token %.1f MB; GPU memory bandwidth %.1f GB/s (device copy)\n", bytes / 1e6,
+                      bandwidth);
+        else
+          std::printf("weights read per token %.1f MB; read bandwidth %.1f GB/s (%d threads)\n", bytes / 1e6,
+                      bandwidth, session.n_threads());
         std::printf("memory-bound generation limit %.2f tok/s; reached %.0f%%\n", bound, 100.0 * tg / bound);
       }
       if (after.streaming)

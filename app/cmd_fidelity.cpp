@@ -149,12 +149,13 @@ void add_perplexity_command(CLI::App& app) {
     std::unique_ptr<tier::Tiering> tiering;
     std::unique_ptr<tier::RoutingTraceWriter> trace;
     PerplexityResult r = perplexity(
-        *model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session.n_threads, o->model.session.kv_type,
+        *model, ids, bos, o->model.session.n_ctx, o->chunks, o->model.session,
         [](const PerplexityChunk& c) {
           std::printf("[%d]%.4f,", c.index + 1, c.running_ppl);
           std::fflush(stdout);
         },
         [&](Session& session) {
+          std::fprintf(stderr, "device: %s\n", session.device_name().c_str());
           tiering = make_tiering(*model, o->model, session);
           trace = make_routing_trace(*model, o->model, session);
         });

@@ -9,12 +9,30 @@
 #include "commands.h"
 #include "gguf/gguf.h"
 #include "model/config.h"
+#include "model/model.h"
+#include "runtime/session.h"
 #include "ops/thread_pool.h"
 #include "tier/plan/device_speed.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
 
 namespace strata::app {
+
+namespace {
+
+// Where `run` and the other commands compute this model by default (--gpu / --cpu choose).
+std::string device_line(const std::string& path, const tier::PlanInputs& in) {
+  auto model = Model::load(path);
+  SessionParams p;
+  p.n_ctx = in.n_ctx;
+  p.n_batch = in.n_batch;
+  p.kv_type = in.kv_type;
+  const std::string why = gpu_unsupported(*model, p);
+  return why.empty() ? "device: GPU (cuda:0): weights, KV cache and activations in VRAM\n"
+                     : "device: CPU (GPU not used: " + why + ")\n";
+}
+
+}  // namespace
 
 void add_plan_command(CLI::App& app) {
   struct Options {
@@ -99,7 +117,7 @@ void add_plan_command(CLI::App& app) {
     if (opt->json)
       std::cout << tier::to_json(plan) << "\n";
     else
-      std::cout << tier::describe(plan);
+      std::cout << tier::describe(plan) << device_line(opt->model, in);
   });
 }
 

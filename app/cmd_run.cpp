@@ -37,6 +37,7 @@ void run_local(const RunOptions& o) {
   auto model = Model::load(o.model.model_path);
   auto tokenizer = Tokenizer::from_gguf(model->file());
   Session session(*model, o.model.session);
+  if (session.on_gpu()) std::fprintf(stderr, "device: %s\n", session.device_name().c_str());
   auto tiering = make_tiering(*model, o.model, session);
   auto trace = make_routing_trace(*model, o.model, session);
   const auto prompt = tokenizer->encode(o.prompt, !o.no_special, /*parse_special=*/true);

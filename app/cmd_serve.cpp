@@ -2,6 +2,7 @@
 #include <cstdlib>
 
 #include "commands.h"
+#include "options.h"
 #include "gguf/gguf.h"
 #include "model/config.h"
 #include "ops/attention.h"
@@ -44,6 +45,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option_function<std::string>(
          "--kv-type", [opts](const std::string& name) { opts->server.registry.session.kv_type = ops::parse_kv_type(name); },
          "KV cache type: f16 (default), q8_0 or q4_0");
+  add_device_options(cmd, reg.session);
   cmd->add_option("--max-queue", reg.max_queue, "requests per model running or waiting; more get 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -87,6 +87,17 @@ inline void add_kv_type_option(CLI::App* cmd, SessionParams& session) {
          "KV cache type: f16 (default), q8_0 or q4_0");
 }
 
+// --gpu / --cpu: where the session computes (default: the GPU when present and the model fits).
+inline void add_device_options(CLI::App* cmd, SessionParams& session) {
+  session.device = Device::automatic;
+  CLI::Option* gpu = cmd->add_flag_callback(
+      "--gpu", [&session] { session.device = Device::gpu; },
+      "compute on the GPU (an error where the build, the machine or the model cannot)");
+  CLI::Option* cpu = cmd->add_flag_callback(
+      "--cpu", [&session] { session.device = Device::cpu; }, "compute on the CPU even where a GPU could");
+  gpu->excludes(cpu);
+}
+
 inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->preparse_callback([&o](size_t) {
     try {
@@ -100,6 +111,7 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-b,--batch", o.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
   add_kv_type_option(cmd, o.session);
+  add_device_options(cmd, o.session);
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
   cmd->add_option("--prefetch", o.prefetch, "with --stream-ffn: read-ahead depth (a ring of 16 MiB pieces, 3 per level, 2 at depth 1)")
       ->capture_default_str();

@@ -158,11 +158,10 @@ void bench_attention(backend::Backend& b, int n_ctx, int n_tokens) {
   STRATA_CUDA_CHECK(cudaMemset(k, 0, size_t(n_ctx) * kv_width * 2));
   STRATA_CUDA_CHECK(cudaMemset(v, 0, size_t(n_ctx) * kv_width * 2));
   STRATA_CUDA_CHECK(cudaMemset(q, 0, size_t(n_tokens) * q_width * 4));
-  backend::AttentionArgs a;
-  a.q = q, a.q_stride = q_width, a.k_cache = k, a.v_cache = v, a.k_width = a.v_width = kv_width;
-  a.out = out, a.out_stride = q_width, a.n_tokens = n_tokens, a.n_head = kHead, a.n_head_kv = kHeadKv;
-  a.head_dim_k = a.head_dim_v = kDim, a.pos0 = n_ctx - n_tokens, a.kq_scale = 0.088f;
-  const double sec = seconds_of(b, 20, [&] { b.attention(a); });
+  const ops::KvLayerView kv_k{reinterpret_cast<uint8_t*>(k), DType::F16, size_t(kv_width) * 2, kDim * 2, n_ctx};
+  const ops::KvLayerView kv_v{reinterpret_cast<uint8_t*>(v), DType::F16, size_t(kv_width) * 2, kDim * 2, n_ctx};
+  const ops::AttentionShape shape{kHead, kHeadKv, kDim, kDim, 0.088f, 0};
+  const double sec = seconds_of(b, 20, [&] { b.attention(shape, q, n_tokens, n_ctx - n_tokens, kv_k, kv_v, out); });
   const double kv_bytes = 2.0 * n_ctx * kv_width * 2;
   std::printf("attention 32/8 heads x 128, context %5d, tokens %3d: %8.1f us  (KV %.0f MB: %.0f GB/s)\n", n_ctx,
               n_tokens, sec * 1e6, kv_bytes / 1e6, kv_bytes / sec / 1e9);
@@ -243,14 +242,18 @@ void bench_model(backend::Backend& b, const ModelShape& m) {
       b.matmul(l.wq, h, m.n_embd, n, q, q_dim);
       b.matmul(l.wk, h, m.n_embd, n, k, kv_dim);
       b.matmul(l.wv, h, m.n_embd, n, v, kv_dim);
-      b.rope(q, q_dim, n, m.n_head, m.head_dim, m.head_dim, pos0, 500000.0f, 1.0f, ops::RopeKind::normal, nullptr);
-      b.rope(k, kv_dim, n, m.n_head_kv, m.head_dim, m.head_dim, pos0, 500000.0f, 1.0f, ops::RopeKind::normal, nullptr);
-      b.store_kv(k, v, n, l.k_cache, l.v_cache, kv_dim, kv_dim, pos0);
-      backend::AttentionArgs a;
-      a.q = q, a.q_stride = q_dim, a.k_cache = l.k_cache, a.v_cache = l.v_cache, a.k_width = a.v_width = kv_dim;
-      a.out = att, a.out_stride = q_dim, a.n_tokens = n, a.n_head = m.n_head, a.n_head_kv = m.n_head_kv;
-      a.head_dim_k = a.head_dim_v = m.head_dim, a.pos0 = pos0, a.kq_scale = 1.0f / std::sqrt(float(m.head_dim));
-      b.attention(a);
+      ops::RopeParams rope;
+      rope.n_rot = m.head_dim;
+      rope.freq_base = 500000.0f;
+      b.rope(q, q_dim, n, m.n_head, m.head_dim, pos0, rope);
+      b.rope(k, kv_dim, n, m.n_head_kv, m.head_dim, pos0, rope);
+      const size_t row = size_t(kv_dim) * 2, head = size_t(m.head_dim) * 2;
+      const ops::KvLayerView kc{reinterpret_cast<uint8_t*>(l.k_cache), DType::F16, row, head, kCtx};
+      const ops::KvLayerView vc{reinterpret_cast<uint8_t*>(l.v_cache), DType::F16, row, head, kCtx};
+      b.store_kv(kc, vc, k, v, n, pos0, m.n_head_kv, m.head_dim, m.head_dim);
+      const ops::AttentionShape shape{m.n_head, m.n_head_kv, m.head_dim, m.head_dim,
+                                      1.0f / std::sqrt(float(m.head_dim)), 0};
+      b.attention(shape, q, n, pos0, kc, vc, att);
       b.matmul(l.wo, att, q_dim, n, o, m.n_embd);
       b.add(x, o, int64_t(n) * m.n_embd);
       b.rms_norm(x, l.norm2, h, m.n_embd, n, 1e-5f);

@@ -4,7 +4,7 @@
 // appears here: a CUDA build only adds an implementation behind make_cuda_backend.
 //
 // Pointers passed to a backend's ops live in that backend's memory (alloc/upload/download move
-// bytes in and out); WeightView::data too. Layout is the forward pass's: activations row-major
+// bytes in and out); WeightView::data and KvLayerView::data too. Layout is the forward pass's: activations row-major
 // [n_tokens x width] with a row stride in floats, weights as WeightView (GGUF ne[0] contiguous).
 // Ops of one backend run in order; only download (and synchronize) wait for them.
 #include <cstddef>
@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "ops/attention.h"
 #include "ops/ops.h"
 #include "ops/weight.h"
 
@@ -23,24 +24,6 @@ namespace strata::backend {
 
 enum class DeviceKind { cpu, cuda };
 enum class GatedActivation { silu, gelu_tanh };  // gate = act(gate) * up
-
-// Self-attention of a batch of n_tokens at positions pos0.. over one layer's f16 KV cache (rows of
-// k_width / v_width halves, row p holding position p; the batch's own keys and values already stored
-// with store_kv). Head h of a token reads kv head h / (n_head / n_head_kv), positions
-// [first, pos] with first = max(0, pos - window + 1) for window > 0, else 0.
-struct AttentionArgs {
-  const float* q = nullptr;  // [n_tokens x q_stride], head h at h * head_dim_k (roped)
-  int64_t q_stride = 0;
-  const uint16_t* k_cache = nullptr;
-  const uint16_t* v_cache = nullptr;
-  int64_t k_width = 0, v_width = 0;
-  float* out = nullptr;  // [n_tokens x out_stride], head h at h * head_dim_v
-  int64_t out_stride = 0;
-  int n_tokens = 0, n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
-  int64_t pos0 = 0;
-  int window = 0;         // sliding window in positions; 0: the whole context
-  float kq_scale = 1.0f;  // scores = scale * q.k
-};
 
 // Bounds of what the CUDA kernels handle (head dims of every supported architecture, experts of
 // the MoE models); checked on entry with an error naming the value.
@@ -61,6 +44,10 @@ class Backend {
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;  // waits for pending ops
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;           // within the device
   virtual void synchronize() = 0;
+  // Measured bandwidth of this device's memory in GB/s (bytes read plus bytes written by a large
+  // copy within the device), the bound of memory-bound decode; 0 where not measured (the CPU: the
+  // tier code measures RAM itself).
+  virtual double memory_gbps() { return 0.0; }
 
   // Decode issues the same ops every token: between begin_graph and end_graph a backend may record
   // them and run them at end_graph as one unit (CUDA: a graph, updated in place when only arguments
@@ -74,34 +61,56 @@ class Backend {
   // y[t, r] = sum_c W[r, c] * x[t, c] for t < n_tokens, r < w.n_rows.
   virtual void matmul(const WeightView& w, const float* x, int64_t x_stride, int n_tokens, float* y,
                       int64_t y_stride) = 0;
+  // One matrix in row pieces (a streamed tensor): the activations are converted once by
+  // prepare_matmul for weights of `type` with n_cols columns, then each piece [rows x n_cols]
+  // multiplies them into y (its rows at y). Valid until the next matmul or prepare_matmul.
+  virtual void prepare_matmul(DType type, int64_t n_cols, const float* x, int64_t x_stride, int n_tokens) = 0;
+  virtual void matmul_prepared(const WeightView& piece, float* y, int64_t y_stride) = 0;
   // out[i] = dequantized row ids[i] of w, i < n (ids in this device's memory).
   virtual void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride) = 0;
-  // Per row of n floats: out = x / rms(x) * weight (weight may be null); rows contiguous.
+  // Per row of n floats: out = x / rms(x) * weight (weight may be null); rows contiguous; out may be x.
   virtual void rms_norm(const float* x, const float* weight, float* out, int64_t n, int n_rows, float eps) = 0;
-  // Rotates n_heads heads of head_dim floats of token t (row t, stride x_stride) at position pos0 + t.
-  virtual void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int n_rot, int64_t pos0,
-                    float freq_base, float freq_scale, ops::RopeKind kind, const float* freq_factors) = 0;
+  // Rotates n_heads heads of head_dim floats of token t (row t, stride x_stride) at position
+  // pos0 + t, as ops::rope (params.freq_factors in this device's memory).
+  virtual void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int64_t pos0,
+                    const ops::RopeParams& params) = 0;
   virtual void softmax(float* x, int64_t n, int n_rows) = 0;  // in place, per row of n
   virtual void gated_activation(float* gate, const float* up, int64_t n, GatedActivation act) = 0;
   virtual void add(float* x, const float* y, int64_t n) = 0;  // x += y
   virtual void scale(float* x, float s, int64_t n) = 0;
-  // k, v: [n_tokens x k_width] / [n_tokens x v_width] floats into cache rows pos0.. as f16.
-  virtual void store_kv(const float* k, const float* v, int n_tokens, uint16_t* k_cache, uint16_t* v_cache,
-                        int64_t k_width, int64_t v_width, int64_t pos0) = 0;
-  virtual void attention(const AttentionArgs& a) = 0;
+  // Keys k [n_tokens x n_head_kv * head_dim_k] and values v [n_tokens x n_head_kv * head_dim_v]
+  // of the tokens at positions pos0.. into their cache slots (position % n_slots), in the
+  // cache's type (ops::kv_store).
+  virtual void store_kv(const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, const float* k,
+                        const float* v, int n_tokens, int64_t pos0, int n_head_kv, int head_dim_k,
+                        int head_dim_v) = 0;
+  // ops::attention's contract: q [n_tokens x n_head * head_dim_k] (roped, own keys and values
+  // already stored), out [n_tokens x n_head * head_dim_v].
+  virtual void attention(const ops::AttentionShape& shape, const float* q, int n_tokens, int64_t pos0,
+                         const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, float* out) = 0;
   // MoE routing per token: softmax over n_expert logits, the k most probable experts (best first,
-  // ties to the lower index) and their probabilities, renormalized to sum 1 if normalize.
+  // ties to the lower index, as top_k) and their probabilities, renormalized to sum 1 if normalize.
   virtual void route_top_k(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
                            float* weights) = 0;
 };
 
-// Today's CPU kernels (src/ops, src/tensor) on a thread pool the caller owns.
-std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool);
+// The k highest of n scores into out, best first (ties to the lower index): routing's one top-k.
+void top_k(const float* scores, int n, int k, int32_t* out);
+
+// Today's CPU kernels (src/ops, src/tensor) on a thread pool the caller owns. The scratch of
+// matmul and attention is the caller's where given (a session's ForwardBuffers, sized up front),
+// else the backend's own, grown on use.
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool, ops::MatmulScratch* matmul_scratch = nullptr,
+                                          ops::AttentionScratch* attention_scratch = nullptr);
 
 // Whether this build has the CUDA backend, and how many devices the driver shows (0 without
 // either; never throws).
 bool cuda_built();
 int cuda_device_count();
+// Free and total memory of CUDA device `device`; false where there is none.
+bool cuda_memory(int device, size_t& free_bytes, size_t& total_bytes);
+// Whether the CUDA backend multiplies and gathers weights of this type (false without CUDA).
+bool cuda_supports(DType type);
 // The CUDA backend on device `device`; throws strata::Error when the build has none or the device
 // cannot be used (the message says which).
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);

@@ -11,7 +11,6 @@
 #include "ops/ops.h"
 #include "ops/thread_pool.h"
 #include "ops/vec.h"
-#include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "util/error.h"
 
@@ -20,11 +19,10 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(ThreadPool& pool)
-      : pool_(pool),
-        q16_(size_t(pool.n_threads())),
-        scores_(size_t(pool.n_threads())),
-        acc_(size_t(pool.n_threads())) {}
+  CpuBackend(ThreadPool& pool, ops::MatmulScratch* mm, ops::AttentionScratch* attn)
+      : pool_(pool), mm_(mm ? *mm : own_mm_), attn_(attn), own_attn_(attn == nullptr) {
+    if (own_attn_) attn_ = &own_attn_scratch_;
+  }
 
   DeviceKind kind() const override { return DeviceKind::cpu; }
   std::string name() const override {
@@ -47,6 +45,12 @@ class CpuBackend final : public Backend {
               int64_t y_stride) override {
     ops::matmul(w, x, x_stride, n_tokens, y, y_stride, pool_, mm_);
   }
+  void prepare_matmul(DType type, int64_t n_cols, const float* x, int64_t x_stride, int n_tokens) override {
+    prepared_ = ops::prepare_input(type, n_cols, x, x_stride, n_tokens, pool_, mm_);
+  }
+  void matmul_prepared(const WeightView& piece, float* y, int64_t y_stride) override {
+    ops::matmul_prepared(piece, prepared_, y, y_stride, pool_);
+  }
 
   void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride) override {
     for (int i = 0; i < n; ++i) ops::get_row(w, ids[i], out + size_t(i) * out_stride);
@@ -56,16 +60,8 @@ class CpuBackend final : public Backend {
     for (int r = 0; r < n_rows; ++r) ops::rms_norm(x + r * n, weight, out + r * n, n, eps);
   }
 
-  void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int n_rot, int64_t pos0,
-            float freq_base, float freq_scale, ops::RopeKind kind, const float* freq_factors) override {
-    // The backend seam carries linear scaling only so far; YaRN goes through ops::RopeParams once
-    // the forward pass calls the backend.
-    ops::RopeParams params;
-    params.n_rot = n_rot;
-    params.kind = kind;
-    params.freq_base = freq_base;
-    params.freq_scale = freq_scale;
-    params.freq_factors = freq_factors;
+  void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int64_t pos0,
+            const ops::RopeParams& params) override {
     for (int t = 0; t < n_tokens; ++t) ops::rope(x + t * x_stride, n_heads, head_dim, pos0 + t, params);
   }
 
@@ -82,75 +78,32 @@ class CpuBackend final : public Backend {
   void add(float* x, const float* y, int64_t n) override { ops::add(x, y, n); }
   void scale(float* x, float s, int64_t n) override { ops::scale(x, s, n); }
 
-  void store_kv(const float* k, const float* v, int n_tokens, uint16_t* k_cache, uint16_t* v_cache, int64_t k_width,
-                int64_t v_width, int64_t pos0) override {
+  void store_kv(const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, const float* k, const float* v,
+                int n_tokens, int64_t pos0, int n_head_kv, int head_dim_k, int head_dim_v) override {
+    const int64_t k_dim = int64_t(n_head_kv) * head_dim_k, v_dim = int64_t(n_head_kv) * head_dim_v;
     for (int t = 0; t < n_tokens; ++t) {
-      uint16_t* kr = k_cache + (pos0 + t) * k_width;
-      uint16_t* vr = v_cache + (pos0 + t) * v_width;
-      for (int64_t i = 0; i < k_width; ++i) kr[i] = f32_to_fp16(k[t * k_width + i]);
-      for (int64_t i = 0; i < v_width; ++i) vr[i] = f32_to_fp16(v[t * v_width + i]);
+      ops::kv_store(k_cache, pos0 + t, k + t * k_dim, n_head_kv, head_dim_k);
+      ops::kv_store(v_cache, pos0 + t, v + t * v_dim, n_head_kv, head_dim_v);
     }
   }
 
-  // One (token, head) pair at a time: scores over the visible positions, softmax, weighted V. As in
-  // llama.cpp's default CPU path, q and the probabilities are rounded to f16 before their dots.
-  void attention(const AttentionArgs& a) override {
-    const kernels::TypeKernels& f16 = kernels::kernels_for(DType::F16);
-    const int group = a.n_head / a.n_head_kv;
-    const int64_t n_ctx = a.pos0 + a.n_tokens;
-    for (size_t i = 0; i < q16_.size(); ++i) {  // grows to the longest context once
-      if (int64_t(scores_[i].size()) < n_ctx) scores_[i].resize(size_t(n_ctx));
-      if (int(q16_[i].size()) < a.head_dim_k) q16_[i].resize(size_t(a.head_dim_k));
-      if (int(acc_[i].size()) < a.head_dim_v) acc_[i].resize(size_t(a.head_dim_v));
-    }
-    pool_.parallel_for(int64_t(a.n_tokens) * a.n_head, [&](int64_t i0, int64_t i1, int thread) {
-      uint16_t* q16 = q16_[size_t(thread)].data();
-      float* scores = scores_[size_t(thread)].data();
-      float* acc = acc_[size_t(thread)].data();
-      for (int64_t i = i0; i < i1; ++i) {
-        const int t = int(i / a.n_head);
-        const int head = int(i % a.n_head);
-        const int kv_head = head / group;
-        const int64_t pos = a.pos0 + t;
-        const int64_t first = a.window > 0 ? std::max<int64_t>(0, pos - a.window + 1) : 0;
-        const float* q = a.q + t * a.q_stride + int64_t(head) * a.head_dim_k;
-        for (int d = 0; d < a.head_dim_k; ++d) q16[d] = f32_to_fp16(q[d]);
-        const int64_t n_seen = pos - first + 1;
-        for (int64_t j = 0; j < n_seen; ++j) {
-          const uint16_t* kr = a.k_cache + (first + j) * a.k_width + int64_t(kv_head) * a.head_dim_k;
-          scores[j] = f16.vec_dot(a.head_dim_k, kr, q16) * a.kq_scale;
-        }
-        ops::softmax(scores, n_seen);
-        std::fill(acc, acc + a.head_dim_v, 0.0f);
-        for (int64_t j = 0; j < n_seen; ++j) {
-          const float w = fp16_to_f32(f32_to_fp16(scores[j]));
-          const uint16_t* vr = a.v_cache + (first + j) * a.v_width + int64_t(kv_head) * a.head_dim_v;
-          ops::axpy_f16(acc, w, vr, a.head_dim_v);
-        }
-        std::copy(acc, acc + a.head_dim_v, a.out + t * a.out_stride + int64_t(head) * a.head_dim_v);
-      }
-    });
+  void attention(const ops::AttentionShape& shape, const float* q, int n_tokens, int64_t pos0,
+                 const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, float* out) override {
+    if (own_attn_) attn_->init(shape, n_tokens, pool_.n_threads());  // no session scratch: sized per call
+    ops::attention(shape, q, n_tokens, pos0, k_cache, v_cache, out, pool_, *attn_);
   }
 
   void route_top_k(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
                    float* weights) override {
-    if (int(probs_.size()) < n_expert) probs_.resize(size_t(n_expert));
+    if (int(probs_.size()) < n_expert) probs_.resize(size_t(n_expert));  // once: the model's expert count
     for (int t = 0; t < n_tokens; ++t) {
       float* probs = probs_.data();
       std::copy(logits + size_t(t) * n_expert, logits + size_t(t + 1) * n_expert, probs);
       ops::softmax(probs, n_expert);
       int32_t* c = chosen + size_t(t) * k;
       float* w = weights + size_t(t) * k;
-      for (int j = 0; j < k; ++j) {  // k is small: repeated arg-max, ties to the lower index
-        int best = -1;
-        for (int e = 0; e < n_expert; ++e) {
-          bool taken = false;
-          for (int i = 0; i < j; ++i) taken |= c[i] == e;
-          if (!taken && (best < 0 || probs[e] > probs[best])) best = e;
-        }
-        c[j] = best;
-        w[j] = probs[best];
-      }
+      top_k(probs, n_expert, k, c);
+      for (int j = 0; j < k; ++j) w[j] = probs[c[j]];
       if (normalize) {
         float sum = 0.0f;
         for (int j = 0; j < k; ++j) sum += w[j];
@@ -161,19 +114,39 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool& pool_;
-  ops::MatmulScratch mm_;
-  std::vector<std::vector<uint16_t>> q16_;
-  std::vector<std::vector<float>> scores_, acc_;
+  ops::MatmulScratch own_mm_;
+  ops::MatmulScratch& mm_;
+  ops::PreparedInput prepared_;
+  ops::AttentionScratch* attn_;
+  bool own_attn_;
+  ops::AttentionScratch own_attn_scratch_;
   std::vector<float> probs_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool) { return std::make_unique<CpuBackend>(pool); }
+void top_k(const float* scores, int n, int k, int32_t* out) {
+  for (int j = 0; j < k; ++j) {  // k is small: repeated arg-max
+    int best = -1;
+    for (int e = 0; e < n; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken |= out[i] == e;
+      if (!taken && (best < 0 || scores[e] > scores[best])) best = e;
+    }
+    out[j] = best;
+  }
+}
+
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool, ops::MatmulScratch* matmul_scratch,
+                                          ops::AttentionScratch* attention_scratch) {
+  return std::make_unique<CpuBackend>(pool, matmul_scratch, attention_scratch);
+}
 
 #if !defined(STRATA_HAVE_CUDA)
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
+bool cuda_memory(int, size_t&, size_t&) { return false; }
+bool cuda_supports(DType) { return false; }
 std::unique_ptr<Backend> make_cuda_backend(int) {
   throw Error("this build of Strata has no CUDA backend (configure with -DSTRATA_CUDA=ON where nvcc is installed)");
 }

@@ -27,20 +27,20 @@ void configure_gemma3(const gguf::File& f, ModelConfig& c) {
 
 void forward_gemma3(ForwardPass& p) {
   const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
+  const Activations& a = p.act;
   const AttentionSpec global{c.rope_base, c.rope_scale, /*sliding=*/false, /*scale_q_first=*/true};
   const AttentionSpec local{c.rope_base_swa, c.rope_scale_swa, /*sliding=*/true, /*scale_q_first=*/true};
   blocks::embed(p);
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = p.weights.layers[size_t(l)];
-    blocks::norm_rows(p, b.x.data(), b.h.data(), L.attn_norm);
+    blocks::norm_rows(p, a.x, a.h, L.attn_norm);
     blocks::attention(p, l, c.layer_swa[size_t(l)] ? local : global);
-    blocks::norm_rows(p, b.o.data(), b.o.data(), L.post_attn_norm);
-    blocks::add_rows(p, b.x.data(), b.o.data());
-    blocks::norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
+    blocks::norm_rows(p, a.o, a.o, L.post_attn_norm);
+    blocks::add_rows(p, a.x, a.o);
+    blocks::norm_rows(p, a.x, a.h, L.ffn_norm);
     blocks::ffn(p, l, c.activation);
-    blocks::norm_rows(p, b.o.data(), b.o.data(), L.post_ffn_norm);
-    blocks::add_rows(p, b.x.data(), b.o.data());
+    blocks::norm_rows(p, a.o, a.o, L.post_ffn_norm);
+    blocks::add_rows(p, a.x, a.o);
     blocks::after_ffn(p, l);
   }
   blocks::output_head(p);

@@ -9,18 +9,18 @@ namespace strata {
 
 void forward_pre_norm(ForwardPass& p) {
   const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
+  const Activations& a = p.act;
   const AttentionSpec spec{c.rope_base, c.rope_scale, /*sliding=*/false, /*scale_q_first=*/false};
   blocks::embed(p);
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = p.weights.layers[size_t(l)];
-    blocks::norm_rows(p, b.x.data(), b.h.data(), L.attn_norm);
+    blocks::norm_rows(p, a.x, a.h, L.attn_norm);
     blocks::attention(p, l, spec);
-    blocks::add_rows(p, b.x.data(), b.o.data());
-    blocks::norm_rows(p, b.x.data(), b.h.data(), L.ffn_norm);
+    blocks::add_rows(p, a.x, a.o);
+    blocks::norm_rows(p, a.x, a.h, L.ffn_norm);
     if (c.is_moe_layer(l)) blocks::moe_ffn(p, l, c.activation);
     else blocks::ffn(p, l, c.activation);
-    blocks::add_rows(p, b.x.data(), b.o.data());
+    blocks::add_rows(p, a.x, a.o);
     blocks::after_ffn(p, l);
   }
   blocks::output_head(p);

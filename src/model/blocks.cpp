@@ -4,9 +4,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "ops/vec.h"
-#include "tensor/fp16.h"
-#include "tensor/kernels.h"
+#include "model/device_model.h"
 #include "util/error.h"
 
 namespace strata {
@@ -86,6 +84,14 @@ void ForwardBuffers::init(const ModelConfig& c, int batch, int n_ctx, int n_thre
   fit(mm.quantized, s.mm_bytes);  // sized once: prepare_input never grows it
 }
 
+Activations ForwardBuffers::activations() {
+  Activations a;
+  a.x = x.data(), a.h = h.data(), a.o = o.data();
+  a.q = q.data(), a.k = k.data(), a.v = v.data(), a.att = att.data();
+  a.gate = gate.data(), a.up = up.data();
+  return a;  // logits and tokens null: the host's own
+}
+
 size_t ForwardBuffers::bytes() const {
   size_t n = 0;
   for (const auto* vec : {&x, &h, &o, &q, &k, &v, &att, &gate, &up, &router_logits, &chosen_weight, &expert_in,
@@ -97,37 +103,53 @@ size_t ForwardBuffers::bytes() const {
 
 namespace blocks {
 
+namespace {
+
+// A weight or a norm's floats where the pass computes: as bound, or the device's copy.
+WeightView weight(const ForwardPass& p, const WeightView& w) { return p.device ? p.device->view(w) : w; }
+const float* floats(const ForwardPass& p, const std::vector<float>& v) {
+  if (v.empty()) return nullptr;
+  return p.device ? p.device->floats(v) : v.data();
+}
+
+backend::GatedActivation gated(Activation act) {
+  return act == Activation::silu ? backend::GatedActivation::silu : backend::GatedActivation::gelu_tanh;
+}
+
+}  // namespace
+
 void embed(ForwardPass& p) {
   const ModelConfig& c = p.config;
   for (int t = 0; t < p.n_tokens; ++t) {
     const int32_t tok = p.tokens[t];
     if (tok < 0 || tok >= c.n_vocab)
       throw Error("token id " + std::to_string(tok) + " is outside the vocabulary of " + std::to_string(c.n_vocab));
-    float* row = p.buf.x.data() + size_t(t) * c.n_embd;
-    ops::get_row(p.weights.token_embd, tok, row);
-    if (c.embd_scale != 1.0f) ops::scale(row, c.embd_scale, c.n_embd);
   }
+  backend::Backend& be = *p.backend;
+  be.get_rows(weight(p, p.weights.token_embd), p.act.tokens ? p.act.tokens : p.tokens, p.n_tokens, p.act.x, c.n_embd);
+  if (c.embd_scale != 1.0f) be.scale(p.act.x, c.embd_scale, int64_t(p.n_tokens) * c.n_embd);
 }
 
-void norm_rows(ForwardPass& p, const float* in, float* out, const std::vector<float>& weight) {
-  const int64_t n = p.config.n_embd;
-  for (int t = 0; t < p.n_tokens; ++t) ops::rms_norm(in + t * n, weight.data(), out + t * n, n, p.config.rms_eps);
+void norm_rows(ForwardPass& p, const float* in, float* out, const std::vector<float>& w) {
+  p.backend->rms_norm(in, floats(p, w), out, p.config.n_embd, p.n_tokens, p.config.rms_eps);
 }
 
-void add_rows(ForwardPass& p, float* x, const float* y) { ops::add(x, y, int64_t(p.n_tokens) * p.config.n_embd); }
+void add_rows(ForwardPass& p, float* x, const float* y) {
+  p.backend->add(x, y, int64_t(p.n_tokens) * p.config.n_embd);
+}
 
 namespace {
 
-void add_bias(float* rows, const std::vector<float>& bias, int n_tokens) {
+void add_bias(ForwardPass& p, float* rows, const std::vector<float>& bias) {
   if (bias.empty()) return;
   const int64_t n = int64_t(bias.size());
-  for (int t = 0; t < n_tokens; ++t) ops::add(rows + t * n, bias.data(), n);
+  const float* b = floats(p, bias);
+  for (int t = 0; t < p.n_tokens; ++t) p.backend->add(rows + t * n, b, n);
 }
 
-void head_norm(float* rows, int n_tokens, int n_heads, int head_dim, const std::vector<float>& weight, float eps) {
-  if (weight.empty()) return;
-  for (int64_t i = 0; i < int64_t(n_tokens) * n_heads; ++i)
-    ops::rms_norm(rows + i * head_dim, weight.data(), rows + i * head_dim, head_dim, eps);
+void head_norm(ForwardPass& p, float* rows, int n_heads, int head_dim, const std::vector<float>& w) {
+  if (w.empty()) return;
+  p.backend->rms_norm(rows, floats(p, w), rows, head_dim, p.n_tokens * n_heads, p.config.rms_eps);
 }
 
 }  // namespace
@@ -135,111 +157,73 @@ void head_norm(float* rows, int n_tokens, int n_heads, int head_dim, const std::
 void attention(ForwardPass& p, int layer, const AttentionSpec& spec) {
   const ModelConfig& c = p.config;
   const LayerWeights& L = p.weights.layers[size_t(layer)];
-  ForwardBuffers& b = p.buf;
+  backend::Backend& be = *p.backend;
+  const Activations& a = p.act;
   const int n = p.n_tokens;
   const int64_t q_dim = int64_t(c.n_head) * c.head_dim_k;
   const int64_t k_dim = int64_t(c.n_head_kv) * c.head_dim_k;
   const int64_t v_dim = int64_t(c.n_head_kv) * c.head_dim_v;
   const int64_t o_dim = int64_t(c.n_head) * c.head_dim_v;
 
-  ops::matmul(L.wq, b.h.data(), c.n_embd, n, b.q.data(), q_dim, p.pool, b.mm);
-  ops::matmul(L.wk, b.h.data(), c.n_embd, n, b.k.data(), k_dim, p.pool, b.mm);
-  ops::matmul(L.wv, b.h.data(), c.n_embd, n, b.v.data(), v_dim, p.pool, b.mm);
-  add_bias(b.q.data(), L.bq, n);
-  add_bias(b.k.data(), L.bk, n);
-  add_bias(b.v.data(), L.bv, n);
-  head_norm(b.q.data(), n, c.n_head, c.head_dim_k, L.q_norm, c.rms_eps);
-  head_norm(b.k.data(), n, c.n_head_kv, c.head_dim_k, L.k_norm, c.rms_eps);
+  be.matmul(weight(p, L.wq), a.h, c.n_embd, n, a.q, q_dim);
+  be.matmul(weight(p, L.wk), a.h, c.n_embd, n, a.k, k_dim);
+  be.matmul(weight(p, L.wv), a.h, c.n_embd, n, a.v, v_dim);
+  add_bias(p, a.q, L.bq);
+  add_bias(p, a.k, L.bk);
+  add_bias(p, a.v, L.bv);
+  head_norm(p, a.q, c.n_head, c.head_dim_k, L.q_norm);
+  head_norm(p, a.k, c.n_head_kv, c.head_dim_k, L.k_norm);
 
   ops::RopeParams rope{c.n_rot, c.rope_kind, spec.rope_base, spec.rope_scale};
   rope.ext_factor = c.rope_ext_factor;
   rope.attn_factor = c.rope_attn_factor;
   rope.n_ctx_orig = c.rope_n_ctx_orig;
-  rope.freq_factors = p.weights.rope_freqs.empty() ? nullptr : p.weights.rope_freqs.data();
-  for (int t = 0; t < n; ++t) {
-    ops::rope(b.q.data() + t * q_dim, c.n_head, c.head_dim_k, p.pos0 + t, rope);
-    ops::rope(b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k, p.pos0 + t, rope);
-    if (spec.scale_q_first) ops::scale(b.q.data() + t * q_dim, c.attn_scale, q_dim);
-  }
+  rope.freq_factors = floats(p, p.weights.rope_freqs);
+  be.rope(a.q, q_dim, n, c.n_head, c.head_dim_k, p.pos0, rope);
+  be.rope(a.k, k_dim, n, c.n_head_kv, c.head_dim_k, p.pos0, rope);
+  if (spec.scale_q_first) be.scale(a.q, c.attn_scale, n * q_dim);
+
   const ops::KvLayerView k_cache = p.kv.k_view(layer), v_cache = p.kv.v_view(layer);
   const int window = spec.sliding ? c.sliding_window : 0;
   if (k_cache.n_slots < p.pos0 + n && (window == 0 || k_cache.n_slots < window + n - 1))
     throw Error("attention: layer " + std::to_string(layer) + " caches " + std::to_string(k_cache.n_slots) +
                 " positions, too few for a batch of " + std::to_string(n) + " at position " + std::to_string(p.pos0));
-  for (int t = 0; t < n; ++t) {
-    ops::kv_store(k_cache, p.pos0 + t, b.k.data() + t * k_dim, c.n_head_kv, c.head_dim_k);
-    ops::kv_store(v_cache, p.pos0 + t, b.v.data() + t * v_dim, c.n_head_kv, c.head_dim_v);
-  }
+  be.store_kv(k_cache, v_cache, a.k, a.v, n, p.pos0, c.n_head_kv, c.head_dim_k, c.head_dim_v);
   p.kv.written(layer, p.pos0, n);
   const ops::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v,
                                   spec.scale_q_first ? 1.0f : c.attn_scale, window,
-                                  L.attn_sinks.empty() ? nullptr : L.attn_sinks.data()};
-  ops::attention(shape, b.q.data(), n, p.pos0, k_cache, v_cache, b.att.data(), p.pool, b.attn);
-  ops::matmul(L.wo, b.att.data(), o_dim, n, b.o.data(), c.n_embd, p.pool, b.mm);
-  add_bias(b.o.data(), L.bo, n);
+                                  L.attn_sinks.empty() ? nullptr : floats(p, L.attn_sinks)};
+  be.attention(shape, a.q, n, p.pos0, k_cache, v_cache, a.att);
+  be.matmul(weight(p, L.wo), a.att, o_dim, n, a.o, c.n_embd);
+  add_bias(p, a.o, L.bo);
 }
 
 namespace {
-
-void activate(float* gate, const float* up, int64_t n, Activation act) {
-  if (act == Activation::silu) ops::silu_mul(gate, up, n);
-  else ops::gelu_tanh_mul(gate, up, n);
-}
 
 // y = W x for one FFN matrix, piece by piece as the source hands it out (one piece when it is
 // resident); the activations are converted once for all pieces. The bound view gives the type
 // and shape only.
 void ffn_matmul(ForwardPass& p, int layer, FfnPart part, const float* x, float* y) {
   const WeightView& w = ffn_weight(p.weights.layers[size_t(layer)], part);
-  const ops::PreparedInput in = ops::prepare_input(w.type, w.n_cols, x, w.n_cols, p.n_tokens, p.pool, p.buf.mm);
+  p.backend->prepare_matmul(w.type, w.n_cols, x, w.n_cols, p.n_tokens);
   p.source.begin_matrix(layer, part);
   WeightView piece;
   int64_t row0 = 0;
-  while (p.source.next_piece(piece, row0)) ops::matmul_prepared(piece, in, y + row0, w.n_rows, p.pool);
+  while (p.source.next_piece(piece, row0)) p.backend->matmul_prepared(weight(p, piece), y + row0, w.n_rows);
 }
 
 }  // namespace
 
-void top_k(const float* scores, int n, int k, int32_t* out) {
-  for (int j = 0; j < k; ++j) {
-    int best = -1;
-    for (int e = 0; e < n; ++e) {
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken |= out[i] == e;
-      if (!taken && (best < 0 || scores[e] > scores[best])) best = e;
-    }
-    out[j] = best;
-  }
-}
-
 void ffn(ForwardPass& p, int layer, Activation act) {
   const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
-  ffn_matmul(p, layer, FfnPart::gate, b.h.data(), b.gate.data());
-  ffn_matmul(p, layer, FfnPart::up, b.h.data(), b.up.data());
-  activate(b.gate.data(), b.up.data(), int64_t(p.n_tokens) * c.n_ff, act);
-  ffn_matmul(p, layer, FfnPart::down, b.gate.data(), b.o.data());
+  const Activations& a = p.act;
+  ffn_matmul(p, layer, FfnPart::gate, a.h, a.gate);
+  ffn_matmul(p, layer, FfnPart::up, a.h, a.up);
+  p.backend->gated_activation(a.gate, a.up, int64_t(p.n_tokens) * c.n_ff, gated(act));
+  ffn_matmul(p, layer, FfnPart::down, a.gate, a.o);
 }
 
 namespace {
-
-// Softmax over the experts, keep the top k, renormalize if asked.
-void route(const ModelConfig& c, float* probs_rows, int n, int32_t* chosen_rows, float* weight_rows) {
-  const int k_used = c.n_expert_used;
-  for (int t = 0; t < n; ++t) {
-    float* probs = probs_rows + size_t(t) * c.n_expert;
-    ops::softmax(probs, c.n_expert);
-    int32_t* chosen = chosen_rows + size_t(t) * k_used;
-    float* weight = weight_rows + size_t(t) * k_used;
-    top_k(probs, c.n_expert, k_used, chosen);
-    for (int j = 0; j < k_used; ++j) weight[j] = probs[chosen[j]];
-    if (c.expert_weights_norm) {
-      float sum = 0.0f;
-      for (int j = 0; j < k_used; ++j) sum += weight[j];
-      for (int j = 0; j < k_used; ++j) weight[j] /= sum;
-    }
-  }
-}
 
 // The distinct experts of a routing [n x k], ascending, into out; returns how many.
 int distinct_experts(const int32_t* chosen, int n_entries, int n_expert, int32_t* out) {
@@ -266,14 +250,15 @@ void run_expert(ForwardPass& p, int e, const WeightView& gate, const WeightView&
     for (int j = 0; j < k_used; ++j)
       if (b.chosen[size_t(t) * k_used + j] == e) {
         b.expert_tokens[size_t(n_sel)] = t * k_used + j;  // slot of (token, rank)
-        std::copy_n(b.h.data() + size_t(t) * c.n_embd, c.n_embd, b.expert_in.data() + size_t(n_sel) * c.n_embd);
+        std::copy_n(p.act.h + size_t(t) * c.n_embd, c.n_embd, b.expert_in.data() + size_t(n_sel) * c.n_embd);
         ++n_sel;
       }
   if (n_sel == 0) return;
-  ops::matmul(gate, b.expert_in.data(), c.n_embd, n_sel, b.gate.data(), ff, p.pool, b.mm);
-  ops::matmul(up, b.expert_in.data(), c.n_embd, n_sel, b.up.data(), ff, p.pool, b.mm);
-  activate(b.gate.data(), b.up.data(), int64_t(n_sel) * ff, act);
-  ops::matmul(down, b.gate.data(), ff, n_sel, b.expert_out.data(), c.n_embd, p.pool, b.mm);
+  backend::Backend& be = *p.backend;
+  be.matmul(gate, b.expert_in.data(), c.n_embd, n_sel, p.act.gate, ff);
+  be.matmul(up, b.expert_in.data(), c.n_embd, n_sel, p.act.up, ff);
+  be.gated_activation(p.act.gate, p.act.up, int64_t(n_sel) * ff, gated(act));
+  be.matmul(down, p.act.gate, ff, n_sel, b.expert_out.data(), c.n_embd);
   for (int s = 0; s < n_sel; ++s) {
     const int slot = b.expert_tokens[size_t(s)];
     const float w = b.chosen_weight[size_t(slot)];
@@ -290,14 +275,15 @@ void shared_expert(ForwardPass& p, int layer, Activation act) {
   const LayerWeights& L = p.weights.layers[size_t(layer)];
   ForwardBuffers& b = p.buf;
   const int n = p.n_tokens;
-  ffn_matmul(p, layer, FfnPart::shexp_gate, b.h.data(), b.gate.data());
-  ffn_matmul(p, layer, FfnPart::shexp_up, b.h.data(), b.up.data());
-  activate(b.gate.data(), b.up.data(), int64_t(n) * c.n_ff_shexp, act);
-  ffn_matmul(p, layer, FfnPart::shexp_down, b.gate.data(), b.expert_out.data());
-  ops::matmul(L.shexp_gate_inp, b.h.data(), c.n_embd, n, b.shexp_scale.data(), 1, p.pool, b.mm);
+  const Activations& a = p.act;
+  ffn_matmul(p, layer, FfnPart::shexp_gate, a.h, a.gate);
+  ffn_matmul(p, layer, FfnPart::shexp_up, a.h, a.up);
+  p.backend->gated_activation(a.gate, a.up, int64_t(n) * c.n_ff_shexp, gated(act));
+  ffn_matmul(p, layer, FfnPart::shexp_down, a.gate, b.expert_out.data());
+  p.backend->matmul(L.shexp_gate_inp, a.h, c.n_embd, n, b.shexp_scale.data(), 1);
   for (int t = 0; t < n; ++t) {
     const float scale = 1.0f / (1.0f + std::exp(-b.shexp_scale[size_t(t)]));
-    float* out = b.o.data() + size_t(t) * c.n_embd;
+    float* out = a.o + size_t(t) * c.n_embd;
     const float* shared = b.expert_out.data() + size_t(t) * c.n_embd;
     for (int i = 0; i < c.n_embd; ++i) out[i] += shared[i] * scale;
   }
@@ -312,8 +298,11 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
   const int n = p.n_tokens;
   const int k_used = c.n_expert_used;
 
-  ops::matmul(L.router, b.h.data(), c.n_embd, n, b.router_logits.data(), c.n_expert, p.pool, b.mm);
-  route(c, b.router_logits.data(), n, b.chosen.data(), b.chosen_weight.data());
+  if (p.backend->kind() != backend::DeviceKind::cpu)
+    throw Error("layer " + std::to_string(layer) + ": mixture-of-experts layers run on the CPU backend only so far");
+  p.backend->matmul(L.router, p.act.h, c.n_embd, n, b.router_logits.data(), c.n_expert);
+  p.backend->route_top_k(b.router_logits.data(), n, c.n_expert, k_used, c.expert_weights_norm, b.chosen.data(),
+                         b.chosen_weight.data());
   if (p.routing_observer) p.routing_observer->routed(layer, p.pos0, b.chosen.data(), n);
 
   // Every expert routed to is asked for at once; those in memory compute while the rest arrive.
@@ -333,10 +322,10 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
   }
   // Sum the weighted expert outputs in routing order, as llama.cpp does.
   for (int t = 0; t < n; ++t) {
-    float* out = b.o.data() + size_t(t) * c.n_embd;
+    float* out = p.act.o + size_t(t) * c.n_embd;
     const float* r = b.expert_results.data() + size_t(t) * k_used * c.n_embd;
     std::copy_n(r, c.n_embd, out);
-    for (int j = 1; j < k_used; ++j) ops::add(out, r + size_t(j) * c.n_embd, c.n_embd);
+    for (int j = 1; j < k_used; ++j) p.backend->add(out, r + size_t(j) * c.n_embd, c.n_embd);
   }
   if (c.has_shared_expert) shared_expert(p, layer, act);
 }
@@ -347,21 +336,26 @@ void after_ffn(ForwardPass& p, int layer) {
 
 void output_head(ForwardPass& p) {
   const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
+  backend::Backend& be = *p.backend;
+  const Activations& a = p.act;
+  const float* norm = floats(p, p.weights.output_norm);
   if (p.hidden_only) {
-    for (int t = 0; t < p.n_tokens; ++t)
-      ops::rms_norm(b.x.data() + size_t(t) * c.n_embd, p.weights.output_norm.data(), b.h.data() + size_t(t) * c.n_embd,
-                    c.n_embd, c.rms_eps);
+    be.rms_norm(a.x, norm, a.h, c.n_embd, p.n_tokens, c.rms_eps);
     return;
   }
   const int first = p.all_logits ? 0 : p.n_tokens - 1;
   const int count = p.n_tokens - first;
-  const size_t need = size_t(count) * size_t(c.n_vocab);
-  if (b.logits.size() < need) b.logits.resize(need);  // all-logits evaluation only, never per token
-  for (int t = first; t < p.n_tokens; ++t)
-    ops::rms_norm(b.x.data() + size_t(t) * c.n_embd, p.weights.output_norm.data(), b.h.data() + size_t(t - first) * c.n_embd,
-                  c.n_embd, c.rms_eps);
-  ops::matmul(p.weights.output, b.h.data(), c.n_embd, count, b.logits.data(), c.n_vocab, p.pool, b.mm);
+  float* logits = a.logits;
+  if (!logits) {  // the host's buffer: all-logits evaluation grows it, never the token loop
+    const size_t need = size_t(count) * size_t(c.n_vocab);
+    if (p.buf.logits.size() < need) p.buf.logits.resize(need);
+    logits = p.buf.logits.data();
+  } else if (count > a.logits_rows) {
+    throw Error("output head: " + std::to_string(count) + " rows of logits asked for, the device holds " +
+                std::to_string(a.logits_rows));
+  }
+  be.rms_norm(a.x + size_t(first) * c.n_embd, norm, a.h, c.n_embd, count, c.rms_eps);
+  be.matmul(weight(p, p.weights.output), a.h, c.n_embd, count, logits, c.n_vocab);
 }
 
 }  // namespace blocks

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/backend.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/weight_source.h"
@@ -14,6 +15,18 @@
 #include "ops/thread_pool.h"
 
 namespace strata {
+
+// The activations a pass computes on, in its backend's memory: a CPU pass's point into its
+// ForwardBuffers, a device pass's into DeviceBuffers (model/device_model.h).
+struct Activations {
+  float *x = nullptr, *h = nullptr, *o = nullptr;  // [n_batch x n_embd]
+  float *q = nullptr, *k = nullptr, *v = nullptr, *att = nullptr;
+  float *gate = nullptr, *up = nullptr;
+  // [logits_rows x n_vocab], or null: ForwardBuffers::logits (host), which all-logits evaluation grows.
+  float* logits = nullptr;
+  int logits_rows = 0;
+  const int32_t* tokens = nullptr;  // the batch's token ids in device memory, or null: ForwardPass::tokens
+};
 
 // Scratch for one batch of up to n_batch tokens. Its sizes are decided in one place
 // (ForwardBuffers::sizes): init allocates them and the planner asks bytes_for, so the plan counts
@@ -56,7 +69,10 @@ struct ForwardBuffers {
 
   void init(const ModelConfig& config, int n_batch, int n_ctx, int n_threads);
   size_t bytes() const;  // what the buffers hold now (capacities)
+  Activations activations();  // pointers into these buffers, for a CPU pass
 };
+
+class DeviceWeights;  // model/device_model.h
 
 // Sees the routing of every MoE layer and the guesses made of it (src/tier/trace records them).
 // Called on the forward thread.
@@ -87,6 +103,12 @@ struct ForwardPass {
   // token (embeddings) and no logits are computed.
   bool hidden_only = false;
   RoutingObserver* routing_observer = nullptr;  // null: routing is not traced
+  // Where compute runs and on what: every op goes to `backend`, reading and writing `act`; the
+  // weights' bytes are `device`'s copies (null: as bound, in host memory). The KV cache lives in
+  // the backend's memory too (KvCache::init).
+  backend::Backend* backend = nullptr;
+  Activations act;
+  const DeviceWeights* device = nullptr;
 };
 
 struct AttentionSpec {
@@ -99,20 +121,23 @@ struct AttentionSpec {
 namespace blocks {
 
 void embed(ForwardPass& p);  // x = token_embd[tokens] * embd_scale
+// Rows of p.act (p.act.x, p.act.h, p.act.o), [n_tokens x n_embd].
 void norm_rows(ForwardPass& p, const float* in, float* out, const std::vector<float>& weight);
-void add_rows(ForwardPass& p, float* x, const float* y);  // x += y, [n_tokens x n_embd]
-// Self-attention of layer `layer` reading p.buf.h, writing p.buf.o.
+void add_rows(ForwardPass& p, float* x, const float* y);  // x += y
+// Self-attention of layer `layer` reading p.act.h, writing p.act.o.
 void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
-// Gated FFN of `layer` reading p.buf.h, writing p.buf.o (its matrices from p.source).
+// Gated FFN of `layer` reading p.act.h, writing p.act.o (its matrices from p.source).
 void ffn(ForwardPass& p, int layer, Activation act);
 // Mixture-of-experts FFN (softmax routing, top-k; the shared expert where the model has one)
-// reading p.buf.h, writing p.buf.o. Calls p.hook->after_routing once the experts are asked for.
+// reading p.act.h, writing p.act.o. Calls p.hook->after_routing once the experts are asked for.
+// Host backends only so far: routing decides on the host which experts run.
 void moe_ffn(ForwardPass& p, int layer, Activation act);
 // After layer `layer`'s FFN output was added to the residual: calls p.hook->after_ffn.
 void after_ffn(ForwardPass& p, int layer);
 // The k highest of n scores, best first (ties to the lower index).
-void top_k(const float* scores, int n, int k, int32_t* out);
-// Final norm and output projection into p.buf.logits.
+using backend::top_k;
+// Final norm and output projection into p.act.logits (p.buf.logits where null); hidden_only: the
+// normalized rows into p.act.h.
 void output_head(ForwardPass& p);
 
 }  // namespace blocks

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/backend.h"
 #include "util/error.h"
 
 namespace strata {
@@ -15,7 +16,7 @@ int64_t slots_for(const ModelConfig& c, int layer, int n_ctx, int n_batch) {
 }
 }  // namespace
 
-void KvCache::init(const ModelConfig& c, int ctx, DType kv_type, int n_batch) {
+void KvCache::init(const ModelConfig& c, int ctx, DType kv_type, int n_batch, backend::Backend* device) {
   n_ctx = ctx;
   type = kv_type;
   k_row_bytes = ops::kv_row_bytes(kv_type, c.n_head_kv, c.head_dim_k);
@@ -24,14 +25,34 @@ void KvCache::init(const ModelConfig& c, int ctx, DType kv_type, int n_batch) {
   v_head_bytes = v_row_bytes / size_t(c.n_head_kv);
   window = c.sliding_window;
   layers.assign(size_t(c.n_layer), Layer{});
+  device_memory_.reset();
+  device_bytes_ = 0;
+  if (device) {
+    device_bytes_ = bytes_for(c, ctx, kv_type, n_batch);
+    device_memory_ = std::shared_ptr<uint8_t>(static_cast<uint8_t*>(device->alloc(device_bytes_)),
+                                              [device](uint8_t* p) { device->free(p); });
+  }
+  size_t offset = 0;
   for (int l = 0; l < c.n_layer; ++l) {
     Layer& L = layers[size_t(l)];
     L.n_slots = slots_for(c, l, ctx, n_batch);
-    L.k.assign(size_t(L.n_slots) * k_row_bytes, 0);
-    L.v.assign(size_t(L.n_slots) * v_row_bytes, 0);
+    const size_t k_bytes = size_t(L.n_slots) * k_row_bytes, v_bytes = size_t(L.n_slots) * v_row_bytes;
+    if (device) {  // the device copy starts as it would in RAM: zeros
+      L.device_k = device_memory_.get() + offset;
+      L.device_v = L.device_k + k_bytes;
+      offset += k_bytes + v_bytes;
+      const std::vector<uint8_t> zeros(std::max(k_bytes, v_bytes), 0);
+      device->upload(L.device_k, zeros.data(), k_bytes);
+      device->upload(L.device_v, zeros.data(), v_bytes);
+    } else {
+      L.k.assign(k_bytes, 0);
+      L.v.assign(v_bytes, 0);
+    }
     if (L.n_slots < ctx) L.slot_pos.assign(size_t(L.n_slots), -1);
   }
 }
+
+size_t KvCache::device_bytes() const { return device_bytes_; }
 
 uint64_t KvCache::bytes_for(const ModelConfig& c, int ctx, DType kv_type, int n_batch) {
   const uint64_t row = ops::kv_row_bytes(kv_type, c.n_head_kv, c.head_dim_k) +
@@ -49,12 +70,12 @@ size_t KvCache::bytes() const {
 
 ops::KvLayerView KvCache::k_view(int layer) {
   Layer& L = layers[size_t(layer)];
-  return {L.k.data(), type, k_row_bytes, k_head_bytes, L.n_slots};
+  return {L.device_k ? L.device_k : L.k.data(), type, k_row_bytes, k_head_bytes, L.n_slots};
 }
 
 ops::KvLayerView KvCache::v_view(int layer) {
   Layer& L = layers[size_t(layer)];
-  return {L.v.data(), type, v_row_bytes, v_head_bytes, L.n_slots};
+  return {L.device_v ? L.device_v : L.v.data(), type, v_row_bytes, v_head_bytes, L.n_slots};
 }
 
 void KvCache::written(int layer, int64_t pos0, int n) {

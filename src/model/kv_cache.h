@@ -4,11 +4,16 @@
 // sliding-window layer keeps only its window plus one batch, as a ring (slot = position % slots),
 // so its memory does not grow with the context.
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/config.h"
 #include "ops/attention.h"
 #include "tensor/type.h"
+
+namespace strata::backend {
+class Backend;
+}
 
 namespace strata {
 
@@ -17,6 +22,8 @@ struct KvCache {
     std::vector<uint8_t> k, v;
     int64_t n_slots = 0;
     std::vector<int64_t> slot_pos;  // ring layers: the position each slot holds (-1: none)
+    uint8_t* device_k = nullptr;    // init on a device: the rows there (k and v stay empty)
+    uint8_t* device_v = nullptr;
   };
   int n_ctx = 0;
   DType type = DType::F16;
@@ -25,11 +32,14 @@ struct KvCache {
   std::vector<Layer> layers;
 
   // n_batch: the most positions one forward pass adds (a ring holds window + n_batch slots).
-  void init(const ModelConfig& config, int n_ctx, DType type = DType::F16, int n_batch = kDefaultBatch);
+  // device: the rows live in that backend's memory (the bookkeeping stays here), else in RAM.
+  void init(const ModelConfig& config, int n_ctx, DType type = DType::F16, int n_batch = kDefaultBatch,
+            backend::Backend* device = nullptr);
   // Exactly what init allocates for these arguments (the planner counts it).
   static uint64_t bytes_for(const ModelConfig& config, int n_ctx, DType type = DType::F16,
                             int n_batch = kDefaultBatch);
-  size_t bytes() const;
+  size_t bytes() const;         // in RAM
+  size_t device_bytes() const;  // in the device's memory
 
   ops::KvLayerView k_view(int layer);
   ops::KvLayerView v_view(int layer);
@@ -40,6 +50,10 @@ struct KvCache {
   bool can_keep(int64_t n) const;
 
   static constexpr int kDefaultBatch = 512;
+
+ private:
+  std::shared_ptr<uint8_t> device_memory_;  // every layer's device rows, freed by the device
+  size_t device_bytes_ = 0;
 };
 
 }  // namespace strata

@@ -19,7 +19,7 @@ double negative_log_prob(const float* logits, int n_vocab, int32_t token) {
 }  // namespace
 
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int32_t bos, int n_ctx,
-                            int max_chunks, int n_threads, DType kv_type,
+                            int max_chunks, const SessionParams& session_params,
                             const std::function<void(const PerplexityChunk&)>& on_chunk,
                             const std::function<void(Session&)>& on_session) {
   if (n_ctx < 8) throw Error("perplexity: context of " + std::to_string(n_ctx) + " tokens is too small");
@@ -30,11 +30,9 @@ PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& toke
   r.n_ctx = n_ctx;
   r.n_chunks = int(tokens.size() / size_t(n_ctx));
   if (max_chunks > 0) r.n_chunks = std::min(r.n_chunks, max_chunks);
-  SessionParams sp;
+  SessionParams sp = session_params;
   sp.n_ctx = n_ctx;
   sp.n_batch = n_ctx;
-  sp.n_threads = n_threads;
-  sp.kv_type = kv_type;
   Session session(model, sp);
   if (on_session) on_session(session);
   const int n_vocab = model.config().n_vocab;

@@ -29,8 +29,9 @@ struct PerplexityResult {
 // tokens: the whole text tokenized with BOS (if the model adds one). bos < 0: no BOS replacement.
 // Throws strata::Error when the text has fewer than 2 * n_ctx tokens.
 // on_session: called once with the session before any evaluation (to connect streamers, a trace).
+// session: threads, KV type and device of the session (its context and batch are n_ctx).
 PerplexityResult perplexity(const Model& model, const std::vector<int32_t>& tokens, int32_t bos, int n_ctx,
-                            int max_chunks, int n_threads, DType kv_type,
+                            int max_chunks, const SessionParams& session,
                             const std::function<void(const PerplexityChunk&)>& on_chunk,
                             const std::function<void(Session&)>& on_session = {});
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "model/device_model.h"
 #include "util/error.h"
 
 namespace strata {
@@ -57,30 +58,161 @@ class Session::Weights : public WeightSource {
   bool ffn_streams_ = false, experts_stream_ = false;
 };
 
-Session::Session(const Model& model, const SessionParams& params)
-    : model_(model), params_(resolve(model, params)), pool_(params_.n_threads), weights_(new Weights(model)) {
-  kv_.init(model.config(), params_.n_ctx, params_.kv_type, params_.n_batch);
-  buf_.init(model.config(), params_.n_batch, params_.n_ctx, params_.n_threads);
+namespace {
+
+// Rows of logits one evaluation keeps at most: eval_each shortens its batches to 64 MiB of them.
+int logits_rows(const ModelConfig& c, int n_batch) {
+  const size_t cap = std::max<size_t>(1, (size_t(64) << 20) / (size_t(c.n_vocab) * sizeof(float)));
+  return int(std::min(cap, size_t(n_batch)));
 }
 
-Session::~Session() = default;
+// What a GPU session allocates there besides its weights: KV cache, activations, and the prompt
+// path's scratch (the largest matrix dequantized to f16, the batch's activations converted).
+size_t gpu_session_bytes(const Model& model, const SessionParams& p) {
+  const ModelConfig& c = model.config();
+  size_t largest = 0;
+  auto see = [&](const WeightView& w) { largest = std::max(largest, size_t(w.n_rows) * size_t(w.n_cols)); };
+  see(model.weights().output);
+  for (const LayerWeights& L : model.weights().layers)
+    for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) see(*w);
+  const size_t widest = size_t(std::max({c.n_embd, c.n_head * c.head_dim_v, c.max_ff()}));
+  return KvCache::bytes_for(c, p.n_ctx, p.kv_type, p.n_batch) +
+         DeviceBuffers::bytes_for(c, p.n_batch, logits_rows(c, p.n_batch)) + largest * 2 +
+         size_t(p.n_batch) * widest * 2;
+}
 
-void Session::set_ffn_source(FfnSource* source) { weights_->ffn = source; }
-void Session::set_expert_source(ExpertSource* source) { weights_->experts = source; }
+}  // namespace
+
+std::string gpu_unsupported(const Model& model, const SessionParams& params) {
+  const SessionParams p = resolve(model, params);
+  const ModelConfig& c = model.config();
+  if (!backend::cuda_built()) return "this build has no CUDA backend (configure with -DSTRATA_CUDA=ON)";
+  if (backend::cuda_device_count() == 0) return "no CUDA device on this machine";
+  if (c.n_expert > 0) return "mixture-of-experts layers have no CUDA path yet";
+  if (p.kv_type != DType::F16) return std::string("the CUDA backend keeps an f16 KV cache, not ") + type_name(p.kv_type);
+  if (c.rope_ext_factor != 0.0f || c.rope_attn_factor != 1.0f) return "YaRN rope scaling has no CUDA kernel yet";
+  const ModelWeights& w = model.weights();
+  std::vector<const WeightView*> views = {&w.token_embd, &w.output};
+  for (const LayerWeights& L : w.layers)
+    for (const WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) views.push_back(v);
+  for (const WeightView* v : views)
+    if (!v->empty() && !backend::cuda_supports(v->type))
+      return std::string("tensor type ") + type_name(v->type) + " has no CUDA kernels";
+  size_t free_bytes = 0, total_bytes = 0;
+  if (!backend::cuda_memory(0, free_bytes, total_bytes)) return "cannot read the GPU's free memory";
+  const size_t need = DeviceWeights::bytes_for(w) + gpu_session_bytes(model, p);
+  constexpr size_t kReserve = size_t(512) << 20;  // CUDA context, cuBLAS workspace, graphs
+  if (need + kReserve > free_bytes)
+    return "the model needs " + std::to_string(need >> 20) + " MiB of GPU memory, " + std::to_string(free_bytes >> 20) +
+           " MiB are free";
+  return "";
+}
+
+// A session's model on the GPU: weights uploaded once, activations of one batch, and whether a
+// decode step already ran outside a graph (its scratch at full size, so later steps may be captured).
+struct Session::Gpu {
+  Gpu(const Model& model, int n_batch, backend::Backend& device)
+      : weights(model.weights(), device),
+        buffers(model.config(), n_batch, logits_rows(model.config(), n_batch), device) {}
+  DeviceWeights weights;
+  DeviceBuffers buffers;
+  bool decode_warm = false;
+};
+
+Session::Session(const Model& model, const SessionParams& params)
+    : model_(model), params_(resolve(model, params)), pool_(params_.n_threads), weights_(new Weights(model)) {
+  buf_.init(model.config(), params_.n_batch, params_.n_ctx, params_.n_threads);
+  bool gpu = params_.device == Device::gpu;
+  if (params_.device != Device::cpu) {
+    const std::string why = gpu_unsupported(model, params_);
+    if (gpu && !why.empty()) throw Error("--gpu: " + why);
+    gpu = why.empty();
+  }
+  if (gpu) {
+    backend_ = backend::make_cuda_backend(0);
+    gpu_ = std::make_unique<Gpu>(model, params_.n_batch, *backend_);
+    kv_.init(model.config(), params_.n_ctx, params_.kv_type, params_.n_batch, backend_.get());
+  } else {
+    backend_ = backend::make_cpu_backend(pool_, &buf_.mm, &buf_.attn);
+    kv_.init(model.config(), params_.n_ctx, params_.kv_type, params_.n_batch);
+  }
+}
+
+Session::~Session() {
+  gpu_.reset();  // device memory goes back before its backend
+  kv_ = KvCache{};
+}
+
+std::string Session::device_name() const { return backend_->name(); }
+
+size_t Session::vram_bytes() const {
+  return gpu_ ? gpu_->weights.bytes() + gpu_->buffers.bytes() + kv_.device_bytes() : 0;
+}
+
+void Session::set_ffn_source(FfnSource* source) {
+  if (gpu_ && source)
+    for (int l = 0; l < model_.config().n_layer; ++l)
+      for (int part = 0; part < kNumFfnParts; ++part)
+        if (source->streams(l, FfnPart(part)))
+          throw Error("layer " + std::to_string(l) +
+                      " streams its FFN from the SSD, which a GPU session cannot do yet (use --cpu)");
+  weights_->ffn = source;
+}
+
+void Session::set_expert_source(ExpertSource* source) {
+  if (gpu_ && source)
+    for (int l = 0; l < model_.config().n_layer; ++l)
+      if (source->streams(l))
+        throw Error("layer " + std::to_string(l) +
+                    " streams its experts from the SSD, which a GPU session cannot do yet (use --cpu)");
+  weights_->experts = source;
+}
 
 void Session::set_routing_observer(RoutingObserver* observer, ForwardHook* guesses) {
   routing_observer_ = observer;
   weights_->guesses = guesses;
 }
 
-void Session::forward_batch(const int32_t* tokens, int n, bool all_logits) {
+void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool hidden_only) {
   if (n_past() + n > params_.n_ctx)
     throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) + " tokens exceed n_ctx " +
                 std::to_string(params_.n_ctx));
   ForwardPass pass{model_.config(), model_.weights(), buf_,       kv_, pool_, tokens, n, int64_t(n_past()), all_logits,
                    *weights_,       weights_->hook()};
+  pass.hidden_only = hidden_only;
   pass.routing_observer = routing_observer_;
-  model_.forward(pass);
+  pass.backend = backend_.get();
+  if (!gpu_) {
+    pass.act = buf_.activations();
+    model_.forward(pass);
+  } else {
+    // The activations cross to the host only here: token ids in, logits (or hidden states) out.
+    pass.act = gpu_->buffers.activations();
+    pass.device = &gpu_->weights;
+    backend_->upload(gpu_->buffers.tokens(), tokens, size_t(n) * sizeof(int32_t));
+    const bool decode = n == 1 && !all_logits && !hidden_only;
+    const bool graph = decode && gpu_->decode_warm;  // one launch per token once its scratch is sized
+    if (graph) backend_->begin_graph();
+    try {
+      model_.forward(pass);
+    } catch (...) {
+      if (graph) try {
+          backend_->end_graph();
+        } catch (...) {
+        }
+      throw;
+    }
+    if (graph) backend_->end_graph();
+    gpu_->decode_warm |= decode;
+    const ModelConfig& c = model_.config();
+    if (hidden_only) {
+      backend_->download(buf_.h.data(), pass.act.h, size_t(n) * size_t(c.n_embd) * sizeof(float));
+    } else {
+      const size_t rows = all_logits ? size_t(n) : 1;
+      if (buf_.logits.size() < rows * size_t(c.n_vocab)) buf_.logits.resize(rows * size_t(c.n_vocab));  // all-logits only
+      backend_->download(buf_.logits.data(), pass.act.logits, rows * size_t(c.n_vocab) * sizeof(float));
+    }
+  }
   history_.insert(history_.end(), tokens, tokens + n);
 }
 
@@ -109,15 +241,7 @@ void Session::eval_hidden(const std::vector<int32_t>& tokens,
   const size_t n_embd = size_t(model_.config().n_embd);
   for (size_t i = 0; i < tokens.size(); i += size_t(params_.n_batch)) {
     const int n = int(std::min(tokens.size() - i, size_t(params_.n_batch)));
-    if (n_past() + n > params_.n_ctx)
-      throw Error("context is full: " + std::to_string(n_past()) + " + " + std::to_string(n) +
-                  " tokens exceed n_ctx " + std::to_string(params_.n_ctx));
-    ForwardPass pass{model_.config(), model_.weights(), buf_, kv_, pool_, tokens.data() + i, n, int64_t(n_past()), true,
-                     *weights_,       weights_->hook()};
-    pass.hidden_only = true;  // output_head leaves every token's normalized hidden state in buf_.h
-    pass.routing_observer = routing_observer_;
-    model_.forward(pass);
-    history_.insert(history_.end(), tokens.data() + i, tokens.data() + i + n);
+    forward_batch(tokens.data() + i, n, true, /*hidden_only=*/true);  // the normalized hidden states in buf_.h
     for (int t = 0; t < n; ++t) on_hidden(i + size_t(t), buf_.h.data() + size_t(t) * n_embd);
   }
 }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/blocks.h"
@@ -13,12 +14,22 @@
 
 namespace strata {
 
+// Where a session computes. automatic: the GPU when this build and machine have one and the
+// model runs there whole (see gpu_unsupported), else the CPU. Sessions default to the CPU; the
+// commands default to automatic.
+enum class Device { automatic, cpu, gpu };
+
 struct SessionParams {
   int n_ctx = 4096;   // clamped to the model's training context
   int n_batch = 512;  // tokens per forward pass during prompt processing
   int n_threads = 0;  // 0: physical cores
   DType kv_type = DType::F16;  // KV cache element type (f16, q8_0, q4_0)
+  Device device = Device::cpu;
 };
+
+// Why a session with these parameters cannot compute on the GPU (no CUDA build or device, a layer
+// or type without CUDA kernels, too little free VRAM), or "" when it can.
+std::string gpu_unsupported(const Model& model, const SessionParams& params);
 
 class Session {
  public:
@@ -54,9 +65,16 @@ class Session {
   const Model& model() const { return model_; }
   int n_threads() const { return pool_.n_threads(); }
   size_t memory_bytes() const { return kv_.bytes() + buf_.bytes(); }
+  // The device the forward pass runs on ("cpu (avx2, 8 threads)", "cuda:0 NVIDIA H100 ..."), and
+  // what it holds in GPU memory (weights, KV cache, activations; 0 on the CPU).
+  std::string device_name() const;
+  bool on_gpu() const { return gpu_ != nullptr; }
+  size_t vram_bytes() const;
+  // The GPU's measured memory bandwidth in GB/s (0 for a CPU session).
+  double gpu_memory_gbps() { return gpu_ ? backend_->memory_gbps() : 0.0; }
 
  private:
-  void forward_batch(const int32_t* tokens, int n, bool all_logits);
+  void forward_batch(const int32_t* tokens, int n, bool all_logits, bool hidden_only = false);
 
   const Model& model_;
   SessionParams params_;
@@ -67,6 +85,9 @@ class Session {
   class Weights;  // the resident weights, except what the streamers serve
   std::unique_ptr<Weights> weights_;
   RoutingObserver* routing_observer_ = nullptr;
+  std::unique_ptr<backend::Backend> backend_;  // where every op of the forward pass runs
+  struct Gpu;                                  // the model's weights and activations on the GPU
+  std::unique_ptr<Gpu> gpu_;
 };
 
 }  // namespace strata

@@ -45,6 +45,21 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f, fl
   return v;
 }
 
+// An f16 cache of n_slots rows of n_heads * head_dim values, as the KV cache lays it out.
+ops::KvLayerView kv_view(uint16_t* data, int n_heads, int head_dim, int64_t n_slots) {
+  return {reinterpret_cast<uint8_t*>(data), DType::F16, size_t(n_heads) * head_dim * 2, size_t(head_dim) * 2, n_slots};
+}
+
+ops::RopeParams rope_params(int n_rot, ops::RopeKind kind, float base, float scale, const float* factors) {
+  ops::RopeParams p;
+  p.n_rot = n_rot;
+  p.kind = kind;
+  p.freq_base = base;
+  p.freq_scale = scale;
+  p.freq_factors = factors;
+  return p;
+}
+
 // ---- the CPU backend against references written out here
 
 TEST(CpuBackend, AttentionMatchesDoubleReference) {
@@ -61,17 +76,9 @@ TEST(CpuBackend, AttentionMatchesDoubleReference) {
   const std::vector<float> q = random_floats(size_t(kTokens * kHead * kDim), 2);
   for (int window : {0, kWindow}) {
     std::vector<float> out(size_t(kTokens * kHead * kDim));
-    AttentionArgs a;
-    a.q = q.data();
-    a.q_stride = kHead * kDim;
-    a.k_cache = k_cache.data();
-    a.v_cache = v_cache.data();
-    a.k_width = a.v_width = kv_width;
-    a.out = out.data();
-    a.out_stride = kHead * kDim;
-    a.n_tokens = kTokens, a.n_head = kHead, a.n_head_kv = kHeadKv, a.head_dim_k = a.head_dim_v = kDim;
-    a.pos0 = kPos0, a.window = window, a.kq_scale = 0.125f;
-    cpu->attention(a);
+    const ops::AttentionShape shape{kHead, kHeadKv, kDim, kDim, 0.125f, window};
+    cpu->attention(shape, q.data(), kTokens, kPos0, kv_view(k_cache.data(), kHeadKv, kDim, n_ctx),
+                   kv_view(v_cache.data(), kHeadKv, kDim, n_ctx), out.data());
     std::vector<float> want(out.size());
     for (int t = 0; t < kTokens; ++t)
       for (int h = 0; h < kHead; ++h) {
@@ -271,9 +278,10 @@ TEST_F(Cuda, RopeMatchesCpu) {
     for (int n_rot : {kDim, kDim / 2}) {
       const float* ff = n_rot == kDim / 2 ? factors.data() : nullptr;
       std::vector<float> want = x;
-      cpu_->rope(want.data(), kStride, kTokens, kHeads, kDim, n_rot, 1000, 10000.0f, 0.5f, kind, ff);
+      cpu_->rope(want.data(), kStride, kTokens, kHeads, kDim, 1000, rope_params(n_rot, kind, 10000.0f, 0.5f, ff));
       float* g = to_gpu(x);
-      gpu_->rope(g, kStride, kTokens, kHeads, kDim, n_rot, 1000, 10000.0f, 0.5f, kind, ff ? to_gpu(factors) : nullptr);
+      gpu_->rope(g, kStride, kTokens, kHeads, kDim, 1000,
+                 rope_params(n_rot, kind, 10000.0f, 0.5f, ff ? to_gpu(factors) : nullptr));
       EXPECT_LT(rel_err(from_gpu(g, x.size()), want), 1e-5f)
           << (kind == ops::RopeKind::neox ? "neox" : "normal") << " n_rot " << n_rot;
     }
@@ -297,42 +305,45 @@ TEST_F(Cuda, RouteTopKMatchesCpu) {
 }
 
 // A prompt then decode steps, as the forward pass runs them: store_kv then attention, GQA, with and
-// without a sliding window, for head sizes 64, 128 and 256.
+// without a sliding window, for head sizes 64, 128 and 256; the last shape keeps its window in a
+// ring of window + batch slots, as the KV cache does for sliding-window layers.
 TEST_F(Cuda, AttentionMatchesCpu) {
   struct Shape {
-    int n_head, n_head_kv, head_dim, window;
+    int n_head, n_head_kv, head_dim, window, prompt_batch;
+    bool ring;
   };
-  for (const Shape s : {Shape{9, 3, 64, 0}, Shape{8, 2, 128, 0}, Shape{4, 1, 256, 300}, Shape{6, 6, 64, 32}}) {
+  for (const Shape s : {Shape{9, 3, 64, 0, 400, false}, Shape{8, 2, 128, 0, 400, false},
+                        Shape{4, 1, 256, 300, 400, false}, Shape{6, 6, 64, 32, 400, false},
+                        Shape{8, 4, 64, 24, 50, true}}) {
     constexpr int kPrompt = 400, kDecode = 3;  // decode at 400+ positions splits the context
     const int64_t kv_width = int64_t(s.n_head_kv) * s.head_dim, q_width = int64_t(s.n_head) * s.head_dim;
-    const int n_ctx = kPrompt + kDecode;
-    std::vector<uint16_t> k_cpu(size_t(n_ctx * kv_width)), v_cpu(k_cpu.size());
+    const int64_t n_slots = s.ring ? s.window + s.prompt_batch : kPrompt + kDecode;
+    std::vector<uint16_t> k_cpu(size_t(n_slots * kv_width)), v_cpu(k_cpu.size());
     uint16_t* k_gpu = to_gpu(k_cpu);
     uint16_t* v_gpu = to_gpu(v_cpu);
+    const ops::KvLayerView kc = kv_view(k_cpu.data(), s.n_head_kv, s.head_dim, n_slots);
+    const ops::KvLayerView vc = kv_view(v_cpu.data(), s.n_head_kv, s.head_dim, n_slots);
+    const ops::KvLayerView kg = kv_view(k_gpu, s.n_head_kv, s.head_dim, n_slots);
+    const ops::KvLayerView vg = kv_view(v_gpu, s.n_head_kv, s.head_dim, n_slots);
+    const ops::AttentionShape shape{s.n_head, s.n_head_kv, s.head_dim, s.head_dim, 1.0f / std::sqrt(float(s.head_dim)),
+                                    s.window};
+    std::vector<int> batches(size_t(kPrompt / s.prompt_batch), s.prompt_batch);
+    batches.insert(batches.end(), kDecode, 1);
     int64_t pos = 0;
-    for (int n : {kPrompt, 1, 1, 1}) {
+    for (int n : batches) {
       const std::vector<float> q = random_floats(size_t(n * q_width), uint32_t(pos + 20));
       const std::vector<float> k = random_floats(size_t(n * kv_width), uint32_t(pos + 21));
       const std::vector<float> v = random_floats(size_t(n * kv_width), uint32_t(pos + 22));
-      AttentionArgs a;
-      a.q_stride = a.out_stride = q_width;
-      a.k_width = a.v_width = kv_width;
-      a.n_tokens = n, a.n_head = s.n_head, a.n_head_kv = s.n_head_kv, a.head_dim_k = a.head_dim_v = s.head_dim;
-      a.pos0 = pos, a.window = s.window, a.kq_scale = 1.0f / std::sqrt(float(s.head_dim));
       std::vector<float> want(size_t(n * q_width));
-      cpu_->store_kv(k.data(), v.data(), n, k_cpu.data(), v_cpu.data(), kv_width, kv_width, pos);
-      a.q = q.data(), a.k_cache = k_cpu.data(), a.v_cache = v_cpu.data(), a.out = want.data();
-      cpu_->attention(a);
+      cpu_->store_kv(kc, vc, k.data(), v.data(), n, pos, s.n_head_kv, s.head_dim, s.head_dim);
+      cpu_->attention(shape, q.data(), n, pos, kc, vc, want.data());
       float* out = to_gpu(std::vector<float>(want.size()));
-      gpu_->store_kv(to_gpu(k), to_gpu(v), n, k_gpu, v_gpu, kv_width, kv_width, pos);
-      a.q = to_gpu(q), a.k_cache = k_gpu, a.v_cache = v_gpu, a.out = out;
-      gpu_->attention(a);
-      EXPECT_EQ(from_gpu(k_gpu, size_t((pos + n) * kv_width)),
-                std::vector<uint16_t>(k_cpu.begin(), k_cpu.begin() + (pos + n) * kv_width))
-          << "keys stored";
+      gpu_->store_kv(kg, vg, to_gpu(k), to_gpu(v), n, pos, s.n_head_kv, s.head_dim, s.head_dim);
+      gpu_->attention(shape, to_gpu(q), n, pos, kg, vg, out);
+      EXPECT_EQ(from_gpu(k_gpu, k_cpu.size()), k_cpu) << "keys stored";
       EXPECT_LT(rel_err(from_gpu(out, want.size()), want), 2e-3f)
-          << "heads " << s.n_head << "/" << s.n_head_kv << " dim " << s.head_dim << " window " << s.window << " tokens "
-          << n << " at " << pos;
+          << "heads " << s.n_head << "/" << s.n_head_kv << " dim " << s.head_dim << " window " << s.window
+          << (s.ring ? " (ring)" : "") << " tokens " << n << " at " << pos;
       pos += n;
     }
   }
@@ -360,19 +371,17 @@ TEST_F(Cuda, GraphReplaysDecodeStepsExactly) {
   const std::vector<float> old = random_floats(cache.size(), 32);
   for (size_t i = 0; i < cache.size(); ++i) cache[i] = f32_to_fp16(old[i]);
   uint16_t* kv[2][2] = {{to_gpu(cache), to_gpu(cache)}, {to_gpu(cache), to_gpu(cache)}};  // [direct|graph][k|v]
+  const ops::AttentionShape shape{kHead, kHead, kDim, kDim, 0.125f, 0};
   float* h = to_gpu(std::vector<float>(size_t(kEmbd)));
   float* q = to_gpu(std::vector<float>(size_t(kEmbd)));
   float* out[2] = {to_gpu(std::vector<float>(size_t(kEmbd))), to_gpu(std::vector<float>(size_t(kEmbd)))};
   auto step = [&](int which, const float* x, int64_t pos) {
     gpu_->rms_norm(x, norm_g, h, kEmbd, 1, 1e-5f);
     gpu_->matmul(w, h, kEmbd, 1, q, kEmbd);
-    gpu_->rope(q, kEmbd, 1, kHead, kDim, kDim, pos, 10000.0f, 1.0f, ops::RopeKind::neox, nullptr);
-    gpu_->store_kv(q, h, 1, kv[which][0], kv[which][1], kEmbd, kEmbd, pos);
-    AttentionArgs a;
-    a.q = q, a.q_stride = kEmbd, a.k_cache = kv[which][0], a.v_cache = kv[which][1], a.k_width = a.v_width = kEmbd;
-    a.out = out[which], a.out_stride = kEmbd, a.n_tokens = 1, a.n_head = kHead, a.n_head_kv = kHead;
-    a.head_dim_k = a.head_dim_v = kDim, a.pos0 = pos, a.kq_scale = 0.125f;
-    gpu_->attention(a);
+    gpu_->rope(q, kEmbd, 1, kHead, kDim, pos, rope_params(kDim, ops::RopeKind::neox, 10000.0f, 1.0f, nullptr));
+    const ops::KvLayerView kc = kv_view(kv[which][0], kHead, kDim, kCtx), vc = kv_view(kv[which][1], kHead, kDim, kCtx);
+    gpu_->store_kv(kc, vc, q, h, 1, pos, kHead, kDim, kDim);
+    gpu_->attention(shape, q, 1, pos, kc, vc, out[which]);
     gpu_->add(out[which], x, kEmbd);
   };
   for (int64_t pos = 10; pos < 14; ++pos) {

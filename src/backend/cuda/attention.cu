@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
     // Stage the tile's keys: row j at k_tile[j * k_pitch], two halves per lane per step.
     for (int j = 0; j < kTile; ++j) {
       const int64_t pos = min(start + j, last);
-      const __half2* src = reinterpret_cast<const __half2*>(k_base + pos * a.k_width);
+      const __half2* src = reinterpret_cast<const __half2*>(k_base + (pos % a.n_slots) * a.k_width);
       for (int d = lane; d < a.head_dim_k / 2; d += 32) reinterpret_cast<__half2*>(k_tile + j * p.k_pitch)[d] = src[d];
     }
     __syncwarp();
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
       for (int j = 0; j < kTile; ++j) {
         const float pj = __shfl_sync(0xffffffffu, pe, j);
         if (pj == 0.0f) continue;  // uniform across the warp
-        const __half* vr = v_base + (start + j) * a.v_width;
+        const __half* vr = v_base + ((start + j) % a.n_slots) * a.v_width;
 #pragma unroll
         for (int v = 0; v < VPL; ++v) {
           const int d = lane + 32 * v;
@@ -222,14 +222,18 @@ size_t attention_partials_bytes(const AttentionArgs& a, int n_sm) {
   return n_split > 1 ? size_t(a.n_tokens) * a.n_head * n_split * (2 + a.head_dim_v) * sizeof(float) : 0;
 }
 
+size_t attention_partials_bytes_max(const AttentionArgs& a) {
+  return size_t(a.n_tokens) * a.n_head * kMaxSplit * (2 + a.head_dim_v) * sizeof(float);
+}
+
 // partials: attention_partials_bytes(a, n_sm) bytes of device scratch (may be null when 0).
 void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream) {
   if (a.n_tokens <= 0) return;
   if (a.head_dim_k <= 0 || a.head_dim_k > kMaxHeadDim || a.head_dim_k % 2 || a.head_dim_v <= 0 ||
-      a.head_dim_v > kMaxHeadDim || a.n_head_kv <= 0 || a.n_head % a.n_head_kv)
+      a.head_dim_v > kMaxHeadDim || a.n_head_kv <= 0 || a.n_head % a.n_head_kv || a.n_slots <= 0)
     throw Error("cuda attention: unsupported heads (head_dim_k " + std::to_string(a.head_dim_k) + ", head_dim_v " +
                 std::to_string(a.head_dim_v) + ", n_head " + std::to_string(a.n_head) + ", n_head_kv " +
-                std::to_string(a.n_head_kv) + ")");
+                std::to_string(a.n_head_kv) + ", " + std::to_string(a.n_slots) + " cache rows)");
   Params p{a, a.n_head / a.n_head_kv, a.head_dim_k + 2, partials ? split_count(a, n_sm) : 1, partials};
   if (a.head_dim_v <= 64)
     launch<2>(p, stream);

@@ -136,9 +136,13 @@ __global__ void scale_kernel(float* x, float s, int64_t n) {
   if (i < n) x[i] *= s;
 }
 
-__global__ void store_kv_kernel(const float* src, int64_t width, int64_t n, __half* cache) {
+// Row t of src [n_tokens x width] into cache slot (pos0 + t) % n_slots.
+__global__ void store_kv_kernel(const float* src, int64_t width, int n_tokens, int64_t pos0, int64_t n_slots,
+                                __half* cache) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) cache[i] = __float2half_rn(src[i]);
+  if (i >= int64_t(n_tokens) * width) return;
+  const int64_t t = i / width, c = i % width;
+  cache[((pos0 + t) % n_slots) * width + c] = __float2half_rn(src[i]);
 }
 
 // One warp per token: softmax over the experts (kMaxExperts / 32 per lane), then k rounds of
@@ -276,6 +280,28 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
+  double memory_gbps() override {
+    constexpr size_t kBytes = size_t(256) << 20;
+    constexpr int kReps = 10;
+    void* a = alloc(kBytes);
+    void* b = alloc(kBytes);
+    cudaEvent_t start, stop;
+    STRATA_CUDA_CHECK(cudaEventCreate(&start));
+    STRATA_CUDA_CHECK(cudaEventCreate(&stop));
+    copy(b, a, kBytes);  // warm-up
+    STRATA_CUDA_CHECK(cudaEventRecord(start, stream_));
+    for (int i = 0; i < kReps; ++i) copy(i % 2 ? a : b, i % 2 ? b : a, kBytes);
+    STRATA_CUDA_CHECK(cudaEventRecord(stop, stream_));
+    STRATA_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    STRATA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    free(a);
+    free(b);
+    return 2.0 * double(kBytes) * kReps / (double(ms) * 1e-3) / 1e9;
+  }
+
   void begin_graph() override { STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal)); }
   void end_graph() override {
     cudaGraph_t graph = nullptr;
@@ -333,6 +359,16 @@ class CudaBackend final : public Backend {
                  "cublasGemmEx");
   }
 
+  // Pieces of a streamed matrix: the CUDA backend holds whole matrices, so each piece is a matmul.
+  void prepare_matmul(DType, int64_t, const float* x, int64_t x_stride, int n_tokens) override {
+    prepared_x_ = x;
+    prepared_stride_ = x_stride;
+    prepared_tokens_ = n_tokens;
+  }
+  void matmul_prepared(const WeightView& piece, float* y, int64_t y_stride) override {
+    matmul(piece, prepared_x_, prepared_stride_, prepared_tokens_, y, y_stride);
+  }
+
   void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride) override {
     if (n <= 0) return;
     cuda::get_rows(w, ids, n, out, out_stride, stream_);
@@ -344,16 +380,20 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_LAUNCHED();
   }
 
-  void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int n_rot, int64_t pos0,
-            float freq_base, float freq_scale, ops::RopeKind kind, const float* freq_factors) override {
+  void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int64_t pos0,
+            const ops::RopeParams& params) override {
+    const int n_rot = params.n_rot;
     if (n_rot > 1024 || n_rot % 2 || n_rot > head_dim)
       throw Error("cuda rope: unsupported rotary dimension " + std::to_string(n_rot));
+    if (params.ext_factor != 0.0f || params.attn_factor != 1.0f)
+      throw Error("cuda rope: YaRN scaling (ext_factor " + std::to_string(params.ext_factor) + ", attn_factor " +
+                  std::to_string(params.attn_factor) + ") has no CUDA kernel yet");
     const int64_t n = int64_t(n_tokens) * n_heads * (n_rot / 2);
     if (n <= 0) return;
-    const float theta_scale = std::pow(freq_base, -2.0f / float(n_rot));  // the host's pow, as the CPU
+    const float theta_scale = std::pow(params.freq_base, -2.0f / float(n_rot));  // the host's pow, as the CPU
     rope_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(x, x_stride, n_tokens, n_heads, head_dim, n_rot, pos0,
-                                                         theta_scale, freq_scale, kind == ops::RopeKind::neox,
-                                                         freq_factors);
+                                                         theta_scale, params.freq_scale,
+                                                         params.kind == ops::RopeKind::neox, params.freq_factors);
     STRATA_CUDA_LAUNCHED();
   }
 
@@ -383,20 +423,47 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_LAUNCHED();
   }
 
-  void store_kv(const float* k, const float* v, int n_tokens, uint16_t* k_cache, uint16_t* v_cache, int64_t k_width,
-                int64_t v_width, int64_t pos0) override {
+  void store_kv(const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, const float* k, const float* v,
+                int n_tokens, int64_t pos0, int n_head_kv, int head_dim_k, int head_dim_v) override {
+    check_f16_cache(k_cache, int64_t(n_head_kv) * head_dim_k, "store_kv");
+    check_f16_cache(v_cache, int64_t(n_head_kv) * head_dim_v, "store_kv");
     if (n_tokens <= 0) return;
-    const int64_t nk = int64_t(n_tokens) * k_width, nv = int64_t(n_tokens) * v_width;
-    store_kv_kernel<<<blocks_for(nk, 256), 256, 0, stream_>>>(k, k_width, nk,
-                                                              reinterpret_cast<__half*>(k_cache + pos0 * k_width));
-    store_kv_kernel<<<blocks_for(nv, 256), 256, 0, stream_>>>(v, v_width, nv,
-                                                              reinterpret_cast<__half*>(v_cache + pos0 * v_width));
+    const int64_t kw = int64_t(n_head_kv) * head_dim_k, vw = int64_t(n_head_kv) * head_dim_v;
+    store_kv_kernel<<<blocks_for(n_tokens * kw, 256), 256, 0, stream_>>>(
+        k, kw, n_tokens, pos0, k_cache.n_slots, reinterpret_cast<__half*>(k_cache.data));
+    store_kv_kernel<<<blocks_for(n_tokens * vw, 256), 256, 0, stream_>>>(
+        v, vw, n_tokens, pos0, v_cache.n_slots, reinterpret_cast<__half*>(v_cache.data));
     STRATA_CUDA_LAUNCHED();
   }
 
-  void attention(const AttentionArgs& a) override {
+  void attention(const ops::AttentionShape& shape, const float* q, int n_tokens, int64_t pos0,
+                 const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, float* out) override {
+    check_f16_cache(k_cache, int64_t(shape.n_head_kv) * shape.head_dim_k, "attention");
+    check_f16_cache(v_cache, int64_t(shape.n_head_kv) * shape.head_dim_v, "attention");
+    cuda::AttentionArgs a;
+    a.q = q;
+    a.q_stride = int64_t(shape.n_head) * shape.head_dim_k;
+    a.k_cache = reinterpret_cast<const uint16_t*>(k_cache.data);
+    a.v_cache = reinterpret_cast<const uint16_t*>(v_cache.data);
+    a.k_width = int64_t(shape.n_head_kv) * shape.head_dim_k;
+    a.v_width = int64_t(shape.n_head_kv) * shape.head_dim_v;
+    a.n_slots = std::min(k_cache.n_slots, v_cache.n_slots);
+    a.out = out;
+    a.out_stride = int64_t(shape.n_head) * shape.head_dim_v;
+    a.n_tokens = n_tokens;
+    a.n_head = shape.n_head;
+    a.n_head_kv = shape.n_head_kv;
+    a.head_dim_k = shape.head_dim_k;
+    a.head_dim_v = shape.head_dim_v;
+    a.pos0 = pos0;
+    a.window = shape.window;
+    a.kq_scale = shape.scale;
     const size_t bytes = cuda::attention_partials_bytes(a, props_.multiProcessorCount);
-    float* partials = bytes ? static_cast<float*>(attention_.reserve(bytes, stream_)) : nullptr;
+    // Decode batches reserve the largest split at once: the split grows with the context, and a
+    // captured graph may not grow scratch.
+    const size_t need = n_tokens <= cuda::kMaxMatvecTokens ? std::max(bytes, cuda::attention_partials_bytes_max(a)) : bytes;
+    void* scratch = need ? attention_.reserve(need, stream_) : nullptr;
+    float* partials = bytes ? static_cast<float*>(scratch) : nullptr;
     cuda::attention(a, partials, props_.multiProcessorCount, stream_);
   }
 
@@ -412,7 +479,17 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  static void check_f16_cache(const ops::KvLayerView& c, int64_t width, const char* op) {
+    if (c.type != DType::F16 || c.row_bytes != size_t(width) * 2 || c.n_slots <= 0)
+      throw Error(std::string("cuda ") + op + ": the KV cache must be f16 rows of " + std::to_string(width) +
+                  " values (got " + type_name(c.type) + ", " + std::to_string(c.row_bytes) + " bytes a row, " +
+                  std::to_string(c.n_slots) + " slots)");
+  }
+
   int device_;
+  const float* prepared_x_ = nullptr;
+  int64_t prepared_stride_ = 0;
+  int prepared_tokens_ = 0;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
@@ -436,16 +513,24 @@ int cuda_device_count() {
   return n;
 }
 
-uint64_t cuda_free_memory(int device) {
-  int previous = 0;
-  size_t free_bytes = 0, total_bytes = 0;
-  if (device < 0 || device >= cuda_device_count() || cudaGetDevice(&previous) != cudaSuccess) return 0;
-  if (cudaSetDevice(device) != cudaSuccess || cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+bool cuda_memory(int device, size_t& free_bytes, size_t& total_bytes) {
+  if (device < 0 || device >= cuda_device_count()) return false;
+  int current = 0;
+  if (cudaGetDevice(&current) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
     cudaGetLastError();
-    free_bytes = 0;
+    return false;
   }
-  cudaSetDevice(previous);
-  return uint64_t(free_bytes);
+  const bool ok = cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess;
+  if (!ok) cudaGetLastError();
+  cudaSetDevice(current);
+  return ok;
+}
+
+bool cuda_supports(DType type) { return cuda::is_chunked(type) || cuda::is_float(type); }
+
+uint64_t cuda_free_memory(int device) {
+  size_t free_bytes = 0, total_bytes = 0;
+  return cuda_memory(device, free_bytes, total_bytes) ? uint64_t(free_bytes) : 0;
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {

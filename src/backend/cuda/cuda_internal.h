@@ -22,6 +22,25 @@ namespace strata::backend::cuda {
   } while (0)
 #define STRATA_CUDA_LAUNCHED() STRATA_CUDA_CHECK(cudaGetLastError())
 
+// Self-attention of a batch of n_tokens at positions pos0.. over one layer's f16 KV cache (rows of
+// k_width / v_width halves, position p in row p % n_slots; the batch's own keys and values already
+// stored). Head h of a token reads kv head h / (n_head / n_head_kv), positions [first, pos] with
+// first = max(0, pos - window + 1) for window > 0, else 0.
+struct AttentionArgs {
+  const float* q = nullptr;  // [n_tokens x q_stride], head h at h * head_dim_k (roped)
+  int64_t q_stride = 0;
+  const uint16_t* k_cache = nullptr;
+  const uint16_t* v_cache = nullptr;
+  int64_t k_width = 0, v_width = 0;
+  int64_t n_slots = 0;   // rows of the cache (a sliding-window ring holds fewer than the context)
+  float* out = nullptr;  // [n_tokens x out_stride], head h at h * head_dim_v
+  int64_t out_stride = 0;
+  int n_tokens = 0, n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
+  int64_t pos0 = 0;
+  int window = 0;         // sliding window in positions; 0: the whole context
+  float kq_scale = 1.0f;  // scores = scale * q.k
+};
+
 // Types whose rows decode through chunks.h (dp4a matvec on int8 activations).
 bool is_chunked(DType type);
 // Types read as plain floats (F32, F16, BF16).
@@ -48,6 +67,9 @@ void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_
 // alone would leave multiprocessors idle, with attention_partials_bytes of scratch for their
 // partial results (partials may be null when that is 0, or to forbid splitting).
 size_t attention_partials_bytes(const AttentionArgs& a, int n_sm);
+// The most attention_partials_bytes can be for this batch and heads at any context length (decode
+// reserves it before a graph is captured, since the split grows with the context).
+size_t attention_partials_bytes_max(const AttentionArgs& a);
 void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream);
 
 }  // namespace strata::backend::cuda
