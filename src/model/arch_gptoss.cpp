@@ -126,6 +126,8 @@ void run_expert(ForwardPass& p, int layer, int e, const WeightView& gate, const 
 // The MoE FFN of `layer`, reading p.buf.h, writing p.buf.o. The experts come from p.source as
 // in blocks::moe_ffn (resident or streamed alike); the hook sees the routing before they run.
 void moe(ForwardPass& p, int layer) {
+  if (p.backend->kind() != backend::DeviceKind::cpu)
+    throw Error("layer " + std::to_string(layer) + ": mixture-of-experts layers run on the CPU backend only so far");
   const ModelConfig& c = p.config;
   ForwardBuffers& b = p.buf;
   const int n = p.n_tokens, k = c.n_expert_used;
@@ -157,18 +159,18 @@ void moe(ForwardPass& p, int layer) {
 
 void forward_gptoss(ForwardPass& p) {
   const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
+  const Activations& a = p.act;
   const AttentionSpec global{c.rope_base, c.rope_scale, /*sliding=*/false, /*scale_q_first=*/false};
   const AttentionSpec local{c.rope_base_swa, c.rope_scale_swa, /*sliding=*/true, /*scale_q_first=*/false};
   blocks::embed(p);
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = p.weights.layers[size_t(l)];
-    blocks::norm_rows(p, b.x.data(), b.h.data(), L.attn_norm);
+    blocks::norm_rows(p, a.x, a.h, L.attn_norm);
     blocks::attention(p, l, c.layer_swa[size_t(l)] ? local : global);  // biases and sinks from L
-    blocks::add_rows(p, b.x.data(), b.o.data());
-    blocks::norm_rows(p, b.x.data(), b.h.data(), L.post_attn_norm);
-    moe(p, l);
-    blocks::add_rows(p, b.x.data(), b.o.data());
+    blocks::add_rows(p, a.x, a.o);
+    blocks::norm_rows(p, a.x, a.h, L.post_attn_norm);
+    moe(p, l);  // host buffers: MoE layers run on the CPU backend only (Session refuses them on a GPU)
+    blocks::add_rows(p, a.x, a.o);
     blocks::after_ffn(p, l);
   }
   blocks::output_head(p);
