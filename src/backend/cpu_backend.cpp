@@ -89,7 +89,8 @@ class CpuBackend final : public Backend {
 
   void attention(const ops::AttentionShape& shape, const float* q, int n_tokens, int64_t pos0,
                  const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, float* out) override {
-    if (own_attn_) attn_->init(shape, n_tokens, pool_.n_threads());  // no session scratch: sized per call
+    // No session scratch: sized per call, for every position the cache holds.
+    if (own_attn_) attn_->init(shape, n_tokens, k_cache.n_slots, pool_.n_threads());
     ops::attention(shape, q, n_tokens, pos0, k_cache, v_cache, out, pool_, *attn_);
   }
 
