@@ -42,8 +42,10 @@ struct HarmonyReply {
 // may be the start of a marker ("<|e") is held back, and an unfinished tool call is left out.
 HarmonyReply parse_harmony(std::string_view text, bool partial = false);
 
-// The same for a stream of text pieces: feed returns what is new in thinking and content since
-// the last call; finish parses the whole reply.
+// The same for a stream of text pieces, incrementally (each byte is scanned a bounded number of
+// times): feed returns what is new in thinking and content; finish takes the rest (the held-back
+// tail, an unfinished tool call) and returns the whole reply, whose thinking and content are
+// exactly the deltas fed out, concatenated.
 class HarmonyStream {
  public:
   struct Delta {
@@ -51,11 +53,21 @@ class HarmonyStream {
     std::string content;
   };
   Delta feed(std::string_view piece);
-  HarmonyReply finish() const { return parse_harmony(text_); }
+  HarmonyReply finish();
+  const HarmonyReply& reply() const { return reply_; }  // so far
 
  private:
+  Delta advance(bool at_end);
+
   std::string text_;
-  size_t thinking_sent_ = 0, content_sent_ = 0;
+  HarmonyReply reply_;
+  size_t pos_ = 0;             // where the current message's header starts
+  size_t header_scanned_ = 0;  // the header was searched for <|message|> up to here
+  size_t body_at_ = std::string::npos;  // the current message's body (npos: in its header)
+  size_t emitted_ = 0;                  // text_[.., emitted_) was given out (or skipped)
+  std::string channel_, recipient_;     // the current message's
+  bool plain_broken_ = false;           // the reply is not plain text without markers
+  bool call_taken_ = false;
 };
 
 }  // namespace strata
