@@ -188,16 +188,12 @@ HarmonyStream::Delta HarmonyStream::advance(bool at_end) {
       const size_t msg = text.find(kMessage, from);
       if (msg == std::string_view::npos) {
         header_scanned_ = text.size();
-        // A reply with no marker at all is plain text, taken as content.
-        if (pos_ == 0 && !plain_broken_) {
-          if (text.find("<|", emitted_ > 0 ? emitted_ - 1 : 0) != std::string_view::npos) {
-            plain_broken_ = true;
-          } else {
-            const size_t upto = at_end ? text.size() : text.size() - marker_prefix(text);
-            channel_.clear();
-            emit(emitted_, upto);
-            emitted_ = upto;
-          }
+        // A reply with no marker at all is plain text, taken as content once it has ended (until
+        // then it may be the header of a first message: leading text before "<|channel|>").
+        if (at_end && pos_ == 0 && text.find("<|") == std::string_view::npos) {
+          channel_.clear();
+          emit(emitted_, text.size());
+          emitted_ = text.size();
         }
         return d;
       }

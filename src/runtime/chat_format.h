@@ -66,7 +66,6 @@ class HarmonyStream {
   size_t body_at_ = std::string::npos;  // the current message's body (npos: in its header)
   size_t emitted_ = 0;                  // text_[.., emitted_) was given out (or skipped)
   std::string channel_, recipient_;     // the current message's
-  bool plain_broken_ = false;           // the reply is not plain text without markers
   bool call_taken_ = false;
 };
 

@@ -131,9 +131,15 @@ TEST(Harmony, HeldBackTailIsGivenAtTheEnd) {
   EXPECT_EQ(stream.feed("<|channel|>final<|message|>1 <").content, "1 ");
   EXPECT_EQ(stream.feed("|re").content, "");
   EXPECT_EQ(stream.finish().content, "1 <|re");
+  // Text before any marker may be the start of a first message's header ("\n<|channel|>..."):
+  // content only once the reply has ended without markers.
   HarmonyStream plain;
-  EXPECT_EQ(plain.feed("a <").content, "a ");
+  EXPECT_EQ(plain.feed("a <").content, "");
   EXPECT_EQ(plain.finish().content, "a <");
+  HarmonyStream header;
+  EXPECT_EQ(header.feed("\n \"").content, "");
+  header.feed("<|channel|>final<|message|>x");
+  EXPECT_EQ(header.finish().content, "x");
 }
 
 }  // namespace
