@@ -61,8 +61,8 @@ class HarmonyStream {
 
   std::string text_;
   HarmonyReply reply_;
-  size_t pos_ = 0;             // where the current message's header starts
-  size_t header_scanned_ = 0;  // the header was searched for <|message|> up to here
+  size_t pos_ = 0;                      // where the current message's header starts
+  size_t header_scanned_ = 0;           // the header was searched for <|message|> up to here
   size_t body_at_ = std::string::npos;  // the current message's body (npos: in its header)
   size_t emitted_ = 0;                  // text_[.., emitted_) was given out (or skipped)
   std::string channel_, recipient_;     // the current message's

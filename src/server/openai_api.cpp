@@ -6,9 +6,9 @@
 #include "server/completion.h"
 #include "server/connection.h"
 #include "server/errors.h"
-#include "server/thinking.h"
 #include "server/http_util.h"
 #include "server/limits.h"
+#include "server/thinking.h"
 
 namespace strata::server {
 

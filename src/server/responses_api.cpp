@@ -261,10 +261,9 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
     };
     auto reasoning_delta = [&](const std::string& delta) {
       reasoning += delta;
-      return event("response.reasoning_text.delta", {{"item_id", reasoning_id},
-                                                     {"output_index", reasoning_index},
-                                                     {"content_index", 0},
-                                                     {"delta", delta}});
+      return event(
+          "response.reasoning_text.delta",
+          {{"item_id", reasoning_id}, {"output_index", reasoning_index}, {"content_index", 0}, {"delta", delta}});
     };
     auto close_reasoning = [&] {
       if (reasoning_id.empty()) return true;
