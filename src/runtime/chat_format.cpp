@@ -32,7 +32,8 @@ const char* chat_format_name(ChatFormat f) {
   return "chatml";
 }
 
-std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, const std::string& bos) {
+std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, const std::string& bos,
+                        std::string_view reasoning_effort) {
   std::string out;
   switch (f) {
     case ChatFormat::chatml:
@@ -76,11 +77,12 @@ std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, 
       out += "<|assistant|>\n";
       break;
     case ChatFormat::harmony:
-      // The gpt-oss template's system header (no date, default reasoning effort); system messages
+      // The gpt-oss template's system header (no date); system messages
       // become developer instructions; earlier assistant turns keep only their final channel.
       out += "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
-             "Knowledge cutoff: 2024-06\n\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. "
-             "Channel must be included for every message.<|end|>";
+             "Knowledge cutoff: 2024-06\n\nReasoning: ";
+      out += reasoning_effort;
+      out += "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>";
       for (const auto& m : messages) {
         if (m.role == "system") out += "<|start|>developer<|message|># Instructions\n\n" + m.content + "<|end|>";
         else if (m.role == "assistant") out += "<|start|>assistant<|channel|>final<|message|>" + m.content + "<|end|>";

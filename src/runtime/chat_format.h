@@ -19,7 +19,9 @@ enum class ChatFormat { chatml, gemma, llama3, mistral, zephyr, harmony };
 ChatFormat detect_chat_format(const gguf::File& file);
 const char* chat_format_name(ChatFormat f);
 // The prompt for the conversation so far, ending with the assistant's turn opened.
-std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, const std::string& bos_text);
+// reasoning_effort: harmony's "Reasoning:" line (low, medium or high), as gpt-oss's template takes it.
+std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, const std::string& bos_text,
+                        std::string_view reasoning_effort = "medium");
 // Strings that end the assistant's turn in this format (besides the end-of-generation tokens).
 std::vector<std::string> chat_stop_strings(ChatFormat f);
 

@@ -30,7 +30,9 @@ PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer, const
 
 std::string PromptFormat::render(const std::vector<ChatMessage>& messages, bool with_bos,
                                  const nlohmann::ordered_json& tools, const nlohmann::ordered_json& think) const {
-  if (!jinja_) return render_chat(builtin_, messages, with_bos && add_bos_ ? bos_text_ : "");
+  if (!jinja_)
+    return render_chat(builtin_, messages, with_bos && add_bos_ ? bos_text_ : "",
+                       think.is_string() ? think.get<std::string>() : "medium");
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const auto& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
   nlohmann::ordered_json vars = {{"messages", list},

@@ -19,6 +19,12 @@ TEST(Harmony, PromptOpensTheAssistantTurn) {
   EXPECT_EQ(chat_stop_strings(ChatFormat::harmony), (std::vector<std::string>{"<|return|>", "<|call|>"}));
 }
 
+TEST(Harmony, ReasoningEffortInTheSystemHeader) {
+  EXPECT_NE(render_chat(ChatFormat::harmony, {{"user", "Hi"}}, "").find("\nReasoning: medium\n"), std::string::npos);
+  EXPECT_NE(render_chat(ChatFormat::harmony, {{"user", "Hi"}}, "", "low").find("\nReasoning: low\n"),
+            std::string::npos);
+}
+
 TEST(Harmony, AnalysisIsThinkingFinalIsContent) {
   const HarmonyReply r = parse_harmony(
       "<|channel|>analysis<|message|>User says hi. Reply.<|end|><|start|>assistant<|channel|>final<|message|>Hello!"
