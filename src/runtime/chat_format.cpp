@@ -32,7 +32,8 @@ const char* chat_format_name(ChatFormat f) {
   return "chatml";
 }
 
-std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, const std::string& bos) {
+std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, const std::string& bos,
+                        std::string_view reasoning_effort) {
   std::string out;
   switch (f) {
     case ChatFormat::chatml:
@@ -76,11 +77,12 @@ std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& messages, 
       out += "<|assistant|>\n";
       break;
     case ChatFormat::harmony:
-      // The gpt-oss template's system header (no date, default reasoning effort); system messages
+      // The gpt-oss template's system header (no date); system messages
       // become developer instructions; earlier assistant turns keep only their final channel.
       out += "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
-             "Knowledge cutoff: 2024-06\n\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. "
-             "Channel must be included for every message.<|end|>";
+             "Knowledge cutoff: 2024-06\n\nReasoning: ";
+      out += reasoning_effort;
+      out += "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>";
       for (const auto& m : messages) {
         if (m.role == "system") out += "<|start|>developer<|message|># Instructions\n\n" + m.content + "<|end|>";
         else if (m.role == "assistant") out += "<|start|>assistant<|channel|>final<|message|>" + m.content + "<|end|>";
@@ -123,11 +125,13 @@ size_t find_end(std::string_view text, size_t from, size_t& len) {
 }
 
 // How many trailing bytes of `body` could begin a marker ("<", "<|", "<|re" ...): held back while
-// streaming.
+// streaming. Only the last kLongestMarker bytes can.
+constexpr size_t kLongestMarker = kConstrain.size();
 size_t marker_prefix(std::string_view body) {
-  const size_t lt = body.rfind('<');
+  const std::string_view tail_window = body.substr(body.size() - std::min(body.size(), kLongestMarker));
+  const size_t lt = tail_window.rfind('<');
   if (lt == std::string_view::npos) return 0;
-  const std::string_view tail = body.substr(lt);
+  const std::string_view tail = tail_window.substr(lt);
   if (tail.find('>') != std::string_view::npos) return 0;
   for (std::string_view m : {kStart, kChannel, kMessage, kConstrain, kEnds[0], kEnds[1], kEnds[2]})
     if (m.substr(0, tail.size()) == tail) return tail.size();
@@ -146,61 +150,82 @@ std::string recipient(std::string_view header) {
 }  // namespace
 
 HarmonyReply parse_harmony(std::string_view text, bool partial) {
-  HarmonyReply reply;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    // A message: its header runs to <|message|>; "<|start|>" and the role name are optional.
-    const size_t first = pos;
-    if (text.substr(pos, kStart.size()) == kStart) pos += kStart.size();
-    const size_t msg = text.find(kMessage, pos);
-    if (msg == std::string_view::npos) {
-      // No header end: the rest is a header still being generated, or (a reply with no marker at
-      // all) plain text, taken as content.
-      std::string_view rest = text.substr(pos);
-      if (first == 0 && pos == 0 && rest.find("<|") == std::string_view::npos) {
-        if (partial) rest.remove_suffix(marker_prefix(rest));
-        reply.content += rest;
-      }
-      break;
-    }
-    const std::string_view header = text.substr(pos, msg - pos);
-    std::string channel;
-    if (const size_t c = header.find(kChannel); c != std::string_view::npos) {
-      std::string_view name = header.substr(c + kChannel.size());
-      channel = std::string(name.substr(0, std::min(name.find(' '), name.find('<'))));
-    }
-    const std::string to = recipient(header);
-    const size_t body_at = msg + kMessage.size();
-    size_t end_len = 0;
-    const size_t end = find_end(text, body_at, end_len);
-    const bool finished = end != std::string_view::npos;
-    std::string_view body = text.substr(body_at, finished ? end - body_at : std::string_view::npos);
-    if (!finished && partial) body.remove_suffix(marker_prefix(body));
-    if (to.rfind("functions.", 0) == 0) {
-      if (finished || !partial) reply.tool_calls.push_back({to.substr(10), std::string(body)});
-    } else if (!to.empty()) {
-      // A built-in tool (browser, python) that this server does not run: left out, as llama.cpp does.
-    } else if (channel == "analysis") {
-      reply.thinking += body;
-    } else {
-      reply.content += body;
-    }
-    if (!finished) break;
-    pos = end + end_len;
-  }
-  return reply;
+  HarmonyStream stream;
+  stream.feed(text);
+  return partial ? stream.reply() : stream.finish();
 }
 
 HarmonyStream::Delta HarmonyStream::feed(std::string_view piece) {
   text_ += piece;
-  const HarmonyReply r = parse_harmony(text_, true);
+  return advance(/*at_end=*/false);
+}
+
+HarmonyReply HarmonyStream::finish() {
+  advance(/*at_end=*/true);
+  return reply_;
+}
+
+// Each byte of text_ is scanned a bounded number of times: headers from header_scanned_, bodies
+// from emitted_ (the text before emitted_ holds no marker start: one is always held back).
+HarmonyStream::Delta HarmonyStream::advance(bool at_end) {
   Delta d;
-  // Both only grow: a held-back marker prefix is sent once it proves to be text.
-  if (r.thinking.size() > thinking_sent_) d.thinking = r.thinking.substr(thinking_sent_);
-  if (r.content.size() > content_sent_) d.content = r.content.substr(content_sent_);
-  thinking_sent_ = std::max(thinking_sent_, r.thinking.size());
-  content_sent_ = std::max(content_sent_, r.content.size());
-  return d;
+  const std::string_view text = text_;
+  auto emit = [&](size_t from, size_t to) {
+    if (to <= from) return;
+    const std::string_view s = text.substr(from, to - from);
+    if (!recipient_.empty()) return;  // a call's arguments (taken whole at its end) or a built-in tool's
+    std::string& all = channel_ == "analysis" ? reply_.thinking : reply_.content;
+    std::string& delta = channel_ == "analysis" ? d.thinking : d.content;
+    all += s;
+    delta += s;
+  };
+  auto take_call = [&](size_t end) {
+    if (recipient_.rfind("functions.", 0) == 0)
+      reply_.tool_calls.push_back({recipient_.substr(10), std::string(text.substr(body_at_, end - body_at_))});
+  };
+  while (true) {
+    if (body_at_ == std::string_view::npos) {
+      // A message: its header runs to <|message|>; "<|start|>" and the role name are optional.
+      const size_t from = std::max(pos_, header_scanned_ > kMessage.size() ? header_scanned_ - kMessage.size() : 0);
+      const size_t msg = text.find(kMessage, from);
+      if (msg == std::string_view::npos) {
+        header_scanned_ = text.size();
+        // A reply with no marker at all is plain text, taken as content once it has ended (until
+        // then it may be the header of a first message: leading text before "<|channel|>").
+        if (at_end && pos_ == 0 && text.find("<|") == std::string_view::npos) {
+          channel_.clear();
+          emit(emitted_, text.size());
+          emitted_ = text.size();
+        }
+        return d;
+      }
+      const std::string_view header = text.substr(pos_, msg - pos_);
+      channel_.clear();
+      if (const size_t c = header.find(kChannel); c != std::string_view::npos) {
+        const std::string_view name = header.substr(c + kChannel.size());
+        channel_ = std::string(name.substr(0, std::min(name.find(' '), name.find('<'))));
+      }
+      recipient_ = recipient(header);
+      body_at_ = emitted_ = msg + kMessage.size();
+    }
+    size_t end_len = 0;
+    const size_t end = find_end(text, emitted_, end_len);
+    if (end == std::string_view::npos) {
+      const size_t upto = at_end ? text.size() : text.size() - marker_prefix(text.substr(emitted_));
+      emit(emitted_, upto);
+      emitted_ = upto;
+      if (at_end && !call_taken_) {
+        take_call(text.size());  // an unfinished call (generation stopped at <|call|>, a stop token)
+        call_taken_ = true;
+      }
+      return d;
+    }
+    emit(emitted_, end);
+    take_call(end);
+    pos_ = header_scanned_ = emitted_ = end + end_len;
+    body_at_ = std::string_view::npos;
+    recipient_.clear();
+  }
 }
 
 }  // namespace strata

@@ -115,7 +115,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std:
   r.n_prompt = int(todo.size());
   r.n_prompt_total = int(prompt.size());
 
-  StreamDecoder decoder(tokenizer, /*special=*/false);
+  StreamDecoder decoder(tokenizer, /*special=*/params.special_text);
   StopFilter stop(params.stop);
   const int n_vocab = session.model().config().n_vocab;
   if (params.n_top_logprobs > GenerateParams::kMaxTopLogprobs)

@@ -45,6 +45,9 @@ struct GenerateParams {
   int n_top_logprobs = -1;
   // With n_top_logprobs >= 0: each generated token's, before its text reaches on_text.
   std::function<void(const TokenLogprob&)> on_logprob;
+  // The text of control tokens is part of the output (a chat format whose markers are control
+  // tokens, such as harmony's <|channel|>, parses it); false: left out.
+  bool special_text = false;
 };
 
 struct GenerateResult {

@@ -109,9 +109,10 @@ CompletionRequest parse_messages(const json& body, const ModelSettings& settings
   }
   if (auto v = field_int(body, "top_k")) r.gen.sampling.top_k = int32_t(std::clamp<int64_t>(*v, 0, 1 << 30));
   if (auto v = field_strings(body, "stop_sequences")) r.gen.stop = *v;
-  if (const json* thinking = field_object(body, "thinking");
-      thinking && field_string(*thinking, "type").value_or("disabled") == "enabled")
-    throw bad_request("this model does not support thinking");
+  // As Ollama's Anthropic layer: thinking enabled is think true (a model that cannot think
+  // refuses it in prepare_prompt).
+  if (const json* thinking = field_object(body, "thinking"))
+    if (field_string(*thinking, "type").value_or("disabled") == "enabled") r.think = true;
   return r;
 }
 
@@ -161,8 +162,11 @@ void answer(ModelRegistry& registry, const CompletionRequest& req, httplib::Resp
       connection_close_after_response();
       return send_error(res, kStyle, 503, "the client went away; the generation was stopped");
     }
-    const ToolCalls parts = answer_parts(req, r.gen.text);
+    ToolCalls parts = answer_parts(req, r.gen.text);
+    for (const json& c : r.format_calls) parts.calls.push_back(c);
     json message = message_object(id, req);
+    if (!r.thinking.empty())
+      message["content"].push_back({{"type", "thinking"}, {"thinking", r.thinking}, {"signature", ""}});
     if (!parts.content.empty() || parts.calls.empty())
       message["content"].push_back({{"type", "text"}, {"text", parts.content}});
     for (const json& call : parts.calls) message["content"].push_back(tool_use_block(call));
@@ -178,14 +182,29 @@ void answer(ModelRegistry& registry, const CompletionRequest& req, httplib::Resp
       j.update(data);
       return emit(sse_event(type, j));
     };
-    int index = 0;           // the content block being written
-    bool text_open = false;  // a text block is open at `index`
-    auto open_text = [&] {
-      text_open = true;
-      return event("content_block_start", {{"index", index}, {"content_block", {{"type", "text"}, {"text", ""}}}});
+    int index = 0;          // the content block being written
+    std::string open_kind;  // the block open at `index`: "text", "thinking", or none
+    bool text_sent = false;
+    auto close_block = [&] {
+      if (open_kind.empty()) return true;
+      open_kind.clear();
+      return event("content_block_stop", {{"index", index++}});
     };
-    auto text_delta = [&](const std::string& text) {
-      return event("content_block_delta", {{"index", index}, {"delta", {{"type", "text_delta"}, {"text", text}}}});
+    // Text or thinking (a model with channels), each kind in its own block.
+    auto write = [&](const std::string& kind, const std::string& text) {
+      const bool thinking = kind == "thinking";
+      if (open_kind != kind) {
+        if (!close_block()) return false;
+        open_kind = kind;
+        const json block = thinking ? json{{"type", "thinking"}, {"thinking", ""}, {"signature", ""}}
+                                    : json{{"type", "text"}, {"text", ""}};
+        if (!event("content_block_start", {{"index", index}, {"content_block", block}})) return false;
+      }
+      text_sent = text_sent || !thinking;
+      if (text.empty()) return true;
+      const json delta = thinking ? json{{"type", "thinking_delta"}, {"thinking", text}}
+                                  : json{{"type", "text_delta"}, {"text", text}};
+      return event("content_block_delta", {{"index", index}, {"delta", delta}});
     };
     try {
       json start = message_object(id, req);
@@ -193,19 +212,17 @@ void answer(ModelRegistry& registry, const CompletionRequest& req, httplib::Resp
       if (!event("message_start", {{"message", start}})) return;
       const bool tools = !req.tools.is_null();
       ToolCallStream calls;
-      const CompletionResult r = run_completion(*lease, req, prompt, started, [&](const std::string& piece) {
+      const OnPiece on_piece = [&](const std::string& piece, std::vector<TokenLogprob>&&) {
         const std::string out = tools ? calls.push(piece) : piece;
-        if (out.empty()) return true;
-        if (!text_open && !open_text()) return false;
-        return text_delta(out);
-      });
+        return out.empty() || write("text", out);
+      };
+      const OnThinking on_thinking = [&](const std::string& thinking) { return write("thinking", thinking); };
+      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece, on_thinking);
       if (r.cancelled) return;
-      const ToolCalls found = tools ? calls.finish() : ToolCalls{};
-      if (!found.content.empty() || (!text_open && found.calls.empty())) {
-        if (!text_open && !open_text()) return;
-        if (!found.content.empty() && !text_delta(found.content)) return;
-      }
-      if (text_open && !event("content_block_stop", {{"index", index++}})) return;
+      ToolCalls found = tools ? calls.finish() : ToolCalls{};
+      for (const json& c : r.format_calls) found.calls.push_back(c);
+      if ((!found.content.empty() || (!text_sent && found.calls.empty())) && !write("text", found.content)) return;
+      if (!close_block()) return;
       for (const json& call : found.calls) {
         json block = tool_use_block(call);
         const std::string input = dump(block["input"]);

@@ -339,13 +339,30 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
                         [&](const std::string& text, std::vector<TokenLogprob>&&) { return on_text(text); });
 }
 
+void add_harmony_calls(const std::vector<HarmonyToolCall>& calls, json& native, std::string& content) {
+  for (const HarmonyToolCall& c : calls) {
+    const json args = parse_bounded(c.arguments);
+    if (args.is_object())
+      native.push_back({{"function", {{"name", c.name}, {"arguments", args}}}});
+    else
+      content += c.arguments;
+  }
+}
+
 CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
-                                Clock::time_point started, const OnPiece& on_piece) {
+                                Clock::time_point started, const OnPiece& on_piece, const OnThinking& on_thinking) {
   LoadedModel& m = lease.model();
   CompletionResult r;
   r.load_seconds = lease.load_seconds();
   GenerateParams gen = req.gen;
   gen.stop = prompt.stop;
+  // Harmony's channels are control tokens: their text is kept and parsed (raw prompts excepted:
+  // the client reads the text as it is).
+  std::optional<HarmonyStream> harmony;
+  if (m.prompt_format->channels() && (req.chat || !req.raw)) {
+    harmony.emplace();
+    gen.special_text = true;
+  }
   std::vector<TokenLogprob> pending;  // tokens whose text has not reached on_piece yet
   if (gen.n_top_logprobs >= 0) gen.on_logprob = [&](const TokenLogprob& lp) { pending.push_back(lp); };
   std::optional<JsonConstraint> constraint;
@@ -362,9 +379,32 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
     const double prefix_seconds = std::chrono::duration<double>(Clock::now() - prompt_started).count();
     r.gen = generate(session, *m.tokenizer, prompt.tokens, gen, [&](const std::string& text) {
       if (r.cancelled) return false;
-      if (!on_piece(text, std::exchange(pending, {}))) r.cancelled = true;
+      if (!harmony) {
+        if (!on_piece(text, std::exchange(pending, {}))) r.cancelled = true;
+        return !r.cancelled;
+      }
+      const HarmonyStream::Delta d = harmony->feed(text);
+      if (!d.thinking.empty() && on_thinking && !on_thinking(d.thinking)) r.cancelled = true;
+      // The logprobs go with the next content (a client reading thinking only gets them at the end).
+      if (!r.cancelled && !d.content.empty() && !on_piece(d.content, std::exchange(pending, {}))) r.cancelled = true;
+      if (!r.cancelled && !on_thinking && d.content.empty() && !on_piece("", {})) r.cancelled = true;
       return !r.cancelled;
     });
+    if (harmony) {
+      // What the stream held back (a tail that might have begun a marker) goes out now.
+      const size_t content_sent = harmony->reply().content.size(), thinking_sent = harmony->reply().thinking.size();
+      const HarmonyReply reply = harmony->finish();
+      if (!r.cancelled && reply.thinking.size() > thinking_sent && on_thinking)
+        r.cancelled = !on_thinking(reply.thinking.substr(thinking_sent));
+      if (!r.cancelled && reply.content.size() > content_sent)
+        r.cancelled = !on_piece(reply.content.substr(content_sent), std::exchange(pending, {}));
+      r.gen.text = reply.content;
+      r.thinking = reply.thinking;
+      std::string unparsed;
+      add_harmony_calls(reply.tool_calls, r.format_calls, unparsed);
+      r.gen.text += unparsed;
+      if (!r.cancelled && !unparsed.empty()) r.cancelled = !on_piece(unparsed, {});
+    }
     r.gen.prompt_seconds += prefix_seconds;  // the prompt's evaluation is both parts
   }
   if (r.cancelled)

@@ -104,7 +104,12 @@ struct PreparedPrompt {
 };
 
 struct CompletionResult {
+  // gen.text is the answer's content: for a chat format with channels (gpt-oss's harmony), the
+  // final channel and preambles, with the reasoning in `thinking` and the calls it marks itself
+  // in `format_calls` (native shape, as ToolCalls::calls).
   GenerateResult gen;
+  std::string thinking;
+  json format_calls = json::array();
   std::vector<Token> context;  // prompt + generated tokens (Ollama's "context")
   double load_seconds = 0;
   double total_seconds = 0;
@@ -124,8 +129,15 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
 // The same, with the log-probabilities (req.gen.n_top_logprobs >= 0) of the tokens whose text
 // this piece completes. Tokens whose text never reaches on_piece (a stop string) are in
 // CompletionResult::gen.logprobs only.
+// on_thinking (optional) receives the reasoning as it is produced, for a model whose format
+// separates it (CompletionResult::thinking); on_piece then receives only the content.
 using OnPiece = std::function<bool(const std::string& text, std::vector<TokenLogprob>&& logprobs)>;
+using OnThinking = std::function<bool(const std::string& thinking)>;
 CompletionResult run_completion(const ModelLease& lease, const CompletionRequest& req, const PreparedPrompt& prompt,
-                                Clock::time_point started, const OnPiece& on_piece);
+                                Clock::time_point started, const OnPiece& on_piece,
+                                const OnThinking& on_thinking = nullptr);
+// A harmony reply's calls in the native shape; a call whose arguments are not a JSON object is
+// kept as text in the content (nothing the model wrote is lost).
+void add_harmony_calls(const std::vector<HarmonyToolCall>& calls, json& native, std::string& content);
 
 }  // namespace strata::server

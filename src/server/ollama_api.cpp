@@ -171,6 +171,15 @@ void add_logprobs(json& j, const Tokenizer& tok, const std::vector<TokenLogprob>
   j["logprobs"] = list;
 }
 
+// The model's reasoning beside its text, where Ollama puts it (message.thinking, or thinking).
+void add_thinking(json& j, const CompletionRequest& req, const std::string& thinking) {
+  if (thinking.empty()) return;
+  if (req.chat)
+    j["message"]["thinking"] = thinking;
+  else
+    j["thinking"] = thinking;
+}
+
 json final_chunk(const CompletionRequest& req, const std::string& text, const CompletionResult& r) {
   json j = chunk(req, text, true);
   add_stats(j, r);
@@ -209,8 +218,10 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Re
     }
     json last = final_chunk(req, r.gen.text, r);
     add_logprobs(last, *lease->model().tokenizer, r.gen.logprobs);
-    if (tools) {
-      const ToolCalls calls = parse_tool_calls(r.gen.text);
+    add_thinking(last, req, r.thinking);
+    ToolCalls calls = tools ? parse_tool_calls(r.gen.text) : ToolCalls{json::array(), r.gen.text};
+    for (const json& c : r.format_calls) calls.calls.push_back(c);
+    if (req.chat) {
       last["message"]["content"] = calls.content;
       if (!calls.calls.empty()) last["message"]["tool_calls"] = calls.calls;
     }
@@ -229,10 +240,16 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, httplib::Re
         add_logprobs(j, *lease->model().tokenizer, std::exchange(held, {}));
         return emit(dump(j) + "\n");
       };
-      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece);
+      const OnThinking on_thinking = [&](const std::string& thinking) {
+        json j = chunk(req, "", false);
+        add_thinking(j, req, thinking);
+        return emit(dump(j) + "\n");
+      };
+      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece, on_thinking);
       if (r.cancelled) return;
-      if (tools) {
-        const ToolCalls found = calls.finish();
+      if (tools || !r.format_calls.empty()) {
+        ToolCalls found = tools ? calls.finish() : ToolCalls{};
+        for (const json& c : r.format_calls) found.calls.push_back(c);
         if (!found.content.empty() || !found.calls.empty()) {
           json j = chunk(req, found.content, false);
           if (!found.calls.empty()) j["message"]["tool_calls"] = found.calls;
@@ -372,7 +389,7 @@ void handle_show(ModelRegistry& registry, const httplib::Request& http_req, http
   }
   json capabilities = json::array({"completion"});
   if (tmpl.find("tools") != std::string::npos) capabilities.push_back("tools");
-  if (template_can_think(tmpl)) capabilities.push_back("thinking");
+  if (template_can_think(tmpl) || format == ChatFormat::harmony) capabilities.push_back("thinking");
   json j = {{"modelfile", modelfile},
             {"parameters", parameters},
             {"template", tmpl},

@@ -8,6 +8,7 @@
 #include "server/errors.h"
 #include "server/http_util.h"
 #include "server/limits.h"
+#include "server/thinking.h"
 
 namespace strata::server {
 
@@ -85,6 +86,12 @@ CompletionRequest parse_chat(const json& body, const ModelSettings& settings) {
   CompletionRequest r = parse_common(body, settings);
   r.chat = true;
   set_logprobs(r, field_bool(body, "logprobs").value_or(false), field_int(body, "top_logprobs"));
+  // As Ollama's OpenAI layer: reasoning.effort, else reasoning_effort, is the think level.
+  const json* reasoning = field_object(body, "reasoning");
+  if (reasoning && reasoning->contains("effort"))
+    r.think = parse_think(json{{"think", (*reasoning)["effort"]}});
+  else if (body.contains("reasoning_effort"))
+    r.think = parse_think(json{{"think", body["reasoning_effort"]}});
   const json* messages = field_array(body, "messages");
   if (!messages || messages->empty()) throw bad_request("messages is required");
   for (const auto& m : *messages) {
@@ -204,8 +211,10 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
     }
     json choice = {{"index", 0}, {"finish_reason", finish_reason(r)}};
     json message = {{"role", "assistant"}, {"content", r.gen.text}};
-    if (tools) {
-      const ToolCalls calls = parse_tool_calls(r.gen.text);
+    if (!r.thinking.empty()) message["reasoning"] = r.thinking;  // where Ollama's OpenAI layer puts it
+    if (tools || !r.format_calls.empty()) {
+      ToolCalls calls = tools ? parse_tool_calls(r.gen.text) : ToolCalls{json::array(), r.gen.text};
+      for (const json& c : r.format_calls) calls.calls.push_back(c);
       message["content"] = calls.content;
       if (!calls.calls.empty()) {
         message["tool_calls"] = openai_tool_calls(calls.calls);
@@ -241,11 +250,20 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
         offset += out.size();
         return event(j);
       };
-      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece);
+      const OnThinking on_thinking = [&](const std::string& thinking) {
+        if (!req.chat) return true;  // a completion's text has no place for it
+        json j = envelope(id, object, req.model, created);
+        json c = choice_delta(req, "", nullptr);
+        c["delta"]["reasoning"] = thinking;
+        j["choices"] = json::array({c});
+        return event(j);
+      };
+      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece, on_thinking);
       if (r.cancelled) return;
       const char* finish = finish_reason(r);
-      if (tools) {
-        const ToolCalls found = calls.finish();
+      if (tools || !r.format_calls.empty()) {
+        ToolCalls found = tools ? calls.finish() : ToolCalls{};
+        for (const json& c : r.format_calls) found.calls.push_back(c);
         if (!found.content.empty() || !found.calls.empty()) {
           json j = envelope(id, object, req.model, created);
           json delta = {{"role", "assistant"}, {"content", found.content}};

@@ -10,6 +10,7 @@ namespace strata::server {
 PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer, const std::string& template_override)
     : builtin_(detect_chat_format(model.file())), stops_(chat_stop_strings(builtin_)) {
   add_bos_ = tokenizer.add_bos() && tokenizer.bos() >= 0;
+  can_think_ = builtin_ == ChatFormat::harmony;
   jinja::ModelChatTemplate t = jinja::chat_template_from_gguf(model.file());
   if (!template_override.empty()) t.source = template_override;
   bos_text_ = t.bos_token;
@@ -21,7 +22,7 @@ PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer, const
   try {
     jinja_ = jinja::Template::parse(t.source);
     supports_tools_ = t.source.find("tools") != std::string::npos;
-    can_think_ = template_can_think(t.source);
+    can_think_ = can_think_ || template_can_think(t.source);
   } catch (const std::exception& e) {
     fallback_reason_ = e.what();
   }
@@ -29,7 +30,9 @@ PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer, const
 
 std::string PromptFormat::render(const std::vector<ChatMessage>& messages, bool with_bos,
                                  const nlohmann::ordered_json& tools, const nlohmann::ordered_json& think) const {
-  if (!jinja_) return render_chat(builtin_, messages, with_bos && add_bos_ ? bos_text_ : "");
+  if (!jinja_)
+    return render_chat(builtin_, messages, with_bos && add_bos_ ? bos_text_ : "",
+                       think.is_string() ? think.get<std::string>() : "medium");
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const auto& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
   nlohmann::ordered_json vars = {{"messages", list},

@@ -32,7 +32,11 @@ class PromptFormat {
   std::string render(const std::vector<ChatMessage>& messages, bool with_bos,
                      const nlohmann::ordered_json& tools = nullptr,
                      const nlohmann::ordered_json& think = nullptr) const;
-  // The template lets the model think (thinking.h's template_can_think).
+  // The model's replies are in channels (gpt-oss's harmony: runtime/chat_format.h), parsed by
+  // run_completion into thinking, content and tool calls.
+  bool channels() const { return builtin_ == ChatFormat::harmony; }
+  // The template lets the model think (thinking.h's template_can_think); a harmony model always
+  // thinks (its reasoning effort is the only setting).
   bool can_think() const { return can_think_; }
   // The template renders `tools` (a Jinja template that mentions them).
   bool supports_tools() const { return supports_tools_; }

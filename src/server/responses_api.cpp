@@ -159,6 +159,14 @@ json message_item(const ResponseIds& ids, const std::string& text, const char* s
   return {{"id", ids.message}, {"type", "message"}, {"status", status}, {"role", "assistant"}, {"content", content}};
 }
 
+// The model's reasoning (gpt-oss's analysis channel) as a reasoning item, its text as
+// reasoning_text content.
+json reasoning_item(const std::string& id, const std::string& text, const char* status) {
+  json content = json::array();
+  if (std::string(status) != "in_progress") content.push_back({{"type", "reasoning_text"}, {"text", text}});
+  return {{"id", id}, {"type", "reasoning"}, {"summary", json::array()}, {"content", content}, {"status", status}};
+}
+
 json call_item(const json& call, const std::string& item_id, const std::string& call_id, const char* status) {
   const json& f = call["function"];
   return {{"id", item_id},      {"type", "function_call"}, {"status", status}, {"arguments", dump(f["arguments"])},
@@ -223,8 +231,10 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
       connection_close_after_response();
       return send_error(res, ErrorStyle::openai, 503, "the client went away; the generation was stopped");
     }
-    const ToolCalls parts = answer_parts(req, r.gen.text);
+    ToolCalls parts = answer_parts(req, r.gen.text);
+    for (const json& c : r.format_calls) parts.calls.push_back(c);
     json response = response_object(ids, req, body, "completed");
+    if (!r.thinking.empty()) response["output"].push_back(reasoning_item(make_id("rs_"), r.thinking, "completed"));
     if (!parts.content.empty() || parts.calls.empty())
       response["output"].push_back(
           message_item(ids, parts.content, "completed", logprobs_list(*lease->model().tokenizer, r.gen.logprobs)));
@@ -238,18 +248,51 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
     auto event = [&](const char* type, json data) {
       return emit(sse_event(type, with({{"type", type}, {"sequence_number", sequence++}}, data)));
     };
-    const json item_at = {{"item_id", ids.message}, {"output_index", 0}, {"content_index", 0}};
+    json response = response_object(ids, req, body, "in_progress");
+    // Reasoning (a model with channels) streams as a reasoning item before the message; any that
+    // comes once the message has begun follows it as a second item.
+    std::string reasoning, reasoning_id;  // the open reasoning item's text and id (empty id: none open)
+    int reasoning_index = 0;
+    auto open_reasoning = [&] {
+      reasoning_id = make_id("rs_");
+      reasoning_index = int(response["output"].size());
+      return event("response.output_item.added",
+                   {{"output_index", reasoning_index}, {"item", reasoning_item(reasoning_id, "", "in_progress")}});
+    };
+    auto reasoning_delta = [&](const std::string& delta) {
+      reasoning += delta;
+      return event(
+          "response.reasoning_text.delta",
+          {{"item_id", reasoning_id}, {"output_index", reasoning_index}, {"content_index", 0}, {"delta", delta}});
+    };
+    auto close_reasoning = [&] {
+      if (reasoning_id.empty()) return true;
+      const json done = reasoning_item(reasoning_id, reasoning, "completed");
+      const bool ok = event("response.reasoning_text.done", {{"item_id", reasoning_id},
+                                                             {"output_index", reasoning_index},
+                                                             {"content_index", 0},
+                                                             {"text", reasoning}}) &&
+                      event("response.output_item.done", {{"output_index", reasoning_index}, {"item", done}});
+      response["output"].push_back(done);
+      reasoning_id.clear();
+      reasoning.clear();
+      return ok;
+    };
+    json item_at;
+    int message_index = 0;
     bool message_open = false;
-    std::string text;  // the message's text so far
+    std::string text, late_reasoning;  // the message's text so far; reasoning after it began
     auto open_message = [&] {
+      if (!close_reasoning()) return false;
       message_open = true;
+      message_index = int(response["output"].size());
+      item_at = {{"item_id", ids.message}, {"output_index", message_index}, {"content_index", 0}};
       json part = {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}, {"logprobs", json::array()}};
       return event("response.output_item.added",
-                   {{"output_index", 0}, {"item", message_item(ids, "", "in_progress")}}) &&
+                   {{"output_index", message_index}, {"item", message_item(ids, "", "in_progress")}}) &&
              event("response.content_part.added", with(item_at, {{"part", part}}));
     };
     try {
-      json response = response_object(ids, req, body, "in_progress");
       if (!event("response.created", {{"response", response}}) ||
           !event("response.in_progress", {{"response", response}}))
         return;
@@ -268,9 +311,17 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
         held.clear();
         return event("response.output_text.delta", with(item_at, {{"delta", out}, {"logprobs", sent}}));
       };
-      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece);
+      const OnThinking on_thinking = [&](const std::string& thinking) {
+        if (message_open) {
+          late_reasoning += thinking;
+          return true;
+        }
+        return (!reasoning_id.empty() || open_reasoning()) && reasoning_delta(thinking);
+      };
+      const CompletionResult r = run_completion(*lease, req, prompt, started, on_piece, on_thinking);
       if (r.cancelled) return;
-      const ToolCalls found = tools ? calls.finish() : ToolCalls{};
+      ToolCalls found = tools ? calls.finish() : ToolCalls{};
+      for (const json& c : r.format_calls) found.calls.push_back(c);
       text += found.content;
       if (!message_open && (!text.empty() || found.calls.empty()) && !open_message()) return;
       if (message_open) {
@@ -281,10 +332,12 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
         if (!event("response.output_text.done",
                    with(item_at, {{"text", text}, {"logprobs", logprobs_list(tok, all)}})) ||
             !event("response.content_part.done", with(item_at, {{"part", done["content"][0]}})) ||
-            !event("response.output_item.done", {{"output_index", 0}, {"item", done}}))
+            !event("response.output_item.done", {{"output_index", message_index}, {"item", done}}))
           return;
         response["output"].push_back(done);
       }
+      if (!late_reasoning.empty() && !(open_reasoning() && reasoning_delta(late_reasoning))) return;
+      if (!close_reasoning()) return;
       for (const json& call : found.calls) {
         const int index = int(response["output"].size());
         const std::string item_id = make_id("fc_"), call_id = make_id("call_");

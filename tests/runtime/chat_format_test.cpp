@@ -19,6 +19,12 @@ TEST(Harmony, PromptOpensTheAssistantTurn) {
   EXPECT_EQ(chat_stop_strings(ChatFormat::harmony), (std::vector<std::string>{"<|return|>", "<|call|>"}));
 }
 
+TEST(Harmony, ReasoningEffortInTheSystemHeader) {
+  EXPECT_NE(render_chat(ChatFormat::harmony, {{"user", "Hi"}}, "").find("\nReasoning: medium\n"), std::string::npos);
+  EXPECT_NE(render_chat(ChatFormat::harmony, {{"user", "Hi"}}, "", "low").find("\nReasoning: low\n"),
+            std::string::npos);
+}
+
 TEST(Harmony, AnalysisIsThinkingFinalIsContent) {
   const HarmonyReply r = parse_harmony(
       "<|channel|>analysis<|message|>User says hi. Reply.<|end|><|start|>assistant<|channel|>final<|message|>Hello!"
@@ -80,6 +86,66 @@ TEST(Harmony, StreamedDeltasAddUpToTheWholeParse) {
   EXPECT_EQ(whole.content, "x<y and <|im not a marker|> done");
   EXPECT_EQ(thinking, whole.thinking);
   EXPECT_EQ(content, whole.content);
+}
+
+// Fed in pieces of every size, the stream gives the same deltas (concatenated) and the same calls
+// as one parse of the whole text; a tool call split across pieces is taken whole.
+TEST(Harmony, AnySplitGivesTheWholeParse) {
+  const std::string text =
+      "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary"
+      "<|message|>Checking <now>.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather "
+      "<|constrain|>json<|message|>{\"city\": \"Paris\"}<|call|>";
+  const HarmonyReply whole = parse_harmony(text);
+  EXPECT_EQ(whole.thinking, "Need the weather.");
+  EXPECT_EQ(whole.content, "Checking <now>.");
+  ASSERT_EQ(whole.tool_calls.size(), 1u);
+  EXPECT_EQ(whole.tool_calls[0].name, "get_weather");
+  EXPECT_EQ(whole.tool_calls[0].arguments, "{\"city\": \"Paris\"}");
+  for (size_t n = 1; n <= text.size(); ++n) {
+    HarmonyStream stream;
+    std::string thinking, content;
+    for (size_t at = 0; at < text.size(); at += n) {
+      const HarmonyStream::Delta d = stream.feed(std::string_view(text).substr(at, n));
+      thinking += d.thinking;
+      content += d.content;
+    }
+    const HarmonyReply r = stream.finish();
+    EXPECT_EQ(thinking, whole.thinking) << "pieces of " << n;
+    EXPECT_EQ(content, whole.content) << "pieces of " << n;
+    ASSERT_EQ(r.tool_calls.size(), 1u) << "pieces of " << n;
+    EXPECT_EQ(r.tool_calls[0].arguments, whole.tool_calls[0].arguments);
+  }
+}
+
+// A call cut off by its end token (<|call|> ends generation, so its text never arrives) is taken
+// at the end; while streaming it is not given out, neither as content nor as a call.
+TEST(Harmony, CallEndedByTheStopTokenIsTakenAtTheEnd) {
+  HarmonyStream stream;
+  const HarmonyStream::Delta d =
+      stream.feed("<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"a\":1}");
+  EXPECT_EQ(d.content, "");
+  EXPECT_TRUE(stream.reply().tool_calls.empty());
+  const HarmonyReply r = stream.finish();
+  ASSERT_EQ(r.tool_calls.size(), 1u);
+  EXPECT_EQ(r.tool_calls[0].name, "f");
+  EXPECT_EQ(r.tool_calls[0].arguments, "{\"a\":1}");
+}
+
+// A held-back tail that could have begun a marker is content once the reply ends.
+TEST(Harmony, HeldBackTailIsGivenAtTheEnd) {
+  HarmonyStream stream;
+  EXPECT_EQ(stream.feed("<|channel|>final<|message|>1 <").content, "1 ");
+  EXPECT_EQ(stream.feed("|re").content, "");
+  EXPECT_EQ(stream.finish().content, "1 <|re");
+  // Text before any marker may be the start of a first message's header ("\n<|channel|>..."):
+  // content only once the reply has ended without markers.
+  HarmonyStream plain;
+  EXPECT_EQ(plain.feed("a <").content, "");
+  EXPECT_EQ(plain.finish().content, "a <");
+  HarmonyStream header;
+  EXPECT_EQ(header.feed("\n \"").content, "");
+  header.feed("<|channel|>final<|message|>x");
+  EXPECT_EQ(header.finish().content, "x");
 }
 
 }  // namespace
