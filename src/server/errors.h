@@ -18,6 +18,9 @@ enum class ErrorKind {
   does_not_fit,     // the model or the context does not fit the memory budget
   load_failed,      // the model file could not be loaded
   busy,             // too many requests wait for the model; try again
+  conflict,         // another request is doing this already (a pull of the same model)
+  upstream_failed,  // a source the server fetches from failed (a pull's HTTP server)
+  no_space,         // the disk has no room for what the request would write
   not_implemented,  // a feature strata serve does not have
   internal,         // anything else
 };

@@ -22,6 +22,9 @@ constexpr StatusRow kStatusTable[] = {
     {ErrorKind::does_not_fit, 500, "api_error"},  // as Ollama answers a model that cannot be loaded
     {ErrorKind::load_failed, 500, "api_error"},
     {ErrorKind::busy, 503, "api_error"},
+    {ErrorKind::conflict, 409, "api_error"},
+    {ErrorKind::upstream_failed, 502, "api_error"},
+    {ErrorKind::no_space, 507, "api_error"},
     {ErrorKind::not_implemented, 501, "api_error"},
     {ErrorKind::internal, 500, "api_error"},
 };

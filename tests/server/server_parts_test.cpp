@@ -146,6 +146,8 @@ TEST(ErrorKinds, OneStatusPerKind) {
   EXPECT_EQ(http_status(ErrorKind::busy), 503);
   EXPECT_EQ(http_status(ErrorKind::not_implemented), 501);
   EXPECT_EQ(http_status(ErrorKind::too_large), 413);
+  // A pull's DownloadError statuses keep their meaning through the table.
+  for (int status : {409, 502, 507}) EXPECT_EQ(HttpError(status, "x").status(), status);
   for (int status : {400, 403, 404, 408, 413, 501, 503})
     EXPECT_EQ(http_status(error_kind_for_status(status)), status) << status;
   EXPECT_EQ(HttpError(503, "x").kind(), ErrorKind::busy);
@@ -337,8 +339,9 @@ TEST_F(InProcessServe, TheServersKeepAliveAppliesWhenARequestGivesNone) {
 }
 
 TEST_F(InProcessServe, ALargerContextIsFittedOrRefusedKeepingTheOldOne) {
-  // ~4 MiB at 256 tokens fits; the 4096 tokens of the model's training context (~5 MiB) do not.
-  serve(4608 * 1024);
+  // ~4 MiB at 256 tokens and ~4.5 MiB at 1024 fit; the 4096 tokens of the model's training context
+  // (~8 MiB: KV cache and the attention scratch's scores grow with the context) do not.
+  serve(5 * kMiB);
   EXPECT_EQ(generate("a").first, 200);
   ASSERT_EQ(ps()["models"][0]["context_length"], 256);
   auto [status, body] = generate("a", {{"options", {{"num_ctx", 4096}, {"num_predict", 1}}}});
