@@ -145,6 +145,8 @@ class Compiler {
       }
       return n;
     }
+    if (auto t = s.find("type"); t != s.end() && !t->is_string())
+      unsupported(std::string("\"type\" must be a string or an array of strings, not ") + t->type_name());
     std::string type = s.value("type", "");
     if (type.empty()) {  // untyped: what its keywords imply
       if (s.contains("properties") || s.contains("additionalProperties"))
@@ -274,8 +276,10 @@ class Compiler {
     out.erase("allOf");
     for (const ojson& member_ref : all) {
       const ojson* member = &member_ref;
-      for (int hops = 0; member->is_object() && member->contains("$ref") && hops < 8; ++hops)
+      for (int hops = 0; member->is_object() && member->contains("$ref") && hops < 8; ++hops) {
+        if (!(*member)["$ref"].is_string()) unsupported("\"$ref\" must be a string");
         member = &resolve((*member)["$ref"].get<std::string>());
+      }
       if (!member->is_object()) unsupported("each of \"allOf\" must be a schema object");
       for (const auto& item : member->items()) {
         const std::string& key = item.key();

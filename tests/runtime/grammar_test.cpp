@@ -135,6 +135,14 @@ TEST(Grammar, FormatsWithAPattern) {
   EXPECT_TRUE(accepts(field({{"type", "string"}, {"format", "some-annotation"}}), with("\"anything\"")));
 }
 
+// A "type" or "$ref" of the wrong JSON kind is refused with an error naming it, never a crash
+// (the request fuzzer found {"type": {"enum": [...]}} escaping as a JSON library exception).
+TEST(Grammar, MalformedTypeAndRefAreRefused) {
+  EXPECT_NE(refusal(field({{"type", {{"enum", {"a", "b"}}}}})).find("\"type\" must be a string"), std::string::npos);
+  EXPECT_NE(refusal(field({{"type", {"string", 3}}})).find("\"type\" must be a string"), std::string::npos);
+  EXPECT_NE(refusal({{"allOf", {{{"$ref", 7}}}}}).find("\"$ref\" must be a string"), std::string::npos);
+}
+
 TEST(Grammar, StringLengths) {
   const ojson s = field({{"type", "string"}, {"minLength", 2}, {"maxLength", 3}});
   EXPECT_FALSE(accepts(s, with("\"a\"")));
