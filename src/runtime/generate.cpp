@@ -87,6 +87,27 @@ TokenLogprob token_logprob(const float* logits, int n_vocab, Token chosen, int n
   return out;
 }
 
+// Makes room in a full context for `next` (sampled, not yet evaluated), as llama.cpp's and
+// Ollama's context shift: the first n_keep tokens stay, half of the tokens after them go, and
+// the rest move down to follow the kept ones. The moved tokens are evaluated again rather than
+// their cached keys re-rotated by the position change: re-rotation would keep keys and values
+// that every layer past the first computed while attending to the dropped tokens (a state no
+// run over the shifted tokens reaches), and it would need a RoPE pass per architecture (rope
+// scaling, NeoX order, per-layer bases), per KV type (quantized rows dequantized and quantized
+// again) and per device. Evaluation again is exact for every cache, device and sliding-window
+// ring, and costs one batched evaluation of at most half the context per half a context of
+// generated tokens. Returns the logits after `next`.
+const float* shift_context(Session& session, Token next, int n_keep) {
+  std::vector<Token> tokens = session.history();
+  tokens.push_back(next);
+  const size_t keep = size_t(std::clamp(n_keep, 0, session.n_ctx() / 2));
+  const size_t discard = (tokens.size() - keep) / 2;
+  tokens.erase(tokens.begin() + long(keep), tokens.begin() + long(keep + discard));
+  session.truncate(int(keep));
+  const size_t kept = size_t(session.n_past());  // a sliding-window cache may have to start over
+  return session.eval(std::vector<Token>(tokens.begin() + long(kept), tokens.end()));
+}
+
 }  // namespace
 
 GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std::vector<Token>& prompt,
@@ -160,9 +181,15 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, const std:
       r.done_reason = "stop";
       break;
     }
-    if (session.n_past() + 1 >= session.n_ctx()) break;  // context full: "length"
     if (params.n_predict >= 0 && r.n_generated >= params.n_predict) break;
-    logits = session.eval({tok});
+    if (session.n_past() + 1 < session.n_ctx()) {
+      logits = session.eval({tok});
+    } else if (params.context_shift) {
+      logits = shift_context(session, tok, params.n_keep);
+      ++r.n_shifts;
+    } else {
+      break;  // context full: "length"
+    }
   }
   r.generate_seconds = seconds_since(t0);
   if (!stopped) {

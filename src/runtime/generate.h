@@ -48,6 +48,12 @@ struct GenerateParams {
   // The text of control tokens is part of the output (a chat format whose markers are control
   // tokens, such as harmony's <|channel|>, parses it); false: left out.
   bool special_text = false;
+  // A full context: false ends generation ("length"); true shifts it, as llama.cpp's and
+  // Ollama's context shift: the first n_keep tokens stay (at most half the context), half of
+  // the rest are dropped, and the tokens left after them are evaluated again at their new
+  // positions (see shift_context in generate.cpp for why they are recomputed).
+  bool context_shift = false;
+  int n_keep = 4;
 };
 
 struct GenerateResult {
@@ -58,6 +64,7 @@ struct GenerateResult {
   int n_generated = 0;
   double prompt_seconds = 0;
   double generate_seconds = 0;
+  int n_shifts = 0;        // context shifts (GenerateParams::context_shift)
   std::string done_reason;             // "stop" (end token or stop string), "length" (n_predict or context)
   std::string stop_string;             // the stop string that ended generation, if one did
   std::vector<TokenLogprob> logprobs;  // with n_top_logprobs >= 0: one per generated token
