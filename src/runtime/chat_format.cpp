@@ -155,19 +155,19 @@ HarmonyReply parse_harmony(std::string_view text, bool partial) {
   return partial ? stream.reply() : stream.finish();
 }
 
-HarmonyStream::Delta HarmonyStream::feed(std::string_view piece) {
+ReplyStream::Delta HarmonyStream::feed(std::string_view piece) {
   text_ += piece;
   return advance(/*at_end=*/false);
 }
 
-HarmonyReply HarmonyStream::finish() {
+SplitReply HarmonyStream::finish() {
   advance(/*at_end=*/true);
   return reply_;
 }
 
 // Each byte of text_ is scanned a bounded number of times: headers from header_scanned_, bodies
 // from emitted_ (the text before emitted_ holds no marker start: one is always held back).
-HarmonyStream::Delta HarmonyStream::advance(bool at_end) {
+ReplyStream::Delta HarmonyStream::advance(bool at_end) {
   Delta d;
   const std::string_view text = text_;
   auto emit = [&](size_t from, size_t to) {
@@ -226,6 +226,73 @@ HarmonyStream::Delta HarmonyStream::advance(bool at_end) {
     body_at_ = std::string_view::npos;
     recipient_.clear();
   }
+}
+
+// --- <think> tags
+
+namespace {
+constexpr std::string_view kSpace = " \t\r\n";
+// The longest end of `text` that begins `tag` (a tag that may be arriving).
+size_t tag_prefix(std::string_view text, std::string_view tag) {
+  for (size_t n = std::min(tag.size() - 1, text.size()); n > 0; --n)
+    if (text.substr(text.size() - n) == tag.substr(0, n)) return n;
+  return 0;
+}
+}  // namespace
+
+ThinkTagStream::ThinkTagStream(bool inside, std::string_view open, std::string_view close)
+    : open_(open), close_(close), state_(inside ? State::thinking : State::opening), eat_space_(inside) {}
+
+ReplyStream::Delta ThinkTagStream::feed(std::string_view piece) {
+  pending_ += piece;
+  return advance(/*at_end=*/false);
+}
+
+SplitReply ThinkTagStream::finish() {
+  advance(/*at_end=*/true);
+  return reply_;
+}
+
+ReplyStream::Delta ThinkTagStream::advance(bool at_end) {
+  Delta d;
+  auto emit = [&](std::string& all, std::string& delta, size_t n) {
+    all.append(pending_, 0, n);
+    delta.append(pending_, 0, n);
+    pending_.erase(0, n);
+  };
+  while (!pending_.empty()) {
+    if (eat_space_) {
+      pending_.erase(0, std::min(pending_.find_first_not_of(kSpace), pending_.size()));
+      if (pending_.empty()) break;
+      eat_space_ = false;
+    }
+    if (state_ == State::opening) {
+      const size_t first = pending_.find_first_not_of(kSpace);
+      const std::string_view rest = first == std::string::npos ? "" : std::string_view(pending_).substr(first);
+      if (rest.substr(0, open_.size()) == open_) {
+        pending_.erase(0, first + open_.size());
+        state_ = State::thinking;
+        eat_space_ = true;
+        continue;
+      }
+      if (!at_end && open_.compare(0, rest.size(), rest) == 0) break;  // white space, or the tag arriving
+      state_ = State::content;
+    }
+    if (state_ == State::thinking) {
+      const size_t at = pending_.find(close_);
+      if (at == std::string::npos) {
+        emit(reply_.thinking, d.thinking, pending_.size() - (at_end ? 0 : tag_prefix(pending_, close_)));
+        break;
+      }
+      emit(reply_.thinking, d.thinking, at);
+      pending_.erase(0, close_.size());
+      state_ = State::content;
+      eat_space_ = true;
+      continue;
+    }
+    emit(reply_.content, d.content, pending_.size());
+  }
+  return d;
 }
 
 }  // namespace strata

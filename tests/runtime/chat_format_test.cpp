@@ -1,7 +1,9 @@
 // gpt-oss's harmony format: the built-in prompt, and the parse of generated text into thinking,
-// content and tool calls, whole and streamed piece by piece (as the tokens of a reply arrive).
+// content and tool calls, whole and streamed piece by piece (as the tokens of a reply arrive);
+// and the same split of a reply whose reasoning is between <think> tags (Qwen3).
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -146,6 +148,81 @@ TEST(Harmony, HeldBackTailIsGivenAtTheEnd) {
   EXPECT_EQ(header.feed("\n \"").content, "");
   header.feed("<|channel|>final<|message|>x");
   EXPECT_EQ(header.finish().content, "x");
+}
+
+// --- <think> tags, split as Ollama's thinking parser splits them (thinking/parser.go)
+
+// Every way of cutting `text` into pieces gives the same thinking and content, fed out as
+// deltas that add up to finish()'s reply.
+SplitReply split_every_way(const std::string& text, bool inside) {
+  ThinkTagStream whole_stream(inside);
+  whole_stream.feed(text);
+  const SplitReply whole = whole_stream.finish();
+  for (size_t n = 1; n <= text.size(); ++n) {
+    ThinkTagStream stream(inside);
+    std::string thinking, content;
+    for (size_t at = 0; at < text.size(); at += n) {
+      const ReplyStream::Delta d = stream.feed(std::string_view(text).substr(at, n));
+      thinking += d.thinking;
+      content += d.content;
+    }
+    const size_t t = stream.reply().thinking.size(), c = stream.reply().content.size();
+    const SplitReply r = stream.finish();
+    thinking += r.thinking.substr(t);
+    content += r.content.substr(c);
+    EXPECT_EQ(thinking, whole.thinking) << "pieces of " << n << " of " << text;
+    EXPECT_EQ(content, whole.content) << "pieces of " << n << " of " << text;
+    EXPECT_EQ(r.thinking, thinking);
+    EXPECT_EQ(r.content, content);
+  }
+  return whole;
+}
+
+TEST(ThinkTags, ReasoningBetweenTheTagsAndTheAnswerAfter) {
+  const SplitReply r = split_every_way("\n<think>\nThe user greets.\n</think>\n\nHello!", false);
+  EXPECT_EQ(r.thinking, "The user greets.\n");  // white space after the tags goes, before the closing one stays
+  EXPECT_EQ(r.content, "Hello!");
+  EXPECT_TRUE(r.tool_calls.empty());
+}
+
+TEST(ThinkTags, APromptThatOpenedTheTagStartsInside) {
+  const SplitReply r = split_every_way("  Short.</think>Answer <think>not again</think>", true);
+  EXPECT_EQ(r.thinking, "Short.");
+  EXPECT_EQ(r.content, "Answer <think>not again</think>");  // only the first block is reasoning
+}
+
+TEST(ThinkTags, AReplyThatDoesNotOpenWithTheTagIsContent) {
+  const SplitReply r = split_every_way(" Hi <think>x</think>", false);
+  EXPECT_EQ(r.thinking, "");
+  EXPECT_EQ(r.content, " Hi <think>x</think>");
+}
+
+TEST(ThinkTags, UnfinishedPiecesAreGivenAtTheEnd) {
+  // Reasoning cut off (by the length limit) before its closing tag is thinking; a tail that may
+  // begin the closing tag is held while streaming and given at the end.
+  ThinkTagStream cut;
+  EXPECT_EQ(cut.feed("<think>step 1 </th").thinking, "step 1 ");
+  EXPECT_EQ(cut.finish().thinking, "step 1 </th");
+  // A reply that is only the start of the opening tag, or only white space, is content.
+  ThinkTagStream partial;
+  EXPECT_EQ(partial.feed("\n<thi").content, "");
+  EXPECT_EQ(partial.finish().content, "\n<thi");
+  EXPECT_EQ(split_every_way("<think>a</think>", false).content, "");
+  EXPECT_EQ(split_every_way(" \n", false).content, " \n");
+}
+
+TEST(ThinkTags, BothSplittersShareOneInterface) {
+  std::vector<std::unique_ptr<ReplyStream>> splitters;
+  splitters.push_back(std::make_unique<HarmonyStream>());
+  splitters.push_back(std::make_unique<ThinkTagStream>());
+  const std::string texts[] = {"<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>final<|message|>so",
+                               "<think>why</think>so"};
+  for (size_t i = 0; i < 2; ++i) {
+    for (char ch : texts[i]) splitters[i]->feed(std::string(1, ch));
+    const SplitReply r = splitters[i]->finish();
+    EXPECT_EQ(r.thinking, "why") << i;
+    EXPECT_EQ(r.content, "so") << i;
+  }
 }
 
 }  // namespace
