@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <thread>
 #include <utility>
 
@@ -62,7 +63,10 @@ void apply_options(const json& o, CompletionRequest& r) {
   if (auto v = field_int(o, "num_ctx")) r.n_ctx = int(std::clamp<int64_t>(*v, 0, limits::kMaxContextTokens));
   if (auto v = field_int(o, "num_predict"))
     r.gen.n_predict = int(std::clamp<int64_t>(*v, -2, limits::kMaxPredictTokens));
-  if (r.gen.n_predict == -2) r.gen.n_predict = -1;  // -2 "fill the context" is -1 here
+  if (r.gen.n_predict == -2) {  // "fill the context": until it is full, without shifting it
+    r.gen.n_predict = -1;
+    r.shift = false;
+  }
   if (auto v = field_number(o, "temperature")) s.temperature = float(*v);
   if (auto v = field_int(o, "top_k")) s.top_k = int32_t(std::max<int64_t>(0, std::min<int64_t>(*v, 1 << 30)));
   if (auto v = field_number(o, "top_p")) s.top_p = float(*v);
@@ -209,6 +213,69 @@ ToolCalls parse_tool_calls(const std::string& text) {
   return r;
 }
 
+std::optional<PartialCall> partial_forced_call(const std::string& text) {
+  static constexpr std::string_view kSpace = " \t\r\n";
+  const size_t n = text.size();
+  size_t i = text.find_first_not_of(kSpace);
+  if (i == std::string::npos || text[i] != '{') return std::nullopt;
+  ++i;
+  auto skip_space = [&] { i = std::min(n, text.find_first_not_of(kSpace, i)); };
+  auto skip_string = [&] {  // at a '"': past its end; false when the text ends inside it
+    for (++i; i < n; ++i) {
+      if (text[i] == '\\') ++i;
+      else if (text[i] == '"') return ++i, true;
+    }
+    i = n;
+    return false;
+  };
+  auto skip_value = [&] {  // to the ',' or '}' after a member's value; false when the text ends first
+    for (int depth = 0; i < n;) {
+      const char c = text[i];
+      if (c == '"') {
+        if (!skip_string()) return false;
+        continue;
+      }
+      if (depth == 0 && (c == ',' || c == '}')) return true;
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') --depth;
+      ++i;
+    }
+    return false;
+  };
+  PartialCall call;
+  bool named = false;
+  while (true) {  // members: "key" : value, in any order
+    skip_space();
+    if (i < n && text[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (i >= n || text[i] != '"') break;
+    const size_t key_at = i;
+    if (!skip_string()) break;
+    const std::string key = text.substr(key_at + 1, i - key_at - 2);
+    skip_space();
+    if (i >= n || text[i] != ':') break;
+    ++i;
+    skip_space();
+    const size_t value_at = i;
+    const bool ended = skip_value();
+    std::string value = text.substr(value_at, i - value_at);
+    value.erase(value.find_last_not_of(kSpace) + 1);
+    if (key == "name") {
+      const json name = parse_bounded(value);  // discarded unless the string is whole
+      if (!name.is_string()) return std::nullopt;
+      call.name = name.get<std::string>();
+      named = true;
+    } else if (key == "arguments") {
+      call.arguments = std::move(value);
+    }
+    if (!ended) break;
+  }
+  if (!named) return std::nullopt;
+  return call;
+}
+
 std::string ToolCallStream::push(const std::string& piece) {
   static const std::string open = "<tool_call>", python_tag = "<|python_tag|>";
   text_ += piece;
@@ -256,7 +323,8 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
                         std::to_string(tok.n_vocab()) + " tokens)");
   if (wants_thinking(req.think) && !m.prompt_format->can_think())
     throw bad_request("\"" + req.model + "\" does not support thinking");
-  const json think = req.think.value_or(json());
+  // As Ollama: a model that can think thinks unless asked not to.
+  const json think = req.think ? *req.think : m.prompt_format->can_think() ? json(true) : json();
   const bool fresh = req.context.empty();
   const int n_ctx = m.effective_n_ctx(req.n_ctx);
   // The prompt's tokens: the earlier context, then the conversation from message `first` on
@@ -286,12 +354,18 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
     throw bad_request("\"" + req.model + "\" does not support tools");
   out.tokens = tokens_from(0);
   if (out.tokens.empty()) throw bad_request("the prompt is empty");
-  auto fits = [&](const std::vector<Token>& t) { return int(t.size()) < n_ctx; };  // room for one token out
-  if (!fits(out.tokens) && !req.truncate)
+  // A prompt over the context is cut to leave the answer room, as llama.cpp's server does: to at
+  // most n_ctx - num_predict tokens, and to half the context when num_predict is larger or unset
+  // (generation past the context then shifts it: GenerateParams::context_shift).
+  const int room = std::clamp(req.gen.n_predict > 0 ? req.gen.n_predict : n_ctx / 2, 1, std::max(1, n_ctx / 2));
+  const size_t most = size_t(std::max(1, n_ctx - room));
+  auto fits = [&](const std::vector<Token>& t) { return t.size() <= most; };
+  const bool over = int(out.tokens.size()) >= n_ctx;
+  if (over && !req.truncate)
     throw bad_request("the input length exceeds the context length: the prompt is " +
                       std::to_string(out.tokens.size()) + " tokens, the context " + std::to_string(n_ctx) +
                       " (raise options.num_ctx, or leave \"truncate\" unset to drop the oldest messages)");
-  if (!fits(out.tokens) && req.chat && req.messages.size() > 1) {
+  if (over && req.chat && req.messages.size() > 1) {
     // As Ollama's chatPrompt: the fewest oldest messages dropped (never the last one, never a
     // tool result without the assistant turn that called it), found by bisection (tokens only
     // shrink as more go).
@@ -318,14 +392,28 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
                  req.model.c_str(), out.tokens.size(), n_ctx, start_of(hi));
     out.tokens = std::move(best);
   }
-  if (!fits(out.tokens)) {
+  if (over && !fits(out.tokens)) {
     // As Ollama's runner: the first num_keep tokens stay, the oldest after them go.
-    const int most = std::max(0, n_ctx - 2);
-    const size_t keep = size_t(req.num_keep < 0 ? most : std::min(req.num_keep, most));  // -1: as many as can stay
-    const size_t drop = out.tokens.size() - size_t(n_ctx - 1);
-    std::fprintf(stderr, "%s: truncating the prompt from %zu tokens to %d (keeping the first %zu)\n", req.model.c_str(),
-                 out.tokens.size(), n_ctx - 1, keep);
+    const size_t keep = req.num_keep < 0 ? most : std::min(size_t(req.num_keep), most);  // -1: as many as can stay
+    const size_t drop = out.tokens.size() - most;
+    std::fprintf(stderr, "%s: truncating the prompt from %zu tokens to %zu (keeping the first %zu)\n",
+                 req.model.c_str(), out.tokens.size(), most, keep);
     out.tokens.erase(out.tokens.begin() + long(keep), out.tokens.begin() + long(keep + drop));
+  }
+  // The reply's reasoning, as Ollama splits it: harmony's channels (not for a raw prompt, whose
+  // client reads the text as it is), or, when thinking, the template's <think> tags, the reply
+  // starting inside them when the prompt ends with the opening tag.
+  if (m.prompt_format->channels() && (req.chat || !req.raw)) {
+    out.split = PreparedPrompt::Split::harmony;
+  } else if (m.prompt_format->think_tags() && wants_thinking(think)) {
+    out.split = PreparedPrompt::Split::think_tags;
+    std::string tail;
+    for (size_t i = out.tokens.size() - std::min<size_t>(out.tokens.size(), 8); i < out.tokens.size(); ++i)
+      tail += tok.token_to_piece(out.tokens[i], /*special=*/true);
+    tail.erase(tail.find_last_not_of(" \t\r\n") + 1);
+    out.thinking_open = tail.size() >= ThinkTagStream::kOpen.size() &&
+                        tail.compare(tail.size() - ThinkTagStream::kOpen.size(), std::string::npos,
+                                     ThinkTagStream::kOpen) == 0;
   }
   out.stop = req.gen.stop;
   if (!req.raw || req.chat)
@@ -356,12 +444,14 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
   r.load_seconds = lease.load_seconds();
   GenerateParams gen = req.gen;
   gen.stop = prompt.stop;
-  // Harmony's channels are control tokens: their text is kept and parsed (raw prompts excepted:
-  // the client reads the text as it is).
-  std::optional<HarmonyStream> harmony;
-  if (m.prompt_format->channels() && (req.chat || !req.raw)) {
-    harmony.emplace();
+  // The reply's reasoning split from its content (PreparedPrompt::split). Harmony's channels are
+  // control tokens: their text is kept and parsed.
+  std::unique_ptr<ReplyStream> splitter;
+  if (prompt.split == PreparedPrompt::Split::harmony) {
+    splitter = std::make_unique<HarmonyStream>();
     gen.special_text = true;
+  } else if (prompt.split == PreparedPrompt::Split::think_tags) {
+    splitter = std::make_unique<ThinkTagStream>(prompt.thinking_open);
   }
   std::vector<TokenLogprob> pending;  // tokens whose text has not reached on_piece yet
   if (gen.n_top_logprobs >= 0) gen.on_logprob = [&](const TokenLogprob& lp) { pending.push_back(lp); };
@@ -374,26 +464,31 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
   {
     const std::unique_lock<std::timed_mutex> lock = wait_for_turn(m, req.model);
     Session& session = m.session_for(req.n_ctx, req.n_threads);
+    gen.context_shift = req.shift;
+    gen.n_keep = req.num_keep < 0 ? int(prompt.tokens.size()) : req.num_keep;
+    const int64_t most = int64_t(CompletionRequest::kMaxPredictContexts) * session.n_ctx();
+    if (gen.n_predict < 0 || gen.n_predict > most) gen.n_predict = int(std::min<int64_t>(most, limits::kMaxPredictTokens));
     const auto prompt_started = Clock::now();
     evaluate_all_but_last(session, prompt.tokens);
     const double prefix_seconds = std::chrono::duration<double>(Clock::now() - prompt_started).count();
     r.gen = generate(session, *m.tokenizer, prompt.tokens, gen, [&](const std::string& text) {
       if (r.cancelled) return false;
-      if (!harmony) {
+      if (!splitter) {
         if (!on_piece(text, std::exchange(pending, {}))) r.cancelled = true;
         return !r.cancelled;
       }
-      const HarmonyStream::Delta d = harmony->feed(text);
+      const ReplyStream::Delta d = splitter->feed(text);
       if (!d.thinking.empty() && on_thinking && !on_thinking(d.thinking)) r.cancelled = true;
       // The logprobs go with the next content (a client reading thinking only gets them at the end).
       if (!r.cancelled && !d.content.empty() && !on_piece(d.content, std::exchange(pending, {}))) r.cancelled = true;
       if (!r.cancelled && !on_thinking && d.content.empty() && !on_piece("", {})) r.cancelled = true;
       return !r.cancelled;
     });
-    if (harmony) {
+    if (splitter) {
       // What the stream held back (a tail that might have begun a marker) goes out now.
-      const size_t content_sent = harmony->reply().content.size(), thinking_sent = harmony->reply().thinking.size();
-      const HarmonyReply reply = harmony->finish();
+      const size_t content_sent = splitter->reply().content.size();
+      const size_t thinking_sent = splitter->reply().thinking.size();
+      const SplitReply reply = splitter->finish();
       if (!r.cancelled && reply.thinking.size() > thinking_sent && on_thinking)
         r.cancelled = !on_thinking(reply.thinking.substr(thinking_sent));
       if (!r.cancelled && reply.content.size() > content_sent)
@@ -407,6 +502,9 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
     }
     r.gen.prompt_seconds += prefix_seconds;  // the prompt's evaluation is both parts
   }
+  if (r.gen.n_shifts > 0)
+    std::fprintf(stderr, "%s: the context was full %d times: shifted the context, keeping its first %d tokens\n",
+                 req.model.c_str(), r.gen.n_shifts, gen.n_keep);
   if (r.cancelled)
     std::fprintf(stderr, "%s: the client went away after %d tokens; generation stopped\n", req.model.c_str(),
                  r.gen.n_generated);

@@ -39,9 +39,15 @@ struct CompletionRequest {
   std::optional<json> think;
   // A prompt over the context: Ollama's "truncate" (default true) drops the oldest messages
   // (keeping system messages and the last one), then the oldest tokens after the first num_keep
-  // (options.num_keep, Ollama's default 4); false: 400.
+  // (options.num_keep, Ollama's default 4), to leave the answer room (prepare_prompt); false: 400.
   bool truncate = true;
   int num_keep = 4;
+  // Generation past the context: Ollama's "shift" (default true) shifts it, keeping the first
+  // num_keep tokens (GenerateParams::context_shift); false, or num_predict -2 ("fill the
+  // context"): done_reason "length" at a full context. Either way generation stops after
+  // kMaxPredictContexts contexts' worth of tokens, as Ollama's 10 x num_ctx.
+  bool shift = true;
+  static constexpr int kMaxPredictContexts = 10;
 };
 
 // tool_choice in the APIs' common meaning: automatic (the model decides), none (no tools offered),
@@ -81,6 +87,16 @@ struct ToolCalls {
 };
 ToolCalls parse_tool_calls(const std::string& text);
 
+// A forced call (CompletionRequest::forced_tool_call) cut off by the length limit, e.g.
+// {"name": "get_weather", "arguments": {"ci : the tool's name and the arguments' text so far, as
+// OpenAI returns such a call (with finish reason "length"); nullopt when the text is not the
+// start of a call whose name is complete.
+struct PartialCall {
+  std::string name;
+  std::string arguments;
+};
+std::optional<PartialCall> partial_forced_call(const std::string& text);
+
 // Streams an answer that may hold tool calls: text that cannot belong to a call passes through
 // as it comes; what may be a call (an answer opening with '{', '[' or <|python_tag|>, or
 // anything from a "<tool_call>" on) is held until the answer ends and then parsed.
@@ -101,12 +117,17 @@ class ToolCallStream {
 struct PreparedPrompt {
   std::vector<Token> tokens;
   std::vector<std::string> stop;  // the request's stop strings and the chat format's
+  // How run_completion splits the reply into thinking and content: harmony's channels, the
+  // template's <think> tags (runtime/chat_format.h), or not at all.
+  enum class Split { none, harmony, think_tags };
+  Split split = Split::none;
+  bool thinking_open = false;  // think_tags: the prompt ends with the opening tag
 };
 
 struct CompletionResult {
-  // gen.text is the answer's content: for a chat format with channels (gpt-oss's harmony), the
-  // final channel and preambles, with the reasoning in `thinking` and the calls it marks itself
-  // in `format_calls` (native shape, as ToolCalls::calls).
+  // gen.text is the answer's content: for a reply split into reasoning and content
+  // (PreparedPrompt::split), the content, with the reasoning in `thinking` and the calls the
+  // format marks itself (harmony's) in `format_calls` (native shape, as ToolCalls::calls).
   GenerateResult gen;
   std::string thinking;
   json format_calls = json::array();

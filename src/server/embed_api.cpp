@@ -2,12 +2,15 @@
 // not normalized, as Ollama answers), OpenAI's /v1/embeddings. Pooling: the mean of the final
 // hidden state (after the output norm) over the input's tokens (runtime/embedding.h), evaluated
 // on the model's embedding session, never the chat session's KV cache.
+#include <algorithm>
 #include <climits>
+
 #include "runtime/embedding.h"
 
 #include "server/api.h"
 #include "server/errors.h"
 #include "server/http_util.h"
+#include "server/limits.h"
 #include "server/metrics.h"
 
 namespace strata::server {
@@ -28,17 +31,20 @@ struct EmbedInput {
   bool is_tokens = false;
 };
 
-// Tokenizes and embeds each input. truncate: inputs longer than the context are cut to fit;
-// otherwise they are a 400. dimensions > 0: the vector's first `dimensions` values, normalized
-// again (OpenAI's and Ollama's "dimensions"); more than the model has is a 400.
+// Tokenizes and embeds each input. truncate: inputs longer than the context (num_ctx, 0: the
+// server's) are cut to fit; otherwise they are a 400. dimensions > 0: the vector's first
+// `dimensions` values, normalized again (OpenAI's and Ollama's "dimensions"); more than the model
+// has is a 400.
 EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, const std::vector<EmbedInput>& inputs,
-                         bool truncate, bool normalize, std::optional<double> keep_alive_s, int64_t dimensions = 0) {
+                         bool truncate, bool normalize, std::optional<double> keep_alive_s, int64_t dimensions = 0,
+                         int num_ctx = 0) {
   const auto started = Clock::now();
   EmbedResult r;
   const auto lease = registry.lease(model, keep_alive_s);
   r.load_seconds = lease->load_seconds();
+  lease->fit_context(num_ctx);
   LoadedModel& m = lease->model();
-  const int n_ctx = m.effective_n_ctx(0);
+  const int n_ctx = m.effective_n_ctx(num_ctx);
   const int n_embd = m.model->config().n_embd;
   if (dimensions < 0 || dimensions > n_embd)
     throw bad_request("dimensions is " + std::to_string(dimensions) + ", but model \"" + model +
@@ -64,9 +70,13 @@ EmbedResult embed_inputs(ModelRegistry& registry, const std::string& model, cons
   }
   {
     std::lock_guard<std::timed_mutex> lock(m.run_mutex);
-    Session& session = m.embed_session(0);
+    size_t longest = 0;
+    for (const auto& tokens : token_lists) longest = std::max(longest, tokens.size());
+    // The session as it is when the inputs fit (a chat's cached prefix stays), else one of the context.
+    Session* session = &m.embed_session(0);
+    if (size_t(session->n_ctx()) < longest) session = &m.session_for(num_ctx, 0);
     for (const auto& tokens : token_lists) {
-      std::vector<float> v = embed_mean(session, tokens);
+      std::vector<float> v = embed_mean(*session, tokens);
       if (dimensions > 0) v.resize(size_t(dimensions));
       if (normalize || dimensions > 0) l2_normalize(v);
       r.vectors.push_back(std::move(v));
@@ -157,8 +167,12 @@ void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
                         const std::string model = model_of(body);
                         const std::vector<EmbedInput> inputs = inputs_of(body, "input");
                         const bool truncate = field_bool(body, "truncate").value_or(true);
+                        const json* options = field_object(body, "options");
+                        const int num_ctx = options ? int(std::clamp<int64_t>(field_int(*options, "num_ctx").value_or(0),
+                                                                               0, limits::kMaxContextTokens))
+                                                    : 0;
                         const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body),
-                                                           field_int(body, "dimensions").value_or(0));
+                                                           field_int(body, "dimensions").value_or(0), num_ctx);
                         json list = json::array();
                         for (const auto& v : r.vectors) list.push_back(vector_json(v));
                         send_json(res, {{"model", model},

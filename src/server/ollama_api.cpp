@@ -102,6 +102,7 @@ CompletionRequest parse_common(const json& body, const ModelSettings& settings) 
   refuse_unsupported(body);
   r.think = parse_think(body);  // a model that cannot think refuses true or a level (prepare_prompt)
   r.truncate = field_bool(body, "truncate").value_or(true);
+  if (auto shift = field_bool(body, "shift")) r.shift = r.shift && *shift;
   parse_format(body, r);
   set_logprobs(r, field_bool(body, "logprobs").value_or(false), field_int(body, "top_logprobs"));
   return r;

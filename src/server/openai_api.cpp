@@ -118,6 +118,7 @@ CompletionRequest parse_completion(const json& body, const ModelSettings& settin
   CompletionRequest r = parse_common(body, settings);
   if (!r.tools.is_null()) throw bad_request("tools are only supported on /v1/chat/completions");
   r.raw = true;                                                        // /v1/completions continues the text as given
+  r.think = false;  // and returns it as the model wrote it: its "text" has no place for reasoning split out
   if (auto n = field_int(body, "logprobs")) set_logprobs(r, true, n);  // legacy: the number of alternatives
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) throw bad_request("prompt is required");
@@ -193,6 +194,15 @@ json openai_tool_calls(const json& calls) {
   return list;
 }
 
+// A forced call cut off by max_tokens, as OpenAI returns it: the call with the arguments' text so
+// far (finish reason "length").
+json openai_partial_call(const PartialCall& call) {
+  return json::array({{{"index", 0},
+                       {"id", make_id("call_")},
+                       {"type", "function"},
+                       {"function", {{"name", call.name}, {"arguments", call.arguments}}}}});
+}
+
 void complete(ModelRegistry& registry, const CompletionRequest& req, bool include_usage, httplib::Response& res) {
   const auto started = Clock::now();
   const auto lease = registry.lease(req.model, std::nullopt);
@@ -219,6 +229,11 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
       if (!calls.calls.empty()) {
         message["tool_calls"] = openai_tool_calls(calls.calls);
         choice["finish_reason"] = "tool_calls";
+      } else if (const auto cut = req.forced_tool_call && r.gen.done_reason == "length"
+                                      ? partial_forced_call(r.gen.text)
+                                      : std::nullopt) {
+        message["content"] = "";
+        message["tool_calls"] = openai_partial_call(*cut);
       }
     }
     json j = envelope(id, req.chat ? "chat.completion" : "text_completion", req.model, created);
@@ -264,14 +279,25 @@ void complete(ModelRegistry& registry, const CompletionRequest& req, bool includ
       if (tools || !r.format_calls.empty()) {
         ToolCalls found = tools ? calls.finish() : ToolCalls{};
         for (const json& c : r.format_calls) found.calls.push_back(c);
-        if (!found.content.empty() || !found.calls.empty()) {
+        const auto cut = found.calls.empty() && req.forced_tool_call && r.gen.done_reason == "length"
+                             ? partial_forced_call(r.gen.text)
+                             : std::nullopt;
+        if (cut) found.content.clear();
+        if (!found.content.empty() || !found.calls.empty() || cut) {
           json j = envelope(id, object, req.model, created);
           json delta = {{"role", "assistant"}, {"content", found.content}};
           if (!found.calls.empty()) {
             delta["tool_calls"] = openai_tool_calls(found.calls);
             finish = "tool_calls";
+          } else if (cut) {
+            delta["tool_calls"] = openai_partial_call(*cut);
           }
-          j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", nullptr}}});
+          // The held-back text's tokens (the calls' included) have their logprobs here.
+          j["choices"] = json::array({{{"index", 0},
+                                       {"delta", delta},
+                                       {"logprobs", logprobs_field(tok, req, held, offset)},
+                                       {"finish_reason", nullptr}}});
+          held.clear();
           if (!event(j)) return;
         }
       }

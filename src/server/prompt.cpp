@@ -23,6 +23,8 @@ PromptFormat::PromptFormat(const Model& model, const Tokenizer& tokenizer, const
     jinja_ = jinja::Template::parse(t.source);
     supports_tools_ = t.source.find("tools") != std::string::npos;
     can_think_ = can_think_ || template_can_think(t.source);
+    think_tags_ = builtin_ != ChatFormat::harmony && t.source.find(ThinkTagStream::kOpen) != std::string::npos &&
+                  t.source.find(ThinkTagStream::kClose) != std::string::npos;
   } catch (const std::exception& e) {
     fallback_reason_ = e.what();
   }

@@ -38,6 +38,9 @@ class PromptFormat {
   // The template lets the model think (thinking.h's template_can_think); a harmony model always
   // thinks (its reasoning effort is the only setting).
   bool can_think() const { return can_think_; }
+  // The template writes <think> and </think>: a thinking reply's reasoning is between them
+  // (runtime/chat_format.h's ThinkTagStream).
+  bool think_tags() const { return think_tags_; }
   // The template renders `tools` (a Jinja template that mentions them).
   bool supports_tools() const { return supports_tools_; }
   // Strings that end the assistant's turn (besides the end-of-generation tokens).
@@ -55,6 +58,7 @@ class PromptFormat {
   std::string fallback_reason_;
   bool supports_tools_ = false;
   bool can_think_ = false;
+  bool think_tags_ = false;
 };
 
 }  // namespace strata::server

@@ -173,6 +173,16 @@ json call_item(const json& call, const std::string& item_id, const std::string& 
           {"call_id", call_id}, {"name", f["name"]}};
 }
 
+// A forced call cut off by max_output_tokens: its name and the arguments' text so far, marked
+// incomplete (the response is incomplete too); nullptr when there is no such call.
+json cut_call_item(const CompletionRequest& req, const CompletionResult& r) {
+  const auto cut = req.forced_tool_call && r.gen.done_reason == "length" ? partial_forced_call(r.gen.text)
+                                                                         : std::nullopt;
+  if (!cut) return nullptr;
+  return {{"id", make_id("fc_")},        {"type", "function_call"}, {"status", "incomplete"},
+          {"arguments", cut->arguments}, {"call_id", make_id("call_")}, {"name", cut->name}};
+}
+
 json usage(const CompletionResult& r) {
   return {{"input_tokens", r.gen.n_prompt_total},
           {"input_tokens_details", {{"cached_tokens", r.gen.n_prompt_total - r.gen.n_prompt}}},
@@ -233,13 +243,15 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
     }
     ToolCalls parts = answer_parts(req, r.gen.text);
     for (const json& c : r.format_calls) parts.calls.push_back(c);
+    const json cut = parts.calls.empty() ? cut_call_item(req, r) : json();
     json response = response_object(ids, req, body, "completed");
     if (!r.thinking.empty()) response["output"].push_back(reasoning_item(make_id("rs_"), r.thinking, "completed"));
-    if (!parts.content.empty() || parts.calls.empty())
+    if (cut.is_null() && (!parts.content.empty() || parts.calls.empty()))
       response["output"].push_back(
           message_item(ids, parts.content, "completed", logprobs_list(*lease->model().tokenizer, r.gen.logprobs)));
     for (const json& call : parts.calls)
       response["output"].push_back(call_item(call, make_id("fc_"), make_id("call_"), "completed"));
+    if (!cut.is_null()) response["output"].push_back(cut);
     finish(response, r);
     return send_json(res, response);
   }
@@ -322,8 +334,10 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
       if (r.cancelled) return;
       ToolCalls found = tools ? calls.finish() : ToolCalls{};
       for (const json& c : r.format_calls) found.calls.push_back(c);
+      const json cut = found.calls.empty() ? cut_call_item(req, r) : json();
+      if (!cut.is_null()) found.content.clear();
       text += found.content;
-      if (!message_open && (!text.empty() || found.calls.empty()) && !open_message()) return;
+      if (!message_open && (!text.empty() || (found.calls.empty() && cut.is_null())) && !open_message()) return;
       if (message_open) {
         if (!found.content.empty() && !event("response.output_text.delta",
                                              with(item_at, {{"delta", found.content}, {"logprobs", json::array()}})))
@@ -338,10 +352,12 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
       }
       if (!late_reasoning.empty() && !(open_reasoning() && reasoning_delta(late_reasoning))) return;
       if (!close_reasoning()) return;
-      for (const json& call : found.calls) {
+      std::vector<json> items;
+      for (const json& call : found.calls) items.push_back(call_item(call, make_id("fc_"), make_id("call_"), "completed"));
+      if (!cut.is_null()) items.push_back(cut);
+      for (const json& item : items) {
         const int index = int(response["output"].size());
-        const std::string item_id = make_id("fc_"), call_id = make_id("call_");
-        const json item = call_item(call, item_id, call_id, "completed");
+        const std::string item_id = item["id"];
         const std::string arguments = item["arguments"];
         const json at = {{"item_id", item_id}, {"output_index", index}};
         json added = item;
@@ -350,7 +366,7 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
         if (!event("response.output_item.added", {{"output_index", index}, {"item", added}}) ||
             !event("response.function_call_arguments.delta", with(at, {{"delta", arguments}})) ||
             !event("response.function_call_arguments.done",
-                   with(at, {{"arguments", arguments}, {"name", call["function"]["name"]}})) ||
+                   with(at, {{"arguments", arguments}, {"name", item["name"]}})) ||
             !event("response.output_item.done", {{"output_index", index}, {"item", item}}))
           return;
         response["output"].push_back(item);

@@ -51,11 +51,19 @@ nlohmann::ordered_json tier_json(const tier::TierStats& s) {
 
 std::string tier_metrics(const std::vector<std::pair<std::string, tier::TierStats>>& models) {
   std::string out;
+  // The GPU tier's families only for models a GPU serves (as --stats and /api/ps leave the group
+  // out): a CPU-only model has no PCIe traffic or GPU time to report, not zero of them.
+  auto exported = [](const tier::TierStatField& f, const tier::TierStats& s) {
+    return f.group != tier::StatGroup::gpu || tier::stat_group_present(s, f.group);
+  };
   for (const tier::TierStatField& f : tier::tier_stat_fields()) {
     if (!f.metric) continue;
+    std::string series;
+    for (const auto& [model, stats] : models)
+      if (exported(f, stats)) series += f.metric + label(model) + " " + number(f.value(stats)) + "\n";
+    if (series.empty() && f.group == tier::StatGroup::gpu) continue;
     out += std::string("# HELP ") + f.metric + " " + f.help + "\n# TYPE " + f.metric + " " +
-           (f.type == tier::MetricType::counter ? "counter" : "gauge") + "\n";
-    for (const auto& [model, stats] : models) out += f.metric + label(model) + " " + number(f.value(stats)) + "\n";
+           (f.type == tier::MetricType::counter ? "counter" : "gauge") + "\n" + series;
   }
   return out;
 }

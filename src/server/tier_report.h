@@ -13,7 +13,8 @@
 namespace strata::server {
 
 nlohmann::ordered_json tier_json(const tier::TierStats& s);
-// Metric families strata_tier_*, one sample per model (label model="...").
+// Metric families strata_tier_*, one sample per model (label model="..."); the GPU tier's only
+// for the models a GPU serves.
 std::string tier_metrics(const std::vector<std::pair<std::string, tier::TierStats>>& models);
 
 }  // namespace strata::server

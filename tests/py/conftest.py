@@ -89,3 +89,15 @@ def client(server):
 def oai(server):
     openai = pytest.importorskip("openai")
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=120, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def tools_model(server):
+    """SmolLM2 with a template that renders tools (harness.TOOLS_TEMPLATE), as "toolsy"."""
+    import server_harness as harness
+
+    status, _, body = server.request("POST", "/api/create", {
+        "model": harness.TOOLS_MODEL, "from": harness.MODEL, "template": harness.TOOLS_TEMPLATE, "stream": False})
+    assert status == 200, body
+    yield harness.TOOLS_MODEL
+    server.request("DELETE", "/api/delete", {"model": harness.TOOLS_MODEL})

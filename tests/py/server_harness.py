@@ -24,6 +24,19 @@ WEATHER_TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
+# A ChatML template that lists the tools (SmolLM2's own has none): the "toolsy" model of the
+# conftest's `tools_model` fixture.
+TOOLS_TEMPLATE = """{%- if tools %}<|im_start|>system
+You can call these tools by answering with JSON {"name": ..., "arguments": {...}}:
+{% for t in tools %}{{ t | tojson }}
+{% endfor %}<|im_end|>
+{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}
+{{ m.content }}<|im_end|>
+{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+TOOLS_MODEL = "toolsy"
+
+
 def smollm2_path():
     return model_path(SMOLLM2_FILE)
 

@@ -14,18 +14,6 @@ import server_harness as harness
 from conftest import run_strata
 
 MODEL = harness.MODEL
-TOOLS_MODEL = "toolsy"
-
-# A ChatML template that lists the tools (SmolLM2's own has none), as test_server_features uses.
-TOOLS_TEMPLATE = """{%- if tools %}<|im_start|>system
-You can call these tools by answering with JSON {"name": ..., "arguments": {...}}:
-{% for t in tools %}{{ t | tojson }}
-{% endfor %}<|im_end|>
-{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}
-{{ m.content }}<|im_end|>
-{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
-
 WEATHER = harness.WEATHER_TOOL
 TIME = {"type": "function", "function": {
     "name": "get_time", "description": "The local time in a time zone",
@@ -41,14 +29,6 @@ def flat(tool):
 def anthropic_tool(tool):
     f = tool["function"]
     return {"name": f["name"], "description": f["description"], "input_schema": f["parameters"]}
-
-
-@pytest.fixture(scope="module")
-def tools_model(server):
-    status, _, body = server.request("POST", "/api/create", {
-        "model": TOOLS_MODEL, "from": MODEL, "template": TOOLS_TEMPLATE, "stream": False})
-    assert status == 200, body
-    return TOOLS_MODEL
 
 
 @pytest.fixture(scope="module")

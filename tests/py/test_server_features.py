@@ -73,10 +73,14 @@ def test_embed_errors(server, client):
     assert e.value.status_code == 404
     status, _, body = server.request("POST", "/api/embed", body={"model": MODEL, "input": 5})
     assert status == 400 and "input" in json.loads(body)["error"]
-    long_text = "word " * 2300  # more than the server's 2048-token context
-    status, _, body = server.request("POST", "/api/embed", body={"model": MODEL, "input": long_text, "truncate": False})
-    assert status == 400 and "context" in json.loads(body)["error"]
-    assert len(client.embed(model=MODEL, input=long_text).embeddings[0]) == 576
+    # An input over the context (options.num_ctx, as Ollama takes it; small, so the test is quick).
+    long_text = "word " * 300
+    small = {"num_ctx": 128}
+    status, _, body = server.request("POST", "/api/embed", body={"model": MODEL, "input": long_text, "truncate": False,
+                                                                "options": small})
+    assert status == 400 and "context of 128" in json.loads(body)["error"], body
+    r = client.embed(model=MODEL, input=long_text, options=small)
+    assert len(r.embeddings[0]) == 576 and r.prompt_eval_count == 128
 
 
 # --- structured output
@@ -254,60 +258,46 @@ def test_list_and_ps_commands(server, client):
 
 # --- tools
 
-# A ChatML template that lists the tools (SmolLM2's own template has none), given at /api/create.
-TOOLS_TEMPLATE = """{%- if tools %}<|im_start|>system
-You can call these tools by answering with JSON {"name": ..., "arguments": {...}}:
-{% for t in tools %}{{ t | tojson }}
-{% endfor %}<|im_end|>
-{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}
-{{ m.content }}<|im_end|>
-{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
-
 WEATHER_TOOL = harness.WEATHER_TOOL
 
 
-def test_tools(client):
+def test_tools(client, tools_model):
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
     with pytest.raises(ollama.ResponseError) as e:
         client.chat(model=MODEL, messages=messages, tools=[WEATHER_TOOL])
     assert e.value.status_code == 400 and "does not support tools" in e.value.error
-    client.create(model="toolsy", from_=harness.smollm2_path(), template=TOOLS_TEMPLATE)
-    try:
-        assert "tools" in client.show("toolsy").capabilities
-        # The format forces the answer into a call, so the parser's path is exercised every time.
-        call_schema = {"type": "object", "properties": {
-            "name": {"enum": ["get_weather"]},
-            "arguments": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
-            "required": ["name", "arguments"]}
-        for stream in (False, True):
-            opts = {"temperature": 0, "num_predict": 60}
-            if stream:
-                parts = list(client.chat(model="toolsy", messages=messages, tools=[WEATHER_TOOL], format=call_schema,
-                                         options=opts, stream=True))
-                assert parts[-1].done
-                calls = [c for p in parts for c in (p.message.tool_calls or [])]
-            else:
-                r = client.chat(model="toolsy", messages=messages, tools=[WEATHER_TOOL], format=call_schema,
-                                options=opts)
-                calls = r.message.tool_calls
-            assert len(calls) == 1 and calls[0].function.name == "get_weather"
-            assert isinstance(calls[0].function.arguments["city"], str)
-        oai = openai.OpenAI(base_url=client._client.base_url.__str__().rstrip("/") + "/v1", api_key="x", max_retries=0)
-        for stream in (False, True):
-            kwargs = dict(model="toolsy", messages=messages, tools=[WEATHER_TOOL], temperature=0, max_tokens=60,
-                          response_format={"type": "json_schema", "json_schema": {"name": "call", "schema": call_schema}})
-            if stream:
-                chunks = list(oai.chat.completions.create(stream=True, **kwargs))
-                oai_calls = [c for ch in chunks if ch.choices for c in (ch.choices[0].delta.tool_calls or [])]
-                assert chunks[-1].choices[0].finish_reason == "tool_calls"
-            else:
-                r = oai.chat.completions.create(**kwargs)
-                assert r.choices[0].finish_reason == "tool_calls"
-                oai_calls = r.choices[0].message.tool_calls
-            assert len(oai_calls) == 1 and oai_calls[0].function.name == "get_weather"
-            assert "city" in json.loads(oai_calls[0].function.arguments)
-        plain = client.chat(model="toolsy", messages=messages, tools=[WEATHER_TOOL], options={"temperature": 0, "num_predict": 8})
-        assert plain.message.content is not None
-    finally:
-        client.delete("toolsy")
+    assert "tools" in client.show(tools_model).capabilities
+    # The format forces the answer into a call, so the parser's path is exercised every time.
+    call_schema = {"type": "object", "properties": {
+        "name": {"enum": ["get_weather"]},
+        "arguments": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+        "required": ["name", "arguments"]}
+    for stream in (False, True):
+        opts = {"temperature": 0, "num_predict": 60}
+        if stream:
+            parts = list(client.chat(model=tools_model, messages=messages, tools=[WEATHER_TOOL], format=call_schema,
+                                     options=opts, stream=True))
+            assert parts[-1].done
+            calls = [c for p in parts for c in (p.message.tool_calls or [])]
+        else:
+            r = client.chat(model=tools_model, messages=messages, tools=[WEATHER_TOOL], format=call_schema,
+                            options=opts)
+            calls = r.message.tool_calls
+        assert len(calls) == 1 and calls[0].function.name == "get_weather"
+        assert isinstance(calls[0].function.arguments["city"], str)
+    oai = openai.OpenAI(base_url=client._client.base_url.__str__().rstrip("/") + "/v1", api_key="x", max_retries=0)
+    for stream in (False, True):
+        kwargs = dict(model=tools_model, messages=messages, tools=[WEATHER_TOOL], temperature=0, max_tokens=60,
+                      response_format={"type": "json_schema", "json_schema": {"name": "call", "schema": call_schema}})
+        if stream:
+            chunks = list(oai.chat.completions.create(stream=True, **kwargs))
+            oai_calls = [c for ch in chunks if ch.choices for c in (ch.choices[0].delta.tool_calls or [])]
+            assert chunks[-1].choices[0].finish_reason == "tool_calls"
+        else:
+            r = oai.chat.completions.create(**kwargs)
+            assert r.choices[0].finish_reason == "tool_calls"
+            oai_calls = r.choices[0].message.tool_calls
+        assert len(oai_calls) == 1 and oai_calls[0].function.name == "get_weather"
+        assert "city" in json.loads(oai_calls[0].function.arguments)
+    plain = client.chat(model=tools_model, messages=messages, tools=[WEATHER_TOOL], options={"temperature": 0, "num_predict": 8})
+    assert plain.message.content is not None

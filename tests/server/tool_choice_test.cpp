@@ -109,5 +109,25 @@ TEST(Logprobs, TopLogprobsWithinTheLimit) {
   EXPECT_EQ(status_of([&] { set_logprobs(r, true, -1); }), 400);
 }
 
+TEST(PartialForcedCall, NameAndTheArgumentsSoFar) {
+  auto cut = partial_forced_call("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Pa");
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->name, "get_weather");
+  EXPECT_EQ(cut->arguments, "{\"city\": \"Pa");
+  // Members in either order, strings holding the characters that end values.
+  cut = partial_forced_call(" {\"arguments\": {\"q\": \"a, } \\\" b\"}, \"name\": \"find\"  ");
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->name, "find");
+  EXPECT_EQ(cut->arguments, "{\"q\": \"a, } \\\" b\"}");
+  cut = partial_forced_call("{\"name\": \"get_time\",");
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->arguments, "");
+  // No call to read: the name cut off, or not a call at all.
+  EXPECT_FALSE(partial_forced_call("{\"name\": \"get_wea"));
+  EXPECT_FALSE(partial_forced_call("{\"arguments\": {\"city\": 1}"));
+  EXPECT_FALSE(partial_forced_call("Sure, the weather"));
+  EXPECT_FALSE(partial_forced_call("{\"name\": 5, \"arguments\": {}"));
+}
+
 }  // namespace
 }  // namespace strata::server
