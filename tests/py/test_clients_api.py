@@ -250,6 +250,46 @@ def test_forced_tools_chat_completions(oai, tools_model):
     assert not none.choices[0].message.tool_calls and none.choices[0].finish_reason in ("stop", "length")
 
 
+def test_a_forced_call_cut_by_max_tokens(oai, tools_model):
+    # As OpenAI returns it: the call with its arguments so far, finish reason "length"; the
+    # Responses API marks the call and the response incomplete.
+    messages = [{"role": "user", "content": QUESTION}]
+    kwargs = dict(model=tools_model, messages=messages, tools=[WEATHER], temperature=0, max_tokens=24,
+                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    r = oai.chat.completions.create(**kwargs)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "length" and not r.choices[0].message.content, r
+    assert call.function.name == "get_weather" and call.function.arguments.startswith('{\n  "city": "'), call
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(call.function.arguments)  # cut off
+    chunks = list(oai.chat.completions.create(stream=True, **kwargs))
+    calls = [c for ch in chunks if ch.choices for c in (ch.choices[0].delta.tool_calls or [])]
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert [(c.function.name, c.function.arguments) for c in calls] == [(call.function.name, call.function.arguments)]
+    rr = oai.responses.create(model=tools_model, input=QUESTION, tools=[flat(WEATHER)], max_output_tokens=24,
+                              temperature=0, tool_choice={"type": "function", "name": "get_weather"})
+    assert rr.status == "incomplete" and [o.type for o in rr.output] == ["function_call"], rr
+    assert rr.output[0].status == "incomplete" and rr.output[0].arguments == call.function.arguments
+    events = list(oai.responses.create(model=tools_model, input=QUESTION, tools=[flat(WEATHER)], max_output_tokens=24,
+                                       temperature=0, tool_choice={"type": "function", "name": "get_weather"},
+                                       stream=True))
+    done = [e.arguments for e in events if e.type == "response.function_call_arguments.done"]
+    assert done == [call.function.arguments] and events[-1].response.status == "incomplete"
+
+
+def test_streamed_tool_answers_keep_every_logprob(oai, tools_model):
+    # Text held back while it may be a call still has its logprobs, in the delta that sends it.
+    kwargs = dict(model=tools_model, messages=[{"role": "user", "content": QUESTION}], tools=[WEATHER],
+                  temperature=0, max_tokens=24, logprobs=True, top_logprobs=2,
+                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    whole = oai.chat.completions.create(**kwargs)
+    chunks = list(oai.chat.completions.create(stream=True, **kwargs))
+    streamed = [lp for ch in chunks if ch.choices and ch.choices[0].logprobs
+                for lp in (ch.choices[0].logprobs.content or [])]
+    assert len(streamed) == len(whole.choices[0].logprobs.content) == whole.usage.completion_tokens
+    assert [lp.token for lp in streamed] == [lp.token for lp in whole.choices[0].logprobs.content]
+
+
 def test_langchain_openai_forced_tools(server, tools_model):
     lc = pytest.importorskip("langchain_openai")
     from pydantic import BaseModel

@@ -233,6 +233,8 @@ def test_metrics(server, client):
     assert values["strata_generated_tokens_total"] > 0 and values["strata_prompt_tokens_total"] > 0
     assert values["strata_loaded_models"] >= 1
     assert values['strata_http_requests_total{method="POST",route="/api/generate",status="200"}'] >= 1
+    # A CPU-only model has no GPU tier to report (as --stats and /api/ps leave it out).
+    assert f'strata_tier_streaming{{model="{MODEL}"}}' in text and "strata_tier_gpu_" not in text
 
 
 # --- CLI
