@@ -64,7 +64,7 @@ struct GenerateResult {
   int n_generated = 0;
   double prompt_seconds = 0;
   double generate_seconds = 0;
-  int n_shifts = 0;        // context shifts (GenerateParams::context_shift)
+  int n_shifts = 0;                    // context shifts (GenerateParams::context_shift)
   std::string done_reason;             // "stop" (end token or stop string), "length" (n_predict or context)
   std::string stop_string;             // the stop string that ended generation, if one did
   std::vector<TokenLogprob> logprobs;  // with n_top_logprobs >= 0: one per generated token

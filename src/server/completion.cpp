@@ -222,8 +222,10 @@ std::optional<PartialCall> partial_forced_call(const std::string& text) {
   auto skip_space = [&] { i = std::min(n, text.find_first_not_of(kSpace, i)); };
   auto skip_string = [&] {  // at a '"': past its end; false when the text ends inside it
     for (++i; i < n; ++i) {
-      if (text[i] == '\\') ++i;
-      else if (text[i] == '"') return ++i, true;
+      if (text[i] == '\\')
+        ++i;
+      else if (text[i] == '"')
+        return ++i, true;
     }
     i = n;
     return false;
@@ -411,9 +413,9 @@ PreparedPrompt prepare_prompt(const LoadedModel& m, const CompletionRequest& req
     for (size_t i = out.tokens.size() - std::min<size_t>(out.tokens.size(), 8); i < out.tokens.size(); ++i)
       tail += tok.token_to_piece(out.tokens[i], /*special=*/true);
     tail.erase(tail.find_last_not_of(" \t\r\n") + 1);
-    out.thinking_open = tail.size() >= ThinkTagStream::kOpen.size() &&
-                        tail.compare(tail.size() - ThinkTagStream::kOpen.size(), std::string::npos,
-                                     ThinkTagStream::kOpen) == 0;
+    out.thinking_open =
+        tail.size() >= ThinkTagStream::kOpen.size() &&
+        tail.compare(tail.size() - ThinkTagStream::kOpen.size(), std::string::npos, ThinkTagStream::kOpen) == 0;
   }
   out.stop = req.gen.stop;
   if (!req.raw || req.chat)
@@ -467,7 +469,8 @@ CompletionResult run_completion(const ModelLease& lease, const CompletionRequest
     gen.context_shift = req.shift;
     gen.n_keep = req.num_keep < 0 ? int(prompt.tokens.size()) : req.num_keep;
     const int64_t most = int64_t(CompletionRequest::kMaxPredictContexts) * session.n_ctx();
-    if (gen.n_predict < 0 || gen.n_predict > most) gen.n_predict = int(std::min<int64_t>(most, limits::kMaxPredictTokens));
+    if (gen.n_predict < 0 || gen.n_predict > most)
+      gen.n_predict = int(std::min<int64_t>(most, limits::kMaxPredictTokens));
     const auto prompt_started = Clock::now();
     evaluate_all_but_last(session, prompt.tokens);
     const double prefix_seconds = std::chrono::duration<double>(Clock::now() - prompt_started).count();

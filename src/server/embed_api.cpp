@@ -168,9 +168,10 @@ void add_embedding_routes(httplib::Server& http, ModelRegistry& registry) {
                         const std::vector<EmbedInput> inputs = inputs_of(body, "input");
                         const bool truncate = field_bool(body, "truncate").value_or(true);
                         const json* options = field_object(body, "options");
-                        const int num_ctx = options ? int(std::clamp<int64_t>(field_int(*options, "num_ctx").value_or(0),
-                                                                               0, limits::kMaxContextTokens))
-                                                    : 0;
+                        const int num_ctx = options
+                                                ? int(std::clamp<int64_t>(field_int(*options, "num_ctx").value_or(0), 0,
+                                                                          limits::kMaxContextTokens))
+                                                : 0;
                         const EmbedResult r = embed_inputs(registry, model, inputs, truncate, true, keep_alive_of(body),
                                                            field_int(body, "dimensions").value_or(0), num_ctx);
                         json list = json::array();

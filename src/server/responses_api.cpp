@@ -176,10 +176,10 @@ json call_item(const json& call, const std::string& item_id, const std::string& 
 // A forced call cut off by max_output_tokens: its name and the arguments' text so far, marked
 // incomplete (the response is incomplete too); nullptr when there is no such call.
 json cut_call_item(const CompletionRequest& req, const CompletionResult& r) {
-  const auto cut = req.forced_tool_call && r.gen.done_reason == "length" ? partial_forced_call(r.gen.text)
-                                                                         : std::nullopt;
+  const auto cut =
+      req.forced_tool_call && r.gen.done_reason == "length" ? partial_forced_call(r.gen.text) : std::nullopt;
   if (!cut) return nullptr;
-  return {{"id", make_id("fc_")},        {"type", "function_call"}, {"status", "incomplete"},
+  return {{"id", make_id("fc_")},        {"type", "function_call"},     {"status", "incomplete"},
           {"arguments", cut->arguments}, {"call_id", make_id("call_")}, {"name", cut->name}};
 }
 
@@ -353,7 +353,8 @@ void respond(ModelRegistry& registry, const CompletionRequest& req, const json& 
       if (!late_reasoning.empty() && !(open_reasoning() && reasoning_delta(late_reasoning))) return;
       if (!close_reasoning()) return;
       std::vector<json> items;
-      for (const json& call : found.calls) items.push_back(call_item(call, make_id("fc_"), make_id("call_"), "completed"));
+      for (const json& call : found.calls)
+        items.push_back(call_item(call, make_id("fc_"), make_id("call_"), "completed"));
       if (!cut.is_null()) items.push_back(cut);
       for (const json& item : items) {
         const int index = int(response["output"].size());

@@ -215,8 +215,9 @@ TEST(ThinkTags, BothSplittersShareOneInterface) {
   std::vector<std::unique_ptr<ReplyStream>> splitters;
   splitters.push_back(std::make_unique<HarmonyStream>());
   splitters.push_back(std::make_unique<ThinkTagStream>());
-  const std::string texts[] = {"<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>final<|message|>so",
-                               "<think>why</think>so"};
+  const std::string texts[] = {
+      "<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>final<|message|>so",
+      "<think>why</think>so"};
   for (size_t i = 0; i < 2; ++i) {
     for (char ch : texts[i]) splitters[i]->feed(std::string(1, ch));
     const SplitReply r = splitters[i]->finish();
