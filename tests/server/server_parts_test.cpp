@@ -373,11 +373,12 @@ TEST_F(InProcessServe, APromptOverTheContextLosesItsOldestMessagesButNotTheSyste
     r.messages.push_back({"assistant", "answer answer answer"});
   }
   r.messages.push_back({"user", "LASTQUESTION"});
+  r.gen.n_predict = 56;  // the prompt leaves the answer room: at most 256 - 56 tokens
   const std::string all = m.prompt_format->render(r.messages, true);
   ASSERT_GT(int(m.tokenizer->encode(all, false, true).size()), 256);  // over the context of 256
   const PreparedPrompt p = prepare_prompt(m, r);
-  EXPECT_LT(int(p.tokens.size()), 256);
-  EXPECT_GT(int(p.tokens.size()), 128);  // only as many messages as needed went
+  EXPECT_LE(int(p.tokens.size()), 200);
+  EXPECT_GT(int(p.tokens.size()), 150);  // only as many messages as needed went
   const std::string text = m.tokenizer->decode(p.tokens);
   EXPECT_NE(text.find("SYSTEMTEXT"), std::string::npos) << text;
   EXPECT_NE(text.find("LASTQUESTION"), std::string::npos) << text;
@@ -387,7 +388,7 @@ TEST_F(InProcessServe, APromptOverTheContextLosesItsOldestMessagesButNotTheSyste
   for (size_t k = 1; k < r.messages.size(); ++k) {
     kept = {r.messages[0]};
     kept.insert(kept.end(), r.messages.begin() + long(k), r.messages.end());
-    if (m.tokenizer->encode(m.prompt_format->render(kept, true), false, true).size() < 256) break;
+    if (m.tokenizer->encode(m.prompt_format->render(kept, true), false, true).size() <= 200) break;
   }
   EXPECT_EQ(p.tokens, m.tokenizer->encode(m.prompt_format->render(kept, true), false, true));
   // truncate false: refused, naming the sizes.
@@ -412,10 +413,26 @@ TEST_F(InProcessServe, AnOverLongPromptKeepsItsFirstNumKeepTokens) {
   const std::vector<Token> whole = m.tokenizer->encode(r.prompt, true, true);
   ASSERT_GT(whole.size(), 256u);
   r.num_keep = 5;
+  r.gen.n_predict = 1;
   const PreparedPrompt p = prepare_prompt(m, r);
-  ASSERT_EQ(p.tokens.size(), 255u);  // the context less one token for the answer
+  ASSERT_EQ(p.tokens.size(), 255u);  // the context less the one token asked for
   EXPECT_TRUE(std::equal(p.tokens.begin(), p.tokens.begin() + 5, whole.begin()));
   EXPECT_TRUE(std::equal(p.tokens.begin() + 5, p.tokens.end(), whole.end() - 250));
+  // An answer of unknown length (or longer than half the context) gets half of it.
+  for (int n_predict : {-1, 200}) {
+    r.gen.n_predict = n_predict;
+    const PreparedPrompt half = prepare_prompt(m, r);
+    ASSERT_EQ(half.tokens.size(), 128u) << n_predict;
+    EXPECT_TRUE(std::equal(half.tokens.begin(), half.tokens.begin() + 5, whole.begin()));
+    EXPECT_TRUE(std::equal(half.tokens.begin() + 5, half.tokens.end(), whole.end() - 123));
+  }
+  // A prompt that fits the context is never cut, however little room it leaves.
+  r.prompt.clear();
+  for (int i = 0; i < 50; ++i) r.prompt += " w" + std::to_string(i);
+  const size_t fits = m.tokenizer->encode(r.prompt, true, true).size();
+  ASSERT_GT(fits, 128u);
+  ASSERT_LT(fits, 256u);
+  EXPECT_EQ(prepare_prompt(m, r).tokens.size(), fits);
 }
 
 TEST_F(InProcessServe, ThinkingAsOllamaChecksIt) {
