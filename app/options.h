@@ -26,6 +26,7 @@ struct ModelOptions {
   bool stats = false;  // print tiering statistics at the end
   bool fresh = false;  // MoE: neither load nor save routing statistics
   std::string trace_routing;  // MoE: write the routing trace (tier/trace/routing_trace.h) here
+  std::string routing_override;  // bench: MoE layers route as this trace says (tier/trace/routing_override.h)
   // Memory available when the command started, before the model and the session took theirs
   // (which the plan counts itself); 0: unknown.
   uint64_t budget_at_start = 0;
@@ -42,6 +43,7 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   t.stream_ffn = o.stream_ffn;
   t.prefetch = o.prefetch;
   t.persist_routing = !o.fresh;
+  t.routing_override = o.routing_override;
   t.n_threads = session.n_threads();
   std::unique_ptr<tier::Tiering> tiering;
   try {

@@ -15,6 +15,7 @@
 #include "tier/stream/dense_ffn_streamer.h"
 #include "tier/stream/expert_streamer.h"
 #include "tier/stream/resident_copy.h"
+#include "tier/trace/routing_override.h"
 
 namespace strata::tier {
 
@@ -31,6 +32,9 @@ struct TieringOptions {
   // only when the plan streams. Tests give them, so that their plans do not depend on the disk.
   double ram_gbps = 0, ssd_gbps = 0;
   int n_threads = 0;  // the threads that run the model (RAM bandwidth depends on them); 0: physical cores
+  // Benchmarks only: a routing trace whose experts the MoE layers run instead of their router's
+  // (tier/trace/routing_override.h); "": none.
+  std::string routing_override;
 };
 
 
@@ -44,6 +48,7 @@ class Tiering {
   ~Tiering();  // saves routing statistics
 
   FfnSource* ffn_source() { return dense_.get(); }
+  // Null when no layer streams its experts and no routing override is asked for.
   ExpertSource* expert_source();
   bool streaming() const { return dense_ || experts_; }
   // The plan as it stands; a revision replaces it at a token boundary on the thread that runs the
@@ -69,7 +74,8 @@ class Tiering {
   Plan plan_;
   std::unique_ptr<DenseFfnStreamer> dense_;
   std::unique_ptr<ExpertStreamer> experts_;
-  std::unique_ptr<ExpertSource> reviser_;   // wraps experts_: counts tokens, revises the plan
+  std::unique_ptr<RoutingOverride> override_;  // TieringOptions::routing_override
+  std::unique_ptr<ExpertSource> reviser_;   // wraps experts_ (if any): counts tokens, revises the plan
   std::unique_ptr<ResidentCopy> resident_;  // when streaming: resident weights in anonymous memory
   std::unique_ptr<Replanner> replanner_;    // with experts_
   std::string routing_path_;                // where routing statistics are saved ("": nowhere)
