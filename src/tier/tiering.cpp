@@ -105,6 +105,8 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     ExpertStreamerOptions eo;
     eo.pinned = pinned_experts(plan_, size_t(plan_.n_expert_resident));
     eo.n_pool_slots = n_pool_slots_ = std::max(1, plan_.n_expert_slots);
+    eo.look_ahead = options.look_ahead;
+    eo.co_predict = options.co_predict;
     eo.stats_path = routing_path_ = routing_path;
     experts_ = std::make_unique<ExpertStreamer>(model, std::move(eo));
     replanner_ = std::make_unique<Replanner>();

@@ -28,6 +28,8 @@ struct TieringOptions {
   int prefetch = 2;             // with stream_ffn: read-ahead depth: a ring of dense_ring_pieces(depth) 16 MiB pieces
   bool persist_routing = true;  // MoE: load and save routing statistics (RoutingStats::default_path)
   int revise_every = 256;       // MoE: tokens between plan revisions from observed routing (0: never)
+  bool look_ahead = true;       // MoE: read ahead the next layer's router's guess (ExpertStreamerOptions)
+  bool co_predict = true;       // MoE: ... and co-activation's
   // The planner's speeds; 0: this machine's (device_speed.h: measured once, cached), looked up
   // only when the plan streams. Tests give them, so that their plans do not depend on the disk.
   double ram_gbps = 0, ssd_gbps = 0;
