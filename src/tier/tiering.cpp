@@ -146,11 +146,16 @@ void Tiering::request_revision() {
   if (replanner_->submit(std::move(base), routing, routing_path_)) revised_at_ = routing.tokens_seen();
 }
 
+// The revised plan's prediction and statistics replace the old ones. Only pinned_lru moves
+// experts for it; under lfu (the default) the cache already follows the routing the revision
+// learned from, and the slot count is fixed for the session.
 void Tiering::apply_revision() {
   std::optional<Plan> revised = replanner_->take();
   if (!revised) return;
-  const size_t n_pinned = size_t(experts_->stats().slots - n_pool_slots_);
-  experts_->repin(pinned_experts(*revised, n_pinned));
+  if (experts_->policy() == ExpertCachePolicy::pinned_lru) {
+    const size_t n_pinned = size_t(experts_->stats().slots - n_pool_slots_);
+    experts_->repin(pinned_experts(*revised, n_pinned));
+  }
   std::lock_guard<std::mutex> lock(plan_mutex_);
   plan_ = std::move(*revised);
   ++n_revisions_;

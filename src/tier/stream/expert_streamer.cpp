@@ -409,6 +409,7 @@ void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, 
 }
 
 void ExpertStreamer::repin(const std::vector<std::vector<int>>& pinned) {
+  if (options_.policy == ExpertCachePolicy::lfu) return;
   std::vector<bool> next(pinned_.size(), false);
   size_t count = 0, before = size_t(std::count(pinned_.begin(), pinned_.end(), true));
   for (size_t l = 0; l < pinned.size() && l < size_t(n_layer_); ++l)

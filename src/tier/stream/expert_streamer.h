@@ -86,9 +86,11 @@ class ExpertStreamer : public ExpertSource {
   // look_ahead, and the call that adds co-activation's with co_predict; null with neither.
   ForwardHook* hook() override { return options_.look_ahead || options_.co_predict ? &guesser_ : nullptr; }
 
-  // Keeps these experts resident from now on (a revised plan); same count as before at most.
-  // Under lfu it only renames what pinned_slots counts: the cache already follows routing.
+  // pinned_lru: keeps these experts resident from now on (a revised plan); same count as before
+  // at most. Under lfu nothing: the plan's experts were only the first content, and the cache
+  // follows routing by itself.
   void repin(const std::vector<std::vector<int>>& pinned);
+  ExpertCachePolicy policy() const { return options_.policy; }
 
   // A snapshot taken between layers; safe to call from any thread (the server's /metrics).
   ExpertStats stats() const;
