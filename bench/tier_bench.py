@@ -22,6 +22,26 @@ them, bench/routing_replay.py's replay of the same traces through the engine's p
 cache size `strata plan` gives (--routing-replay-only: the replay alone). Under the override the
 router's look-ahead still guesses from the forged router (no better than chance), so these runs
 use --expert-guess coactivation unless --routing-guess says otherwise.
+
+Measured (2026-12-07, development machine: 2 cores shared with other work, SSD ~1.9-2.1 GB/s in
+the sweep; `--cases mixtral,qwen3 --routing-source code prose chat --routing-only --n-prompt 16
+--n-gen 16`, traces of /tmp/routing/traces = the trained model's full traces of closing note 15;
+16 generated tokens per run, one run each: read the tok/s as +-20 %):
+  case     routing  replay: slots  hit    MB/token | engine: slots  gen tok/s  cache hit  MB/token
+  mixtral  uniform  62 of 256      18.0%  5996     | 66             0.142      19.3%      5525
+  mixtral  code     62             31.4%  5013     | 66             0.210      32.3%      4615
+  mixtral  prose    62             57.1%  3135     | 66             0.225      53.7%      3174
+  mixtral  chat     62             49.2%  3713     | 66             0.156      51.3%      3339
+  qwen3    uniform  1803 of 6144   26.7%  865      | 1893           0.284      28.8%      784
+  qwen3    code     1803           44.3%  657      | 1893           0.676      42.7%      631
+  qwen3    prose    1803           97.3%  31       | 1893           0.778      95.5%      52
+  qwen3    chat     1803           77.6%  264      | 1893           1.013      78.7%      238
+(The replay's cache is `strata plan --mem LIMIT`'s at its default context; the engine's, planned
+inside the cgroup for the bench's small context, is a little larger.) The engine's hit rates follow
+the replay's within 4 points. Realistic routing reads 1.2-1.9x less than uniform on Mixtral and
+1.4-17x less on Qwen3, and runs 1.1-1.6x (Mixtral) and 2.4-3.6x (Qwen3) faster; under realistic
+routing Qwen3 is no longer bound by the SSD but by 2 busy cores. The synthetic prose trace on the
+Qwen3 shape is more concentrated than any real trace (97 % replayed hits): treat it as optimistic.
 Needs root (cgroups, drop_caches), ~50 GB of disk for the forged models, and
 scripts/setup_reference.sh for llama-cpp-python.
 """
