@@ -38,8 +38,8 @@ the sweep; `--cases mixtral,qwen3 --routing-source code prose chat --routing-onl
   qwen3    chat     1803           77.6%  264      | 1893           1.013      78.7%      238
 (The replay's cache is `strata plan --mem LIMIT`'s at its default context; the engine's, planned
 inside the cgroup for the bench's small context, is a little larger.) The engine's hit rates follow
-the replay's within 4 points. Realistic routing reads 1.2-1.9x less than uniform on Mixtral and
-1.4-17x less on Qwen3, and runs 1.1-1.6x (Mixtral) and 2.4-3.6x (Qwen3) faster; under realistic
+the replay's within 4 points. Realistic routing reads 1.2-1.7x less than uniform on Mixtral and
+1.2-15x less on Qwen3, and runs 1.1-1.6x (Mixtral) and 2.4-3.6x (Qwen3) faster; under realistic
 routing Qwen3 is no longer bound by the SSD but by 2 busy cores. The synthetic prose trace on the
 Qwen3 shape is more concentrated than any real trace (97 % replayed hits): treat it as optimistic.
 Needs root (cgroups, drop_caches), ~50 GB of disk for the forged models, and
