@@ -46,6 +46,9 @@ void add_bench_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "measure prompt and generation speed");
   add_model_options(cmd, opts->model);
   add_trace_routing_option(cmd, opts->model);
+  cmd->add_option("--routing-override", opts->model.routing_override,
+                  "MoE benchmarks: run the experts this routing trace names instead of the router's (e.g. a "
+                  "forged model under realistic routing from bench/routing_synth.py; positions wrap around)");
   cmd->add_option("-p,--n-prompt", opts->n_prompt, "prompt tokens")->capture_default_str();
   cmd->add_option("-n,--n-gen", opts->n_gen, "generated tokens")->capture_default_str();
   cmd->add_flag("--json", opts->json, "print one JSON object");

@@ -92,7 +92,8 @@ json given_options(const CLI::App& cmd, const RunOptions& o) {
   if (given("--ctx")) j["num_ctx"] = o.model.session.n_ctx;
   if (given("--threads")) j["num_thread"] = o.model.session.n_threads;
   for (const char* name :
-       {"--batch", "--stream-ffn", "--prefetch", "--mem", "--fresh", "--stats", "--no-special", "--trace-routing"})
+       {"--batch", "--stream-ffn", "--prefetch", "--mem", "--fresh", "--stats", "--no-special", "--trace-routing",
+        "--expert-guess"})
     if (given(name)) std::fprintf(stderr, "note: %s applies to local runs only; the server ignores it\n", name);
   return j;
 }

@@ -26,6 +26,8 @@ struct ModelOptions {
   bool stats = false;  // print tiering statistics at the end
   bool fresh = false;  // MoE: neither load nor save routing statistics
   std::string trace_routing;  // MoE: write the routing trace (tier/trace/routing_trace.h) here
+  std::string routing_override;  // bench: MoE layers route as this trace says (tier/trace/routing_override.h)
+  std::string expert_guess = "both";  // MoE: which guessers read experts ahead (both, router, coactivation, none)
   // Memory available when the command started, before the model and the session took theirs
   // (which the plan counts itself); 0: unknown.
   uint64_t budget_at_start = 0;
@@ -42,6 +44,9 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   t.stream_ffn = o.stream_ffn;
   t.prefetch = o.prefetch;
   t.persist_routing = !o.fresh;
+  t.routing_override = o.routing_override;
+  t.look_ahead = o.expert_guess == "both" || o.expert_guess == "router";
+  t.co_predict = o.expert_guess == "both" || o.expert_guess == "coactivation";
   t.n_threads = session.n_threads();
   std::unique_ptr<tier::Tiering> tiering;
   try {
@@ -117,6 +122,10 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
       ->capture_default_str();
   cmd->add_option("--mem", o.mem,
                   "memory budget (e.g. 2G; default: what is available): the planner streams what does not fit");
+  cmd->add_option("--expert-guess", o.expert_guess,
+                  "MoE streaming: guessers that read the next layer's experts ahead: both (default), router "
+                  "(look-ahead), coactivation, none")
+      ->check(CLI::IsMember({"both", "router", "coactivation", "none"}));
   cmd->add_flag("--fresh", o.fresh, "MoE: ignore routing statistics of earlier runs and do not save this run's");
   cmd->add_flag("--stats", o.stats, "print tiering statistics (SSD bytes per token, hit rates, I/O wait)");
 }

@@ -132,6 +132,7 @@ void moe(ForwardPass& p, int layer) {
   ForwardBuffers& b = p.buf;
   const int n = p.n_tokens, k = c.n_expert_used;
   route(p, layer);
+  if (p.hook) p.hook->after_router(p, layer);
   if (p.routing_observer) p.routing_observer->routed(layer, p.pos0, b.chosen.data(), n);
   const int n_used = distinct_experts(b.chosen.data(), n * k, c.n_expert, b.experts_used.data());
   p.source.begin_experts(layer, b.experts_used.data(), n_used, b.chosen.data(), n);

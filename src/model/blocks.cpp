@@ -303,6 +303,7 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
   p.backend->matmul(L.router, p.act.h, c.n_embd, n, b.router_logits.data(), c.n_expert);
   p.backend->route_top_k(b.router_logits.data(), n, c.n_expert, k_used, c.expert_weights_norm, b.chosen.data(),
                          b.chosen_weight.data());
+  if (p.hook) p.hook->after_router(p, layer);
   if (p.routing_observer) p.routing_observer->routed(layer, p.pos0, b.chosen.data(), n);
 
   // Every expert routed to is asked for at once; those in memory compute while the rest arrive.

@@ -55,10 +55,15 @@ class ResidentWeights : public WeightSource {
 
 // Calls at fixed points of the forward pass, for policies outside compute (src/tier's expert
 // guesses). A hook may read the pass's buffers and weights; it must not change what compute
-// reads.
+// reads, except at after_router.
 class ForwardHook {
  public:
   virtual ~ForwardHook() = default;
+  // MoE layer `layer`'s router has chosen (pass.buf.chosen [n_tokens x k], best first, and
+  // chosen_weight); nothing is asked for yet. The one point where a hook may change what compute
+  // reads, and only the choice: a bench's routing override (tier/trace/routing_override.h) puts a
+  // trace's experts there, and compute runs them as if its router had chosen them.
+  virtual void after_router(ForwardPass&, int) {}
   // MoE layer `layer` has routed its batch and asked for its experts; none has run yet.
   virtual void after_routing(ForwardPass& pass, int layer) = 0;
   // Layer `layer`'s FFN output has been added to the residual stream (pass.buf.x).

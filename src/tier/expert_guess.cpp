@@ -4,8 +4,9 @@
 
 namespace strata::tier {
 
-ExpertGuesser::ExpertGuesser(const ModelConfig& c, ExpertSource* target)
+ExpertGuesser::ExpertGuesser(const ModelConfig& c, ExpertSource* target, bool router)
     : target_(target),
+      router_(router),
       normed_(size_t(kMaxTokens) * c.n_embd),
       logits_(size_t(kMaxTokens) * std::max(1, c.n_expert)),
       top_(size_t(kMaxTokens) * std::max(1, c.n_expert_used)),
@@ -34,6 +35,10 @@ void ExpertGuesser::guess(ForwardPass& p, int next, bool refined) {
   const bool prefetch = target_ && target_->streams(next);
   if (p.n_tokens > kMaxTokens || next >= c.n_layer || !c.is_moe_layer(next) || !(prefetch || p.routing_observer))
     return;
+  if (!router_) {
+    if (prefetch && !refined) target_->prefetch(next, nullptr, 0, false);
+    return;
+  }
   const LayerWeights& N = p.weights.layers[size_t(next)];
   if (N.router.empty()) return;
   const int n = p.n_tokens, k_used = c.n_expert_used;

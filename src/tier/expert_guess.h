@@ -17,8 +17,10 @@ class ExpertGuesser : public ForwardHook {
   static constexpr int kMaxTokens = 4;
 
   // target: the source that reads the guesses ahead; null for a guesser whose guesses only a
-  // RoutingObserver sees (a traced run whose experts are resident).
-  ExpertGuesser(const ModelConfig& config, ExpertSource* target);
+  // RoutingObserver sees (a traced run whose experts are resident). router false: no look-ahead;
+  // the target is only told, once per layer after routing, that it may add guesses of its own
+  // (an empty guess: ExpertStreamer's co-activation predictor).
+  ExpertGuesser(const ModelConfig& config, ExpertSource* target, bool router = true);
   // The early guess, from the residual before this layer's FFN: each token's top ceil(k/2).
   void after_routing(ForwardPass& pass, int layer) override;
   // The refined guess once the FFN's output is in: every token's top k, replacing the early one.
@@ -31,6 +33,7 @@ class ExpertGuesser : public ForwardHook {
   void guess(ForwardPass& pass, int next, bool refined);
 
   ExpertSource* target_;
+  bool router_;
   std::vector<float> normed_, logits_;  // [kMaxTokens x n_embd], [kMaxTokens x n_expert]
   std::vector<int32_t> top_, ordered_;  // [kMaxTokens x k], [n_expert]
   ops::MatmulScratch mm_;

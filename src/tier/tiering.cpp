@@ -26,11 +26,15 @@ std::vector<std::vector<int>> pinned_experts(const Plan& plan, size_t limit) {
 
 }  // namespace
 
-// Forwards to the expert streamer and revises the plan as routing statistics accumulate.
+// Forwards to the expert streamer and revises the plan as routing statistics accumulate. Its
+// hook is the streamer's guesses, behind the routing override where one is asked for (with no
+// streamer, the override alone: every expert resident).
 class Tiering::Reviser : public ExpertSource {
  public:
-  explicit Reviser(Tiering& t) : t_(t) {}
-  bool streams(int layer) const override { return t_.experts_->streams(layer); }
+  explicit Reviser(Tiering& t) : t_(t) {
+    if (t_.override_) t_.override_->wrap(t_.experts_ ? t_.experts_->hook() : nullptr);
+  }
+  bool streams(int layer) const override { return t_.experts_ && t_.experts_->streams(layer); }
   void begin_layer(int layer, const int32_t* experts, int n, const int32_t* chosen, int n_tokens) override {
     // A pass visits streamed layers in ascending order: a layer not above the last one begins
     // the next forward pass, the token boundary where a revised plan may take effect.
@@ -44,9 +48,12 @@ class Tiering::Reviser : public ExpertSource {
   int next_ready(WeightView& g, WeightView& u, WeightView& d) override { return t_.experts_->next_ready(g, u, d); }
   void done(int expert) override { t_.experts_->done(expert); }
   void prefetch(int layer, const int32_t* experts, int n, bool replace) override {
-    t_.experts_->prefetch(layer, experts, n, replace);
+    if (t_.experts_) t_.experts_->prefetch(layer, experts, n, replace);
   }
-  ForwardHook* hook() override { return t_.experts_->hook(); }
+  ForwardHook* hook() override {
+    if (t_.override_) return t_.override_.get();
+    return t_.experts_->hook();
+  }
 
  private:
   Tiering& t_;
@@ -98,11 +105,14 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     ExpertStreamerOptions eo;
     eo.pinned = pinned_experts(plan_, size_t(plan_.n_expert_resident));
     eo.n_pool_slots = n_pool_slots_ = std::max(1, plan_.n_expert_slots);
+    eo.look_ahead = options.look_ahead;
+    eo.co_predict = options.co_predict;
     eo.stats_path = routing_path_ = routing_path;
     experts_ = std::make_unique<ExpertStreamer>(model, std::move(eo));
-    reviser_ = std::make_unique<Reviser>(*this);
     replanner_ = std::make_unique<Replanner>();
   }
+  if (!options.routing_override.empty()) override_ = std::make_unique<RoutingOverride>(options.routing_override, c);
+  if (experts_ || override_) reviser_ = std::make_unique<Reviser>(*this);
   // Under a budget that streams, page cache is what the budget is short of: the resident weights
   // leave it (the streamers took their file offsets above), and what is still read through the
   // mapping, an embedding row per token, is read without read-ahead. When everything fits, the
@@ -136,11 +146,16 @@ void Tiering::request_revision() {
   if (replanner_->submit(std::move(base), routing, routing_path_)) revised_at_ = routing.tokens_seen();
 }
 
+// The revised plan's prediction and statistics replace the old ones. Only pinned_lru moves
+// experts for it; under lfu (the default) the cache already follows the routing the revision
+// learned from, and the slot count is fixed for the session.
 void Tiering::apply_revision() {
   std::optional<Plan> revised = replanner_->take();
   if (!revised) return;
-  const size_t n_pinned = size_t(experts_->stats().slots - n_pool_slots_);
-  experts_->repin(pinned_experts(*revised, n_pinned));
+  if (experts_->policy() == ExpertCachePolicy::pinned_lru) {
+    const size_t n_pinned = size_t(experts_->stats().slots - n_pool_slots_);
+    experts_->repin(pinned_experts(*revised, n_pinned));
+  }
   std::lock_guard<std::mutex> lock(plan_mutex_);
   plan_ = std::move(*revised);
   ++n_revisions_;

@@ -15,6 +15,7 @@
 #include "tier/stream/dense_ffn_streamer.h"
 #include "tier/stream/expert_streamer.h"
 #include "tier/stream/resident_copy.h"
+#include "tier/trace/routing_override.h"
 
 namespace strata::tier {
 
@@ -27,10 +28,15 @@ struct TieringOptions {
   int prefetch = 2;             // with stream_ffn: read-ahead depth: a ring of dense_ring_pieces(depth) 16 MiB pieces
   bool persist_routing = true;  // MoE: load and save routing statistics (RoutingStats::default_path)
   int revise_every = 256;       // MoE: tokens between plan revisions from observed routing (0: never)
+  bool look_ahead = true;       // MoE: read ahead the next layer's router's guess (ExpertStreamerOptions)
+  bool co_predict = true;       // MoE: ... and co-activation's
   // The planner's speeds; 0: this machine's (device_speed.h: measured once, cached), looked up
   // only when the plan streams. Tests give them, so that their plans do not depend on the disk.
   double ram_gbps = 0, ssd_gbps = 0;
   int n_threads = 0;  // the threads that run the model (RAM bandwidth depends on them); 0: physical cores
+  // Benchmarks only: a routing trace whose experts the MoE layers run instead of their router's
+  // (tier/trace/routing_override.h); "": none.
+  std::string routing_override;
 };
 
 
@@ -44,6 +50,7 @@ class Tiering {
   ~Tiering();  // saves routing statistics
 
   FfnSource* ffn_source() { return dense_.get(); }
+  // Null when no layer streams its experts and no routing override is asked for.
   ExpertSource* expert_source();
   bool streaming() const { return dense_ || experts_; }
   // The plan as it stands; a revision replaces it at a token boundary on the thread that runs the
@@ -69,7 +76,8 @@ class Tiering {
   Plan plan_;
   std::unique_ptr<DenseFfnStreamer> dense_;
   std::unique_ptr<ExpertStreamer> experts_;
-  std::unique_ptr<ExpertSource> reviser_;   // wraps experts_: counts tokens, revises the plan
+  std::unique_ptr<RoutingOverride> override_;  // TieringOptions::routing_override
+  std::unique_ptr<ExpertSource> reviser_;   // wraps experts_ (if any): counts tokens, revises the plan
   std::unique_ptr<ResidentCopy> resident_;  // when streaming: resident weights in anonymous memory
   std::unique_ptr<Replanner> replanner_;    // with experts_
   std::string routing_path_;                // where routing statistics are saved ("": nowhere)

@@ -145,3 +145,25 @@ def test_policy_parity_fixture_is_the_replayers():
         assert (hits, accesses) == (size["hits"], size["accesses"]), size["slots"]
     # the sizes span a cache barely above one token's experts to half of them
     assert [s["slots"] for s in expected["sizes"]] == [6, 26, 64, 128]
+
+
+def test_lfu_model_fixture_is_the_replayers():
+    """tests/fixtures/moe/lfu-model.json (which tests/tier/lfu_model_test.cpp holds the planner's
+    model of the expert cache to) is what the replayer's lfu gives on the committed traces from a
+    warm cache (the trace's own most used experts, as a plan from earlier statistics starts)."""
+    import json
+
+    from conftest import fixtures_dir
+
+    with open(os.path.join(fixtures_dir(), "moe", "lfu-model.json")) as f:
+        expected = json.load(f)
+    assert expected["policy"] == "lfu" and expected["start"] == "hot"
+    assert expected["decay"] == rr.LFU_DECAY
+    for trace in expected["traces"]:
+        t = rr.parse(os.path.join(fixtures_dir(), "moe", trace["trace"]))
+        assert trace["k"] == t.k
+        total = t.n_layer * t.n_expert
+        assert [s["slots"] for s in trace["sizes"]] == [round(x * total) for x in (0.1, 0.25, 0.5)]
+        for size in trace["sizes"]:
+            hits, accesses, _ = rr.replay_lfu(t, size["slots"], rr.hot_list(t, size["slots"]))
+            assert abs(hits / accesses - size["lfu_hit_rate"]) < 1e-12, (trace["trace"], size["slots"])

@@ -104,6 +104,30 @@ TEST_F(ExpertStreamTest, StreamedExpertsAreBitIdenticalWhateverTheCache) {
   }
 }
 
+// The guessers switch on and off (--expert-guess): without either nothing is read on a guess and
+// the streamer offers no hook; the router's look-ahead reads ahead; the math never changes.
+TEST_F(ExpertStreamTest, EachGuesserSwitchesOnAndOff) {
+  auto model = Model::load(qwen_);
+  const ModelConfig& c = model->config();
+  const std::vector<float> resident = run(*model, nullptr);
+  for (bool look_ahead : {false, true})
+    for (bool co_predict : {false, true}) {
+      tier::ExpertStreamerOptions o;
+      o.n_pool_slots = 2 * c.n_expert_used;
+      o.look_ahead = look_ahead;
+      o.co_predict = co_predict;
+      tier::ExpertStreamer streamer(*model, o);
+      const std::string what = std::string("look-ahead ") + (look_ahead ? "on" : "off") + ", co-activation " +
+                               (co_predict ? "on" : "off");
+      EXPECT_EQ(streamer.hook() != nullptr, look_ahead || co_predict) << what;
+      expect_identical(run(*model, &streamer), resident, what);
+      const tier::ExpertStats s = streamer.stats();
+      if (!look_ahead && !co_predict) EXPECT_EQ(s.prefetch_issued, 0u) << what;
+      if (look_ahead) EXPECT_GT(s.prefetch_issued, 0u) << what;
+      EXPECT_EQ(s.needed, s.cache_hits + s.prefetch_hits + s.misses) << what;
+    }
+}
+
 TEST_F(ExpertStreamTest, RepeatedExpertsHitTheCache) {
   // A pool that holds every expert of every layer: after the first pass everything is a hit.
   auto model = Model::load(mixtral_);

@@ -4,49 +4,19 @@
 
 #include "gguf/gguf.h"
 #include "model/config.h"
+#include "support/plan_table.h"
 #include "tier/plan/plan.h"
 
 namespace strata::tier {
 namespace {
 
-constexpr uint64_t MiB = uint64_t(1) << 20;
+constexpr uint64_t MiB = test::kMiB;
 
-// A 4-layer dense model of ~56 MiB whose KV cache at 65,536 positions is 128 MiB in f16.
+// A 4-layer dense model of ~56 MiB (tests/support/plan_table.h) whose KV cache at 65,536
+// positions is 128 MiB in f16.
 struct Model {
-  ModelConfig c;
-  std::vector<gguf::TensorInfo> tensors;
-  Model() {
-    c.arch_name = "llama";
-    c.n_layer = 4;
-    c.n_embd = 256;
-    c.n_head = 4;
-    c.n_head_kv = 2;
-    c.head_dim_k = c.head_dim_v = 64;
-    c.n_ff = 1024;
-    c.n_vocab = 1000;
-    uint64_t offset = 0;
-    auto add = [&](const std::string& name, std::vector<int64_t> shape, uint64_t n_bytes) {
-      gguf::TensorInfo t;
-      t.name = name;
-      t.shape = std::move(shape);
-      t.n_elements = 1;
-      for (int64_t d : t.shape) t.n_elements *= d;
-      t.n_bytes = n_bytes;
-      t.offset = t.file_offset = offset;
-      offset += n_bytes;
-      tensors.push_back(std::move(t));
-    };
-    add("token_embd.weight", {c.n_embd, c.n_vocab}, 2 * MiB);
-    for (int l = 0; l < c.n_layer; ++l) {
-      const std::string b = "blk." + std::to_string(l) + ".";
-      add(b + "attn_norm.weight", {c.n_embd}, 1024);
-      for (const char* n : {"attn_q", "attn_k", "attn_v", "attn_output"}) add(b + n + ".weight", {c.n_embd, 1024}, MiB);
-      add(b + "ffn_norm.weight", {c.n_embd}, 1024);
-      for (const char* n : {"ffn_gate", "ffn_up", "ffn_down"}) add(b + n + ".weight", {c.n_embd, 3072}, 3 * MiB);
-    }
-    add("output_norm.weight", {c.n_embd}, 1024);
-    add("output.weight", {c.n_embd, c.n_vocab}, 2 * MiB);
-  }
+  ModelConfig c = test::small_plan_config(4, 0, 0);
+  std::vector<gguf::TensorInfo> tensors = test::small_plan_table(c).tensors;
 };
 
 PlanInputs inputs(uint64_t budget, DType type, bool automatic) {

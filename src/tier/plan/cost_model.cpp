@@ -4,10 +4,43 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <numeric>
 
 #include "util/error.h"
 
 namespace strata::tier {
+
+double lfu_hit_rate(std::vector<double> probability, int slots) {
+  const double total = std::accumulate(probability.begin(), probability.end(), 0.0);
+  if (!(total > 0)) return 0.0;
+  const size_t n = std::min(probability.size(), size_t(std::max(0, slots)));
+  std::partial_sort(probability.begin(), probability.begin() + ptrdiff_t(n), probability.end(), std::greater<>());
+  return std::accumulate(probability.begin(), probability.begin() + ptrdiff_t(n), 0.0) / total;
+}
+
+std::vector<double> cached_units(const std::vector<PlanUnit>& units, const std::vector<bool>& resident,
+                                 int n_expert_pool_slots) {
+  std::vector<double> cached(units.size(), 0.0);
+  std::vector<size_t> rest;
+  for (size_t i = 0; i < units.size(); ++i) {
+    if (resident[i]) cached[i] = 1;
+    else if (units[i].kind == UnitKind::expert) rest.push_back(i);
+  }
+  std::stable_sort(rest.begin(), rest.end(),
+                   [&](size_t a, size_t b) { return units[a].probability > units[b].probability; });
+  // Equally probable experts share what is left for them (lfu keeps whichever routing favours).
+  double left = std::max(0, n_expert_pool_slots);
+  for (size_t j = 0; j < rest.size() && left > 0;) {
+    size_t end = j;
+    while (end < rest.size() && units[rest[end]].probability == units[rest[j]].probability) ++end;
+    const double share = std::min(1.0, left / double(end - j));
+    for (size_t i = j; i < end; ++i) cached[rest[i]] = share;
+    left -= share * double(end - j);
+    j = end;
+  }
+  return cached;
+}
 
 CostModel make_cost_model(const UnitTable& table, const PlanInputs& in, uint64_t kv_bytes) {
   if (!(in.ram_gbps > 0) || !(in.ssd_gbps > 0)) throw Error("plan: bandwidths must be positive");
@@ -31,17 +64,20 @@ CostModel make_cost_model(const UnitTable& table, const PlanInputs& in, uint64_t
   return m;
 }
 
-PlanPrediction predict(const CostModel& m, const std::vector<bool>& resident, bool overlap) {
+PlanPrediction predict(const CostModel& m, const std::vector<bool>& resident, bool overlap,
+                       int n_expert_pool_slots) {
   const size_t L = size_t(m.n_layer());
   std::vector<double> io_dense(L), io_exp(L);
   PlanPrediction ev;
   ev.ram_bytes_per_token = m.ram_bytes_per_token;
   ev.ssd_bytes_per_token = m.table->embd_row_bytes;
+  const std::vector<double> cached = cached_units(m.units(), resident, n_expert_pool_slots);
   for (size_t i = 0; i < m.units().size(); ++i) {
-    if (resident[i]) continue;
+    const double missed = 1 - cached[i];
+    if (missed <= 0) continue;
     const PlanUnit& u = m.units()[i];
-    (u.kind == UnitKind::expert ? io_exp : io_dense)[size_t(u.layer)] += m.io_s(u);
-    ev.ssd_bytes_per_token += u.probability * double(u.n_bytes);
+    (u.kind == UnitKind::expert ? io_exp : io_dense)[size_t(u.layer)] += missed * m.io_s(u);
+    ev.ssd_bytes_per_token += missed * u.probability * double(u.n_bytes);
   }
   double ram = m.head_ram_s, flops = m.head_flops_s;
   for (size_t l = 0; l < L; ++l) ram += m.compute_ram_s[l], flops += m.compute_flops_s[l];

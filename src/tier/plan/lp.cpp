@@ -10,6 +10,46 @@
 
 namespace strata::tier {
 
+namespace {
+
+// An LP built column by column: each column's (row, coefficient) entries, bounds and cost (columns
+// in [0, 1] at no cost until set), and each row's bounds (free until set). Both LPs below are built
+// this way and solved by solve() below.
+struct ColumnLp {
+  ColumnLp(size_t n_cols, size_t n_rows)
+      : cols(n_cols), col_lo(n_cols, 0.0), col_hi(n_cols, 1.0), obj(n_cols, 0.0),
+        row_lo(n_rows, -COIN_DBL_MAX), row_hi(n_rows, COIN_DBL_MAX) {}
+  std::vector<std::vector<std::pair<int, double>>> cols;
+  std::vector<double> col_lo, col_hi, obj;
+  std::vector<double> row_lo, row_hi;
+};
+
+// Minimises: the dual simplex, then the primal where the dual proved nothing. The column values
+// into `x`; returns "optimal", "infeasible" or the solver's status.
+std::string solve(const ColumnLp& lp, std::vector<double>& x) {
+  std::vector<CoinBigIndex> start{0};
+  std::vector<int> index;
+  std::vector<double> value;
+  for (const auto& col : lp.cols) {
+    for (auto [r, v] : col) index.push_back(r), value.push_back(v);
+    start.push_back(CoinBigIndex(index.size()));
+  }
+  ClpSimplex model;
+  model.setLogLevel(0);
+  model.loadProblem(int(lp.cols.size()), int(lp.row_lo.size()), start.data(), index.data(), value.data(),
+                    lp.col_lo.data(), lp.col_hi.data(), lp.obj.data(), lp.row_lo.data(), lp.row_hi.data());
+  model.setOptimizationDirection(1);
+  model.dual();
+  if (!model.isProvenOptimal()) model.primal();
+  const double* sol = model.primalColumnSolution();
+  x.assign(sol, sol + lp.cols.size());
+  return model.isProvenOptimal()            ? "optimal"
+         : model.isProvenPrimalInfeasible() ? "infeasible"
+                                            : "status " + std::to_string(model.status());
+}
+
+}  // namespace
+
 LpSolution solve_relaxation(const CostModel& m, double free_bytes, bool overlap) {
   const std::vector<PlanUnit>& units = m.units();
   const size_t n_units = units.size(), n_layer = size_t(m.n_layer());
@@ -18,11 +58,10 @@ LpSolution solve_relaxation(const CostModel& m, double free_bytes, bool overlap)
   const double recall = std::clamp(m.in->expert_prefetch_recall, 0.0, 1.0);
   const int row_budget = 0, row_total = int(n_layer) + 1;
   const size_t n_rows = overlap ? n_layer + 2 : n_layer + 1;
-  std::vector<double> row_lo(n_rows, -COIN_DBL_MAX), row_hi(n_rows, COIN_DBL_MAX);
+  ColumnLp lp(n_cols, n_rows);
+  auto& [cols, col_lo, col_hi, obj, row_lo, row_hi] = lp;
   row_hi[row_budget] = free_bytes / kGB;
 
-  std::vector<std::vector<std::pair<int, double>>> cols(n_cols);
-  std::vector<double> col_lo(n_cols, 0.0), col_hi(n_cols, 1.0), obj(n_cols, 0.0);
   std::vector<double> layer_rhs(n_layer, 0.0);
   double total_rhs = m.table->embd_row_bytes * ms_per_byte - m.head_s() * 1e3;
   double total_value = 0;
@@ -61,24 +100,10 @@ LpSolution solve_relaxation(const CostModel& m, double free_bytes, bool overlap)
   }
   if (overlap) row_lo[size_t(row_total)] = total_rhs;
 
-  std::vector<CoinBigIndex> start{0};
-  std::vector<int> index;
-  std::vector<double> value;
-  for (const auto& col : cols) {
-    for (auto [r, v] : col) index.push_back(r), value.push_back(v);
-    start.push_back(CoinBigIndex(index.size()));
-  }
-  ClpSimplex model;
-  model.setLogLevel(0);
-  model.loadProblem(int(n_cols), int(n_rows), start.data(), index.data(), value.data(), col_lo.data(), col_hi.data(),
-                    obj.data(), row_lo.data(), row_hi.data());
-  model.setOptimizationDirection(1);
-  model.dual();
-  if (!model.isProvenOptimal()) model.primal();
+  std::vector<double> sol;
   LpSolution r;
-  r.status = model.isProvenOptimal() ? "optimal" : "status " + std::to_string(model.status());
-  const double* sol = model.primalColumnSolution();
-  r.x.assign(sol, sol + n_units);
+  r.status = solve(lp, sol);
+  r.x.assign(sol.begin(), sol.begin() + ptrdiff_t(n_units));
   for (auto& v : r.x) v = std::clamp(v, 0.0, 1.0);
   double t = m.head_s();
   for (size_t l = 0; l < n_layer; ++l) t += sol[n_units + l] / 1e3;
@@ -103,9 +128,8 @@ GpuLpSolution solve_gpu_relaxation(const GpuCostModel& m, const std::vector<doub
   const size_t row_total = row_layer + 4 * L, n_rows = row_total + 1;
   const double ms = 1e3, ssd_bps = m.in->ssd_gbps * kGB;
   const double recall = std::clamp(m.in->expert_prefetch_recall, 0.0, 1.0);
-  std::vector<double> row_lo(n_rows, -COIN_DBL_MAX), row_hi(n_rows, COIN_DBL_MAX);
-  std::vector<std::vector<std::pair<int, double>>> cols(n_cols);
-  std::vector<double> col_lo(n_cols, 0.0), col_hi(n_cols, 1.0), obj(n_cols, 0.0);
+  ColumnLp lp(n_cols, n_rows);
+  auto& [cols, col_lo, col_hi, obj, row_lo, row_hi] = lp;
   for (size_t g = 0; g < n_gpu; ++g) row_hi[g] = (g < free_vram.size() ? std::max(0.0, free_vram[g]) : 0.0) / kGB;
   double host_rhs = free_host, total_rhs = m.table->embd_row_bytes / ssd_bps * ms - m.head_s() * ms;
   std::vector<double> cpu_rhs(L, 0.0), miss_rhs(L, 0.0);
@@ -170,25 +194,9 @@ GpuLpSolution solve_gpu_relaxation(const GpuCostModel& m, const std::vector<doub
   row_hi[row_host] = host_rhs / kGB;
   row_lo[row_total] = total_rhs;
 
-  std::vector<CoinBigIndex> start{0};
-  std::vector<int> index;
-  std::vector<double> value;
-  for (const auto& col : cols) {
-    for (auto [r, val] : col) index.push_back(r), value.push_back(val);
-    start.push_back(CoinBigIndex(index.size()));
-  }
-  ClpSimplex model;
-  model.setLogLevel(0);
-  model.loadProblem(int(n_cols), int(n_rows), start.data(), index.data(), value.data(), col_lo.data(), col_hi.data(),
-                    obj.data(), row_lo.data(), row_hi.data());
-  model.setOptimizationDirection(1);
-  model.dual();
-  if (!model.isProvenOptimal()) model.primal();
+  std::vector<double> sol;
   GpuLpSolution r;
-  r.status = model.isProvenOptimal()            ? "optimal"
-             : model.isProvenPrimalInfeasible() ? "infeasible"
-                                                : "status " + std::to_string(model.status());
-  const double* sol = model.primalColumnSolution();
+  r.status = solve(lp, sol);
   auto clamp01 = [](double x) { return std::clamp(x, 0.0, 1.0); };
   r.x.vram.resize(n_units), r.x.host.resize(n_units), r.x.copy.resize(n_units), r.x.core_vram.resize(L);
   for (size_t i = 0; i < n_units; ++i) {

@@ -123,7 +123,7 @@ Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
   // Everything fits: the plain mapping serves every weight, experts included, with no slots.
   const bool fits = double(fixed + units_bytes) <= budget;
   if (fits) {
-    best = predict(cost, resident, true);
+    best = predict(cost, resident, true, 0);
     lp_seconds = best.seconds_per_token;
     solver_status = "not needed: everything fits";
   } else {
@@ -141,12 +141,36 @@ Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
     }
     bool have = false;
     const int all_pieces = streamed_pieces(table, std::vector<bool>(units.size(), false));
+    // Bytes too few for another unit still buy read-ahead, and expert slots that cache (lfu):
+    // deepen the pool while they last. Each candidate is judged deepened, since its pool's
+    // expert slots hold experts too.
+    auto deepen = [&](PlanPool pool, const std::vector<bool>& cand) {
+      if (pool.prefetch_depth == 0) return pool;
+      double left = budget - double(fixed + pool.pool_bytes);
+      for (size_t i = 0; i < cand.size(); ++i)
+        if (cand[i]) left -= double(units[i].memory_bytes);
+      const int dense_pieces = streamed_pieces(table, cand);
+      const bool experts_streamed = pool.n_expert_slots > 0;
+      while (pool.prefetch_depth < in.max_prefetch_depth) {
+        const PlanPool deeper =
+            pool_shape(pool.prefetch_depth + 1, dense_pieces, experts_streamed, dense_slot, expert_slot, table.k);
+        if (double(deeper.pool_bytes - pool.pool_bytes) > left) break;
+        left -= double(deeper.pool_bytes - pool.pool_bytes);
+        pool = deeper;
+      }
+      return pool;
+    };
     for (int depth = 1; depth <= std::min(2, in.max_prefetch_depth); ++depth) {
       const PlanPool shape = pool_shape(depth, all_pieces, any_experts, dense_slot, expert_slot, table.k);
       if (double(fixed + shape.pool_bytes) > budget) break;
       const double free_bytes = budget - double(fixed + shape.pool_bytes);
       const bool overlap = depth >= 2;
       const LpSolution lp = solve_relaxation(cost, free_bytes, overlap);
+      // The pool's expert slots are cache too (lfu, cost_model.h): a relaxation that may fill
+      // them is the lower bound of every rounding's prediction (the one above places the units).
+      const double pool_expert_bytes = double(shape.n_expert_slots) * double(expert_slot);
+      const double bound =
+          pool_expert_bytes > 0 ? solve_relaxation(cost, free_bytes + pool_expert_bytes, overlap).seconds : lp.seconds;
       // Two roundings: from the LP's whole units, and by probability alone.
       for (const std::vector<double>* cand_lp : {&lp.x, static_cast<const std::vector<double>*>(nullptr)}) {
         std::vector<bool> cand = round_units(units, cand_lp, free_bytes);
@@ -158,33 +182,18 @@ Plan solve(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
             pool_shape(depth, streamed_pieces(table, cand), experts_streamed, dense_slot, expert_slot, table.k);
         if (used.pool_bytes < shape.pool_bytes)
           add_units_that_fit(units, cand, budget - double(fixed + used.pool_bytes));
-        const PlanPrediction ev = predict(cost, cand, overlap);
+        const PlanPool deep = deepen(used, cand);
+        const PlanPrediction ev = predict(cost, cand, deep.prefetch_depth >= 2, deep.n_expert_slots);
         if (!have || ev.seconds_per_token < best.seconds_per_token * (1 - 1e-9)) {
           have = true;
           best = ev;
           resident = cand;
-          pool = used;
-          lp_seconds = lp.seconds;
+          pool = deep;
+          lp_seconds = bound;
           solver_status = "CLP " + lp.status;
           for (size_t i = 0; i < units.size(); ++i) units[i].lp_fraction = lp.x[i];
         }
       }
-    }
-    // Bytes too few for another unit still buy read-ahead: deepen the pool while they last.
-    if (pool.prefetch_depth > 0) {
-      double left = budget - double(fixed + pool.pool_bytes);
-      for (size_t i = 0; i < resident.size(); ++i)
-        if (resident[i]) left -= double(units[i].memory_bytes);
-      const int dense_pieces = streamed_pieces(table, resident);
-      const bool experts_streamed = pool.n_expert_slots > 0;
-      while (pool.prefetch_depth < in.max_prefetch_depth) {
-        const PlanPool deeper =
-            pool_shape(pool.prefetch_depth + 1, dense_pieces, experts_streamed, dense_slot, expert_slot, table.k);
-        if (double(deeper.pool_bytes - pool.pool_bytes) > left) break;
-        left -= double(deeper.pool_bytes - pool.pool_bytes);
-        pool = deeper;
-      }
-      best = predict(cost, resident, pool.prefetch_depth >= 2);
     }
   }
 

@@ -31,7 +31,7 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
       n_layer_(model.config().n_layer),
       n_expert_(model.config().n_expert),
       routing_(model.config().n_layer, std::max(1, model.config().n_expert), std::max(1, model.config().n_expert_used)),
-      guesser_(model.config(), this) {
+      guesser_(model.config(), this, options_.look_ahead) {
   if (n_expert_ <= 0) throw Error("expert streaming: " + model.file().path() + " is not a mixture-of-experts model");
   layer_streams_.assign(size_t(n_layer_), false);
   for (int l = 0; l < n_layer_; ++l) layer_streams_[size_t(l)] = !model.weights().layers[size_t(l)].gate_exps.empty();
@@ -409,6 +409,7 @@ void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, 
 }
 
 void ExpertStreamer::repin(const std::vector<std::vector<int>>& pinned) {
+  if (options_.policy == ExpertCachePolicy::lfu) return;
   std::vector<bool> next(pinned_.size(), false);
   size_t count = 0, before = size_t(std::count(pinned_.begin(), pinned_.end(), true));
   for (size_t l = 0; l < pinned.size() && l < size_t(n_layer_); ++l)

@@ -44,7 +44,11 @@ struct ExpertStreamerOptions {
   // 0.995 (about 0.96 a token on an 8-layer model) was the best of 0.9..1 on the traces.
   double lfu_decay = 0.995;
   int n_pool_slots = 2;    // slots beyond the pinned ones (at least 1)
-  bool co_predict = true;  // add co-activation guesses to the router's
+  // The two guessers of the next layer's experts, each read ahead when on. On the trained model
+  // (bench/routing_guess_bench.py) the look-ahead turns most blocking misses into reads
+  // overlapped with compute; co-activation adds little beside it.
+  bool look_ahead = true;  // the next layer's router applied to the current hidden state (ExpertGuesser)
+  bool co_predict = true;  // experts that followed this layer's in earlier tokens (RoutingStats)
   std::string stats_path;  // routing statistics loaded at start and saved by save_stats(); "": none
   int queue_depth = 0;     // reads in flight; 0: about 16 MiB of them (see expert_streamer.cpp)
 };
@@ -78,12 +82,15 @@ class ExpertStreamer : public ExpertSource {
   int next_ready(WeightView& gate, WeightView& up, WeightView& down) override;
   void done(int expert) override;
   void prefetch(int layer, const int32_t* experts, int n_experts, bool replace) override;
-  // The router's guesses of the next layer (tier/expert_guess.h) feed prefetch.
-  ForwardHook* hook() override { return &guesser_; }
+  // The guesses of the next layer (tier/expert_guess.h) feed prefetch: the router's with
+  // look_ahead, and the call that adds co-activation's with co_predict; null with neither.
+  ForwardHook* hook() override { return options_.look_ahead || options_.co_predict ? &guesser_ : nullptr; }
 
-  // Keeps these experts resident from now on (a revised plan); same count as before at most.
-  // Under lfu it only renames what pinned_slots counts: the cache already follows routing.
+  // pinned_lru: keeps these experts resident from now on (a revised plan); same count as before
+  // at most. Under lfu nothing: the plan's experts were only the first content, and the cache
+  // follows routing by itself.
   void repin(const std::vector<std::vector<int>>& pinned);
+  ExpertCachePolicy policy() const { return options_.policy; }
 
   // A snapshot taken between layers; safe to call from any thread (the server's /metrics).
   ExpertStats stats() const;
