@@ -25,11 +25,11 @@ attention kernel.
 A longer text does not close it either (measured 2026-12-07, same build, 2 threads): the 14
 licenses of /usr/share/common-licenses (no links, in name order, concatenated: 237,320 bytes,
 52,177 SmolLM2 tokens), context 256, 64 chunks, 8,128 scored tokens: Strata 17.4082, llama.cpp
-(q8_0 cache, flash attention, plain CPU buffers) 17.3630, 0.26% apart; the running values stay
-0.1-0.4% apart from chunk 20 on. The gap shrinks with the text (0.62% at 508 tokens) but not to
-0.1%, so the part that remains is systematic (llama.cpp's flash kernel rounds the query to q8_0
-and divides once at the end; Strata's online kernel differs in summation order), not rounding
-luck. Command: build/strata perplexity SmolLM2-135M-Instruct.Q4_1.gguf -f licenses.txt -c 256
+(q8_0 cache, flash attention, plain CPU buffers) 17.3630, 0.26% apart. The running values wander
+from -0.19% to +0.26% apart between chunks 20 and 64 (0.00% at chunk 22, 0.02% at 26 and 32):
+single chunks still move the gap by tenths of a percent at this length, so whether all 203
+chunks of the text would land within 0.1% is not known (llama.cpp took 875 s for 64 chunks on
+this loaded machine). Command: build/strata perplexity SmolLM2-135M-Instruct.Q4_1.gguf -f licenses.txt -c 256
 --chunks 64 --kv-type q8_0; the reference: scripts/gen_fidelity_fixtures.perplexity_fixture on the
 same text with type_k = type_v = q8_0 and flash_attn on."""
 import json
