@@ -54,8 +54,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--json", opts->json, "print one JSON object");
   cmd->callback([opts] {
     auto model = Model::load(opts->model.model_path);
-    SessionParams sp = opts->model.session;
+    SessionParams& sp = opts->model.session;
     if (sp.n_ctx <= 0 || sp.n_ctx < opts->n_prompt + opts->n_gen + 1) sp.n_ctx = opts->n_prompt + opts->n_gen + 1;
+    resolve_kv_type(*model, opts->model);
     Session session(*model, sp);
     if (!opts->json) std::printf("device     %s\n", session.device_name().c_str());
     auto tiering = make_tiering(*model, opts->model, session);
@@ -106,10 +107,10 @@ void add_bench_command(CLI::App& app) {
           "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
           "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f,"
           "\"ssd_bytes_per_token\":%.0f,\"expert_cache_hit_rate\":%.4f,\"ssd_must_read_per_token\":%.0f,\"process_read_"
-          "bytes_per_token\":%.0f,\"gpu\":%s,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f}\n",
+          "bytes_per_token\":%.0f,\"gpu\":%s,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f,\"kv_type\":\"%s\"}\n",
           opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token, hit_rate,
           must_read, process_read, session.on_gpu() ? "true" : "false", after.streaming ? "true" : "false", after.predicted_tok_s,
-          gen.io_wait_seconds(), gen.disk_idle_seconds());
+          gen.io_wait_seconds(), gen.disk_idle_seconds(), type_name(sp.kv_type));
     } else {
       std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
       std::printf("generation %5d tokens  %9.2f tok/s\n", opts->n_gen, tg);

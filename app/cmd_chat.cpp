@@ -30,6 +30,7 @@ void add_chat_command(CLI::App& app) {
     if (opts->sampling.greedy) opts->sampling.gen.sampling.temperature = 0.0f;
     auto model = Model::load(opts->model.model_path);
     auto tokenizer = Tokenizer::from_gguf(model->file());
+    resolve_kv_type(*model, opts->model);
     Session session(*model, opts->model.session);
     auto tiering = make_tiering(*model, opts->model, session);
     const ChatFormat format = detect_chat_format(model->file());

@@ -104,6 +104,7 @@ void add_logits_command(CLI::App& app) {
     auto tok = Tokenizer::from_gguf(model->file());
     const auto ids = tok->encode(o->prompt, true, true);
     if (ids.empty()) throw Error("logits: the prompt is empty and the model adds no BOS: nothing to predict from");
+    resolve_kv_type(*model, o->model);
     Session session(*model, o->model.session);
     auto tiering = make_tiering(*model, o->model, session);
     const float* logits = session.eval(ids);
@@ -145,6 +146,7 @@ void add_perplexity_command(CLI::App& app) {
     const auto ids = tok->encode(text, /*add_special=*/true, /*parse_special=*/false);
     const int32_t bos = tok->add_bos() ? tok->bos() : -1;
     std::fprintf(stderr, "%zu tokens, ctx %d\n", ids.size(), o->model.session.n_ctx);
+    resolve_kv_type(*model, o->model);
     // The memory budget (--mem) and --trace-routing apply to the session perplexity evaluates in.
     std::unique_ptr<tier::Tiering> tiering;
     std::unique_ptr<tier::RoutingTraceWriter> trace;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "commands.h"
+#include "options.h"
 #include "gguf/gguf.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -54,6 +55,7 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--mem", opt->mem, "memory budget, e.g. 8G (default: available memory less a margin)");
   cmd->add_option("-c,--ctx", opt->inputs.n_ctx, "context length the KV cache is sized for")->capture_default_str();
   cmd->add_option("-b,--batch", opt->inputs.n_batch, "prompt tokens per forward pass")->capture_default_str();
+  add_kv_type_option(cmd, opt->inputs.kv_type, opt->inputs.kv_type_auto);
   cmd->add_option("--ram-bw", opt->ram_gbps, "RAM bandwidth, GB/s (default: this machine's, measured once and cached)");
   cmd->add_option("--ssd-bw", opt->ssd_gbps,
                   "SSD bandwidth at our queue depth, GB/s (default: this machine's, measured once and cached)");

@@ -32,10 +32,11 @@ struct RunOptions {
   bool local = false;
 };
 
-void run_local(const RunOptions& o) {
+void run_local(RunOptions& o) {
   if (o.prompt.empty()) throw Error("-p/--prompt is required to run a model file");
   auto model = Model::load(o.model.model_path);
   auto tokenizer = Tokenizer::from_gguf(model->file());
+  resolve_kv_type(*model, o.model);
   Session session(*model, o.model.session);
   if (session.on_gpu()) std::fprintf(stderr, "device: %s\n", session.device_name().c_str());
   auto tiering = make_tiering(*model, o.model, session);

@@ -42,9 +42,7 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-b,--batch", reg.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
   cmd->add_option("-t,--threads", reg.session.n_threads, "threads per generation (default: physical cores)");
-  cmd->add_option_function<std::string>(
-         "--kv-type", [opts](const std::string& name) { opts->server.registry.session.kv_type = ops::parse_kv_type(name); },
-         "KV cache type: f16 (default), q8_0 or q4_0");
+  add_kv_type_option(cmd, reg.session.kv_type, reg.kv_type_auto);
   add_device_options(cmd, reg.session);
   cmd->add_option("--max-queue", reg.max_queue, "requests per model running or waiting; more get 503")
       ->capture_default_str()

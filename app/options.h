@@ -20,6 +20,7 @@ namespace strata::app {
 struct ModelOptions {
   std::string model_path;
   SessionParams session;
+  bool kv_type_auto = false;  // --kv-type auto: the planner picks session.kv_type (resolve_kv_type)
   int stream_ffn = 0;  // FFN blocks of this many layers (the last ones) stream from the file
   int prefetch = 2;    // with --stream-ffn: read-ahead depth (a ring of 16 MiB pieces, 3 per level, 2 at depth 1)
   std::string mem;     // memory budget: the planner picks what streams ("": what is available)
@@ -33,21 +34,57 @@ struct ModelOptions {
   uint64_t budget_at_start = 0;
 };
 
-// Places the model's weights under the memory budget (--mem, else what the machine or its cgroup
-// has left) and connects the streamers to the session. When the model fits, nothing streams.
-inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const ModelOptions& o, Session& session) {
+// The planner's options for a session of these parameters under the memory budget (--mem, else
+// what the machine or its cgroup had left when the command started).
+inline tier::TieringOptions tiering_options(const ModelOptions& o, const SessionParams& p) {
   tier::TieringOptions t;
   t.budget_bytes = o.mem.empty() ? o.budget_at_start : tier::parse_size(o.mem);
-  t.n_ctx = session.n_ctx();
-  t.n_batch = o.session.n_batch;
-  t.kv_type = o.session.kv_type;
+  t.n_ctx = p.n_ctx;
+  t.n_batch = p.n_batch;
+  t.kv_type = p.kv_type;
   t.stream_ffn = o.stream_ffn;
   t.prefetch = o.prefetch;
   t.persist_routing = !o.fresh;
   t.routing_override = o.routing_override;
   t.look_ahead = o.expert_guess == "both" || o.expert_guess == "router";
   t.co_predict = o.expert_guess == "both" || o.expert_guess == "coactivation";
-  t.n_threads = session.n_threads();
+  t.n_threads = p.n_threads;
+  return t;
+}
+
+// --kv-type auto: the cache type the planner picks for this model, context and budget
+// (PlanInputs::kv_type_auto: f16 where every weight stays resident with it, else the widest that
+// keeps them, else q4_0), written into o.session before the session allocates its cache. f16 where the
+// session will run on the GPU (the CUDA backend keeps an f16 cache; the budget weighed is host
+// memory). Says on stderr what it chose.
+inline void resolve_kv_type(const Model& model, ModelOptions& o) {
+  if (!o.kv_type_auto) return;
+  SessionParams& p = o.session;
+  p.kv_type = DType::F16;
+  const char* why = "every weight stays in memory with it";
+  if (p.device != Device::cpu && gpu_unsupported(model, p).empty()) {
+    why = "the session runs on the GPU";
+  } else {
+    tier::TieringOptions t = tiering_options(o, p);
+    t.n_ctx = p.n_ctx > 0 ? p.n_ctx : model.config().n_ctx_train;  // as the session resolves it
+    t.kv_type_auto = true;
+    try {
+      p.kv_type = tier::plan_for(model, t).inputs.kv_type;
+      if (p.kv_type != DType::F16) why = "with f16 some weights would stream from the file under the memory budget";
+    } catch (const Error&) {  // nothing fits: make_tiering names the problem or runs without a budget
+      why = "no plan fits the memory budget";
+    }
+  }
+  std::fprintf(stderr, "KV cache: %s (--kv-type auto: %s)\n", type_name(p.kv_type), why);
+}
+
+// Places the model's weights under the memory budget (--mem, else what the machine or its cgroup
+// has left) and connects the streamers to the session. When the model fits, nothing streams.
+inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const ModelOptions& o, Session& session) {
+  SessionParams p = o.session;
+  p.n_ctx = session.n_ctx();
+  p.n_threads = session.n_threads();
+  tier::TieringOptions t = tiering_options(o, p);
   std::unique_ptr<tier::Tiering> tiering;
   try {
     tiering = std::make_unique<tier::Tiering>(model, t);
@@ -85,11 +122,19 @@ struct SamplingOptions {
   bool greedy = false;
 };
 
-// --kv-type: the KV cache's element type (f16, q8_0, q4_0).
-inline void add_kv_type_option(CLI::App* cmd, SessionParams& session) {
+// --kv-type: the KV cache's element type (f16, q8_0, q4_0), or auto: the planner's choice for the
+// memory budget (the caller resolves it before the session, resolve_kv_type). f16 by default:
+// the same command gives the same tokens whatever memory is free, as llama.cpp's and Ollama's
+// default.
+inline void add_kv_type_option(CLI::App* cmd, DType& kv_type, bool& kv_type_auto) {
   cmd->add_option_function<std::string>(
-         "--kv-type", [&session](const std::string& name) { session.kv_type = ops::parse_kv_type(name); },
-         "KV cache type: f16 (default), q8_0 or q4_0");
+         "--kv-type",
+         [&kv_type, &kv_type_auto](const std::string& name) {
+           kv_type_auto = name == "auto";
+           kv_type = kv_type_auto ? DType::F16 : ops::parse_kv_type(name);
+         },
+         "KV cache type: f16 (default), q8_0, q4_0, or auto (f16 unless a narrower one keeps the weights "
+         "in memory under the budget)");
 }
 
 // --gpu / --cpu: where the session computes (default: the GPU when present and the model fits).
@@ -115,7 +160,7 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-c,--ctx", o.session.n_ctx, "context length (tokens)")->capture_default_str();
   cmd->add_option("-b,--batch", o.session.n_batch, "prompt tokens per forward pass")->capture_default_str();
   cmd->add_option("-t,--threads", o.session.n_threads, "threads (default: physical cores)");
-  add_kv_type_option(cmd, o.session);
+  add_kv_type_option(cmd, o.session.kv_type, o.kv_type_auto);
   add_device_options(cmd, o.session);
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
   cmd->add_option("--prefetch", o.prefetch, "with --stream-ffn: read-ahead depth (a ring of 16 MiB pieces, 3 per level, 2 at depth 1)")

@@ -9,11 +9,15 @@ Bytes read from storage come from /proc/self/io (read_bytes: what this process m
 fetch from the disk, page faults on the mapped model included).
 """
 import json
+import os
 import random
 import sys
 import time
 
 import llama_cpp
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import llama_plain  # noqa: E402
 
 
 def read_bytes():
@@ -28,14 +32,7 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     as_json = "--json" in sys.argv
     if "--no-repack" in sys.argv:
-        default_params = llama_cpp.llama_cpp.llama_model_default_params
-
-        def no_repack():
-            params = default_params()
-            params.use_extra_bufts = False
-            return params
-
-        llama_cpp.llama_cpp.llama_model_default_params = no_repack
+        llama_plain.no_extra_buffers(llama_cpp)
     model, n_prompt, n_gen = args[0], int(args[1]), int(args[2])
     threads = int(args[3]) if len(args) > 3 else 2
     llm = llama_cpp.Llama(model_path=model, n_ctx=n_prompt + n_gen + 16, n_batch=512, n_threads=threads,

@@ -20,6 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import engine_vs_llamacpp  # noqa: E402  (time_llama: the same timing as make bench)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import llama_plain  # noqa: E402
 
 CACHE = os.path.expanduser(os.environ.get("STRATA_CACHE", "~/.cache/strata"))
 MODELS = {
@@ -33,17 +35,9 @@ KV_GGML = {"f16": 1, "q8_0": 8, "q4_0": 2}
 def llama_worker(model, threads, n_prompt, n_gen, flash, kv_type, no_repack):
     """Runs in a child process: one llama.cpp measurement, printed as JSON."""
     import llama_cpp
-    # llama.cpp's repacked (AMX / interleaved) weight buffers segfault in this machine's
-    # llama-cpp-python 0.3.36 build (Intel with AMX, 2026-12-07): --no-repack turns them off.
+    # --no-repack: llama.cpp's repacked weight buffers off (scripts/llama_plain.py says why).
     if no_repack:
-        default_params = llama_cpp.llama_cpp.llama_model_default_params
-
-        def params():
-            p = default_params()
-            p.use_extra_bufts = False
-            return p
-
-        llama_cpp.llama_cpp.llama_model_default_params = params
+        llama_plain.no_extra_buffers(llama_cpp)
     t = KV_GGML[kv_type]
     llm = llama_cpp.Llama(model_path=model, n_ctx=n_prompt + n_gen + 16, n_batch=512, n_ubatch=512,
                           n_threads=threads, n_threads_batch=threads, flash_attn=flash, type_k=t, type_v=t,

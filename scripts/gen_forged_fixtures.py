@@ -21,6 +21,9 @@ import tempfile
 import numpy as np
 import llama_cpp
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_plain import no_extra_buffers  # noqa: E402
+
 CACHE = os.path.expanduser(os.environ.get("STRATA_CACHE", "~/.cache/strata"))
 TOKENIZER = os.path.join(CACHE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -62,20 +65,6 @@ def sha256(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def no_extra_buffers():
-    """use_extra_bufts=False for every Llama made afterwards: llama.cpp's repacked (AMX /
-    interleaved) CPU buffers segfault with this host's llama-cpp-python 0.3.36 build (as in
-    tests/py/test_long_context_rope.py); the plain CPU buffers give the same numerics."""
-    default_params = llama_cpp.llama_cpp.llama_model_default_params
-
-    def params():
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_cpp.llama_model_default_params = params
 
 
 def evaluate(path, plain_buffers=False):

@@ -21,6 +21,7 @@ import llama_cpp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_fidelity_fixtures import PERPLEXITY_CHUNKS, PERPLEXITY_CTX, PERPLEXITY_TEXT, perplexity_fixture  # noqa: E402
+from llama_plain import no_extra_buffers  # noqa: E402
 
 CACHE = os.path.expanduser(os.environ.get("STRATA_CACHE", "~/.cache/strata"))
 MODELS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3": "gemma-3-270m-q4_k_m.gguf"}
@@ -29,20 +30,6 @@ N_PROMPT = 4100
 N_STEPS = 3
 N_CTX = 4160
 N_TOP = 10
-
-
-def no_extra_buffers(llama_cpp):
-    """llama.cpp's repacked (AMX / interleaved) CPU weight buffers segfault on this machine's
-    llama-cpp-python 0.3.36 build (Intel with AMX, seen 2026-12-07); the plain CPU buffers give the
-    same numerics. Applies to every Llama made afterwards."""
-    default_params = llama_cpp.llama_cpp.llama_model_default_params
-
-    def params():
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_cpp.llama_model_default_params = params
 
 
 def top(row, k):

@@ -572,23 +572,11 @@ FIXTURE_PPL_CHUNKS = 4
 
 
 def plain_cpu_llama(path, **kw):
-    """llama.cpp without its extra buffer types (the AMX repack of llama-cpp-python 0.3.36 crashes
-    on some hosts; the plain CPU path is the one Strata is compared with)."""
-    import llama_cpp
-    import llama_cpp.llama_cpp as C
+    """llama.cpp without its extra buffer types (scripts/llama_plain.py says why)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import llama_plain
 
-    default_params = C.llama_model_default_params
-
-    def params():
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    C.llama_model_default_params = params
-    try:
-        return llama_cpp.Llama(model_path=path, **kw)
-    finally:
-        C.llama_model_default_params = default_params
+    return llama_plain.plain_cpu_llama(path, **kw)
 
 
 def fixtures(args):

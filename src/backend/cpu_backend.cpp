@@ -89,8 +89,8 @@ class CpuBackend final : public Backend {
 
   void attention(const ops::AttentionShape& shape, const float* q, int n_tokens, int64_t pos0,
                  const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, float* out) override {
-    // No session scratch: sized per call, for every position the cache holds.
-    if (own_attn_) attn_->init(shape, n_tokens, k_cache.n_slots, pool_.n_threads());
+    // No session scratch: grown on the first calls to the largest shape, batch and cache seen.
+    if (own_attn_) attn_->reserve(shape, n_tokens, k_cache.n_slots, pool_.n_threads());
     ops::attention(shape, q, n_tokens, pos0, k_cache, v_cache, out, pool_, *attn_);
   }
 

@@ -64,8 +64,7 @@ void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* key
     for (int j = 0; j < n_keys; ++j) s[size_t(r) * ld + size_t(j)] = f16.vec_dot(d, keys[j], q + size_t(r) * d) * scale;
 }
 
-double exp_sum(float* s, int64_t n, float m) {
-  double acc = 0.0;
+double exp_sum(float* s, int64_t n, float m, double acc) {
   for (int64_t j = 0; j < n; ++j) acc += double(s[j] = std::exp(s[j] - m));
   return acc;
 }
@@ -83,7 +82,7 @@ void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* 
 }
 
 }  // namespace
-const Kernels kKernels{scores, scores_t, update, scores_f16, exp_sum, accumulate};
+const Kernels kKernels{scores, scores_t, update, scores_f16, {exp_sum}, accumulate};
 }  // namespace scalar
 
 const Kernels& kernels_for(kernels::Isa isa) {
@@ -125,6 +124,11 @@ constexpr int kMinSplitKeys = 256;   // split-K: fewest positions worth a range 
 constexpr int kMaxHeadDim = 1024;    // bound on head sizes (scratch on the stack for q rounding)
 constexpr int kTransposeRows = 16;   // query rows from which a tile transposes its key blocks
 constexpr int kMaxSplitTokens = 4;   // f16 split-K: most query tokens (generation, small drafts)
+// f16 path: scores an item keeps over its positions, at most (per thread), and the scores split-K
+// keeps across its phases (once). Rows that do not fit are computed again in each sweep, a key
+// block at a time: the same values, so the same result, and the scratch bounded at any context.
+constexpr size_t kScoreFloats = size_t(1) << 18;       // 1 MiB a thread
+constexpr size_t kSplitScoreFloats = size_t(1) << 20;  // 4 MiB
 
 // q rounded as llama.cpp rounds it before its dots with keys of `key_type`: to f16 for f16 keys,
 // through q8_0 for quantized keys (the vec_dot type of q8_0 / q4_0).
@@ -134,6 +138,12 @@ void round_query(DType key_type, const float* q, float* out, int d) {
   alignas(64) uint8_t buf[kMaxHeadDim * 2];
   k.quantize_activation(q, buf, d);
   k.dequantize(buf, out, d);
+}
+
+// Split-K ranges for n_threads: enough items for four per thread with the KV heads, at most kMaxSplits.
+int max_splits(const AttentionShape& s, int n_threads) {
+  const int64_t want = (4 * int64_t(std::max(1, n_threads)) + s.n_head_kv - 1) / s.n_head_kv;
+  return int(std::clamp<int64_t>(want, 1, kMaxSplits));
 }
 
 }  // namespace
@@ -155,18 +165,43 @@ AttentionScratch::Sizes AttentionScratch::sizes(const AttentionShape& s, int /*n
   z.s = group * kBlockK;
   z.o = rows * dv;
   z.rows = z.sum = rows;
-  z.scores = rows * ctx;
-  z.sums = size_t(kMaxSplits) * size_t(kBlockQ) * size_t(s.n_head);
+  z.scores = std::min(rows * ctx, kScoreFloats);
+  z.sums = size_t(max_splits(s, n_threads)) * size_t(kBlockQ) * size_t(s.n_head);
   z.partial = z.sums * (dv + 2);
-  z.split_scores = size_t(kMaxSplitTokens) * size_t(s.n_head) * ctx;
+  z.split_scores = std::min(size_t(kMaxSplitTokens) * size_t(s.n_head) * ctx, kSplitScoreFloats);
   z.n_tiles = size_t(std::max(1, n_threads));
   return z;
 }
 
+namespace {
+// Every buffer of `a` no larger than the same of `b`.
+bool within(const AttentionScratch::Sizes& a, const AttentionScratch::Sizes& b) {
+  return a.q <= b.q && a.k <= b.k && a.v <= b.v && a.kt <= b.kt && a.s <= b.s && a.o <= b.o && a.rows <= b.rows &&
+         a.q16 <= b.q16 && a.sum <= b.sum && a.scores <= b.scores && a.partial <= b.partial && a.sums <= b.sums &&
+         a.split_scores <= b.split_scores && a.n_tiles <= b.n_tiles;
+}
+}  // namespace
+
 void AttentionScratch::init(const AttentionShape& s, int batch, int64_t ctx, int n_threads) {
-  const Sizes z = sizes(s, batch, ctx, n_threads);
+  allocate(sizes(s, batch, ctx, n_threads), batch);
+}
+
+void AttentionScratch::reserve(const AttentionShape& s, int batch, int64_t ctx, int n_threads) {
+  const Sizes want = sizes(s, batch, ctx, n_threads);
+  if (!tiles.empty() && batch <= n_batch && within(want, sized)) return;
+  if (tiles.empty()) return allocate(want, batch);
+  Sizes z = sized;  // the larger of each, so that alternating shapes do not reallocate every call
+  for (auto [a, b] : {std::pair{&z.q, want.q}, {&z.k, want.k}, {&z.v, want.v}, {&z.kt, want.kt}, {&z.s, want.s},
+                      {&z.o, want.o}, {&z.rows, want.rows}, {&z.q16, want.q16}, {&z.sum, want.sum},
+                      {&z.scores, want.scores}, {&z.partial, want.partial}, {&z.sums, want.sums},
+                      {&z.split_scores, want.split_scores}, {&z.n_tiles, want.n_tiles}})
+    *a = std::max(*a, b);
+  allocate(z, std::max(batch, n_batch));
+}
+
+void AttentionScratch::allocate(const Sizes& z, int batch) {
   n_batch = batch;
-  n_ctx = std::max<int64_t>(1, ctx);
+  sized = z;
   tiles.resize(z.n_tiles);
   for (Tile& t : tiles) {
     t.q.assign(z.q, 0.0f);
@@ -215,8 +250,8 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   const int dk = shape.head_dim_k, dv = shape.head_dim_v;
   const int64_t q_stride = int64_t(shape.n_head) * dk, o_stride = int64_t(shape.n_head) * dv;
   if (n_tokens > scratch.n_batch) throw Error("attention: batch larger than the scratch was sized for");
-  if (size_t(kBlockQ) * group * dk > scratch.tiles[0].q.size() || size_t(kBlockK) * dv > scratch.tiles[0].v.size())
-    throw Error("attention: shape larger than the scratch was sized for");
+  if (!within(AttentionScratch::sizes(shape, n_tokens, 1, pool.n_threads()), scratch.sized))
+    throw Error("attention: shape or thread count larger than the scratch was sized for");
   const attn::Kernels& kern = attn::kernels_for(kernels::active_isa());
   const kernels::TypeKernels& k_conv = kernels::kernels_for(kv_k.type);
   const kernels::TypeKernels& v_conv = kernels::kernels_for(kv_v.type);
@@ -232,24 +267,34 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   // Gemma 3): scores as the f16 vec_dot of the f16 query with the cached key times the scale, the
   // row max, the sum of e^(s - max) in double, then the probabilities e^(s - max) * (1 / sum)
   // rounded to f16, accumulated against V in f32 in position order with no final division. Each
-  // score is computed once and kept, then overwritten by its e^(s - max), for the whole row: the
-  // scratch holds an item's rows over the context.
+  // score is computed once and kept, then overwritten by its e^(s - max), for the whole row, where
+  // an item's rows over its positions fit the scratch (items take fewer query tokens for that);
+  // else each sweep computes them again a key block at a time.
   // Quantized caches need flash attention in llama.cpp, whose CPU kernel keeps f32 probabilities
   // and divides at the end: one online sweep, scores from the f32 tiles.
   const bool f16_path = kv_k.type == DType::F16 && kv_v.type == DType::F16;
-  if (f16_path && pos0 + n_tokens > scratch.n_ctx)
-    throw Error("attention: position " + std::to_string(pos0 + n_tokens - 1) + " beyond the context of " +
-                std::to_string(scratch.n_ctx) + " the scratch was sized for");
+  const int64_t span = last(n_tokens - 1) - first(0) + 1;  // positions some query token sees
 
-  const int n_qblocks = (n_tokens + kBlockQ - 1) / kBlockQ;
   // Split-K when the query blocks and KV heads alone leave threads idle (with an f16 cache only for
   // the few tokens of generation, whose rows' scores the shared split_scores holds).
   int n_splits = 1;
-  if (n_qblocks == 1 && (!f16_path || n_tokens <= kMaxSplitTokens)) {
-    const int64_t span = last(n_tokens - 1) - first(0) + 1;
-    const int64_t want = (4 * int64_t(pool.n_threads()) + shape.n_head_kv - 1) / shape.n_head_kv;
-    n_splits = int(std::clamp<int64_t>(std::min(want, span / kMinSplitKeys), 1, kMaxSplits));
+  if (n_tokens <= kBlockQ && (!f16_path || n_tokens <= kMaxSplitTokens)) {
+    n_splits = int(std::clamp<int64_t>(span / kMinSplitKeys, 1, max_splits(shape, pool.n_threads())));
   }
+  // Query tokens per item: kBlockQ, or for the f16 path as many as keep their rows' scores over
+  // the item's positions (at most the window and the item's tokens) within the tile's.
+  int block_q = kBlockQ;
+  if (f16_path && n_splits == 1) {
+    auto item_scores = [&](int n) {
+      const int64_t positions = shape.window > 0 ? std::min<int64_t>(span, shape.window + n - 1) : span;
+      return size_t(n) * group * size_t(positions);
+    };
+    int n = std::min(kBlockQ, n_tokens);
+    while (n > 1 && item_scores(n) > scratch.tiles[0].scores.size()) --n;
+    if (item_scores(n) <= scratch.tiles[0].scores.size()) block_q = n;
+  }
+  const int n_qblocks = (n_tokens + block_q - 1) / block_q;
+  const bool split_kept = size_t(n_tokens) * shape.n_head * size_t(span) <= scratch.split_scores.size();
   const int64_t n_items = int64_t(shape.n_head_kv) * n_qblocks * n_splits;
   const size_t part_stride = size_t(dv + 2);
 
@@ -263,8 +308,8 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
     const int qb = n_qblocks - 1 - int(item / (int64_t(shape.n_head_kv) * n_splits));
     it.kvh = int(item / n_splits % shape.n_head_kv);
     it.split = int(item % n_splits);
-    it.t0 = qb * kBlockQ;
-    it.t1 = std::min(n_tokens, it.t0 + kBlockQ);
+    it.t0 = qb * block_q;
+    it.t1 = std::min(n_tokens, it.t0 + block_q);
     it.rows = (it.t1 - it.t0) * group;
     it.a = first(it.t0);
     it.b = last(it.t1 - 1) + 1;
@@ -334,69 +379,116 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   };
 
   // f16 path. Row (t, g) of an item keeps its scores at rows(t) + g * ld, indexed by position minus
-  // origin: in the thread's tile for a whole item, in split_scores across the splits of split-K.
+  // origin: in the thread's tile for a whole item, in split_scores across the splits of split-K;
+  // or, where they do not fit there, nowhere (base null): each sweep computes them again.
   struct ScoreRows {
-    float* base;  // row (t0, 0)
-    int t0;
-    size_t ld, token_stride;
-    int64_t origin;
+    float* base = nullptr;  // row (t0, 0)
+    int t0 = 0;
+    size_t ld = 0, token_stride = 0;
+    int64_t origin = 0;
+    bool kept() const { return base != nullptr; }
     float* at(int t, int g, int64_t pos) const {
       return base + size_t(t - t0) * token_stride + size_t(g) * ld + size_t(pos - origin);
     }
   };
   auto score_rows = [&](AttentionScratch::Tile& tile, const Item& it) {
     if (n_splits > 1) {
-      const size_t ld = size_t(last(n_tokens - 1) + 1 - first(0));
+      if (!split_kept) return ScoreRows{};
+      const size_t ld = size_t(span);
       return ScoreRows{scratch.split_scores.data() + size_t(it.kvh * group) * ld, 0, ld, size_t(shape.n_head) * ld,
                        first(0)};
     }
     const size_t ld = size_t(it.b - it.a);
+    if (size_t(it.rows) * ld > tile.scores.size()) return ScoreRows{};
     return ScoreRows{tile.scores.data(), it.t0, ld, size_t(group) * ld, it.a};
   };
   // Visible positions of token t within the item: [lo, hi).
   auto visible = [&](const Item& it, int t) {
     return std::pair<int64_t, int64_t>{std::max(it.a, first(t)), std::min(it.b, last(t) + 1)};
   };
-  // Every score of the item's rows, once; each row's max into m.
-  auto f16_scores = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
-    const uint16_t* keys[kBlockK];
-    int64_t keys_kb = -1;
-    for_blocks(tile, it, false, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
-      if (keys_kb != kb) {
-        for (int64_t p = kb; p < std::min(it.b, kb + kBlockK); ++p)
-          keys[p - kb] = reinterpret_cast<const uint16_t*>(kv_k.head(p, it.kvh));
-        keys_kb = kb;
-      }
-      const size_t row = size_t(t - it.t0) * group;
-      kern.scores_f16(tile.q16.data() + row * dk, group, dk, keys + (j0 - kb), int(j1 - j0), shape.scale,
-                      sr.at(t, 0, j0), sr.ld);
-    });
-    for (int t = it.t0; t < it.t1; ++t) {
-      const auto [lo, hi] = visible(it, t);
-      for (int g = 0; g < group; ++g) {
-        float m = -std::numeric_limits<float>::infinity();
-        const float* s = sr.at(t, g, lo);
-        for (int64_t j = 0; j < hi - lo; ++j) m = std::max(m, s[j]);
-        tile.m[size_t(t - it.t0) * group + g] = m;
-      }
-    }
+  // The cached keys are dotted in place: the heads of the key block at kb.
+  struct KeyBlock {
+    const uint16_t* at[kBlockK];
+    int64_t kb = -1;
   };
-  // Each score replaced by e^(s - m), their sum in double in position order into sum.
+  auto key_block = [&](KeyBlock& keys, const Item& it, int64_t kb) {
+    if (keys.kb != kb) {
+      for (int64_t p = kb; p < std::min(it.b, kb + kBlockK); ++p)
+        keys.at[p - kb] = reinterpret_cast<const uint16_t*>(kv_k.head(p, it.kvh));
+      keys.kb = kb;
+    }
+    return keys.at + 0;
+  };
+  // Token t's rows' scores against [j0, j1) of the key block at kb: into the kept rows, or where
+  // none are kept into the tile's block of scores. Row g's first is at the result + g * ld.
+  auto block_scores = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr, KeyBlock& keys, int t,
+                          int64_t j0, int64_t j1, int64_t kb) {
+    float* s = sr.kept() ? sr.at(t, 0, j0) : tile.s.data();
+    const size_t ld = sr.kept() ? sr.ld : size_t(kBlockK);
+    kern.scores_f16(tile.q16.data() + size_t(t - it.t0) * group * dk, group, dk, key_block(keys, it, kb) + (j0 - kb),
+                    int(j1 - j0), shape.scale, s, ld);
+    return std::pair<float*, size_t>{s, ld};
+  };
+  // Every score of the item's rows (once where they are kept); each row's max into m.
+  auto f16_max = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
+    std::fill_n(tile.m.data(), it.rows, -std::numeric_limits<float>::infinity());
+    KeyBlock keys;
+    for_blocks(tile, it, false, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+      const auto [s, ld] = block_scores(tile, it, sr, keys, t, j0, j1, kb);
+      for (int g = 0; g < group; ++g) {
+        // In 8 lanes, in registers (one running max through memory cost 6% of a 4k prompt); the
+        // max of finite floats is the same in any order (but for the sign of a zero, which
+        // e^(s - max) does not see).
+        const float* sg = s + size_t(g) * ld;
+        const int64_t n = j1 - j0;
+        float lane[8];
+        std::fill_n(lane, 8, tile.m[size_t(t - it.t0) * group + g]);
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8)
+          for (int i = 0; i < 8; ++i) lane[i] = lane[i] > sg[j + i] ? lane[i] : sg[j + i];
+        for (; j < n; ++j) lane[0] = std::max(lane[0], sg[j]);
+        tile.m[size_t(t - it.t0) * group + g] = *std::max_element(lane, lane + 8);
+      }
+    });
+  };
+  // Each row's sum of e^(s - m) in double in position order into sum (kept scores replaced by
+  // their e^(s - m)).
   auto f16_exp = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
-    for (int t = it.t0; t < it.t1; ++t) {
-      const auto [lo, hi] = visible(it, t);
+    if (sr.kept()) {
+      for (int t = it.t0; t < it.t1; ++t) {
+        const auto [lo, hi] = visible(it, t);
+        for (int g = 0; g < group; ++g) {
+          const size_t row = size_t(t - it.t0) * group + g;
+          tile.sum[row] = kern.exp_sum(sr.at(t, g, lo), hi - lo, tile.m[row]);
+        }
+      }
+      return;
+    }
+    std::fill_n(tile.sum.data(), it.rows, 0.0);
+    KeyBlock keys;
+    for_blocks(tile, it, false, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+      const auto [s, ld] = block_scores(tile, it, sr, keys, t, j0, j1, kb);
       for (int g = 0; g < group; ++g) {
         const size_t row = size_t(t - it.t0) * group + g;
-        tile.sum[row] = kern.exp_sum(sr.at(t, g, lo), hi - lo, tile.m[row]);
+        tile.sum[row] = kern.exp_sum(s + size_t(g) * ld, j1 - j0, tile.m[row], tile.sum[row]);
       }
-    }
+    });
   };
   // The rounded probabilities against V, with l = 1 / sum.
   auto f16_output = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
+    KeyBlock keys;
     for_blocks(tile, it, false, true, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
       const size_t row = size_t(t - it.t0) * group;
-      kern.accumulate(sr.at(t, 0, j0), sr.ld, group, int(j1 - j0), tile.v.data() + size_t(j0 - kb) * dv, dv,
-                      tile.o.data() + row * dv, tile.l.data() + row);
+      const float* e = sr.kept() ? sr.at(t, 0, j0) : nullptr;
+      size_t ld = sr.ld;
+      if (!e) {
+        const auto [s, s_ld] = block_scores(tile, it, sr, keys, t, j0, j1, kb);
+        for (int g = 0; g < group; ++g) kern.exp_sum(s + size_t(g) * s_ld, j1 - j0, tile.m[row + size_t(g)]);
+        e = s;
+        ld = s_ld;
+      }
+      kern.accumulate(e, ld, group, int(j1 - j0), tile.v.data() + size_t(j0 - kb) * dv, dv, tile.o.data() + row * dv,
+                      tile.l.data() + row);
     });
   };
 
@@ -477,7 +569,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
       return;
     }
     const ScoreRows sr = score_rows(tile, it);
-    f16_scores(tile, it, sr);
+    f16_max(tile, it, sr);
     if (n_splits > 1) return store_part(tile, it, false);
     if (sinks) for_rows(it, [&](size_t row, int head) { tile.m[row] = std::max(tile.m[row], sinks[head]); });
     f16_exp(tile, it, sr);

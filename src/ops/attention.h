@@ -59,19 +59,23 @@ struct AttentionShape {
 };
 
 // Per-thread tiles and the split-K partials, sized once for the largest shape, batch and context
-// a session uses (nothing allocates per token).
+// a session uses (nothing allocates per token). Bounded at any context: the f16 path's score rows
+// grow with it up to a fixed size, past which they are computed again (same results).
 struct AttentionScratch {
   // Element counts of every buffer, from one formula that init allocates and bytes_for counts.
   struct Sizes {
     size_t q, k, v, kt, s, o, rows;  // per tile: floats (rows: m and l each)
     size_t q16, sum;                 // per tile: f16 query rows, double sums per row
-    size_t scores;                   // per tile: f16 path's scores of one item [rows x n_ctx]
+    size_t scores;                   // per tile: f16 path's scores of one item [rows x n_ctx], bounded
     size_t partial, sums;            // once: split-K partials (floats), split-K sums (doubles)
-    size_t split_scores;             // once: f16 split-K scores [kMaxSplitTokens x n_head x n_ctx]
+    size_t split_scores;             // once: f16 split-K scores [kMaxSplitTokens x n_head x n_ctx], bounded
     size_t n_tiles;
   };
   static Sizes sizes(const AttentionShape& largest, int n_batch, int64_t n_ctx, int n_threads);
   void init(const AttentionShape& largest, int n_batch, int64_t n_ctx, int n_threads);
+  // For a caller that cannot size up front (a backend without a session's scratch): allocates
+  // only when these arguments need more than the buffers hold, then the larger of each.
+  void reserve(const AttentionShape& shape, int n_batch, int64_t n_ctx, int n_threads);
   size_t bytes() const;
   // What init allocates for these arguments, in bytes (the planner's memory model counts it).
   static size_t bytes_for(const AttentionShape& largest, int n_batch, int64_t n_ctx, int n_threads);
@@ -92,7 +96,10 @@ struct AttentionScratch {
   std::vector<double> sums;         // split-K, f16 path: each range's sum [split x row]
   std::vector<float> split_scores;  // split-K, f16 path: [token x head x position - first visible]
   int n_batch = 0;
-  int64_t n_ctx = 0;
+  Sizes sized{};  // what the buffers were allocated for
+
+ private:
+  void allocate(const Sizes& sizes, int n_batch);
 };
 
 // Writes one position's n_heads heads of head_dim floats (from src, contiguous) into the cache

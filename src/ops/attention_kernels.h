@@ -27,8 +27,12 @@ struct Kernels {
                      float* s, size_t ld);
   // The f16 path's exponentials: s[j] = e^(s[j] - m) for j < n, each bit for bit what the C
   // library's expf returns (llama.cpp's reference loop and the per-score path used it), and their
-  // sum in double in index order.
-  double (*exp_sum)(float* s, int64_t n, float m);
+  // sum in double in index order, added one by one onto acc (so a row summed a block at a time,
+  // each block's call given the sum so far, is the one sum over the row).
+  struct ExpSum {
+    double (*fn)(float* s, int64_t n, float m, double acc);
+    double operator()(float* s, int64_t n, float m, double acc = 0.0) const { return fn(s, n, m, acc); }
+  } exp_sum;
   // The f16 path's output sweep, with e[r * ld + j] = e^(s_j - max) and each row's 1 / sum
   // inv_l[r]: p_j = f16(e_j * inv_l[r]) (the normalized probability rounded to f16, as llama.cpp's
   // non-flash path rounds it for its product with f16 values), then o[r] += sum_j p_j v_j in f32 in

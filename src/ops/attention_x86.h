@@ -260,23 +260,30 @@ void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* 
   }
 }
 
+// e^x bit for bit glibc's expf (sysdeps/ieee754/flt-32/e_expf.c, from Arm's optimized routines,
+// its FMA build, which x86-64 glibc selects on every CPU these paths run on): in double,
+// x * 32 / ln 2 = k + r, e^x = 2^(k/32) * p(r) with 2^(i/32) from a table of 32 and a cubic p,
+// rounded once to float. x below ln(2^-150) gives 0 as glibc's underflow does; x must not be NaN
+// or +inf (attention passes s - max <= 0, finite).
+// 2^(i/32) rounded to double, minus i << 47 (the index's share of the exponent bits added back).
+alignas(64) inline constexpr uint64_t kExp2Table[32] = {
+    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
+    0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb,
+    0x3feedea64c123422, 0x3feece086061892d, 0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429,
+    0x3feea47eb03a5585, 0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d, 0x3feee89f995ad3ad,
+    0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
+constexpr double kExpShift = 0x1.8p+52, kInvLn2N = 0x1.71547652b82fep+0 * 32;
+constexpr double kExpC0 = 0x1.c6af84b912394p-5 / 32 / 32 / 32, kExpC1 = 0x1.ebfce50fac4f3p-3 / 32 / 32,
+                 kExpC2 = 0x1.62e42ff0c52d6p-1 / 32;
+constexpr float kExpUnderflow = -0x1.9fe368p6f;
+
 #if defined(__AVX512F__)
-// e^x for 8 floats, bit for bit glibc's expf (sysdeps/ieee754/flt-32/e_expf.c, from Arm's optimized
-// routines): in double, x * 32 / ln 2 = k + r, e^x = 2^(k/32) * p(r) with 2^(i/32) from a table of
-// 32 and a cubic p, rounded once to float. x below ln(2^-150) gives 0 as glibc's underflow does;
-// x must not be NaN or +inf (attention passes s - max <= 0, finite).
+// 8 floats in one vector of doubles.
 inline __m256 expf8(__m256 x) {
-  // 2^(i/32) rounded to double, minus i << 47 (the index's share of the exponent bits added back).
-  alignas(64) static const uint64_t kExp2Table[32] = {
-      0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
-      0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb,
-      0x3feedea64c123422, 0x3feece086061892d, 0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429,
-      0x3feea47eb03a5585, 0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
-      0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d, 0x3feee89f995ad3ad,
-      0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
-      0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
-  const __m512d shift = _mm512_set1_pd(0x1.8p+52);
-  const __m512d z = _mm512_mul_pd(_mm512_set1_pd(0x1.71547652b82fep+0 * 32), _mm512_cvtps_pd(x));
+  const __m512d shift = _mm512_set1_pd(kExpShift);
+  const __m512d z = _mm512_mul_pd(_mm512_set1_pd(kInvLn2N), _mm512_cvtps_pd(x));
   __m512d kd = _mm512_add_pd(z, shift);
   const __m512i ki = _mm512_castpd_si512(kd);
   kd = _mm512_sub_pd(kd, shift);
@@ -284,17 +291,36 @@ inline __m256 expf8(__m256 x) {
   __m512i t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)),
                                      reinterpret_cast<const long long*>(kExp2Table), 8);
   t = _mm512_add_epi64(t, _mm512_slli_epi64(ki, 47));
-  const __m512d c = _mm512_fmadd_pd(_mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r,
-                                    _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
-  __m512d y = _mm512_fmadd_pd(_mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r, _mm512_set1_pd(1.0));
+  const __m512d c = _mm512_fmadd_pd(_mm512_set1_pd(kExpC0), r, _mm512_set1_pd(kExpC1));
+  __m512d y = _mm512_fmadd_pd(_mm512_set1_pd(kExpC2), r, _mm512_set1_pd(1.0));
   y = _mm512_mul_pd(_mm512_fmadd_pd(c, _mm512_mul_pd(r, r), y), _mm512_castsi512_pd(t));
-  const __mmask8 tiny = _mm256_cmp_ps_mask(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);
+  const __mmask8 tiny = _mm256_cmp_ps_mask(x, _mm256_set1_ps(kExpUnderflow), _CMP_LT_OQ);
   return _mm256_mask_mov_ps(_mm512_cvtpd_ps(y), tiny, _mm256_setzero_ps());
 }
+#else
+// 4 floats in one vector of doubles, the same steps.
+inline __m128 expf4(__m128 x) {
+  const __m256d shift = _mm256_set1_pd(kExpShift);
+  const __m256d z = _mm256_mul_pd(_mm256_set1_pd(kInvLn2N), _mm256_cvtps_pd(x));
+  __m256d kd = _mm256_add_pd(z, shift);
+  const __m256i ki = _mm256_castpd_si256(kd);
+  kd = _mm256_sub_pd(kd, shift);
+  const __m256d r = _mm256_sub_pd(z, kd);
+  __m256i t = _mm256_i64gather_epi64(reinterpret_cast<const long long*>(kExp2Table),
+                                     _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8);
+  t = _mm256_add_epi64(t, _mm256_slli_epi64(ki, 47));
+  const __m256d c = _mm256_fmadd_pd(_mm256_set1_pd(kExpC0), r, _mm256_set1_pd(kExpC1));
+  __m256d y = _mm256_fmadd_pd(_mm256_set1_pd(kExpC2), r, _mm256_set1_pd(1.0));
+  y = _mm256_mul_pd(_mm256_fmadd_pd(c, _mm256_mul_pd(r, r), y), _mm256_castsi256_pd(t));
+  return _mm_andnot_ps(_mm_cmplt_ps(x, _mm_set1_ps(kExpUnderflow)), _mm256_cvtpd_ps(y));
+}
+inline __m256 expf8(__m256 x) {
+  return _mm256_set_m128(expf4(_mm256_extractf128_ps(x, 1)), expf4(_mm256_castps256_ps128(x)));
+}
+#endif
 
-double exp_sum(float* s, int64_t n, float m) {
+double exp_sum(float* s, int64_t n, float m, double acc) {
   const __m256 vm = _mm256_set1_ps(m);
-  double acc = 0.0;
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     _mm256_storeu_ps(s + j, expf8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm)));
@@ -304,6 +330,7 @@ double exp_sum(float* s, int64_t n, float m) {
   return acc;
 }
 
+#if defined(__AVX512F__)
 inline __m512 load_f16x16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
@@ -355,8 +382,6 @@ void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* key
   }
 }
 #else
-double exp_sum(float* s, int64_t n, float m) { return scalar::kKernels.exp_sum(s, n, m); }
-
 // The AVX2 path's F16 vec_dot, key by key.
 void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale, float* s,
                 size_t ld) {
@@ -366,7 +391,7 @@ void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* key
 
 }  // namespace
 
-const Kernels kKernels{scores, scores_t, update, scores_f16, exp_sum, accumulate};
+const Kernels kKernels{scores, scores_t, update, scores_f16, {exp_sum}, accumulate};
 
 }  // namespace strata::ops::attn::STRATA_ISA
 

@@ -15,6 +15,7 @@ std::shared_ptr<ModelHost> ModelHost::open(const ModelEntry& entry, const HostOp
   h->name = entry.name;
   h->path = entry.path;
   h->defaults = options.session;
+  h->kv_type_ = options.session.kv_type;
   h->ram_gbps_ = options.ram_gbps;
   h->ssd_gbps_ = options.ssd_gbps;
   try {
@@ -22,6 +23,10 @@ std::shared_ptr<ModelHost> ModelHost::open(const ModelEntry& entry, const HostOp
     h->tokenizer = Tokenizer::from_gguf(h->model->file());
     h->prompt_format =
         std::make_unique<PromptFormat>(*h->model, *h->tokenizer, load_settings(entry.path).template_text);
+    SessionParams f16 = h->defaults;
+    f16.kv_type = DType::F16;
+    h->kv_type_auto_ = options.kv_type_auto && (f16.device == Device::cpu || !gpu_unsupported(*h->model, f16).empty());
+    if (options.kv_type_auto && !h->kv_type_auto_) h->kv_type_ = DType::F16;
   } catch (const std::exception& e) {
     throw load_failed("failed to load model \"" + entry.name + "\": " + e.what());
   }
@@ -38,6 +43,7 @@ Session& ModelHost::session_for(int n_ctx, int n_threads) {
   SessionParams p = defaults;
   p.n_ctx = effective_n_ctx(n_ctx);
   if (n_threads > 0) p.n_threads = n_threads;
+  p.kv_type = kv_type_;
   if (!has_plan()) throw internal_error("model \"" + name + "\" was unloaded: planning it again failed");
   if (p.n_ctx > planned_n_ctx_)
     throw internal_error("model \"" + name + "\" is planned for a context of " + std::to_string(planned_n_ctx_) +
@@ -62,7 +68,8 @@ Session& ModelHost::embed_session(int n_threads) {
 uint64_t ModelHost::bytes_wanted(int n_ctx) const {
   const tier::TieringOptions t = tiering_options(n_ctx, 0);
   const ModelConfig& c = model->config();
-  return model->file().file_size() + tier::kv_cache_bytes(c, t.n_ctx, t.n_batch, t.kv_type) +
+  // With kv_type_auto, f16: what the model wants with every weight resident at the widest type.
+  return model->file().file_size() + tier::kv_cache_bytes(c, t.n_ctx, t.n_batch, t.kv_type_auto ? DType::F16 : t.kv_type) +
          tier::scratch_bytes(c, t.n_ctx, t.n_batch, t.n_threads);
 }
 
@@ -70,7 +77,8 @@ tier::TieringOptions ModelHost::tiering_options(int n_ctx, uint64_t budget_bytes
   tier::TieringOptions t;
   t.n_ctx = effective_n_ctx(n_ctx);
   t.n_batch = defaults.n_batch;
-  t.kv_type = defaults.kv_type;
+  t.kv_type = kv_type_;
+  t.kv_type_auto = kv_type_auto_;
   t.n_threads = defaults.n_threads;
   t.budget_bytes = budget_bytes;
   t.ram_gbps = ram_gbps_;
@@ -104,8 +112,9 @@ void ModelHost::plan(int n_ctx, uint64_t budget_bytes) {
                        std::to_string(t.n_ctx) + " tokens: " + e.what());
   }
   std::lock_guard<std::mutex> lock(tiering_mutex_);
-  tiering_ = std::move(fresh);
+  kv_type_ = fresh->plan().inputs.kv_type;
   planned_n_ctx_ = t.n_ctx;
+  tiering_ = std::move(fresh);
 }
 
 uint64_t ModelHost::planned_bytes() const {

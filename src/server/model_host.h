@@ -24,6 +24,9 @@ struct HostOptions {
   // The planner's speeds (GB/s); 0: this machine's, measured once when a plan streams. Tests
   // give them so that plans do not depend on the disk.
   double ram_gbps = 0, ssd_gbps = 0;
+  // The plan picks the KV cache type (PlanInputs::kv_type_auto) instead of session.kv_type; f16
+  // where sessions run on the GPU (the CUDA backend keeps an f16 cache).
+  bool kv_type_auto = false;
 };
 
 class ModelHost {
@@ -58,6 +61,8 @@ class ModelHost {
   // The context the memory plan counts a KV cache for: the largest a session may have. It only
   // grows while the model is loaded.
   int planned_n_ctx() const { return planned_n_ctx_; }
+  // The KV cache type sessions get: the default's, or with kv_type_auto the current plan's.
+  DType kv_type() const { return kv_type_; }
 
   // --- planning (the registry calls these; it holds run_mutex for a re-plan)
   // What a plan for this context would hold with every weight resident: the file, the KV cache
@@ -87,6 +92,8 @@ class ModelHost {
   std::unique_ptr<tier::Tiering> tiering_;
   std::unique_ptr<Session> session_;  // under run_mutex
   std::atomic<int> planned_n_ctx_{0};
+  bool kv_type_auto_ = false;
+  std::atomic<DType> kv_type_{DType::F16};
   // Guarded by the registry's mutex.
   int n_active_ = 0;  // admitted requests, running or waiting for run_mutex
   KeepAlive keep_alive_;

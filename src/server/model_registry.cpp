@@ -56,7 +56,7 @@ std::shared_ptr<ModelLease> ModelRegistry::admit_loaded(const std::string& reque
     if (it != models_.end()) return admit(it->second, 0);
   }
   const auto t0 = Clock::now();
-  std::shared_ptr<ModelHost> m = ModelHost::open(entry, {options_.session, options_.ram_gbps, options_.ssd_gbps});
+  std::shared_ptr<ModelHost> m = ModelHost::open(entry, {options_.session, options_.ram_gbps, options_.ssd_gbps, options_.kv_type_auto});
   m->plan(0, make_room(m->bytes_wanted(0)));
   m->load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   std::fprintf(stderr, "loaded %s in %.2f s (chat format: %s%s)\n%s\n", entry.path.c_str(), m->load_seconds,
@@ -182,7 +182,7 @@ std::vector<LoadedInfo> ModelRegistry::loaded() const {
     LoadedInfo info{name, m->path, m->model->file().file_size(), m->planned_n_ctx(), std::nullopt, {}};
     // The session belongs to whoever holds run_mutex, so count the KV cache the plan allows
     // rather than touching it.
-    info.size_bytes += tier::kv_cache_bytes(m->model->config(), info.n_ctx, m->defaults.n_batch, m->defaults.kv_type);
+    info.size_bytes += tier::kv_cache_bytes(m->model->config(), info.n_ctx, m->defaults.n_batch, m->kv_type());
     if (m->has_plan()) {
       info.tier = m->stats();
       if (info.tier.streaming) info.size_bytes = info.tier.planned_bytes;  // not the file: it does not all fit

@@ -43,6 +43,8 @@ struct RegistryOptions {
   uint64_t budget_bytes = 0;
   // The planner's speeds (GB/s); 0: this machine's. Tests give them.
   double ram_gbps = 0, ssd_gbps = 0;
+  // --kv-type auto: each model's plan picks its KV cache type (session.kv_type is ignored).
+  bool kv_type_auto = false;
 };
 
 // The model hosts are what API code works with; LoadedModel is their older name.

@@ -2,6 +2,7 @@
 #include "tier/stats.h"
 
 #include <cstdio>
+#include <iterator>
 
 namespace strata::tier {
 
@@ -201,56 +202,43 @@ std::string format_value(StatUnit unit, double v) {
 
 std::span<const TierStatField> tier_stat_fields() { return kFields; }
 
-const char* stat_group_key(StatGroup group) {
-  switch (group) {
-    case StatGroup::tiering:
-      return "";
-    case StatGroup::dense_ffn:
-      return "dense_ffn";
-    case StatGroup::experts:
-      return "experts";
-    case StatGroup::gpu:
-      return "gpu";
-  }
-  return "";
+namespace {
+// Each group's key in /api/ps, heading in --stats and whether a snapshot has it, in StatGroup's
+// order (the order both list them in).
+struct StatGroupInfo {
+  StatGroup group;
+  const char* key;
+  const char* title;
+  bool (*present)(const TierStats&);
+};
+constexpr StatGroupInfo kGroups[] = {
+    {StatGroup::tiering, "", "tiering", [](const TierStats&) { return true; }},
+    {StatGroup::dense_ffn, "dense_ffn", "dense FFN", [](const TierStats& s) { return s.has_dense; }},
+    {StatGroup::experts, "experts", "experts", [](const TierStats& s) { return s.has_experts; }},
+    {StatGroup::gpu, "gpu", "GPU tier", [](const TierStats& s) { return s.gpu.present; }},
+};
+constexpr bool groups_in_order() {
+  for (size_t i = 0; i < std::size(kGroups); ++i)
+    if (size_t(kGroups[i].group) != i) return false;
+  return true;
 }
+static_assert(groups_in_order(), "kGroups lists every StatGroup in its order");
+const StatGroupInfo& group_info(StatGroup group) { return kGroups[size_t(group)]; }
+}  // namespace
 
-const char* stat_group_title(StatGroup group) {
-  switch (group) {
-    case StatGroup::tiering:
-      return "tiering";
-    case StatGroup::dense_ffn:
-      return "dense FFN";
-    case StatGroup::experts:
-      return "experts";
-    case StatGroup::gpu:
-      return "GPU tier";
-  }
-  return "";
-}
-
-bool stat_group_present(const TierStats& s, StatGroup group) {
-  switch (group) {
-    case StatGroup::tiering:
-      return true;
-    case StatGroup::dense_ffn:
-      return s.has_dense;
-    case StatGroup::experts:
-      return s.has_experts;
-    case StatGroup::gpu:
-      return s.gpu.present;
-  }
-  return false;
-}
+const char* stat_group_key(StatGroup group) { return group_info(group).key; }
+const char* stat_group_title(StatGroup group) { return group_info(group).title; }
+bool stat_group_present(const TierStats& s, StatGroup group) { return group_info(group).present(s); }
 
 std::string describe_stats(const TierStats& s) {
   std::string out;
   if (!s.streaming) out = "tiering: nothing streamed (the model fits the budget)\n";
   if (!s.streaming && !s.gpu.present) return out;
   char line[160];
-  for (StatGroup group : {StatGroup::tiering, StatGroup::dense_ffn, StatGroup::experts, StatGroup::gpu}) {
-    if (!stat_group_present(s, group) || (!s.streaming && group != StatGroup::gpu)) continue;
-    out += stat_group_title(group);
+  for (const StatGroupInfo& g : kGroups) {
+    const StatGroup group = g.group;
+    if (!g.present(s) || (!s.streaming && group != StatGroup::gpu)) continue;
+    out += g.title;
     if (group == StatGroup::tiering && s.n_tokens > 0) out += " (" + std::to_string(s.n_tokens) + " tokens)";
     out += ":\n";
     for (const TierStatField& f : kFields) {

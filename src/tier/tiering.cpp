@@ -66,6 +66,7 @@ Plan plan_for(const Model& model, const TieringOptions& options) {
   in.n_ctx = options.n_ctx > 0 ? options.n_ctx : 4096;
   in.n_batch = options.n_batch;
   in.kv_type = options.kv_type;
+  in.kv_type_auto = options.kv_type_auto;
   in.n_threads = options.n_threads > 0 ? options.n_threads : ThreadPool::physical_cores();
   if (options.ram_gbps > 0) in.ram_gbps = options.ram_gbps;
   if (options.ssd_gbps > 0) in.ssd_gbps = options.ssd_gbps;

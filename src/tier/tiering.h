@@ -24,6 +24,7 @@ struct TieringOptions {
   int n_ctx = 4096;
   int n_batch = 512;
   DType kv_type = DType::F16;  // the session's KV cache type (the plan counts its bytes)
+  bool kv_type_auto = false;    // the plan picks kv_type instead (PlanInputs::kv_type_auto)
   int stream_ffn = 0;           // > 0: stream the dense FFN blocks of the last N layers, whatever the plan
   int prefetch = 2;             // with stream_ffn: read-ahead depth: a ring of dense_ring_pieces(depth) 16 MiB pieces
   bool persist_routing = true;  // MoE: load and save routing statistics (RoutingStats::default_path)

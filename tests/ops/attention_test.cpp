@@ -276,6 +276,81 @@ TEST(AttentionKernels, ExpSumIsTheCLibraryExpfBitForBit) {
   }
 }
 
+// The f16 path keeps an item's score rows where the scratch holds them and computes them again in
+// each sweep where it does not (items also take fewer query tokens to fit): a scratch sized for
+// the whole context, for part of it, and for one position give the same bits, on every path, in
+// prompt tiles, split-K, sliding windows and with sinks.
+TEST(AttentionScratch, BoundedScoresGiveTheSameBits) {
+  const Layout layouts[] = {{"smollm2_135m", 9, 3, 64}, {"gemma3_270m", 4, 1, 256}, {"gpt_oss_tiny", 4, 2, 32}};
+  std::mt19937 rng(2048);
+  ThreadPool pool(3);
+  for (const Layout& L : layouts) {
+    const int64_t n_pos = 1200;
+    const Cache all = make_cache(L, DType::F16, n_pos, n_pos, rng);
+    std::vector<float> sinks(size_t(L.n_head), 0.5f);
+    for (Case cs : {Case{0, 90, 0}, Case{1100, 60, 0}, Case{1150, 1, 0}, Case{1197, 3, 0}, Case{1100, 40, 64},
+                    Case{1150, 50, 300}})
+      for (const float* sink : {static_cast<const float*>(nullptr), static_cast<const float*>(sinks.data())}) {
+        const AttentionShape shape{L.n_head,  L.n_head_kv, L.head_dim, L.head_dim, 1.0f / std::sqrt(float(L.head_dim)),
+                                   cs.window, sink};
+        std::normal_distribution<float> dist(0.0f, 1.5f);
+        std::vector<float> q(size_t(cs.n_tokens) * L.n_head * L.head_dim);
+        for (float& x : q) x = dist(rng);
+        for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+          kernels::set_active_isa(kernels::Isa(isa));
+          std::vector<float> want;
+          for (int64_t sized_for : {n_pos, int64_t(300), int64_t(1)}) {
+            AttentionScratch scratch;
+            scratch.init(shape, cs.n_tokens, sized_for, pool.n_threads());
+            std::vector<float> got(q.size(), std::nanf(""));
+            attention(shape, q.data(), cs.n_tokens, cs.pos0, all.kv, all.vv, got.data(), pool, scratch);
+            if (want.empty()) want = got;
+            ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+                << L.name << " pos0=" << cs.pos0 << " n_tokens=" << cs.n_tokens << " window=" << cs.window
+                << (sink ? " sinks" : "") << " scratch for " << sized_for << " positions on "
+                << kernels::isa_name(kernels::Isa(isa));
+          }
+        }
+        kernels::set_active_isa(kernels::detected_isa());
+      }
+  }
+}
+
+// The scratch stops growing with the context: the same bytes at 32k and 128k positions, and they
+// are what init allocates.
+TEST(AttentionScratch, IsBoundedAtAnyContext) {
+  const AttentionShape llama3_8b{32, 8, 128, 128};
+  const size_t at_32k = AttentionScratch::bytes_for(llama3_8b, 512, 32768, 4);
+  EXPECT_EQ(AttentionScratch::bytes_for(llama3_8b, 512, 131072, 4), at_32k);
+  EXPECT_LT(at_32k, size_t(16) << 20);
+  AttentionScratch scratch;
+  scratch.init(llama3_8b, 512, 131072, 4);
+  EXPECT_EQ(scratch.bytes(), at_32k);
+}
+
+// reserve allocates only for arguments that need more than the buffers hold, then the larger of
+// each (a backend without a session's scratch calls it on every attention).
+TEST(AttentionScratch, ReserveGrowsOnlyWhenNeeded) {
+  const AttentionShape small{9, 3, 64, 64}, wide{4, 1, 256, 256};
+  AttentionScratch scratch;
+  scratch.reserve(small, 8, 300, 2);
+  EXPECT_EQ(scratch.bytes(), AttentionScratch::bytes_for(small, 8, 300, 2));
+  const float* before = scratch.tiles[0].scores.data();
+  scratch.reserve(small, 1, 100, 2);
+  scratch.reserve(small, 8, 300, 1);
+  EXPECT_EQ(scratch.tiles[0].scores.data(), before);
+  EXPECT_EQ(scratch.bytes(), AttentionScratch::bytes_for(small, 8, 300, 2));
+  scratch.reserve(wide, 4, 200, 2);
+  const size_t both = scratch.bytes();
+  EXPECT_GE(both, AttentionScratch::bytes_for(wide, 4, 200, 2));
+  EXPECT_GE(both, AttentionScratch::bytes_for(small, 8, 300, 2));
+  const float* grown = scratch.tiles[0].q.data();
+  scratch.reserve(small, 8, 300, 2);  // alternating shapes reallocate nothing
+  scratch.reserve(wide, 4, 200, 2);
+  EXPECT_EQ(scratch.tiles[0].q.data(), grown);
+  EXPECT_EQ(scratch.bytes(), both);
+}
+
 TEST(KvType, ParsesTheSupportedTypesOnly) {
   EXPECT_EQ(parse_kv_type("f16"), DType::F16);
   EXPECT_EQ(parse_kv_type("q8_0"), DType::Q8_0);

@@ -46,20 +46,12 @@ def assert_streams(stderr):
 
 
 def llama(model):
-    llama_cpp = pytest.importorskip("llama_cpp")
-    default_params = llama_cpp.llama_cpp.llama_model_default_params
+    pytest.importorskip("llama_cpp")
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import llama_plain  # the repacked CPU buffers crash with MXFP4 on this llama-cpp-python build
 
-    def params():  # the repacked CPU buffers crash with MXFP4 on this llama-cpp-python build
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_cpp.llama_model_default_params = params
-    try:
-        return llama_cpp.Llama(model_path=model, n_ctx=256, n_batch=256, n_threads=2, flash_attn=False,
-                               verbose=False, logits_all=True)
-    finally:
-        llama_cpp.llama_cpp.llama_model_default_params = default_params
+    return llama_plain.plain_cpu_llama(model, n_ctx=256, n_batch=256, n_threads=2, flash_attn=False, verbose=False,
+                                       logits_all=True)
 
 
 def test_greedy_tokens_match_llama_cpp(model):

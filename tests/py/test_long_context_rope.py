@@ -11,11 +11,12 @@ positions (its logits span ~1.25; YaRN against linear moves them by ~1e-3, facto
 """
 import os
 import struct
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import SMOLLM2, model_path, report, run_strata
+from conftest import ROOT, SMOLLM2, model_path, report, run_strata
 
 gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -26,21 +27,10 @@ N_CTX = 8192
 TOL = 2.5e-4  # max |ours - llama.cpp| over the vocabulary
 
 
-def no_extra_buffers(llama_cpp):
-    """llama.cpp's repacked (AMX / interleaved) CPU weight buffers segfault on this machine's
-    llama-cpp-python 0.3.36 build (Intel with AMX, seen 2026-12-07); the plain CPU buffers give the
-    same numerics. Applies to every Llama made afterwards."""
-    default_params = llama_cpp.llama_cpp.llama_model_default_params
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import llama_plain  # noqa: E402
 
-    def params():
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_cpp.llama_model_default_params = params
-
-
-no_extra_buffers(llama_cpp)
+llama_plain.no_extra_buffers(llama_cpp)  # every Llama here on the plain CPU buffers (llama_plain says why)
 
 
 def _kv(key, vtype, payload):

@@ -12,6 +12,22 @@
 namespace strata {
 namespace {
 
+struct HarmonyMessage {
+  std::string header;  // after <|channel|>: the channel, and a recipient and constraint if any
+  std::string body;
+};
+// A reply as gpt-oss generates it (the prompt ends with the first message's "<|start|>assistant"):
+// each message "<|channel|>" header "<|message|>" body, closed by <|end|> and the next one's
+// "<|start|>assistant", the last one by `last_end` (<|return|>, <|call|>, or nothing).
+std::string harmony_reply(const std::vector<HarmonyMessage>& messages, const std::string& last_end) {
+  std::string out;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (i > 0) out += "<|end|><|start|>assistant";
+    out += "<|channel|>" + messages[i].header + "<|message|>" + messages[i].body;
+  }
+  return out + last_end;
+}
+
 TEST(Harmony, PromptOpensTheAssistantTurn) {
   const std::string p = render_chat(ChatFormat::harmony, {{"system", "Be brief."}, {"user", "Hi"}}, "");
   EXPECT_EQ(p.rfind("<|start|>system<|message|>", 0), 0u);
@@ -28,18 +44,17 @@ TEST(Harmony, ReasoningEffortInTheSystemHeader) {
 }
 
 TEST(Harmony, AnalysisIsThinkingFinalIsContent) {
-  const HarmonyReply r = parse_harmony(
-      "<|channel|>analysis<|message|>User says hi. Reply.<|end|><|start|>assistant<|channel|>final<|message|>Hello!"
-      "<|return|>");
+  const HarmonyReply r =
+      parse_harmony(harmony_reply({{"analysis", "User says hi. Reply."}, {"final", "Hello!"}}, "<|return|>"));
   EXPECT_EQ(r.thinking, "User says hi. Reply.");
   EXPECT_EQ(r.content, "Hello!");
   EXPECT_TRUE(r.tool_calls.empty());
 }
 
 TEST(Harmony, ToolCallsInTheChannelOrTheRoleHeader) {
-  const HarmonyReply a = parse_harmony(
-      "<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant<|channel|>commentary "
-      "to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}<|call|>");
+  const HarmonyReply a = parse_harmony(harmony_reply(
+      {{"analysis", "Need weather."}, {"commentary to=functions.get_weather <|constrain|>json", "{\"city\":\"Paris\"}"}},
+      "<|call|>"));
   EXPECT_EQ(a.thinking, "Need weather.");
   EXPECT_EQ(a.content, "");
   ASSERT_EQ(a.tool_calls.size(), 1u);
@@ -54,8 +69,7 @@ TEST(Harmony, ToolCallsInTheChannelOrTheRoleHeader) {
 
 TEST(Harmony, PreambleIsContentAndBuiltinToolsAreLeftOut) {
   const HarmonyReply r = parse_harmony(
-      "<|channel|>commentary<|message|>Let me check.<|end|><|start|>assistant<|channel|>analysis "
-      "to=browser.search<|message|>{\"query\":\"x\"}<|call|>");
+      harmony_reply({{"commentary", "Let me check."}, {"analysis to=browser.search", "{\"query\":\"x\"}"}}, "<|call|>"));
   EXPECT_EQ(r.content, "Let me check.");
   EXPECT_EQ(r.thinking, "");
   EXPECT_TRUE(r.tool_calls.empty());
@@ -72,8 +86,7 @@ TEST(Harmony, TextWithoutMarkersIsContent) {
 // ever leaks into a delta.
 TEST(Harmony, StreamedDeltasAddUpToTheWholeParse) {
   const std::string text =
-      "<|channel|>analysis<|message|>a < b, so <|end|><|start|>assistant<|channel|>final<|message|>x<y "
-      "and <|im not a marker|> done<|return|>";
+      harmony_reply({{"analysis", "a < b, so "}, {"final", "x<y and <|im not a marker|> done"}}, "<|return|>");
   HarmonyStream stream;
   std::string thinking, content;
   for (char ch : text) {
@@ -93,10 +106,10 @@ TEST(Harmony, StreamedDeltasAddUpToTheWholeParse) {
 // Fed in pieces of every size, the stream gives the same deltas (concatenated) and the same calls
 // as one parse of the whole text; a tool call split across pieces is taken whole.
 TEST(Harmony, AnySplitGivesTheWholeParse) {
-  const std::string text =
-      "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary"
-      "<|message|>Checking <now>.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather "
-      "<|constrain|>json<|message|>{\"city\": \"Paris\"}<|call|>";
+  const std::string text = harmony_reply({{"analysis", "Need the weather."},
+                                          {"commentary", "Checking <now>."},
+                                          {"commentary to=functions.get_weather <|constrain|>json", "{\"city\": \"Paris\"}"}},
+                                         "<|call|>");
   const HarmonyReply whole = parse_harmony(text);
   EXPECT_EQ(whole.thinking, "Need the weather.");
   EXPECT_EQ(whole.content, "Checking <now>.");

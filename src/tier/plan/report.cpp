@@ -184,7 +184,7 @@ std::string describe(const Plan& p) {
   o << "budget: " << format_bytes(double(p.inputs.budget_bytes)) << " (used " << format_bytes(double(p.used_bytes))
     << "; minimum " << format_bytes(double(p.minimum_bytes)) << ")\n";
   o << "  resident weights " << format_bytes(double(p.resident_weight_bytes)) << ", KV cache "
-    << format_bytes(double(p.kv_bytes)) << " (" << p.inputs.n_ctx << " tokens, f16), scratch "
+    << format_bytes(double(p.kv_bytes)) << " (" << p.inputs.n_ctx << " tokens, " << type_name(p.inputs.kv_type) << "), scratch "
     << format_bytes(double(p.scratch_bytes)) << " (batch " << p.inputs.n_batch << ", " << p.inputs.n_threads
     << (p.inputs.n_threads == 1 ? " thread" : " threads") << "), streaming pool " << format_bytes(double(p.pool_bytes)) << "\n";
   o << "\nplacement by role:\n";
@@ -326,6 +326,7 @@ std::string to_json(const Plan& p, int indent) {
   j["inputs"] = {{"budget_bytes", p.inputs.budget_bytes},
                  {"n_ctx", p.inputs.n_ctx},
                  {"n_batch", p.inputs.n_batch},
+                 {"kv_type", type_name(p.inputs.kv_type)},
                  {"n_threads", p.inputs.n_threads},
                  {"ram_gbps", p.inputs.ram_gbps},
                  {"ssd_gbps", p.inputs.ssd_gbps},
