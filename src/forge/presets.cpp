@@ -15,7 +15,7 @@ struct ArchName {
 constexpr ArchName kArchs[] = {
     {ForgeArch::llama, "llama"},   {ForgeArch::qwen2, "qwen2"},   {ForgeArch::qwen3, "qwen3"},
     {ForgeArch::qwen3moe, "qwen3moe"}, {ForgeArch::qwen2moe, "qwen2moe"}, {ForgeArch::gemma3, "gemma3"},
-    {ForgeArch::gptoss, "gpt-oss"},
+    {ForgeArch::gptoss, "gpt-oss"}, {ForgeArch::qwen35, "qwen35"}, {ForgeArch::qwen35moe, "qwen35moe"},
 };
 
 // One row per shape. rope_base_swa 0: no sliding-window rope; yarn 0: no YaRN; experts 0: dense.
@@ -46,6 +46,8 @@ constexpr Shape kTiny[] = {
     {"tiny", A::qwen2moe, 2,   64,   4,  2,  16,  128, 4096, 1000000.0f,     0.0f, 1e-6f,  0.0f,    0, 0,  4,  2,  64, 128, false, ""},
     {"tiny", A::gemma3,   6,   64,   4,  2,  32,  128, 4096, 1000000.0f, 10000.0f, 1e-6f,  0.0f,    0, 16, 0,  0,  0,   0, true,  ""},
     {"tiny", A::gptoss,   4,   64,   4,  2,  32,   64, 131072, 150000.0f,    0.0f, 1e-5f, 32.0f, 4096, 8,  4,  2,  64,  0, false, ""},
+    {"tiny", A::qwen35,   4,   64,   4,  2,  32,  128, 4096, 10000000.0f,    0.0f, 1e-6f,  0.0f,    0, 0,  0,  0,  0,   0, false, ""},
+    {"tiny", A::qwen35moe, 4,  64,   4,  2,  32,  128, 4096, 10000000.0f,    0.0f, 1e-6f,  0.0f,    0, 0,  4,  2,  64, 64, false, ""},
 };
 
 // Published models (HF config.json of each).
@@ -69,7 +71,39 @@ constexpr Shape kNamed[] = {
      "gpt-oss-20b: 24 layers, 2880 wide, 64/8 heads of 64, 32 experts top-4 (MXFP4_MOE)"},
     {"gpt-oss-120b",   A::gptoss,   36, 2880, 64,  8,  64,  2880, 131072, 150000.0f,     0.0f, 1e-5f, 32.0f, 4096, 128, 128, 4, 2880, 0, false,
      "gpt-oss-120b: 36 layers, 2880 wide, 64/8 heads of 64, 128 experts top-4"},
+    {"qwen3.5-35b-a3b", A::qwen35moe, 40, 2048, 16, 2, 256,  512, 262144, 10000000.0f,  0.0f, 1e-6f, 0.0f, 0, 0, 256, 8,  512, 512, false,
+     "Qwen3.5 35B-A3B (qwen35moe): 40 layers, 3 of 4 gated delta-rule, 16/2 heads of 256, 256 experts top-8 + shared"},
 };
+
+// The delta-rule side of the hybrid shapes (qwen35, qwen35moe), by preset. tiny: v heads twice
+// the q/k heads (each v head reads q/k head h mod 2, as ggml broadcasts), a full-attention layer
+// every second layer; the released models: every fourth, rope over a quarter of each head.
+struct HybridShape {
+  const char* preset;
+  int n_rot, full_attn_interval, sections[3], ssm_d_conv, ssm_d_state, ssm_n_group, ssm_dt_rank;
+};
+constexpr HybridShape kHybrid[] = {
+    // preset           rot interval sections     conv state groups v-heads
+    {"tiny",              8, 2,      {2, 1, 1},    4,   16,   2,     4},
+    {"small",            32, 2,      {6, 5, 5},    4,   64,   2,     4},
+    {"qwen3.5-35b-a3b",  64, 4,      {11, 11, 10}, 4,  128,  16,    32},
+};
+
+Hparams with_hybrid(Hparams h) {
+  if (h.arch != ForgeArch::qwen35 && h.arch != ForgeArch::qwen35moe) return h;
+  for (const HybridShape& s : kHybrid) {
+    if (h.preset != s.preset) continue;
+    h.n_rot = s.n_rot;
+    h.full_attn_interval = s.full_attn_interval;
+    for (int i = 0; i < 3; ++i) h.rope_sections[i] = s.sections[i];
+    h.ssm_d_conv = s.ssm_d_conv;
+    h.ssm_d_state = s.ssm_d_state;
+    h.ssm_n_group = s.ssm_n_group;
+    h.ssm_dt_rank = s.ssm_dt_rank;
+    return h;
+  }
+  throw Error("forge: no delta-rule shape for preset '" + h.preset + "' of " + arch_name(h.arch) + " (internal error)");
+}
 
 Hparams from_shape(const Shape& s) {
   Hparams h;
@@ -145,7 +179,7 @@ ForgeArch parse_arch(const std::string& name) {
 Hparams find_preset(const std::string& preset, const std::string& arch) {
   for (const Shape& p : kNamed) {
     if (preset != p.preset) continue;
-    Hparams h = from_shape(p);
+    Hparams h = with_hybrid(from_shape(p));
     if (!arch.empty() && parse_arch(arch) != h.arch)
       throw Error("forge: preset '" + preset + "' is a " + arch_name(h.arch) + " model, not " + arch);
     return h;
@@ -153,8 +187,8 @@ Hparams find_preset(const std::string& preset, const std::string& arch) {
   if (preset == "tiny" || preset == "small" || preset == "tiny-moe") {
     if (arch.empty()) throw Error("forge: preset '" + preset + "' needs --arch (" + known_archs() + ")");
     const ForgeArch a = parse_arch(arch);
-    if (preset == "tiny") return tiny(a);
-    if (preset == "small") return small(a);
+    if (preset == "tiny") return with_hybrid(tiny(a));
+    if (preset == "small") return with_hybrid(small(a));
     if (a != ForgeArch::llama) throw Error("forge: preset 'tiny-moe' is for llama (Mixtral form); use 'tiny' for " + arch);
     return tiny_moe();
   }
@@ -165,7 +199,7 @@ Hparams find_preset(const std::string& preset, const std::string& arch) {
 
 std::string list_presets() {
   std::ostringstream os;
-  os << "tiny           any architecture: 64 wide, 2 layers (gemma3: 6; gpt-oss: 4), 4/2 heads, FFN 128, 4 "
+  os << "tiny           any architecture: 64 wide, 2 layers (gemma3: 6; gpt-oss, qwen35: 4), 4/2 heads, FFN 128, 4 "
         "experts top-2 for MoE\n";
   os << "small          any architecture: 256 wide, rows a multiple of 256 so K-quants apply everywhere\n";
   os << "tiny-moe       llama in Mixtral form: tiny with 4 experts top-2\n";
