@@ -43,8 +43,19 @@ def model():
 
 def llama(model):
     llama_cpp = pytest.importorskip("llama_cpp")
-    return llama_cpp.Llama(model_path=model, n_ctx=256, n_batch=256, n_threads=2, flash_attn=False, verbose=False,
-                           logits_all=True)
+    default_params = llama_cpp.llama_cpp.llama_model_default_params
+
+    def params():  # the repacked CPU buffers crash with Q8_0 on this llama-cpp-python build
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
+    try:
+        return llama_cpp.Llama(model_path=model, n_ctx=256, n_batch=256, n_threads=2, flash_attn=False,
+                               verbose=False, logits_all=True)
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = default_params
 
 
 def test_greedy_tokens_match_llama_cpp(model):
