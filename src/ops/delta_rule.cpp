@@ -4,9 +4,11 @@
 #include <cstring>
 
 #include "ops/ops.h"
+#include "ops/vec.h"
 #include "util/error.h"
 
 namespace strata::ops {
+
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
@@ -43,40 +45,45 @@ void gated_delta_rule(float* state, const float* q, const float* k, int64_t qk_s
     throw Error("gated delta rule: head size " + std::to_string(d) + " (at most " + std::to_string(kMaxDeltaHeadDim) +
                 "), " + std::to_string(n_k) + " key heads and " + std::to_string(n_v) + " value heads are invalid");
   const float scale = 1.0f / std::sqrt(float(d));
+  auto step = detail::delta_rule_step_scalar;
+#if !defined(STRATA_SCALAR_ONLY)
+  static const bool simd = detail::has_avx2_f16c();
+  if (simd && d % 8 == 0) step = detail::delta_rule_step_avx2;
+#endif
   pool.parallel_for(n_v, [&](int64_t h0, int64_t h1, int) {
-    float delta[kMaxDeltaHeadDim];
     for (int64_t h = h0; h < h1; ++h) {
-      float* S = state + h * int64_t(d) * d;  // row j of S (as stored) is column j of the matrix
+      float* S = state + h * int64_t(d) * d;
       const int64_t hk = h % n_k;
       for (int t = 0; t < n_tokens; ++t) {
-        const float* qt = q + int64_t(t) * qk_stride + hk * d;
-        const float* kt = k + int64_t(t) * qk_stride + hk * d;
-        const float* vt = v + int64_t(t) * v_stride + h * d;
         const float decay = std::exp(g[int64_t(t) * n_v + h]);
-        const float b = beta[int64_t(t) * n_v + h];
-        for (int64_t i = 0; i < int64_t(d) * d; ++i) S[i] *= decay;
-        for (int j = 0; j < d; ++j) {
-          const float* row = S + int64_t(j) * d;
-          float sum = 0.0f;
-          for (int i = 0; i < d; ++i) sum += row[i] * kt[i];
-          delta[j] = (vt[j] - sum) * b;
-        }
-        for (int j = 0; j < d; ++j) {
-          float* row = S + int64_t(j) * d;
-          const float dj = delta[j];
-          for (int i = 0; i < d; ++i) row[i] += kt[i] * dj;
-        }
-        float* ot = out + int64_t(t) * n_v * d + h * d;
-        for (int j = 0; j < d; ++j) {
-          const float* row = S + int64_t(j) * d;
-          float sum = 0.0f;
-          for (int i = 0; i < d; ++i) sum += row[i] * qt[i];
-          ot[j] = sum * scale;
-        }
+        step(S, q + int64_t(t) * qk_stride + hk * d, k + int64_t(t) * qk_stride + hk * d,
+             v + int64_t(t) * v_stride + h * d, decay, beta[int64_t(t) * n_v + h], scale, d,
+             out + int64_t(t) * n_v * d + h * d);
       }
     }
   });
 }
+
+namespace detail {
+void delta_rule_step_scalar(float* S, const float* q, const float* k, const float* v, float decay, float beta,
+                            float scale, int d, float* out) {
+  for (int j = 0; j < d; ++j) {
+    float* row = S + int64_t(j) * d;
+    float sum = 0.0f;
+    for (int i = 0; i < d; ++i) {
+      row[i] *= decay;
+      sum += row[i] * k[i];
+    }
+    const float delta = (v[j] - sum) * beta;
+    sum = 0.0f;
+    for (int i = 0; i < d; ++i) {
+      row[i] += k[i] * delta;
+      sum += row[i] * q[i];
+    }
+    out[j] = sum * scale;
+  }
+}
+}  // namespace detail
 
 void rms_norm_gated(const float* x, const float* weight, const float* z, float* out, int64_t n, int n_rows,
                     float eps) {

@@ -43,6 +43,15 @@ void rms_norm_gated(const float* x, const float* weight, const float* z, float* 
 // eps / n, then a scale by 1 / sqrt(n)).
 void l2_norm(float* x, int64_t n, int n_rows, float eps);
 
+namespace detail {
+// One token of one value head of gated_delta_rule, row by row (row j of S, as stored, depends only
+// on delta[j]): row *= decay; delta = (v[j] - row . k) * beta; row += k * delta; out[j] = (row . q) * scale.
+void delta_rule_step_scalar(float* S, const float* q, const float* k, const float* v, float decay, float beta,
+                            float scale, int d, float* out);
+void delta_rule_step_avx2(float* S, const float* q, const float* k, const float* v, float decay, float beta,
+                          float scale, int d, float* out);  // d a multiple of 8
+}  // namespace detail
+
 float sigmoid(float x);   // 1 / (1 + e^-x)
 float softplus(float x);  // ln(1 + e^x), x itself above 20 (ggml's)
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ops/delta_rule.h"
+#include "ops/vec.h"
 #include "ops/thread_pool.h"
 
 namespace strata::ops {
@@ -136,6 +137,29 @@ TEST(DeltaRule, GatedDeltaRuleSplitOverCallsEqualsOneCall) {
                      g.data() + t * n_v, beta.data() + t * n_v, 1, shape, split.data() + t * n_v * d, pool);
   EXPECT_EQ(whole, split);
   EXPECT_EQ(state_a, state_b);
+}
+
+// The AVX2 step (chosen for head sizes a multiple of 8) against the scalar one: the same
+// operations per element, summed in another order (8 lanes, fused multiply-adds).
+TEST(DeltaRule, Avx2StepMatchesScalar) {
+#if defined(STRATA_SCALAR_ONLY)
+  GTEST_SKIP() << "scalar-only build";
+#else
+  if (!detail::has_avx2_f16c()) GTEST_SKIP() << "no AVX2/FMA on this machine";
+  std::mt19937 rng(8);
+  for (int d : {8, 16, 128}) {
+    auto S = random_floats(size_t(d) * d, rng, -0.5f, 0.5f);
+    auto S2 = S;
+    const auto q = random_floats(size_t(d), rng), k = random_floats(size_t(d), rng), v = random_floats(size_t(d), rng);
+    std::vector<float> out(static_cast<size_t>(d)), out2(static_cast<size_t>(d));
+    for (int step = 0; step < 3; ++step) {
+      detail::delta_rule_step_scalar(S.data(), q.data(), k.data(), v.data(), 0.9f, 0.7f, 0.25f, d, out.data());
+      detail::delta_rule_step_avx2(S2.data(), q.data(), k.data(), v.data(), 0.9f, 0.7f, 0.25f, d, out2.data());
+      for (int j = 0; j < d; ++j) ASSERT_NEAR(out2[size_t(j)], out[size_t(j)], 2e-5f * d) << "d " << d << " j " << j;
+    }
+    for (size_t i = 0; i < S.size(); ++i) ASSERT_NEAR(S2[i], S[i], 1e-5f * d) << "d " << d << " i " << i;
+  }
+#endif
 }
 
 TEST(DeltaRule, NormsAndActivations) {
