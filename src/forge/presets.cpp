@@ -13,9 +13,9 @@ struct ArchName {
   const char* name;
 };
 constexpr ArchName kArchs[] = {
-    {ForgeArch::llama, "llama"},   {ForgeArch::qwen2, "qwen2"},   {ForgeArch::qwen3, "qwen3"},
+    {ForgeArch::llama, "llama"},       {ForgeArch::qwen2, "qwen2"},       {ForgeArch::qwen3, "qwen3"},
     {ForgeArch::qwen3moe, "qwen3moe"}, {ForgeArch::qwen2moe, "qwen2moe"}, {ForgeArch::gemma3, "gemma3"},
-    {ForgeArch::gptoss, "gpt-oss"}, {ForgeArch::qwen35, "qwen35"}, {ForgeArch::qwen35moe, "qwen35moe"},
+    {ForgeArch::gptoss, "gpt-oss"},    {ForgeArch::qwen35, "qwen35"},     {ForgeArch::qwen35moe, "qwen35moe"},
 };
 
 // One row per shape. rope_base_swa 0: no sliding-window rope; yarn 0: no YaRN; experts 0: dense.
@@ -37,6 +37,7 @@ using A = ForgeArch;
 // Qwen1.5-MoE (qwen2 attention, 4 experts top-2 and a shared expert); gemma3: llama.cpp's pattern
 // of 5 sliding-window layers, then 1 global; gpt-oss: gpt-oss-20b in miniature (alternating
 // windows, 4 experts top-2, YaRN).
+// clang-format off
 constexpr Shape kTiny[] = {
     // preset arch       layer embd head kv  hdim  ff  ctx     rope_base  swa_base rms_eps yarn  orig  win ex  used fexp fshx tied
     {"tiny", A::llama,    2,   64,   4,  2,  16,  128, 4096,   10000.0f,     0.0f, 1e-5f,  0.0f,    0, 0,  0,  0,  0,   0, false, ""},
@@ -49,8 +50,10 @@ constexpr Shape kTiny[] = {
     {"tiny", A::qwen35,   4,   64,   4,  2,  32,  128, 4096, 10000000.0f,    0.0f, 1e-6f,  0.0f,    0, 0,  0,  0,  0,   0, false, ""},
     {"tiny", A::qwen35moe, 4,  64,   4,  2,  32,  128, 4096, 10000000.0f,    0.0f, 1e-6f,  0.0f,    0, 0,  4,  2,  64, 64, false, ""},
 };
+// clang-format on
 
 // Published models (HF config.json of each).
+// clang-format off
 constexpr Shape kNamed[] = {
     // preset          arch       layer embd  head kv  hdim  ff     ctx     rope_base  swa_base rms_eps yarn orig win ex  used fexp fshx tied
     {"llama-3-8b",     A::llama,    32, 4096, 32,  8, 128, 14336,  8192,  500000.0f,     0.0f, 1e-5f, 0.0f, 0, 0,   0, 0,    0, 0, false,
@@ -74,6 +77,7 @@ constexpr Shape kNamed[] = {
     {"qwen3.5-35b-a3b", A::qwen35moe, 40, 2048, 16, 2, 256,  512, 262144, 10000000.0f,  0.0f, 1e-6f, 0.0f, 0, 0, 256, 8,  512, 512, false,
      "Qwen3.5 35B-A3B (qwen35moe): 40 layers, 3 of 4 gated delta-rule, 16/2 heads of 256, 256 experts top-8 + shared"},
 };
+// clang-format on
 
 // The delta-rule side of the hybrid shapes (qwen35, qwen35moe), by preset. tiny: v heads twice
 // the q/k heads (each v head reads q/k head h mod 2, as ggml broadcasts), a full-attention layer
@@ -82,12 +86,14 @@ struct HybridShape {
   const char* preset;
   int n_rot, full_attn_interval, sections[3], ssm_d_conv, ssm_d_state, ssm_n_group, ssm_dt_rank;
 };
+// clang-format off
 constexpr HybridShape kHybrid[] = {
     // preset           rot interval sections     conv state groups v-heads
     {"tiny",              8, 2,      {2, 1, 1},    4,   16,   2,     4},
     {"small",            32, 2,      {6, 5, 5},    4,   64,   2,     4},
     {"qwen3.5-35b-a3b",  64, 4,      {11, 11, 10}, 4,  128,  16,    32},
 };
+// clang-format on
 
 Hparams with_hybrid(Hparams h) {
   if (h.arch != ForgeArch::qwen35 && h.arch != ForgeArch::qwen35moe) return h;
@@ -189,7 +195,8 @@ Hparams find_preset(const std::string& preset, const std::string& arch) {
     const ForgeArch a = parse_arch(arch);
     if (preset == "tiny") return with_hybrid(tiny(a));
     if (preset == "small") return with_hybrid(small(a));
-    if (a != ForgeArch::llama) throw Error("forge: preset 'tiny-moe' is for llama (Mixtral form); use 'tiny' for " + arch);
+    if (a != ForgeArch::llama)
+      throw Error("forge: preset 'tiny-moe' is for llama (Mixtral form); use 'tiny' for " + arch);
     return tiny_moe();
   }
   std::string names = "tiny, small, tiny-moe";

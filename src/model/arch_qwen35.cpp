@@ -56,7 +56,8 @@ void configure_qwen35(const gguf::File& f, ModelConfig& c) {
                 "time_step_rank (" + std::to_string(c.ssm_d_state) + " x " + std::to_string(c.ssm_dt_rank) + ")");
   if (c.ssm_dt_rank % c.ssm_n_group != 0)
     throw Error(f.path() + ": " + a + ".ssm.time_step_rank " + std::to_string(c.ssm_dt_rank) +
-                " (value heads) is not a multiple of ssm.group_count " + std::to_string(c.ssm_n_group) + " (key heads)");
+                " (value heads) is not a multiple of ssm.group_count " + std::to_string(c.ssm_n_group) +
+                " (key heads)");
   if (c.head_dim_k != c.head_dim_v)
     throw Error(f.path() + ": " + a + " needs attention.key_length == value_length (" + std::to_string(c.head_dim_k) +
                 ", " + std::to_string(c.head_dim_v) + ")");
@@ -102,8 +103,7 @@ void configure_qwen35(const gguf::File& f, ModelConfig& c) {
       throw Error(f.path() + ": " + sections_key + " gives rotary pair " + std::to_string(pair) +
                   " the extra (fourth) position, which text-only evaluation does not model");
   }
-  if (c.n_expert > 0 && c.n_ff_expert <= 0)
-    throw Error(f.path() + ": " + a + ".expert_feed_forward_length is missing");
+  if (c.n_expert > 0 && c.n_ff_expert <= 0) throw Error(f.path() + ": " + a + ".expert_feed_forward_length is missing");
 }
 
 namespace {
@@ -201,23 +201,28 @@ void forward_qwen35(ForwardPass& p) {
     throw Error(c.arch_name + ": the gated delta-rule layers run on the CPU backend only so far");
   if (rs.empty()) throw Error(c.arch_name + ": the KV cache has no recurrent state (internal error)");
   // A new sequence starts from zeros; any other batch must continue where the state stands.
-  if (p.pos0 == 0) rs.reset();
+  if (p.pos0 == 0)
+    rs.reset();
   else if (rs.pos != p.pos0)
-    throw Error(c.arch_name + ": the recurrent state holds " +
-                (rs.pos < 0 ? std::string("no position (an evaluation failed part-way)")
-                            : std::to_string(rs.pos) + " tokens") +
-                ", the batch starts at position " + std::to_string(p.pos0) + " (truncate the session first)");
+    throw Error(
+        c.arch_name + ": the recurrent state holds " +
+        (rs.pos < 0 ? std::string("no position (an evaluation failed part-way)") : std::to_string(rs.pos) + " tokens") +
+        ", the batch starts at position " + std::to_string(p.pos0) + " (truncate the session first)");
   rs.pos = -1;  // until every layer has absorbed the batch
   blocks::embed(p);
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = p.weights.layers[size_t(l)];
     blocks::norm_rows(p, a.x, a.h, L.attn_norm);
-    if (c.is_recurrent_layer(l)) delta_rule_layer(p, l);
-    else gated_attention(p, l);
+    if (c.is_recurrent_layer(l))
+      delta_rule_layer(p, l);
+    else
+      gated_attention(p, l);
     blocks::add_rows(p, a.x, a.o);
     blocks::norm_rows(p, a.x, a.h, L.post_attn_norm);
-    if (c.is_moe_layer(l)) blocks::moe_ffn(p, l, c.activation);
-    else blocks::ffn(p, l, c.activation);
+    if (c.is_moe_layer(l))
+      blocks::moe_ffn(p, l, c.activation);
+    else
+      blocks::ffn(p, l, c.activation);
     blocks::add_rows(p, a.x, a.o);
     blocks::after_ffn(p, l);
   }

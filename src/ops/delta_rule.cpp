@@ -9,7 +9,6 @@
 
 namespace strata::ops {
 
-
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 float softplus(float x) { return x > 20.0f ? x : std::log(1.0f + std::exp(x)); }
@@ -37,9 +36,9 @@ void conv1d_causal(float* state, const float* x, int64_t x_stride, int n_tokens,
   });
 }
 
-void gated_delta_rule(float* state, const float* q, const float* k, int64_t qk_stride, const float* v,
-                      int64_t v_stride, const float* g, const float* beta, int n_tokens, const DeltaRuleShape& shape,
-                      float* out, ThreadPool& pool) {
+void gated_delta_rule(float* state, const float* q, const float* k, int64_t qk_stride, const float* v, int64_t v_stride,
+                      const float* g, const float* beta, int n_tokens, const DeltaRuleShape& shape, float* out,
+                      ThreadPool& pool) {
   const int d = shape.head_dim, n_v = shape.n_v_heads, n_k = shape.n_k_heads;
   if (d <= 0 || d > kMaxDeltaHeadDim || n_k <= 0 || n_v <= 0)
     throw Error("gated delta rule: head size " + std::to_string(d) + " (at most " + std::to_string(kMaxDeltaHeadDim) +
@@ -85,8 +84,7 @@ void delta_rule_step_scalar(float* S, const float* q, const float* k, const floa
 }
 }  // namespace detail
 
-void rms_norm_gated(const float* x, const float* weight, const float* z, float* out, int64_t n, int n_rows,
-                    float eps) {
+void rms_norm_gated(const float* x, const float* weight, const float* z, float* out, int64_t n, int n_rows, float eps) {
   for (int r = 0; r < n_rows; ++r) {
     const float* zr = z + int64_t(r) * n;
     float* o = out + int64_t(r) * n;

@@ -31,13 +31,12 @@ struct DeltaRuleShape {
 //   S *= exp(g[t, h]);  delta = (v - S^T k) * beta[t, h];  S += k delta^T;  out = S^T q / sqrt(d)
 // q, k: rows [n_tokens x n_k_heads * d] of stride qk_stride; v: rows of stride v_stride with
 // n_v_heads * d values; g, beta: [n_tokens x n_v_heads]; out: [n_tokens x n_v_heads * d].
-void gated_delta_rule(float* state, const float* q, const float* k, int64_t qk_stride, const float* v,
-                      int64_t v_stride, const float* g, const float* beta, int n_tokens, const DeltaRuleShape& shape,
-                      float* out, ThreadPool& pool);
+void gated_delta_rule(float* state, const float* q, const float* k, int64_t qk_stride, const float* v, int64_t v_stride,
+                      const float* g, const float* beta, int n_tokens, const DeltaRuleShape& shape, float* out,
+                      ThreadPool& pool);
 
 // Per row of n floats: out = rms_norm(x) * weight * silu(z) (x, z and out rows contiguous; out may be x).
-void rms_norm_gated(const float* x, const float* weight, const float* z, float* out, int64_t n, int n_rows,
-                    float eps);
+void rms_norm_gated(const float* x, const float* weight, const float* z, float* out, int64_t n, int n_rows, float eps);
 
 // Per row of n floats: x / sqrt(sum x^2 + eps), as llama.cpp's build_gdn_l2_norm (an RMSNorm with
 // eps / n, then a scale by 1 / sqrt(n)).

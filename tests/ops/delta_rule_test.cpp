@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "ops/delta_rule.h"
-#include "ops/vec.h"
 #include "ops/thread_pool.h"
+#include "ops/vec.h"
 
 namespace strata::ops {
 namespace {
