@@ -44,6 +44,10 @@ CASES += [(arch, "small", "Q4_K_M", "blocks") for arch in ["llama", "qwen2", "qw
 # gpt-oss as it ships (MXFP4 experts, Q8_0 elsewhere) and in F16: sinks, alternating windows of 8
 # (shorter than the 20 tokens), biases everywhere, the clamped SwiGLU and YaRN.
 CASES += [("gpt-oss", "tiny", "MXFP4_MOE", "values"), ("gpt-oss", "tiny", "F16", "values")]
+# Qwen3.5: gated delta-rule layers (conv1d history and recurrent state) between gated full-attention
+# layers with partial (interleaved M-RoPE) rope; routed and shared experts in the MoE form.
+CASES += [("qwen35moe", "tiny", "Q8_0", "values"), ("qwen35moe", "tiny", "F16", "values"),
+          ("qwen35", "tiny", "F16", "values"), ("qwen35moe", "small", "Q4_K_M", "blocks")]
 
 
 def case_name(arch, preset, type_):
@@ -94,7 +98,7 @@ def main():
             forge_args = ["--arch", arch, "--preset", preset, "--type", type_, "--seed", str(SEED), "--fill", fill]
             subprocess.run([args.strata, "forge", *forge_args, "--tokenizer-from", TOKENIZER, "--out", path],
                            check=True, stdout=subprocess.DEVNULL)
-            n_vocab, tokens, scores = evaluate(path, plain_buffers=arch == "gpt-oss")
+            n_vocab, tokens, scores = evaluate(path, plain_buffers=arch in ("gpt-oss", "qwen35", "qwen35moe"))
             spread = spread_ids(n_vocab)
             positions = []
             for row in scores:

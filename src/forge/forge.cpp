@@ -111,6 +111,19 @@ void set_metadata(const Hparams& h, const TypeRecipe& recipe, const ForgeOptions
       w.set(key("attention.value_length"), Value::u32(uint32_t(h.head_dim)));
       w.set(key("attention.sliding_window"), Value::u32(uint32_t(h.sliding_window)));
       break;
+    case ForgeArch::qwen35:  // as convert_hf_to_gguf writes Qwen3.5
+    case ForgeArch::qwen35moe:
+      w.set(key("attention.key_length"), Value::u32(uint32_t(h.head_dim)));
+      w.set(key("attention.value_length"), Value::u32(uint32_t(h.head_dim)));
+      w.set(key("rope.dimension_count"), Value::u32(uint32_t(h.rot_dims())));
+      w.set(key("rope.dimension_sections"), Value::i32s({h.rope_sections[0], h.rope_sections[1], h.rope_sections[2], 0}));
+      w.set(key("ssm.conv_kernel"), Value::u32(uint32_t(h.ssm_d_conv)));
+      w.set(key("ssm.state_size"), Value::u32(uint32_t(h.ssm_d_state)));
+      w.set(key("ssm.group_count"), Value::u32(uint32_t(h.ssm_n_group)));
+      w.set(key("ssm.time_step_rank"), Value::u32(uint32_t(h.ssm_dt_rank)));
+      w.set(key("ssm.inner_size"), Value::u32(uint32_t(h.ssm_d_state * h.ssm_dt_rank)));
+      w.set(key("full_attention_interval"), Value::u32(uint32_t(h.full_attn_interval)));
+      break;
   }
   if (h.rope_yarn_factor > 0) {
     w.set(key("rope.scaling.type"), Value::str("yarn"));
@@ -167,6 +180,21 @@ TypeRecipe parse_type_recipe(const std::string& name) {
 }
 
 namespace {
+
+// Tensors whose values must not centre on zero (suffix, mean): a delta-rule layer's decay rate
+// a = -exp(A_log) is negative (here a decay of about 0.93 a token), and its conv1d kernels average
+// their window rather than cancel it.
+struct FillMean {
+  const char* suffix;
+  float mean;
+};
+constexpr FillMean kFillMeans[] = {{".ssm_a", -0.1f}, {".ssm_conv1d.weight", 0.25f}};
+
+float fill_mean(const std::string& name) {
+  for (const FillMean& f : kFillMeans)
+    if (ends_with(name, f.suffix)) return f.mean;
+  return 0.0f;
+}
 
 bool is_f32_kind(TensorKind k) { return k == TensorKind::norm || k == TensorKind::bias || k == TensorKind::router; }
 
@@ -229,7 +257,7 @@ void build(const ForgeOptions& o, gguf::Writer& writer, ForgeResult& result) {
     const DType type = types[i];
     const uint64_t seed = tensor_seed(o.seed, t.name);
     // Matrices about N(0, 0.02) as in initialisation; norms near 1 (gemma3's stored norms are 1 + w).
-    const float mean = t.kind == TensorKind::norm ? 1.0f : 0.0f;
+    const float mean = t.kind == TensorKind::norm ? 1.0f : fill_mean(t.name);
     const bool as_blocks = fill == FillMode::blocks && !is_f32_kind(t.kind);
     gguf::Writer::Fill filler;
     if (as_blocks) {

@@ -7,7 +7,7 @@
 
 namespace strata::forge {
 
-enum class ForgeArch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3, gptoss };
+enum class ForgeArch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3, gptoss, qwen35, qwen35moe };
 
 const char* arch_name(ForgeArch arch);
 // Throws strata::Error listing the known architectures.
@@ -36,11 +36,19 @@ struct Hparams {
   int n_ff_shexp = 0;          // qwen2moe shared expert width (expert_shared_feed_forward_length)
   bool tied_output = false;    // no output.weight: the head reuses token_embd
   int n_vocab = 0;             // set from the tokenizer at forge time
+  // Hybrid models (qwen35, qwen35moe): gated delta-rule layers with every full_attn_interval-th
+  // layer full attention, whose rope covers n_rot dims in M-RoPE sections (time, height, width).
+  int n_rot = 0;               // 0: head_dim
+  int full_attn_interval = 0;
+  int rope_sections[3] = {0, 0, 0};
+  int ssm_d_conv = 0, ssm_d_state = 0, ssm_n_group = 0, ssm_dt_rank = 0;  // conv width, head size, q/k and v heads
 
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }
   int expert_ff() const { return n_ff_exp > 0 ? n_ff_exp : n_ff; }
   bool is_moe() const { return n_expert > 0; }
+  bool is_hybrid() const { return ssm_d_state > 0; }
+  int rot_dims() const { return n_rot > 0 ? n_rot : head_dim; }
 };
 
 // A preset by name. Per-architecture presets (tiny, tiny-moe, small) need `arch`; a named model

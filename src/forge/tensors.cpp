@@ -21,7 +21,7 @@ ModelConfig model_config(const Hparams& h) {
   c.n_head = h.n_head;
   c.n_head_kv = h.n_head_kv;
   c.head_dim_k = c.head_dim_v = h.head_dim;
-  c.n_rot = h.head_dim;
+  c.n_rot = h.rot_dims();
   c.n_ff = h.n_ff;
   c.n_vocab = h.n_vocab;
   c.n_ctx_train = h.n_ctx;
@@ -29,6 +29,17 @@ ModelConfig model_config(const Hparams& h) {
   c.n_expert_used = h.n_expert_used;
   c.n_ff_expert = h.expert_ff();
   c.n_ff_shexp = h.n_ff_shexp > 0 ? h.n_ff_shexp : h.n_ff;
+  c.layer_swa.assign(size_t(h.n_layer), false);
+  c.layer_recurrent.assign(size_t(h.n_layer), false);
+  if (h.is_hybrid()) {
+    c.ssm_d_conv = h.ssm_d_conv;
+    c.ssm_d_state = h.ssm_d_state;
+    c.ssm_n_group = h.ssm_n_group;
+    c.ssm_dt_rank = h.ssm_dt_rank;
+    c.ssm_d_inner = h.ssm_d_state * h.ssm_dt_rank;
+    // As configure_qwen35 reads full_attention_interval: every interval-th layer is full attention.
+    for (int l = 0; l < h.n_layer; ++l) c.layer_recurrent[size_t(l)] = (l + 1) % h.full_attn_interval != 0;
+  }
   return c;
 }
 

@@ -26,7 +26,8 @@ struct ArchTraits {
   bool expert_biases = false;       // biases on the router and the experts (gpt-oss)
   bool attn_out_bias = false;       // bias on the attention output (gpt-oss)
   bool attn_sinks = false;          // per-head sink logits in the attention softmax (gpt-oss)
-  bool ffn_norm_post_attn = false;  // the FFN input norm is named post_attention_norm (gpt-oss)
+  bool ffn_norm_post_attn = false;  // the FFN input norm is named post_attention_norm (gpt-oss, qwen35)
+  bool attn_output_gate = false;    // q projection carries a per-head output gate (qwen35)
 };
 
 struct ArchitectureEntry {
@@ -41,8 +42,7 @@ const ArchitectureEntry* find_architecture(const std::string& name);
 const ArchitectureEntry& architecture(Arch arch);
 std::string supported_architectures();
 // The entry for `name`, or strata::Error "<where>: unknown architecture 'name' (supported: ...)";
-// one Strata knows but cannot compute yet (qwen35moe, qwen35, qwen3next) is refused by name with
-// what is missing.
+// one Strata knows but cannot compute yet (qwen3next) is refused by name with what is missing.
 const ArchitectureEntry& require_architecture(const std::string& name, const std::string& where);
 // Sets the config's flags from the traits (load_config and the forge share it).
 void apply_traits(const ArchitectureEntry& entry, ModelConfig& config);

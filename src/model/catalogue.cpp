@@ -13,6 +13,8 @@ void forward_pre_norm(ForwardPass&);  // arch_llama.cpp: llama, qwen2, qwen3 and
 void forward_gemma3(ForwardPass&);
 void configure_gptoss(const gguf::File&, ModelConfig&);
 void forward_gptoss(ForwardPass&);
+void configure_qwen35(const gguf::File&, ModelConfig&);
+void forward_qwen35(ForwardPass&);  // arch_qwen35.cpp: qwen35 and qwen35moe
 
 namespace {
 
@@ -46,6 +48,22 @@ constexpr ArchitectureEntry kArchitectures[] = {
       .ffn_norm_post_attn = true},
      configure_gptoss,
      forward_gptoss},
+    // Qwen3.5 (llama.cpp's qwen35, qwen35moe): gated delta-rule layers between gated full-attention
+    // layers; the MoE form adds a sigmoid-gated shared expert (as qwen2moe) to softmax top-k routing.
+    {"qwen35",
+     Arch::qwen35,
+     {.rope_kind = RopeKind::neox, .qk_norm = true, .ffn_norm_post_attn = true, .attn_output_gate = true},
+     configure_qwen35,
+     forward_qwen35},
+    {"qwen35moe",
+     Arch::qwen35moe,
+     {.rope_kind = RopeKind::neox,
+      .qk_norm = true,
+      .shared_expert = true,
+      .ffn_norm_post_attn = true,
+      .attn_output_gate = true},
+     configure_qwen35,
+     forward_qwen35},
 };
 
 // --- Tensors.
@@ -75,15 +93,25 @@ constexpr int part(FfnPart p) { return int(p); }
 constexpr TensorEntry kTensors[] = {
     model_matrix("token_embd.weight", R::embedding, W::always, Dim::n_embd, Dim::n_vocab, &M::token_embd),
     layer_vector("attn_norm.weight", R::norm, W::always, Dim::n_embd, &L::attn_norm),
-    layer_matrix("attn_q.weight", R::attention, W::always, Dim::n_embd, Dim::q_dim, &L::wq),
+    layer_matrix("attn_q.weight", R::attention, W::attention, Dim::n_embd, Dim::q_proj, &L::wq),
     layer_vector("attn_q.bias", R::attention, W::qkv_bias, Dim::q_dim, &L::bq),
-    layer_matrix("attn_k.weight", R::attention, W::always, Dim::n_embd, Dim::k_dim, &L::wk),
+    layer_matrix("attn_k.weight", R::attention, W::attention, Dim::n_embd, Dim::k_dim, &L::wk),
     layer_vector("attn_k.bias", R::attention, W::qkv_bias, Dim::k_dim, &L::bk),
-    layer_matrix("attn_v.weight", R::attention, W::always, Dim::n_embd, Dim::v_dim, &L::wv),
+    layer_matrix("attn_v.weight", R::attention, W::attention, Dim::n_embd, Dim::v_dim, &L::wv),
     layer_vector("attn_v.bias", R::attention, W::qkv_bias, Dim::v_dim, &L::bv),
     layer_vector("attn_q_norm.weight", R::norm, W::qk_norm, Dim::head_dim_k, &L::q_norm),
     layer_vector("attn_k_norm.weight", R::norm, W::qk_norm, Dim::head_dim_k, &L::k_norm),
-    layer_matrix("attn_output.weight", R::attention, W::always, Dim::o_dim, Dim::n_embd, &L::wo),
+    layer_matrix("attn_output.weight", R::attention, W::attention, Dim::o_dim, Dim::n_embd, &L::wo),
+    // Gated delta-rule layers (qwen35): their own projections in place of q, k, v and output.
+    layer_matrix("attn_qkv.weight", R::attention, W::recurrent, Dim::n_embd, Dim::ssm_conv_dim, &L::ssm_qkv),
+    layer_matrix("attn_gate.weight", R::attention, W::recurrent, Dim::n_embd, Dim::ssm_d_inner, &L::ssm_z),
+    layer_vector("ssm_conv1d.weight", R::attention, W::recurrent, Dim::ssm_d_conv, &L::ssm_conv1d, Dim::ssm_conv_dim),
+    layer_vector("ssm_dt.bias", R::attention, W::recurrent, Dim::ssm_v_heads, &L::ssm_dt),
+    layer_vector("ssm_a", R::attention, W::recurrent, Dim::ssm_v_heads, &L::ssm_a),
+    layer_matrix("ssm_beta.weight", R::attention, W::recurrent, Dim::n_embd, Dim::ssm_v_heads, &L::ssm_beta),
+    layer_matrix("ssm_alpha.weight", R::attention, W::recurrent, Dim::n_embd, Dim::ssm_v_heads, &L::ssm_alpha),
+    layer_vector("ssm_norm.weight", R::norm, W::recurrent, Dim::ssm_d_state, &L::ssm_norm),
+    layer_matrix("ssm_out.weight", R::attention, W::recurrent, Dim::ssm_d_inner, Dim::n_embd, &L::ssm_out),
     layer_vector("attn_output.bias", R::attention, W::attn_out_bias, Dim::n_embd, &L::bo),
     layer_vector("attn_sinks.weight", R::attention, W::attn_sinks, Dim::n_head, &L::attn_sinks),
     layer_vector("post_attention_norm.weight", R::norm, W::post_attn_norm, Dim::n_embd, &L::post_attn_norm),
@@ -118,14 +146,19 @@ constexpr TensorEntry kTensors[] = {
 };
 
 bool has(const ModelConfig& c, TensorWhen when, int layer) {
+  const bool attention = !c.is_recurrent_layer(layer);  // a global tensor has layer -1: never recurrent
   switch (when) {
     case W::always:
     case W::optional:
       return true;
+    case W::attention:
+      return attention;
+    case W::recurrent:
+      return !attention;
     case W::qkv_bias:
-      return c.has_qkv_bias;
+      return c.has_qkv_bias && attention;
     case W::qk_norm:
-      return c.has_qk_norm;
+      return c.has_qk_norm && attention;
     case W::post_norms:
       return c.has_post_norms;
     case W::dense_layer:
@@ -135,9 +168,9 @@ bool has(const ModelConfig& c, TensorWhen when, int layer) {
     case W::shared_expert:
       return c.has_shared_expert && c.is_moe_layer(layer);
     case W::attn_out_bias:
-      return c.has_attn_out_bias;
+      return c.has_attn_out_bias && attention;
     case W::attn_sinks:
-      return c.has_attn_sinks;
+      return c.has_attn_sinks && attention;
     case W::expert_bias:
       return c.has_expert_biases && c.is_moe_layer(layer);
     case W::ffn_norm:
@@ -178,9 +211,7 @@ struct NotYet {
   const char* missing;
 };
 constexpr NotYet kNotYet[] = {
-    {"qwen35moe", "Qwen3.5 MoE: its gated delta-rule (linear attention) layers with conv1d and recurrent state"},
-    {"qwen35", "Qwen3.5: its gated delta-rule (linear attention) layers with conv1d and recurrent state"},
-    {"qwen3next", "Qwen3-Next: its gated delta-rule (linear attention) layers with conv1d and recurrent state"},
+    {"qwen3next", "Qwen3-Next: the fused ssm_in (q, k, v, z) and ssm_ba projections of its delta-rule layers"},
 };
 }  // namespace
 
@@ -209,6 +240,7 @@ void apply_traits(const ArchitectureEntry& entry, ModelConfig& c) {
   c.has_attn_out_bias = t.attn_out_bias;
   c.has_attn_sinks = t.attn_sinks;
   c.ffn_norm_post_attn = t.ffn_norm_post_attn;
+  c.has_attn_output_gate = t.attn_output_gate;
 }
 
 // --- Tensor catalogue.
@@ -245,6 +277,18 @@ int64_t dim_value(const ModelConfig& c, Dim dim) {
       return c.n_rot / 2;
     case Dim::n_head:
       return c.n_head;
+    case Dim::q_proj:
+      return int64_t(c.n_head) * c.head_dim_k * (c.has_attn_output_gate ? 2 : 1);
+    case Dim::ssm_conv_dim:
+      return c.ssm_conv_dim();
+    case Dim::ssm_d_inner:
+      return c.ssm_d_inner;
+    case Dim::ssm_d_state:
+      return c.ssm_d_state;
+    case Dim::ssm_d_conv:
+      return c.ssm_d_conv;
+    case Dim::ssm_v_heads:
+      return c.ssm_dt_rank;
   }
   return 0;
 }

@@ -28,7 +28,9 @@ enum class TensorWhen : uint8_t {
   attn_sinks,     // config.has_attn_sinks
   expert_bias,    // a MoE layer of a model with expert biases
   ffn_norm,       // the FFN input norm under its usual name (all but gpt-oss)
-  post_attn_norm, // post_attention_norm: gemma3's post-norm, gpt-oss's FFN input norm
+  post_attn_norm, // post_attention_norm: gemma3's post-norm, gpt-oss's and qwen35's FFN input norm
+  attention,      // a full-attention layer (every layer but the recurrent ones)
+  recurrent,      // a gated delta-rule (linear attention) layer (qwen35)
 };
 
 // A size taken from the config.
@@ -46,7 +48,13 @@ enum class Dim : uint8_t {
   n_ff_shexp,
   n_expert,
   n_rot_half,
-  n_head
+  n_head,
+  q_proj,        // q_dim, doubled where the projection also gives the output gate (qwen35)
+  ssm_conv_dim,  // q, k and v channels of a delta-rule layer
+  ssm_d_inner,   // its value width
+  ssm_d_state,   // its head size
+  ssm_d_conv,    // its conv1d kernel width
+  ssm_v_heads,   // its value heads
 };
 
 struct TensorEntry {

@@ -13,6 +13,12 @@ const char* arch_name(Arch arch) { return architecture(arch).name; }
 
 int ModelConfig::max_ff() const { return std::max({n_ff, n_expert > 0 ? n_ff_expert : 0, has_shared_expert ? n_ff_shexp : 0}); }
 
+bool ModelConfig::has_recurrent_layers() const {
+  for (bool r : layer_recurrent)
+    if (r) return true;
+  return false;
+}
+
 void read_common_config(const gguf::File& f, ModelConfig& c) {
   const std::string& a = c.arch_name;
   auto positive = [&](const std::string& key, int64_t v) {
@@ -62,6 +68,7 @@ void read_common_config(const gguf::File& f, ModelConfig& c) {
   if (c.n_layer_dense_lead < 0 || c.n_layer_dense_lead > c.n_layer)
     throw Error(f.path() + ": leading_dense_block_count " + std::to_string(c.n_layer_dense_lead) + " is out of range");
   c.layer_swa.assign(size_t(c.n_layer), false);
+  c.layer_recurrent.assign(size_t(c.n_layer), false);
   c.attn_scale = 1.0f / std::sqrt(float(c.head_dim_k));
   // The vocabulary size is the token table's length (some files omit <arch>.vocab_size).
   const gguf::Value* tokens = f.find("tokenizer.ggml.tokens");

@@ -10,7 +10,7 @@ namespace strata::gguf { class File; }
 
 namespace strata {
 
-enum class Arch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3, gptoss };
+enum class Arch { llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma3, gptoss, qwen35, qwen35moe };
 // swiglu_oai: gpt-oss's clamped SwiGLU (its own file, model/arch_gptoss.cpp).
 enum class Activation { silu, gelu_tanh, swiglu_oai };
 // How router logits become expert weights: softmax over all experts, then the top k (renormalized
@@ -66,10 +66,30 @@ struct ModelConfig {
   bool has_attn_sinks = false;     // a learned logit per head in the attention softmax (gpt-oss)
   // The FFN's input norm is stored as post_attention_norm, not ffn_norm (gpt-oss).
   bool ffn_norm_post_attn = false;
+  // The q projection gives each head its query and then an output gate of the same size; the
+  // attention's output is multiplied by sigmoid(gate) before the output projection (qwen35).
+  bool has_attn_output_gate = false;
+
+  // Gated delta-rule (linear attention) layers, llama.cpp's ssm.* keys (qwen35, qwen35moe): a
+  // recurrent state instead of a KV cache. layer_recurrent[l] says layer l is one; the others are
+  // full-attention layers. q and k have ssm_n_group heads, v ssm_dt_rank heads, all of ssm_d_state.
+  std::vector<bool> layer_recurrent;
+  int ssm_d_conv = 0;     // causal conv1d kernel width over the q, k, v channels
+  int ssm_d_inner = 0;    // value width: ssm_dt_rank * ssm_d_state
+  int ssm_d_state = 0;    // head size of q, k and v
+  int ssm_n_group = 0;    // q and k heads
+  int ssm_dt_rank = 0;    // v heads (each reads q/k head h % ssm_n_group, as ggml broadcasts)
 
   bool is_moe_layer(int layer) const { return n_expert > 0 && layer >= n_layer_dense_lead; }
   // The widest FFN any layer runs (dense, expert or shared expert): the gate/up scratch width.
   int max_ff() const;
+  bool is_recurrent_layer(int layer) const {
+    return size_t(layer) < layer_recurrent.size() && layer_recurrent[size_t(layer)];
+  }
+  bool has_recurrent_layers() const;
+  int64_t ssm_key_dim() const { return int64_t(ssm_n_group) * ssm_d_state; }
+  // Channels of the conv1d: q, k and v of one token.
+  int64_t ssm_conv_dim() const { return 2 * ssm_key_dim() + ssm_d_inner; }
 };
 
 const char* arch_name(Arch arch);

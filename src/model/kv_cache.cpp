@@ -11,6 +11,7 @@ namespace {
 // Slots a layer needs: every position, or for a sliding-window layer its window plus a batch
 // (a batch's first query still sees positions its last key must not overwrite).
 int64_t slots_for(const ModelConfig& c, int layer, int n_ctx, int n_batch) {
+  if (c.is_recurrent_layer(layer)) return 0;
   const bool ring = c.sliding_window > 0 && size_t(layer) < c.layer_swa.size() && c.layer_swa[size_t(layer)];
   return ring ? std::min<int64_t>(n_ctx, int64_t(c.sliding_window) + std::max(1, n_batch)) : n_ctx;
 }
@@ -25,10 +26,11 @@ void KvCache::init(const ModelConfig& c, int ctx, DType kv_type, int n_batch, ba
   v_head_bytes = v_row_bytes / size_t(c.n_head_kv);
   window = c.sliding_window;
   layers.assign(size_t(c.n_layer), Layer{});
+  recurrent.init(c, n_batch);  // in RAM: the delta-rule layers run on the CPU only
   device_memory_.reset();
   device_bytes_ = 0;
   if (device) {
-    device_bytes_ = bytes_for(c, ctx, kv_type, n_batch);
+    device_bytes_ = bytes_for(c, ctx, kv_type, n_batch) - RecurrentState::bytes_for(c, n_batch);
     device_memory_ = std::shared_ptr<uint8_t>(static_cast<uint8_t*>(device->alloc(device_bytes_)),
                                               [device](uint8_t* p) { device->free(p); });
   }
@@ -59,13 +61,13 @@ uint64_t KvCache::bytes_for(const ModelConfig& c, int ctx, DType kv_type, int n_
                        ops::kv_row_bytes(kv_type, c.n_head_kv, c.head_dim_v);
   uint64_t n = 0;
   for (int l = 0; l < c.n_layer; ++l) n += uint64_t(slots_for(c, l, ctx, n_batch)) * row;
-  return n;
+  return n + RecurrentState::bytes_for(c, n_batch);
 }
 
 size_t KvCache::bytes() const {
   size_t n = 0;
   for (const Layer& L : layers) n += L.k.size() + L.v.size();
-  return n;
+  return n + recurrent.bytes();
 }
 
 ops::KvLayerView KvCache::k_view(int layer) {
@@ -93,5 +95,7 @@ bool KvCache::can_keep(int64_t n) const {
   }
   return true;
 }
+
+bool KvCache::rewind(int64_t n) { return can_keep(n) && recurrent.rewind(n); }
 
 }  // namespace strata

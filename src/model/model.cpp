@@ -27,6 +27,7 @@ double Model::weight_bytes_per_token() const {
     total += bytes(L.wq) + bytes(L.wk) + bytes(L.wv) + bytes(L.wo);
     total += bytes(L.w_gate) + bytes(L.w_up) + bytes(L.w_down) + bytes(L.router);
     total += bytes(L.w_gate_shexp) + bytes(L.w_up_shexp) + bytes(L.w_down_shexp) + bytes(L.shexp_gate_inp);
+    total += bytes(L.ssm_qkv) + bytes(L.ssm_z) + bytes(L.ssm_beta) + bytes(L.ssm_alpha) + bytes(L.ssm_out);
     if (c.n_expert > 0)
       total += (bytes(L.gate_exps) + bytes(L.up_exps) + bytes(L.down_exps)) * c.n_expert_used / c.n_expert;
   }

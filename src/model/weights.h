@@ -48,6 +48,15 @@ struct LayerWeights {
   WeightView shexp_gate_inp;         // [n_embd] -> [1]
   WeightView w_gate_shexp, w_up_shexp;  // [n_embd] -> [n_ff_shexp]
   WeightView w_down_shexp;           // [n_ff_shexp] -> [n_embd]
+  // Gated delta-rule layers (qwen35), instead of wq, wk, wv, wo. conv_dim = 2 * key_dim + d_inner.
+  WeightView ssm_qkv;                // attn_qkv: [n_embd] -> [conv_dim] (q, k, v before the conv1d)
+  WeightView ssm_z;                  // attn_gate: [n_embd] -> [d_inner] (the output norm's gate)
+  std::vector<float> ssm_conv1d;     // [conv_dim x d_conv]: channel c's kernel at [c * d_conv]
+  std::vector<float> ssm_dt;         // [n_v_heads] bias of alpha before the softplus
+  std::vector<float> ssm_a;          // [n_v_heads] -exp(A_log): decay rate per value head
+  WeightView ssm_beta, ssm_alpha;    // [n_embd] -> [n_v_heads]
+  std::vector<float> ssm_norm;       // [d_state] RMSNorm of each value head's output
+  WeightView ssm_out;                // [d_inner] -> [n_embd]
 };
 
 inline const WeightView& ffn_weight(const LayerWeights& L, FfnPart part) {

@@ -88,6 +88,7 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
   const ModelConfig& c = model.config();
   if (!backend::cuda_built()) return "this build has no CUDA backend (configure with -DSTRATA_CUDA=ON)";
   if (backend::cuda_device_count() == 0) return "no CUDA device on this machine";
+  if (c.has_recurrent_layers()) return "the gated delta-rule (linear attention) layers of " + c.arch_name + " have no CUDA path yet";
   if (c.n_expert > 0) return "mixture-of-experts layers have no CUDA path yet";
   if (p.kv_type != DType::F16) return std::string("the CUDA backend keeps an f16 KV cache, not ") + type_name(p.kv_type);
   if (c.rope_ext_factor != 0.0f || c.rope_attn_factor != 1.0f) return "YaRN rope scaling has no CUDA kernel yet";
@@ -257,7 +258,7 @@ std::vector<float> Session::eval_all_logits(const std::vector<int32_t>& tokens) 
 
 void Session::truncate(int n) {
   if (n < 0 || n > n_past()) throw Error("truncate: " + std::to_string(n) + " is outside the context");
-  history_.resize(kv_.can_keep(n) ? size_t(n) : 0);  // cache rows past n are simply overwritten later
+  history_.resize(kv_.rewind(n) ? size_t(n) : 0);  // cache rows past n are simply overwritten later
 }
 
 }  // namespace strata

@@ -56,7 +56,9 @@ class Session {
   // makes the guesses where the expert source makes none (experts resident); may be null.
   void set_routing_observer(RoutingObserver* observer, ForwardHook* guesses = nullptr);
   // Forgets everything after the first n tokens (n <= n_past()), or everything when a
-  // sliding-window layer no longer holds the window position n would see; n_past() tells which.
+  // sliding-window layer no longer holds the window position n would see, or a recurrent state
+  // (qwen35) is neither at n nor checkpointed there (the end of the last prompt batch); n_past()
+  // tells which.
   void truncate(int n);
 
   int n_past() const { return int(history_.size()); }

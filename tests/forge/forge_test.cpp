@@ -68,7 +68,7 @@ class ForgeTest : public ::testing::Test {
   static inline std::string tokenizer_;
 };
 
-const char* kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "gemma3"};
+const char* kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "qwen35", "qwen35moe"};
 
 std::vector<float> dequantize(const gguf::File& f, const gguf::TensorInfo& t) {
   std::vector<float> out(static_cast<size_t>(t.n_elements));
@@ -516,6 +516,62 @@ TEST_F(ForgeTest, GptOssWithMxfp4Experts) {
   EXPECT_EQ(c.layer_swa, (std::vector<bool>{true, false, true, false}));  // llama.cpp's pattern of 2
   EXPECT_EQ(c.rope_ext_factor, 1.0f);
   EXPECT_FLOAT_EQ(c.rope_scale, 1.0f / 32);
+}
+
+// Qwen3.5 MoE as convert_hf_to_gguf writes it: the ssm.* keys, full_attention_interval and the
+// M-RoPE sections llama.cpp's qwen35moe loader reads; delta-rule tensors on the recurrent layers,
+// gated q (twice the heads' width) on the full-attention ones; the model loads as a hybrid.
+TEST_F(ForgeTest, Qwen35MoeHybridLayers) {
+  ForgeOptions o = options("qwen35moe", "tiny", "Q8_0");
+  forge(o);
+  auto f = gguf::File::open(o.out);
+  using Shape = std::vector<int64_t>;
+  EXPECT_EQ(f->get_int("qwen35moe.ssm.conv_kernel"), 4);
+  EXPECT_EQ(f->get_int("qwen35moe.ssm.state_size"), 16);
+  EXPECT_EQ(f->get_int("qwen35moe.ssm.group_count"), 2);
+  EXPECT_EQ(f->get_int("qwen35moe.ssm.time_step_rank"), 4);
+  EXPECT_EQ(f->get_int("qwen35moe.ssm.inner_size"), 64);
+  EXPECT_EQ(f->get_int("qwen35moe.full_attention_interval"), 2);
+  EXPECT_EQ(f->get_int("qwen35moe.rope.dimension_count"), 8);
+  EXPECT_EQ(f->get("qwen35moe.rope.dimension_sections").as_array().items.size(), 4u);
+  // Layer 0 (delta rule): conv_dim = 2 * 2 * 16 + 64 = 128.
+  EXPECT_EQ(f->find_tensor("blk.0.attn_qkv.weight")->shape, (Shape{64, 128}));
+  EXPECT_EQ(f->find_tensor("blk.0.attn_gate.weight")->shape, (Shape{64, 64}));
+  EXPECT_EQ(f->find_tensor("blk.0.ssm_conv1d.weight")->shape, (Shape{4, 128}));
+  EXPECT_EQ(f->find_tensor("blk.0.ssm_conv1d.weight")->type, DType::F32);
+  EXPECT_EQ(f->find_tensor("blk.0.ssm_a")->shape, (Shape{4}));
+  EXPECT_EQ(f->find_tensor("blk.0.ssm_dt.bias")->shape, (Shape{4}));
+  EXPECT_EQ(f->find_tensor("blk.0.ssm_norm.weight")->shape, (Shape{16}));
+  EXPECT_EQ(f->find_tensor("blk.0.ssm_out.weight")->shape, (Shape{64, 64}));
+  EXPECT_EQ(f->find_tensor("blk.0.attn_q.weight"), nullptr);
+  // Layer 1 (full attention): q and its gate, 4 heads of 32 each.
+  EXPECT_EQ(f->find_tensor("blk.1.attn_q.weight")->shape, (Shape{64, 256}));
+  EXPECT_EQ(f->find_tensor("blk.1.attn_output.weight")->shape, (Shape{128, 64}));
+  EXPECT_EQ(f->find_tensor("blk.1.attn_qkv.weight"), nullptr);
+  EXPECT_NE(f->find_tensor("blk.1.post_attention_norm.weight"), nullptr);
+  EXPECT_EQ(f->find_tensor("blk.1.ffn_norm.weight"), nullptr);
+  EXPECT_EQ(f->find_tensor("blk.3.ffn_gate_inp_shexp.weight")->shape, (Shape{64}));
+  // The decay rate is negative (a decay below 1 a token).
+  for (float a : dequantize(*f, *f->find_tensor("blk.2.ssm_a"))) EXPECT_LT(a, 0.0f);
+  const ModelConfig c = load_config(*f);
+  EXPECT_EQ(c.arch, Arch::qwen35moe);
+  EXPECT_EQ(c.layer_recurrent, (std::vector<bool>{true, false, true, false}));
+  EXPECT_TRUE(c.has_attn_output_gate && c.has_shared_expert && c.ffn_norm_post_attn && c.has_qk_norm);
+  EXPECT_EQ(c.ssm_conv_dim(), 128);
+  EXPECT_EQ(c.n_rot, 8);
+
+  Hparams q = find_preset("qwen3.5-35b-a3b", "qwen35moe");
+  q.n_vocab = 300;
+  size_t n_recurrent = 0;
+  for (const auto& t : tensor_list(q)) {
+    n_recurrent += t.name.ends_with(".ssm_out.weight");
+    if (t.name == "blk.0.attn_qkv.weight") EXPECT_EQ(t.shape, (Shape{2048, 8192}));
+    if (t.name == "blk.0.ssm_out.weight") EXPECT_EQ(t.shape, (Shape{4096, 2048}));
+    if (t.name == "blk.3.attn_q.weight") EXPECT_EQ(t.shape, (Shape{2048, 8192}));
+    if (t.name == "blk.3.attn_k.weight") EXPECT_EQ(t.shape, (Shape{2048, 512}));
+    if (t.name == "blk.39.ffn_down_exps.weight") EXPECT_EQ(t.shape, (Shape{512, 2048, 256}));
+  }
+  EXPECT_EQ(n_recurrent, 30u);  // 3 of every 4 of 40 layers
 }
 
 }  // namespace

@@ -164,6 +164,52 @@ class ForgedTest : public ::testing::TestWithParam<std::string> {
   static inline fs::path dir_;
   json fixture_;
   std::string path_;
+
+  // Compares logits [n_tokens x n_vocab] against llama.cpp's stored ones (label: how they were
+  // evaluated, for the report line).
+  void compare(const std::vector<float>& logits, int n_vocab, const char* label,
+               std::chrono::steady_clock::time_point start) {
+    const auto tokens = fixture_["tokens"].get<std::vector<int32_t>>();
+    ASSERT_EQ(logits.size(), tokens.size() * size_t(n_vocab));
+    const auto spread_ids = fixture_["spread_ids"].get<std::vector<int32_t>>();
+    const json& positions = fixture_["positions"];
+    ASSERT_EQ(positions.size(), tokens.size());
+    // The fixture's logit range (max - min of every stored logit) sets the scale of the tolerances.
+    float lo = INFINITY, hi = -INFINITY;
+    for (const json& pos : positions)
+      for (const char* key : {"top_logits", "spread_logits"})
+        for (const json& v : pos[key]) lo = std::min(lo, v.get<float>()), hi = std::max(hi, v.get<float>());
+    const float range = hi - lo;
+    ASSERT_GT(range, 0.0f);
+    float worst = 0.0f, worst_top = 0.0f;
+    int top1_agree = 0, decisive = 0;
+    for (size_t p = 0; p < positions.size(); ++p) {
+      const float* row = logits.data() + p * size_t(n_vocab);
+      const auto top_ids = positions[p]["top_ids"].get<std::vector<int32_t>>();
+      const auto top_logits = positions[p]["top_logits"].get<std::vector<float>>();
+      const auto spread_logits = positions[p]["spread_logits"].get<std::vector<float>>();
+      float diff = 0.0f;
+      for (size_t k = 0; k < top_ids.size(); ++k) diff = std::max(diff, std::fabs(row[top_ids[k]] - top_logits[k]));
+      worst_top = std::max(worst_top, diff);
+      for (size_t k = 0; k < spread_ids.size(); ++k)
+        diff = std::max(diff, std::fabs(row[spread_ids[k]] - spread_logits[k]));
+      worst = std::max(worst, diff);
+      EXPECT_LT(diff, kTolerance * range) << GetParam() << " position " << p;
+      const int ours = int(std::max_element(row, row + n_vocab) - row);
+      top1_agree += ours == top_ids[0];
+      if (positions[p]["margin"].get<float>() > kDecisive * range) {
+        ++decisive;
+        EXPECT_EQ(ours, top_ids[0]) << GetParam() << " position " << p << " (llama.cpp's margin "
+                                    << positions[p]["margin"].get<float>() << ")";
+      }
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf(
+        "[ %-22s ] %slogit range %.2f: max |diff| %.5f (top-20 %.5f, %.2f%% of range, limit %.0f%%), "
+        "top-1 agreement %d/%zu, %d decisive; %.2f s\n",
+        GetParam().c_str(), label, range, worst, worst_top, 100.0 * worst / range, 100.0 * kTolerance, top1_agree,
+        positions.size(), decisive, seconds);
+  }
 };
 
 TEST_P(ForgedTest, LogitsMatchLlamaCpp) {
@@ -178,47 +224,29 @@ TEST_P(ForgedTest, LogitsMatchLlamaCpp) {
   sp.n_ctx = fixture_["n_ctx"].get<int>();
   Session session(*model, sp);
   const auto tokens = fixture_["tokens"].get<std::vector<int32_t>>();
-  const std::vector<float> logits = session.eval_all_logits(tokens);
-  ASSERT_EQ(logits.size(), tokens.size() * size_t(n_vocab));
+  compare(session.eval_all_logits(tokens), n_vocab, "", start);
+}
 
-  const auto spread_ids = fixture_["spread_ids"].get<std::vector<int32_t>>();
-  const json& positions = fixture_["positions"];
-  ASSERT_EQ(positions.size(), tokens.size());
-  // The fixture's logit range (max - min of every stored logit) sets the scale of the tolerances.
-  float lo = INFINITY, hi = -INFINITY;
-  for (const json& pos : positions)
-    for (const char* key : {"top_logits", "spread_logits"})
-      for (const json& v : pos[key]) lo = std::min(lo, v.get<float>()), hi = std::max(hi, v.get<float>());
-  const float range = hi - lo;
-  ASSERT_GT(range, 0.0f);
-  float worst = 0.0f, worst_top = 0.0f;
-  int top1_agree = 0, decisive = 0;
-  for (size_t p = 0; p < positions.size(); ++p) {
-    const float* row = logits.data() + p * size_t(n_vocab);
-    const auto top_ids = positions[p]["top_ids"].get<std::vector<int32_t>>();
-    const auto top_logits = positions[p]["top_logits"].get<std::vector<float>>();
-    const auto spread_logits = positions[p]["spread_logits"].get<std::vector<float>>();
-    float diff = 0.0f;
-    for (size_t k = 0; k < top_ids.size(); ++k) diff = std::max(diff, std::fabs(row[top_ids[k]] - top_logits[k]));
-    worst_top = std::max(worst_top, diff);
-    for (size_t k = 0; k < spread_ids.size(); ++k)
-      diff = std::max(diff, std::fabs(row[spread_ids[k]] - spread_logits[k]));
-    worst = std::max(worst, diff);
-    EXPECT_LT(diff, kTolerance * range) << GetParam() << " position " << p;
-    const int ours = int(std::max_element(row, row + n_vocab) - row);
-    top1_agree += ours == top_ids[0];
-    if (positions[p]["margin"].get<float>() > kDecisive * range) {
-      ++decisive;
-      EXPECT_EQ(ours, top_ids[0]) << GetParam() << " position " << p << " (llama.cpp's margin "
-                                  << positions[p]["margin"].get<float>() << ")";
-    }
+// The same logits reached by decode: a short prompt batch, then one token per evaluation, so the
+// state a hybrid model carries between evaluations (conv history, delta-rule state) is what
+// llama.cpp's single batch computed.
+class ForgedDecodeTest : public ForgedTest {};
+TEST_P(ForgedDecodeTest, TokenByTokenMatchesLlamaCpp) {
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(sha256_of_file(path_), fixture_["sha256"].get<std::string>());
+  const auto model = Model::load(path_);
+  const int n_vocab = model->config().n_vocab;
+  SessionParams sp;
+  sp.n_ctx = fixture_["n_ctx"].get<int>();
+  Session session(*model, sp);
+  const auto tokens = fixture_["tokens"].get<std::vector<int32_t>>();
+  constexpr size_t kPromptBatch = 4;
+  std::vector<float> logits = session.eval_all_logits(std::vector<int32_t>(tokens.begin(), tokens.begin() + kPromptBatch));
+  for (size_t i = kPromptBatch; i < tokens.size(); ++i) {
+    const float* row = session.eval({tokens[i]});
+    logits.insert(logits.end(), row, row + n_vocab);
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf(
-      "[ %-22s ] logit range %.2f: max |diff| %.5f (top-20 %.5f, %.2f%% of range, limit %.0f%%), "
-      "top-1 agreement %d/%zu, %d decisive; %.2f s\n",
-      GetParam().c_str(), range, worst, worst_top, 100.0 * worst / range, 100.0 * kTolerance, top1_agree,
-      positions.size(), decisive, seconds);
+  compare(logits, n_vocab, "decode: ", start);
 }
 
 INSTANTIATE_TEST_SUITE_P(Forged, ForgedTest,
@@ -227,7 +255,17 @@ INSTANTIATE_TEST_SUITE_P(Forged, ForgedTest,
                                            "qwen3-tiny-F16", "qwen3moe-tiny-Q8_0", "qwen3moe-tiny-F16",
                                            "gemma3-tiny-Q8_0", "gemma3-tiny-F16", "llama-small-Q4_K_M",
                                            "qwen2-small-Q4_K_M", "qwen3-small-Q4_K_M", "qwen3moe-small-Q4_K_M",
-                                           "gemma3-small-Q4_K_M", "gpt-oss-tiny-MXFP4_MOE", "gpt-oss-tiny-F16"),
+                                           "gemma3-small-Q4_K_M", "gpt-oss-tiny-MXFP4_MOE", "gpt-oss-tiny-F16",
+                                           "qwen35moe-tiny-Q8_0", "qwen35moe-tiny-F16", "qwen35-tiny-F16",
+                                           "qwen35moe-small-Q4_K_M"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+INSTANTIATE_TEST_SUITE_P(Forged, ForgedDecodeTest,
+                         ::testing::Values("qwen35moe-tiny-Q8_0", "qwen35moe-tiny-F16", "qwen35-tiny-F16"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

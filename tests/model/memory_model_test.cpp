@@ -1,6 +1,7 @@
-// The memory model: what a session allocates for its scratch is what ForwardBuffers::bytes_for
-// says (the function the planner asks), for every architecture and for batches of 1 and 512,
-// and evaluating tokens does not grow it.
+// The memory model: what a session allocates for its scratch and its KV cache (with a hybrid
+// model's recurrent state) is what ForwardBuffers::bytes_for and KvCache::bytes_for say (the
+// functions the planner asks), for every architecture and for batches of 1 and 512, and
+// evaluating tokens does not grow it.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -48,6 +49,8 @@ TEST_P(MemoryModelTest, SessionScratchIsWhatBytesForSays) {
     Session s(*model, sp);
     KvCache kv;
     kv.init(c, sp.n_ctx, sp.kv_type, n_batch);
+    // The planner's two figures (tier/plan/memory.cpp): scratch and KV cache, recurrent state included.
+    EXPECT_EQ(kv.bytes(), KvCache::bytes_for(c, sp.n_ctx, sp.kv_type, n_batch)) << c.arch_name;
     const size_t expected = ForwardBuffers::bytes_for(c, n_batch, sp.n_ctx, sp.n_threads) + kv.bytes();
     EXPECT_EQ(s.memory_bytes(), expected) << c.arch_name << " batch " << n_batch;
     std::vector<int32_t> prompt;
@@ -66,7 +69,9 @@ INSTANTIATE_TEST_SUITE_P(EveryArchitecture, MemoryModelTest,
                                            std::vector<std::string>{"--arch", "qwen3moe", "--preset", "tiny"},
                                            std::vector<std::string>{"--arch", "qwen2moe", "--preset", "tiny"},
                                            std::vector<std::string>{"--arch", "gemma3", "--preset", "tiny"},
-                                           std::vector<std::string>{"--arch", "gpt-oss", "--preset", "tiny"}));
+                                           std::vector<std::string>{"--arch", "gpt-oss", "--preset", "tiny"},
+                                           std::vector<std::string>{"--arch", "qwen35", "--preset", "tiny"},
+                                           std::vector<std::string>{"--arch", "qwen35moe", "--preset", "tiny"}));
 
 // The bytes are what the buffers hold: a larger batch or context costs what its buffers add.
 TEST(ForwardBuffersTest, BytesForCountsEveryBuffer) {

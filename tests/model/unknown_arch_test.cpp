@@ -38,19 +38,19 @@ class UnknownArchTest : public ::testing::Test {
     }
     path_ = (dir_ / "mamba9.gguf").string();
     w.write(path_);
-    // Qwen3.5 MoE, known but not computed yet: refused by name, never run as another architecture.
+    // Qwen3-Next, known but not computed yet: refused by name, never run as another architecture.
     gguf::Writer q;
     for (const auto& [key, value] : f->metadata()) {
       std::string k = key;
-      if (k.rfind("llama.", 0) == 0) k = "qwen35moe." + k.substr(6);
-      q.set(k, key == "general.architecture" ? gguf::Value::str("qwen35moe") : value);
+      if (k.rfind("llama.", 0) == 0) k = "qwen3next." + k.substr(6);
+      q.set(k, key == "general.architecture" ? gguf::Value::str("qwen3next") : value);
     }
     for (const gguf::TensorInfo& t : f->tensors()) {
       const uint8_t* data = f->tensor_data(t);
       q.add_tensor(t.name, t.type, t.shape, std::vector<uint8_t>(data, data + t.n_bytes));
     }
-    qwen35_path_ = (dir_ / "qwen35moe.gguf").string();
-    q.write(qwen35_path_);
+    next_path_ = (dir_ / "qwen3next.gguf").string();
+    q.write(next_path_);
   }
   static void TearDownTestSuite() {
     if (!dir_.empty()) fs::remove_all(dir_);
@@ -71,7 +71,7 @@ class UnknownArchTest : public ::testing::Test {
   }
 
   static inline fs::path dir_;
-  static inline std::string path_, qwen35_path_;
+  static inline std::string path_, next_path_;
 };
 
 TEST_F(UnknownArchTest, LoadConfigNamesIt) {
@@ -100,19 +100,19 @@ TEST_F(UnknownArchTest, EveryCommandRefusesIt) {
   }
 }
 
-TEST_F(UnknownArchTest, Qwen35MoeIsRefusedByName) {
-  auto f = gguf::File::open(qwen35_path_);
+TEST_F(UnknownArchTest, Qwen3NextIsRefusedByName) {
+  auto f = gguf::File::open(next_path_);
   try {
     load_config(*f);
-    FAIL() << "qwen35moe was accepted";
+    FAIL() << "qwen3next was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("architecture 'qwen35moe' is not supported yet"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("architecture 'qwen3next' is not supported yet"), std::string::npos)
         << e.what();
     EXPECT_NE(std::string(e.what()).find("delta-rule"), std::string::npos) << e.what();
   }
   std::string out;
-  EXPECT_NE(run_cli("run " + test::shell_quote(qwen35_path_) + " --local -p hello -n 1", out), 0) << out;
-  EXPECT_NE(out.find("'qwen35moe' is not supported yet"), std::string::npos) << out;
+  EXPECT_NE(run_cli("run " + test::shell_quote(next_path_) + " --local -p hello -n 1", out), 0) << out;
+  EXPECT_NE(out.find("'qwen3next' is not supported yet"), std::string::npos) << out;
 }
 
 }  // namespace
