@@ -17,7 +17,8 @@
 #         - perplexity on TEXT (ctx 512, 8 chunks): Strata GPU, Strata CPU, llama.cpp GPU, each pair
 #           within 0.1% (random weights: the numbers are large, agreement is what is checked).
 #       Results go to $OUT (or /tmp/llama_anchor/out) as they come: summary.txt holds the table.
-# ARCH (default 90) picks the CUDA architecture; JOBS (default 16) the build's parallelism.
+# ARCH (default 90) picks the CUDA architecture; JOBS (default 16) the build's parallelism;
+# SKIP_LLAMA=1 leaves llama.cpp out.
 set -uo pipefail
 mode=${1:?usage: prepare DIR SDIST | run DIR STRATA TOKENIZER TEXT [PRESET...]}
 dir=${2:?directory}
@@ -64,8 +65,12 @@ say() { echo "$*" | tee -a "$summary"; }
 : >"$summary"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,memory.total --format=csv,noheader | tee -a "$summary"
 
-# llama.cpp: configure and build in the background while Strata's half runs.
-(
+# llama.cpp: configure and build in the background while Strata's half runs (SKIP_LLAMA=1: Strata's
+# numbers alone, e.g. again after a change, against the llama.cpp numbers of an earlier run).
+if [ -n "${SKIP_LLAMA:-}" ]; then
+  echo skipped >"$work/build.rc"
+  sleep 0 &
+else (
   tar xJf "$dir/llama.slim.tar.xz" -C "$work" &&
     cmake -S "$work/llama.slim" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$arch" -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
@@ -73,6 +78,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,memory.t
     cmake --build "$work/build" -j "$jobs" --target llama-bench llama-perplexity >"$out/llama_build.log" 2>&1
   echo $? >"$work/build.rc"
 ) &
+fi
 build_pid=$!
 build_start=$(date +%s)
 
@@ -114,7 +120,7 @@ wait "$build_pid"
 rc=$(cat "$work/build.rc" 2>/dev/null || echo 1)
 say "llama.cpp CUDA build (sm_$arch, -j$jobs): rc $rc in $(($(date +%s) - build_start)) s"
 bin=$work/build/bin
-[ "$rc" = 0 ] || tail -30 "$out/llama_build.log" "$out/llama_configure.log"
+[ "$rc" = 0 ] || [ "$rc" = skipped ] || tail -30 "$out/llama_build.log" "$out/llama_configure.log"
 
 # ---- llama.cpp perplexity, then the three-way agreement
 for p in "${presets[@]}"; do
