@@ -252,10 +252,8 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     check_cublas(cublasCreate(&blas_), "cublasCreate");
     check_cublas(cublasSetStream(blas_, stream_), "cublasSetStream");
-    STRATA_CUDA_CHECK(cudaHostAlloc(&pos_host_, sizeof(int64_t), cudaHostAllocMapped));
-    void* pos_dev = nullptr;
-    STRATA_CUDA_CHECK(cudaHostGetDevicePointer(&pos_dev, pos_host_, 0));
-    pos_dev_ = static_cast<const int64_t*>(pos_dev);
+    STRATA_CUDA_CHECK(cudaHostAlloc(&pos_host_, sizeof(int64_t), cudaHostAllocDefault));
+    STRATA_CUDA_CHECK(cudaMalloc(&pos_dev_, sizeof(int64_t)));
     STRATA_CUDA_CHECK(cudaHostAlloc(&bad_id_host_, sizeof(int), cudaHostAllocMapped));
     *bad_id_host_ = 0;
     STRATA_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&bad_id_), bad_id_host_, 0));
@@ -267,6 +265,7 @@ class CudaBackend final : public Backend {
     cudaStreamDestroy(stream_);
     cudaFreeHost(bad_id_host_);
     cudaFreeHost(pos_host_);
+    cudaFree(pos_dev_);
   }
 
   DeviceKind kind() const override { return DeviceKind::cuda; }
@@ -501,16 +500,14 @@ class CudaBackend final : public Backend {
   }
 
   void begin_position_graph(int64_t pos) override {
-    STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // no earlier step still reads the position
+    set_position(pos);  // before the capture: the recorded step's launch reads it
     begin_graph();
-    *pos_host_ = pos;
     recording_pos_ = pos;
     recording_position_ = true;
   }
   bool replay_graph(int64_t pos) override {
     if (!replayable_ || !graph_exec_ || scratch_grown() != recorded_grown_) return false;
-    STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    *pos_host_ = pos;
+    set_position(pos);
     STRATA_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
     return true;
   }
@@ -544,6 +541,13 @@ class CudaBackend final : public Backend {
     return pos_dev_;
   }
   int scratch_grown() const { return act_.grown + weights_f16_.grown + attention_.grown; }
+  // The position a recorded step reads, into device memory in stream order (the pinned source is
+  // rewritten only once the stream has drained).
+  void set_position(int64_t pos) {
+    STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    *pos_host_ = pos;
+    STRATA_CUDA_CHECK(cudaMemcpyAsync(pos_dev_, pos_host_, sizeof(int64_t), cudaMemcpyHostToDevice, stream_));
+  }
   // A get_rows id outside its tensor (the kernel wrote zeros for it): an error at the next wait.
   void check_ids() {
     const int bad = *static_cast<volatile int*>(bad_id_host_);
@@ -566,8 +570,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
-  int64_t* pos_host_ = nullptr;     // mapped host memory: a replayable graph's position
-  const int64_t* pos_dev_ = nullptr;  // its device address
+  int64_t* pos_host_ = nullptr;  // pinned: a replayable graph's position, copied to pos_dev_ per step
+  int64_t* pos_dev_ = nullptr;   // device memory the recorded kernels read it from
   bool recording_position_ = false;   // between begin_position_graph and end_graph
   int64_t recording_pos_ = 0;
   bool replayable_ = false;           // graph_exec_ reads its position from pos_host_
