@@ -329,6 +329,8 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   }
   void end_graph() override {
+    const bool position_step = recording_position_;
+    recording_position_ = false;  // ops after this take their positions by value again, even if this throws
     cudaGraph_t graph = nullptr;
     STRATA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
     // Same ops with new arguments (positions, lengths) update the executable graph in place.
@@ -346,8 +348,7 @@ class CudaBackend final : public Backend {
       }
     }
     cudaGraphDestroy(graph);
-    if (recording_position_) {  // replayable for any later position while no scratch moves
-      recording_position_ = false;
+    if (position_step) {  // replayable for any later position while no scratch moves
       replayable_ = true;
       recorded_grown_ = scratch_grown();
     }
