@@ -157,6 +157,7 @@ struct Session::Gpu {
   const DeviceWeights& weights;
   DeviceBuffers buffers;
   bool decode_warm = false;
+  bool replay_ok = false;  // the backend's last recording is a whole replayable decode step
 };
 
 Session::Session(const Model& model, const SessionParams& params)
@@ -238,7 +239,8 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
     const ModelConfig& cfg = model_.config();
     const bool replayable = graph && cfg.n_expert == 0 && !routing_observer_ && !weights_->hook() &&
                             !weights_->ffn && !weights_->experts;
-    if (replayable && tokens[0] >= 0 && tokens[0] < cfg.n_vocab && backend_->replay_graph(n_past())) {
+    if (replayable && gpu_->replay_ok && tokens[0] >= 0 && tokens[0] < cfg.n_vocab &&
+        backend_->replay_graph(n_past())) {
       for (int layer = 0; layer < cfg.n_layer; ++layer) kv_.written(layer, n_past(), 1);
       backend_->download(buf_.logits.data(), pass.act.logits, size_t(cfg.n_vocab) * sizeof(float));
       history_.push_back(tokens[0]);
@@ -251,6 +253,7 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
     try {
       model_.forward(pass);
     } catch (...) {
+      gpu_->replay_ok = false;  // a step cut short is no recording to replay
       if (graph) try {
           backend_->end_graph();
         } catch (...) {
@@ -258,6 +261,7 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
       throw;
     }
     if (graph) backend_->end_graph();
+    if (graph) gpu_->replay_ok = replayable;  // a whole step recorded for replay (or none)
     gpu_->decode_warm |= decode;
     const ModelConfig& c = model_.config();
     if (hidden_only) {
