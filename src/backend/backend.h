@@ -92,6 +92,22 @@ class Backend {
   // ties to the lower index, as top_k) and their probabilities, renormalized to sum 1 if normalize.
   virtual void route_top_k(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
                            float* weights) = 0;
+
+  // ---- decode steps replayed (a device that records graphs overrides these)
+  // Decode steps that differ only in their position: begin_position_graph(pos) is begin_graph for a
+  // step at position pos (every op taking a position must get pos) that the backend records with
+  // the position read from its own memory; replay_graph(pos) then runs that recording for another
+  // position without the ops being issued again and returns true, or returns false (having done
+  // nothing) where there is no recording to replay (none made, or scratch it used has moved).
+  // The caller replays only steps whose ops would be the same but for the position.
+  virtual void begin_position_graph(int64_t) { begin_graph(); }
+  virtual bool replay_graph(int64_t) { return false; }
+
+  // ---- batched forms of the ops above (a default in terms of them; a device overrides to save launches)
+  // rows[t * n + i] += bias[i] for t < n_rows, i < n: a bias added to every token of a batch.
+  virtual void add_bias(float* rows, const float* bias, int64_t n, int n_rows) {
+    for (int t = 0; t < n_rows; ++t) add(rows + int64_t(t) * n, bias, n);
+  }
 };
 
 // The k highest of n scores into out, best first (ties to the lower index): routing's one top-k.

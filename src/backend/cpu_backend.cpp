@@ -89,8 +89,11 @@ class CpuBackend final : public Backend {
 
   void attention(const ops::AttentionShape& shape, const float* q, int n_tokens, int64_t pos0,
                  const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, float* out) override {
-    // No session scratch: grown on the first calls to the largest shape, batch and cache seen.
-    if (own_attn_) attn_->reserve(shape, n_tokens, k_cache.n_slots, pool_.n_threads());
+    // No session scratch: grown on the first calls to the largest shape, batch and cache seen; for
+    // every position the cache holds and (a sliding window's ring holds fewer slots than positions)
+    // up to the batch's last position.
+    if (own_attn_)
+      attn_->reserve(shape, n_tokens, std::max<int64_t>(k_cache.n_slots, pos0 + n_tokens), pool_.n_threads());
     ops::attention(shape, q, n_tokens, pos0, k_cache, v_cache, out, pool_, *attn_);
   }
 

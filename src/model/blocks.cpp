@@ -143,8 +143,7 @@ namespace {
 void add_bias(ForwardPass& p, float* rows, const std::vector<float>& bias) {
   if (bias.empty()) return;
   const int64_t n = int64_t(bias.size());
-  const float* b = floats(p, bias);
-  for (int t = 0; t < p.n_tokens; ++t) p.backend->add(rows + t * n, b, n);
+  p.backend->add_bias(rows, floats(p, bias), n, p.n_tokens);
 }
 
 void head_norm(ForwardPass& p, float* rows, int n_heads, int head_dim, const std::vector<float>& w) {

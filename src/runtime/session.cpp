@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "model/device_model.h"
 #include "util/error.h"
@@ -58,6 +60,17 @@ class Session::Weights : public WeightSource {
   bool ffn_streams_ = false, experts_stream_ = false;
 };
 
+// One copy of a model's weights on the GPU, shared by every session of that model in the process:
+// a server that opens a session for another context, or a caller that holds two sessions, never
+// uploads the weights twice. The copy keeps the backend it was allocated through (the first
+// session's: sessions end in any order) and is freed with the last session that uses it.
+struct SharedDeviceWeights {
+  SharedDeviceWeights(const Model& model, std::shared_ptr<backend::Backend> owner)
+      : device(std::move(owner)), weights(model.weights(), *device) {}
+  std::shared_ptr<backend::Backend> device;
+  DeviceWeights weights;
+};
+
 namespace {
 
 // Rows of logits one evaluation keeps at most: eval_each shortens its batches to 64 MiB of them.
@@ -81,6 +94,28 @@ size_t gpu_session_bytes(const Model& model, const SessionParams& p) {
          size_t(p.n_batch) * widest * 2;
 }
 
+std::mutex shared_weights_mutex;
+std::map<const Model*, std::weak_ptr<SharedDeviceWeights>> shared_weights;  // under the mutex
+
+// The live copy of this model's weights, if a session holds one.
+std::shared_ptr<SharedDeviceWeights> live_device_weights(const Model& model) {
+  std::lock_guard<std::mutex> lock(shared_weights_mutex);
+  const auto it = shared_weights.find(&model);
+  return it == shared_weights.end() ? nullptr : it->second.lock();
+}
+
+std::shared_ptr<SharedDeviceWeights> device_weights_for(const Model& model,
+                                                       const std::shared_ptr<backend::Backend>& device) {
+  std::lock_guard<std::mutex> lock(shared_weights_mutex);
+  for (auto it = shared_weights.begin(); it != shared_weights.end();)  // forget models whose copy went
+    it = it->second.expired() ? shared_weights.erase(it) : std::next(it);
+  std::weak_ptr<SharedDeviceWeights>& slot = shared_weights[&model];
+  if (auto live = slot.lock()) return live;
+  auto fresh = std::make_shared<SharedDeviceWeights>(model, device);
+  slot = fresh;
+  return fresh;
+}
+
 }  // namespace
 
 std::string gpu_unsupported(const Model& model, const SessionParams& params) {
@@ -101,7 +136,9 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
       return std::string("tensor type ") + type_name(v->type) + " has no CUDA kernels";
   size_t free_bytes = 0, total_bytes = 0;
   if (!backend::cuda_memory(0, free_bytes, total_bytes)) return "cannot read the GPU's free memory";
-  const size_t need = DeviceWeights::bytes_for(w) + gpu_session_bytes(model, p);
+  // Weights another session already holds there are shared, not uploaded again.
+  const size_t weights_bytes = live_device_weights(model) ? 0 : DeviceWeights::bytes_for(w);
+  const size_t need = weights_bytes + gpu_session_bytes(model, p);
   constexpr size_t kReserve = size_t(512) << 20;  // CUDA context, cuBLAS workspace, graphs
   if (need + kReserve > free_bytes)
     return "the model needs " + std::to_string(need >> 20) + " MiB of GPU memory, " + std::to_string(free_bytes >> 20) +
@@ -109,15 +146,19 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
   return "";
 }
 
-// A session's model on the GPU: weights uploaded once, activations of one batch, and whether a
-// decode step already ran outside a graph (its scratch at full size, so later steps may be captured).
+// A session's model on the GPU: the weights (shared with the model's other sessions), activations
+// of one batch, and whether a decode step already ran outside a graph (its scratch at full size,
+// so later steps may be captured).
 struct Session::Gpu {
-  Gpu(const Model& model, int n_batch, backend::Backend& device)
-      : weights(model.weights(), device),
-        buffers(model.config(), n_batch, logits_rows(model.config(), n_batch), device) {}
-  DeviceWeights weights;
+  Gpu(const Model& model, int n_batch, const std::shared_ptr<backend::Backend>& device)
+      : shared(device_weights_for(model, device)),
+        weights(shared->weights),
+        buffers(model.config(), n_batch, logits_rows(model.config(), n_batch), *device) {}
+  std::shared_ptr<SharedDeviceWeights> shared;
+  const DeviceWeights& weights;
   DeviceBuffers buffers;
   bool decode_warm = false;
+  bool replay_ok = false;  // the backend's last recording is a whole replayable decode step
 };
 
 Session::Session(const Model& model, const SessionParams& params)
@@ -131,7 +172,7 @@ Session::Session(const Model& model, const SessionParams& params)
   }
   if (gpu) {
     backend_ = backend::make_cuda_backend(0);
-    gpu_ = std::make_unique<Gpu>(model, params_.n_batch, *backend_);
+    gpu_ = std::make_unique<Gpu>(model, params_.n_batch, backend_);
     kv_.init(model.config(), params_.n_ctx, params_.kv_type, params_.n_batch, backend_.get());
   } else {
     backend_ = backend::make_cpu_backend(pool_, &buf_.mm, &buf_.attn);
@@ -193,10 +234,27 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
     backend_->upload(gpu_->buffers.tokens(), tokens, size_t(n) * sizeof(int32_t));
     const bool decode = n == 1 && !all_logits && !hidden_only;
     const bool graph = decode && gpu_->decode_warm;  // one launch per token once its scratch is sized
-    if (graph) backend_->begin_graph();
+    // A dense model's decode steps differ only in their position: the step recorded once is
+    // replayed (no op issued again); the host's own part of a step is the KV bookkeeping. MoE layers
+    // (routing observed, experts handed out on the host) record every step.
+    const ModelConfig& cfg = model_.config();
+    const bool replayable = graph && cfg.n_expert == 0 && !routing_observer_ && !weights_->hook() &&
+                            !weights_->ffn && !weights_->experts;
+    if (replayable && gpu_->replay_ok && tokens[0] >= 0 && tokens[0] < cfg.n_vocab &&
+        backend_->replay_graph(n_past())) {
+      for (int layer = 0; layer < cfg.n_layer; ++layer) kv_.written(layer, n_past(), 1);
+      backend_->download(buf_.logits.data(), pass.act.logits, size_t(cfg.n_vocab) * sizeof(float));
+      history_.push_back(tokens[0]);
+      return;
+    }
+    if (replayable)
+      backend_->begin_position_graph(n_past());
+    else if (graph)
+      backend_->begin_graph();
     try {
       model_.forward(pass);
     } catch (...) {
+      gpu_->replay_ok = false;  // a step cut short is no recording to replay
       if (graph) try {
           backend_->end_graph();
         } catch (...) {
@@ -204,6 +262,7 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
       throw;
     }
     if (graph) backend_->end_graph();
+    if (graph) gpu_->replay_ok = replayable;  // a whole step recorded for replay (or none)
     gpu_->decode_warm |= decode;
     const ModelConfig& c = model_.config();
     if (hidden_only) {

@@ -87,7 +87,7 @@ class Session {
   class Weights;  // the resident weights, except what the streamers serve
   std::unique_ptr<Weights> weights_;
   RoutingObserver* routing_observer_ = nullptr;
-  std::unique_ptr<backend::Backend> backend_;  // where every op of the forward pass runs
+  std::shared_ptr<backend::Backend> backend_;  // where every op runs (shared with the GPU weights it allocated)
   struct Gpu;                                  // the model's weights and activations on the GPU
   std::unique_ptr<Gpu> gpu_;
 };

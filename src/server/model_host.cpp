@@ -50,8 +50,10 @@ Session& ModelHost::session_for(int n_ctx, int n_threads) {
                          " tokens, not " + std::to_string(p.n_ctx));
   const bool same_threads = p.n_threads <= 0 || (session_ && session_->n_threads() == p.n_threads);
   if (!session_ || session_->n_ctx() != p.n_ctx || !same_threads) {
-    session_.reset();  // free the old KV cache before allocating the new one
+    session_.reset();  // free the old KV cache (and VRAM) before allocating the new one
+    vram_bytes_ = 0;
     session_ = std::make_unique<Session>(*model, p);
+    vram_bytes_ = session_->vram_bytes();
     std::lock_guard<std::mutex> lock(tiering_mutex_);
     session_->set_ffn_source(tiering_->ffn_source());
     session_->set_expert_source(tiering_->expert_source());
@@ -103,6 +105,7 @@ void ModelHost::plan(int n_ctx, uint64_t budget_bytes) {
     old = std::move(tiering_);
   }
   session_.reset();  // the KV cache and streaming pools go before the new ones are taken
+  vram_bytes_ = 0;
   old.reset();
   std::unique_ptr<tier::Tiering> fresh;
   try {

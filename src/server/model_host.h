@@ -80,6 +80,9 @@ class ModelHost {
   tier::TierStats stats() const;
   bool streaming() const;
   std::string summary() const;  // the plan, for the log
+  // GPU memory the session holds now (weights, KV cache, activations; 0 on the CPU or without a
+  // session): /api/ps's size_vram. Readable from any thread.
+  uint64_t vram_bytes() const { return vram_bytes_.load(); }
 
  private:
   friend class ModelRegistry;
@@ -94,6 +97,7 @@ class ModelHost {
   std::atomic<int> planned_n_ctx_{0};
   bool kv_type_auto_ = false;
   std::atomic<DType> kv_type_{DType::F16};
+  std::atomic<uint64_t> vram_bytes_{0};  // session_'s, updated wherever session_ changes
   // Guarded by the registry's mutex.
   int n_active_ = 0;  // admitted requests, running or waiting for run_mutex
   KeepAlive keep_alive_;

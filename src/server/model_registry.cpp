@@ -187,6 +187,7 @@ std::vector<LoadedInfo> ModelRegistry::loaded() const {
       info.tier = m->stats();
       if (info.tier.streaming) info.size_bytes = info.tier.planned_bytes;  // not the file: it does not all fit
     }
+    info.vram_bytes = m->vram_bytes();
     if (!m->keep_alive_.forever)
       info.expires_at =
           wall_now + std::chrono::duration_cast<std::chrono::system_clock::duration>(m->keep_alive_.expires_at - now);

@@ -84,6 +84,7 @@ struct LoadedInfo {
   int n_ctx = 0;
   std::optional<std::chrono::system_clock::time_point> expires_at;  // nullopt: never
   tier::TierStats tier;                                             // placement and streaming statistics
+  uint64_t vram_bytes = 0;  // what its session holds in GPU memory (0 on the CPU)
 };
 
 class ModelRegistry {

@@ -425,7 +425,7 @@ void handle_ps(ModelRegistry& registry, httplib::Response& res) {
               {"digest", digest},
               {"details", file ? details(*file) : json{{"format", "gguf"}}},
               {"expires_at", rfc3339(expires)},
-              {"size_vram", 0},
+              {"size_vram", m.vram_bytes},
               {"context_length", m.n_ctx},
               {"strata", tier_json(m.tier)}};  // tiered weights; Ollama clients ignore the field
     models.push_back(j);

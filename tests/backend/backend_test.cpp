@@ -23,6 +23,7 @@
 #include "backend/backend.h"
 #include "ops/thread_pool.h"
 #include "tensor/fp16.h"
+#include "util/error.h"
 #include "tensor/kernels.h"
 
 namespace strata::backend {
@@ -119,6 +120,34 @@ TEST(CpuBackend, RouteTopKPicksBestFirstTiesToLowerIndex) {
   EXPECT_NEAR(w[0], e0 / (e0 + e1), 1e-6);
   EXPECT_NEAR(w[1], e1 / (e0 + e1), 1e-6);
   EXPECT_NEAR(w[2] + w[3], 1.0f, 1e-6);
+}
+
+// A sliding window's ring holds fewer slots than positions: the backend's own attention scratch
+// must still cover the batch's positions (it keeps a row's scores over the context), and the
+// result equal that of a cache holding every position.
+TEST(CpuBackend, AttentionOnARingPastItsSlotsMatchesAFullCache) {
+  ThreadPool pool(2);
+  auto cpu = make_cpu_backend(pool);
+  constexpr int kHead = 4, kHeadKv = 2, kDim = 64, kWindow = 16, kBatch = 8, kBatches = 5;
+  const int64_t kv_width = int64_t(kHeadKv) * kDim, q_width = int64_t(kHead) * kDim;
+  const ops::AttentionShape shape{kHead, kHeadKv, kDim, kDim, 0.125f, kWindow};
+  const int64_t ring_slots = kWindow + kBatch, full_slots = int64_t(kBatch) * kBatches;
+  std::vector<uint16_t> k_ring(size_t(ring_slots * kv_width)), v_ring(k_ring.size());
+  std::vector<uint16_t> k_full(size_t(full_slots * kv_width)), v_full(k_full.size());
+  const ops::KvLayerView kr = kv_view(k_ring.data(), kHeadKv, kDim, ring_slots), vr = kv_view(v_ring.data(), kHeadKv, kDim, ring_slots);
+  const ops::KvLayerView kf = kv_view(k_full.data(), kHeadKv, kDim, full_slots), vf = kv_view(v_full.data(), kHeadKv, kDim, full_slots);
+  for (int b = 0; b < kBatches; ++b) {
+    const int64_t pos = int64_t(b) * kBatch;
+    const std::vector<float> q = random_floats(size_t(kBatch * q_width), uint32_t(b + 30));
+    const std::vector<float> k = random_floats(size_t(kBatch * kv_width), uint32_t(b + 31));
+    const std::vector<float> v = random_floats(size_t(kBatch * kv_width), uint32_t(b + 32));
+    std::vector<float> ring(size_t(kBatch * q_width)), full(ring.size());
+    cpu->store_kv(kr, vr, k.data(), v.data(), kBatch, pos, kHeadKv, kDim, kDim);
+    cpu->store_kv(kf, vf, k.data(), v.data(), kBatch, pos, kHeadKv, kDim, kDim);
+    cpu->attention(shape, q.data(), kBatch, pos, kr, vr, ring.data());
+    cpu->attention(shape, q.data(), kBatch, pos, kf, vf, full.data());
+    EXPECT_EQ(ring, full) << "batch at " << pos;
+  }
 }
 
 // ---- the CUDA backend against the CPU backend
@@ -221,6 +250,32 @@ TEST_P(CudaMatmul, GetRowsMatchesCpu) {
   EXPECT_LT(rel_err(from_gpu(out, want.size()), want), 1e-5f) << type_name(type);
 }
 
+// An id outside the tensor (the forward pass checks token ids, but get_rows is a general op) reads
+// nothing outside the weights: the row comes out zero and the next wait throws, naming the op.
+TEST_P(CudaMatmul, GetRowsRejectsIdsOutsideTheTensor) {
+  const DType type = GetParam();
+  constexpr int64_t kCols = 256, kRows = 4;
+  const size_t rb = row_bytes(type, kCols);
+  std::vector<uint8_t> wq(rb * kRows);
+  const std::vector<float> wf = random_floats(size_t(kCols * kRows), 6);
+  for (int64_t r = 0; r < kRows; ++r) kernels::kernels_for(type).quantize(wf.data() + r * kCols, wq.data() + r * rb, kCols);
+  WeightView wg{type, nullptr, kCols, kRows, rb};
+  wg.data = to_gpu(wq);
+  float* out = to_gpu(std::vector<float>(3 * kCols, 1.0f));
+  gpu_->get_rows(wg, to_gpu(std::vector<int32_t>{1, int32_t(kRows), -1}), 3, out, kCols);
+  std::vector<float> host(3 * kCols);
+  try {
+    gpu_->download(host.data(), out, host.size() * sizeof(float));
+    ADD_FAILURE() << type_name(type) << ": no error for ids outside the tensor";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("get_rows"), std::string::npos) << e.what();
+  }
+  host = from_gpu(out, host.size());  // the error was reported once; the backend works on
+  for (int64_t c = 0; c < 2 * kCols; ++c) EXPECT_EQ(host[size_t(kCols + c)], 0.0f) << type_name(type) << " " << c;
+  gpu_->get_rows(wg, to_gpu(std::vector<int32_t>{3}), 1, out, kCols);
+  gpu_->synchronize();
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaMatmul,
                          ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0,
                                            DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
@@ -228,6 +283,19 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, CudaMatmul,
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(type_name(info.param));
                          });
+
+TEST_F(Cuda, AddBiasToEveryRowMatchesCpu) {
+  constexpr int64_t kN = 300;
+  constexpr int kRows = 7;
+  const std::vector<float> x = random_floats(size_t(kN * kRows), 8), bias = random_floats(size_t(kN), 9);
+  std::vector<float> want = x;
+  cpu_->add_bias(want.data(), bias.data(), kN, kRows);
+  for (int t = 0; t < kRows; ++t)
+    for (int64_t i = 0; i < kN; ++i) ASSERT_EQ(want[size_t(t * kN + i)], x[size_t(t * kN + i)] + bias[size_t(i)]);
+  float* xg = to_gpu(x);
+  gpu_->add_bias(xg, to_gpu(bias), kN, kRows);
+  EXPECT_EQ(from_gpu(xg, x.size()), want);
+}
 
 TEST_F(Cuda, RowOpsMatchCpu) {
   constexpr int kRows = 5;

@@ -2,9 +2,10 @@
 // its warps walk 32-position tiles of the visible context (keys staged in shared memory), each
 // keeping an online softmax (running max, sum, weighted V) per token; the warps' partial results
 // merge at the end. When a batch gives too few blocks to fill the GPU (decode), the context is split
-// among blocks (flash-decoding) whose partial results a second kernel combines. The same kernels
-// serve decode and prompts. q is rounded to f16 as the CPU path does; scores, probabilities and sums
-// stay in f32.
+// among blocks (flash-decoding) whose partial results a second kernel combines. These kernels serve
+// decode and small batches; prompts of 16 tokens or more go to the tensor cores (attention_mma.cu)
+// where the head dims allow. q is rounded to f16 as the CPU path does; scores, probabilities and
+// sums stay in f32.
 #include <algorithm>
 #include <cfloat>
 
@@ -22,12 +23,12 @@ constexpr int kTile = 32;  // positions per tile (one per lane)
 struct Params {
   AttentionArgs a;
   int group;
-  int k_pitch;      // halves per staged key row: head_dim_k + 2 keeps lanes on distinct banks
+  int k_pitch;      // halves per staged key row: head_dim_k + 4 keeps rows 8-byte aligned, lanes on distinct banks
   int n_split;      // blocks sharing one (head, token block)'s context, blockIdx.z the share
   float* partials;  // n_split > 1: [n_tokens][n_head][n_split] x (m, l, acc[head_dim_v])
 };
 
-// VPL: values of the output head per lane (head_dim_v = 32 * VPL at most).
+// VPL: values of the output head per lane (head_dim_v = 32 * VPL at most, even).
 template <int VPL>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
   const AttentionArgs& a = p.a;
@@ -38,6 +39,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
   const int head = blockIdx.x;
   const int kv_head = head / p.group;
   const int t0 = blockIdx.y * kRows;
+  const int64_t pos0 = a.pos_dev ? *a.pos_dev : a.pos0;
   const int n_rows = min(kRows, a.n_tokens - t0);
 
   for (int i = threadIdx.x; i < kRows * a.head_dim_k; i += blockDim.x) {
@@ -47,8 +49,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
   }
   __syncthreads();
 
-  int64_t last = a.pos0 + t0 + n_rows - 1;
-  int64_t lo = a.window > 0 ? max(int64_t(0), a.pos0 + t0 - a.window + 1) : 0;
+  int64_t last = pos0 + t0 + n_rows - 1;
+  int64_t lo = a.window > 0 ? max(int64_t(0), pos0 + t0 - a.window + 1) : 0;
   if (p.n_split > 1) {  // this block's share of the tiles
     const int64_t n_tiles = (last - lo + kTile) / kTile;
     const int64_t per = (n_tiles + p.n_split - 1) / p.n_split;
@@ -77,19 +79,35 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
     }
     __syncwarp();
     const int64_t kpos = start + lane;
-    for (int r = 0; r < n_rows; ++r) {
-      const int64_t pos = a.pos0 + t0 + r;
+    float pr[kRows];  // this lane's position's probability per token (0: invisible)
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      pr[r] = 0.0f;
+      if (r >= n_rows) continue;
+      const int64_t pos = pos0 + t0 + r;
       const int64_t first = a.window > 0 ? max(int64_t(0), pos - a.window + 1) : 0;
-      if (start > pos || start + kTile - 1 < first) continue;  // tile invisible to this token
+      if (start > pos || start + kTile - 1 < first) continue;  // tile invisible to this token (uniform)
       const bool valid = kpos >= first && kpos <= pos;
       float s = -FLT_MAX;
       if (valid) {
         const float* q = q_s + r * a.head_dim_k;
-        const __half2* kr = reinterpret_cast<const __half2*>(k_tile + lane * p.k_pitch);
         float dot = 0.0f;
-        for (int d = 0; d < a.head_dim_k / 2; ++d) {
-          const float2 kv = __half22float2(kr[d]);
-          dot += q[2 * d] * kv.x + q[2 * d + 1] * kv.y;
+        if (a.head_dim_k % 4 == 0) {  // four dimensions a step: one 16-byte q and one 8-byte k load
+          const float4* q4 = reinterpret_cast<const float4*>(q);
+          const uint2* k4 = reinterpret_cast<const uint2*>(k_tile + lane * p.k_pitch);
+          for (int d = 0; d < a.head_dim_k / 4; ++d) {
+            const float4 qv = q4[d];
+            const uint2 kk = k4[d];
+            const float2 k0 = __half22float2(*reinterpret_cast<const __half2*>(&kk.x));
+            const float2 k1 = __half22float2(*reinterpret_cast<const __half2*>(&kk.y));
+            dot += qv.x * k0.x + qv.y * k0.y + qv.z * k1.x + qv.w * k1.y;
+          }
+        } else {
+          const __half2* kr = reinterpret_cast<const __half2*>(k_tile + lane * p.k_pitch);
+          for (int d = 0; d < a.head_dim_k / 2; ++d) {
+            const float2 kv = __half22float2(kr[d]);
+            dot += q[2 * d] * kv.x + q[2 * d + 1] * kv.y;
+          }
         }
         s = dot * a.kq_scale;
       }
@@ -97,23 +115,36 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
       for (int o = 16; o > 0; o >>= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
       const float m_new = fmaxf(m[r], tile_max);
       const float corr = __expf(m[r] - m_new);
-      const float pe = valid ? __expf(s - m_new) : 0.0f;
-      float sum = pe;
+      pr[r] = valid ? __expf(s - m_new) : 0.0f;
+      float sum = pr[r];
       for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
       l[r] = l[r] * corr + sum;
 #pragma unroll
       for (int v = 0; v < VPL; ++v) acc[r][v] *= corr;
-      for (int j = 0; j < kTile; ++j) {
-        const float pj = __shfl_sync(0xffffffffu, pe, j);
-        if (pj == 0.0f) continue;  // uniform across the warp
-        const __half* vr = v_base + ((start + j) % a.n_slots) * a.v_width;
+      m[r] = m_new;
+    }
+    // Weighted values: each V row read once for all the block's tokens, two halves per lane per
+    // step (dimension 2 lane + 64 (v / 2) + v % 2), the tile's loads unrolled so they overlap.
+    // Positions past the last are clamped to it (their probability is 0; the slot ahead may hold
+    // anything, even non-finite bits).
+#pragma unroll 8
+    for (int j = 0; j < kTile; ++j) {
+      const __half* vr = v_base + (min(start + j, last) % a.n_slots) * a.v_width;
+      float2 val[VPL / 2];
 #pragma unroll
-        for (int v = 0; v < VPL; ++v) {
-          const int d = lane + 32 * v;
-          if (d < a.head_dim_v) acc[r][v] += pj * __half2float(vr[d]);
+      for (int v = 0; v < VPL / 2; ++v) {
+        const int d = 2 * lane + 64 * v;
+        val[v] = d < a.head_dim_v ? __half22float2(*reinterpret_cast<const __half2*>(vr + d)) : make_float2(0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float pj = __shfl_sync(0xffffffffu, pr[r], j);
+#pragma unroll
+        for (int v = 0; v < VPL / 2; ++v) {
+          acc[r][2 * v] += pj * val[v].x;
+          acc[r][2 * v + 1] += pj * val[v].y;
         }
       }
-      m[r] = m_new;
     }
     __syncwarp();
   }
@@ -132,7 +163,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
   for (int r = 0; r < kRows; ++r)
 #pragma unroll
     for (int v = 0; v < VPL; ++v) {
-      const int d = lane + 32 * v;
+      const int d = 2 * lane + 64 * (v / 2) + v % 2;
       if (d < a.head_dim_v) acc_s[(warp * kRows + r) * a.head_dim_v + d] = acc[r][v];
     }
   __syncthreads();
@@ -188,7 +219,9 @@ int split_count(const AttentionArgs& a, int n_sm) {
   const int64_t blocks = int64_t(a.n_head) * ((a.n_tokens + kRows - 1) / kRows);
   const int64_t ctx =
       a.window > 0 ? std::min<int64_t>(a.window + a.n_tokens, a.pos0 + a.n_tokens) : a.pos0 + a.n_tokens;
-  const int64_t by_ctx = std::max<int64_t>(1, ctx / (int64_t(kWarps) * kTile));
+  // A replayable graph's split may not depend on the position: as many as the shape takes (the
+  // blocks past the context find no tiles).
+  const int64_t by_ctx = a.pos_dev ? kMaxSplit : std::max<int64_t>(1, ctx / (int64_t(kWarps) * kTile));
   const int64_t want = (2 * int64_t(n_sm) + blocks - 1) / blocks;
   return int(std::max<int64_t>(1, std::min<int64_t>({want, by_ctx, kMaxSplit})));
 }
@@ -203,7 +236,7 @@ void launch(const Params& p, cudaStream_t stream) {
   if (!configured) {
     STRATA_CUDA_CHECK(
         cudaFuncSetAttribute(attention_kernel<VPL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             int(size_t(kRows) * kMaxHeadDim * 4 + size_t(kWarps) * kTile * (kMaxHeadDim + 2) * 2)));
+                             int(size_t(kRows) * kMaxHeadDim * 4 + size_t(kWarps) * kTile * (kMaxHeadDim + 4) * 2)));
     configured = true;
   }
   const dim3 grid(unsigned(a.n_head), unsigned((a.n_tokens + kRows - 1) / kRows), unsigned(p.n_split));
@@ -229,12 +262,13 @@ size_t attention_partials_bytes_max(const AttentionArgs& a) {
 // partials: attention_partials_bytes(a, n_sm) bytes of device scratch (may be null when 0).
 void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream) {
   if (a.n_tokens <= 0) return;
-  if (a.head_dim_k <= 0 || a.head_dim_k > kMaxHeadDim || a.head_dim_k % 2 || a.head_dim_v <= 0 ||
+  if (a.head_dim_k <= 0 || a.head_dim_k > kMaxHeadDim || a.head_dim_k % 2 || a.head_dim_v <= 0 || a.head_dim_v % 2 ||
       a.head_dim_v > kMaxHeadDim || a.n_head_kv <= 0 || a.n_head % a.n_head_kv || a.n_slots <= 0)
     throw Error("cuda attention: unsupported heads (head_dim_k " + std::to_string(a.head_dim_k) + ", head_dim_v " +
                 std::to_string(a.head_dim_v) + ", n_head " + std::to_string(a.n_head) + ", n_head_kv " +
                 std::to_string(a.n_head_kv) + ", " + std::to_string(a.n_slots) + " cache rows)");
-  Params p{a, a.n_head / a.n_head_kv, a.head_dim_k + 2, partials ? split_count(a, n_sm) : 1, partials};
+  if (attention_mma(a, stream)) return;  // prompts: the tensor-core kernel
+  Params p{a, a.n_head / a.n_head_kv, a.head_dim_k + 4, partials ? split_count(a, n_sm) : 1, partials};
   if (a.head_dim_v <= 64)
     launch<2>(p, stream);
   else if (a.head_dim_v <= 128)

@@ -273,6 +273,119 @@ STRATA_HD void load_chunk(const uint8_t* row, int64_t c, Chunk& out) {
   Traits<Block>::load(blocks[c / kc], int(c % kc), out);
 }
 
+// ---- pieces: the wide-load decoding of the K-quants the decode matvec reads most (Q4_K, Q5_K,
+// Q6_K). A 256-element block splits into 8 pieces of 32 elements, each two groups of 16 with their
+// own element offset e[g] in the block, scale d[g] and offset m[g] (element e[g] + i of group g is
+// d[g] * q + m[g], q byte i % 4 of q[4 g + i / 4]). Eight consecutive lanes read one block's
+// quants once, contiguously (16 bytes each, one vector load where the layout is 16-byte aligned),
+// where chunks make several lanes re-read the same bytes.
+struct Piece {
+  int32_t q[8];
+  float d[2];
+  float m[2];
+  int e[2];
+};
+
+template <typename Block>
+struct Pieces {
+  static constexpr bool kHas = false;
+};
+
+// Four quant words at p: one 16-byte load on the device (p 16-byte aligned).
+STRATA_HD void load_16(const uint8_t* p, int32_t w[4]) {
+#if defined(__CUDA_ARCH__)
+  const int4 v = *reinterpret_cast<const int4*>(p);
+  w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+#else
+  for (int j = 0; j < 4; ++j) w[j] = load_b2(p + 4 * j);
+#endif
+}
+
+// Q4_K piece p: 16 bytes qs[32 j + 16 h ..] (j = p / 2, h = p % 2); low nibbles are elements
+// 64 j + 16 h + i of sub-block 2 j, high nibbles 32 further on, sub-block 2 j + 1.
+template <>
+struct Pieces<BlockQ4_K> {
+  static constexpr bool kHas = true;
+  static constexpr bool kAligned16 = true;  // 144-byte blocks, qs at 16
+  STRATA_HD static void load(const BlockQ4_K& b, int p, Piece& c) {
+    const int j = p / 2, h = p % 2;
+    int32_t w[4];
+    load_16(b.qs + 32 * j + 16 * h, w);
+    for (int k = 0; k < 4; ++k) {
+      c.q[k] = int32_t(uint32_t(w[k]) & 0x0F0F0F0Fu);
+      c.q[4 + k] = int32_t((uint32_t(w[k]) >> 4) & 0x0F0F0F0Fu);
+    }
+    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
+    for (int g = 0; g < 2; ++g) {
+      int sc, m;
+      scale_min_k4(2 * j + g, b.scales, sc, m);
+      c.d[g] = d * float(sc);
+      c.m[g] = -dmin * float(m);
+      c.e[g] = 64 * j + 32 * g + 16 * h;
+    }
+  }
+};
+
+// Q5_K piece p: as Q4_K, plus the fifth bits: bit 2 j (low nibbles) and 2 j + 1 (high) of
+// qh[16 h ..].
+template <>
+struct Pieces<BlockQ5_K> {
+  static constexpr bool kHas = true;
+  static constexpr bool kAligned16 = true;  // 176-byte blocks, qh at 16, qs at 48
+  STRATA_HD static void load(const BlockQ5_K& b, int p, Piece& c) {
+    const int j = p / 2, h = p % 2;
+    int32_t w[4], hb[4];
+    load_16(b.qs + 32 * j + 16 * h, w);
+    load_16(b.qh + 16 * h, hb);
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t hi = uint32_t(hb[k]) >> (2 * j);
+      c.q[k] = int32_t((uint32_t(w[k]) & 0x0F0F0F0Fu) | ((hi & 0x01010101u) << 4));
+      c.q[4 + k] = int32_t(((uint32_t(w[k]) >> 4) & 0x0F0F0F0Fu) | (((hi >> 1) & 0x01010101u) << 4));
+    }
+    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
+    for (int g = 0; g < 2; ++g) {
+      int sc, m;
+      scale_min_k4(2 * j + g, b.scales, sc, m);
+      c.d[g] = d * float(sc);
+      c.m[g] = -dmin * float(m);
+      c.e[g] = 64 * j + 32 * g + 16 * h;
+    }
+  }
+};
+
+// Q6_K piece p: half H = p / 4 of 128 elements, r = p % 4: ql[64 H + 16 r ..] (low nibbles:
+// elements 128 H + 16 r + i; high: 64 further on) with two high bits each from qh[32 H + 16 (r % 2) ..]
+// (shift 2 (r / 2) for the low nibbles, 4 more for the high); q - 32 with 16-element scales.
+template <>
+struct Pieces<BlockQ6_K> {
+  static constexpr bool kHas = true;
+  static constexpr bool kAligned16 = false;  // 210-byte blocks: 2-byte loads
+  STRATA_HD static void load(const BlockQ6_K& b, int p, Piece& c) {
+    const int H = p / 4, r = p % 4;
+    const uint8_t* ql = b.ql + 64 * H + 16 * r;
+    const uint8_t* qh = b.qh + 32 * H + 16 * (r % 2);
+    const int shift = 2 * (r / 2);
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t lo = uint32_t(load_b2(ql + 4 * k));
+      const uint32_t hi = uint32_t(load_b2(qh + 4 * k));
+      c.q[k] = int32_t((lo & 0x0F0F0F0Fu) | (((hi >> shift) & 0x03030303u) << 4));
+      c.q[4 + k] = int32_t(((lo >> 4) & 0x0F0F0F0Fu) | (((hi >> (shift + 4)) & 0x03030303u) << 4));
+    }
+    const float d = half_to_float(b.d);
+    for (int g = 0; g < 2; ++g) {
+      c.d[g] = d * float(b.scales[8 * H + 4 * g + r]);
+      c.m[g] = -32.0f * c.d[g];
+      c.e[g] = 128 * H + 64 * g + 16 * r;
+    }
+  }
+};
+
+// Element i (< 16) of group g of a piece as a float.
+STRATA_HD float piece_value(const Piece& c, int g, int i) {
+  const int8_t q = int8_t(uint32_t(c.q[4 * g + i / 4]) >> (8 * (i % 4)));
+  return c.d[g] * float(q) + c.m[g];
+}
+
 // sum of the four signed byte products of a and b, plus c (the dp4a instruction).
 STRATA_HD int32_t dot4(int32_t a, int32_t b, int32_t c) {
 #if defined(__CUDA_ARCH__)
@@ -303,6 +416,28 @@ STRATA_HD float dot_chunk(const Chunk& ch, const int32_t a[8], float ad) {
     part += ch.d[h] * float(s) + ch.m[h] * float(u);
   }
   return ad * part;
+}
+
+// A piece dotted with int8 activations: a[4 g ..] the 16 of group g, of scale ad[g]:
+// sum over g of ad[g] * (d[g] * sum(q * a) + m[g] * sum(a)).
+STRATA_HD float dot_piece(const Piece& pc, const int32_t a[8], const float ad[2]) {
+  constexpr int32_t kOnes = 0x01010101;
+  float part = 0.0f;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int g = 0; g < 2; ++g) {
+    int32_t s = 0, u = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int j = 4 * g; j < 4 * g + 4; ++j) {
+      s = dot4(pc.q[j], a[j], s);
+      u = dot4(kOnes, a[j], u);
+    }
+    part += ad[g] * (pc.d[g] * float(s) + pc.m[g] * float(u));
+  }
+  return part;
 }
 
 // Element i (< 32) of a chunk as a float.

@@ -79,7 +79,9 @@ __global__ void softmax_kernel(float* x, int64_t n) {
 // One thread per rotated pair. The angle follows the CPU's float sequence exactly: theta is
 // pos multiplied by theta_scale once per earlier pair.
 __global__ void rope_kernel(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int n_rot,
-                            int64_t pos0, float theta_scale, float freq_scale, bool neox, const float* freq_factors) {
+                            int64_t pos0, float theta_scale, float freq_scale, bool neox, const float* freq_factors,
+                            const int64_t* pos_dev) {
+  if (pos_dev) pos0 = *pos_dev;  // a replayable decode graph's position
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int half = n_rot / 2;
   if (i >= int64_t(n_tokens) * n_heads * half) return;
@@ -131,6 +133,11 @@ __global__ void add_kernel(float* x, const float* y, int64_t n) {
   if (i < n) x[i] += y[i];
 }
 
+__global__ void add_bias_kernel(float* rows, const float* bias, int64_t n, int64_t total) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < total) rows[i] += bias[i % n];
+}
+
 __global__ void scale_kernel(float* x, float s, int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] *= s;
@@ -138,7 +145,8 @@ __global__ void scale_kernel(float* x, float s, int64_t n) {
 
 // Row t of src [n_tokens x width] into cache slot (pos0 + t) % n_slots.
 __global__ void store_kv_kernel(const float* src, int64_t width, int n_tokens, int64_t pos0, int64_t n_slots,
-                                __half* cache) {
+                                __half* cache, const int64_t* pos_dev) {
+  if (pos_dev) pos0 = *pos_dev;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= int64_t(n_tokens) * width) return;
   const int64_t t = i / width, c = i % width;
@@ -227,8 +235,10 @@ struct Scratch {
       throw Error("cuda: cannot allocate " + std::to_string(need) + " bytes of scratch: " + cudaGetErrorString(e));
     }
     bytes = need;
+    ++grown;
     return ptr;
   }
+  int grown = 0;  // reallocations: a recorded graph holding the old address is stale
   ~Scratch() {
     if (ptr) cudaFree(ptr);
   }
@@ -242,12 +252,20 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     check_cublas(cublasCreate(&blas_), "cublasCreate");
     check_cublas(cublasSetStream(blas_, stream_), "cublasSetStream");
+    STRATA_CUDA_CHECK(cudaHostAlloc(&pos_host_, sizeof(int64_t), cudaHostAllocDefault));
+    STRATA_CUDA_CHECK(cudaMalloc(&pos_dev_, sizeof(int64_t)));
+    STRATA_CUDA_CHECK(cudaHostAlloc(&bad_id_host_, sizeof(int), cudaHostAllocMapped));
+    *bad_id_host_ = 0;
+    STRATA_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&bad_id_), bad_id_host_, 0));
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
+    cudaFreeHost(bad_id_host_);
+    cudaFreeHost(pos_host_);
+    cudaFree(pos_dev_);
   }
 
   DeviceKind kind() const override { return DeviceKind::cuda; }
@@ -274,11 +292,15 @@ class CudaBackend final : public Backend {
   void download(void* dst, const void* src, size_t bytes) override {
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    check_ids();
   }
   void copy(void* dst, const void* src, size_t bytes) override {
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
-  void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void synchronize() override {
+    STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    check_ids();
+  }
 
   double memory_gbps() override {
     constexpr size_t kBytes = size_t(256) << 20;
@@ -302,8 +324,13 @@ class CudaBackend final : public Backend {
     return 2.0 * double(kBytes) * kReps / (double(ms) * 1e-3) / 1e9;
   }
 
-  void begin_graph() override { STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal)); }
+  void begin_graph() override {
+    replayable_ = false;
+    STRATA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  }
   void end_graph() override {
+    const bool position_step = recording_position_;
+    recording_position_ = false;  // ops after this take their positions by value again, even if this throws
     cudaGraph_t graph = nullptr;
     STRATA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
     // Same ops with new arguments (positions, lengths) update the executable graph in place.
@@ -321,6 +348,10 @@ class CudaBackend final : public Backend {
       }
     }
     cudaGraphDestroy(graph);
+    if (position_step) {  // replayable for any later position while no scratch moves
+      replayable_ = true;
+      recorded_grown_ = scratch_grown();
+    }
     STRATA_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
   }
 
@@ -371,7 +402,7 @@ class CudaBackend final : public Backend {
 
   void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride) override {
     if (n <= 0) return;
-    cuda::get_rows(w, ids, n, out, out_stride, stream_);
+    cuda::get_rows(w, ids, n, out, out_stride, bad_id_, stream_);
   }
 
   void rms_norm(const float* x, const float* weight, float* out, int64_t n, int n_rows, float eps) override {
@@ -393,7 +424,8 @@ class CudaBackend final : public Backend {
     const float theta_scale = std::pow(params.freq_base, -2.0f / float(n_rot));  // the host's pow, as the CPU
     rope_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(x, x_stride, n_tokens, n_heads, head_dim, n_rot, pos0,
                                                          theta_scale, params.freq_scale,
-                                                         params.kind == ops::RopeKind::neox, params.freq_factors);
+                                                         params.kind == ops::RopeKind::neox, params.freq_factors,
+                                                         position(pos0));
     STRATA_CUDA_LAUNCHED();
   }
 
@@ -430,9 +462,9 @@ class CudaBackend final : public Backend {
     if (n_tokens <= 0) return;
     const int64_t kw = int64_t(n_head_kv) * head_dim_k, vw = int64_t(n_head_kv) * head_dim_v;
     store_kv_kernel<<<blocks_for(n_tokens * kw, 256), 256, 0, stream_>>>(
-        k, kw, n_tokens, pos0, k_cache.n_slots, reinterpret_cast<__half*>(k_cache.data));
+        k, kw, n_tokens, pos0, k_cache.n_slots, reinterpret_cast<__half*>(k_cache.data), position(pos0));
     store_kv_kernel<<<blocks_for(n_tokens * vw, 256), 256, 0, stream_>>>(
-        v, vw, n_tokens, pos0, v_cache.n_slots, reinterpret_cast<__half*>(v_cache.data));
+        v, vw, n_tokens, pos0, v_cache.n_slots, reinterpret_cast<__half*>(v_cache.data), position(pos0));
     STRATA_CUDA_LAUNCHED();
   }
 
@@ -458,6 +490,7 @@ class CudaBackend final : public Backend {
     a.pos0 = pos0;
     a.window = shape.window;
     a.kq_scale = shape.scale;
+    a.pos_dev = position(pos0);
     const size_t bytes = cuda::attention_partials_bytes(a, props_.multiProcessorCount);
     // Decode batches reserve the largest split at once: the split grows with the context, and a
     // captured graph may not grow scratch.
@@ -465,6 +498,26 @@ class CudaBackend final : public Backend {
     void* scratch = need ? attention_.reserve(need, stream_) : nullptr;
     float* partials = bytes ? static_cast<float*>(scratch) : nullptr;
     cuda::attention(a, partials, props_.multiProcessorCount, stream_);
+  }
+
+  void begin_position_graph(int64_t pos) override {
+    set_position(pos);  // before the capture: the recorded step's launch reads it
+    begin_graph();
+    recording_pos_ = pos;
+    recording_position_ = true;
+  }
+  bool replay_graph(int64_t pos) override {
+    if (!replayable_ || !graph_exec_ || scratch_grown() != recorded_grown_) return false;
+    set_position(pos);
+    STRATA_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+    return true;
+  }
+
+  void add_bias(float* rows, const float* bias, int64_t n, int n_rows) override {
+    const int64_t total = n * n_rows;
+    if (total <= 0) return;
+    add_bias_kernel<<<blocks_for(total, 256), 256, 0, stream_>>>(rows, bias, n, total);
+    STRATA_CUDA_LAUNCHED();
   }
 
   void route_top_k(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
@@ -479,6 +532,30 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // While a position graph records: the position's device address for the ops that take one (they
+  // must be called with the recorded position); else null (the ops take pos0 by value).
+  const int64_t* position(int64_t pos0) const {
+    if (!recording_position_) return nullptr;
+    if (pos0 != recording_pos_)
+      throw Error("cuda: an op at position " + std::to_string(pos0) + " inside a graph recorded for position " +
+                  std::to_string(recording_pos_));
+    return pos_dev_;
+  }
+  int scratch_grown() const { return act_.grown + weights_f16_.grown + attention_.grown; }
+  // The position a recorded step reads, into device memory in stream order (the pinned source is
+  // rewritten only once the stream has drained).
+  void set_position(int64_t pos) {
+    STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    *pos_host_ = pos;
+    STRATA_CUDA_CHECK(cudaMemcpyAsync(pos_dev_, pos_host_, sizeof(int64_t), cudaMemcpyHostToDevice, stream_));
+  }
+  // A get_rows id outside its tensor (the kernel wrote zeros for it): an error at the next wait.
+  void check_ids() {
+    const int bad = *static_cast<volatile int*>(bad_id_host_);
+    if (bad == 0) return;
+    *bad_id_host_ = 0;
+    throw Error("cuda get_rows: the id at index " + std::to_string(bad - 1) + " of a batch is outside its tensor's rows");
+  }
   static void check_f16_cache(const ops::KvLayerView& c, int64_t width, const char* op) {
     if (c.type != DType::F16 || c.row_bytes != size_t(width) * 2 || c.n_slots <= 0)
       throw Error(std::string("cuda ") + op + ": the KV cache must be f16 rows of " + std::to_string(width) +
@@ -494,6 +571,14 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
+  int64_t* pos_host_ = nullptr;  // pinned: a replayable graph's position, copied to pos_dev_ per step
+  int64_t* pos_dev_ = nullptr;   // device memory the recorded kernels read it from
+  bool recording_position_ = false;   // between begin_position_graph and end_graph
+  int64_t recording_pos_ = 0;
+  bool replayable_ = false;           // graph_exec_ reads its position from pos_host_
+  int recorded_grown_ = 0;            // scratch_grown() when it was recorded
+  int* bad_id_host_ = nullptr;  // mapped host memory get_rows reports a bad id in (1 + its index)
+  int* bad_id_ = nullptr;       // its device address
   Scratch act_;          // quantized or f16 activations of one matmul
   Scratch weights_f16_;  // one weight matrix dequantized to f16 (prompt GEMM)
   Scratch attention_;    // partial results of attention split over the context

@@ -39,6 +39,10 @@ struct AttentionArgs {
   int64_t pos0 = 0;
   int window = 0;         // sliding window in positions; 0: the whole context
   float kq_scale = 1.0f;  // scores = scale * q.k
+  // A replayable decode graph's position: read from here at run time instead of pos0 (device
+  // memory; null: pos0), with the context split among the most blocks the shape takes, so that the
+  // launch does not depend on the position.
+  const int64_t* pos_dev = nullptr;
 };
 
 // Types whose rows decode through chunks.h (dp4a matvec on int8 activations).
@@ -60,8 +64,10 @@ void matvec(const WeightView& w, const int8_t* xq, const float* xd, const float*
 void dequantize_f16(const WeightView& w, __half* out, cudaStream_t stream);
 // x [n_tokens x x_stride] floats to f16 [n_tokens x n_cols].
 void to_f16(const float* x, int64_t x_stride, int n_tokens, int64_t n_cols, __half* out, cudaStream_t stream);
-// out[i] = dequantized row ids[i] of w.
-void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride, cudaStream_t stream);
+// out[i] = dequantized row ids[i] of w; an id outside w's rows gives a row of zeros and sets
+// *bad_id (device-visible, may be null) to 1 + i if it was 0.
+void get_rows(const WeightView& w, const int32_t* ids, int n, float* out, int64_t out_stride, int* bad_id,
+              cudaStream_t stream);
 
 // Attention (attention.cu) over the f16 KV cache; the context is split among blocks when the batch
 // alone would leave multiprocessors idle, with attention_partials_bytes of scratch for their
@@ -71,5 +77,8 @@ size_t attention_partials_bytes(const AttentionArgs& a, int n_sm);
 // reserves it before a graph is captured, since the split grows with the context).
 size_t attention_partials_bytes_max(const AttentionArgs& a);
 void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream);
+// Prompt attention on the tensor cores (attention_mma.cu) where it applies (at least 16 tokens,
+// equal key and value head dims of 64, 128 or 256); false, having done nothing, elsewhere.
+bool attention_mma(const AttentionArgs& a, cudaStream_t stream);
 
 }  // namespace strata::backend::cuda
