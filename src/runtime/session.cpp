@@ -52,6 +52,7 @@ class Session::Weights : public WeightSource {
     if (experts_stream_) experts->done(expert);
     else resident_.expert_done(expert);
   }
+  bool experts_resident(int layer) const override { return !(experts && experts->streams(layer)); }
 
  private:
   ResidentWeights resident_;
@@ -59,6 +60,8 @@ class Session::Weights : public WeightSource {
 };
 
 namespace {
+
+constexpr size_t kReserve = size_t(512) << 20;  // CUDA context, cuBLAS workspace, graphs
 
 // Rows of logits one evaluation keeps at most: eval_each shortens its batches to 64 MiB of them.
 int logits_rows(const ModelConfig& c, int n_batch) {
@@ -74,11 +77,18 @@ size_t gpu_session_bytes(const Model& model, const SessionParams& p) {
   auto see = [&](const WeightView& w) { largest = std::max(largest, size_t(w.n_rows) * size_t(w.n_cols)); };
   see(model.weights().output);
   for (const LayerWeights& L : model.weights().layers)
-    for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) see(*w);
+    for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down, &L.w_gate_shexp,
+                                &L.w_up_shexp, &L.w_down_shexp})
+      see(*w);
+  if (c.n_expert > 0) largest = std::max(largest, size_t(c.n_ff_expert) * size_t(c.n_embd));  // one expert
   const size_t widest = size_t(std::max({c.n_embd, c.n_head * c.head_dim_v, c.max_ff()}));
+  // The prompt path's expert scratch: per routed slot its index, gathered input and output rows
+  // [n_embd], gate and up rows [n_ff_expert].
+  const size_t slots = size_t(p.n_batch) * size_t(std::max(c.n_expert_used, 0));
+  const size_t moe = c.n_expert > 0 ? slots * (4 + 8 * size_t(c.n_embd) + 8 * size_t(c.n_ff_expert)) + 4096 : 0;
   return KvCache::bytes_for(c, p.n_ctx, p.kv_type, p.n_batch) +
          DeviceBuffers::bytes_for(c, p.n_batch, logits_rows(c, p.n_batch)) + largest * 2 +
-         size_t(p.n_batch) * widest * 2;
+         size_t(p.n_batch) * widest * 2 + moe;
 }
 
 }  // namespace
@@ -88,20 +98,22 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
   const ModelConfig& c = model.config();
   if (!backend::cuda_built()) return "this build has no CUDA backend (configure with -DSTRATA_CUDA=ON)";
   if (backend::cuda_device_count() == 0) return "no CUDA device on this machine";
-  if (c.n_expert > 0) return "mixture-of-experts layers have no CUDA path yet";
+  if (c.arch == Arch::gptoss) return "gpt-oss's experts (biases, clamped SwiGLU) have no CUDA path yet";
   if (p.kv_type != DType::F16) return std::string("the CUDA backend keeps an f16 KV cache, not ") + type_name(p.kv_type);
   if (c.rope_ext_factor != 0.0f || c.rope_attn_factor != 1.0f) return "YaRN rope scaling has no CUDA kernel yet";
   const ModelWeights& w = model.weights();
   std::vector<const WeightView*> views = {&w.token_embd, &w.output};
   for (const LayerWeights& L : w.layers)
-    for (const WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) views.push_back(v);
+    for (const WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down, &L.router, &L.gate_exps,
+                                &L.up_exps, &L.down_exps, &L.shexp_gate_inp, &L.w_gate_shexp, &L.w_up_shexp,
+                                &L.w_down_shexp})
+      views.push_back(v);
   for (const WeightView* v : views)
     if (!v->empty() && !backend::cuda_supports(v->type))
       return std::string("tensor type ") + type_name(v->type) + " has no CUDA kernels";
   size_t free_bytes = 0, total_bytes = 0;
   if (!backend::cuda_memory(0, free_bytes, total_bytes)) return "cannot read the GPU's free memory";
-  const size_t need = DeviceWeights::bytes_for(w) + gpu_session_bytes(model, p);
-  constexpr size_t kReserve = size_t(512) << 20;  // CUDA context, cuBLAS workspace, graphs
+  const size_t need = DeviceWeights::bytes_for(w, p.routed_experts_on_gpu) + gpu_session_bytes(model, p);
   if (need + kReserve > free_bytes)
     return "the model needs " + std::to_string(need >> 20) + " MiB of GPU memory, " + std::to_string(free_bytes >> 20) +
            " MiB are free";
@@ -111,8 +123,8 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
 // A session's model on the GPU: weights uploaded once, activations of one batch, and whether a
 // decode step already ran outside a graph (its scratch at full size, so later steps may be captured).
 struct Session::Gpu {
-  Gpu(const Model& model, int n_batch, backend::Backend& device)
-      : weights(model.weights(), device),
+  Gpu(const Model& model, int n_batch, bool routed_experts, backend::Backend& device)
+      : weights(model.weights(), device, routed_experts),
         buffers(model.config(), n_batch, logits_rows(model.config(), n_batch), device) {}
   DeviceWeights weights;
   DeviceBuffers buffers;
@@ -130,7 +142,7 @@ Session::Session(const Model& model, const SessionParams& params)
   }
   if (gpu) {
     backend_ = backend::make_cuda_backend(0);
-    gpu_ = std::make_unique<Gpu>(model, params_.n_batch, *backend_);
+    gpu_ = std::make_unique<Gpu>(model, params_.n_batch, params_.routed_experts_on_gpu, *backend_);
     kv_.init(model.config(), params_.n_ctx, params_.kv_type, params_.n_batch, backend_.get());
   } else {
     backend_ = backend::make_cpu_backend(pool_, &buf_.mm, &buf_.attn);
@@ -144,6 +156,14 @@ Session::~Session() {
 }
 
 std::string Session::device_name() const { return backend_->name(); }
+
+size_t Session::vram_reserved_bytes() const {
+  if (!gpu_) return 0;
+  const ModelConfig& c = model_.config();
+  return gpu_session_bytes(model_, params_) + kReserve -
+         KvCache::bytes_for(c, params_.n_ctx, params_.kv_type, params_.n_batch) -
+         DeviceBuffers::bytes_for(c, params_.n_batch, logits_rows(c, params_.n_batch));
+}
 
 size_t Session::vram_bytes() const {
   return gpu_ ? gpu_->weights.bytes() + gpu_->buffers.bytes() + kv_.device_bytes() : 0;
@@ -182,6 +202,7 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
   pass.hidden_only = hidden_only;
   pass.routing_observer = routing_observer_;
   pass.backend = backend_.get();
+  pass.expert_compute = expert_compute_;
   if (!gpu_) {
     pass.act = buf_.activations();
     model_.forward(pass);
@@ -191,7 +212,8 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
     pass.device = &gpu_->weights;
     backend_->upload(gpu_->buffers.tokens(), tokens, size_t(n) * sizeof(int32_t));
     const bool decode = n == 1 && !all_logits && !hidden_only;
-    const bool graph = decode && gpu_->decode_warm;  // one launch per token once its scratch is sized
+    // One launch per token once its scratch is sized; an expert tier syncs with the host per layer.
+    const bool graph = decode && gpu_->decode_warm && !expert_compute_;
     if (graph) backend_->begin_graph();
     try {
       model_.forward(pass);
