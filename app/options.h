@@ -44,7 +44,7 @@ inline void attach_gpu_experts(const Model& model, const ModelOptions& o, Sessio
   if (budget < minimum)
     throw Error("--gpu-mem " + o.gpu_mem + " is below the minimum of " + std::to_string(minimum >> 20) +
                 " MiB: the session's weights without the routed experts, KV cache and activations " +
-                std::to_string(session.vram_bytes() >> 20) + " MiB, scratch and reserve " +
+                std::to_string(session.vram_bytes() >> 20) + " MiB, scratch " +
                 std::to_string(session.vram_reserved_bytes() >> 20) + " MiB, expert staging " +
                 std::to_string(tier::GpuExperts::minimum_vram(model) >> 20) + " MiB");
   tier::GpuExpertOptions g;

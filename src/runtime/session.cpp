@@ -160,7 +160,7 @@ std::string Session::device_name() const { return backend_->name(); }
 size_t Session::vram_reserved_bytes() const {
   if (!gpu_) return 0;
   const ModelConfig& c = model_.config();
-  return gpu_session_bytes(model_, params_) + kReserve -
+  return gpu_session_bytes(model_, params_) -
          KvCache::bytes_for(c, params_.n_ctx, params_.kv_type, params_.n_batch) -
          DeviceBuffers::bytes_for(c, params_.n_batch, logits_rows(c, params_.n_batch));
 }
@@ -213,7 +213,8 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
     backend_->upload(gpu_->buffers.tokens(), tokens, size_t(n) * sizeof(int32_t));
     const bool decode = n == 1 && !all_logits && !hidden_only;
     // One launch per token once its scratch is sized; an expert tier syncs with the host per layer.
-    const bool graph = decode && gpu_->decode_warm && !expert_compute_;
+    // A routing observer reads each layer's routing on the host, which a graph cannot wait for.
+    const bool graph = decode && gpu_->decode_warm && !expert_compute_ && !routing_observer_;
     if (graph) backend_->begin_graph();
     try {
       model_.forward(pass);

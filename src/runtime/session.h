@@ -80,7 +80,7 @@ class Session {
   bool on_gpu() const { return gpu_ != nullptr; }
   size_t vram_bytes() const;
   // What a GPU session's scratch grows to beyond vram_bytes() (prompt GEMM tiles, the expert
-  // path's rows) plus the CUDA context's reserve; 0 on the CPU.
+  // path's rows); 0 on the CPU. The CUDA context's own memory is counted by neither.
   size_t vram_reserved_bytes() const;
   // The GPU's measured memory bandwidth in GB/s (0 for a CPU session).
   double gpu_memory_gbps() { return gpu_ ? backend_->memory_gbps() : 0.0; }

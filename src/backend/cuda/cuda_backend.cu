@@ -590,8 +590,9 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaStreamWaitEvent(stream_, copies_done_, 0));
   }
   void copies_after_ops() override {
+    cudaStream_t copies = copy_stream();  // first: it creates the events
     STRATA_CUDA_CHECK(cudaEventRecord(ops_done_, stream_));
-    STRATA_CUDA_CHECK(cudaStreamWaitEvent(copy_stream(), ops_done_, 0));
+    STRATA_CUDA_CHECK(cudaStreamWaitEvent(copies, ops_done_, 0));
   }
 
  private:
