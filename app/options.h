@@ -29,10 +29,38 @@ struct ModelOptions {
   std::string trace_routing;  // MoE: write the routing trace (tier/trace/routing_trace.h) here
   std::string routing_override;  // bench: MoE layers route as this trace says (tier/trace/routing_override.h)
   std::string expert_guess = "both";  // MoE: which guessers read experts ahead (both, router, coactivation, none)
+  std::string gpu_mem;        // GPU memory the session may use ("": the whole model in VRAM or none)
+  // With gpu_mem: of a token's expert misses, the share copied over PCIe; the lent H100's link
+  // (55 GB/s pinned) against its host RAM (95 GB/s): 55 / 150.
+  double gpu_copy_share = 0.37;
   // Memory available when the command started, before the model and the session took theirs
   // (which the plan counts itself); 0: unknown.
   uint64_t budget_at_start = 0;
 };
+
+// --gpu-mem SIZE on a MoE model: what the GPU session holds besides the routed experts comes off
+// the budget; the rest is the expert tier's VRAM (cache and staging), every expert in pinned host RAM.
+inline void attach_gpu_experts(const Model& model, const ModelOptions& o, Session& session, tier::Tiering& tiering) {
+  const uint64_t budget = tier::parse_size(o.gpu_mem);
+  const uint64_t fixed = session.vram_bytes() + session.vram_reserved_bytes();
+  const uint64_t minimum = fixed + tier::GpuExperts::minimum_vram(model);
+  if (budget < minimum)
+    throw Error("--gpu-mem " + o.gpu_mem + " is below the minimum of " + std::to_string(minimum >> 20) +
+                " MiB: the session's weights without the routed experts, KV cache and activations " +
+                std::to_string(session.vram_bytes() >> 20) + " MiB, scratch " +
+                std::to_string(session.vram_reserved_bytes() >> 20) + " MiB, expert staging " +
+                std::to_string(tier::GpuExperts::minimum_vram(model) >> 20) + " MiB");
+  tier::GpuExpertOptions g;
+  g.vram_bytes = budget - fixed;
+  g.copy_share = o.gpu_copy_share;
+  g.n_batch = o.session.n_batch;
+  tiering.attach_gpu(std::make_unique<tier::GpuExperts>(model, session.backend(), session.pool(), g));
+  session.set_expert_compute(tiering.gpu_experts());
+  const tier::GpuExperts& x = *tiering.gpu_experts();
+  std::fprintf(stderr, "gpu experts: %d cached and %d staging slots of %.1f MB in VRAM, %.2f GB pinned host RAM\n",
+               x.n_cache_slots(), x.n_staging_slots(), double(tier::GpuExperts::slot_bytes(model)) / 1e6,
+               double(x.host_bytes()) / 1e9);
+}
 
 // The planner's options for a session of these parameters under the memory budget (--mem, else
 // what the machine or its cgroup had left when the command started).
@@ -99,6 +127,7 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   session.set_ffn_source(tiering->ffn_source());
   session.set_expert_source(tiering->expert_source());
   if (tiering->streaming() || !o.mem.empty()) std::fprintf(stderr, "%s\n", tiering->summary().c_str());
+  if (!o.gpu_mem.empty() && model.config().n_expert > 0) attach_gpu_experts(model, o, session, *tiering);
   return tiering;
 }
 
@@ -164,6 +193,18 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   add_device_options(cmd, o.session);
   cmd->add_option("--stream-ffn", o.stream_ffn, "stream the FFN blocks of the last N layers from the file (O_DIRECT)");
   cmd->add_option("--prefetch", o.prefetch, "with --stream-ffn: read-ahead depth (a ring of 16 MiB pieces, 3 per level, 2 at depth 1)")
+      ->capture_default_str();
+  cmd->add_option_function<std::string>(
+      "--gpu-mem",
+      [&o](const std::string& size) {
+        o.gpu_mem = size;
+        o.session.device = Device::gpu;
+        o.session.routed_experts_on_gpu = false;
+      },
+      "MoE on a GPU too small for the model: VRAM to use (e.g. 8G); the routed experts live in host RAM, a "
+      "VRAM cache holds some, the CPU computes misses and prompt batches copy theirs over PCIe");
+  cmd->add_option("--gpu-copy-share", o.gpu_copy_share,
+                  "with --gpu-mem: share of a token's expert misses copied to the GPU (the rest the CPU computes)")
       ->capture_default_str();
   cmd->add_option("--mem", o.mem,
                   "memory budget (e.g. 2G; default: what is available): the planner streams what does not fit");

@@ -31,6 +31,45 @@ constexpr int kMaxHeadDim = 256;
 constexpr int kMaxExperts = 256;
 constexpr int kMaxExpertsUsed = 32;
 
+// ---- mixture of experts (the routed-expert ops; see Backend::moe_experts)
+
+// One MoE layer's routed experts as moe_experts reads them. gate/up/down have one expert's shape
+// (type, n_rows, n_cols, row_bytes); expert e's matrices are at data + slot * *_stride with
+// slot = e (the stacked 3-D tensors as bound), or slot_of[e] where slot_of is given (an expert's
+// slot in a cache, < 0: not here), or 0 for e == single where single >= 0 (one expert handed out
+// alone, every other not here). Pointers in the backend's memory.
+struct ExpertWeights {
+  WeightView gate, up, down;
+  size_t gate_stride = 0, up_stride = 0, down_stride = 0;
+  const int32_t* slot_of = nullptr;  // [n_expert] or null
+  int single = -1;
+  // The expert's slot, or -1 where it is not here.
+  int slot(int expert) const {
+    if (slot_of) return slot_of[expert];
+    if (single >= 0) return expert == single ? 0 : -1;
+    return expert;
+  }
+};
+
+// A batch's routing and where the weighted expert outputs go, in the backend's memory except the
+// host scratch: a backend computing on the host (the CPU) gathers each expert's tokens there, a
+// device backend keeps scratch of its own.
+struct ExpertBatch {
+  const float* x = nullptr;  // [n_tokens x n_embd], n_embd = gate.n_cols
+  int n_tokens = 0;
+  int n_expert = 0, k = 0;
+  const int32_t* chosen = nullptr;  // [n_tokens x k] expert ids, each < n_expert
+  const float* weights = nullptr;   // [n_tokens x k]
+  GatedActivation act = GatedActivation::silu;
+  // [n_tokens x k x n_embd]: slot t * k + j gets weights[t, j] * down(act(gate x_t) * (up x_t)) of
+  // expert chosen[t, j] where that expert is here; the other slots are left as they are.
+  float* out = nullptr;
+  struct HostScratch {  // rows of n_tokens: in, down_out [.. x n_embd], gate, up [.. x n_ff], slots
+    float *in = nullptr, *gate = nullptr, *up = nullptr, *down_out = nullptr;
+    int32_t* slots = nullptr;
+  } host;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -108,6 +147,29 @@ class Backend {
   virtual void add_bias(float* rows, const float* bias, int64_t n, int n_rows) {
     for (int t = 0; t < n_rows; ++t) add(rows + int64_t(t) * n, bias, n);
   }
+
+  // ---- mixture of experts (grouped here: added with the MoE path)
+  // Every routed (token, rank) slot whose expert is here, as ExpertBatch::out says; an expert's
+  // weights are read once per batch where the backend can (prompt batches grouped per expert), and
+  // the routing is read from the backend's memory (decode needs no host round trip).
+  virtual void moe_experts(const ExpertWeights& w, const ExpertBatch& batch) = 0;
+  // out[t] = slots[t, 0] + slots[t, 1] + ... + slots[t, k - 1] (in that order) for rows of n.
+  virtual void moe_sum(const float* slots, int n_tokens, int k, int64_t n, float* out) = 0;
+  // x[t] += sigmoid(gate_logit[t]) * y[t] for rows of n (the shared expert's gate).
+  virtual void add_sigmoid_gated(float* x, const float* y, const float* gate_logit, int n_tokens, int64_t n) = 0;
+
+  // ---- copies beside compute (grouped here: added with the GPU expert tier)
+  // Host memory this device copies from at the link's full speed (CUDA: pinned); where the device
+  // is the host, its own memory.
+  virtual void* alloc_host(size_t bytes) { return alloc(bytes); }
+  virtual void free_host(void* p) { free(p); }
+  // A copy from host memory (alloc_host's) into this device, queued beside the ops (CUDA: on a
+  // copy stream of its own); the host memory must stay as it is until the ops wait for it.
+  virtual void upload_async(void* dst, const void* host_src, size_t bytes) { upload(dst, host_src, bytes); }
+  // Fences between the two queues: ops queued later wait for the copies queued so far; copies
+  // queued later wait for the ops queued so far.
+  virtual void ops_after_copies() {}
+  virtual void copies_after_ops() {}
 };
 
 // The k highest of n scores into out, best first (ties to the lower index): routing's one top-k.

@@ -116,6 +116,60 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // ---- mixture of experts
+  // Each expert here once over the tokens routed to it (ascending expert ids), gathered into the
+  // host scratch: the arithmetic of the CPU's MoE path before the seam, byte for byte.
+  void moe_experts(const ExpertWeights& w, const ExpertBatch& b) override {
+    const int64_t n_embd = w.gate.n_cols, ff = w.gate.n_rows;
+    const ExpertBatch::HostScratch& s = b.host;
+    for (int e = 0; e < b.n_expert; ++e) {
+      const int slot = w.slot(e);
+      if (slot < 0) continue;
+      int n_sel = 0;
+      for (int t = 0; t < b.n_tokens; ++t)
+        for (int j = 0; j < b.k; ++j)
+          if (b.chosen[size_t(t) * b.k + j] == e) {
+            s.slots[n_sel] = t * b.k + j;
+            std::copy_n(b.x + size_t(t) * n_embd, n_embd, s.in + size_t(n_sel) * n_embd);
+            ++n_sel;
+          }
+      if (n_sel == 0) continue;
+      WeightView gate = w.gate, up = w.up, down = w.down;
+      gate.data += size_t(slot) * w.gate_stride;
+      up.data += size_t(slot) * w.up_stride;
+      down.data += size_t(slot) * w.down_stride;
+      matmul(gate, s.in, n_embd, n_sel, s.gate, ff);
+      matmul(up, s.in, n_embd, n_sel, s.up, ff);
+      gated_activation(s.gate, s.up, int64_t(n_sel) * ff, b.act);
+      matmul(down, s.gate, ff, n_sel, s.down_out, n_embd);
+      for (int i = 0; i < n_sel; ++i) {
+        const int slot_id = s.slots[i];
+        const float wt = b.weights[slot_id];
+        float* dst = b.out + size_t(slot_id) * n_embd;
+        const float* src = s.down_out + size_t(i) * n_embd;
+        for (int64_t c = 0; c < n_embd; ++c) dst[c] = src[c] * wt;
+      }
+    }
+  }
+
+  void moe_sum(const float* slots, int n_tokens, int k, int64_t n, float* out) override {
+    for (int t = 0; t < n_tokens; ++t) {
+      const float* r = slots + size_t(t) * k * n;
+      float* o = out + size_t(t) * n;
+      std::copy_n(r, n, o);
+      for (int j = 1; j < k; ++j) ops::add(o, r + size_t(j) * n, n);
+    }
+  }
+
+  void add_sigmoid_gated(float* x, const float* y, const float* gate_logit, int n_tokens, int64_t n) override {
+    for (int t = 0; t < n_tokens; ++t) {
+      const float scale = 1.0f / (1.0f + std::exp(-gate_logit[t]));
+      float* o = x + size_t(t) * n;
+      const float* v = y + size_t(t) * n;
+      for (int64_t i = 0; i < n; ++i) o[i] += v[i] * scale;
+    }
+  }
+
  private:
   ThreadPool& pool_;
   ops::MatmulScratch own_mm_;

@@ -89,6 +89,8 @@ Activations ForwardBuffers::activations() {
   a.x = x.data(), a.h = h.data(), a.o = o.data();
   a.q = q.data(), a.k = k.data(), a.v = v.data(), a.att = att.data();
   a.gate = gate.data(), a.up = up.data();
+  a.router_logits = router_logits.data(), a.chosen = chosen.data(), a.chosen_weight = chosen_weight.data();
+  a.expert_results = expert_results.data(), a.shexp_out = expert_out.data(), a.shexp_gate = shexp_scale.data();
   return a;  // logits and tokens null: the host's own
 }
 
@@ -236,35 +238,30 @@ int distinct_experts(const int32_t* chosen, int n_entries, int n_expert, int32_t
   return n;
 }
 
-// Runs expert e once over the tokens routed to it (a batch reads each expert once) and writes
-// its weighted outputs into the (token, rank) slots of expert_results.
-void run_expert(ForwardPass& p, int e, const WeightView& gate, const WeightView& up, const WeightView& down,
-                Activation act) {
+// Every expert of `layer` as bound (the stacked 3-D tensors), where the pass computes.
+backend::ExpertWeights stacked_experts(const ForwardPass& p, int layer) {
   const ModelConfig& c = p.config;
-  ForwardBuffers& b = p.buf;
-  const int k_used = c.n_expert_used;
-  const int64_t ff = c.n_ff_expert;
-  int n_sel = 0;
-  for (int t = 0; t < p.n_tokens; ++t)
-    for (int j = 0; j < k_used; ++j)
-      if (b.chosen[size_t(t) * k_used + j] == e) {
-        b.expert_tokens[size_t(n_sel)] = t * k_used + j;  // slot of (token, rank)
-        std::copy_n(p.act.h + size_t(t) * c.n_embd, c.n_embd, b.expert_in.data() + size_t(n_sel) * c.n_embd);
-        ++n_sel;
-      }
-  if (n_sel == 0) return;
-  backend::Backend& be = *p.backend;
-  be.matmul(gate, b.expert_in.data(), c.n_embd, n_sel, p.act.gate, ff);
-  be.matmul(up, b.expert_in.data(), c.n_embd, n_sel, p.act.up, ff);
-  be.gated_activation(p.act.gate, p.act.up, int64_t(n_sel) * ff, gated(act));
-  be.matmul(down, p.act.gate, ff, n_sel, b.expert_out.data(), c.n_embd);
-  for (int s = 0; s < n_sel; ++s) {
-    const int slot = b.expert_tokens[size_t(s)];
-    const float w = b.chosen_weight[size_t(slot)];
-    float* dst = b.expert_results.data() + size_t(slot) * c.n_embd;
-    const float* src = b.expert_out.data() + size_t(s) * c.n_embd;
-    for (int i = 0; i < c.n_embd; ++i) dst[i] = src[i] * w;
-  }
+  const LayerWeights& L = p.weights.layers[size_t(layer)];
+  const WeightView gate = weight(p, L.gate_exps), up = weight(p, L.up_exps), down = weight(p, L.down_exps);
+  backend::ExpertWeights w;
+  w.gate = gate.rows(0, c.n_ff_expert);
+  w.up = up.rows(0, c.n_ff_expert);
+  w.down = down.rows(0, c.n_embd);
+  w.gate_stride = size_t(c.n_ff_expert) * gate.row_bytes;
+  w.up_stride = size_t(c.n_ff_expert) * up.row_bytes;
+  w.down_stride = size_t(c.n_embd) * down.row_bytes;
+  return w;
+}
+
+// Expert e alone, as a source handed it out.
+backend::ExpertWeights one_expert(const ForwardPass& p, int e, const WeightView& gate, const WeightView& up,
+                                  const WeightView& down) {
+  backend::ExpertWeights w;
+  w.gate = weight(p, gate);
+  w.up = weight(p, up);
+  w.down = weight(p, down);
+  w.single = e;
+  return w;
 }
 
 // The shared expert (qwen2moe): a gated FFN every token runs, scaled by sigmoid(gate . x) and
@@ -272,20 +269,14 @@ void run_expert(ForwardPass& p, int e, const WeightView& gate, const WeightView&
 void shared_expert(ForwardPass& p, int layer, Activation act) {
   const ModelConfig& c = p.config;
   const LayerWeights& L = p.weights.layers[size_t(layer)];
-  ForwardBuffers& b = p.buf;
   const int n = p.n_tokens;
   const Activations& a = p.act;
   ffn_matmul(p, layer, FfnPart::shexp_gate, a.h, a.gate);
   ffn_matmul(p, layer, FfnPart::shexp_up, a.h, a.up);
   p.backend->gated_activation(a.gate, a.up, int64_t(n) * c.n_ff_shexp, gated(act));
-  ffn_matmul(p, layer, FfnPart::shexp_down, a.gate, b.expert_out.data());
-  p.backend->matmul(L.shexp_gate_inp, a.h, c.n_embd, n, b.shexp_scale.data(), 1);
-  for (int t = 0; t < n; ++t) {
-    const float scale = 1.0f / (1.0f + std::exp(-b.shexp_scale[size_t(t)]));
-    float* out = a.o + size_t(t) * c.n_embd;
-    const float* shared = b.expert_out.data() + size_t(t) * c.n_embd;
-    for (int i = 0; i < c.n_embd; ++i) out[i] += shared[i] * scale;
-  }
+  ffn_matmul(p, layer, FfnPart::shexp_down, a.gate, a.shexp_out);
+  p.backend->matmul(weight(p, L.shexp_gate_inp), a.h, c.n_embd, n, a.shexp_gate, 1);
+  p.backend->add_sigmoid_gated(a.o, a.shexp_out, a.shexp_gate, n, c.n_embd);
 }
 
 }  // namespace
@@ -294,39 +285,61 @@ void moe_ffn(ForwardPass& p, int layer, Activation act) {
   const ModelConfig& c = p.config;
   const LayerWeights& L = p.weights.layers[size_t(layer)];
   ForwardBuffers& b = p.buf;
+  backend::Backend& be = *p.backend;
+  const Activations& a = p.act;
   const int n = p.n_tokens;
   const int k_used = c.n_expert_used;
 
-  if (p.backend->kind() != backend::DeviceKind::cpu)
-    throw Error("layer " + std::to_string(layer) + ": mixture-of-experts layers run on the CPU backend only so far");
-  p.backend->matmul(L.router, p.act.h, c.n_embd, n, b.router_logits.data(), c.n_expert);
-  p.backend->route_top_k(b.router_logits.data(), n, c.n_expert, k_used, c.expert_weights_norm, b.chosen.data(),
-                         b.chosen_weight.data());
-  if (p.hook) p.hook->after_router(p, layer);
+  be.matmul(weight(p, L.router), a.h, c.n_embd, n, a.router_logits, c.n_expert);
+  be.route_top_k(a.router_logits, n, c.n_expert, k_used, c.expert_weights_norm, a.chosen, a.chosen_weight);
+  // The routing crosses to the host only for what reads it there: the trace, the guesses, and a
+  // source that hands the experts out one by one.
+  const bool split = p.expert_compute && p.expert_compute->computes(layer);
+  const bool resident = !split && p.source.experts_resident(layer);
+  if ((p.routing_observer || p.hook || !(resident || split)) && a.chosen != b.chosen.data())
+    be.download(b.chosen.data(), a.chosen, size_t(n) * size_t(k_used) * sizeof(int32_t));
+  // A hook may rewrite the choice (a benchmark's routing override); it reads and writes the host copy.
+  if (p.hook) {
+    p.hook->after_router(p, layer);
+    if (a.chosen != b.chosen.data()) be.upload(a.chosen, b.chosen.data(), size_t(n) * size_t(k_used) * sizeof(int32_t));
+  }
   if (p.routing_observer) p.routing_observer->routed(layer, p.pos0, b.chosen.data(), n);
 
-  // Every expert routed to is asked for at once; those in memory compute while the rest arrive.
-  // The order experts run in does not matter: each writes its own (token, rank) slots.
-  const int n_used = distinct_experts(b.chosen.data(), n * k_used, c.n_expert, b.experts_used.data());
-  p.source.begin_experts(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
-  if (p.hook) p.hook->after_routing(p, layer);
-  struct Done {  // hands the expert back even if its compute throws
-    WeightSource& source;
-    int expert;
-    ~Done() { source.expert_done(expert); }
-  };
-  WeightView gate, up, down;
-  for (int e; (e = p.source.next_expert(gate, up, down)) >= 0;) {
-    Done done{p.source, e};
-    run_expert(p, e, gate, up, down, act);
+  backend::ExpertBatch batch;
+  batch.x = a.h;
+  batch.n_tokens = n;
+  batch.n_expert = c.n_expert;
+  batch.k = k_used;
+  batch.chosen = a.chosen;
+  batch.weights = a.chosen_weight;
+  batch.act = gated(act);
+  batch.out = a.expert_results;
+  batch.host = {b.expert_in.data(), b.gate.data(), b.up.data(), b.expert_out.data(), b.expert_tokens.data()};
+  if (split) {
+    if (p.hook) p.hook->after_routing(p, layer);
+    p.expert_compute->compute(p, layer, batch);
+  } else if (resident) {
+    if (p.hook) p.hook->after_routing(p, layer);
+    be.moe_experts(stacked_experts(p, layer), batch);
+  } else {
+    // Every expert routed to is asked for at once; those in memory compute while the rest arrive.
+    // The order experts run in does not matter: each writes its own (token, rank) slots.
+    const int n_used = distinct_experts(b.chosen.data(), n * k_used, c.n_expert, b.experts_used.data());
+    p.source.begin_experts(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
+    if (p.hook) p.hook->after_routing(p, layer);
+    struct Done {  // hands the expert back even if its compute throws
+      WeightSource& source;
+      int expert;
+      ~Done() { source.expert_done(expert); }
+    };
+    WeightView gate, up, down;
+    for (int e; (e = p.source.next_expert(gate, up, down)) >= 0;) {
+      Done done{p.source, e};
+      be.moe_experts(one_expert(p, e, gate, up, down), batch);
+    }
   }
-  // Sum the weighted expert outputs in routing order, as llama.cpp does.
-  for (int t = 0; t < n; ++t) {
-    float* out = p.act.o + size_t(t) * c.n_embd;
-    const float* r = b.expert_results.data() + size_t(t) * k_used * c.n_embd;
-    std::copy_n(r, c.n_embd, out);
-    for (int j = 1; j < k_used; ++j) p.backend->add(out, r + size_t(j) * c.n_embd, c.n_embd);
-  }
+  // The weighted expert outputs summed in routing order, as llama.cpp does.
+  be.moe_sum(a.expert_results, n, k_used, c.n_embd, a.o);
   if (c.has_shared_expert) shared_expert(p, layer, act);
 }
 

@@ -22,6 +22,14 @@ struct Activations {
   float *x = nullptr, *h = nullptr, *o = nullptr;  // [n_batch x n_embd]
   float *q = nullptr, *k = nullptr, *v = nullptr, *att = nullptr;
   float *gate = nullptr, *up = nullptr;
+  // MoE layers: router logits [n_batch x n_expert], the routing [n_batch x k] (experts, weights),
+  // the weighted expert outputs per (token, rank) slot [n_batch x k x n_embd], and the shared
+  // expert's output [n_batch x n_embd] and gate logit [n_batch]. Null for dense models.
+  float* router_logits = nullptr;
+  int32_t* chosen = nullptr;
+  float* chosen_weight = nullptr;
+  float* expert_results = nullptr;
+  float *shexp_out = nullptr, *shexp_gate = nullptr;
   // [logits_rows x n_vocab], or null: ForwardBuffers::logits (host), which all-logits evaluation grows.
   float* logits = nullptr;
   int logits_rows = 0;
@@ -109,6 +117,8 @@ struct ForwardPass {
   backend::Backend* backend = nullptr;
   Activations act;
   const DeviceWeights* device = nullptr;
+  // MoE layers whose experts are computed elsewhere than as bound (a GPU expert tier), or null.
+  ExpertCompute* expert_compute = nullptr;
 };
 
 struct AttentionSpec {
@@ -130,7 +140,9 @@ void attention(ForwardPass& p, int layer, const AttentionSpec& spec);
 void ffn(ForwardPass& p, int layer, Activation act);
 // Mixture-of-experts FFN (softmax routing, top-k; the shared expert where the model has one)
 // reading p.act.h, writing p.act.o. Calls p.hook->after_routing once the experts are asked for.
-// Host backends only so far: routing decides on the host which experts run.
+// Experts the source holds resident are computed by one backend op over the stacked tensors (the
+// routing stays in the backend's memory); experts it hands out one by one (streamed) are computed
+// as they arrive, with the routing read on the host.
 void moe_ffn(ForwardPass& p, int layer, Activation act);
 // After layer `layer`'s FFN output was added to the residual: calls p.hook->after_ffn.
 void after_ffn(ForwardPass& p, int layer);

@@ -17,7 +17,7 @@ struct HostRange {
 };
 
 // Every tensor's bytes, ascending, overlapping ranges (a tied output head) merged.
-std::vector<HostRange> host_ranges(const ModelWeights& w) {
+std::vector<HostRange> host_ranges(const ModelWeights& w, bool routed_experts) {
   std::vector<HostRange> r;
   auto view = [&](const WeightView& v) {
     if (!v.empty()) r.push_back({v.data, v.row_bytes * size_t(v.n_rows)});
@@ -30,10 +30,11 @@ std::vector<HostRange> host_ranges(const ModelWeights& w) {
   floats(w.output_norm);
   floats(w.rope_freqs);
   for (const LayerWeights& L : w.layers) {
-    for (const WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down, &L.router, &L.gate_exps,
-                                &L.up_exps, &L.down_exps, &L.shexp_gate_inp, &L.w_gate_shexp, &L.w_up_shexp,
-                                &L.w_down_shexp})
+    for (const WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down, &L.router,
+                                &L.shexp_gate_inp, &L.w_gate_shexp, &L.w_up_shexp, &L.w_down_shexp})
       view(*v);
+    if (routed_experts)
+      for (const WeightView* v : {&L.gate_exps, &L.up_exps, &L.down_exps}) view(*v);
     for (const std::vector<float>* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.post_attn_norm,
                                         &L.ffn_norm, &L.post_ffn_norm})
       floats(*v);
@@ -53,14 +54,15 @@ std::vector<HostRange> host_ranges(const ModelWeights& w) {
 
 }  // namespace
 
-size_t DeviceWeights::bytes_for(const ModelWeights& weights) {
+size_t DeviceWeights::bytes_for(const ModelWeights& weights, bool routed_experts) {
   size_t n = 0;
-  for (const HostRange& r : host_ranges(weights)) n += aligned(r.bytes);
+  for (const HostRange& r : host_ranges(weights, routed_experts)) n += aligned(r.bytes);
   return n;
 }
 
-DeviceWeights::DeviceWeights(const ModelWeights& weights, backend::Backend& device) : device_(device) {
-  const std::vector<HostRange> host = host_ranges(weights);
+DeviceWeights::DeviceWeights(const ModelWeights& weights, backend::Backend& device, bool routed_experts)
+    : device_(device) {
+  const std::vector<HostRange> host = host_ranges(weights, routed_experts);
   for (const HostRange& r : host) {
     ranges_.push_back({r.host, r.bytes, bytes_});
     bytes_ += aligned(r.bytes);
@@ -98,10 +100,18 @@ const float* DeviceWeights::floats(const std::vector<float>& host) const {
 }
 
 namespace {
-// Floats of every activation array, in the order DeviceBuffers carves them.
+// Elements (4 bytes each) of every activation array, in the order DeviceBuffers carves them; the
+// MoE arrays are empty for a dense model.
 std::vector<size_t> activation_sizes(const ModelConfig& c, int n_batch, int logits_rows) {
   const ForwardBuffers::Sizes s = ForwardBuffers::sizes(c, n_batch, 0, 1);
-  return {s.x, s.h, s.o, s.q, s.k, s.v, s.att, s.gate, s.up, size_t(logits_rows) * size_t(c.n_vocab)};
+  return {s.x,      s.h,
+          s.o,      s.q,
+          s.k,      s.v,
+          s.att,    s.gate,
+          s.up,     size_t(logits_rows) * size_t(c.n_vocab),
+          s.router_logits, s.chosen,
+          s.chosen_weight, s.expert_results,
+          s.expert_out,    s.shexp_scale};
 }
 }  // namespace
 
@@ -124,8 +134,17 @@ DeviceBuffers::DeviceBuffers(const ModelConfig& c, int n_batch, int logits_rows,
   };
   tokens_ = reinterpret_cast<int32_t*>(carve(size_t(n_batch) * sizeof(int32_t)));
   const std::vector<size_t> sizes = activation_sizes(c, n_batch, logits_rows);
-  float** slots[] = {&act_.x, &act_.h, &act_.o, &act_.q, &act_.k, &act_.v, &act_.att, &act_.gate, &act_.up, &act_.logits};
-  for (size_t i = 0; i < sizes.size(); ++i) *slots[i] = reinterpret_cast<float*>(carve(sizes[i] * sizeof(float)));
+  float* chosen = nullptr;  // int32 ids, carved as floats of the same size
+  float** slots[] = {&act_.x,          &act_.h,       &act_.o,
+                     &act_.q,          &act_.k,       &act_.v,
+                     &act_.att,        &act_.gate,    &act_.up,
+                     &act_.logits,     &act_.router_logits, &chosen,
+                     &act_.chosen_weight, &act_.expert_results, &act_.shexp_out,
+                     &act_.shexp_gate};
+  static_assert(sizeof(int32_t) == sizeof(float));
+  for (size_t i = 0; i < sizes.size(); ++i)
+    *slots[i] = sizes[i] ? reinterpret_cast<float*>(carve(sizes[i] * sizeof(float))) : nullptr;
+  act_.chosen = reinterpret_cast<int32_t*>(chosen);
   act_.logits_rows = logits_rows;
   act_.tokens = tokens_;
 }

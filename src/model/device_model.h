@@ -17,8 +17,10 @@ namespace strata {
 class DeviceWeights {
  public:
   // Uploads every tensor of `weights` (tied tensors once) into one allocation of `device`;
-  // throws strata::Error naming the size when the device's memory is too small.
-  DeviceWeights(const ModelWeights& weights, backend::Backend& device);
+  // throws strata::Error naming the size when the device's memory is too small. Without
+  // routed_experts, the MoE layers' routed expert tensors stay on the host (an ExpertCompute
+  // places them).
+  DeviceWeights(const ModelWeights& weights, backend::Backend& device, bool routed_experts = true);
   ~DeviceWeights();
   DeviceWeights(const DeviceWeights&) = delete;
   DeviceWeights& operator=(const DeviceWeights&) = delete;
@@ -29,7 +31,7 @@ class DeviceWeights {
   const float* floats(const std::vector<float>& host) const;
   size_t bytes() const { return bytes_; }
   // What the constructor uploads for these weights (tied tensors once, each range aligned).
-  static size_t bytes_for(const ModelWeights& weights);
+  static size_t bytes_for(const ModelWeights& weights, bool routed_experts = true);
 
  private:
   struct Range {

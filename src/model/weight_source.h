@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/backend.h"
 #include "model/weights.h"
 
 namespace strata {
@@ -32,6 +33,13 @@ class WeightSource {
   virtual void begin_experts(int layer, const int32_t* experts, int n_experts, const int32_t* chosen, int n_tokens) = 0;
   virtual int next_expert(WeightView& gate, WeightView& up, WeightView& down) = 0;
   virtual void expert_done(int expert) = 0;
+  // Whether every expert of MoE layer `layer` is in memory as bound (the stacked tensors of
+  // ModelWeights), so that compute reads them all at once without asking for each: the routing
+  // then never has to reach the host.
+  virtual bool experts_resident(int layer) const {
+    (void)layer;
+    return false;
+  }
 };
 
 // Every weight in memory, as bound (ModelWeights).
@@ -43,6 +51,7 @@ class ResidentWeights : public WeightSource {
   void begin_experts(int layer, const int32_t* experts, int n_experts, const int32_t* chosen, int n_tokens) override;
   int next_expert(WeightView& gate, WeightView& up, WeightView& down) override;
   void expert_done(int) override {}
+  bool experts_resident(int) const override { return true; }
 
  private:
   const ModelConfig& config_;
@@ -68,6 +77,17 @@ class ForwardHook {
   virtual void after_routing(ForwardPass& pass, int layer) = 0;
   // Layer `layer`'s FFN output has been added to the residual stream (pass.buf.x).
   virtual void after_ffn(ForwardPass& pass, int layer) = 0;
+};
+
+// Computes the routed experts of some MoE layers itself, splitting them between processors and
+// memories (src/tier/gpu: a VRAM expert cache computed on the GPU, the rest by the CPU from host
+// RAM or copied over PCIe). The forward pass hands such a layer's routed batch to it (in the
+// pass's backend memory) instead of computing the experts; it writes the batch's slots.
+class ExpertCompute {
+ public:
+  virtual ~ExpertCompute() = default;
+  virtual bool computes(int layer) const = 0;
+  virtual void compute(ForwardPass& pass, int layer, const backend::ExpertBatch& batch) = 0;
 };
 
 // A streamer's side of dense FFN matrices (src/tier/stream/dense_ffn_streamer.h): the matrices

@@ -54,6 +54,7 @@ class Session::Weights : public WeightSource {
     if (experts_stream_) experts->done(expert);
     else resident_.expert_done(expert);
   }
+  bool experts_resident(int layer) const override { return !(experts && experts->streams(layer)); }
 
  private:
   ResidentWeights resident_;
@@ -65,13 +66,15 @@ class Session::Weights : public WeightSource {
 // uploads the weights twice. The copy keeps the backend it was allocated through (the first
 // session's: sessions end in any order) and is freed with the last session that uses it.
 struct SharedDeviceWeights {
-  SharedDeviceWeights(const Model& model, std::shared_ptr<backend::Backend> owner)
-      : device(std::move(owner)), weights(model.weights(), *device) {}
+  SharedDeviceWeights(const Model& model, bool routed_experts, std::shared_ptr<backend::Backend> owner)
+      : device(std::move(owner)), weights(model.weights(), *device, routed_experts) {}
   std::shared_ptr<backend::Backend> device;
   DeviceWeights weights;
 };
 
 namespace {
+
+constexpr size_t kReserve = size_t(512) << 20;  // CUDA context, cuBLAS workspace, graphs
 
 // Rows of logits one evaluation keeps at most: eval_each shortens its batches to 64 MiB of them.
 int logits_rows(const ModelConfig& c, int n_batch) {
@@ -87,31 +90,39 @@ size_t gpu_session_bytes(const Model& model, const SessionParams& p) {
   auto see = [&](const WeightView& w) { largest = std::max(largest, size_t(w.n_rows) * size_t(w.n_cols)); };
   see(model.weights().output);
   for (const LayerWeights& L : model.weights().layers)
-    for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) see(*w);
+    for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down, &L.w_gate_shexp,
+                                &L.w_up_shexp, &L.w_down_shexp})
+      see(*w);
+  if (c.n_expert > 0) largest = std::max(largest, size_t(c.n_ff_expert) * size_t(c.n_embd));  // one expert
   const size_t widest = size_t(std::max({c.n_embd, c.n_head * c.head_dim_v, c.max_ff()}));
+  // The prompt path's expert scratch: per routed slot its index, gathered input and output rows
+  // [n_embd], gate and up rows [n_ff_expert].
+  const size_t slots = size_t(p.n_batch) * size_t(std::max(c.n_expert_used, 0));
+  const size_t moe = c.n_expert > 0 ? slots * (4 + 8 * size_t(c.n_embd) + 8 * size_t(c.n_ff_expert)) + 4096 : 0;
   return KvCache::bytes_for(c, p.n_ctx, p.kv_type, p.n_batch) +
          DeviceBuffers::bytes_for(c, p.n_batch, logits_rows(c, p.n_batch)) + largest * 2 +
-         size_t(p.n_batch) * widest * 2;
+         size_t(p.n_batch) * widest * 2 + moe;
 }
 
 std::mutex shared_weights_mutex;
-std::map<const Model*, std::weak_ptr<SharedDeviceWeights>> shared_weights;  // under the mutex
+// Keyed by the model and whether its routed experts are uploaded (a --gpu-mem session's are not).
+std::map<std::pair<const Model*, bool>, std::weak_ptr<SharedDeviceWeights>> shared_weights;  // under the mutex
 
 // The live copy of this model's weights, if a session holds one.
-std::shared_ptr<SharedDeviceWeights> live_device_weights(const Model& model) {
+std::shared_ptr<SharedDeviceWeights> live_device_weights(const Model& model, bool routed_experts) {
   std::lock_guard<std::mutex> lock(shared_weights_mutex);
-  const auto it = shared_weights.find(&model);
+  const auto it = shared_weights.find({&model, routed_experts});
   return it == shared_weights.end() ? nullptr : it->second.lock();
 }
 
-std::shared_ptr<SharedDeviceWeights> device_weights_for(const Model& model,
+std::shared_ptr<SharedDeviceWeights> device_weights_for(const Model& model, bool routed_experts,
                                                        const std::shared_ptr<backend::Backend>& device) {
   std::lock_guard<std::mutex> lock(shared_weights_mutex);
   for (auto it = shared_weights.begin(); it != shared_weights.end();)  // forget models whose copy went
     it = it->second.expired() ? shared_weights.erase(it) : std::next(it);
-  std::weak_ptr<SharedDeviceWeights>& slot = shared_weights[&model];
+  std::weak_ptr<SharedDeviceWeights>& slot = shared_weights[{&model, routed_experts}];
   if (auto live = slot.lock()) return live;
-  auto fresh = std::make_shared<SharedDeviceWeights>(model, device);
+  auto fresh = std::make_shared<SharedDeviceWeights>(model, routed_experts, device);
   slot = fresh;
   return fresh;
 }
@@ -124,22 +135,25 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
   if (!backend::cuda_built()) return "this build has no CUDA backend (configure with -DSTRATA_CUDA=ON)";
   if (backend::cuda_device_count() == 0) return "no CUDA device on this machine";
   if (c.has_recurrent_layers()) return "the gated delta-rule (linear attention) layers of " + c.arch_name + " have no CUDA path yet";
-  if (c.n_expert > 0) return "mixture-of-experts layers have no CUDA path yet";
+  if (c.arch == Arch::gptoss) return "gpt-oss's experts (biases, clamped SwiGLU) have no CUDA path yet";
   if (p.kv_type != DType::F16) return std::string("the CUDA backend keeps an f16 KV cache, not ") + type_name(p.kv_type);
   if (c.rope_ext_factor != 0.0f || c.rope_attn_factor != 1.0f) return "YaRN rope scaling has no CUDA kernel yet";
   const ModelWeights& w = model.weights();
   std::vector<const WeightView*> views = {&w.token_embd, &w.output};
   for (const LayerWeights& L : w.layers)
-    for (const WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) views.push_back(v);
+    for (const WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down, &L.router, &L.gate_exps,
+                                &L.up_exps, &L.down_exps, &L.shexp_gate_inp, &L.w_gate_shexp, &L.w_up_shexp,
+                                &L.w_down_shexp})
+      views.push_back(v);
   for (const WeightView* v : views)
     if (!v->empty() && !backend::cuda_supports(v->type))
       return std::string("tensor type ") + type_name(v->type) + " has no CUDA kernels";
   size_t free_bytes = 0, total_bytes = 0;
   if (!backend::cuda_memory(0, free_bytes, total_bytes)) return "cannot read the GPU's free memory";
   // Weights another session already holds there are shared, not uploaded again.
-  const size_t weights_bytes = live_device_weights(model) ? 0 : DeviceWeights::bytes_for(w);
+  const size_t weights_bytes =
+      live_device_weights(model, p.routed_experts_on_gpu) ? 0 : DeviceWeights::bytes_for(w, p.routed_experts_on_gpu);
   const size_t need = weights_bytes + gpu_session_bytes(model, p);
-  constexpr size_t kReserve = size_t(512) << 20;  // CUDA context, cuBLAS workspace, graphs
   if (need + kReserve > free_bytes)
     return "the model needs " + std::to_string(need >> 20) + " MiB of GPU memory, " + std::to_string(free_bytes >> 20) +
            " MiB are free";
@@ -150,8 +164,8 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
 // of one batch, and whether a decode step already ran outside a graph (its scratch at full size,
 // so later steps may be captured).
 struct Session::Gpu {
-  Gpu(const Model& model, int n_batch, const std::shared_ptr<backend::Backend>& device)
-      : shared(device_weights_for(model, device)),
+  Gpu(const Model& model, int n_batch, bool routed_experts, const std::shared_ptr<backend::Backend>& device)
+      : shared(device_weights_for(model, routed_experts, device)),
         weights(shared->weights),
         buffers(model.config(), n_batch, logits_rows(model.config(), n_batch), *device) {}
   std::shared_ptr<SharedDeviceWeights> shared;
@@ -172,7 +186,7 @@ Session::Session(const Model& model, const SessionParams& params)
   }
   if (gpu) {
     backend_ = backend::make_cuda_backend(0);
-    gpu_ = std::make_unique<Gpu>(model, params_.n_batch, backend_);
+    gpu_ = std::make_unique<Gpu>(model, params_.n_batch, params_.routed_experts_on_gpu, backend_);
     kv_.init(model.config(), params_.n_ctx, params_.kv_type, params_.n_batch, backend_.get());
   } else {
     backend_ = backend::make_cpu_backend(pool_, &buf_.mm, &buf_.attn);
@@ -186,6 +200,14 @@ Session::~Session() {
 }
 
 std::string Session::device_name() const { return backend_->name(); }
+
+size_t Session::vram_reserved_bytes() const {
+  if (!gpu_) return 0;
+  const ModelConfig& c = model_.config();
+  return gpu_session_bytes(model_, params_) -
+         KvCache::bytes_for(c, params_.n_ctx, params_.kv_type, params_.n_batch) -
+         DeviceBuffers::bytes_for(c, params_.n_batch, logits_rows(c, params_.n_batch));
+}
 
 size_t Session::vram_bytes() const {
   return gpu_ ? gpu_->weights.bytes() + gpu_->buffers.bytes() + kv_.device_bytes() : 0;
@@ -224,6 +246,7 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
   pass.hidden_only = hidden_only;
   pass.routing_observer = routing_observer_;
   pass.backend = backend_.get();
+  pass.expert_compute = expert_compute_;
   if (!gpu_) {
     pass.act = buf_.activations();
     model_.forward(pass);
@@ -233,7 +256,9 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
     pass.device = &gpu_->weights;
     backend_->upload(gpu_->buffers.tokens(), tokens, size_t(n) * sizeof(int32_t));
     const bool decode = n == 1 && !all_logits && !hidden_only;
-    const bool graph = decode && gpu_->decode_warm;  // one launch per token once its scratch is sized
+    // One launch per token once its scratch is sized; an expert tier syncs with the host per layer.
+    // A routing observer reads each layer's routing on the host, which a graph cannot wait for.
+    const bool graph = decode && gpu_->decode_warm && !expert_compute_ && !routing_observer_;
     // A dense model's decode steps differ only in their position: the step recorded once is
     // replayed (no op issued again); the host's own part of a step is the KV bookkeeping. MoE layers
     // (routing observed, experts handed out on the host) record every step.

@@ -25,6 +25,9 @@ struct SessionParams {
   int n_threads = 0;  // 0: physical cores
   DType kv_type = DType::F16;  // KV cache element type (f16, q8_0, q4_0)
   Device device = Device::cpu;
+  // A GPU session leaves the MoE layers' routed experts in host memory when false: an
+  // ExpertCompute (set_expert_compute: the GPU expert tier) places and computes them.
+  bool routed_experts_on_gpu = true;
 };
 
 // Why a session with these parameters cannot compute on the GPU (no CUDA build or device, a layer
@@ -55,6 +58,12 @@ class Session {
   // Sees every MoE layer's routing and the guesses made of it; null: none. guesses: a hook that
   // makes the guesses where the expert source makes none (experts resident); may be null.
   void set_routing_observer(RoutingObserver* observer, ForwardHook* guesses = nullptr);
+  // The MoE layers it computes come to it (GPU sessions with routed_experts_on_gpu false need
+  // one); null: computed as bound. Decode is then no longer one CUDA graph (it syncs per layer).
+  void set_expert_compute(ExpertCompute* compute) { expert_compute_ = compute; }
+  // Where the forward pass computes, and the threads of the CPU's share (the GPU tier's).
+  backend::Backend& backend() { return *backend_; }
+  ThreadPool& pool() { return pool_; }
   // Forgets everything after the first n tokens (n <= n_past()), or everything when a
   // sliding-window layer no longer holds the window position n would see, or a recurrent state
   // (qwen35) is neither at n nor checkpointed there (the end of the last prompt batch); n_past()
@@ -72,6 +81,9 @@ class Session {
   std::string device_name() const;
   bool on_gpu() const { return gpu_ != nullptr; }
   size_t vram_bytes() const;
+  // What a GPU session's scratch grows to beyond vram_bytes() (prompt GEMM tiles, the expert
+  // path's rows); 0 on the CPU. The CUDA context's own memory is counted by neither.
+  size_t vram_reserved_bytes() const;
   // The GPU's measured memory bandwidth in GB/s (0 for a CPU session).
   double gpu_memory_gbps() { return gpu_ ? backend_->memory_gbps() : 0.0; }
 
@@ -87,6 +99,7 @@ class Session {
   class Weights;  // the resident weights, except what the streamers serve
   std::unique_ptr<Weights> weights_;
   RoutingObserver* routing_observer_ = nullptr;
+  ExpertCompute* expert_compute_ = nullptr;
   std::shared_ptr<backend::Backend> backend_;  // where every op runs (shared with the GPU weights it allocated)
   struct Gpu;                                  // the model's weights and activations on the GPU
   std::unique_ptr<Gpu> gpu_;

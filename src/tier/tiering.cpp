@@ -189,6 +189,7 @@ TierStats Tiering::stats() const {
     s.pool_bytes += experts_->memory_bytes();
   }
   if (resident_) s.resident_copy_bytes = resident_->bytes();
+  if (gpu_) s.gpu = gpu_->counters();
   return s;
 }
 

@@ -10,6 +10,7 @@
 
 #include "model/model.h"
 #include "tier/plan/plan.h"
+#include "tier/gpu/gpu_experts.h"
 #include "tier/plan/replanner.h"
 #include "tier/stats.h"
 #include "tier/stream/dense_ffn_streamer.h"
@@ -53,6 +54,10 @@ class Tiering {
   FfnSource* ffn_source() { return dense_.get(); }
   // Null when no layer streams its experts and no routing override is asked for.
   ExpertSource* expert_source();
+  // A GPU session's expert tier (VRAM cache, CPU share, PCIe copies): owned here, its counters in
+  // stats(); the session computes its MoE layers through it (Session::set_expert_compute).
+  void attach_gpu(std::unique_ptr<GpuExperts> gpu) { gpu_ = std::move(gpu); }
+  GpuExperts* gpu_experts() { return gpu_.get(); }
   bool streaming() const { return dense_ || experts_; }
   // The plan as it stands; a revision replaces it at a token boundary on the thread that runs the
   // model, so only that thread reads it. Other threads use stats() and planned_bytes().
@@ -85,6 +90,7 @@ class Tiering {
   uint64_t revised_at_ = 0;                 // routing tokens seen at the last revision request
   uint64_t n_revisions_ = 0;                // revised plans taken effect (under plan_mutex_)
   int n_pool_slots_ = 0;                    // expert slots beyond the pinned ones, fixed at construction
+  std::unique_ptr<GpuExperts> gpu_;         // a GPU session's expert tier, or null
 };
 
 }  // namespace strata::tier

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_internal.h"
@@ -260,6 +261,12 @@ class CudaBackend final : public Backend {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    if (copy_stream_) {
+      cudaStreamSynchronize(copy_stream_);
+      cudaEventDestroy(copies_done_);
+      cudaEventDestroy(ops_done_);
+      cudaStreamDestroy(copy_stream_);
+    }
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
@@ -531,6 +538,116 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_LAUNCHED();
   }
 
+  // ---- mixture of experts
+  // Decode (up to kMaxMatvecTokens tokens): per slot matvecs that read the expert ids on the
+  // device, no host round trip. Prompt: the routing comes to the host once per layer, the slots
+  // are grouped per expert and each expert runs once over its tokens (matmul: the f16 GEMM).
+  void moe_experts(const ExpertWeights& w, const ExpertBatch& b) override {
+    check_experts(w, b);
+    const int64_t n_embd = w.gate.n_cols, ff = w.gate.n_rows;
+    const int n_slots = b.n_tokens * b.k;
+    if (n_slots <= 0) return;
+    if (b.n_tokens <= cuda::kMaxMatvecTokens) {
+      const cuda::ExpertSlots xs{b.chosen, n_slots, b.k, b.n_expert, w.slot_of, w.single};
+      const size_t x_q = aligned(size_t(b.n_tokens) * n_embd), x_d = aligned(size_t(b.n_tokens) * n_embd / 32 * 4);
+      const size_t a_f = aligned(size_t(n_slots) * ff * 4), a_q = aligned(size_t(n_slots) * ff),
+                   a_d = aligned(size_t(n_slots) * ff / 32 * 4);
+      auto* base = static_cast<uint8_t*>(moe_.reserve(x_q + x_d + 2 * a_f + a_q + a_d, stream_));
+      auto* xq = reinterpret_cast<int8_t*>(base);
+      auto* xd = reinterpret_cast<float*>(base + x_q);
+      auto* g = reinterpret_cast<float*>(base + x_q + x_d);
+      auto* u = reinterpret_cast<float*>(base + x_q + x_d + a_f);
+      auto* aq = reinterpret_cast<int8_t*>(base + x_q + x_d + 2 * a_f);
+      auto* ad = reinterpret_cast<float*>(base + x_q + x_d + 2 * a_f + a_q);
+      if (cuda::is_chunked(w.gate.type)) cuda::quantize_q8(b.x, n_embd, b.n_tokens, n_embd, xq, xd, stream_);
+      cuda::moe_gate_up(xs, w.gate, w.gate_stride, w.up, w.up_stride, xq, xd, b.x, g, u, stream_);
+      gated_activation(g, u, int64_t(n_slots) * ff, b.act);
+      if (cuda::is_chunked(w.down.type)) cuda::quantize_q8(g, ff, n_slots, ff, aq, ad, stream_);
+      cuda::moe_down(xs, w.down, w.down_stride, aq, ad, g, b.weights, b.out, stream_);
+      return;
+    }
+    // Prompt: the slots of each expert here, ascending expert, then slot.
+    moe_chosen_.resize(size_t(n_slots));
+    download(moe_chosen_.data(), b.chosen, size_t(n_slots) * sizeof(int32_t));
+    moe_slot_of_.assign(size_t(b.n_expert), 0);
+    if (w.slot_of) download(moe_slot_of_.data(), w.slot_of, size_t(b.n_expert) * sizeof(int32_t));
+    auto slot_of = [&](int e) {
+      if (w.slot_of) return moe_slot_of_[size_t(e)];
+      return w.single >= 0 ? (e == w.single ? 0 : -1) : e;
+    };
+    moe_perm_.clear();
+    moe_groups_.clear();
+    for (int e = 0; e < b.n_expert; ++e) {
+      const int slot = slot_of(e);
+      if (slot < 0) continue;
+      const int first = int(moe_perm_.size());
+      for (int s = 0; s < n_slots; ++s)
+        if (moe_chosen_[size_t(s)] == e) moe_perm_.push_back(s);
+      if (int(moe_perm_.size()) > first) moe_groups_.push_back({slot, first, int(moe_perm_.size()) - first});
+    }
+    const int count = int(moe_perm_.size());
+    if (count == 0) return;
+    const size_t p_b = aligned(size_t(count) * 4), x_b = aligned(size_t(count) * n_embd * 4),
+                 a_b = aligned(size_t(count) * ff * 4);
+    auto* base = static_cast<uint8_t*>(moe_.reserve(p_b + 2 * x_b + 2 * a_b, stream_));
+    auto* perm = reinterpret_cast<int32_t*>(base);
+    auto* xs = reinterpret_cast<float*>(base + p_b);
+    auto* d = reinterpret_cast<float*>(base + p_b + x_b);
+    auto* g = reinterpret_cast<float*>(base + p_b + 2 * x_b);
+    auto* u = reinterpret_cast<float*>(base + p_b + 2 * x_b + a_b);
+    upload(perm, moe_perm_.data(), size_t(count) * sizeof(int32_t));
+    cuda::moe_gather(b.x, n_embd, perm, b.k, count, xs, stream_);
+    auto expert = [](const WeightView& v, size_t stride, int slot) {
+      WeightView e = v;
+      e.data += size_t(slot) * stride;
+      return e;
+    };
+    for (const MoeGroup& gr : moe_groups_) {
+      const float* in = xs + size_t(gr.first) * n_embd;
+      matmul(expert(w.gate, w.gate_stride, gr.slot), in, n_embd, gr.count, g + size_t(gr.first) * ff, ff);
+      matmul(expert(w.up, w.up_stride, gr.slot), in, n_embd, gr.count, u + size_t(gr.first) * ff, ff);
+    }
+    gated_activation(g, u, int64_t(count) * ff, b.act);
+    for (const MoeGroup& gr : moe_groups_)
+      matmul(expert(w.down, w.down_stride, gr.slot), g + size_t(gr.first) * ff, ff, gr.count,
+             d + size_t(gr.first) * n_embd, n_embd);
+    cuda::moe_scatter(d, n_embd, perm, b.weights, count, b.out, stream_);
+  }
+
+  void moe_sum(const float* slots, int n_tokens, int k, int64_t n, float* out) override {
+    cuda::moe_sum(slots, n_tokens, k, n, out, stream_);
+  }
+
+  void add_sigmoid_gated(float* x, const float* y, const float* gate_logit, int n_tokens, int64_t n) override {
+    cuda::add_sigmoid_gated(x, y, gate_logit, n_tokens, n, stream_);
+  }
+
+  // ---- copies beside compute: pinned host memory, a copy stream, events as fences
+  void* alloc_host(size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocDefault);
+    if (e != cudaSuccess)
+      throw Error("cuda:" + std::to_string(device_) + ": cannot pin " + std::to_string(bytes) +
+                  " bytes of host memory: " + cudaGetErrorString(e));
+    return p;
+  }
+  void free_host(void* p) override {
+    if (p) STRATA_CUDA_CHECK(cudaFreeHost(p));
+  }
+  void upload_async(void* dst, const void* src, size_t bytes) override {
+    STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, copy_stream()));
+  }
+  void ops_after_copies() override {
+    if (!copy_stream_) return;
+    STRATA_CUDA_CHECK(cudaEventRecord(copies_done_, copy_stream_));
+    STRATA_CUDA_CHECK(cudaStreamWaitEvent(stream_, copies_done_, 0));
+  }
+  void copies_after_ops() override {
+    cudaStream_t copies = copy_stream();  // first: it creates the events
+    STRATA_CUDA_CHECK(cudaEventRecord(ops_done_, stream_));
+    STRATA_CUDA_CHECK(cudaStreamWaitEvent(copies, ops_done_, 0));
+  }
+
  private:
   // While a position graph records: the position's device address for the ops that take one (they
   // must be called with the recorded position); else null (the ops take pos0 by value).
@@ -556,6 +673,44 @@ class CudaBackend final : public Backend {
     *bad_id_host_ = 0;
     throw Error("cuda get_rows: the id at index " + std::to_string(bad - 1) + " of a batch is outside its tensor's rows");
   }
+  cudaStream_t copy_stream() {
+    if (!copy_stream_) {
+      STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+      STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&copies_done_, cudaEventDisableTiming));
+      STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&ops_done_, cudaEventDisableTiming));
+    }
+    return copy_stream_;
+  }
+  cudaStream_t copy_stream_ = nullptr;  // created on the first async copy
+  cudaEvent_t copies_done_ = nullptr, ops_done_ = nullptr;
+  static size_t aligned(size_t n) { return (n + 255) / 256 * 256; }
+  static void check_experts(const ExpertWeights& w, const ExpertBatch& b) {
+    if (b.n_expert <= 0 || b.n_expert > kMaxExperts || b.k <= 0 || b.k > kMaxExpertsUsed || b.k > b.n_expert)
+      throw Error("cuda moe_experts: " + std::to_string(b.k) + " of " + std::to_string(b.n_expert) +
+                  " experts (at most " + std::to_string(kMaxExpertsUsed) + " of " + std::to_string(kMaxExperts) + ")");
+    const WeightView& g = w.gate;
+    if (w.up.type != g.type || w.up.n_rows != g.n_rows || w.up.n_cols != g.n_cols || w.down.n_cols != g.n_rows ||
+        w.down.n_rows != g.n_cols)
+      throw Error(std::string("cuda moe_experts: expert shapes gate ") + type_name(g.type) + " " +
+                  std::to_string(g.n_rows) + "x" + std::to_string(g.n_cols) + ", up " + type_name(w.up.type) + " " +
+                  std::to_string(w.up.n_rows) + "x" + std::to_string(w.up.n_cols) + ", down " +
+                  std::to_string(w.down.n_rows) + "x" + std::to_string(w.down.n_cols) +
+                  " (gate and up of one type, down their transpose)");
+    for (const WeightView* v : {&w.gate, &w.down}) {
+      const bool chunked = cuda::is_chunked(v->type);
+      if (!chunked && !cuda::is_float(v->type))
+        throw Error(std::string("cuda moe_experts: no kernels for expert type ") + type_name(v->type));
+      if (v->n_cols % (chunked ? 32 : 2) != 0)
+        throw Error("cuda moe_experts: " + std::to_string(v->n_cols) + " columns of " + type_name(v->type));
+    }
+  }
+  struct MoeGroup {
+    int slot, first, count;  // an expert's slot and its run of perm
+  };
+  Scratch moe_;  // the expert path's activations (decode: quantized inputs, gate/up; prompt: gathered rows)
+  std::vector<int32_t> moe_chosen_, moe_slot_of_, moe_perm_;  // the prompt path's routing on the host
+  std::vector<MoeGroup> moe_groups_;
+
   static void check_f16_cache(const ops::KvLayerView& c, int64_t width, const char* op) {
     if (c.type != DType::F16 || c.row_bytes != size_t(width) * 2 || c.n_slots <= 0)
       throw Error(std::string("cuda ") + op + ": the KV cache must be f16 rows of " + std::to_string(width) +

@@ -81,4 +81,31 @@ void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t s
 // equal key and value head dims of 64, 128 or 256); false, having done nothing, elsewhere.
 bool attention_mma(const AttentionArgs& a, cudaStream_t stream);
 
+// ---- mixture of experts (moe.cu)
+// The slots of a batch's routing [n_tokens x k] (n_slots = n_tokens * k) and where each slot's
+// expert lives (ExpertWeights' rule, read on the device: chosen and slot_of in device memory).
+struct ExpertSlots {
+  const int32_t* chosen = nullptr;
+  int n_slots = 0, k = 1, n_expert = 0;
+  const int32_t* slot_of = nullptr;
+  int single = -1;
+};
+// g[s], u[s] = gate and up rows of slot s's expert against its token's row (xq/xd for chunked
+// types, in [n_tokens x n_cols] for float types); slots whose expert is not here are skipped.
+void moe_gate_up(const ExpertSlots& x, const WeightView& gate, size_t gate_stride, const WeightView& up,
+                 size_t up_stride, const int8_t* xq, const float* xd, const float* in, float* g, float* u,
+                 cudaStream_t stream);
+// out[s] = weights[s] * down rows of slot s's expert against the slot's own activations row s
+// (aq/ad or a [n_slots x n_cols]).
+void moe_down(const ExpertSlots& x, const WeightView& down, size_t stride, const int8_t* aq, const float* ad,
+              const float* a, const float* weights, float* out, cudaStream_t stream);
+// The prompt path: out[i] = the row of the token of slot perm[i] (perm[i] / k); and
+// out[perm[i]] = d[i] * weights[perm[i]], for i < count, rows of n.
+void moe_gather(const float* x, int64_t n, const int32_t* perm, int k, int count, float* out, cudaStream_t stream);
+void moe_scatter(const float* d, int64_t n, const int32_t* perm, const float* weights, int count, float* out,
+                 cudaStream_t stream);
+void moe_sum(const float* slots, int n_tokens, int k, int64_t n, float* out, cudaStream_t stream);
+void add_sigmoid_gated(float* x, const float* y, const float* gate_logit, int n_tokens, int64_t n,
+                       cudaStream_t stream);
+
 }  // namespace strata::backend::cuda
