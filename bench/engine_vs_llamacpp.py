@@ -14,6 +14,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import llama_plain  # noqa: E402
+
 CACHE = os.path.expanduser(os.environ.get("STRATA_CACHE", "~/.cache/strata"))
 MODELS = os.path.join(CACHE, "models")
 
@@ -25,9 +28,9 @@ def bench_strata(strata, model, threads, n_prompt, n_gen):
 
 
 def bench_llamacpp(model, threads, n_prompt, n_gen):
-    import llama_cpp
-    llm = llama_cpp.Llama(model_path=model, n_ctx=n_prompt + n_gen + 16, n_batch=512, n_ubatch=512, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)
+    # On its plain CPU buffers: the repacked ones segfault in this llama-cpp-python build (llama_plain.py).
+    llm = llama_plain.plain_cpu_llama(model, n_ctx=n_prompt + n_gen + 16, n_batch=512, n_ubatch=512, n_threads=threads,
+                                      n_threads_batch=threads, verbose=False)
     return time_llama(llm, n_prompt, n_gen)
 
 
