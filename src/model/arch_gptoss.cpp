@@ -81,14 +81,6 @@ void route(ForwardPass& p, int layer) {
   }
 }
 
-// The distinct experts of a routing [n x k], ascending, into out; returns how many.
-int distinct_experts(const int32_t* chosen, int n_entries, int n_expert, int32_t* out) {
-  int n = 0;
-  for (int e = 0; e < n_expert; ++e)
-    if (std::find(chosen, chosen + n_entries, e) != chosen + n_entries) out[n++] = e;
-  return n;
-}
-
 // Expert e over the tokens routed to it, biases after each matrix; its weighted outputs go to the
 // (token, rank) slots of expert_results.
 void run_expert(ForwardPass& p, int layer, int e, const WeightView& gate, const WeightView& up,
@@ -134,7 +126,7 @@ void moe(ForwardPass& p, int layer) {
   route(p, layer);
   if (p.hook) p.hook->after_router(p, layer);
   if (p.routing_observer) p.routing_observer->routed(layer, p.pos0, b.chosen.data(), n);
-  const int n_used = distinct_experts(b.chosen.data(), n * k, c.n_expert, b.experts_used.data());
+  const int n_used = blocks::distinct_experts(b.chosen.data(), n * k, c.n_expert, b.experts_used.data());
   p.source.begin_experts(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
   if (p.hook) p.hook->after_routing(p, layer);
   struct Done {  // hands the expert back even if its compute throws

@@ -224,9 +224,6 @@ void ffn(ForwardPass& p, int layer, Activation act) {
   ffn_matmul(p, layer, FfnPart::down, a.gate, a.o);
 }
 
-namespace {
-
-// The distinct experts of a routing [n x k], ascending, into out; returns how many.
 int distinct_experts(const int32_t* chosen, int n_entries, int n_expert, int32_t* out) {
   int n = 0;
   for (int e = 0; e < n_expert; ++e)
@@ -237,6 +234,8 @@ int distinct_experts(const int32_t* chosen, int n_entries, int n_expert, int32_t
       }
   return n;
 }
+
+namespace {
 
 // Every expert of `layer` as bound (the stacked 3-D tensors), where the pass computes.
 backend::ExpertWeights stacked_experts(const ForwardPass& p, int layer) {

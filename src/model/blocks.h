@@ -144,6 +144,8 @@ void ffn(ForwardPass& p, int layer, Activation act);
 // routing stays in the backend's memory); experts it hands out one by one (streamed) are computed
 // as they arrive, with the routing read on the host.
 void moe_ffn(ForwardPass& p, int layer, Activation act);
+// The distinct experts of a routing [n_entries = tokens x k], ascending, into out; returns how many.
+int distinct_experts(const int32_t* chosen, int n_entries, int n_expert, int32_t* out);
 // After layer `layer`'s FFN output was added to the residual: calls p.hook->after_ffn.
 void after_ffn(ForwardPass& p, int layer);
 // The k highest of n scores, best first (ties to the lower index).

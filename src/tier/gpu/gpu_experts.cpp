@@ -29,11 +29,10 @@ Slices slices(const ModelConfig& c, const LayerWeights& L) {
 }
 uint64_t slot_of_layer(const Slices& s) { return aligned(s.gate) + aligned(s.up) + aligned(s.down); }
 
-int distinct(const int32_t* chosen, int n, int n_expert, std::vector<int>& out) {
-  out.clear();
-  for (int e = 0; e < n_expert; ++e)
-    if (std::find(chosen, chosen + n, e) != chosen + n) out.push_back(e);
-  return int(out.size());
+// The distinct experts of a routing, ascending (blocks::distinct_experts), as a list.
+void distinct(const int32_t* chosen, int n, int n_expert, std::vector<int>& out) {
+  out.resize(size_t(n_expert));
+  out.resize(size_t(blocks::distinct_experts(chosen, n, n_expert, out.data())));
 }
 
 }  // namespace
