@@ -257,14 +257,15 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
     backend_->upload(gpu_->buffers.tokens(), tokens, size_t(n) * sizeof(int32_t));
     const bool decode = n == 1 && !all_logits && !hidden_only;
     // One launch per token once its scratch is sized; an expert tier syncs with the host per layer.
-    // A routing observer reads each layer's routing on the host, which a graph cannot wait for.
-    const bool graph = decode && gpu_->decode_warm && !expert_compute_ && !routing_observer_;
+    // A routing observer reads each layer's routing on the host, and a hook (guesses, a routing
+    // override) reads or rewrites it there, which a graph cannot wait for.
+    const bool graph =
+        decode && gpu_->decode_warm && !expert_compute_ && !routing_observer_ && !weights_->hook();
     // A dense model's decode steps differ only in their position: the step recorded once is
     // replayed (no op issued again); the host's own part of a step is the KV bookkeeping. MoE layers
-    // (routing observed, experts handed out on the host) record every step.
+    // (experts handed out on the host) record every step.
     const ModelConfig& cfg = model_.config();
-    const bool replayable = graph && cfg.n_expert == 0 && !routing_observer_ && !weights_->hook() &&
-                            !weights_->ffn && !weights_->experts;
+    const bool replayable = graph && cfg.n_expert == 0 && !weights_->ffn && !weights_->experts;
     if (replayable && gpu_->replay_ok && tokens[0] >= 0 && tokens[0] < cfg.n_vocab &&
         backend_->replay_graph(n_past())) {
       for (int layer = 0; layer < cfg.n_layer; ++layer) kv_.written(layer, n_past(), 1);
