@@ -23,6 +23,12 @@ namespace {
 
 constexpr double kNominalGBs = 3350.0;
 constexpr size_t kRotationBytes = size_t(512) << 20;  // > 50 MB of L2, many times over
+int g_warps = 0;  // the one-token matvec's warps per row now set (0: the backend's choice)
+
+void set_warps(int w) {
+  g_warps = w;
+  cu::set_matvec_warps_per_row(w);
+}
 
 __global__ void fill_kernel(uint8_t* p, size_t n, uint32_t seed) {
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
@@ -109,8 +115,9 @@ void bench_matvec(DType type, const Shape& s, int n_tokens, double copy_gbs) {
   const double us = ms * 1e3 / (kLaunches * reps);
   const double gbs = double(bytes) / (us * 1e-6) / 1e9;
   std::printf(
-      "matvec %-5s %-9s %6lldx%-6lld tokens %d: %8.1f us  %7.0f GB/s  %5.1f%% of copy bw  %5.1f%% of %.0f GB/s\n",
-      type_name(type), s.name, (long long)s.rows, (long long)s.cols, n_tokens, us, gbs, 100.0 * gbs / copy_gbs,
+      "matvec %-5s %-9s %6lldx%-6lld tokens %d warps/row %d: %8.1f us  %7.0f GB/s  %5.1f%% of copy bw  %5.1f%% of %.0f "
+      "GB/s\n",
+      type_name(type), s.name, (long long)s.rows, (long long)s.cols, n_tokens, g_warps, us, gbs, 100.0 * gbs / copy_gbs,
       100.0 * gbs / kNominalGBs, kNominalGBs);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
@@ -235,36 +242,55 @@ void bench_model(backend::Backend& b, const ModelShape& m) {
   STRATA_CUDA_CHECK(cudaMemset(ids, 0, size_t(kPrompt) * 4));
   owned.push_back(ids);
 
-  auto forward = [&](int n, int64_t pos0) {
-    b.get_rows(embd, ids, n, x, m.n_embd);
-    for (Layer& l : layers) {
-      b.rms_norm(x, l.norm1, h, m.n_embd, n, 1e-5f);
-      b.matmul(l.wq, h, m.n_embd, n, q, q_dim);
-      b.matmul(l.wk, h, m.n_embd, n, k, kv_dim);
-      b.matmul(l.wv, h, m.n_embd, n, v, kv_dim);
-      ops::RopeParams rope;
-      rope.n_rot = m.head_dim;
-      rope.freq_base = 500000.0f;
-      b.rope(q, q_dim, n, m.n_head, m.head_dim, pos0, rope);
-      b.rope(k, kv_dim, n, m.n_head_kv, m.head_dim, pos0, rope);
-      const size_t row = size_t(kv_dim) * 2, head = size_t(m.head_dim) * 2;
-      const ops::KvLayerView kc{reinterpret_cast<uint8_t*>(l.k_cache), DType::F16, row, head, kCtx};
-      const ops::KvLayerView vc{reinterpret_cast<uint8_t*>(l.v_cache), DType::F16, row, head, kCtx};
-      b.store_kv(kc, vc, k, v, n, pos0, m.n_head_kv, m.head_dim, m.head_dim);
-      const ops::AttentionShape shape{m.n_head, m.n_head_kv, m.head_dim, m.head_dim,
-                                      1.0f / std::sqrt(float(m.head_dim)), 0};
-      b.attention(shape, q, n, pos0, kc, vc, att);
-      b.matmul(l.wo, att, q_dim, n, o, m.n_embd);
-      b.add(x, o, int64_t(n) * m.n_embd);
-      b.rms_norm(x, l.norm2, h, m.n_embd, n, 1e-5f);
-      b.matmul(l.gate, h, m.n_embd, n, gate, m.n_ff);
-      b.matmul(l.up, h, m.n_embd, n, up, m.n_ff);
-      b.gated_activation(gate, up, int64_t(n) * m.n_ff, backend::GatedActivation::silu);
-      b.matmul(l.down, gate, m.n_ff, n, o, m.n_embd);
-      b.add(x, o, int64_t(n) * m.n_embd);
-    }
+  // One layer's ops in the forward pass's order, each a labelled call (the decode profile below
+  // times each label over all layers).
+  struct Op {
+    const char* label;
+    std::function<void(Layer&, int, int64_t)> run;
+  };
+  ops::RopeParams rope;
+  rope.n_rot = m.head_dim;
+  rope.freq_base = 500000.0f;
+  const ops::AttentionShape shape{m.n_head, m.n_head_kv, m.head_dim, m.head_dim, 1.0f / std::sqrt(float(m.head_dim)),
+                                  0};
+  auto kv_view = [&](uint16_t* cache) {
+    return ops::KvLayerView{reinterpret_cast<uint8_t*>(cache), DType::F16, size_t(kv_dim) * 2, size_t(m.head_dim) * 2,
+                            kCtx};
+  };
+  const std::vector<Op> layer_ops = {
+      {"rms_norm (attn)", [&](Layer& l, int n, int64_t) { b.rms_norm(x, l.norm1, h, m.n_embd, n, 1e-5f); }},
+      {"matmul wq", [&](Layer& l, int n, int64_t) { b.matmul(l.wq, h, m.n_embd, n, q, q_dim); }},
+      {"matmul wk", [&](Layer& l, int n, int64_t) { b.matmul(l.wk, h, m.n_embd, n, k, kv_dim); }},
+      {"matmul wv", [&](Layer& l, int n, int64_t) { b.matmul(l.wv, h, m.n_embd, n, v, kv_dim); }},
+      {"rope q", [&](Layer&, int n, int64_t pos) { b.rope(q, q_dim, n, m.n_head, m.head_dim, pos, rope); }},
+      {"rope k", [&](Layer&, int n, int64_t pos) { b.rope(k, kv_dim, n, m.n_head_kv, m.head_dim, pos, rope); }},
+      {"store_kv",
+       [&](Layer& l, int n, int64_t pos) {
+         b.store_kv(kv_view(l.k_cache), kv_view(l.v_cache), k, v, n, pos, m.n_head_kv, m.head_dim, m.head_dim);
+       }},
+      {"attention",
+       [&](Layer& l, int n, int64_t pos) { b.attention(shape, q, n, pos, kv_view(l.k_cache), kv_view(l.v_cache), att); }},
+      {"matmul wo", [&](Layer& l, int n, int64_t) { b.matmul(l.wo, att, q_dim, n, o, m.n_embd); }},
+      {"add (attn)", [&](Layer&, int n, int64_t) { b.add(x, o, int64_t(n) * m.n_embd); }},
+      {"rms_norm (ffn)", [&](Layer& l, int n, int64_t) { b.rms_norm(x, l.norm2, h, m.n_embd, n, 1e-5f); }},
+      {"matmul gate", [&](Layer& l, int n, int64_t) { b.matmul(l.gate, h, m.n_embd, n, gate, m.n_ff); }},
+      {"matmul up", [&](Layer& l, int n, int64_t) { b.matmul(l.up, h, m.n_embd, n, up, m.n_ff); }},
+      {"silu * up",
+       [&](Layer&, int n, int64_t) {
+         b.gated_activation(gate, up, int64_t(n) * m.n_ff, backend::GatedActivation::silu);
+       }},
+      {"matmul down", [&](Layer& l, int n, int64_t) { b.matmul(l.down, gate, m.n_ff, n, o, m.n_embd); }},
+      {"add (ffn)", [&](Layer&, int n, int64_t) { b.add(x, o, int64_t(n) * m.n_embd); }},
+  };
+  auto head = [&](int n) {
     b.rms_norm(x + size_t(n - 1) * m.n_embd, layers[0].norm1, norm_out, m.n_embd, 1, 1e-5f);
     b.matmul(output, norm_out, m.n_embd, 1, logits, m.n_vocab);
+  };
+  auto forward = [&](int n, int64_t pos0) {
+    b.get_rows(embd, ids, n, x, m.n_embd);
+    for (Layer& l : layers)
+      for (const Op& op : layer_ops) op.run(l, n, pos0);
+    head(n);
   };
   forward(kPrompt, 0);  // warm-up: scratch at its largest
   forward(1, kPrompt);
@@ -282,11 +308,61 @@ void bench_model(backend::Backend& b, const ModelShape& m) {
   }
   b.synchronize();
   const double tg_graph = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kGen;
+  // As the engine decodes: one step recorded for its position, replayed at each later one.
+  b.begin_position_graph(kPrompt);
+  forward(1, kPrompt);
+  b.end_graph();
+  b.synchronize();
+  t0 = std::chrono::steady_clock::now();
+  int replayed = 0;
+  for (int i = 1; i <= kGen; ++i) replayed += b.replay_graph(kPrompt + i);
+  b.synchronize();
+  const double tg_replay = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kGen;
   std::printf(
       "model %-22s weights %.2f GB/token: pp%d %8.0f tok/s | tg%d (context %d..) direct %6.1f tok/s, "
-      "graph %6.1f tok/s = %.0f GB/s, %.1f%% of %.0f GB/s\n",
+      "graph %6.1f tok/s, replayed %6.1f tok/s (%d of %d) = %.0f GB/s, %.1f%% of %.0f GB/s\n",
       m.name, token_bytes / 1e9, kPrompt, kPrompt / pp, kGen, kPrompt, 1.0 / tg_direct, 1.0 / tg_graph,
-      token_bytes / tg_graph / 1e9, 100.0 * token_bytes / tg_graph / 1e9 / kNominalGBs, kNominalGBs);
+      1.0 / tg_replay, replayed, kGen, token_bytes / tg_replay / 1e9, 100.0 * token_bytes / tg_replay / 1e9 / kNominalGBs,
+      kNominalGBs);
+  // Where a decode step's time goes: each op of the layer run for every layer (each its own
+  // weights and cache, as in a step) recorded as one replayed graph, per step.
+  constexpr int kProfileReps = 20;
+  double sum_us = 0.0;
+  auto profile = [&](const char* label, const std::function<void()>& fn, int launches_per_step) {
+    b.begin_position_graph(kPrompt);
+    fn();
+    b.end_graph();
+    b.synchronize();
+    const auto p0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < kProfileReps; ++r) b.replay_graph(kPrompt);
+    b.synchronize();
+    const double us =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count() / kProfileReps * 1e6;
+    sum_us += us;
+    std::printf("  decode op %-16s %8.1f us a step (%d calls, %.2f us each)\n", label, us, launches_per_step,
+                us / launches_per_step);
+  };
+  for (const Op& op : layer_ops)
+    profile(op.label, [&] { for (Layer& l : layers) op.run(l, 1, kPrompt); }, m.n_layer);
+  profile("embed + head", [&] {
+    b.get_rows(embd, ids, 1, x, m.n_embd);
+    head(1);
+  }, 1);
+  std::printf("  decode ops summed: %.1f us a step (the replayed step: %.1f us)\n", sum_us, tg_replay * 1e6);
+  for (int w : {1, 2, 4}) {  // the replayed step with each matvec layout
+    set_warps(w);
+    b.begin_position_graph(kPrompt);
+    forward(1, kPrompt);
+    b.end_graph();
+    b.synchronize();
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 1; i <= kGen; ++i) b.replay_graph(kPrompt + i);
+    b.synchronize();
+    const double tg = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / kGen;
+    std::printf("  replayed step, one-token matvec %d warps/row: %.1f us = %.1f tok/s, %.1f%% of %.0f GB/s\n", w,
+                tg * 1e6, 1.0 / tg, 100.0 * token_bytes / tg / 1e9 / kNominalGBs, kNominalGBs);
+  }
+  set_warps(0);
   for (void* p : owned) b.free(p);
 }
 
@@ -302,21 +378,41 @@ int main(int argc, char** argv) {
     std::printf("%s\n", b->name().c_str());
     const double copy_gbs = copy_bandwidth_gbs();
     std::printf("device-to-device copy: %.0f GB/s (read + written)\n", copy_gbs);
+    // Sections: all (default), or any of matvec (matvec-main: fewer types), prompt, attention, model as arguments.
+    auto wants = [&](const char* section) {
+      if (argc < 2) return true;
+      for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == section) return true;
+      return false;
+    };
     const std::vector<DType> types = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,
                                       DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16,  DType::BF16};
     const Shape shapes[] = {{"attn_q", 4096, 4096}, {"ffn_up", 14336, 4096}, {"ffn_down", 4096, 14336}};
-    for (DType t : types)
-      for (const Shape& s : shapes) bench_matvec(t, s, 1, copy_gbs);
-    for (DType t : {DType::Q4_0, DType::Q4_K, DType::Q6_K})
-      for (int n : {2, 4, 8}) bench_matvec(t, shapes[1], n, copy_gbs);
-    for (DType t : {DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::F16}) bench_prompt(*b, t, shapes[1], 512);
-    for (int ctx : {512, 4096, 16384}) bench_attention(*b, ctx, 1);
-    bench_attention(*b, 512, 512);
-    bench_model(
-        *b, {"SmolLM2-135M Q4_1", 30, 576, 9, 3, 64, 1536, 49152, DType::Q4_1, DType::Q4_1, DType::Q4_1, DType::Q8_0});
-    bench_model(*b, {"llama-3-8B Q4_K (~M)", 32, 4096, 32, 8, 128, 14336, 128256, DType::Q4_K, DType::Q4_K, DType::Q6_K,
-                     DType::Q6_K});
-    (void)argc, (void)argv;
+    if (wants("matvec") || wants("matvec-main")) {  // matvec-main: the types the benchmarked models use
+      const std::vector<DType> main_types = {DType::Q4_0, DType::Q4_1, DType::Q8_0,
+                                             DType::Q4_K, DType::Q5_K, DType::Q6_K};
+      for (DType t : wants("matvec") ? types : main_types)
+        for (const Shape& s : shapes)
+          for (int w : {1, 2, 4}) {
+            set_warps(w);
+            bench_matvec(t, s, 1, copy_gbs);
+          }
+      set_warps(0);
+      for (DType t : {DType::Q4_0, DType::Q4_K, DType::Q6_K})
+        for (int n : {2, 4, 8}) bench_matvec(t, shapes[1], n, copy_gbs);
+    }
+    if (wants("prompt"))
+      for (DType t : {DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::F16}) bench_prompt(*b, t, shapes[1], 512);
+    if (wants("attention")) {
+      for (int ctx : {512, 4096, 16384}) bench_attention(*b, ctx, 1);
+      bench_attention(*b, 512, 512);
+    }
+    if (wants("model")) {
+      bench_model(*b, {"SmolLM2-135M Q4_1", 30, 576, 9, 3, 64, 1536, 49152, DType::Q4_1, DType::Q4_1, DType::Q4_1,
+                       DType::Q8_0});
+      bench_model(*b, {"llama-3-8B Q4_K (~M)", 32, 4096, 32, 8, 128, 14336, 128256, DType::Q4_K, DType::Q4_K,
+                       DType::Q6_K, DType::Q6_K});
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_ops_bench: %s\n", e.what());
     return 1;

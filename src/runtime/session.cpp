@@ -261,11 +261,12 @@ void Session::forward_batch(const int32_t* tokens, int n, bool all_logits, bool 
     // override) reads or rewrites it there, which a graph cannot wait for.
     const bool graph =
         decode && gpu_->decode_warm && !expert_compute_ && !routing_observer_ && !weights_->hook();
-    // A dense model's decode steps differ only in their position: the step recorded once is
-    // replayed (no op issued again); the host's own part of a step is the KV bookkeeping. MoE layers
-    // (experts handed out on the host) record every step.
+    // Decode steps differ only in their position: the step recorded once is replayed (no op issued
+    // again); the host's own part of a step is the KV bookkeeping. MoE layers whose experts are all
+    // resident route on the device (the expert ids never leave it), so they replay too; experts
+    // handed out by a source on the host record every step.
     const ModelConfig& cfg = model_.config();
-    const bool replayable = graph && cfg.n_expert == 0 && !weights_->ffn && !weights_->experts;
+    const bool replayable = graph && !weights_->ffn && !weights_->experts;
     if (replayable && gpu_->replay_ok && tokens[0] >= 0 && tokens[0] < cfg.n_vocab &&
         backend_->replay_graph(n_past())) {
       for (int layer = 0; layer < cfg.n_layer; ++layer) kv_.written(layer, n_past(), 1);

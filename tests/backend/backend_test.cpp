@@ -462,5 +462,63 @@ TEST_F(Cuda, GraphReplaysDecodeStepsExactly) {
   }
 }
 
+// The decode matmul quantizes its activations once and reuses them: the copies made by rms_norm,
+// the gated activation and attention (in their own launches) and by a matmul for the next one must
+// give the bits a fresh quantization gives, and a kernel that rewrites the rows must end the reuse.
+TEST_F(Cuda, DecodeMatmulReusesItsInt8RowsExactlyAndOnlyWhileValid) {
+  constexpr int64_t kEmbd = 512, kHead = 4, kDim = 128, kCtx = 640;
+  auto matrix = [&](DType type, uint32_t seed) {
+    const kernels::TypeKernels& k = kernels::kernels_for(type);
+    const size_t rb = row_bytes(type, kEmbd);
+    std::vector<uint8_t> wq(rb * kEmbd);
+    const std::vector<float> wf = random_floats(size_t(kEmbd * kEmbd), seed);
+    for (int64_t r = 0; r < kEmbd; ++r) k.quantize(wf.data() + r * kEmbd, wq.data() + r * rb, kEmbd);
+    return WeightView{type, to_gpu(wq), kEmbd, kEmbd, rb};
+  };
+  const WeightView wa = matrix(DType::Q4_K, 50), wb = matrix(DType::Q6_K, 51), wc = matrix(DType::Q8_0, 52);
+  const size_t n = size_t(kEmbd);
+  const float* x = to_gpu(random_floats(n, 53));
+  const float* norm = to_gpu(random_floats(n, 54));
+  float* h = to_gpu(std::vector<float>(n));
+  float* g = to_gpu(std::vector<float>(n));
+  float* u = to_gpu(std::vector<float>(n));
+  float* att = to_gpu(std::vector<float>(n));
+  float* y = to_gpu(std::vector<float>(n));
+  float* copy = to_gpu(std::vector<float>(n));
+  float* ref = to_gpu(std::vector<float>(n));
+  // W . rows through a copy of them (a copy drops any reuse: a fresh quantization).
+  auto fresh = [&](const WeightView& w, const float* rows) {
+    gpu_->copy(copy, rows, n * sizeof(float));
+    gpu_->matmul(w, copy, kEmbd, 1, ref, kEmbd);
+    return from_gpu(ref, n);
+  };
+  auto product = [&](const WeightView& w, const float* rows) {
+    gpu_->matmul(w, rows, kEmbd, 1, y, kEmbd);
+    return from_gpu(y, n);
+  };
+  gpu_->rms_norm(x, norm, h, kEmbd, 1, 1e-5f);
+  gpu_->matmul(wa, h, kEmbd, 1, g, kEmbd);  // rms_norm's copy
+  gpu_->matmul(wb, h, kEmbd, 1, u, kEmbd);  // the same copy again
+  EXPECT_EQ(from_gpu(g, n), fresh(wa, h)) << "rms_norm's quantization";
+  EXPECT_EQ(from_gpu(u, n), fresh(wb, h)) << "a second matmul of the same rows";
+  gpu_->rms_norm(x, norm, h, kEmbd, 1, 1e-5f);
+  gpu_->add(h, x, kEmbd);  // rewrites h in a kernel of its own: the copy must not be reused
+  EXPECT_EQ(product(wc, h), fresh(wc, h)) << "rows rewritten after they were quantized";
+  gpu_->matmul(wa, h, kEmbd, 1, g, kEmbd);
+  gpu_->matmul(wb, h, kEmbd, 1, u, kEmbd);
+  gpu_->gated_activation(g, u, kEmbd, GatedActivation::silu);  // after decode matmuls: quantizes its result
+  EXPECT_EQ(product(wc, g), fresh(wc, g)) << "the gated activation's quantization";
+  // Attention's output, split over the context (one launch, the last block combining) or not.
+  std::vector<uint16_t> cache(size_t(kCtx * kEmbd));
+  const std::vector<float> old = random_floats(cache.size(), 55);
+  for (size_t i = 0; i < cache.size(); ++i) cache[i] = f32_to_fp16(old[i]);
+  const ops::KvLayerView kc = kv_view(to_gpu(cache), kHead, kDim, kCtx), vc = kv_view(to_gpu(cache), kHead, kDim, kCtx);
+  const ops::AttentionShape shape{kHead, kHead, kDim, kDim, 0.088f, 0};
+  for (int64_t pos : {3, 600}) {  // 600: the context split among blocks
+    gpu_->attention(shape, h, 1, pos, kc, vc, att);
+    EXPECT_EQ(product(wa, att), fresh(wa, att)) << "attention's quantization at position " << pos;
+  }
+}
+
 }  // namespace
 }  // namespace strata::backend

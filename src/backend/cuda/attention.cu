@@ -11,6 +11,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/rowdot.cuh"
 
 namespace strata::backend::cuda {
 
@@ -27,6 +28,30 @@ struct Params {
   int n_split;      // blocks sharing one (head, token block)'s context, blockIdx.z the share
   float* partials;  // n_split > 1: [n_tokens][n_head][n_split] x (m, l, acc[head_dim_v])
 };
+
+// Token t's head `head` from its n_split partial results (m, l, acc), by the calling block's
+// threads; the output quantized too where asked (whole warps take whole chunks: head_dim_v a
+// multiple of 32). Reads bypass L1: other blocks of this launch may just have written them.
+__device__ void combine_split(const AttentionArgs& a, int n_split, const float* partials, int t, int head) {
+  const int stride = 2 + a.head_dim_v;
+  const float* part = partials + (int64_t(t) * a.n_head + head) * n_split * stride;
+  float mx = -FLT_MAX;
+  for (int s = 0; s < n_split; ++s)
+    if (__ldcg(part + s * stride + 1) > 0.0f) mx = fmaxf(mx, __ldcg(part + s * stride));
+  for (int d = threadIdx.x; d < a.head_dim_v; d += blockDim.x) {
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < n_split; ++s) {
+      const float l = __ldcg(part + s * stride + 1);
+      if (l <= 0.0f) continue;
+      const float f = __expf(__ldcg(part + s * stride) - mx);
+      num += f * __ldcg(part + s * stride + 2 + d);
+      den += f * l;
+    }
+    const int64_t at = t * a.out_stride + int64_t(head) * a.head_dim_v + d;
+    a.out[at] = num / den;
+    if (a.out_q) quantize_q8_lane(num / den, threadIdx.x % 32, a.out_q + (at - threadIdx.x % 32), a.out_qd + at / 32);
+  }
+}
 
 // VPL: values of the output head per lane (head_dim_v = 32 * VPL at most, even).
 template <int VPL>
@@ -179,7 +204,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
       den += f * l_s[w * kRows + r];
     }
     if (p.n_split == 1) {
-      a.out[(t0 + r) * a.out_stride + int64_t(head) * a.head_dim_v + d] = num / den;
+      const int64_t at = (t0 + r) * a.out_stride + int64_t(head) * a.head_dim_v + d;
+      a.out[at] = num / den;
+      if (a.out_q) quantize_q8_lane(num / den, threadIdx.x % 32, a.out_q + (at - threadIdx.x % 32), a.out_qd + at / 32);
     } else {
       float* part = p.partials + ((int64_t(t0 + r) * a.n_head + head) * p.n_split + blockIdx.z) * stride;
       if (d == 0) {
@@ -189,27 +216,27 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(Params p) {
       part[2 + d] = num;
     }
   }
+  // Split: the last of the (token block, head)'s blocks to finish combines them all (no second
+  // launch) and resets the count for the next launch.
+  if (p.n_split > 1 && a.split_counters) {
+    __shared__ bool last;
+    __threadfence();  // this block's partials reach device memory before its count
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int* count = a.split_counters + int64_t(blockIdx.y) * a.n_head + head;
+      last = atomicAdd(count, 1) == p.n_split - 1;
+      if (last) *count = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int r = 0; r < n_rows; ++r) combine_split(a, p.n_split, p.partials, t0 + r, head);
+  }
 }
 
-// One block per (token, head): the splits' partial softmax sums combined.
+// One block per (token, head): the splits' partial softmax sums combined (combine_split).
 __global__ void combine_kernel(AttentionArgs a, int n_split, const float* partials) {
-  const int head = blockIdx.x, t = blockIdx.y;
-  const int stride = 2 + a.head_dim_v;
-  const float* part = partials + (int64_t(t) * a.n_head + head) * n_split * stride;
-  float mx = -FLT_MAX;
-  for (int s = 0; s < n_split; ++s)
-    if (part[s * stride + 1] > 0.0f) mx = fmaxf(mx, part[s * stride]);
-  for (int d = threadIdx.x; d < a.head_dim_v; d += blockDim.x) {
-    float num = 0.0f, den = 0.0f;
-    for (int s = 0; s < n_split; ++s) {
-      const float l = part[s * stride + 1];
-      if (l <= 0.0f) continue;
-      const float f = __expf(part[s * stride] - mx);
-      num += f * part[s * stride + 2 + d];
-      den += f * l;
-    }
-    a.out[t * a.out_stride + int64_t(head) * a.head_dim_v + d] = num / den;
-  }
+  combine_split(a, n_split, partials, blockIdx.y, blockIdx.x);
 }
 
 constexpr int kMaxSplit = 32;
@@ -242,7 +269,7 @@ void launch(const Params& p, cudaStream_t stream) {
   const dim3 grid(unsigned(a.n_head), unsigned((a.n_tokens + kRows - 1) / kRows), unsigned(p.n_split));
   attention_kernel<VPL><<<grid, kWarps * 32, bytes, stream>>>(p);
   STRATA_CUDA_LAUNCHED();
-  if (p.n_split > 1) {
+  if (p.n_split > 1 && !a.split_counters) {
     combine_kernel<<<dim3(unsigned(a.n_head), unsigned(a.n_tokens)), 128, 0, stream>>>(a, p.n_split, p.partials);
     STRATA_CUDA_LAUNCHED();
   }
@@ -255,19 +282,26 @@ size_t attention_partials_bytes(const AttentionArgs& a, int n_sm) {
   return n_split > 1 ? size_t(a.n_tokens) * a.n_head * n_split * (2 + a.head_dim_v) * sizeof(float) : 0;
 }
 
+size_t attention_counters_max(const AttentionArgs& a) {
+  return size_t((a.n_tokens + kRows - 1) / kRows) * size_t(a.n_head);
+}
+
 size_t attention_partials_bytes_max(const AttentionArgs& a) {
   return size_t(a.n_tokens) * a.n_head * kMaxSplit * (2 + a.head_dim_v) * sizeof(float);
 }
 
 // partials: attention_partials_bytes(a, n_sm) bytes of device scratch (may be null when 0).
-void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream) {
-  if (a.n_tokens <= 0) return;
+bool attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream) {
+  if (a.n_tokens <= 0) return false;
   if (a.head_dim_k <= 0 || a.head_dim_k > kMaxHeadDim || a.head_dim_k % 2 || a.head_dim_v <= 0 || a.head_dim_v % 2 ||
       a.head_dim_v > kMaxHeadDim || a.n_head_kv <= 0 || a.n_head % a.n_head_kv || a.n_slots <= 0)
     throw Error("cuda attention: unsupported heads (head_dim_k " + std::to_string(a.head_dim_k) + ", head_dim_v " +
                 std::to_string(a.head_dim_v) + ", n_head " + std::to_string(a.n_head) + ", n_head_kv " +
                 std::to_string(a.n_head_kv) + ", " + std::to_string(a.n_slots) + " cache rows)");
-  if (attention_mma(a, stream)) return;  // prompts: the tensor-core kernel
+  if (attention_mma(a, stream)) return false;  // prompts: the tensor-core kernel (never quantizes)
+  if (a.out_q && (a.head_dim_v % 32 || a.out_stride != int64_t(a.n_head) * a.head_dim_v))
+    throw Error("cuda attention: a quantized output needs whole chunks of 32 (head_dim_v " +
+                std::to_string(a.head_dim_v) + ")");
   Params p{a, a.n_head / a.n_head_kv, a.head_dim_k + 4, partials ? split_count(a, n_sm) : 1, partials};
   if (a.head_dim_v <= 64)
     launch<2>(p, stream);
@@ -275,6 +309,7 @@ void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t s
     launch<4>(p, stream);
   else
     launch<8>(p, stream);
+  return a.out_q != nullptr;
 }
 
 }  // namespace strata::backend::cuda

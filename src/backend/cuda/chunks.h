@@ -301,6 +301,35 @@ STRATA_HD void load_16(const uint8_t* p, int32_t w[4]) {
 #endif
 }
 
+// scale_min_k4 from the 12 scale bytes read as three little-endian words (one load each where
+// the block is 4-byte aligned, as the pieces' blocks are).
+STRATA_HD void scale_min_k4_words(int j, uint32_t s0, uint32_t s1, uint32_t s2, int& d, int& m) {
+  if (j < 4) {
+    d = int((s0 >> (8 * j)) & 63);
+    m = int((s1 >> (8 * j)) & 63);
+  } else {
+    const int sh = 8 * (j - 4);
+    d = int(((s2 >> sh) & 0xF) | (((s0 >> sh) & 0xC0) >> 2));
+    m = int(((s2 >> sh) & 0xF0) >> 4 | (((s1 >> sh) & 0xC0) >> 2));
+  }
+}
+
+// The scales of a Q4_K / Q5_K block (d, dmin, then 12 scale bytes at offset 4) for sub-blocks
+// 2 j and 2 j + 1.
+template <typename Block>
+STRATA_HD void k4_scales(const Block& b, int j, float d_out[2], float m_out[2]) {
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(&b);
+  const uint32_t dm = uint32_t(load_b4(base));
+  const uint32_t s0 = uint32_t(load_b4(base + 4)), s1 = uint32_t(load_b4(base + 8)), s2 = uint32_t(load_b4(base + 12));
+  const float d = half_to_float(uint16_t(dm & 0xFFFF)), dmin = half_to_float(uint16_t(dm >> 16));
+  for (int g = 0; g < 2; ++g) {
+    int sc, m;
+    scale_min_k4_words(2 * j + g, s0, s1, s2, sc, m);
+    d_out[g] = d * float(sc);
+    m_out[g] = -dmin * float(m);
+  }
+}
+
 // Q4_K piece p: 16 bytes qs[32 j + 16 h ..] (j = p / 2, h = p % 2); low nibbles are elements
 // 64 j + 16 h + i of sub-block 2 j, high nibbles 32 further on, sub-block 2 j + 1.
 template <>
@@ -315,14 +344,8 @@ struct Pieces<BlockQ4_K> {
       c.q[k] = int32_t(uint32_t(w[k]) & 0x0F0F0F0Fu);
       c.q[4 + k] = int32_t((uint32_t(w[k]) >> 4) & 0x0F0F0F0Fu);
     }
-    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
-    for (int g = 0; g < 2; ++g) {
-      int sc, m;
-      scale_min_k4(2 * j + g, b.scales, sc, m);
-      c.d[g] = d * float(sc);
-      c.m[g] = -dmin * float(m);
-      c.e[g] = 64 * j + 32 * g + 16 * h;
-    }
+    k4_scales(b, j, c.d, c.m);
+    for (int g = 0; g < 2; ++g) c.e[g] = 64 * j + 32 * g + 16 * h;
   }
 };
 
@@ -342,14 +365,8 @@ struct Pieces<BlockQ5_K> {
       c.q[k] = int32_t((uint32_t(w[k]) & 0x0F0F0F0Fu) | ((hi & 0x01010101u) << 4));
       c.q[4 + k] = int32_t(((uint32_t(w[k]) >> 4) & 0x0F0F0F0Fu) | (((hi >> 1) & 0x01010101u) << 4));
     }
-    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
-    for (int g = 0; g < 2; ++g) {
-      int sc, m;
-      scale_min_k4(2 * j + g, b.scales, sc, m);
-      c.d[g] = d * float(sc);
-      c.m[g] = -dmin * float(m);
-      c.e[g] = 64 * j + 32 * g + 16 * h;
-    }
+    k4_scales(b, j, c.d, c.m);
+    for (int g = 0; g < 2; ++g) c.e[g] = 64 * j + 32 * g + 16 * h;
   }
 };
 

@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/activations.cuh"
+#include "backend/cuda/rowdot.cuh"
 
 namespace strata::backend {
 namespace cuda {
@@ -47,8 +50,10 @@ __device__ float block_max(float v, float* shared) {
 
 constexpr int kRowThreads = 256;
 
-// As the CPU: the sum of squares in double, the scale in float.
-__global__ void rms_norm_kernel(const float* x, const float* weight, float* out, int64_t n, float eps) {
+// As the CPU: the sum of squares in double, the scale in float. q (n a multiple of 32): the output
+// also quantized for the decode matmul, q [n_rows x n] int8 with a scale per 32 in qd.
+__global__ void rms_norm_kernel(const float* x, const float* weight, float* out, int64_t n, float eps, int8_t* q,
+                                float* qd) {
   __shared__ double partial[kRowThreads / 32];
   const float* xr = x + blockIdx.x * n;
   float* o = out + blockIdx.x * n;
@@ -56,7 +61,14 @@ __global__ void rms_norm_kernel(const float* x, const float* weight, float* out,
   for (int64_t i = threadIdx.x; i < n; i += kRowThreads) sum += double(xr[i] * xr[i]);
   sum = block_sum<kRowThreads>(sum, partial);
   const float scale = 1.0f / sqrtf(float(sum / double(n)) + eps);
-  for (int64_t i = threadIdx.x; i < n; i += kRowThreads) o[i] = weight ? (xr[i] * scale) * weight[i] : xr[i] * scale;
+  for (int64_t i = threadIdx.x; i < n; i += kRowThreads) {
+    const float v = weight ? (xr[i] * scale) * weight[i] : xr[i] * scale;
+    o[i] = v;
+    if (q) {  // whole warps take whole chunks: n is a multiple of 32
+      const int64_t at = int64_t(blockIdx.x) * n + i;
+      quantize_q8_lane(v, threadIdx.x % 32, q + (at - threadIdx.x % 32), qd + at / 32);
+    }
+  }
 }
 
 __global__ void softmax_kernel(float* x, int64_t n) {
@@ -102,31 +114,14 @@ __global__ void rope_kernel(float* x, int64_t x_stride, int n_tokens, int n_head
   v[i1] = x0 * s + x1 * c;
 }
 
-__global__ void silu_mul_kernel(float* gate, const float* up, int64_t n) {
+// gate = act(gate) * up; q (n a multiple of 32): the result also quantized for the decode matmul.
+template <bool kGelu>
+__global__ void gated_kernel(float* gate, const float* up, int64_t n, int8_t* q, float* qd) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float g = gate[i];
-  gate[i] = (g / (1.0f + expf(-g))) * up[i];
-}
-
-// ggml's GELU: the input rounded to f16, the tanh form evaluated, the result rounded to f16 (what
-// the CPU's table holds); identity past 10, zero below -10.
-__global__ void gelu_mul_kernel(float* gate, const float* up, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float x = gate[i];
-  float g;
-  if (x <= -10.0f) {
-    g = 0.0f;
-  } else if (x >= 10.0f) {
-    g = x;
-  } else {
-    constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
-    constexpr float kCoefA = 0.044715f;
-    const float h = __half2float(__float2half_rn(x));
-    g = __half2float(__float2half_rn(0.5f * h * (1.0f + tanhf(kSqrt2OverPi * h * (1.0f + kCoefA * h * h)))));
-  }
-  gate[i] = g * up[i];
+  if (i >= n) return;  // whole warps when q is given
+  const float v = (kGelu ? gelu_ggml(gate[i]) : silu(gate[i])) * up[i];
+  gate[i] = v;
+  if (q) quantize_q8_lane(v, threadIdx.x % 32, q + (i - threadIdx.x % 32), qd + i / 32);
 }
 
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
@@ -144,14 +139,22 @@ __global__ void scale_kernel(float* x, float s, int64_t n) {
   if (i < n) x[i] *= s;
 }
 
-// Row t of src [n_tokens x width] into cache slot (pos0 + t) % n_slots.
-__global__ void store_kv_kernel(const float* src, int64_t width, int n_tokens, int64_t pos0, int64_t n_slots,
-                                __half* cache, const int64_t* pos_dev) {
+// Row t of k [n_tokens x kw] and of v [n_tokens x vw] into their caches' slot (pos0 + t) % n_slots,
+// in one launch.
+__global__ void store_kv_kernel(const float* k, int64_t kw, int64_t k_slots, __half* k_cache, const float* v,
+                                int64_t vw, int64_t v_slots, __half* v_cache, int n_tokens, int64_t pos0,
+                                const int64_t* pos_dev) {
   if (pos_dev) pos0 = *pos_dev;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(n_tokens) * width) return;
-  const int64_t t = i / width, c = i % width;
-  cache[((pos0 + t) % n_slots) * width + c] = __float2half_rn(src[i]);
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < int64_t(n_tokens) * kw) {
+    const int64_t t = i / kw, c = i % kw;
+    k_cache[((pos0 + t) % k_slots) * kw + c] = __float2half_rn(k[i]);
+    return;
+  }
+  i -= int64_t(n_tokens) * kw;
+  if (i >= int64_t(n_tokens) * vw) return;
+  const int64_t t = i / vw, c = i % vw;
+  v_cache[((pos0 + t) % v_slots) * vw + c] = __float2half_rn(v[i]);
 }
 
 // One warp per token: softmax over the experts (kMaxExperts / 32 per lane), then k rounds of
@@ -258,6 +261,7 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaHostAlloc(&bad_id_host_, sizeof(int), cudaHostAllocMapped));
     *bad_id_host_ = 0;
     STRATA_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&bad_id_), bad_id_host_, 0));
+    if (const char* w = std::getenv("STRATA_CUDA_MATVEC_WARPS")) cuda::set_matvec_warps_per_row(std::atoi(w));
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -293,6 +297,7 @@ class CudaBackend final : public Backend {
     if (p) STRATA_CUDA_CHECK(cudaFree(p));
   }
   void upload(void* dst, const void* src, size_t bytes) override {
+    q8_forget();
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
     STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host buffer may go away after return
   }
@@ -302,6 +307,7 @@ class CudaBackend final : public Backend {
     check_ids();
   }
   void copy(void* dst, const void* src, size_t bytes) override {
+    q8_forget();
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
   void synchronize() override {
@@ -371,17 +377,30 @@ class CudaBackend final : public Backend {
     if (chunked ? w.n_cols % 32 != 0 : (w.n_cols % 2 != 0 || x_stride % 2 != 0))  // paired float loads
       throw Error("cuda matmul: " + std::to_string(w.n_cols) + " columns of " + type_name(w.type) +
                   ", activation stride " + std::to_string(x_stride));
+    last_matmul_decode_ = n_tokens <= cuda::kMaxMatvecTokens;
     if (n_tokens <= cuda::kMaxMatvecTokens) {
       int8_t* xq = nullptr;
       float* xd = nullptr;
-      if (chunked) {
-        const size_t q_bytes = size_t(n_tokens) * size_t(w.n_cols);
-        uint8_t* s = static_cast<uint8_t*>(act_.reserve(q_bytes + q_bytes / 32 * 4, stream_));
-        xq = reinterpret_cast<int8_t*>(s);
-        xd = reinterpret_cast<float*>(s + q_bytes);
+      const int64_t n = int64_t(n_tokens) * w.n_cols;
+      const bool contiguous = x_stride == w.n_cols;
+      if (chunked && contiguous && q8_holds(x, n)) {  // quantized already (by its producer or a matmul before)
+        xq = static_cast<int8_t*>(q8_.ptr);
+        xd = q8_scales(n);
+      } else if (chunked) {
+        if (contiguous) {
+          xq = q8_room(n, xd);
+        } else {
+          const size_t q_bytes = size_t(n);
+          uint8_t* s = static_cast<uint8_t*>(act_.reserve(q_bytes + q_bytes / 32 * 4, stream_));
+          xq = reinterpret_cast<int8_t*>(s);
+          xd = reinterpret_cast<float*>(s + q_bytes);
+        }
         cuda::quantize_q8(x, x_stride, n_tokens, w.n_cols, xq, xd, stream_);
+        if (contiguous) q8_made(x, n);
       }
+      const bool held = chunked && contiguous && q8_holds(x, n);
       cuda::matvec(w, xq, xd, x, x_stride, n_tokens, y, y_stride, stream_);
+      if (held) q8_keep(y, (size_t(n_tokens - 1) * size_t(y_stride) + size_t(w.n_rows)) * sizeof(float));
       return;
     }
     // Prompt: f16 weights and activations on the tensor cores, f32 accumulation and output.
@@ -414,8 +433,13 @@ class CudaBackend final : public Backend {
 
   void rms_norm(const float* x, const float* weight, float* out, int64_t n, int n_rows, float eps) override {
     if (n_rows <= 0) return;
-    rms_norm_kernel<<<unsigned(n_rows), kRowThreads, 0, stream_>>>(x, weight, out, n, eps);
+    // Decode rows: quantized for the matmuls that read them, in the same launch.
+    const bool quantize = n_rows <= cuda::kMaxMatvecTokens && n % 32 == 0;
+    float* qd = nullptr;
+    int8_t* q = quantize ? q8_room(int64_t(n_rows) * n, qd) : nullptr;
+    rms_norm_kernel<<<unsigned(n_rows), kRowThreads, 0, stream_>>>(x, weight, out, n, eps, q, qd);
     STRATA_CUDA_LAUNCHED();
+    if (quantize) q8_made(out, int64_t(n_rows) * n);
   }
 
   void rope(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int64_t pos0,
@@ -443,12 +467,8 @@ class CudaBackend final : public Backend {
   }
 
   void gated_activation(float* gate, const float* up, int64_t n, GatedActivation act) override {
-    if (n <= 0) return;
-    if (act == GatedActivation::silu)
-      silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n);
-    else
-      gelu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n);
-    STRATA_CUDA_LAUNCHED();
+    // After decode matmuls (gate and up) the result feeds another (down): quantized in the same launch.
+    gated(gate, up, n, act, last_matmul_decode_);
   }
 
   void add(float* x, const float* y, int64_t n) override {
@@ -468,10 +488,9 @@ class CudaBackend final : public Backend {
     check_f16_cache(v_cache, int64_t(n_head_kv) * head_dim_v, "store_kv");
     if (n_tokens <= 0) return;
     const int64_t kw = int64_t(n_head_kv) * head_dim_k, vw = int64_t(n_head_kv) * head_dim_v;
-    store_kv_kernel<<<blocks_for(n_tokens * kw, 256), 256, 0, stream_>>>(
-        k, kw, n_tokens, pos0, k_cache.n_slots, reinterpret_cast<__half*>(k_cache.data), position(pos0));
-    store_kv_kernel<<<blocks_for(n_tokens * vw, 256), 256, 0, stream_>>>(
-        v, vw, n_tokens, pos0, v_cache.n_slots, reinterpret_cast<__half*>(v_cache.data), position(pos0));
+    store_kv_kernel<<<blocks_for(n_tokens * (kw + vw), 256), 256, 0, stream_>>>(
+        k, kw, k_cache.n_slots, reinterpret_cast<__half*>(k_cache.data), v, vw, v_cache.n_slots,
+        reinterpret_cast<__half*>(v_cache.data), n_tokens, pos0, position(pos0));
     STRATA_CUDA_LAUNCHED();
   }
 
@@ -504,7 +523,16 @@ class CudaBackend final : public Backend {
     const size_t need = n_tokens <= cuda::kMaxMatvecTokens ? std::max(bytes, cuda::attention_partials_bytes_max(a)) : bytes;
     void* scratch = need ? attention_.reserve(need, stream_) : nullptr;
     float* partials = bytes ? static_cast<float*>(scratch) : nullptr;
-    cuda::attention(a, partials, props_.multiProcessorCount, stream_);
+    if (partials) {  // the split's counts: zeros once allocated, left at zero by every launch
+      const int grown = split_counters_.grown;
+      a.split_counters = static_cast<int*>(split_counters_.reserve(cuda::attention_counters_max(a) * sizeof(int), stream_));
+      if (split_counters_.grown != grown)
+        STRATA_CUDA_CHECK(cudaMemsetAsync(split_counters_.ptr, 0, split_counters_.bytes, stream_));
+    }
+    // Decode: the output quantized for the o matmul in the same launch, where the kernel says it did.
+    const int64_t n_out = int64_t(n_tokens) * a.out_stride;
+    if (n_tokens <= cuda::kMaxMatvecTokens && shape.head_dim_v % 32 == 0) a.out_q = q8_room(n_out, a.out_qd);
+    if (cuda::attention(a, partials, props_.multiProcessorCount, stream_)) q8_made(out, n_out);
   }
 
   void begin_position_graph(int64_t pos) override {
@@ -529,6 +557,7 @@ class CudaBackend final : public Backend {
 
   void route_top_k(const float* logits, int n_tokens, int n_expert, int k, bool normalize, int32_t* chosen,
                    float* weights) override {
+    const bool held = q8_valid();  // the routed rows' int8 copy survives: this writes only the choice
     if (n_expert <= 0 || n_expert > kMaxExperts || k <= 0 || k > kMaxExpertsUsed || k > n_expert)
       throw Error("cuda route_top_k: " + std::to_string(k) + " of " + std::to_string(n_expert) + " experts (at most " +
                   std::to_string(kMaxExpertsUsed) + " of " + std::to_string(kMaxExperts) + ")");
@@ -536,6 +565,10 @@ class CudaBackend final : public Backend {
     route_kernel<<<blocks_for(n_tokens, 4), 128, 0, stream_>>>(logits, n_tokens, n_expert, k, normalize, chosen,
                                                                weights);
     STRATA_CUDA_LAUNCHED();
+    if (held) {
+      q8_keep(chosen, size_t(n_tokens) * k * sizeof(int32_t));
+      q8_keep(weights, size_t(n_tokens) * k * sizeof(float));
+    }
   }
 
   // ---- mixture of experts
@@ -559,10 +592,25 @@ class CudaBackend final : public Backend {
       auto* u = reinterpret_cast<float*>(base + x_q + x_d + a_f);
       auto* aq = reinterpret_cast<int8_t*>(base + x_q + x_d + 2 * a_f);
       auto* ad = reinterpret_cast<float*>(base + x_q + x_d + 2 * a_f + a_q);
-      if (cuda::is_chunked(w.gate.type)) cuda::quantize_q8(b.x, n_embd, b.n_tokens, n_embd, xq, xd, stream_);
+      if (cuda::is_chunked(w.gate.type)) {
+        if (q8_holds(b.x, int64_t(b.n_tokens) * n_embd)) {  // the router's matmul quantized them
+          xq = static_cast<int8_t*>(q8_.ptr);
+          xd = q8_scales(int64_t(b.n_tokens) * n_embd);
+        } else {
+          cuda::quantize_q8(b.x, n_embd, b.n_tokens, n_embd, xq, xd, stream_);
+        }
+      }
       cuda::moe_gate_up(xs, w.gate, w.gate_stride, w.up, w.up_stride, xq, xd, b.x, g, u, stream_);
-      gated_activation(g, u, int64_t(n_slots) * ff, b.act);
-      if (cuda::is_chunked(w.down.type)) cuda::quantize_q8(g, ff, n_slots, ff, aq, ad, stream_);
+      const bool down_q8 = cuda::is_chunked(w.down.type);
+      gated(g, u, int64_t(n_slots) * ff, b.act, down_q8);
+      if (down_q8) {
+        if (q8_holds(g, int64_t(n_slots) * ff)) {
+          aq = static_cast<int8_t*>(q8_.ptr);
+          ad = q8_scales(int64_t(n_slots) * ff);
+        } else {
+          cuda::quantize_q8(g, ff, n_slots, ff, aq, ad, stream_);
+        }
+      }
       cuda::moe_down(xs, w.down, w.down_stride, aq, ad, g, b.weights, b.out, stream_);
       return;
     }
@@ -607,7 +655,7 @@ class CudaBackend final : public Backend {
       matmul(expert(w.gate, w.gate_stride, gr.slot), in, n_embd, gr.count, g + size_t(gr.first) * ff, ff);
       matmul(expert(w.up, w.up_stride, gr.slot), in, n_embd, gr.count, u + size_t(gr.first) * ff, ff);
     }
-    gated_activation(g, u, int64_t(count) * ff, b.act);
+    gated(g, u, int64_t(count) * ff, b.act, false);  // the down GEMMs read floats
     for (const MoeGroup& gr : moe_groups_)
       matmul(expert(w.down, w.down_stride, gr.slot), g + size_t(gr.first) * ff, ff, gr.count,
              d + size_t(gr.first) * n_embd, n_embd);
@@ -635,6 +683,7 @@ class CudaBackend final : public Backend {
     if (p) STRATA_CUDA_CHECK(cudaFreeHost(p));
   }
   void upload_async(void* dst, const void* src, size_t bytes) override {
+    q8_forget();
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, copy_stream()));
   }
   void ops_after_copies() override {
@@ -658,7 +707,9 @@ class CudaBackend final : public Backend {
                   std::to_string(recording_pos_));
     return pos_dev_;
   }
-  int scratch_grown() const { return act_.grown + weights_f16_.grown + attention_.grown; }
+  int scratch_grown() const {
+    return act_.grown + weights_f16_.grown + attention_.grown + moe_.grown + q8_.grown + split_counters_.grown;
+  }
   // The position a recorded step reads, into device memory in stream order (the pinned source is
   // rewritten only once the stream has drained).
   void set_position(int64_t pos) {
@@ -681,6 +732,55 @@ class CudaBackend final : public Backend {
     }
     return copy_stream_;
   }
+  // ---- the decode matmul's int8 activations (gpu13): rows quantized once, by the op that made them
+  // (rms_norm, the gated activation) or the first matmul that reads them, and reused by the next
+  // matmuls that read the same rows. The copy in q8_ is of the n contiguous floats at q8_key_.x and
+  // holds while no kernel has been launched since q8_key_.at (cuda::launches) other than ones known
+  // not to write them (q8_keep); copies of memory drop it.
+  struct Q8Key {
+    const float* x = nullptr;
+    int64_t n = 0;
+    uint64_t at = ~uint64_t(0);
+  };
+  bool q8_valid() const { return q8_key_.x && q8_key_.at == cuda::launches.load(std::memory_order_relaxed); }
+  bool q8_holds(const float* x, int64_t n) const { return q8_valid() && q8_key_.x == x && q8_key_.n == n; }
+  void q8_forget() { q8_key_ = Q8Key{}; }
+  // Room for n values (n / 32 scales after them); the int8 part, and the scales in d.
+  int8_t* q8_room(int64_t n, float*& d) {
+    auto* base = static_cast<uint8_t*>(q8_.reserve(aligned(size_t(n)) + size_t(n) / 32 * sizeof(float), stream_));
+    d = reinterpret_cast<float*>(base + aligned(size_t(n)));
+    return reinterpret_cast<int8_t*>(base);
+  }
+  float* q8_scales(int64_t n) { return reinterpret_cast<float*>(static_cast<uint8_t*>(q8_.ptr) + aligned(size_t(n))); }
+  void q8_made(const float* x, int64_t n) { q8_key_ = Q8Key{x, n, cuda::launches.load(std::memory_order_relaxed)}; }
+  // The kernel just launched wrote only [p, p + bytes): the copy holds on if that misses its rows.
+  void q8_keep(const void* p, size_t bytes) {
+    const auto* a = static_cast<const uint8_t*>(p);
+    const auto* x = reinterpret_cast<const uint8_t*>(q8_key_.x);
+    if (!q8_key_.x || a + bytes <= x || a >= x + size_t(q8_key_.n) * sizeof(float)) {
+      if (q8_key_.x) q8_key_.at = cuda::launches.load(std::memory_order_relaxed);
+    } else {
+      q8_forget();
+    }
+  }
+  // gate = act(gate) * up over n values, quantized in the same launch where `quantize` (and n a
+  // multiple of 32).
+  void gated(float* gate, const float* up, int64_t n, GatedActivation act, bool quantize) {
+    if (n <= 0) return;
+    quantize = quantize && n % 32 == 0;
+    float* qd = nullptr;
+    int8_t* q = quantize ? q8_room(n, qd) : nullptr;
+    if (act == GatedActivation::silu)
+      gated_kernel<false><<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n, q, qd);
+    else
+      gated_kernel<true><<<blocks_for(n, 256), 256, 0, stream_>>>(gate, up, n, q, qd);
+    STRATA_CUDA_LAUNCHED();
+    if (quantize) q8_made(gate, n);
+  }
+  Q8Key q8_key_;
+  Scratch q8_;
+  bool last_matmul_decode_ = false;  // the last matmul was a matvec (its outputs feed matvecs)
+
   cudaStream_t copy_stream_ = nullptr;  // created on the first async copy
   cudaEvent_t copies_done_ = nullptr, ops_done_ = nullptr;
   static size_t aligned(size_t n) { return (n + 255) / 256 * 256; }
@@ -737,6 +837,7 @@ class CudaBackend final : public Backend {
   Scratch act_;          // quantized or f16 activations of one matmul
   Scratch weights_f16_;  // one weight matrix dequantized to f16 (prompt GEMM)
   Scratch attention_;    // partial results of attention split over the context
+  Scratch split_counters_;  // attention's per-(token block, head) counts of finished splits
 };
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "backend/backend.h"
@@ -20,7 +22,16 @@ namespace strata::backend::cuda {
     const cudaError_t strata_cuda_err = (expr);                                                                    \
     if (strata_cuda_err != cudaSuccess) ::strata::backend::cuda::fail(strata_cuda_err, #expr, __FILE__, __LINE__); \
   } while (0)
-#define STRATA_CUDA_LAUNCHED() STRATA_CUDA_CHECK(cudaGetLastError())
+// Every kernel launch is checked with STRATA_CUDA_LAUNCHED, which also counts it: device data
+// derived from an activation (the decode matmul's int8 copy, cuda_backend.cu) stays valid only
+// while no kernel that might write that activation has been launched since. Other writes of device
+// memory (copies, memsets) must drop such data themselves.
+inline std::atomic<uint64_t> launches{0};
+#define STRATA_CUDA_LAUNCHED()                                                         \
+  do {                                                                                 \
+    ::strata::backend::cuda::launches.fetch_add(1, std::memory_order_relaxed);         \
+    STRATA_CUDA_CHECK(cudaGetLastError());                                             \
+  } while (0)
 
 // Self-attention of a batch of n_tokens at positions pos0.. over one layer's f16 KV cache (rows of
 // k_width / v_width halves, position p in row p % n_slots; the batch's own keys and values already
@@ -43,6 +54,14 @@ struct AttentionArgs {
   // memory; null: pos0), with the context split among the most blocks the shape takes, so that the
   // launch does not depend on the position.
   const int64_t* pos_dev = nullptr;
+  // Where given (decode, head_dim_v a multiple of 32, out_stride n_head * head_dim_v): the output
+  // also quantized for the matmul that reads it, int8 [n_tokens x out_stride] with a scale per 32.
+  int8_t* out_q = nullptr;
+  float* out_qd = nullptr;
+  // Where given (zeros, attention_counters_max of them): a split context's blocks count themselves
+  // done there and the last combines the partial results, in the same launch; else a second kernel
+  // combines them. Each count is back at zero when the launch ends.
+  int* split_counters = nullptr;
 };
 
 // Types whose rows decode through chunks.h (dp4a matvec on int8 activations).
@@ -56,6 +75,9 @@ constexpr int kMaxMatvecTokens = 8;
 // xd [n_tokens x n_cols / 32] (n_cols a multiple of 32).
 void quantize_q8(const float* x, int64_t x_stride, int n_tokens, int64_t n_cols, int8_t* xq, float* xd,
                  cudaStream_t stream);
+// Warps the one-token matvec gives each row (1, 2 or 4; anything else: the shape decides), for
+// benchmarks (bench/cuda_ops.cu) and STRATA_CUDA_MATVEC_WARPS.
+void set_matvec_warps_per_row(int warps);
 // y[t, r] = W[r, :] . x[t, :] for n_tokens <= kMaxMatvecTokens: chunked types read xq/xd, float
 // types read x.
 void matvec(const WeightView& w, const int8_t* xq, const float* xd, const float* x, int64_t x_stride, int n_tokens,
@@ -76,7 +98,10 @@ size_t attention_partials_bytes(const AttentionArgs& a, int n_sm);
 // The most attention_partials_bytes can be for this batch and heads at any context length (decode
 // reserves it before a graph is captured, since the split grows with the context).
 size_t attention_partials_bytes_max(const AttentionArgs& a);
-void attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream);
+// The counts a.split_counters must hold for this batch and heads.
+size_t attention_counters_max(const AttentionArgs& a);
+// True where it also quantized the output into a.out_q / a.out_qd.
+bool attention(const AttentionArgs& a, float* partials, int n_sm, cudaStream_t stream);
 // Prompt attention on the tensor cores (attention_mma.cu) where it applies (at least 16 tokens,
 // equal key and value head dims of 64, 128 or 256); false, having done nothing, elsewhere.
 bool attention_mma(const AttentionArgs& a, cudaStream_t stream);

@@ -9,6 +9,7 @@
 #include "backend/cuda/chunks.h"
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/dispatch.cuh"
+#include "backend/cuda/rowdot.cuh"
 
 namespace strata::backend::cuda {
 namespace {
@@ -30,82 +31,50 @@ __global__ void quantize_q8_kernel(const float* x, int64_t x_stride, int64_t n_c
   const int lane = threadIdx.x % 32;
   const int64_t per_row = n_cols / 32;
   const int64_t t = chunk / per_row, c = chunk % per_row;
-  const float v = x[t * x_stride + c * 32 + lane];
-  float amax = fabsf(v);
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  xq[t * n_cols + c * 32 + lane] = int8_t(__float2int_rn(v * id));
-  if (lane == 0) xd[t * per_row + c] = d;
+  quantize_q8_lane(x[t * x_stride + c * 32 + lane], lane, xq + t * n_cols + c * 32, xd + t * per_row + c);
 }
 
-// Rows of a chunked weight against NT tokens of int8 activations: one warp per row, each lane a
-// chunk at a time (consecutive lanes read consecutive bytes of the row).
-template <typename Block, int NT>
+// Rows of a chunked weight against NT tokens of int8 activations, W warps per row (rowdot.cuh:
+// pieces for the K-quants that have them, else a chunk per lane), kWarpsPerBlock / W rows a block.
+template <typename Block, int NT, bool kPieces, int W>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    matvec_chunked(const uint8_t* w, size_t row_bytes, int64_t n_rows, int n_chunks, const int8_t* xq, const float* xd,
-                   float* y, int64_t y_stride) {
-  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (row >= n_rows) return;
-  const int lane = threadIdx.x % 32;
-  const uint8_t* wr = w + size_t(row) * row_bytes;
+    matvec_q8(const uint8_t* __restrict__ w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+              const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ y, int64_t y_stride) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = int64_t(blockIdx.x) * (kWarpsPerBlock / W) + warp / W;
   float acc[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-  for (int c = lane; c < n_chunks; c += 32) {
-    Chunk ch;
-    chunks::load_chunk<Block>(wr, c, ch);
+  if (row < n_rows)
+    row_dot_q8<Block, NT, kPieces, W>(w + size_t(row) * row_bytes, n_cols, xq, xd, (warp % W) * 32 + lane, acc);
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const int4* a4 = reinterpret_cast<const int4*>(xq + (int64_t(t) * n_chunks + c) * 32);
-      const int4 a0 = __ldg(a4), a1 = __ldg(a4 + 1);
-      const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      acc[t] += chunks::dot_chunk(ch, a, __ldg(xd + int64_t(t) * n_chunks + c));
+  for (int t = 0; t < NT; ++t) acc[t] = warp_sum(acc[t]);
+  if constexpr (W == 1) {
+    if (row < n_rows && lane == 0) {
+#pragma unroll
+      for (int t = 0; t < NT; ++t) y[t * y_stride + row] = acc[t];
     }
-  }
+  } else {  // the row's warps add up in shared memory (every thread reaches the barrier)
+    __shared__ float part[kWarpsPerBlock][NT];
+    if (lane == 0) {
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const float s = warp_sum(acc[t]);
-    if (lane == 0) y[t * y_stride + row] = s;
+      for (int t = 0; t < NT; ++t) part[warp][t] = acc[t];
+    }
+    __syncthreads();
+    if (row < n_rows && warp % W == 0 && lane < NT) {
+      float s = 0.0f;
+#pragma unroll
+      for (int k = 0; k < W; ++k) s += part[warp + k][lane];
+      y[lane * y_stride + row] = s;
+    }
   }
 }
 
-// Rows of a K-quant weight with pieces (chunks.h) against NT tokens of int8 activations: one warp
-// per row, eight lanes per block (each one piece of 32 quants, read once with contiguous loads),
-// four blocks per warp step, two steps in flight per lane.
-template <typename Block, int NT>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    matvec_pieces(const uint8_t* __restrict__ w, size_t row_bytes, int64_t n_rows, int n_blocks,
-                  const int8_t* __restrict__ xq, const float* __restrict__ xd, int64_t n_cols, float* __restrict__ y,
-                  int64_t y_stride) {
-  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (row >= n_rows) return;
-  const int lane = threadIdx.x % 32;
-  const Block* blocks = reinterpret_cast<const Block*>(w + size_t(row) * row_bytes);
-  const int piece = lane % 8;
-  float acc[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-#pragma unroll 2
-  for (int b = lane / 8; b < n_blocks; b += 4) {
-    chunks::Piece pc;
-    chunks::Pieces<Block>::load(blocks[b], piece, pc);
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const int8_t* xt = xq + int64_t(t) * n_cols + int64_t(b) * 256;
-      const float* dt = xd + int64_t(t) * (n_cols / 32) + int64_t(b) * 8;
-      const int4 a0 = __ldg(reinterpret_cast<const int4*>(xt + pc.e[0]));
-      const int4 a1 = __ldg(reinterpret_cast<const int4*>(xt + pc.e[1]));
-      const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      const float ad[2] = {__ldg(dt + pc.e[0] / 32), __ldg(dt + pc.e[1] / 32)};
-      acc[t] += chunks::dot_piece(pc, a, ad);
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const float s = warp_sum(acc[t]);
-    if (lane == 0) y[t * y_stride + row] = s;
-  }
+// Warps a decode matvec gives each row (1, 2 or 4): set_matvec_warps_per_row's choice, else by shape.
+int g_matvec_warps = 0;
+int matvec_warps(int n_tokens) {
+  if (n_tokens > 1) return 1;
+  return g_matvec_warps > 0 ? g_matvec_warps : 1;
 }
 
 // Rows of a float weight against NT tokens of float activations, two elements per lane per step.
@@ -174,6 +143,31 @@ __global__ void dequantize_chunked(const uint8_t* w, size_t row_bytes, const int
   }
 }
 
+// The K-quants with pieces to f16 rows (the prompt GEMM's tiles): one thread a piece, its quants
+// read once with wide loads and each group's 16 values written as two 16-byte stores; the values
+// chunk_value gives (d * q + m per group).
+template <typename Block>
+__global__ void dequantize_pieces(const uint8_t* __restrict__ w, size_t row_bytes, int64_t n_rows, int n_blocks,
+                                  __half* __restrict__ out, int64_t out_stride) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * n_blocks * 8) return;
+  const int piece = int(i % 8);
+  const int64_t b = i / 8 % n_blocks, r = i / 8 / n_blocks;
+  chunks::Piece pc;
+  chunks::Pieces<Block>::load(reinterpret_cast<const Block*>(w + size_t(r) * row_bytes)[b], piece, pc);
+  __half* o = out + r * out_stride + b * 256;
+#pragma unroll
+  for (int g = 0; g < 2; ++g) {
+    __half2 h[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      h[k] = __floats2half2_rn(chunks::piece_value(pc, g, 2 * k), chunks::piece_value(pc, g, 2 * k + 1));
+    uint4* dst = reinterpret_cast<uint4*>(o + pc.e[g]);
+    dst[0] = *reinterpret_cast<const uint4*>(h);
+    dst[1] = *reinterpret_cast<const uint4*>(h + 4);
+  }
+}
+
 template <typename F, typename Out>
 __global__ void dequantize_float(const uint8_t* w, size_t row_bytes, const int32_t* ids, int64_t n_src_rows,
                                  int64_t n_rows, int64_t n_cols, Out* out, int64_t out_stride, int* bad_id) {
@@ -214,6 +208,16 @@ void dequantize_rows(const WeightView& w, const int32_t* ids, int64_t n_rows, Ou
   const int n_chunks = int(w.n_cols / 32);
   const bool chunked = with_block(w.type, [&](auto block) {
     using Block = decltype(block);
+    if constexpr (sizeof(Out) == 2 && chunks::Pieces<Block>::kHas) {
+      // Whole rows to f16 (the prompt's tiles), 16-byte stores: aligned rows of whole blocks.
+      if (!ids && use_pieces<Block>(w.data, w.row_bytes) && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+          out_stride % 8 == 0) {
+        const int n_blocks = int(w.n_cols / 256);
+        dequantize_pieces<Block><<<blocks_for(n_rows * n_blocks * 8, 256), 256, 0, stream>>>(
+            w.data, w.row_bytes, n_rows, n_blocks, out, out_stride);
+        return;
+      }
+    }
     constexpr int kSplit = sizeof(Out) == 2 ? 4 : 1;
     dequantize_chunked<Block, Out, kSplit><<<blocks_for(n_rows * n_chunks * kSplit, 256), 256, 0, stream>>>(
         w.data, w.row_bytes, ids, w.n_rows, n_rows, n_chunks, out, out_stride, bad_id);
@@ -227,35 +231,51 @@ void dequantize_rows(const WeightView& w, const int32_t* ids, int64_t n_rows, Ou
   STRATA_CUDA_LAUNCHED();
 }
 
+template <typename Block, int NT, bool kPieces, int W>
+void launch_q8(const WeightView& w, const int8_t* xq, const float* xd, float* y, int64_t y_stride,
+               cudaStream_t stream) {
+  matvec_q8<Block, NT, kPieces, W><<<blocks_for(w.n_rows, kWarpsPerBlock / W), kWarpsPerBlock * 32, 0, stream>>>(
+      w.data, w.row_bytes, w.n_rows, w.n_cols, xq, xd, y, y_stride);
+}
+
+template <typename Block, int NT, bool kPieces>
+void launch_q8_warps(const WeightView& w, const int8_t* xq, const float* xd, float* y, int64_t y_stride,
+                     cudaStream_t stream) {
+  if constexpr (NT == 1) {
+    switch (matvec_warps(NT)) {
+      case 2:
+        return launch_q8<Block, NT, kPieces, 2>(w, xq, xd, y, y_stride, stream);
+      case 4:
+        return launch_q8<Block, NT, kPieces, 4>(w, xq, xd, y, y_stride, stream);
+      default:
+        break;
+    }
+  }
+  launch_q8<Block, NT, kPieces, 1>(w, xq, xd, y, y_stride, stream);
+}
+
 template <int NT>
 void matvec_n(const WeightView& w, const int8_t* xq, const float* xd, const float* x, int64_t x_stride, float* y,
               int64_t y_stride, cudaStream_t stream) {
-  const unsigned grid = blocks_for(w.n_rows, kWarpsPerBlock);
   const bool chunked = with_block(w.type, [&](auto block) {
     using Block = decltype(block);
-    if constexpr (chunks::Pieces<Block>::kHas) {
-      // 16-byte loads need 16-byte aligned rows (device allocations are; a view into the middle of
-      // a row piece might not be).
-      if (!chunks::Pieces<Block>::kAligned16 ||
-          (reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && w.row_bytes % 16 == 0)) {
-        matvec_pieces<Block, NT><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
-            w.data, w.row_bytes, w.n_rows, int(w.n_cols / 256), xq, xd, w.n_cols, y, y_stride);
-        return;
-      }
-    }
-    matvec_chunked<Block, NT><<<grid, kWarpsPerBlock * 32, 0, stream>>>(w.data, w.row_bytes, w.n_rows,
-                                                                        int(w.n_cols / 32), xq, xd, y, y_stride);
+    if (use_pieces<Block>(w.data, w.row_bytes))
+      launch_q8_warps<Block, NT, chunks::Pieces<Block>::kHas>(w, xq, xd, y, y_stride, stream);
+    else
+      launch_q8_warps<Block, NT, false>(w, xq, xd, y, y_stride, stream);
   });
   if (!chunked && !with_float(w.type, [&](auto f) {
         using F = decltype(f);
-        matvec_float<F, NT><<<grid, kWarpsPerBlock * 32, 0, stream>>>(w.data, w.row_bytes, w.n_rows, w.n_cols, x,
-                                                                      x_stride, y, y_stride);
+        matvec_float<F, NT><<<blocks_for(w.n_rows, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream>>>(
+            w.data, w.row_bytes, w.n_rows, w.n_cols, x, x_stride, y, y_stride);
       }))
     throw Error(std::string("cuda: no kernels for tensor type ") + type_name(w.type));
   STRATA_CUDA_LAUNCHED();
 }
 
 }  // namespace
+
+void set_matvec_warps_per_row(int warps) { g_matvec_warps = warps == 1 || warps == 2 || warps == 4 ? warps : 0; }
 
 bool is_chunked(DType type) {
   return with_block(type, [](auto) {});

@@ -7,11 +7,10 @@
 #include "backend/cuda/chunks.h"
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/dispatch.cuh"
+#include "backend/cuda/rowdot.cuh"
 
 namespace strata::backend::cuda {
 namespace {
-
-using chunks::Chunk;
 
 constexpr int kWarps = 4;  // rows per block, one warp each
 
@@ -31,37 +30,29 @@ __device__ __forceinline__ int expert_slot(const ExpertSlots& x, int s) {
   return e;
 }
 
-// Gate and up rows of slot blockIdx.y's expert against its token's int8 activations: one warp a row.
-template <typename Block>
+// Gate and up rows of slot blockIdx.y's expert against its token's int8 activations: one warp a
+// row of each (rowdot.cuh).
+template <typename Block, bool kPieces>
 __global__ void __launch_bounds__(kWarps * 32)
-    gate_up_chunked(ExpertSlots x, const uint8_t* gate, size_t gate_stride, const uint8_t* up, size_t up_stride,
-                    size_t row_bytes, int64_t n_rows, int n_chunks, const int8_t* xq, const float* xd, float* g,
-                    float* u) {
+    gate_up_q8(ExpertSlots x, const uint8_t* gate, size_t gate_stride, const uint8_t* up, size_t up_stride,
+               size_t row_bytes, int64_t n_rows, int64_t n_cols, const int8_t* xq, const float* xd, float* g,
+               float* u) {
   const int s = blockIdx.y;
   const int slot = expert_slot(x, s);
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (slot < 0 || row >= n_rows) return;
   const int lane = threadIdx.x % 32;
   const int t = s / x.k;
-  const uint8_t* gr = gate + size_t(slot) * gate_stride + size_t(row) * row_bytes;
-  const uint8_t* ur = up + size_t(slot) * up_stride + size_t(row) * row_bytes;
-  float acc_g = 0.0f, acc_u = 0.0f;
-  for (int c = lane; c < n_chunks; c += 32) {
-    const int4* a4 = reinterpret_cast<const int4*>(xq + (int64_t(t) * n_chunks + c) * 32);
-    const int4 a0 = __ldg(a4), a1 = __ldg(a4 + 1);
-    const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    const float ad = __ldg(xd + int64_t(t) * n_chunks + c);
-    Chunk ch;
-    chunks::load_chunk<Block>(gr, c, ch);
-    acc_g += chunks::dot_chunk(ch, a, ad);
-    chunks::load_chunk<Block>(ur, c, ch);
-    acc_u += chunks::dot_chunk(ch, a, ad);
-  }
-  acc_g = warp_sum(acc_g);
-  acc_u = warp_sum(acc_u);
+  const int8_t* xt = xq + int64_t(t) * n_cols;
+  const float* dt = xd + int64_t(t) * (n_cols / 32);
+  float acc_g[1] = {0.0f}, acc_u[1] = {0.0f};
+  row_dot_q8<Block, 1, kPieces>(gate + size_t(slot) * gate_stride + size_t(row) * row_bytes, n_cols, xt, dt, lane,
+                                acc_g);
+  row_dot_q8<Block, 1, kPieces>(up + size_t(slot) * up_stride + size_t(row) * row_bytes, n_cols, xt, dt, lane, acc_u);
+  const float sg = warp_sum(acc_g[0]), su = warp_sum(acc_u[0]);
   if (lane == 0) {
-    g[int64_t(s) * n_rows + row] = acc_g;
-    u[int64_t(s) * n_rows + row] = acc_u;
+    g[int64_t(s) * n_rows + row] = sg;
+    u[int64_t(s) * n_rows + row] = su;
   }
 }
 
@@ -93,27 +84,20 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // Down rows of slot blockIdx.y's expert against the slot's own int8 activations, times its weight.
-template <typename Block>
+template <typename Block, bool kPieces>
 __global__ void __launch_bounds__(kWarps * 32)
-    down_chunked(ExpertSlots x, const uint8_t* down, size_t stride, size_t row_bytes, int64_t n_rows, int n_chunks,
-                 const int8_t* aq, const float* ad, const float* weights, float* out) {
+    down_q8(ExpertSlots x, const uint8_t* down, size_t stride, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+            const int8_t* aq, const float* ad, const float* weights, float* out) {
   const int s = blockIdx.y;
   const int slot = expert_slot(x, s);
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (slot < 0 || row >= n_rows) return;
   const int lane = threadIdx.x % 32;
-  const uint8_t* wr = down + size_t(slot) * stride + size_t(row) * row_bytes;
-  float acc = 0.0f;
-  for (int c = lane; c < n_chunks; c += 32) {
-    const int4* a4 = reinterpret_cast<const int4*>(aq + (int64_t(s) * n_chunks + c) * 32);
-    const int4 a0 = __ldg(a4), a1 = __ldg(a4 + 1);
-    const int32_t a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    Chunk ch;
-    chunks::load_chunk<Block>(wr, c, ch);
-    acc += chunks::dot_chunk(ch, a, __ldg(ad + int64_t(s) * n_chunks + c));
-  }
-  acc = warp_sum(acc);
-  if (lane == 0) out[int64_t(s) * n_rows + row] = acc * weights[s];
+  float acc[1] = {0.0f};
+  row_dot_q8<Block, 1, kPieces>(down + size_t(slot) * stride + size_t(row) * row_bytes, n_cols,
+                                aq + int64_t(s) * n_cols, ad + int64_t(s) * (n_cols / 32), lane, acc);
+  const float sum = warp_sum(acc[0]);
+  if (lane == 0) out[int64_t(s) * n_rows + row] = sum * weights[s];
 }
 
 template <typename F>
@@ -182,9 +166,12 @@ void moe_gate_up(const ExpertSlots& x, const WeightView& gate, size_t gate_strid
   const dim3 grid(blocks_for(gate.n_rows, kWarps), unsigned(x.n_slots));
   const bool chunked = with_block(gate.type, [&](auto block) {
     using Block = decltype(block);
-    gate_up_chunked<Block><<<grid, kWarps * 32, 0, stream>>>(x, gate.data, gate_stride, up.data, up_stride,
-                                                             gate.row_bytes, gate.n_rows, int(gate.n_cols / 32), xq,
-                                                             xd, g, u);
+    if (use_pieces<Block>(gate.data, gate.row_bytes, gate_stride) && use_pieces<Block>(up.data, up.row_bytes, up_stride))
+      gate_up_q8<Block, chunks::Pieces<Block>::kHas><<<grid, kWarps * 32, 0, stream>>>(
+          x, gate.data, gate_stride, up.data, up_stride, gate.row_bytes, gate.n_rows, gate.n_cols, xq, xd, g, u);
+    else
+      gate_up_q8<Block, false><<<grid, kWarps * 32, 0, stream>>>(x, gate.data, gate_stride, up.data, up_stride,
+                                                                 gate.row_bytes, gate.n_rows, gate.n_cols, xq, xd, g, u);
   });
   if (!chunked && !with_float(gate.type, [&](auto f) {
         using F = decltype(f);
@@ -201,8 +188,12 @@ void moe_down(const ExpertSlots& x, const WeightView& down, size_t stride, const
   const dim3 grid(blocks_for(down.n_rows, kWarps), unsigned(x.n_slots));
   const bool chunked = with_block(down.type, [&](auto block) {
     using Block = decltype(block);
-    down_chunked<Block><<<grid, kWarps * 32, 0, stream>>>(x, down.data, stride, down.row_bytes, down.n_rows,
-                                                          int(down.n_cols / 32), aq, ad, weights, out);
+    if (use_pieces<Block>(down.data, down.row_bytes, stride))
+      down_q8<Block, chunks::Pieces<Block>::kHas><<<grid, kWarps * 32, 0, stream>>>(
+          x, down.data, stride, down.row_bytes, down.n_rows, down.n_cols, aq, ad, weights, out);
+    else
+      down_q8<Block, false><<<grid, kWarps * 32, 0, stream>>>(x, down.data, stride, down.row_bytes, down.n_rows,
+                                                              down.n_cols, aq, ad, weights, out);
   });
   if (!chunked && !with_float(down.type, [&](auto f) {
         using F = decltype(f);
