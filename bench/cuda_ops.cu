@@ -388,6 +388,12 @@ int main(int argc, char** argv) {
     const std::vector<DType> types = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,
                                       DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16,  DType::BF16};
     const Shape shapes[] = {{"attn_q", 4096, 4096}, {"ffn_up", 14336, 4096}, {"ffn_down", 4096, 14336}};
+    if (wants("model")) {
+      bench_model(*b, {"SmolLM2-135M Q4_1", 30, 576, 9, 3, 64, 1536, 49152, DType::Q4_1, DType::Q4_1, DType::Q4_1,
+                       DType::Q8_0});
+      bench_model(*b, {"llama-3-8B Q4_K (~M)", 32, 4096, 32, 8, 128, 14336, 128256, DType::Q4_K, DType::Q4_K,
+                       DType::Q6_K, DType::Q6_K});
+    }
     if (wants("matvec") || wants("matvec-main")) {  // matvec-main: the types the benchmarked models use
       const std::vector<DType> main_types = {DType::Q4_0, DType::Q4_1, DType::Q8_0,
                                              DType::Q4_K, DType::Q5_K, DType::Q6_K};
@@ -406,12 +412,6 @@ int main(int argc, char** argv) {
     if (wants("attention")) {
       for (int ctx : {512, 4096, 16384}) bench_attention(*b, ctx, 1);
       bench_attention(*b, 512, 512);
-    }
-    if (wants("model")) {
-      bench_model(*b, {"SmolLM2-135M Q4_1", 30, 576, 9, 3, 64, 1536, 49152, DType::Q4_1, DType::Q4_1, DType::Q4_1,
-                       DType::Q8_0});
-      bench_model(*b, {"llama-3-8B Q4_K (~M)", 32, 4096, 32, 8, 128, 14336, 128256, DType::Q4_K, DType::Q4_K,
-                       DType::Q6_K, DType::Q6_K});
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cuda_ops_bench: %s\n", e.what());
