@@ -170,6 +170,19 @@ class Backend {
   // queued later wait for the ops queued so far.
   virtual void ops_after_copies() {}
   virtual void copies_after_ops() {}
+
+  // ---- fused forms (grouped here: added for fewer decode launches; a default in terms of the ops
+  // above, which a device overrides)
+  // gate_out = act(gate x) * (up x), rows of gate.n_rows, for an FFN whose gate and up matrices are
+  // both whole here (x: n_tokens rows of gate.n_cols); up_out is scratch the default puts up x in.
+  virtual void ffn_gate_up(const WeightView& gate, const WeightView& up, const float* x, int n_tokens, float* gate_out,
+                           float* up_out, GatedActivation act) {
+    prepare_matmul(gate.type, gate.n_cols, x, gate.n_cols, n_tokens);
+    matmul_prepared(gate, gate_out, gate.n_rows);
+    prepare_matmul(up.type, up.n_cols, x, up.n_cols, n_tokens);
+    matmul_prepared(up, up_out, up.n_rows);
+    gated_activation(gate_out, up_out, int64_t(n_tokens) * gate.n_rows, act);
+  }
 };
 
 // The k highest of n scores into out, best first (ties to the lower index): routing's one top-k.

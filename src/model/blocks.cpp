@@ -218,9 +218,16 @@ void ffn_matmul(ForwardPass& p, int layer, FfnPart part, const float* x, float* 
 void ffn(ForwardPass& p, int layer, Activation act) {
   const ModelConfig& c = p.config;
   const Activations& a = p.act;
-  ffn_matmul(p, layer, FfnPart::gate, a.h, a.gate);
-  ffn_matmul(p, layer, FfnPart::up, a.h, a.up);
-  p.backend->gated_activation(a.gate, a.up, int64_t(p.n_tokens) * c.n_ff, gated(act));
+  if (p.source.ffn_resident(layer, FfnPart::gate) && p.source.ffn_resident(layer, FfnPart::up)) {
+    // Both whole: one op, which a device may run as one launch.
+    const LayerWeights& L = p.weights.layers[size_t(layer)];
+    p.backend->ffn_gate_up(weight(p, ffn_weight(L, FfnPart::gate)), weight(p, ffn_weight(L, FfnPart::up)), a.h,
+                           p.n_tokens, a.gate, a.up, gated(act));
+  } else {
+    ffn_matmul(p, layer, FfnPart::gate, a.h, a.gate);
+    ffn_matmul(p, layer, FfnPart::up, a.h, a.up);
+    p.backend->gated_activation(a.gate, a.up, int64_t(p.n_tokens) * c.n_ff, gated(act));
+  }
   ffn_matmul(p, layer, FfnPart::down, a.gate, a.o);
 }
 

@@ -40,6 +40,12 @@ class WeightSource {
     (void)layer;
     return false;
   }
+  // Whether dense FFN matrix `part` of `layer` is in memory as bound (begin_matrix would hand it
+  // out as one piece), so that compute may take it with others in one op.
+  virtual bool ffn_resident(int layer, FfnPart part) const {
+    (void)layer, (void)part;
+    return false;
+  }
 };
 
 // Every weight in memory, as bound (ModelWeights).
@@ -52,6 +58,7 @@ class ResidentWeights : public WeightSource {
   int next_expert(WeightView& gate, WeightView& up, WeightView& down) override;
   void expert_done(int) override {}
   bool experts_resident(int) const override { return true; }
+  bool ffn_resident(int, FfnPart) const override { return true; }
 
  private:
   const ModelConfig& config_;

@@ -55,6 +55,7 @@ class Session::Weights : public WeightSource {
     else resident_.expert_done(expert);
   }
   bool experts_resident(int layer) const override { return !(experts && experts->streams(layer)); }
+  bool ffn_resident(int layer, FfnPart part) const override { return !(ffn && ffn->streams(layer, part)); }
 
  private:
   ResidentWeights resident_;
