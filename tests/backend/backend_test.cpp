@@ -276,6 +276,44 @@ TEST_P(CudaMatmul, GetRowsRejectsIdsOutsideTheTensor) {
   gpu_->synchronize();
 }
 
+// The one-token matvec with 2 and 4 warps a row (STRATA_CUDA_MATVEC_WARPS, read by a backend as it
+// starts): within the CPU's tolerance, and a sum in another order of the one-warp result.
+TEST_P(CudaMatmul, OneTokenWithSeveralWarpsPerRowMatchesCpu) {
+  const DType type = GetParam();
+  constexpr int64_t kCols = 1024, kRows = 37;
+  const size_t rb = row_bytes(type, kCols);
+  std::vector<uint8_t> wq(rb * kRows);
+  const std::vector<float> wf = random_floats(size_t(kCols * kRows), 7, 0.5f, 0.05f);
+  for (int64_t r = 0; r < kRows; ++r) kernels::kernels_for(type).quantize(wf.data() + r * kCols, wq.data() + r * rb, kCols);
+  const WeightView w{type, wq.data(), kCols, kRows, rb};
+  const std::vector<float> x = random_floats(size_t(kCols), 8);
+  std::vector<float> y_cpu(size_t(kRows), 0.0f);
+  cpu_->matmul(w, x.data(), kCols, 1, y_cpu.data(), kRows);
+  std::vector<float> one;
+  for (const char* warps : {"1", "2", "4"}) {
+    setenv("STRATA_CUDA_MATVEC_WARPS", warps, 1);
+    std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+    unsetenv("STRATA_CUDA_MATVEC_WARPS");
+    void* wd = gpu->alloc(wq.size());
+    void* xd = gpu->alloc(x.size() * 4);
+    void* yd = gpu->alloc(y_cpu.size() * 4);
+    gpu->upload(wd, wq.data(), wq.size());
+    gpu->upload(xd, x.data(), x.size() * 4);
+    WeightView wg = w;
+    wg.data = static_cast<const uint8_t*>(wd);
+    gpu->matmul(wg, static_cast<const float*>(xd), kCols, 1, static_cast<float*>(yd), kRows);
+    std::vector<float> y(y_cpu.size());
+    gpu->download(y.data(), yd, y.size() * 4);
+    gpu->free(wd), gpu->free(xd), gpu->free(yd);
+    EXPECT_LT(rel_err(y, y_cpu), 2e-2f) << type_name(type) << ", " << warps << " warps a row";
+    if (one.empty()) one = y;
+    else EXPECT_LT(rel_err(y, one), 1e-5f) << type_name(type) << ", " << warps << " warps a row against one";
+  }
+  setenv("STRATA_CUDA_MATVEC_WARPS", "0", 1);  // the process-wide choice back to the default
+  make_cuda_backend(0);
+  unsetenv("STRATA_CUDA_MATVEC_WARPS");
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaMatmul,
                          ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0,
                                            DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
@@ -465,6 +503,7 @@ TEST_F(Cuda, GraphReplaysDecodeStepsExactly) {
 // The decode matmul quantizes its activations once and reuses them: the copies made by rms_norm,
 // the gated activation and attention (in their own launches) and by a matmul for the next one must
 // give the bits a fresh quantization gives, and a kernel that rewrites the rows must end the reuse.
+// The fused gate/up/activation gives the bits of its three ops.
 TEST_F(Cuda, DecodeMatmulReusesItsInt8RowsExactlyAndOnlyWhileValid) {
   constexpr int64_t kEmbd = 512, kHead = 4, kDim = 128, kCtx = 640;
   auto matrix = [&](DType type, uint32_t seed) {
@@ -508,6 +547,18 @@ TEST_F(Cuda, DecodeMatmulReusesItsInt8RowsExactlyAndOnlyWhileValid) {
   gpu_->matmul(wb, h, kEmbd, 1, u, kEmbd);
   gpu_->gated_activation(g, u, kEmbd, GatedActivation::silu);  // after decode matmuls: quantizes its result
   EXPECT_EQ(product(wc, g), fresh(wc, g)) << "the gated activation's quantization";
+  // The fused gate, up and activation: the bits of the three ops one by one.
+  const WeightView wd = matrix(DType::Q4_K, 56);
+  for (GatedActivation act : {GatedActivation::silu, GatedActivation::gelu_tanh}) {
+    gpu_->rms_norm(x, norm, h, kEmbd, 1, 1e-5f);
+    gpu_->ffn_gate_up(wa, wd, h, 1, g, u, act);
+    const std::vector<float> fused = from_gpu(g, n);
+    gpu_->copy(copy, h, n * sizeof(float));
+    gpu_->matmul(wa, copy, kEmbd, 1, g, kEmbd);
+    gpu_->matmul(wd, copy, kEmbd, 1, u, kEmbd);
+    gpu_->gated_activation(g, u, kEmbd, act);
+    EXPECT_EQ(fused, from_gpu(g, n)) << "ffn_gate_up, " << (act == GatedActivation::silu ? "silu" : "gelu");
+  }
   // Attention's output, split over the context (one launch, the last block combining) or not.
   std::vector<uint16_t> cache(size_t(kCtx * kEmbd));
   const std::vector<float> old = random_floats(cache.size(), 55);

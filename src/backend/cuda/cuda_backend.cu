@@ -697,6 +697,34 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaStreamWaitEvent(copies, ops_done_, 0));
   }
 
+  // ---- fused forms (gpu13)
+  // Decode (one token): gate and up of one chunked type in one launch with the activation, on the
+  // activations' int8 copy (rms_norm's, usually); else the ops one by one.
+  void ffn_gate_up(const WeightView& gate, const WeightView& up, const float* x, int n_tokens, float* gate_out,
+                   float* up_out, GatedActivation act) override {
+    const bool fused = n_tokens == 1 && cuda::is_chunked(gate.type) &&
+                       gate.type == up.type && gate.n_rows == up.n_rows && gate.n_cols == up.n_cols &&
+                       gate.row_bytes == up.row_bytes && gate.n_cols % 32 == 0;
+    if (!fused) {
+      Backend::ffn_gate_up(gate, up, x, n_tokens, gate_out, up_out, act);
+      return;
+    }
+    const int64_t n = int64_t(n_tokens) * gate.n_cols;
+    int8_t* xq = nullptr;
+    float* xd = nullptr;
+    if (q8_holds(x, n)) {
+      xq = static_cast<int8_t*>(q8_.ptr);
+      xd = q8_scales(n);
+    } else {
+      xq = q8_room(n, xd);
+      cuda::quantize_q8(x, gate.n_cols, n_tokens, gate.n_cols, xq, xd, stream_);
+      q8_made(x, n);
+    }
+    last_matmul_decode_ = true;
+    cuda::gate_up(gate, up, xq, xd, n_tokens, act == GatedActivation::gelu_tanh, gate_out, stream_);
+    q8_keep(gate_out, size_t(n_tokens) * size_t(gate.n_rows) * sizeof(float));
+  }
+
  private:
   // While a position graph records: the position's device address for the ops that take one (they
   // must be called with the recorded position); else null (the ops take pos0 by value).

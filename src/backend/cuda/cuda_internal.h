@@ -82,6 +82,10 @@ void set_matvec_warps_per_row(int warps);
 // types read x.
 void matvec(const WeightView& w, const int8_t* xq, const float* xd, const float* x, int64_t x_stride, int n_tokens,
             float* y, int64_t y_stride, cudaStream_t stream);
+// out[r] = act(gate[r] . x) * (up[r] . x) for one token (act: GELU as ggml where gelu, else SiLU),
+// gate and up chunked of one type and shape, xq/xd as quantize_q8's.
+void gate_up(const WeightView& gate, const WeightView& up, const int8_t* xq, const float* xd, int n_tokens, bool gelu,
+             float* out, cudaStream_t stream);
 // All of w as f16 rows [n_rows x n_cols].
 void dequantize_f16(const WeightView& w, __half* out, cudaStream_t stream);
 // x [n_tokens x x_stride] floats to f16 [n_tokens x n_cols].

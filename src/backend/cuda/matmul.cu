@@ -4,8 +4,10 @@
 #include <cuda_fp16.h>  // before chunks.h: its device half conversions
 
 #include <array>
+#include <type_traits>
 #include <utility>
 
+#include "backend/cuda/activations.cuh"
 #include "backend/cuda/chunks.h"
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/dispatch.cuh"
@@ -67,6 +69,28 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       for (int k = 0; k < W; ++k) s += part[warp + k][lane];
       y[lane * y_stride + row] = s;
     }
+  }
+}
+
+// An FFN's gate and up rows against NT tokens, one warp per row of each: out[t, r] =
+// act(gate[r] . x_t) * (up[r] . x_t), the two products exactly as matvec_q8 with one warp a row
+// gives them and the activation as the element-wise kernel applies it.
+template <typename Block, int NT, bool kPieces, bool kGelu>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    gate_up_q8(const uint8_t* __restrict__ gate, const uint8_t* __restrict__ up, size_t row_bytes, int64_t n_rows,
+               int64_t n_cols, const int8_t* __restrict__ xq, const float* __restrict__ xd, float* __restrict__ out) {
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  if (row >= n_rows) return;
+  const int lane = threadIdx.x % 32;
+  float acc_g[NT], acc_u[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc_g[t] = acc_u[t] = 0.0f;
+  row_dot_q8<Block, NT, kPieces>(gate + size_t(row) * row_bytes, n_cols, xq, xd, lane, acc_g);
+  row_dot_q8<Block, NT, kPieces>(up + size_t(row) * row_bytes, n_cols, xq, xd, lane, acc_u);
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const float g = warp_sum(acc_g[t]), u = warp_sum(acc_u[t]);
+    if (lane == 0) out[t * n_rows + row] = (kGelu ? gelu_ggml(g) : silu(g)) * u;
   }
 }
 
@@ -273,7 +297,38 @@ void matvec_n(const WeightView& w, const int8_t* xq, const float* xd, const floa
   STRATA_CUDA_LAUNCHED();
 }
 
+template <int NT>
+void gate_up_n(const WeightView& gate, const WeightView& up, const int8_t* xq, const float* xd, bool gelu, float* out,
+               cudaStream_t stream) {
+  const unsigned grid = blocks_for(gate.n_rows, kWarpsPerBlock);
+  const bool chunked = with_block(gate.type, [&](auto block) {
+    using Block = decltype(block);
+    auto launch = [&](auto pieces, auto act) {
+      gate_up_q8<Block, NT, decltype(pieces)::value, decltype(act)::value><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+          gate.data, up.data, gate.row_bytes, gate.n_rows, gate.n_cols, xq, xd, out);
+    };
+    using Yes = std::integral_constant<bool, chunks::Pieces<Block>::kHas>;
+    using No = std::false_type;
+    if (use_pieces<Block>(gate.data, gate.row_bytes) && use_pieces<Block>(up.data, up.row_bytes))
+      gelu ? launch(Yes{}, std::true_type{}) : launch(Yes{}, std::false_type{});
+    else
+      gelu ? launch(No{}, std::true_type{}) : launch(No{}, std::false_type{});
+  });
+  if (!chunked) throw Error(std::string("cuda gate_up: no fused kernel for tensor type ") + type_name(gate.type));
+  STRATA_CUDA_LAUNCHED();
+}
+
 }  // namespace
+
+void gate_up(const WeightView& gate, const WeightView& up, const int8_t* xq, const float* xd, int n_tokens, bool gelu,
+             float* out, cudaStream_t stream) {
+  if (n_tokens != 1 || gate.type != up.type || gate.n_rows != up.n_rows || gate.n_cols != up.n_cols ||
+      gate.row_bytes != up.row_bytes)
+    throw Error("cuda gate_up: " + std::to_string(n_tokens) + " tokens, gate " + type_name(gate.type) + " " +
+                std::to_string(gate.n_rows) + "x" + std::to_string(gate.n_cols) + ", up " + type_name(up.type) + " " +
+                std::to_string(up.n_rows) + "x" + std::to_string(up.n_cols) + " (one token, one type and shape)");
+  gate_up_n<1>(gate, up, xq, xd, gelu, out, stream);
+}
 
 void set_matvec_warps_per_row(int warps) { g_matvec_warps = warps == 1 || warps == 2 || warps == 4 ? warps : 0; }
 
