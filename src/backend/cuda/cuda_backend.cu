@@ -398,7 +398,7 @@ class CudaBackend final : public Backend {
         cuda::quantize_q8(x, x_stride, n_tokens, w.n_cols, xq, xd, stream_);
         if (contiguous) q8_made(x, n);
       }
-      const bool held = chunked && contiguous && q8_holds(x, n);
+      const bool held = q8_valid();  // this x's copy, or (float weights) whichever rows were quantized last
       cuda::matvec(w, xq, xd, x, x_stride, n_tokens, y, y_stride, stream_);
       if (held) q8_keep(y, (size_t(n_tokens - 1) * size_t(y_stride) + size_t(w.n_rows)) * sizeof(float));
       return;
