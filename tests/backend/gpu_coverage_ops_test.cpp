@@ -286,8 +286,13 @@ TEST_F(CudaCoverage, KvCacheTypesAndSinksMatchCpu) {
       const ops::KvLayerView vg = kv_view(v_gpu, type, s.n_head_kv, s.head_dim, n_slots);
       const std::vector<float> sinks = random_floats(size_t(s.n_head), 40, 2.0f);
       const float* sinks_gpu = to_gpu(sinks);
-      ops::AttentionShape shape{s.n_head, s.n_head_kv, s.head_dim, s.head_dim, 1.0f / std::sqrt(float(s.head_dim)),
-                                s.window, s.sinks ? sinks.data() : nullptr};
+      ops::AttentionShape shape{s.n_head,
+                                s.n_head_kv,
+                                s.head_dim,
+                                s.head_dim,
+                                1.0f / std::sqrt(float(s.head_dim)),
+                                s.window,
+                                s.sinks ? sinks.data() : nullptr};
       ops::AttentionShape shape_gpu = shape;
       shape_gpu.sinks = s.sinks ? sinks_gpu : nullptr;
       std::vector<int> batches;

@@ -12,12 +12,12 @@
 // margin exceeds kNoise, and greedy continuations token for token up to the first near-tie.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <unistd.h>
 
 #include "backend/backend.h"
 #include "model/model.h"
@@ -27,7 +27,7 @@
 namespace strata {
 namespace {
 
-constexpr float kNoise = 0.05f;          // tiny forged models have small logits
+constexpr float kNoise = 0.05f;  // tiny forged models have small logits
 constexpr float kLogitTolerance = 0.03f;
 
 bool gpu_required() {
@@ -50,11 +50,16 @@ class GpuCoverage : public ::testing::TestWithParam<Case> {
     const std::string tokenizer = tok ? tok : test::model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
     const char* bin_env = std::getenv("STRATA_BIN");
     const std::string bin =
-        bin_env ? bin_env : (std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "strata").string();
-    if (!backend::cuda_built()) why = "this build has no CUDA backend (configure with -DSTRATA_CUDA=ON)";
-    else if (backend::cuda_device_count() == 0) why = "no CUDA device on this machine (run make test-gpu on one)";
-    else if (!std::filesystem::exists(tokenizer)) why = "no tokenizer GGUF for forge: " + tokenizer;
-    else if (!std::filesystem::exists(bin)) why = "no strata CLI at " + bin + " (set STRATA_BIN)";
+        bin_env ? bin_env
+                : (std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "strata").string();
+    if (!backend::cuda_built())
+      why = "this build has no CUDA backend (configure with -DSTRATA_CUDA=ON)";
+    else if (backend::cuda_device_count() == 0)
+      why = "no CUDA device on this machine (run make test-gpu on one)";
+    else if (!std::filesystem::exists(tokenizer))
+      why = "no tokenizer GGUF for forge: " + tokenizer;
+    else if (!std::filesystem::exists(bin))
+      why = "no strata CLI at " + bin + " (set STRATA_BIN)";
     if (!why.empty()) {
       if (gpu_required()) FAIL() << "STRATA_REQUIRE_GPU=1 but " << why;
       GTEST_SKIP() << why;
@@ -62,8 +67,8 @@ class GpuCoverage : public ::testing::TestWithParam<Case> {
     path_ = (std::filesystem::temp_directory_path() /
              ("strata_gpu_coverage_" + std::string(c.name) + "_" + std::to_string(::getpid()) + ".gguf"))
                 .string();
-    const std::string cmd = "'" + bin + "' forge " + c.forge_args + " --tokenizer-from '" + tokenizer + "' -o '" +
-                            path_ + "' > /dev/null";
+    const std::string cmd =
+        "'" + bin + "' forge " + c.forge_args + " --tokenizer-from '" + tokenizer + "' -o '" + path_ + "' > /dev/null";
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     model_ = Model::load(path_);
   }
@@ -85,7 +90,8 @@ class GpuCoverage : public ::testing::TestWithParam<Case> {
   }
   std::vector<int32_t> tokens(int n) const {  // deterministic ids spread over the vocabulary
     std::vector<int32_t> ids(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) ids[size_t(i)] = int32_t((uint64_t(i) * 7919u + 13u) % uint64_t(model_->config().n_vocab));
+    for (int i = 0; i < n; ++i)
+      ids[size_t(i)] = int32_t((uint64_t(i) * 7919u + 13u) % uint64_t(model_->config().n_vocab));
     return ids;
   }
   std::string path_;
@@ -163,12 +169,12 @@ TEST_P(GpuCoverage, GreedyDecodeMatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(
     Forged, GpuCoverage,
-    ::testing::Values(Case{"gptoss_mxfp4", "--arch gpt-oss --preset tiny --type MXFP4_MOE --seed 1 --fill values", DType::F16},
-                      Case{"gptoss_mxfp4_kv_q8_0", "--arch gpt-oss --preset tiny --type MXFP4_MOE --seed 2 --fill values",
-                           DType::Q8_0},
-                      Case{"qwen3_kv_q8_0", "--arch qwen3 --preset tiny --type Q8_0 --seed 3 --fill values", DType::Q8_0},
-                      Case{"gemma3_kv_q4_0", "--arch gemma3 --preset tiny --type Q8_0 --seed 4 --fill values",
-                           DType::Q4_0}),
+    ::testing::Values(
+        Case{"gptoss_mxfp4", "--arch gpt-oss --preset tiny --type MXFP4_MOE --seed 1 --fill values", DType::F16},
+        Case{"gptoss_mxfp4_kv_q8_0", "--arch gpt-oss --preset tiny --type MXFP4_MOE --seed 2 --fill values",
+             DType::Q8_0},
+        Case{"qwen3_kv_q8_0", "--arch qwen3 --preset tiny --type Q8_0 --seed 3 --fill values", DType::Q8_0},
+        Case{"gemma3_kv_q4_0", "--arch gemma3 --preset tiny --type Q8_0 --seed 4 --fill values", DType::Q4_0}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace

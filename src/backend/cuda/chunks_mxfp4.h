@@ -27,7 +27,9 @@ STRATA_HD int mxfp4_value(uint32_t nibble) {
   return nibble & 8 ? -mag : mag;
 }
 // The value of a nibble as a byte (two's complement), placed at byte `k` of a word.
-STRATA_HD uint32_t mxfp4_byte(uint32_t nibble, int k) { return uint32_t(uint8_t(int8_t(mxfp4_value(nibble)))) << (8 * k); }
+STRATA_HD uint32_t mxfp4_byte(uint32_t nibble, int k) {
+  return uint32_t(uint8_t(int8_t(mxfp4_value(nibble)))) << (8 * k);
+}
 
 template <>
 struct Traits<BlockMXFP4> {

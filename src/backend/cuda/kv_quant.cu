@@ -246,8 +246,8 @@ void store_kv_any(const float* src, int64_t width, int n_tokens, int64_t pos0, c
   if (!kv_type_of(cache.type, type) || cache.n_slots <= 0 || cache.row_bytes != row_bytes(cache.type, width) ||
       (type != KvType::f16 && width % 32 != 0))
     throw Error(std::string("cuda store_kv: a KV cache of ") + type_name(cache.type) + " rows of " +
-                std::to_string(cache.row_bytes) + " bytes cannot hold " + std::to_string(width) + " values a position (" +
-                std::to_string(cache.n_slots) + " slots; types f16, q8_0, q4_0)");
+                std::to_string(cache.row_bytes) + " bytes cannot hold " + std::to_string(width) +
+                " values a position (" + std::to_string(cache.n_slots) + " slots; types f16, q8_0, q4_0)");
   const int64_t n_blocks = int64_t(n_tokens) * width / 32;
   switch (type) {
     case KvType::f16:

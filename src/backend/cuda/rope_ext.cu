@@ -60,8 +60,8 @@ float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
 
 bool rope_needs_ext(const ops::RopeParams& p) { return p.ext_factor != 0.0f || p.attn_factor != 1.0f; }
 
-void rope_ext(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int64_t pos0,
-              const int64_t* pos_dev, const ops::RopeParams& p, cudaStream_t stream) {
+void rope_ext(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int64_t pos0, const int64_t* pos_dev,
+              const ops::RopeParams& p, cudaStream_t stream) {
   const int n_rot = p.n_rot;
   const int64_t n = int64_t(n_tokens) * n_heads * (n_rot / 2);
   if (n <= 0) return;
@@ -80,7 +80,8 @@ void rope_ext(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_di
   r.mscale = p.attn_factor;
   if (p.ext_factor != 0.0f) {
     const float lo = std::max(0.0f, std::floor(yarn_corr_dim(n_rot, p.n_ctx_orig, p.beta_fast, p.freq_base)));
-    const float hi = std::min(float(n_rot - 1), std::ceil(yarn_corr_dim(n_rot, p.n_ctx_orig, p.beta_slow, p.freq_base)));
+    const float hi =
+        std::min(float(n_rot - 1), std::ceil(yarn_corr_dim(n_rot, p.n_ctx_orig, p.beta_slow, p.freq_base)));
     r.corr_lo = lo;
     r.corr_span = std::max(0.001f, hi - lo);
     r.mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
