@@ -90,8 +90,10 @@ inline void resolve_kv_type(const Model& model, ModelOptions& o) {
   SessionParams& p = o.session;
   p.kv_type = DType::F16;
   const char* why = "every weight stays in memory with it";
-  if (p.device != Device::cpu && gpu_unsupported(model, p).empty()) {
-    why = "the session runs on the GPU";
+  const std::optional<DType> gpu = p.device != Device::cpu ? gpu_kv_type(model, p) : std::nullopt;
+  if (gpu) {
+    p.kv_type = *gpu;
+    why = *gpu == DType::F16 ? "the session runs on the GPU" : "the session runs on the GPU, where an f16 cache does not fit";
   } else {
     tier::TieringOptions t = tiering_options(o, p);
     t.n_ctx = p.n_ctx > 0 ? p.n_ctx : model.config().n_ctx_train;  // as the session resolves it

@@ -70,6 +70,21 @@ struct ExpertBatch {
   } host;
 };
 
+// ---- gpt-oss's experts (see Backend::moe_experts_biased)
+// Its clamped SwiGLU (ggml's swiglu_oai): x = min(gate, limit), y = clamp(up, -limit, limit),
+// gate = x * sigmoid(alpha * x) * (y + 1).
+struct SwigluOai {
+  float alpha = 1.702f;
+  float limit = 7.0f;
+};
+// A bias after each expert matrix, in the backend's memory, indexed by expert id (every expert's
+// biases are resident even where its matrices are not): expert e's at gate + e * n_ff, up + e * n_ff,
+// down + e * n_embd.
+struct ExpertBiases {
+  const float *gate = nullptr, *up = nullptr, *down = nullptr;
+  SwigluOai act;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -183,6 +198,18 @@ class Backend {
     matmul_prepared(up, up_out, up.n_rows);
     gated_activation(gate_out, up_out, int64_t(n_tokens) * gate.n_rows, act);
   }
+
+  // ---- gpt-oss's ops and the KV cache's types (grouped here: added with gpt-oss on the GPU; the
+  // cache ops above take f16, q8_0 and q4_0 caches and attention's sinks on every backend)
+  // gpt-oss's routing (llama.cpp's softmax-weight gating): per token the k highest logits (best
+  // first, ties to the lower index, as top_k) and a softmax over those k.
+  virtual void route_top_k_softmax(const float* logits, int n_tokens, int n_expert, int k, int32_t* chosen,
+                                   float* weights) = 0;
+  virtual void swiglu_oai(float* gate, const float* up, int64_t n, const SwigluOai& act) = 0;
+  // moe_experts for gpt-oss: each matrix's output plus its expert's bias, the clamped SwiGLU
+  // between (batch.act unused): slot t * k + j gets weights[t, j] * (down(swiglu_oai(gate x_t +
+  // b_gate, up x_t + b_up)) + b_down) where its expert is here.
+  virtual void moe_experts_biased(const ExpertWeights& w, const ExpertBiases& bias, const ExpertBatch& batch) = 0;
 };
 
 // The k highest of n scores into out, best first (ties to the lower index): routing's one top-k.

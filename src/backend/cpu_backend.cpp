@@ -170,6 +170,63 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // ---- gpt-oss's ops: the arithmetic of its CPU path before the seam (arch_gptoss.cpp), byte for byte
+  void route_top_k_softmax(const float* logits, int n_tokens, int n_expert, int k, int32_t* chosen,
+                           float* weights) override {
+    for (int t = 0; t < n_tokens; ++t) {
+      int32_t* c = chosen + size_t(t) * k;
+      float* w = weights + size_t(t) * k;
+      top_k(logits + size_t(t) * n_expert, n_expert, k, c);
+      for (int j = 0; j < k; ++j) w[j] = logits[size_t(t) * n_expert + size_t(c[j])];
+      ops::softmax(w, k);
+    }
+  }
+
+  void swiglu_oai(float* gate, const float* up, int64_t n, const SwigluOai& act) override {
+    for (int64_t i = 0; i < n; ++i) {
+      const float x = std::min(gate[i], act.limit);
+      const float y = std::clamp(up[i], -act.limit, act.limit);
+      gate[i] = x / (1.0f + std::exp(act.alpha * -x)) * (y + 1.0f);
+    }
+  }
+
+  // As moe_experts, each expert here once over its tokens, a bias added to each matrix's rows.
+  void moe_experts_biased(const ExpertWeights& w, const ExpertBiases& bias, const ExpertBatch& b) override {
+    const int64_t n_embd = w.gate.n_cols, ff = w.gate.n_rows;
+    const ExpertBatch::HostScratch& s = b.host;
+    for (int e = 0; e < b.n_expert; ++e) {
+      const int slot = w.slot(e);
+      if (slot < 0) continue;
+      int n_sel = 0;
+      for (int t = 0; t < b.n_tokens; ++t)
+        for (int j = 0; j < b.k; ++j)
+          if (b.chosen[size_t(t) * b.k + j] == e) {
+            s.slots[n_sel] = t * b.k + j;
+            std::copy_n(b.x + size_t(t) * n_embd, n_embd, s.in + size_t(n_sel) * n_embd);
+            ++n_sel;
+          }
+      if (n_sel == 0) continue;
+      WeightView gate = w.gate, up = w.up, down = w.down;
+      gate.data += size_t(slot) * w.gate_stride;
+      up.data += size_t(slot) * w.up_stride;
+      down.data += size_t(slot) * w.down_stride;
+      matmul(up, s.in, n_embd, n_sel, s.up, ff);
+      add_bias(s.up, bias.up + size_t(e) * ff, ff, n_sel);
+      matmul(gate, s.in, n_embd, n_sel, s.gate, ff);
+      add_bias(s.gate, bias.gate + size_t(e) * ff, ff, n_sel);
+      swiglu_oai(s.gate, s.up, int64_t(n_sel) * ff, bias.act);
+      matmul(down, s.gate, ff, n_sel, s.down_out, n_embd);
+      add_bias(s.down_out, bias.down + size_t(e) * n_embd, n_embd, n_sel);
+      for (int i = 0; i < n_sel; ++i) {
+        const int slot_id = s.slots[i];
+        const float wt = b.weights[slot_id];
+        float* dst = b.out + size_t(slot_id) * n_embd;
+        const float* src = s.down_out + size_t(i) * n_embd;
+        for (int64_t c = 0; c < n_embd; ++c) dst[c] = src[c] * wt;
+      }
+    }
+  }
+
  private:
   ThreadPool& pool_;
   ops::MatmulScratch own_mm_;

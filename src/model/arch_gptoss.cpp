@@ -11,6 +11,7 @@
 #include "gguf/gguf.h"
 #include "model/architectures.h"
 #include "model/blocks.h"
+#include "model/device_model.h"
 #include "util/error.h"
 
 namespace strata {
@@ -44,108 +45,87 @@ void configure_gptoss(const gguf::File& f, ModelConfig& c) {
 
 namespace {
 
-// ggml_swiglu_oai with gpt-oss's constants (llama.cpp's build_moe_ffn, LLM_FFN_SWIGLU_OAI_MOE):
-// gate clamped above at kLimit, up clamped to [-kLimit, kLimit], gate * sigmoid(kAlpha * gate) * (up + 1).
-constexpr float kAlpha = 1.702f;
-constexpr float kLimit = 7.0f;
-
-void swiglu_oai(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = std::min(gate[i], kLimit);
-    const float y = std::clamp(up[i], -kLimit, kLimit);
-    gate[i] = x / (1.0f + std::exp(kAlpha * -x)) * (y + 1.0f);
-  }
+// Where the pass computes: the bound view or norm, or the device's copy.
+WeightView on_device(const ForwardPass& p, const WeightView& w) { return p.device ? p.device->view(w) : w; }
+const float* on_device(const ForwardPass& p, const std::vector<float>& v) {
+  if (v.empty()) return nullptr;
+  return p.device ? p.device->floats(v) : v.data();
 }
 
-// rows[r] += bias for r < n_rows (bias of `width` floats).
-void add_bias_rows(float* rows, const float* bias, int64_t width, int n_rows) {
-  for (int r = 0; r < n_rows; ++r) ops::add(rows + int64_t(r) * width, bias, width);
-}
-
-// The router: logits + bias, the top k logits (best first), then a softmax over those k
-// (LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX_WEIGHT, no renormalization).
-void route(ForwardPass& p, int layer) {
-  const ModelConfig& c = p.config;
-  const LayerWeights& L = p.weights.layers[size_t(layer)];
-  ForwardBuffers& b = p.buf;
-  const int k = c.n_expert_used;
-  ops::matmul(L.router, b.h.data(), c.n_embd, p.n_tokens, b.router_logits.data(), c.n_expert, p.pool, b.mm);
-  add_bias_rows(b.router_logits.data(), L.router_bias.data(), c.n_expert, p.n_tokens);
-  for (int t = 0; t < p.n_tokens; ++t) {
-    const float* logits = b.router_logits.data() + size_t(t) * c.n_expert;
-    int32_t* chosen = b.chosen.data() + size_t(t) * k;
-    float* weight = b.chosen_weight.data() + size_t(t) * k;
-    blocks::top_k(logits, c.n_expert, k, chosen);
-    for (int j = 0; j < k; ++j) weight[j] = logits[chosen[j]];
-    ops::softmax(weight, k);
-  }
-}
-
-// Expert e over the tokens routed to it, biases after each matrix; its weighted outputs go to the
-// (token, rank) slots of expert_results.
-void run_expert(ForwardPass& p, int layer, int e, const WeightView& gate, const WeightView& up,
-                const WeightView& down) {
-  const ModelConfig& c = p.config;
-  const LayerWeights& L = p.weights.layers[size_t(layer)];
-  ForwardBuffers& b = p.buf;
-  const int k = c.n_expert_used;
-  const int64_t ff = c.n_ff_expert;
-  int n_sel = 0;
-  for (int t = 0; t < p.n_tokens; ++t)
-    for (int j = 0; j < k; ++j)
-      if (b.chosen[size_t(t) * k + j] == e) {
-        b.expert_tokens[size_t(n_sel)] = t * k + j;
-        std::copy_n(b.h.data() + size_t(t) * c.n_embd, c.n_embd, b.expert_in.data() + size_t(n_sel) * c.n_embd);
-        ++n_sel;
-      }
-  if (n_sel == 0) return;
-  ops::matmul(up, b.expert_in.data(), c.n_embd, n_sel, b.up.data(), ff, p.pool, b.mm);
-  add_bias_rows(b.up.data(), L.up_exps_bias.data() + e * ff, ff, n_sel);
-  ops::matmul(gate, b.expert_in.data(), c.n_embd, n_sel, b.gate.data(), ff, p.pool, b.mm);
-  add_bias_rows(b.gate.data(), L.gate_exps_bias.data() + e * ff, ff, n_sel);
-  swiglu_oai(b.gate.data(), b.up.data(), int64_t(n_sel) * ff);
-  ops::matmul(down, b.gate.data(), ff, n_sel, b.expert_out.data(), c.n_embd, p.pool, b.mm);
-  add_bias_rows(b.expert_out.data(), L.down_exps_bias.data() + int64_t(e) * c.n_embd, c.n_embd, n_sel);
-  for (int s = 0; s < n_sel; ++s) {
-    const int slot = b.expert_tokens[size_t(s)];
-    const float w = b.chosen_weight[size_t(slot)];
-    float* dst = b.expert_results.data() + size_t(slot) * c.n_embd;
-    const float* src = b.expert_out.data() + size_t(s) * c.n_embd;
-    for (int i = 0; i < c.n_embd; ++i) dst[i] = src[i] * w;
-  }
-}
-
-// The MoE FFN of `layer`, reading p.buf.h, writing p.buf.o. The experts come from p.source as
-// in blocks::moe_ffn (resident or streamed alike); the hook sees the routing before they run.
+// The MoE FFN of `layer`, reading p.act.h, writing p.act.o, through the backend: the router
+// (logits + bias, the top k logits, then a softmax over those k: llama.cpp's softmax-weight
+// gating), the experts with a bias after each matrix and ggml_swiglu_oai between (alpha 1.702,
+// limit 7: llama.cpp's LLM_FFN_SWIGLU_OAI_MOE), and the weighted outputs summed in routing order.
+// The experts come from p.source as in blocks::moe_ffn: resident ones in one op over the stacked
+// tensors (the routing stays on the device), streamed ones as they arrive.
 void moe(ForwardPass& p, int layer) {
-  if (p.backend->kind() != backend::DeviceKind::cpu)
-    throw Error("layer " + std::to_string(layer) + ": mixture-of-experts layers run on the CPU backend only so far");
   const ModelConfig& c = p.config;
+  const LayerWeights& L = p.weights.layers[size_t(layer)];
   ForwardBuffers& b = p.buf;
+  backend::Backend& be = *p.backend;
+  const Activations& a = p.act;
   const int n = p.n_tokens, k = c.n_expert_used;
-  route(p, layer);
-  if (p.hook) p.hook->after_router(p, layer);
+  if (p.expert_compute && p.expert_compute->computes(layer))
+    throw Error("layer " + std::to_string(layer) +
+                ": gpt-oss's experts (biases, clamped SwiGLU) have no path in the GPU expert tier yet");
+
+  be.matmul(on_device(p, L.router), a.h, c.n_embd, n, a.router_logits, c.n_expert);
+  be.add_bias(a.router_logits, on_device(p, L.router_bias), c.n_expert, n);
+  be.route_top_k_softmax(a.router_logits, n, c.n_expert, k, a.chosen, a.chosen_weight);
+  const bool resident = p.source.experts_resident(layer);
+  if ((p.routing_observer || p.hook || !resident) && a.chosen != b.chosen.data())
+    be.download(b.chosen.data(), a.chosen, size_t(n) * size_t(k) * sizeof(int32_t));
+  if (p.hook) {  // may rewrite the host copy (a benchmark's routing override)
+    p.hook->after_router(p, layer);
+    if (a.chosen != b.chosen.data()) be.upload(a.chosen, b.chosen.data(), size_t(n) * size_t(k) * sizeof(int32_t));
+  }
   if (p.routing_observer) p.routing_observer->routed(layer, p.pos0, b.chosen.data(), n);
-  const int n_used = blocks::distinct_experts(b.chosen.data(), n * k, c.n_expert, b.experts_used.data());
-  p.source.begin_experts(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
-  if (p.hook) p.hook->after_routing(p, layer);
-  struct Done {  // hands the expert back even if its compute throws
-    WeightSource& source;
-    int expert;
-    ~Done() { source.expert_done(expert); }
-  };
-  WeightView gate, up, down;
-  for (int e; (e = p.source.next_expert(gate, up, down)) >= 0;) {
-    Done done{p.source, e};
-    run_expert(p, layer, e, gate, up, down);
+
+  backend::ExpertBatch batch;
+  batch.x = a.h;
+  batch.n_tokens = n;
+  batch.n_expert = c.n_expert;
+  batch.k = k;
+  batch.chosen = a.chosen;
+  batch.weights = a.chosen_weight;
+  batch.out = a.expert_results;
+  batch.host = {b.expert_in.data(), b.gate.data(), b.up.data(), b.expert_out.data(), b.expert_tokens.data()};
+  backend::ExpertBiases bias;
+  bias.gate = on_device(p, L.gate_exps_bias);
+  bias.up = on_device(p, L.up_exps_bias);
+  bias.down = on_device(p, L.down_exps_bias);
+  if (resident) {
+    if (p.hook) p.hook->after_routing(p, layer);
+    const WeightView gate = on_device(p, L.gate_exps), up = on_device(p, L.up_exps), down = on_device(p, L.down_exps);
+    backend::ExpertWeights w;
+    w.gate = gate.rows(0, c.n_ff_expert);
+    w.up = up.rows(0, c.n_ff_expert);
+    w.down = down.rows(0, c.n_embd);
+    w.gate_stride = size_t(c.n_ff_expert) * gate.row_bytes;
+    w.up_stride = size_t(c.n_ff_expert) * up.row_bytes;
+    w.down_stride = size_t(c.n_embd) * down.row_bytes;
+    be.moe_experts_biased(w, bias, batch);
+  } else {
+    const int n_used = blocks::distinct_experts(b.chosen.data(), n * k, c.n_expert, b.experts_used.data());
+    p.source.begin_experts(layer, b.experts_used.data(), n_used, b.chosen.data(), n);
+    if (p.hook) p.hook->after_routing(p, layer);
+    struct Done {  // hands the expert back even if its compute throws
+      WeightSource& source;
+      int expert;
+      ~Done() { source.expert_done(expert); }
+    };
+    WeightView gate, up, down;
+    for (int e; (e = p.source.next_expert(gate, up, down)) >= 0;) {
+      Done done{p.source, e};
+      backend::ExpertWeights w;
+      w.gate = on_device(p, gate);
+      w.up = on_device(p, up);
+      w.down = on_device(p, down);
+      w.single = e;
+      be.moe_experts_biased(w, bias, batch);
+    }
   }
-  // The weighted outputs summed in routing order, as llama.cpp does.
-  for (int t = 0; t < n; ++t) {
-    float* out = b.o.data() + size_t(t) * c.n_embd;
-    const float* r = b.expert_results.data() + size_t(t) * k * c.n_embd;
-    std::copy_n(r, c.n_embd, out);
-    for (int j = 1; j < k; ++j) ops::add(out, r + size_t(j) * c.n_embd, c.n_embd);
-  }
+  be.moe_sum(a.expert_results, n, k, c.n_embd, a.o);
 }
 
 }  // namespace
@@ -162,7 +142,7 @@ void forward_gptoss(ForwardPass& p) {
     blocks::attention(p, l, c.layer_swa[size_t(l)] ? local : global);  // biases and sinks from L
     blocks::add_rows(p, a.x, a.o);
     blocks::norm_rows(p, a.x, a.h, L.post_attn_norm);
-    moe(p, l);  // host buffers: MoE layers run on the CPU backend only (Session refuses them on a GPU)
+    moe(p, l);
     blocks::add_rows(p, a.x, a.o);
     blocks::after_ffn(p, l);
   }

@@ -38,6 +38,11 @@ std::vector<HostRange> host_ranges(const ModelWeights& w, bool routed_experts) {
     for (const std::vector<float>* v : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.post_attn_norm,
                                         &L.ffn_norm, &L.post_ffn_norm})
       floats(*v);
+    // gpt-oss: the output bias, sinks, router bias and every expert's biases (resident even where
+    // the experts' matrices are not: they are small).
+    for (const std::vector<float>* v : {&L.bo, &L.attn_sinks, &L.router_bias, &L.gate_exps_bias, &L.up_exps_bias,
+                                        &L.down_exps_bias})
+      floats(*v);
   }
   std::sort(r.begin(), r.end(), [](const HostRange& a, const HostRange& b) { return a.host < b.host; });
   std::vector<HostRange> merged;

@@ -136,9 +136,9 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
   if (!backend::cuda_built()) return "this build has no CUDA backend (configure with -DSTRATA_CUDA=ON)";
   if (backend::cuda_device_count() == 0) return "no CUDA device on this machine";
   if (c.has_recurrent_layers()) return "the gated delta-rule (linear attention) layers of " + c.arch_name + " have no CUDA path yet";
-  if (c.arch == Arch::gptoss) return "gpt-oss's experts (biases, clamped SwiGLU) have no CUDA path yet";
-  if (p.kv_type != DType::F16) return std::string("the CUDA backend keeps an f16 KV cache, not ") + type_name(p.kv_type);
-  if (c.rope_ext_factor != 0.0f || c.rope_attn_factor != 1.0f) return "YaRN rope scaling has no CUDA kernel yet";
+  if (c.arch == Arch::gptoss && !p.routed_experts_on_gpu)
+    return "gpt-oss's experts (biases, clamped SwiGLU) have no path in the GPU expert tier yet";
+  if (!ops::is_kv_type(p.kv_type)) return std::string("the CUDA backend has no KV cache of ") + type_name(p.kv_type);
   const ModelWeights& w = model.weights();
   std::vector<const WeightView*> views = {&w.token_embd, &w.output};
   for (const LayerWeights& L : w.layers)
@@ -159,6 +159,14 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
     return "the model needs " + std::to_string(need >> 20) + " MiB of GPU memory, " + std::to_string(free_bytes >> 20) +
            " MiB are free";
   return "";
+}
+
+std::optional<DType> gpu_kv_type(const Model& model, SessionParams params) {
+  for (const DType type : {DType::F16, DType::Q8_0, DType::Q4_0}) {
+    params.kv_type = type;
+    if (gpu_unsupported(model, params).empty()) return type;
+  }
+  return std::nullopt;
 }
 
 // A session's model on the GPU: the weights (shared with the model's other sessions), activations

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,9 @@ struct SessionParams {
 // Why a session with these parameters cannot compute on the GPU (no CUDA build or device, a layer
 // or type without CUDA kernels, too little free VRAM), or "" when it can.
 std::string gpu_unsupported(const Model& model, const SessionParams& params);
+// The widest KV cache type (f16, then q8_0, then q4_0) with which a session of these parameters
+// runs on the GPU, or none: --kv-type auto's choice where sessions compute on the GPU.
+std::optional<DType> gpu_kv_type(const Model& model, SessionParams params);
 
 class Session {
  public:

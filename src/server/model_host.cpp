@@ -25,8 +25,10 @@ std::shared_ptr<ModelHost> ModelHost::open(const ModelEntry& entry, const HostOp
         std::make_unique<PromptFormat>(*h->model, *h->tokenizer, load_settings(entry.path).template_text);
     SessionParams f16 = h->defaults;
     f16.kv_type = DType::F16;
-    h->kv_type_auto_ = options.kv_type_auto && (f16.device == Device::cpu || !gpu_unsupported(*h->model, f16).empty());
-    if (options.kv_type_auto && !h->kv_type_auto_) h->kv_type_ = DType::F16;
+    // Sessions on the GPU take the widest cache type that keeps them there; the plan picks elsewhere.
+    const std::optional<DType> gpu = f16.device == Device::cpu ? std::nullopt : gpu_kv_type(*h->model, f16);
+    h->kv_type_auto_ = options.kv_type_auto && !gpu;
+    if (options.kv_type_auto && gpu) h->kv_type_ = *gpu;
   } catch (const std::exception& e) {
     throw load_failed("failed to load model \"" + entry.name + "\": " + e.what());
   }

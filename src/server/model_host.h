@@ -24,8 +24,8 @@ struct HostOptions {
   // The planner's speeds (GB/s); 0: this machine's, measured once when a plan streams. Tests
   // give them so that plans do not depend on the disk.
   double ram_gbps = 0, ssd_gbps = 0;
-  // The plan picks the KV cache type (PlanInputs::kv_type_auto) instead of session.kv_type; f16
-  // where sessions run on the GPU (the CUDA backend keeps an f16 cache).
+  // The plan picks the KV cache type (PlanInputs::kv_type_auto) instead of session.kv_type; where
+  // sessions run on the GPU, the widest type that keeps them there (gpu_kv_type).
   bool kv_type_auto = false;
 };
 

@@ -447,9 +447,8 @@ class CudaBackend final : public Backend {
     const int n_rot = params.n_rot;
     if (n_rot > 1024 || n_rot % 2 || n_rot > head_dim)
       throw Error("cuda rope: unsupported rotary dimension " + std::to_string(n_rot));
-    if (params.ext_factor != 0.0f || params.attn_factor != 1.0f)
-      throw Error("cuda rope: YaRN scaling (ext_factor " + std::to_string(params.ext_factor) + ", attn_factor " +
-                  std::to_string(params.attn_factor) + ") has no CUDA kernel yet");
+    if (cuda::rope_needs_ext(params))  // YaRN: rope_ext.cu
+      return cuda::rope_ext(x, x_stride, n_tokens, n_heads, head_dim, pos0, position(pos0), params, stream_);
     const int64_t n = int64_t(n_tokens) * n_heads * (n_rot / 2);
     if (n <= 0) return;
     const float theta_scale = std::pow(params.freq_base, -2.0f / float(n_rot));  // the host's pow, as the CPU
@@ -484,6 +483,8 @@ class CudaBackend final : public Backend {
 
   void store_kv(const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, const float* k, const float* v,
                 int n_tokens, int64_t pos0, int n_head_kv, int head_dim_k, int head_dim_v) override {
+    if (k_cache.type != DType::F16 || v_cache.type != DType::F16)  // quantized caches: kv_quant.cu
+      return store_kv_any(k_cache, v_cache, k, v, n_tokens, pos0, n_head_kv, head_dim_k, head_dim_v);
     check_f16_cache(k_cache, int64_t(n_head_kv) * head_dim_k, "store_kv");
     check_f16_cache(v_cache, int64_t(n_head_kv) * head_dim_v, "store_kv");
     if (n_tokens <= 0) return;
@@ -496,6 +497,8 @@ class CudaBackend final : public Backend {
 
   void attention(const ops::AttentionShape& shape, const float* q, int n_tokens, int64_t pos0,
                  const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, float* out) override {
+    if (k_cache.type != DType::F16 || v_cache.type != DType::F16 || shape.sinks)  // kv_quant.cu
+      return attention_any(shape, q, n_tokens, pos0, k_cache, v_cache, out);
     check_f16_cache(k_cache, int64_t(shape.n_head_kv) * shape.head_dim_k, "attention");
     check_f16_cache(v_cache, int64_t(shape.n_head_kv) * shape.head_dim_v, "attention");
     cuda::AttentionArgs a;
@@ -723,6 +726,141 @@ class CudaBackend final : public Backend {
     last_matmul_decode_ = true;
     cuda::gate_up(gate, up, xq, xd, n_tokens, act == GatedActivation::gelu_tanh, gate_out, stream_);
     q8_keep(gate_out, size_t(n_tokens) * size_t(gate.n_rows) * sizeof(float));
+  }
+
+  // ---- gpt-oss's ops and the KV cache's types (kv_quant.cu, gptoss_ops.cu)
+  void route_top_k_softmax(const float* logits, int n_tokens, int n_expert, int k, int32_t* chosen,
+                           float* weights) override {
+    if (n_expert <= 0 || n_expert > kMaxExperts || k <= 0 || k > kMaxExpertsUsed || k > n_expert)
+      throw Error("cuda route_top_k_softmax: " + std::to_string(k) + " of " + std::to_string(n_expert) +
+                  " experts (at most " + std::to_string(kMaxExpertsUsed) + " of " + std::to_string(kMaxExperts) + ")");
+    cuda::route_top_k_softmax(logits, n_tokens, n_expert, k, chosen, weights, stream_);
+  }
+
+  void swiglu_oai(float* gate, const float* up, int64_t n, const SwigluOai& act) override {
+    cuda::swiglu_oai(gate, up, n, act.alpha, act.limit, stream_);
+  }
+
+  // moe_experts' two paths with a bias after each matrix and the clamped SwiGLU. Decode: per slot
+  // matvecs, the biases added per slot by the expert read on the device. Prompt: the routing on the
+  // host, each expert once over its tokens, its biases added to its rows.
+  void moe_experts_biased(const ExpertWeights& w, const ExpertBiases& bias, const ExpertBatch& b) override {
+    check_experts(w, b);
+    const int64_t n_embd = w.gate.n_cols, ff = w.gate.n_rows;
+    const int n_slots = b.n_tokens * b.k;
+    if (n_slots <= 0) return;
+    if (b.n_tokens <= cuda::kMaxMatvecTokens) {
+      const cuda::ExpertSlots xs{b.chosen, n_slots, b.k, b.n_expert, w.slot_of, w.single};
+      const size_t x_q = aligned(size_t(b.n_tokens) * n_embd), x_d = aligned(size_t(b.n_tokens) * n_embd / 32 * 4);
+      const size_t a_f = aligned(size_t(n_slots) * ff * 4), a_q = aligned(size_t(n_slots) * ff),
+                   a_d = aligned(size_t(n_slots) * ff / 32 * 4);
+      auto* base = static_cast<uint8_t*>(moe_.reserve(x_q + x_d + 2 * a_f + a_q + a_d, stream_));
+      auto* xq = reinterpret_cast<int8_t*>(base);
+      auto* xd = reinterpret_cast<float*>(base + x_q);
+      auto* g = reinterpret_cast<float*>(base + x_q + x_d);
+      auto* u = reinterpret_cast<float*>(base + x_q + x_d + a_f);
+      auto* aq = reinterpret_cast<int8_t*>(base + x_q + x_d + 2 * a_f);
+      auto* ad = reinterpret_cast<float*>(base + x_q + x_d + 2 * a_f + a_q);
+      if (cuda::is_chunked(w.gate.type)) cuda::quantize_q8(b.x, n_embd, b.n_tokens, n_embd, xq, xd, stream_);
+      cuda::moe_gate_up(xs, w.gate, w.gate_stride, w.up, w.up_stride, xq, xd, b.x, g, u, stream_);
+      cuda::add_slot_bias(g, ff, bias.gate, xs, nullptr, stream_);
+      cuda::add_slot_bias(u, ff, bias.up, xs, nullptr, stream_);
+      swiglu_oai(g, u, int64_t(n_slots) * ff, bias.act);
+      if (cuda::is_chunked(w.down.type)) cuda::quantize_q8(g, ff, n_slots, ff, aq, ad, stream_);
+      cuda::moe_down(xs, w.down, w.down_stride, aq, ad, g, b.weights, b.out, stream_);
+      cuda::add_slot_bias(b.out, n_embd, bias.down, xs, b.weights, stream_);  // weights * (down + bias)
+      return;
+    }
+    moe_chosen_.resize(size_t(n_slots));
+    download(moe_chosen_.data(), b.chosen, size_t(n_slots) * sizeof(int32_t));
+    moe_slot_of_.assign(size_t(b.n_expert), 0);
+    if (w.slot_of) download(moe_slot_of_.data(), w.slot_of, size_t(b.n_expert) * sizeof(int32_t));
+    moe_perm_.clear();
+    biased_groups_.clear();
+    for (int e = 0; e < b.n_expert; ++e) {
+      const int slot = w.slot_of ? moe_slot_of_[size_t(e)] : w.slot(e);
+      if (slot < 0) continue;
+      const int first = int(moe_perm_.size());
+      for (int s = 0; s < n_slots; ++s)
+        if (moe_chosen_[size_t(s)] == e) moe_perm_.push_back(s);
+      if (int(moe_perm_.size()) > first) biased_groups_.push_back({e, slot, first, int(moe_perm_.size()) - first});
+    }
+    const int count = int(moe_perm_.size());
+    if (count == 0) return;
+    const size_t p_b = aligned(size_t(count) * 4), x_b = aligned(size_t(count) * n_embd * 4),
+                 a_b = aligned(size_t(count) * ff * 4);
+    auto* base = static_cast<uint8_t*>(moe_.reserve(p_b + 2 * x_b + 2 * a_b, stream_));
+    auto* perm = reinterpret_cast<int32_t*>(base);
+    auto* xs = reinterpret_cast<float*>(base + p_b);
+    auto* d = reinterpret_cast<float*>(base + p_b + x_b);
+    auto* g = reinterpret_cast<float*>(base + p_b + 2 * x_b);
+    auto* u = reinterpret_cast<float*>(base + p_b + 2 * x_b + a_b);
+    upload(perm, moe_perm_.data(), size_t(count) * sizeof(int32_t));
+    cuda::moe_gather(b.x, n_embd, perm, b.k, count, xs, stream_);
+    auto expert = [](const WeightView& v, size_t stride, int slot) {
+      WeightView e = v;
+      e.data += size_t(slot) * stride;
+      return e;
+    };
+    for (const BiasedGroup& gr : biased_groups_) {
+      const float* in = xs + size_t(gr.first) * n_embd;
+      float* gg = g + size_t(gr.first) * ff;
+      float* uu = u + size_t(gr.first) * ff;
+      matmul(expert(w.gate, w.gate_stride, gr.slot), in, n_embd, gr.count, gg, ff);
+      matmul(expert(w.up, w.up_stride, gr.slot), in, n_embd, gr.count, uu, ff);
+      if (bias.gate) add_bias(gg, bias.gate + size_t(gr.expert) * ff, ff, gr.count);
+      if (bias.up) add_bias(uu, bias.up + size_t(gr.expert) * ff, ff, gr.count);
+    }
+    swiglu_oai(g, u, int64_t(count) * ff, bias.act);
+    for (const BiasedGroup& gr : biased_groups_) {
+      float* dd = d + size_t(gr.first) * n_embd;
+      matmul(expert(w.down, w.down_stride, gr.slot), g + size_t(gr.first) * ff, ff, gr.count, dd, n_embd);
+      if (bias.down) add_bias(dd, bias.down + size_t(gr.expert) * n_embd, n_embd, gr.count);
+    }
+    cuda::moe_scatter(d, n_embd, perm, b.weights, count, b.out, stream_);
+  }
+
+ private:
+  struct BiasedGroup {
+    int expert, slot, first, count;  // an expert, its slot and its run of moe_perm_
+  };
+  std::vector<BiasedGroup> biased_groups_;
+
+  void store_kv_any(const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, const float* k, const float* v,
+                    int n_tokens, int64_t pos0, int n_head_kv, int head_dim_k, int head_dim_v) {
+    const int64_t* pos = position(pos0);
+    cuda::store_kv_any(k, int64_t(n_head_kv) * head_dim_k, n_tokens, pos0, pos, k_cache, stream_);
+    cuda::store_kv_any(v, int64_t(n_head_kv) * head_dim_v, n_tokens, pos0, pos, v_cache, stream_);
+  }
+
+  void attention_any(const ops::AttentionShape& shape, const float* q, int n_tokens, int64_t pos0,
+                     const ops::KvLayerView& k_cache, const ops::KvLayerView& v_cache, float* out) {
+    cuda::AttentionExtArgs a;
+    if (!cuda::kv_type_of(k_cache.type, a.k_type) || !cuda::kv_type_of(v_cache.type, a.v_type))
+      throw Error(std::string("cuda attention: no kernels for a KV cache of ") + type_name(k_cache.type) + " / " +
+                  type_name(v_cache.type) + " (f16, q8_0, q4_0)");
+    a.q = q;
+    a.q_stride = int64_t(shape.n_head) * shape.head_dim_k;
+    a.k = k_cache.data;
+    a.v = v_cache.data;
+    a.k_row_bytes = k_cache.row_bytes;
+    a.k_head_bytes = k_cache.head_bytes;
+    a.v_row_bytes = v_cache.row_bytes;
+    a.v_head_bytes = v_cache.head_bytes;
+    a.n_slots = std::min(k_cache.n_slots, v_cache.n_slots);
+    a.out = out;
+    a.out_stride = int64_t(shape.n_head) * shape.head_dim_v;
+    a.n_tokens = n_tokens;
+    a.n_head = shape.n_head;
+    a.n_head_kv = shape.n_head_kv;
+    a.head_dim_k = shape.head_dim_k;
+    a.head_dim_v = shape.head_dim_v;
+    a.pos0 = pos0;
+    a.pos_dev = position(pos0);
+    a.window = shape.window;
+    a.kq_scale = shape.scale;
+    a.sinks = shape.sinks;
+    cuda::attention_ext(a, stream_);
   }
 
  private:

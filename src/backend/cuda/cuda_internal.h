@@ -137,4 +137,45 @@ void moe_sum(const float* slots, int n_tokens, int k, int64_t n, float* out, cud
 void add_sigmoid_gated(float* x, const float* y, const float* gate_logit, int n_tokens, int64_t n,
                        cudaStream_t stream);
 
+// ---- the KV cache's types, attention sinks, rope scalings and gpt-oss's ops (gpufeat: kv_quant.cu,
+// rope_ext.cu, gptoss_ops.cu)
+enum class KvType { f16, q8_0, q4_0 };
+// The cache types the kernels read; false for any other.
+bool kv_type_of(DType type, KvType& out);
+// Rows t of src [n_tokens x width] into the cache's slots (pos0 + t) % n_slots, in the cache's type,
+// byte for byte as ops::kv_store writes them (pos_dev: a replayable graph's position, or null).
+void store_kv_any(const float* src, int64_t width, int n_tokens, int64_t pos0, const int64_t* pos_dev,
+                  const ops::KvLayerView& cache, cudaStream_t stream);
+// Attention over a cache of any KvType (keys and values each), with sinks where given: one block
+// per (head, token). Fields as AttentionArgs; the cache's rows by bytes.
+struct AttentionExtArgs {
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  const uint8_t* k = nullptr;
+  const uint8_t* v = nullptr;
+  KvType k_type = KvType::f16, v_type = KvType::f16;
+  size_t k_row_bytes = 0, k_head_bytes = 0, v_row_bytes = 0, v_head_bytes = 0;
+  int64_t n_slots = 0;
+  float* out = nullptr;
+  int64_t out_stride = 0;
+  int n_tokens = 0, n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
+  int64_t pos0 = 0;
+  const int64_t* pos_dev = nullptr;
+  int window = 0;
+  float kq_scale = 1.0f;
+  const float* sinks = nullptr;  // [n_head] or null
+};
+void attention_ext(const AttentionExtArgs& a, cudaStream_t stream);
+// Whether ops::rope's parameters need rope_ext (YaRN, or a magnitude other than 1).
+bool rope_needs_ext(const ops::RopeParams& p);
+void rope_ext(float* x, int64_t x_stride, int n_tokens, int n_heads, int head_dim, int64_t pos0,
+              const int64_t* pos_dev, const ops::RopeParams& p, cudaStream_t stream);
+// gpt-oss: Backend::swiglu_oai and route_top_k_softmax; rows[s] += (weights ? weights[s] : 1) *
+// bias[expert of slot s] for rows of n, slots whose expert is not here skipped.
+void swiglu_oai(float* gate, const float* up, int64_t n, float alpha, float limit, cudaStream_t stream);
+void route_top_k_softmax(const float* logits, int n_tokens, int n_expert, int k, int32_t* chosen, float* weights,
+                         cudaStream_t stream);
+void add_slot_bias(float* rows, int64_t n, const float* bias, const ExpertSlots& x, const float* weights,
+                   cudaStream_t stream);
+
 }  // namespace strata::backend::cuda

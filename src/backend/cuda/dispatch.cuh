@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/chunks.h"
+#include "backend/cuda/chunks_mxfp4.h"
 #include "ops/weight.h"
 
 namespace strata::backend::cuda {
@@ -42,6 +43,9 @@ bool with_block(DType type, Fn&& fn) {
       return true;
     case DType::Q6_K:
       fn(BlockQ6_K{});
+      return true;
+    case DType::MXFP4:  // chunks_mxfp4.h
+      fn(BlockMXFP4{});
       return true;
     default:
       return false;
