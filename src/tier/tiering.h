@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 #include "tier/plan/plan.h"
@@ -39,6 +40,9 @@ struct TieringOptions {
   // Benchmarks only: a routing trace whose experts the MoE layers run instead of their router's
   // (tier/trace/routing_override.h); "": none.
   std::string routing_override;
+  // --gpu-mem: VRAM the plan may use on each GPU (the three-tier plan, plan_three_tiers); empty:
+  // the two-tier plan (host RAM and SSD).
+  std::vector<uint64_t> gpu_mem;
 };
 
 
