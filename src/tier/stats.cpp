@@ -39,6 +39,7 @@ TierStats TierStats::since(const TierStats& b) const {
   g.vram_expert_hits -= b.gpu.vram_expert_hits;
   g.experts_gpu -= b.gpu.experts_gpu;
   g.experts_cpu -= b.gpu.experts_cpu;
+  g.vram_admitted -= b.gpu.vram_admitted;
   g.copy_seconds -= b.gpu.copy_seconds;
   g.gpu_compute_seconds -= b.gpu.gpu_compute_seconds;
   g.cpu_compute_seconds -= b.gpu.cpu_compute_seconds;
@@ -159,6 +160,9 @@ const TierStatField kFields[] = {
      counter, "Seconds the CPU computed experts in a GPU run.", false, [](S s) { return s.gpu.cpu_compute_seconds; }},
     {G, seconds, "host waiting for the GPU's routing", "wait_seconds", "strata_tier_gpu_wait_seconds_total",
      counter, "Seconds the host waited for a layer's routing from the GPU.", false, [](S s) { return s.gpu.wait_seconds; }},
+    {G, count, "copies into the VRAM cache (lfu)", "vram_admitted", "strata_tier_gpu_vram_admitted_total", counter,
+     "Expert copies that entered the VRAM cache, each giving up the least used slot.", false,
+     [](S s) { return double(s.gpu.vram_admitted); }},
     {G, count, "VRAM cache slots", "cache_slots", nullptr, none, nullptr, false,
      [](S s) { return double(s.gpu.cache_slots); }},
     {G, count, "VRAM staging slots", "staging_slots", nullptr, none, nullptr, false,

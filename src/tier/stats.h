@@ -23,6 +23,7 @@ struct GpuTierCounters {
   uint64_t vram_expert_hits = 0;    // of them, found in the VRAM expert cache
   uint64_t experts_gpu = 0;         // expert computations by the GPU (VRAM hits and copies)
   uint64_t experts_cpu = 0;         // expert computations by the CPU (host RAM)
+  uint64_t vram_admitted = 0;       // copies that entered the VRAM cache (giving up a slot)
   double copy_seconds = 0;          // copies over PCIe in flight
   double gpu_compute_seconds = 0;
   double cpu_compute_seconds = 0;

@@ -191,6 +191,8 @@ TEST_P(GpuExpertTier, SplitAndStreamedRunsMatchTheResidentRun) {
       {"staging only, every decode miss copied", GpuExperts::minimum_vram(*model_), 1.0, 0},
       {"a cache of some experts, half the misses copied", slot * uint64_t(mc.n_expert + mc.n_layer), 0.5, mc.n_layer},
       {"every expert cached", slot * uint64_t(mc.n_expert) * uint64_t(mc.n_layer + 2), 0.5, all},
+      // The cache is lfu's (ExpertCache): decode's copies enter it, and later tokens hit them.
+      {"an empty cache that decode copies fill (lfu)", slot * uint64_t(2 * mc.n_expert + mc.n_layer), 1.0, 0},
   };
   for (const Config& cfg : configs) {
     GpuExpertOptions o;
@@ -205,6 +207,12 @@ TEST_P(GpuExpertTier, SplitAndStreamedRunsMatchTheResidentRun) {
     // Copies take what staging holds (k slots here); the CPU only the rest of a step's misses.
     if (cfg.copy_share == 1.0) {
       EXPECT_LT(n.experts_cpu * 4, n.experts_gpu) << cfg.what;
+    }
+    if (cfg.cached == 0 && n.cache_slots > 0) {
+      EXPECT_GT(n.vram_admitted, 0u) << cfg.what;
+      EXPECT_GT(n.vram_expert_hits, 0u) << cfg.what;
+    } else if (n.cache_slots == 0) {
+      EXPECT_EQ(n.vram_admitted, 0u) << cfg.what;
     }
     if (cfg.cached == all) {
       EXPECT_EQ(n.vram_expert_hits, n.vram_expert_needed) << cfg.what;

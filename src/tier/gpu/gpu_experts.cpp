@@ -84,30 +84,48 @@ uint64_t GpuExperts::minimum_vram(const Model& model) {
   return slot_bytes(model) * uint64_t(std::max(1, model.config().n_expert_used));
 }
 
-GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& pool, const GpuExpertOptions& options)
-    : model_(model), gpu_(gpu), cpu_(backend::make_cpu_backend(pool)), options_(options) {
+namespace {
+// The arena's slot count for these options (cache and staging), at most every expert plus a
+// layer's worth of staging; below the minimum: an error naming it.
+int arena_slots(const Model& model, const GpuExpertOptions& options) {
   const ModelConfig& c = model.config();
   if (c.n_expert <= 0) throw Error("gpu expert tier: the model has no experts");
-  slot_bytes_ = slot_bytes(model);
-  const uint64_t minimum = minimum_vram(model);
+  const uint64_t slot = GpuExperts::slot_bytes(model), minimum = GpuExperts::minimum_vram(model);
   if (options.vram_bytes < minimum)
     throw Error("gpu expert tier: " + std::to_string(options.vram_bytes >> 20) + " MiB of VRAM for experts, below the " +
                 std::to_string(minimum >> 20) + " MiB minimum (" + std::to_string(c.n_expert_used) +
-                " staging slots of " + std::to_string(slot_bytes_ >> 20) + " MiB, one expert per routed rank)");
+                " staging slots of " + std::to_string(slot >> 20) + " MiB, one expert per routed rank)");
+  int n_moe = 0;
+  for (int l = 0; l < c.n_layer; ++l) n_moe += c.is_moe_layer(l);
+  return int(std::min<uint64_t>(options.vram_bytes / slot, uint64_t(n_moe) * c.n_expert + c.n_expert));
+}
+// Staging: the plan's (at least k slots); where the arena has room beyond the plan's cache, up to
+// a whole layer's experts (fewer prompt waves). The cache: the rest.
+int staging_slots(const ModelConfig& c, const GpuExpertOptions& options, int n_slots) {
+  const int min_stage = std::min(n_slots, std::max(c.n_expert_used, options.min_staging));
+  const int n = std::clamp(n_slots - int(options.cached.size()), min_stage, std::max(min_stage, c.n_expert));
+  return std::min(n, n_slots);
+}
+}  // namespace
+
+GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& pool, const GpuExpertOptions& options)
+    : model_(model),
+      gpu_(gpu),
+      cpu_(backend::make_cpu_backend(pool)),
+      options_(options),
+      n_slots_(arena_slots(model, options)),
+      n_stage_(staging_slots(model.config(), options, n_slots_)),
+      n_cache_(n_slots_ - n_stage_),
+      cache_(model.config().n_layer, model.config().n_expert,
+             std::vector<uint64_t>(size_t(n_cache_), slot_bytes(model))) {
+  const ModelConfig& c = model.config();
+  slot_bytes_ = slot_bytes(model);
   int n_moe = 0;
   for (int l = 0; l < c.n_layer; ++l) n_moe += c.is_moe_layer(l);
   for (const ExpertRef& r : options.cached)
     if (r.layer < 0 || r.layer >= c.n_layer || !c.is_moe_layer(r.layer) || r.expert < 0 || r.expert >= c.n_expert)
       throw Error("gpu expert tier: cached expert " + std::to_string(r.expert) + " of layer " +
                   std::to_string(r.layer) + " is not a routed expert of this model");
-  // The arena: every expert of every MoE layer at most, plus a layer's worth of staging.
-  n_slots_ = int(std::min<uint64_t>(options.vram_bytes / slot_bytes_, uint64_t(n_moe) * c.n_expert + c.n_expert));
-  // Staging: the plan's (at least k slots); where the arena has room beyond the plan's cache, up
-  // to a whole layer's experts (fewer prompt waves). The cache: the rest.
-  const int min_stage = std::min(n_slots_, std::max(c.n_expert_used, options.min_staging));
-  n_stage_ = std::clamp(n_slots_ - int(options.cached.size()), min_stage, std::max(min_stage, c.n_expert));
-  n_stage_ = std::min(n_stage_, n_slots_);
-  n_cache_ = n_slots_ - n_stage_;
 
   layers_.resize(size_t(c.n_layer));
   arena_ = static_cast<uint8_t*>(gpu_.alloc(uint64_t(n_slots_) * slot_bytes_));
@@ -131,7 +149,7 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
   up_.resize(size_t(kDecodeTokens) * c.n_ff_expert);
   slots_.resize(size_t(kDecodeTokens) * c.n_expert_used);
   cpu_map_.resize(size_t(c.n_expert));
-  for (auto* v : {&used_, &hits_, &misses_, &copies_, &experts_}) v->reserve(size_t(c.n_expert));
+  for (auto* v : {&used_, &hits_, &misses_, &copies_, &experts_, &staged_}) v->reserve(size_t(c.n_expert));
   spans_.reserve(size_t(backend::Backend::kMarks));
 
   // Views of each layer's slots.
@@ -158,17 +176,19 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
     L.host = views(host_arena_);
     L.first_host_slot = next_host;
     next_host += c.n_expert;
-    L.cache_slot.assign(size_t(c.n_expert), -1);
   }
-  // The cache's first content: the plan's experts, hottest first, while slots last.
-  for (int i = 0; i < std::min<int>(n_cache_, int(options.cached.size())); ++i) {
+  // The cache's first content: the plan's experts, hottest first, while slots last (the plan's
+  // experts are lfu's first content only: they leave like any other).
+  std::vector<bool> named(size_t(c.n_layer) * c.n_expert, false);
+  for (int i = 0; i < int(options.cached.size()); ++i) {
     const ExpertRef& r = options.cached[size_t(i)];
-    int32_t& slot = layers_[size_t(r.layer)].cache_slot[size_t(r.expert)];
-    if (slot >= 0)
+    if (named[size_t(r.layer) * c.n_expert + r.expert])
       throw Error("gpu expert tier: expert " + std::to_string(r.expert) + " of layer " + std::to_string(r.layer) +
                   " is listed twice among the cached");
-    slot = i;
+    named[size_t(r.layer) * c.n_expert + r.expert] = true;
+    if (i < n_cache_) cache_.put(i, r.layer, r.expert, ExpertCache::Put::start);
   }
+  cache_.set_named(std::move(named));
   // The host arena: every expert's slices from the model's bytes (once, in parallel), then the cache's
   // experts into VRAM.
   const int64_t n_copy = int64_t(n_moe) * c.n_expert;
@@ -194,12 +214,11 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
       released_bytes_ += release_mapped(model.file(), v->data, uint64_t(v->n_rows) * v->row_bytes, fd);
   }
   if (fd >= 0) ::close(fd);
-  for (int l : moe_layers) {
-    const LayerSlots& L = layers_[size_t(l)];
-    for (int e = 0; e < c.n_expert; ++e)
-      if (L.cache_slot[size_t(e)] >= 0)
-        gpu_.upload(arena_ + size_t(L.cache_slot[size_t(e)]) * slot_bytes_,
-                    host_arena_ + size_t(L.first_host_slot + e) * slot_bytes_, slot_bytes_);
+  for (int i = 0; i < n_cache_; ++i) {
+    const ExpertCache::Slot& s = cache_.slot(i);
+    if (s.layer >= 0)
+      gpu_.upload(arena_ + size_t(i) * slot_bytes_,
+                  host_arena_ + size_t(layers_[size_t(s.layer)].first_host_slot + s.expert) * slot_bytes_, slot_bytes_);
   }
   counters_.present = true;
   counters_.cache_slots = uint64_t(n_cache_);
@@ -229,6 +248,7 @@ void GpuExperts::compute(ForwardPass& pass, int layer, const backend::ExpertBatc
   route(layer, batch);
   if (batch.n_tokens <= kDecodeTokens) decode(layer, batch);
   else prompt(layer, batch);
+  cache_.age();  // the next layer's uses weigh more
   std::lock_guard<std::mutex> lock(mutex_);
   published_ = counters_;
 }
@@ -240,7 +260,6 @@ void GpuExperts::collect_spans() {
 
 void GpuExperts::route(int layer, const backend::ExpertBatch& b) {
   const ModelConfig& c = model_.config();
-  const LayerSlots& L = layers_[size_t(layer)];
   const int n_slots = b.n_tokens * b.k;
   const auto t0 = Clock::now();
   gpu_.download(chosen_, b.chosen, size_t(n_slots) * sizeof(int32_t));
@@ -250,7 +269,14 @@ void GpuExperts::route(int layer, const backend::ExpertBatch& b) {
   used_.resize(size_t(blocks::distinct_experts(chosen_, n_slots, c.n_expert, used_.data())));
   hits_.clear();
   misses_.clear();
-  for (int e : used_) (L.cache_slot[size_t(e)] >= 0 ? hits_ : misses_).push_back(e);
+  // The cache counts each use (lfu) and keeps this layer's hits until the next layer begins.
+  cache_.begin_layer(layer);
+  for (int e : used_) {
+    cache_.record_use(layer, e);
+    const int slot = cache_.find(layer, e);
+    if (slot >= 0) cache_.confirm(slot);
+    (slot >= 0 ? hits_ : misses_).push_back(e);
+  }
   counters_.vram_expert_needed += used_.size();
   counters_.vram_expert_hits += hits_.size();
 }
@@ -264,6 +290,18 @@ void GpuExperts::stage(const LayerSlots& L, const std::vector<int>& experts, int
     map[e] = slot;
   }
   counters_.pcie_bytes += uint64_t(experts.size()) * slot_bytes_;
+}
+
+bool GpuExperts::admit(int layer, int e, int32_t* map) {
+  const int slot = cache_.victim(slot_bytes_, false);
+  if (slot < 0) return false;
+  cache_.put(slot, layer, e, ExpertCache::Put::routed);  // kept until the next layer begins
+  gpu_.upload_async(arena_ + size_t(slot) * slot_bytes_,
+                    host_arena_ + size_t(layers_[size_t(layer)].first_host_slot + e) * slot_bytes_, slot_bytes_);
+  map[e] = slot;
+  counters_.pcie_bytes += slot_bytes_;
+  ++counters_.vram_admitted;
+  return true;
 }
 
 void GpuExperts::compute_on_gpu(const LayerSlots& L, const backend::ExpertBatch& b, int wave, bool overlap) {
@@ -285,31 +323,42 @@ void GpuExperts::decode(int layer, const backend::ExpertBatch& b) {
   const ModelConfig& c = model_.config();
   const LayerSlots& L = layers_[size_t(layer)];
   const int n_slots = b.n_tokens * b.k;
-  // The plan's share of the misses goes over PCIe, at most what staging holds; the CPU takes the rest.
+  // The plan's share of the misses goes over PCIe: into the cache (each copy gives up the slot
+  // the policy chooses), else into staging while it lasts; the CPU takes the rest.
   const double share = size_t(layer) < options_.copy_share.size() ? options_.copy_share[size_t(layer)] : 0.0;
-  const int n_copy = std::min(n_stage_, int(std::lround(share * double(misses_.size()))));
+  const int n_copy = int(std::lround(share * double(misses_.size())));
   copies_.assign(misses_.begin(), misses_.begin() + n_copy);
   misses_.erase(misses_.begin(), misses_.begin() + n_copy);
-  // The CPU's inputs cross before the GPU's share is queued: a download waits for the ops queued
-  // before it, and the CPU must not wait for the GPU's experts.
+  std::fill(map_, map_ + c.n_expert, -1);
+  for (int e : hits_) map_[e] = cache_.find(layer, e);
+  if (!copies_.empty()) {
+    gpu_.copies_after_ops();  // slots given up, staging, the map: free once the last layer's experts ran
+    Span s{gpu_.mark(true), -1, &GpuTierCounters::copy_seconds};
+    staged_.clear();
+    for (int e : copies_)
+      if (!admit(layer, e, map_)) staged_.push_back(e);
+    if (int(staged_.size()) > n_stage_) {  // no slot to give up and staging full: the CPU's
+      for (size_t i = size_t(n_stage_); i < staged_.size(); ++i) {
+        misses_.push_back(staged_[i]);
+        copies_.erase(std::find(copies_.begin(), copies_.end(), staged_[i]));
+      }
+      staged_.resize(size_t(n_stage_));
+    }
+    stage(L, staged_, 0, map_);
+    s.to = gpu_.mark(true);
+    spans_.push_back(s);
+  }
+  // The CPU's inputs cross before the GPU's compute is queued: a download waits for the ops
+  // queued before it, and the CPU must not wait for the GPU's experts.
   if (!misses_.empty()) {
     const auto t = Clock::now();
     gpu_.download(x_, b.x, size_t(b.n_tokens) * c.n_embd * sizeof(float));
     gpu_.download(weights_, b.weights, size_t(n_slots) * sizeof(float));
     counters_.wait_seconds += since(t);
   }
-
   // The GPU's share: cached experts and copies, in flight while the CPU computes.
   if (!hits_.empty() || !copies_.empty()) {
-    std::fill(map_, map_ + c.n_expert, -1);
-    for (int e : hits_) map_[e] = L.cache_slot[size_t(e)];
-    gpu_.copies_after_ops();  // staging and the map: free once the previous layer's experts ran
-    if (!copies_.empty()) {
-      Span s{gpu_.mark(true), -1, &GpuTierCounters::copy_seconds};
-      stage(L, copies_, 0, map_);
-      s.to = gpu_.mark(true);
-      spans_.push_back(s);
-    }
+    if (copies_.empty()) gpu_.copies_after_ops();  // the map: free once the last layer's experts ran
     compute_on_gpu(L, b, 0, false);
     counters_.experts_gpu += hits_.size() + copies_.size();
   }
@@ -341,7 +390,7 @@ void GpuExperts::prompt(int layer, const backend::ExpertBatch& b) {
   const LayerSlots& L = layers_[size_t(layer)];
   counters_.experts_gpu += used_.size();
   std::fill(map_, map_ + c.n_expert, -1);
-  for (int e : hits_) map_[e] = L.cache_slot[size_t(e)];
+  for (int e : hits_) map_[e] = cache_.find(layer, e);
   if (misses_.empty()) {  // everything cached
     gpu_.copies_after_ops();  // the map: free once the previous layer's experts ran
     compute_on_gpu(L, b, 0, false);

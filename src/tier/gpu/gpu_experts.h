@@ -3,8 +3,11 @@
 // VRAM: attention, norms, router and shared experts run on the GPU (the session uploads them);
 // every routed expert lives in pinned host RAM, and a VRAM arena of expert slots holds
 //   - a cache: the experts the plan keeps in VRAM (three_tier.cpp: the hottest) to begin with,
-//     computed by the GPU;
-//   - staging slots that copies over PCIe land in.
+//     computed by the GPU; its policy is the CPU's expert cache's (ExpertCache, lfu with ageing:
+//     one policy, two tiers): a decode step's copies replace the least used experts of any
+//     layer, so the cache follows the routing; prompt batches count their uses but copy to
+//     staging (a batch routes to nearly every expert: admitting them would flush the cache);
+//   - staging slots that copies over PCIe land in when no cache slot may be given up.
 // Decode (a few tokens): the routing comes to the host once per layer; cached experts are
 // computed on the GPU while the CPU computes the misses from host RAM, except the plan's share of
 // them (LayerPlacement::copy_share), copied over PCIe and computed by the GPU (PCIe and host-RAM
@@ -26,6 +29,7 @@
 #include "ops/thread_pool.h"
 #include "tier/plan/plan.h"
 #include "tier/stats.h"
+#include "tier/stream/expert_cache.h"
 
 namespace strata::tier {
 
@@ -71,7 +75,7 @@ class GpuExperts final : public ExpertCompute {
   // Bytes of the model's mapping given back once the arena held the experts (page cache included).
   uint64_t released_bytes() const { return released_bytes_; }
   // Where layer's expert sits in the VRAM cache now (an arena slot), or -1.
-  int cache_slot(int layer, int expert) const { return layers_[size_t(layer)].cache_slot[size_t(expert)]; }
+  int cache_slot(int layer, int expert) const { return cache_.find(layer, expert); }
   GpuTierCounters counters() const {  // safe from any thread: as of the last layer computed
     std::lock_guard<std::mutex> lock(mutex_);
     return published_;
@@ -82,7 +86,6 @@ class GpuExperts final : public ExpertCompute {
     backend::ExpertWeights arena;    // over the VRAM arena (slot_of set per call)
     backend::ExpertWeights host;     // over the host arena, slot = layer's first + expert
     int first_host_slot = 0;
-    std::vector<int32_t> cache_slot;  // [n_expert]: arena slot, or -1
   };
   struct Span {  // two marks of one queue (Backend::mark) and the counter their time goes to
     int from = -1, to = -1;
@@ -95,6 +98,9 @@ class GpuExperts final : public ExpertCompute {
   void prompt(int layer, const backend::ExpertBatch& batch);
   // Queues copies of `experts` into staging slots from `first_stage`; fills map[e] with their slots.
   void stage(const LayerSlots& L, const std::vector<int>& experts, int first_stage, int32_t* map);
+  // Queues the copy of `layer`'s expert e into the cache slot the policy gives up; fills map[e].
+  // False (nothing queued): no slot may be given up now.
+  bool admit(int layer, int e, int32_t* map);
   // The GPU computes the experts map `wave` names (map_, pinned; uploaded to map_dev_'s same
   // map): the map's upload, the fence after the copies queued before, the compute, timed.
   // overlap: copies queued later wait only for the ops before this compute.
@@ -110,10 +116,11 @@ class GpuExperts final : public ExpertCompute {
   std::unique_ptr<backend::Backend> cpu_;
   GpuExpertOptions options_;
   uint64_t slot_bytes_ = 0, host_bytes_ = 0, released_bytes_ = 0;
-  int n_slots_ = 0, n_cache_ = 0, n_stage_ = 0;  // arena slots: cache first, then staging
+  int n_slots_ = 0, n_stage_ = 0, n_cache_ = 0;  // arena slots: cache first, then staging (this order: set in it)
   uint8_t* arena_ = nullptr;                     // VRAM
   uint8_t* host_arena_ = nullptr;                // pinned: [moe layers x n_expert] slots
   std::vector<LayerSlots> layers_;               // per layer (dense layers unused)
+  ExpertCache cache_;                            // the cache's policy: its slot i is arena slot i
   int32_t* map_dev_ = nullptr;  // device: slot maps [n_maps() x n_expert]
   // Pinned host mirrors of what crosses: the routing, inputs, weights, the CPU's slots, the maps.
   int32_t* chosen_ = nullptr;
@@ -122,7 +129,7 @@ class GpuExperts final : public ExpertCompute {
   // The CPU's scratch (ExpertBatch::HostScratch), sized for n_batch tokens.
   std::vector<float> in_, gate_, up_, down_out_;
   std::vector<int32_t> slots_, cpu_map_;
-  std::vector<int> used_, hits_, misses_, copies_, experts_;
+  std::vector<int> used_, hits_, misses_, copies_, experts_, staged_;
   std::vector<Span> spans_;     // timed on the device, not collected yet (reserved: no growth)
   GpuTierCounters counters_;    // the forward thread's
   mutable std::mutex mutex_;
