@@ -67,6 +67,7 @@ inline void attach_gpu_experts(const Model& model, const ModelOptions& o, Sessio
   const tier::Plan& plan = tiering.plan();
   tier::GpuExpertOptions g =
       tier::gpu_expert_options(plan, budget - fixed, tier::GpuExperts::slot_bytes(model), o.session.n_batch);
+  g.routing = tiering.gpu_routing();
   if (o.gpu_copy_share >= 0) g.copy_share.assign(size_t(model.config().n_layer), std::min(1.0, o.gpu_copy_share));
   tiering.attach_gpu(std::make_unique<tier::GpuExperts>(model, session.backend(), session.pool(), g));
   session.set_expert_compute(tiering.gpu_experts());

@@ -90,6 +90,10 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
       plan_ = revise(plan_, seen.frequencies());  // start from what earlier runs observed
       revised_at_ = seen.tokens_seen();
     }
+    if (!options.gpu_mem.empty()) {  // the GPU tier goes on counting (no expert streamer on a GPU)
+      gpu_routing_ = std::make_unique<RoutingStats>(std::move(seen));
+      routing_path_ = routing_path;
+    }
   }
 
   std::vector<StreamedMatrix> dense_matrices;
@@ -130,6 +134,13 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
 
 Tiering::~Tiering() {
   if (resident_) model_.file().advise_random_access(false);
+  if (gpu_ && gpu_routing_ && !routing_path_.empty() && gpu_routing_->tokens_seen() > 0) {
+    try {
+      gpu_routing_->save(routing_path_);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "warning: %s\n", e.what());
+    }
+  }
   if (!experts_) return;
   replanner_.reset();  // its statistics file is written before the last one below
   try {

@@ -300,7 +300,17 @@ TEST_P(GpuExpertTier, FollowsTheThreeTierPlan) {
   Session resident(*model_, params(true));
   test::RoutingRecorder resident_routing(k);
   const std::vector<float> want = run(resident, resident_routing);
+  // The tier records the routing it sees (the Tiering saves it for the next run's plan).
+  RoutingStats seen(mc.n_layer, mc.n_expert, k);
+  o.routing = &seen;
   check_split(o, want, resident_routing, "the three-tier plan's placement");
+  const std::vector<std::vector<double>> f = seen.frequencies();
+  for (int l = 0; l < mc.n_layer; ++l) {
+    if (!mc.is_moe_layer(l)) continue;
+    double total = 0;
+    for (double v : f[size_t(l)]) total += v;
+    EXPECT_EQ(total, double(86 * k)) << "layer " << l;  // 70 prompt tokens and 16 decoded, k each
+  }
 }
 
 TEST_P(GpuExpertTier, BudgetBelowTheMinimumIsNamed) {

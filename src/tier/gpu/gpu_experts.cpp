@@ -265,6 +265,7 @@ void GpuExperts::route(int layer, const backend::ExpertBatch& b) {
   gpu_.download(chosen_, b.chosen, size_t(n_slots) * sizeof(int32_t));
   counters_.wait_seconds += since(t0);
   collect_spans();  // the download waited for the ops queued so far, and they for the copies
+  if (options_.routing) options_.routing->record(layer, chosen_, b.n_tokens);
   used_.resize(size_t(c.n_expert));
   used_.resize(size_t(blocks::distinct_experts(chosen_, n_slots, c.n_expert, used_.data())));
   hits_.clear();

@@ -30,6 +30,7 @@
 #include "tier/plan/plan.h"
 #include "tier/stats.h"
 #include "tier/stream/expert_cache.h"
+#include "tier/stream/routing_stats.h"
 
 namespace strata::tier {
 
@@ -47,6 +48,9 @@ struct GpuExpertOptions {
   std::vector<double> copy_share;
   int min_staging = 0;  // staging slots at least (the plan's); 0: one per routed rank (k)
   int n_batch = 512;
+  // Where each layer's routing is recorded (the Tiering saves it: the next run's plan knows which
+  // experts are hot); null: nowhere.
+  RoutingStats* routing = nullptr;
 };
 
 // The tier's options from a plan with a GPU (plan_three_tiers): its experts in VRAM, hottest
