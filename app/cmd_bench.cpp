@@ -135,6 +135,22 @@ void add_bench_command(CLI::App& app) {
       if (after.streaming)
         std::printf("SSD read per generated token %.1f MB; expert cache hit rate %.0f%%\n", ssd_per_token / 1e6,
                     100.0 * hit_rate);
+      if (after.gpu.present) {
+        // The GPU expert tier (--gpu-mem): the plan's predictions beside the measurement, and the
+        // generated tokens' share of its counters, per token.
+        const tier::GpuTierCounters& g = gen.gpu;
+        const double n = opts->n_gen > 0 ? double(opts->n_gen) : 1.0;
+        std::printf("gpu tier plan: prompt %.0f tok/s, generation %.1f tok/s predicted; measured %.0f%% and %.0f%% "
+                    "of that\n",
+                    g.predicted_prompt_tok_s, g.predicted_gen_tok_s,
+                    g.predicted_prompt_tok_s > 0 ? 100.0 * pp / g.predicted_prompt_tok_s : 0.0,
+                    g.predicted_gen_tok_s > 0 ? 100.0 * tg / g.predicted_gen_tok_s : 0.0);
+        std::printf("gpu tier generation: VRAM hit rate %.0f%% (plan %.0f%%), %.1f MB over PCIe, experts %.1f GPU / "
+                    "%.1f CPU, copy %.2f ms, GPU experts %.2f ms, CPU experts %.2f ms, routing wait %.2f ms per token\n",
+                    100.0 * gen.vram_expert_hit_rate(), 100.0 * g.predicted_vram_hit_rate, double(g.pcie_bytes) / n / 1e6,
+                    double(g.experts_gpu) / n, double(g.experts_cpu) / n, 1e3 * g.copy_seconds / n,
+                    1e3 * g.gpu_compute_seconds / n, 1e3 * g.cpu_compute_seconds / n, 1e3 * g.wait_seconds / n);
+      }
     }
   });
 }

@@ -13,9 +13,10 @@
 #        0.3.36 sdist) to measure llama.cpp's settings here; without it the issue's table is printed.
 #
 # Bounds: "all" uses the HBM bound (weight bytes per token / the device copy bandwidth, strata bench
-# prints it); --gpu-mem runs use `strata plan --profile lent-h100` (the planner's prediction for the
-# lent H100: host RAM 95 GB/s, pinned PCIe 55 GB/s), which is a bandwidth bound, not a measurement.
-# Random forged weights route near-uniformly: the worst case for a VRAM expert cache.
+# prints it); --gpu-mem runs print two: the plan the run itself followed (this machine's measured
+# speeds; `strata bench` prints "gpu tier plan: ... predicted") and `strata plan --profile lent-h100`
+# (the issue's figures: host RAM 95 GB/s, pinned PCIe 55 GB/s), both bandwidth bounds, not
+# measurements. Random forged weights route near-uniformly: the worst case for a VRAM expert cache.
 set -uo pipefail
 strata=${1:?usage: cuda_moe_tiers.sh STRATA TOKENIZER [PRESET...]}
 tokenizer=${2:?tokenizer GGUF}
@@ -53,12 +54,11 @@ for preset in "${presets[@]}"; do
       bound=$(grep -o 'memory-bound generation limit [0-9.]*' "$log" | awk '{print $4}')
       say "$preset all-in-VRAM: prompt ${ppr:-?} tok/s, generation ${tgr:-?} tok/s (HBM bound ${bound:-?} tok/s) rc=$rc"
     else
-      plan=$("$strata" plan "$model" --profile lent-h100 --gpu-mem "$mem" --mem 100G -t "$threads" 2>&1)
+      plan=$("$strata" plan "$model" --profile lent-h100 --gpu-mem "$mem" --mem 100G -t "$threads" -c $((pp + tg)) 2>&1)
       pg=$(echo "$plan" | grep -o '^generation: [0-9.]*' | awk '{print $2}')
       pq=$(echo "$plan" | grep -o '^prompt ([0-9]* tokens a batch): [0-9.]*' | awk '{print $NF}')
-      hits=$(grep -iE 'hit|pcie|experts' "$log" | tr '\n' ';' | cut -c1-300)
-      say "$preset --gpu-mem $mem: prompt ${ppr:-?} tok/s (plan ${pq:-?}), generation ${tgr:-?} tok/s (plan ${pg:-?}) rc=$rc"
-      say "    $(grep '^gpu experts' "$log") | stats: $hits"
+      say "$preset --gpu-mem $mem: prompt ${ppr:-?} tok/s, generation ${tgr:-?} tok/s rc=$rc (lent-h100 profile plan: prompt ${pq:-?}, generation ${pg:-?})"
+      grep -E '^gpu (experts|tier)' "$log" | sed 's/^/    /' | tee -a "$summary"
     fi
     [ $rc -eq 0 ] || tail -5 "$log" | sed 's/^/    /' | tee -a "$summary"
   done

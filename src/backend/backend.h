@@ -210,6 +210,21 @@ class Backend {
   // between (batch.act unused): slot t * k + j gets weights[t, j] * (down(swiglu_oai(gate x_t +
   // b_gate, up x_t + b_up)) + b_down) where its expert is here.
   virtual void moe_experts_biased(const ExpertWeights& w, const ExpertBiases& bias, const ExpertBatch& batch) = 0;
+
+  // ---- timing the two queues (grouped here: tier14, the GPU expert tier's telemetry)
+  // mark(copies) records the point the copy queue (true) or the op queue (false) has reached
+  // among what is queued so far and returns its id, good until kMarks later marks; -1 where the
+  // backend keeps no marks. seconds_between(from, to): the time between two marks of one queue,
+  // waiting until `to` is reached; 0 for an id of -1.
+  static constexpr int kMarks = 256;
+  virtual int mark(bool copies) {
+    (void)copies;
+    return -1;
+  }
+  virtual double seconds_between(int from, int to) {
+    (void)from, (void)to;
+    return 0.0;
+  }
 };
 
 // The k highest of n scores into out, best first (ties to the lower index): routing's one top-k.

@@ -1,6 +1,8 @@
 // The CPU backend: the seam's ops as calls into today's kernels (src/ops, src/tensor). Memory is
 // plain host memory; every op runs to completion before it returns.
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -227,6 +229,18 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // ---- timing the two queues (tier14): the host runs both in order as they come, so a mark is
+  // the host's clock when it was made.
+  int mark(bool) override {
+    const int id = int(next_mark_++ % uint64_t(kMarks));
+    marks_[size_t(id)] = std::chrono::steady_clock::now();
+    return id;
+  }
+  double seconds_between(int from, int to) override {
+    if (from < 0 || to < 0) return 0.0;
+    return std::chrono::duration<double>(marks_[size_t(to)] - marks_[size_t(from)]).count();
+  }
+
  private:
   ThreadPool& pool_;
   ops::MatmulScratch own_mm_;
@@ -236,6 +250,8 @@ class CpuBackend final : public Backend {
   bool own_attn_;
   ops::AttentionScratch own_attn_scratch_;
   std::vector<float> probs_;
+  std::array<std::chrono::steady_clock::time_point, kMarks> marks_{};  // mark()'s ring (tier14)
+  uint64_t next_mark_ = 0;
 };
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "ops/ops.h"
+
 namespace strata::tier {
 
 ExpertGuesser::ExpertGuesser(const ModelConfig& c, ExpertSource* target, bool router)
@@ -42,7 +44,17 @@ void ExpertGuesser::guess(ForwardPass& p, int next, bool refined) {
   const LayerWeights& N = p.weights.layers[size_t(next)];
   if (N.router.empty()) return;
   const int n = p.n_tokens, k_used = c.n_expert_used;
-  blocks::norm_rows(p, p.buf.x.data(), normed_.data(), N.ffn_norm);
+  if (p.device) {
+    // A GPU pass: the residual stream is in device memory (the host's buf.x is stale), and the
+    // guess runs on the host with the host's weights.
+    p.backend->download(normed_.data(), p.act.x, size_t(n) * c.n_embd * sizeof(float));
+    for (int t = 0; t < n; ++t) {
+      float* row = normed_.data() + size_t(t) * c.n_embd;
+      ops::rms_norm(row, N.ffn_norm.empty() ? nullptr : N.ffn_norm.data(), row, c.n_embd, c.rms_eps);
+    }
+  } else {
+    blocks::norm_rows(p, p.buf.x.data(), normed_.data(), N.ffn_norm);
+  }
   ops::matmul(N.router, normed_.data(), c.n_embd, n, logits_.data(), c.n_expert, p.pool, mm_);
   // Top-k of the logits is the top-k of the softmax, best first.
   for (int t = 0; t < n; ++t)

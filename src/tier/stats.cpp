@@ -39,6 +39,7 @@ TierStats TierStats::since(const TierStats& b) const {
   g.vram_expert_hits -= b.gpu.vram_expert_hits;
   g.experts_gpu -= b.gpu.experts_gpu;
   g.experts_cpu -= b.gpu.experts_cpu;
+  g.vram_admitted -= b.gpu.vram_admitted;
   g.copy_seconds -= b.gpu.copy_seconds;
   g.gpu_compute_seconds -= b.gpu.gpu_compute_seconds;
   g.cpu_compute_seconds -= b.gpu.cpu_compute_seconds;
@@ -151,14 +152,32 @@ const TierStatField kFields[] = {
      [](S s) { return double(s.gpu.experts_gpu); }},
     {G, count, "experts computed by the CPU", "experts_cpu", "strata_tier_cpu_experts_total", counter,
      "Expert computations done by the CPU from host RAM.", false, [](S s) { return double(s.gpu.experts_cpu); }},
-    {G, seconds, "copying over PCIe", "copy_seconds", "strata_tier_gpu_copy_seconds_total", counter,
+    {G, seconds, "copying experts over PCIe (device-timed)", "copy_seconds", "strata_tier_gpu_copy_seconds_total", counter,
      "Seconds host-to-GPU weight copies were in flight.", false, [](S s) { return s.gpu.copy_seconds; }},
-    {G, seconds, "GPU computing", "gpu_compute_seconds", "strata_tier_gpu_compute_seconds_total", counter,
-     "Seconds the GPU computed.", false, [](S s) { return s.gpu.gpu_compute_seconds; }},
+    {G, seconds, "GPU computing experts (device-timed)", "gpu_compute_seconds", "strata_tier_gpu_compute_seconds_total", counter,
+     "Seconds the GPU computed routed experts.", false, [](S s) { return s.gpu.gpu_compute_seconds; }},
     {G, seconds, "CPU computing experts", "cpu_compute_seconds", "strata_tier_cpu_expert_compute_seconds_total",
      counter, "Seconds the CPU computed experts in a GPU run.", false, [](S s) { return s.gpu.cpu_compute_seconds; }},
-    {G, seconds, "waiting (a processor for the other or a copy)", "wait_seconds", "strata_tier_gpu_wait_seconds_total",
-     counter, "Seconds a processor waited for the other or for a copy.", false, [](S s) { return s.gpu.wait_seconds; }},
+    {G, seconds, "host waiting for the GPU's routing", "wait_seconds", "strata_tier_gpu_wait_seconds_total",
+     counter, "Seconds the host waited for a layer's routing from the GPU.", false, [](S s) { return s.gpu.wait_seconds; }},
+    {G, count, "copies into the VRAM cache (lfu)", "vram_admitted", "strata_tier_gpu_vram_admitted_total", counter,
+     "Expert copies that entered the VRAM cache, each giving up the least used slot.", false,
+     [](S s) { return double(s.gpu.vram_admitted); }},
+    {G, count, "VRAM cache slots", "cache_slots", nullptr, none, nullptr, false,
+     [](S s) { return double(s.gpu.cache_slots); }},
+    {G, count, "VRAM staging slots", "staging_slots", nullptr, none, nullptr, false,
+     [](S s) { return double(s.gpu.staging_slots); }},
+    {G, count, "plan: experts in VRAM", "plan_vram_experts", nullptr, none, nullptr, false,
+     [](S s) { return double(s.gpu.plan_vram_experts); }},
+    {G, ratio, "plan: VRAM hit rate predicted", "predicted_vram_hit_rate", nullptr, none, nullptr, false,
+     [](S s) { return s.gpu.predicted_vram_hit_rate; }},
+    {G, rate, "plan: generation predicted", "predicted_generation_tokens_per_second",
+     "strata_tier_gpu_predicted_generation_tokens_per_second", gauge,
+     "Generation speed the GPU plan predicts.", false, [](S s) { return s.gpu.predicted_gen_tok_s; }},
+    {G, rate, "plan: prompt predicted", "predicted_prompt_tokens_per_second",
+     "strata_tier_gpu_predicted_prompt_tokens_per_second", gauge,
+     "Prompt speed (tokens per second in full batches) the GPU plan predicts.", false,
+     [](S s) { return s.gpu.predicted_prompt_tok_s; }},
     {G, seconds, "copy per token", nullptr, nullptr, none, nullptr, true,
      [](S s) { return s.per_token(s.gpu.copy_seconds); }},
     {G, seconds, "GPU compute per token", nullptr, nullptr, none, nullptr, true,

@@ -23,10 +23,16 @@ struct GpuTierCounters {
   uint64_t vram_expert_hits = 0;    // of them, found in the VRAM expert cache
   uint64_t experts_gpu = 0;         // expert computations by the GPU (VRAM hits and copies)
   uint64_t experts_cpu = 0;         // expert computations by the CPU (host RAM)
+  uint64_t vram_admitted = 0;       // copies that entered the VRAM cache (giving up a slot)
   double copy_seconds = 0;          // copies over PCIe in flight
   double gpu_compute_seconds = 0;
   double cpu_compute_seconds = 0;
-  double wait_seconds = 0;  // one processor waiting for the other or for a copy
+  double wait_seconds = 0;  // the host waiting for the GPU's routing of a layer
+  // Gauges: the tier's VRAM slots, and what the plan (three_tier.cpp) predicted for it.
+  uint64_t cache_slots = 0, staging_slots = 0;
+  uint64_t plan_vram_experts = 0;        // experts the plan keeps in VRAM
+  double predicted_vram_hit_rate = 0;    // of routed experts, the share the plan's VRAM experts take
+  double predicted_gen_tok_s = 0, predicted_prompt_tok_s = 0;
 };
 
 struct TierStats {

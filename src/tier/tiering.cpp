@@ -70,8 +70,12 @@ Plan plan_for(const Model& model, const TieringOptions& options) {
   in.n_threads = options.n_threads > 0 ? options.n_threads : ThreadPool::physical_cores();
   if (options.ram_gbps > 0) in.ram_gbps = options.ram_gbps;
   if (options.ssd_gbps > 0) in.ssd_gbps = options.ssd_gbps;
+  GpuOverrides gpu;
+  gpu.mem_given = !options.gpu_mem.empty();
+  gpu.mem_bytes = options.gpu_mem;
   return plan_on_this_machine(model.file(), model.config(), in, options.ram_gbps > 0, options.ssd_gbps > 0,
-                              options.n_threads > 0 ? options.n_threads : ThreadPool::physical_cores());
+                              options.n_threads > 0 ? options.n_threads : ThreadPool::physical_cores(), false,
+                              gpu.mem_given ? &gpu : nullptr);
 }
 
 Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(model), options_(options) {
@@ -85,6 +89,10 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
     if (seen.load(routing_path) && seen.tokens_seen() > 0) {
       plan_ = revise(plan_, seen.frequencies());  // start from what earlier runs observed
       revised_at_ = seen.tokens_seen();
+    }
+    if (!options.gpu_mem.empty()) {  // the GPU tier goes on counting (no expert streamer on a GPU)
+      gpu_routing_ = std::make_unique<RoutingStats>(std::move(seen));
+      routing_path_ = routing_path;
     }
   }
 
@@ -126,6 +134,13 @@ Tiering::Tiering(const Model& model, const TieringOptions& options) : model_(mod
 
 Tiering::~Tiering() {
   if (resident_) model_.file().advise_random_access(false);
+  if (gpu_ && gpu_routing_ && !routing_path_.empty() && gpu_routing_->tokens_seen() > 0) {
+    try {
+      gpu_routing_->save(routing_path_);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "warning: %s\n", e.what());
+    }
+  }
   if (!experts_) return;
   replanner_.reset();  // its statistics file is written before the last one below
   try {
@@ -189,7 +204,20 @@ TierStats Tiering::stats() const {
     s.pool_bytes += experts_->memory_bytes();
   }
   if (resident_) s.resident_copy_bytes = resident_->bytes();
-  if (gpu_) s.gpu = gpu_->counters();
+  if (gpu_) {
+    s.gpu = gpu_->counters();
+    std::lock_guard<std::mutex> again(plan_mutex_);
+    GpuTierCounters& g = s.gpu;
+    g.predicted_gen_tok_s = plan_.tokens_per_second;
+    g.predicted_prompt_tok_s = plan_.prompt_tokens_per_second;
+    double routed = 0, in_vram = 0;
+    for (const PlanUnit& u : plan_.units) {
+      if (u.kind != UnitKind::expert) continue;
+      routed += u.probability;
+      if (u.tier == Tier::vram) in_vram += u.probability, ++g.plan_vram_experts;
+    }
+    g.predicted_vram_hit_rate = routed > 0 ? in_vram / routed : 0.0;
+  }
   return s;
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 #include "tier/plan/plan.h"
@@ -39,6 +40,9 @@ struct TieringOptions {
   // Benchmarks only: a routing trace whose experts the MoE layers run instead of their router's
   // (tier/trace/routing_override.h); "": none.
   std::string routing_override;
+  // --gpu-mem: VRAM the plan may use on each GPU (the three-tier plan, plan_three_tiers); empty:
+  // the two-tier plan (host RAM and SSD).
+  std::vector<uint64_t> gpu_mem;
 };
 
 
@@ -58,6 +62,9 @@ class Tiering {
   // stats(); the session computes its MoE layers through it (Session::set_expert_compute).
   void attach_gpu(std::unique_ptr<GpuExperts> gpu) { gpu_ = std::move(gpu); }
   GpuExperts* gpu_experts() { return gpu_.get(); }
+  // With --gpu-mem (TieringOptions::gpu_mem) and routing statistics kept: where the GPU tier
+  // records the routing (GpuExpertOptions::routing), saved with the tiering; else null.
+  RoutingStats* gpu_routing() { return gpu_routing_.get(); }
   bool streaming() const { return dense_ || experts_; }
   // The plan as it stands; a revision replaces it at a token boundary on the thread that runs the
   // model, so only that thread reads it. Other threads use stats() and planned_bytes().
@@ -91,6 +98,7 @@ class Tiering {
   uint64_t n_revisions_ = 0;                // revised plans taken effect (under plan_mutex_)
   int n_pool_slots_ = 0;                    // expert slots beyond the pinned ones, fixed at construction
   std::unique_ptr<GpuExperts> gpu_;         // a GPU session's expert tier, or null
+  std::unique_ptr<RoutingStats> gpu_routing_;  // what it routes, from earlier runs on (gpu_mem)
 };
 
 }  // namespace strata::tier

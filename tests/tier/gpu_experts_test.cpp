@@ -23,6 +23,7 @@
 #include "support/paths.h"
 #include "support/routing_recorder.h"
 #include "tier/gpu/gpu_experts.h"
+#include "tier/plan/plan.h"
 #include "util/error.h"
 
 namespace strata::tier {
@@ -109,67 +110,206 @@ class GpuExpertTier : public ::testing::TestWithParam<Case> {
     }
     return all;
   }
-  fs::path dir_;
-  std::unique_ptr<Model> model_;
-};
-
-TEST_P(GpuExpertTier, SplitAndStreamedRunsMatchTheResidentRun) {
-  const Case& c = GetParam();
-  Session resident(*model_, params(true));
-  const int k = model_->config().n_expert_used;
-  test::RoutingRecorder resident_routing(k);
-  const std::vector<float> want = run(resident, resident_routing);
-  const size_t n_vocab = size_t(model_->config().n_vocab);
-  const float range = *std::max_element(want.begin(), want.end()) - *std::min_element(want.begin(), want.end());
-  const uint64_t slot = GpuExperts::slot_bytes(*model_);
-  const int n_expert = model_->config().n_expert;
-  struct Config {
-    const char* what;
-    uint64_t vram;
-    double copy_share;
-  };
-  const Config configs[] = {
-      {"staging only, CPU computes every decode miss", GpuExperts::minimum_vram(*model_), 0.0},
-      {"staging only, every decode miss copied", GpuExperts::minimum_vram(*model_), 1.0},
-      {"a cache of some experts, half the misses copied", slot * uint64_t(n_expert + model_->config().n_layer), 0.5},
-      {"every expert cached", slot * uint64_t(n_expert) * uint64_t(model_->config().n_layer + 2), 0.5},
-  };
-  for (const Config& cfg : configs) {
+  // The split run against the resident one (`want`, `resident_routing`): bit-identical on the
+  // CPU, within the CPU/GPU tolerance up to the first routing flip on a GPU. Returns its counters.
+  // (Its counters; the tier goes with its session, whose backend it uses.)
+  GpuTierCounters check_split(const GpuExpertOptions& o, const std::vector<float>& want,
+                              const test::RoutingRecorder& resident_routing, const char* what) {
+    const Case& c = GetParam();
+    const int k = model_->config().n_expert_used;
+    const size_t n_vocab = size_t(model_->config().n_vocab);
+    const float range = *std::max_element(want.begin(), want.end()) - *std::min_element(want.begin(), want.end());
     Session split(*model_, params(false));
-    GpuExpertOptions o;
-    o.vram_bytes = cfg.vram;
-    o.copy_share = cfg.copy_share;
-    o.n_batch = kBatch;
-    GpuExperts tier(*model_, split.backend(), split.pool(), o);
-    split.set_expert_compute(&tier);
+    auto tier = std::make_unique<GpuExperts>(*model_, split.backend(), split.pool(), o);
+    split.set_expert_compute(tier.get());
     test::RoutingRecorder split_routing(k);
     const std::vector<float> got = run(split, split_routing);
-    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(got.size(), want.size());
+    if (got.size() != want.size()) return {};
     // Row r: the logits after position r. Past the first routing flip (GPU runs only: the CPU's
     // share rounds otherwise than the GPU's kernels) the runs may differ; rows before it must not.
     const int64_t rows = int64_t(got.size() / n_vocab);
     const int64_t flip = test::RoutingRecorder::first_difference(resident_routing, split_routing, rows);
     float worst = 0.0f;
     for (size_t i = 0; i < size_t(flip) * n_vocab; ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
-    for (float v : got) ASSERT_TRUE(std::isfinite(v));
-    const GpuTierCounters k = tier.counters();
+    for (float v : got) EXPECT_TRUE(std::isfinite(v));
+    const GpuTierCounters n = tier->counters();
     std::printf("[ %-26s ] %-46s cache %3d staging %3d: routing equal for %lld of %lld rows, worst |diff| %.6f of "
-                "range %.3f; hits %llu/%llu, gpu %llu cpu %llu experts, %.1f MB over PCIe\n",
-                c.name, cfg.what, tier.n_cache_slots(), tier.n_staging_slots(), (long long)flip, (long long)rows, worst,
-                range,
-                (unsigned long long)k.vram_expert_hits, (unsigned long long)k.vram_expert_needed,
-                (unsigned long long)k.experts_gpu, (unsigned long long)k.experts_cpu, double(k.pcie_bytes) / 1e6);
+                "range %.3f; hits %llu/%llu, gpu %llu cpu %llu experts, %.1f MB over PCIe, copy %.4f s, gpu %.4f s\n",
+                c.name, what, tier->n_cache_slots(), tier->n_staging_slots(), (long long)flip, (long long)rows, worst,
+                range, (unsigned long long)n.vram_expert_hits, (unsigned long long)n.vram_expert_needed,
+                (unsigned long long)n.experts_gpu, (unsigned long long)n.experts_cpu, double(n.pcie_bytes) / 1e6,
+                n.copy_seconds, n.gpu_compute_seconds);
     if (c.device == Device::cpu) {
-      EXPECT_EQ(flip, rows) << cfg.what;
-      EXPECT_EQ(worst, 0.0f) << cfg.what;
+      EXPECT_EQ(flip, rows) << what;
+      EXPECT_EQ(worst, 0.0f) << what;
     } else {
-      EXPECT_LT(worst, 0.02f * range) << cfg.what;
-      EXPECT_GT(flip, 0) << cfg.what;
+      EXPECT_LT(worst, 0.02f * range) << what;
+      EXPECT_GT(flip, 0) << what;
     }
-    EXPECT_GT(k.vram_expert_needed, 0u);
-    if (cfg.copy_share == 0.0 && tier.n_cache_slots() == 0) EXPECT_GT(k.experts_cpu, 0u) << cfg.what;
+    EXPECT_GT(n.vram_expert_needed, 0u);
+    EXPECT_EQ(n.cache_slots, uint64_t(tier->n_cache_slots()));
+    EXPECT_EQ(n.staging_slots, uint64_t(tier->n_staging_slots()));
+    // Copies and the GPU's compute are timed on the device (the CPU backend: the host's clock).
+    if (n.pcie_bytes > 0) {
+      EXPECT_GT(n.copy_seconds, 0.0) << what;
+    }
+    if (n.experts_gpu > 0) {
+      EXPECT_GT(n.gpu_compute_seconds, 0.0) << what;
+    }
+    return n;
+  }
+  // The first n experts of an even share per layer: expert 0 of every MoE layer, then expert 1, ...
+  std::vector<ExpertRef> even_cache(int n) const {
+    const ModelConfig& c = model_->config();
+    std::vector<ExpertRef> out;
+    for (int e = 0; e < c.n_expert; ++e)
+      for (int l = 0; l < c.n_layer; ++l)
+        if (c.is_moe_layer(l) && int(out.size()) < n) out.push_back({l, e});
+    return out;
+  }
+  fs::path dir_;
+  std::unique_ptr<Model> model_;
+};
+
+TEST_P(GpuExpertTier, SplitAndStreamedRunsMatchTheResidentRun) {
+  Session resident(*model_, params(true));
+  const int k = model_->config().n_expert_used;
+  test::RoutingRecorder resident_routing(k);
+  const std::vector<float> want = run(resident, resident_routing);
+  const uint64_t slot = GpuExperts::slot_bytes(*model_);
+  const ModelConfig& mc = model_->config();
+  struct Config {
+    const char* what;
+    uint64_t vram;
+    double copy_share;
+    int cached;
+  };
+  const int all = mc.n_expert * mc.n_layer;
+  const Config configs[] = {
+      {"staging only, CPU computes every decode miss", GpuExperts::minimum_vram(*model_), 0.0, 0},
+      {"staging only, every decode miss copied", GpuExperts::minimum_vram(*model_), 1.0, 0},
+      {"a cache of some experts, half the misses copied", slot * uint64_t(mc.n_expert + mc.n_layer), 0.5, mc.n_layer},
+      {"every expert cached", slot * uint64_t(mc.n_expert) * uint64_t(mc.n_layer + 2), 0.5, all},
+      // The cache is lfu's (ExpertCache): decode's copies enter it, and later tokens hit them.
+      {"an empty cache that decode copies fill (lfu)", slot * uint64_t(2 * mc.n_expert + mc.n_layer), 1.0, 0},
+  };
+  for (const Config& cfg : configs) {
+    GpuExpertOptions o;
+    o.vram_bytes = cfg.vram;
+    o.copy_share.assign(size_t(mc.n_layer), cfg.copy_share);
+    o.cached = even_cache(cfg.cached);
+    o.n_batch = kBatch;
+    const GpuTierCounters n = check_split(o, want, resident_routing, cfg.what);
+    if (cfg.copy_share == 0.0 && n.cache_slots == 0) {
+      EXPECT_GT(n.experts_cpu, 0u) << cfg.what;
+    }
     // Copies take what staging holds (k slots here); the CPU only the rest of a step's misses.
-    if (cfg.copy_share == 1.0) EXPECT_LT(k.experts_cpu * 4, k.experts_gpu) << cfg.what;
+    if (cfg.copy_share == 1.0) {
+      EXPECT_LT(n.experts_cpu * 4, n.experts_gpu) << cfg.what;
+    }
+    if (cfg.cached == 0 && n.cache_slots > 0) {
+      EXPECT_GT(n.vram_admitted, 0u) << cfg.what;
+      EXPECT_GT(n.vram_expert_hits, 0u) << cfg.what;
+    } else if (n.cache_slots == 0) {
+      EXPECT_EQ(n.vram_admitted, 0u) << cfg.what;
+    }
+    if (cfg.cached == all) {
+      EXPECT_EQ(n.vram_expert_hits, n.vram_expert_needed) << cfg.what;
+      EXPECT_EQ(n.experts_cpu, 0u) << cfg.what;
+    }
+  }
+}
+
+// The runtime follows the three-tier plan: the experts the plan keeps in VRAM (the hottest under
+// a skewed routing prior, not the lowest ids) are the ones cached, each layer's copy share is the
+// plan's, staging is at least the plan's; and the run stays exact.
+TEST_P(GpuExpertTier, FollowsTheThreeTierPlan) {
+  const ModelConfig& mc = model_->config();
+  const int k = mc.n_expert_used;
+  PlanInputs in;
+  in.budget_bytes = uint64_t(64) << 30;
+  in.n_ctx = 256;
+  in.n_batch = kBatch;
+  in.n_threads = 4;
+  in.ram_gbps = 95;
+  in.ssd_gbps = 2;
+  in.cpu_batch_gflops = 1100;
+  // Higher ids likelier: expert e of every layer routed to in proportion to e + 1.
+  in.expert_probability.assign(size_t(mc.n_layer), std::vector<double>(size_t(mc.n_expert), 0.0));
+  const double sum = 0.5 * mc.n_expert * (mc.n_expert + 1);
+  for (auto& layer : in.expert_probability)
+    for (int e = 0; e < mc.n_expert; ++e) layer[size_t(e)] = k * (e + 1) / sum;
+  GpuDevice g;
+  g.name = "synthetic H100";
+  g.mem_gbps = 3350;
+  g.gflops = 150000;
+  g.pcie_pinned_gbps = 55;
+  g.pcie_pageable_gbps = 8.6;
+  g.mem_bytes = uint64_t(8) << 30;
+  in.gpus = {g};
+  const uint64_t minimum = make_plan(model_->file(), mc, in).gpus.at(0).minimum_bytes;
+  // A VRAM budget that holds some of the experts but not all: the least that holds a quarter.
+  Plan plan;
+  int n_vram = 0, n_experts = 0;
+  auto plan_for = [&](uint64_t mem) {
+    in.gpus[0].mem_bytes = mem;
+    plan = make_plan(model_->file(), mc, in);
+    n_vram = n_experts = 0;
+    for (const PlanUnit& u : plan.units)
+      if (u.kind == UnitKind::expert) ++n_experts, n_vram += u.tier == Tier::vram;
+  };
+  uint64_t lo = minimum, hi = minimum + model_->file().file_size();
+  while (hi - lo > 4096) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    plan_for(mid);
+    (4 * n_vram >= n_experts ? hi : lo) = mid;
+  }
+  plan_for(hi);
+  ASSERT_GT(n_vram, 0);
+  ASSERT_LT(n_vram, n_experts);
+
+  const uint64_t slot = GpuExperts::slot_bytes(*model_);
+  // An arena for the plan's experts and its staging, as `--gpu-mem` gives after the session's part.
+  const uint64_t vram = slot * uint64_t(n_vram) + plan.gpus.at(0).staging_bytes + slot;
+  GpuExpertOptions o = gpu_expert_options(plan, vram, slot, kBatch);
+  ASSERT_EQ(int(o.cached.size()), n_vram);
+  for (size_t i = 1; i < o.cached.size(); ++i)  // hottest first
+    EXPECT_GE(in.expert_probability[size_t(o.cached[i - 1].layer)][size_t(o.cached[i - 1].expert)],
+              in.expert_probability[size_t(o.cached[i].layer)][size_t(o.cached[i].expert)]);
+  ASSERT_EQ(o.copy_share.size(), size_t(mc.n_layer));
+  for (int l = 0; l < mc.n_layer; ++l) EXPECT_EQ(o.copy_share[size_t(l)], plan.layers[size_t(l)].copy_share);
+  EXPECT_GE(o.min_staging, k);
+
+  {  // The cache begins with exactly the plan's experts in VRAM: the likeliest, not the lowest ids.
+    Session split(*model_, params(false));
+    GpuExperts tier(*model_, split.backend(), split.pool(), o);
+    EXPECT_GE(tier.n_staging_slots(), o.min_staging);
+    EXPECT_GE(tier.n_cache_slots(), n_vram);  // the arena holds the plan's experts
+    double planned_p = 0, other_p = 0;
+    for (const PlanUnit& u : plan.units) {
+      if (u.kind != UnitKind::expert) continue;
+      const bool planned = u.tier == Tier::vram;
+      (planned ? planned_p : other_p) += u.probability;
+      EXPECT_EQ(tier.cache_slot(u.layer, u.expert) >= 0, planned) << "layer " << u.layer << " expert " << u.expert;
+    }
+    EXPECT_GT(planned_p / n_vram, other_p / (n_experts - n_vram));
+    const GpuTierCounters n = tier.counters();
+    EXPECT_EQ(n.cache_slots, uint64_t(tier.n_cache_slots()));
+  }
+  Session resident(*model_, params(true));
+  test::RoutingRecorder resident_routing(k);
+  const std::vector<float> want = run(resident, resident_routing);
+  // The tier records the routing it sees (the Tiering saves it for the next run's plan).
+  RoutingStats seen(mc.n_layer, mc.n_expert, k);
+  o.routing = &seen;
+  check_split(o, want, resident_routing, "the three-tier plan's placement");
+  const std::vector<std::vector<double>> f = seen.frequencies();
+  for (int l = 0; l < mc.n_layer; ++l) {
+    if (!mc.is_moe_layer(l)) continue;
+    double total = 0;
+    for (double v : f[size_t(l)]) total += v;
+    EXPECT_EQ(total, double(86 * k)) << "layer " << l;  // 70 prompt tokens and 16 decoded, k each
   }
 }
 

@@ -700,6 +700,24 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaStreamWaitEvent(copies, ops_done_, 0));
   }
 
+  // ---- timing the two queues (tier14: the GPU expert tier's telemetry): a ring of timing events
+  int mark(bool copies) override {
+    if (marks_.events.empty()) {
+      marks_.events.assign(size_t(kMarks), nullptr);
+      for (cudaEvent_t& e : marks_.events) STRATA_CUDA_CHECK(cudaEventCreate(&e));
+    }
+    const int id = int(marks_.next++ % uint64_t(kMarks));
+    STRATA_CUDA_CHECK(cudaEventRecord(marks_.events[size_t(id)], copies ? copy_stream() : stream_));
+    return id;
+  }
+  double seconds_between(int from, int to) override {
+    if (from < 0 || to < 0 || marks_.events.empty()) return 0.0;
+    STRATA_CUDA_CHECK(cudaEventSynchronize(marks_.events[size_t(to)]));
+    float ms = 0.0f;
+    STRATA_CUDA_CHECK(cudaEventElapsedTime(&ms, marks_.events[size_t(from)], marks_.events[size_t(to)]));
+    return double(ms) / 1e3;
+  }
+
   // ---- fused forms (gpu13)
   // Decode (one token): gate and up of one chunked type in one launch with the activation, on the
   // activations' int8 copy (rms_norm's, usually); else the ops one by one.
@@ -949,6 +967,14 @@ class CudaBackend final : public Backend {
 
   cudaStream_t copy_stream_ = nullptr;  // created on the first async copy
   cudaEvent_t copies_done_ = nullptr, ops_done_ = nullptr;
+  struct Marks {  // mark()'s events, created on the first mark (tier14)
+    std::vector<cudaEvent_t> events;
+    uint64_t next = 0;
+    ~Marks() {
+      for (cudaEvent_t e : events)
+        if (e) cudaEventDestroy(e);
+    }
+  } marks_;
   static size_t aligned(size_t n) { return (n + 255) / 256 * 256; }
   static void check_experts(const ExpertWeights& w, const ExpertBatch& b) {
     if (b.n_expert <= 0 || b.n_expert > kMaxExperts || b.k <= 0 || b.k > kMaxExpertsUsed || b.k > b.n_expert)

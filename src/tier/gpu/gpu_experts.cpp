@@ -5,6 +5,10 @@
 #include <cmath>
 #include <cstring>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "util/error.h"
 
 namespace strata::tier {
@@ -29,13 +33,44 @@ Slices slices(const ModelConfig& c, const LayerWeights& L) {
 }
 uint64_t slot_of_layer(const Slices& s) { return aligned(s.gate) + aligned(s.up) + aligned(s.down); }
 
-// The distinct experts of a routing, ascending (blocks::distinct_experts), as a list.
-void distinct(const int32_t* chosen, int n, int n_expert, std::vector<int>& out) {
-  out.resize(size_t(n_expert));
-  out.resize(size_t(blocks::distinct_experts(chosen, n, n_expert, out.data())));
+// The whole pages of [data, data + bytes) within the model's mapping leave this process and the
+// page cache: the pinned arena holds those bytes now, so host RAM holds them once. A page touched
+// again faults back in from the file (the same bytes). Bytes outside the mapping: nothing.
+uint64_t release_mapped(const gguf::File& file, const uint8_t* data, uint64_t bytes, int fd) {
+  const uint8_t* base = file.base();
+  if (!base || data < base || data + bytes > base + file.file_size()) return 0;
+  const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = (uint64_t(data - base) + page - 1) / page * page;
+  const uint64_t end = (uint64_t(data - base) + bytes) / page * page;
+  if (end <= begin) return 0;
+  if (::madvise(const_cast<uint8_t*>(base + begin), end - begin, MADV_DONTNEED) != 0) return 0;
+  if (fd >= 0) ::posix_fadvise(fd, off_t(begin), off_t(end - begin), POSIX_FADV_DONTNEED);
+  return end - begin;
 }
 
 }  // namespace
+
+GpuExpertOptions gpu_expert_options(const Plan& plan, uint64_t vram_bytes, uint64_t slot_bytes, int n_batch) {
+  GpuExpertOptions o;
+  o.vram_bytes = vram_bytes;
+  o.n_batch = n_batch;
+  std::vector<const PlanUnit*> vram;
+  for (const PlanUnit& u : plan.units)
+    if (u.kind == UnitKind::expert && u.tier == Tier::vram) vram.push_back(&u);
+  // Hottest first; among equals the order the planner fills VRAM in (expert by expert across the
+  // layers), so that a cache cut short keeps an even share of each layer.
+  std::stable_sort(vram.begin(), vram.end(), [](const PlanUnit* a, const PlanUnit* b) {
+    if (a->probability != b->probability) return a->probability > b->probability;
+    if (a->expert != b->expert) return a->expert < b->expert;
+    return a->layer < b->layer;
+  });
+  for (const PlanUnit* u : vram) o.cached.push_back({u->layer, u->expert});
+  o.copy_share.assign(plan.layers.size(), 0.0);
+  for (size_t l = 0; l < plan.layers.size(); ++l) o.copy_share[l] = plan.layers[l].copy_share;
+  if (!plan.gpus.empty() && slot_bytes > 0)
+    o.min_staging = int((plan.gpus.front().staging_bytes + slot_bytes / 2) / slot_bytes);
+  return o;
+}
 
 uint64_t GpuExperts::slot_bytes(const Model& model) {
   const ModelConfig& c = model.config();
@@ -49,36 +84,61 @@ uint64_t GpuExperts::minimum_vram(const Model& model) {
   return slot_bytes(model) * uint64_t(std::max(1, model.config().n_expert_used));
 }
 
-GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& pool, const GpuExpertOptions& options)
-    : model_(model), gpu_(gpu), cpu_(backend::make_cpu_backend(pool)), options_(options) {
+namespace {
+// The arena's slot count for these options (cache and staging), at most every expert plus a
+// layer's worth of staging; below the minimum: an error naming it.
+int arena_slots(const Model& model, const GpuExpertOptions& options) {
   const ModelConfig& c = model.config();
   if (c.n_expert <= 0) throw Error("gpu expert tier: the model has no experts");
-  slot_bytes_ = slot_bytes(model);
-  const uint64_t minimum = minimum_vram(model);
+  const uint64_t slot = GpuExperts::slot_bytes(model), minimum = GpuExperts::minimum_vram(model);
   if (options.vram_bytes < minimum)
     throw Error("gpu expert tier: " + std::to_string(options.vram_bytes >> 20) + " MiB of VRAM for experts, below the " +
                 std::to_string(minimum >> 20) + " MiB minimum (" + std::to_string(c.n_expert_used) +
-                " staging slots of " + std::to_string(slot_bytes_ >> 20) + " MiB, one expert per routed rank)");
-  n_slots_ = int(std::min<uint64_t>(options.vram_bytes / slot_bytes_, uint64_t(c.n_layer) * c.n_expert + c.n_expert));
-  // Staging for a whole layer's experts where a third of the arena allows, at least k slots.
-  n_stage_ = std::clamp(n_slots_ / 3, std::min(n_slots_, c.n_expert_used), c.n_expert);
-  n_cache_ = n_slots_ - n_stage_;
-
+                " staging slots of " + std::to_string(slot >> 20) + " MiB, one expert per routed rank)");
   int n_moe = 0;
   for (int l = 0; l < c.n_layer; ++l) n_moe += c.is_moe_layer(l);
+  return int(std::min<uint64_t>(options.vram_bytes / slot, uint64_t(n_moe) * c.n_expert + c.n_expert));
+}
+// Staging: the plan's (at least k slots); where the arena has room beyond the plan's cache, up to
+// a whole layer's experts (fewer prompt waves). The cache: the rest.
+int staging_slots(const ModelConfig& c, const GpuExpertOptions& options, int n_slots) {
+  const int min_stage = std::min(n_slots, std::max(c.n_expert_used, options.min_staging));
+  const int n = std::clamp(n_slots - int(options.cached.size()), min_stage, std::max(min_stage, c.n_expert));
+  return std::min(n, n_slots);
+}
+}  // namespace
+
+GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& pool, const GpuExpertOptions& options)
+    : model_(model),
+      gpu_(gpu),
+      cpu_(backend::make_cpu_backend(pool)),
+      options_(options),
+      n_slots_(arena_slots(model, options)),
+      n_stage_(staging_slots(model.config(), options, n_slots_)),
+      n_cache_(n_slots_ - n_stage_),
+      cache_(model.config().n_layer, model.config().n_expert,
+             std::vector<uint64_t>(size_t(n_cache_), slot_bytes(model))) {
+  const ModelConfig& c = model.config();
+  slot_bytes_ = slot_bytes(model);
+  int n_moe = 0;
+  for (int l = 0; l < c.n_layer; ++l) n_moe += c.is_moe_layer(l);
+  for (const ExpertRef& r : options.cached)
+    if (r.layer < 0 || r.layer >= c.n_layer || !c.is_moe_layer(r.layer) || r.expert < 0 || r.expert >= c.n_expert)
+      throw Error("gpu expert tier: cached expert " + std::to_string(r.expert) + " of layer " +
+                  std::to_string(r.layer) + " is not a routed expert of this model");
+
   layers_.resize(size_t(c.n_layer));
   arena_ = static_cast<uint8_t*>(gpu_.alloc(uint64_t(n_slots_) * slot_bytes_));
   host_bytes_ = uint64_t(n_moe) * c.n_expert * slot_bytes_;
   try {
     host_arena_ = static_cast<uint8_t*>(gpu_.alloc_host(host_bytes_));
-    map_dev_ = static_cast<int32_t*>(gpu_.alloc(2 * size_t(c.n_expert) * sizeof(int32_t)));
-    cache_map_dev_ = static_cast<int32_t*>(gpu_.alloc(size_t(c.n_layer) * c.n_expert * sizeof(int32_t)));
+    map_dev_ = static_cast<int32_t*>(gpu_.alloc(n_maps() * size_t(c.n_expert) * sizeof(int32_t)));
     const size_t n_slots_batch = size_t(options.n_batch) * c.n_expert_used;
     chosen_ = static_cast<int32_t*>(gpu_.alloc_host(n_slots_batch * sizeof(int32_t)));
     weights_ = static_cast<float*>(gpu_.alloc_host(n_slots_batch * sizeof(float)));
     x_ = static_cast<float*>(gpu_.alloc_host(size_t(kDecodeTokens) * c.n_embd * sizeof(float)));
     out_ = static_cast<float*>(gpu_.alloc_host(size_t(kDecodeTokens) * c.n_expert_used * c.n_embd * sizeof(float)));
-    map_ = static_cast<int32_t*>(gpu_.alloc_host(2 * size_t(c.n_expert) * sizeof(int32_t)));
+    map_ = static_cast<int32_t*>(gpu_.alloc_host(n_maps() * size_t(c.n_expert) * sizeof(int32_t)));
   } catch (...) {
     release();
     throw;
@@ -89,12 +149,15 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
   up_.resize(size_t(kDecodeTokens) * c.n_ff_expert);
   slots_.resize(size_t(kDecodeTokens) * c.n_expert_used);
   cpu_map_.resize(size_t(c.n_expert));
+  for (auto* v : {&used_, &hits_, &misses_, &copies_, &experts_, &staged_}) v->reserve(size_t(c.n_expert));
+  spans_.reserve(size_t(backend::Backend::kMarks));
 
-  // Views of each layer's slots; the cache: an even share of its slots per MoE layer.
-  std::vector<int32_t> cache_map(size_t(c.n_layer) * c.n_expert, -1);
-  int next_host = 0, next_cache = 0, moe_index = 0;
+  // Views of each layer's slots.
+  int next_host = 0;
+  std::vector<int> moe_layers;
   for (int l = 0; l < c.n_layer; ++l) {
     if (!c.is_moe_layer(l)) continue;
+    moe_layers.push_back(l);
     const LayerWeights& W = model.weights().layers[size_t(l)];
     const Slices s = slices(c, W);
     LayerSlots& L = layers_[size_t(l)];
@@ -113,25 +176,21 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
     L.host = views(host_arena_);
     L.first_host_slot = next_host;
     next_host += c.n_expert;
-    L.cache_slot.assign(size_t(c.n_expert), -1);
-    const int share = n_cache_ / n_moe + (moe_index < n_cache_ % n_moe ? 1 : 0);
-    std::vector<int> order = l < int(options.preferred.size()) ? options.preferred[size_t(l)] : std::vector<int>{};
-    for (int e = 0; e < c.n_expert; ++e)
-      if (std::find(order.begin(), order.end(), e) == order.end()) order.push_back(e);
-    for (int i = 0; i < std::min(share, c.n_expert); ++i) {
-      const int e = order[size_t(i)];
-      if (e < 0 || e >= c.n_expert) throw Error("gpu expert tier: preferred expert " + std::to_string(e) + " of layer " +
-                                                std::to_string(l) + " is out of range");
-      L.cache_slot[size_t(e)] = next_cache;
-      cache_map[size_t(l) * c.n_expert + e] = next_cache++;
-    }
-    ++moe_index;
   }
+  // The cache's first content: the plan's experts, hottest first, while slots last (the plan's
+  // experts are lfu's first content only: they leave like any other).
+  std::vector<bool> named(size_t(c.n_layer) * c.n_expert, false);
+  for (int i = 0; i < int(options.cached.size()); ++i) {
+    const ExpertRef& r = options.cached[size_t(i)];
+    if (named[size_t(r.layer) * c.n_expert + r.expert])
+      throw Error("gpu expert tier: expert " + std::to_string(r.expert) + " of layer " + std::to_string(r.layer) +
+                  " is listed twice among the cached");
+    named[size_t(r.layer) * c.n_expert + r.expert] = true;
+    if (i < n_cache_) cache_.put(i, r.layer, r.expert, ExpertCache::Put::start);
+  }
+  cache_.set_named(std::move(named));
   // The host arena: every expert's slices from the model's bytes (once, in parallel), then the cache's
   // experts into VRAM.
-  std::vector<int> moe_layers;
-  for (int l = 0; l < c.n_layer; ++l)
-    if (c.is_moe_layer(l)) moe_layers.push_back(l);
   const int64_t n_copy = int64_t(n_moe) * c.n_expert;
   pool.parallel_for(n_copy, [&](int64_t begin, int64_t end, int) {
     for (int64_t i = begin; i < end; ++i) {
@@ -147,16 +206,23 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
                   s.down);
     }
   }, n_copy);
-  for (int l = 0; l < c.n_layer; ++l) {
-    if (!c.is_moe_layer(l)) continue;
-    const LayerSlots& L = layers_[size_t(l)];
-    for (int e = 0; e < c.n_expert; ++e)
-      if (L.cache_slot[size_t(e)] >= 0)
-        gpu_.upload(arena_ + size_t(L.cache_slot[size_t(e)]) * slot_bytes_,
-                    host_arena_ + size_t(L.first_host_slot + e) * slot_bytes_, slot_bytes_);
+  // One copy in host RAM: the experts' pages of the model's mapping go.
+  const int fd = ::open(model.file().path().c_str(), O_RDONLY | O_CLOEXEC);
+  for (int l : moe_layers) {
+    const LayerWeights& W = model.weights().layers[size_t(l)];
+    for (const WeightView* v : {&W.gate_exps, &W.up_exps, &W.down_exps})
+      released_bytes_ += release_mapped(model.file(), v->data, uint64_t(v->n_rows) * v->row_bytes, fd);
   }
-  gpu_.upload(cache_map_dev_, cache_map.data(), cache_map.size() * sizeof(int32_t));
+  if (fd >= 0) ::close(fd);
+  for (int i = 0; i < n_cache_; ++i) {
+    const ExpertCache::Slot& s = cache_.slot(i);
+    if (s.layer >= 0)
+      gpu_.upload(arena_ + size_t(i) * slot_bytes_,
+                  host_arena_ + size_t(layers_[size_t(s.layer)].first_host_slot + s.expert) * slot_bytes_, slot_bytes_);
+  }
   counters_.present = true;
+  counters_.cache_slots = uint64_t(n_cache_);
+  counters_.staging_slots = uint64_t(n_stage_);
   published_ = counters_;
 }
 
@@ -164,24 +230,56 @@ GpuExperts::~GpuExperts() { release(); }
 
 void GpuExperts::release() {
   gpu_.synchronize();
-  for (void* p : {static_cast<void*>(arena_), static_cast<void*>(map_dev_), static_cast<void*>(cache_map_dev_)})
+  for (void* p : {static_cast<void*>(arena_), static_cast<void*>(map_dev_)})
     if (p) gpu_.free(p);
   for (void* p : {static_cast<void*>(host_arena_), static_cast<void*>(chosen_), static_cast<void*>(weights_),
                   static_cast<void*>(x_), static_cast<void*>(out_), static_cast<void*>(map_)})
     if (p) gpu_.free_host(p);
   arena_ = host_arena_ = nullptr;
-  map_dev_ = cache_map_dev_ = chosen_ = map_ = nullptr;
+  map_dev_ = chosen_ = map_ = nullptr;
   x_ = weights_ = out_ = nullptr;
 }
 
 void GpuExperts::compute(ForwardPass& pass, int layer, const backend::ExpertBatch& batch) {
+  (void)pass;
   if (batch.n_tokens > options_.n_batch)
     throw Error("gpu expert tier: a batch of " + std::to_string(batch.n_tokens) + " tokens, sized for " +
                 std::to_string(options_.n_batch));
-  if (batch.n_tokens <= kDecodeTokens) decode(pass, layer, batch);
-  else prompt(pass, layer, batch);
+  route(layer, batch);
+  if (batch.n_tokens <= kDecodeTokens) decode(layer, batch);
+  else prompt(layer, batch);
+  cache_.age();  // the next layer's uses weigh more
   std::lock_guard<std::mutex> lock(mutex_);
   published_ = counters_;
+}
+
+void GpuExperts::collect_spans() {
+  for (const Span& s : spans_) counters_.*s.counter += gpu_.seconds_between(s.from, s.to);
+  spans_.clear();
+}
+
+void GpuExperts::route(int layer, const backend::ExpertBatch& b) {
+  const ModelConfig& c = model_.config();
+  const int n_slots = b.n_tokens * b.k;
+  const auto t0 = Clock::now();
+  gpu_.download(chosen_, b.chosen, size_t(n_slots) * sizeof(int32_t));
+  counters_.wait_seconds += since(t0);
+  collect_spans();  // the download waited for the ops queued so far, and they for the copies
+  if (options_.routing) options_.routing->record(layer, chosen_, b.n_tokens);
+  used_.resize(size_t(c.n_expert));
+  used_.resize(size_t(blocks::distinct_experts(chosen_, n_slots, c.n_expert, used_.data())));
+  hits_.clear();
+  misses_.clear();
+  // The cache counts each use (lfu) and keeps this layer's hits until the next layer begins.
+  cache_.begin_layer(layer);
+  for (int e : used_) {
+    cache_.record_use(layer, e);
+    const int slot = cache_.find(layer, e);
+    if (slot >= 0) cache_.confirm(slot);
+    (slot >= 0 ? hits_ : misses_).push_back(e);
+  }
+  counters_.vram_expert_needed += used_.size();
+  counters_.vram_expert_hits += hits_.size();
 }
 
 void GpuExperts::stage(const LayerSlots& L, const std::vector<int>& experts, int first_stage, int32_t* map) {
@@ -195,45 +293,79 @@ void GpuExperts::stage(const LayerSlots& L, const std::vector<int>& experts, int
   counters_.pcie_bytes += uint64_t(experts.size()) * slot_bytes_;
 }
 
-void GpuExperts::decode(ForwardPass& pass, int layer, const backend::ExpertBatch& b) {
-  (void)pass;
+bool GpuExperts::admit(int layer, int e, int32_t* map) {
+  const int slot = cache_.victim(slot_bytes_, false);
+  if (slot < 0) return false;
+  cache_.put(slot, layer, e, ExpertCache::Put::routed);  // kept until the next layer begins
+  gpu_.upload_async(arena_ + size_t(slot) * slot_bytes_,
+                    host_arena_ + size_t(layers_[size_t(layer)].first_host_slot + e) * slot_bytes_, slot_bytes_);
+  map[e] = slot;
+  counters_.pcie_bytes += slot_bytes_;
+  ++counters_.vram_admitted;
+  return true;
+}
+
+void GpuExperts::compute_on_gpu(const LayerSlots& L, const backend::ExpertBatch& b, int wave, bool overlap) {
+  const int n_expert = model_.config().n_expert;
+  int32_t* map_dev = map_dev_ + size_t(wave) * n_expert;
+  gpu_.upload_async(map_dev, map_ + size_t(wave) * n_expert, size_t(n_expert) * sizeof(int32_t));
+  gpu_.ops_after_copies();
+  // Copies queued from here on wait for the ops queued before this compute, not for it.
+  if (overlap) gpu_.copies_after_ops();
+  Span s{gpu_.mark(false), -1, &GpuTierCounters::gpu_compute_seconds};
+  backend::ExpertWeights w = L.arena;
+  w.slot_of = map_dev;
+  gpu_.moe_experts(w, b);
+  s.to = gpu_.mark(false);
+  spans_.push_back(s);
+}
+
+void GpuExperts::decode(int layer, const backend::ExpertBatch& b) {
   const ModelConfig& c = model_.config();
   const LayerSlots& L = layers_[size_t(layer)];
   const int n_slots = b.n_tokens * b.k;
-  const auto t0 = Clock::now();
-  gpu_.download(chosen_, b.chosen, size_t(n_slots) * sizeof(int32_t));
-  counters_.wait_seconds += since(t0);
-  hits_.clear();
-  misses_.clear();
-  std::vector<int>& used = copies_;  // reused as the distinct list first
-  distinct(chosen_, n_slots, c.n_expert, used);
-  for (int e : used) (L.cache_slot[size_t(e)] >= 0 ? hits_ : misses_).push_back(e);
-  counters_.vram_expert_needed += used.size();
-  counters_.vram_expert_hits += hits_.size();
-  // The plan's share of the misses goes over PCIe, at most what staging holds; the CPU takes the rest.
-  const int n_copy = std::min(n_stage_, int(std::lround(options_.copy_share * double(misses_.size()))));
+  // The plan's share of the misses goes over PCIe: into the cache (each copy gives up the slot
+  // the policy chooses), else into staging while it lasts; the CPU takes the rest.
+  const double share = size_t(layer) < options_.copy_share.size() ? options_.copy_share[size_t(layer)] : 0.0;
+  const int n_copy = int(std::lround(share * double(misses_.size())));
   copies_.assign(misses_.begin(), misses_.begin() + n_copy);
   misses_.erase(misses_.begin(), misses_.begin() + n_copy);
-
+  std::fill(map_, map_ + c.n_expert, -1);
+  for (int e : hits_) map_[e] = cache_.find(layer, e);
+  if (!copies_.empty()) {
+    gpu_.copies_after_ops();  // slots given up, staging, the map: free once the last layer's experts ran
+    Span s{gpu_.mark(true), -1, &GpuTierCounters::copy_seconds};
+    staged_.clear();
+    for (int e : copies_)
+      if (!admit(layer, e, map_)) staged_.push_back(e);
+    if (int(staged_.size()) > n_stage_) {  // no slot to give up and staging full: the CPU's
+      for (size_t i = size_t(n_stage_); i < staged_.size(); ++i) {
+        misses_.push_back(staged_[i]);
+        copies_.erase(std::find(copies_.begin(), copies_.end(), staged_[i]));
+      }
+      staged_.resize(size_t(n_stage_));
+    }
+    stage(L, staged_, 0, map_);
+    s.to = gpu_.mark(true);
+    spans_.push_back(s);
+  }
+  // The CPU's inputs cross before the GPU's compute is queued: a download waits for the ops
+  // queued before it, and the CPU must not wait for the GPU's experts.
+  if (!misses_.empty()) {
+    const auto t = Clock::now();
+    gpu_.download(x_, b.x, size_t(b.n_tokens) * c.n_embd * sizeof(float));
+    gpu_.download(weights_, b.weights, size_t(n_slots) * sizeof(float));
+    counters_.wait_seconds += since(t);
+  }
   // The GPU's share: cached experts and copies, in flight while the CPU computes.
-  int32_t* map = map_;
   if (!hits_.empty() || !copies_.empty()) {
-    std::fill(map, map + c.n_expert, -1);
-    for (int e : hits_) map[e] = L.cache_slot[size_t(e)];
-    gpu_.copies_after_ops();  // staging and the map: free once the previous layer's experts ran
-    stage(L, copies_, 0, map);
-    gpu_.upload_async(map_dev_, map, size_t(c.n_expert) * sizeof(int32_t));
-    gpu_.ops_after_copies();
-    backend::ExpertWeights w = L.arena;
-    w.slot_of = map_dev_;
-    gpu_.moe_experts(w, b);
+    if (copies_.empty()) gpu_.copies_after_ops();  // the map: free once the last layer's experts ran
+    compute_on_gpu(L, b, 0, false);
     counters_.experts_gpu += hits_.size() + copies_.size();
   }
   if (misses_.empty()) return;
-  // The CPU's share, from host RAM, on the routing and inputs copied over.
+  // The CPU's share, from host RAM.
   const auto t1 = Clock::now();
-  gpu_.download(x_, b.x, size_t(b.n_tokens) * c.n_embd * sizeof(float));
-  gpu_.download(weights_, b.weights, size_t(n_slots) * sizeof(float));
   std::fill(cpu_map_.begin(), cpu_map_.end(), -1);
   for (int e : misses_) cpu_map_[size_t(e)] = L.first_host_slot + e;
   backend::ExpertWeights w = L.host;
@@ -249,57 +381,44 @@ void GpuExperts::decode(ForwardPass& pass, int layer, const backend::ExpertBatch
   counters_.experts_cpu += misses_.size();
   // Its slots cross back at the boundary; the ops after this layer's experts wait for them.
   for (int s = 0; s < n_slots; ++s)
-    if (std::find(misses_.begin(), misses_.end(), chosen_[s]) != misses_.end())
+    if (cpu_map_[size_t(chosen_[s])] >= 0)
       gpu_.upload_async(b.out + size_t(s) * c.n_embd, out_ + size_t(s) * c.n_embd, size_t(c.n_embd) * sizeof(float));
   gpu_.ops_after_copies();
 }
 
-void GpuExperts::prompt(ForwardPass& pass, int layer, const backend::ExpertBatch& b) {
-  (void)pass;
+void GpuExperts::prompt(int layer, const backend::ExpertBatch& b) {
   const ModelConfig& c = model_.config();
   const LayerSlots& L = layers_[size_t(layer)];
-  const int n_slots = b.n_tokens * b.k;
-  const auto t0 = Clock::now();
-  gpu_.download(chosen_, b.chosen, size_t(n_slots) * sizeof(int32_t));
-  counters_.wait_seconds += since(t0);
-  hits_.clear();
-  misses_.clear();
-  distinct(chosen_, n_slots, c.n_expert, copies_);
-  for (int e : copies_) (L.cache_slot[size_t(e)] >= 0 ? hits_ : misses_).push_back(e);
-  counters_.vram_expert_needed += copies_.size();
-  counters_.vram_expert_hits += hits_.size();
-  counters_.experts_gpu += copies_.size();
-  if (misses_.empty()) {  // everything cached: the layer's cache map as it stands
-    backend::ExpertWeights w = L.arena;
-    w.slot_of = cache_map_dev_ + size_t(layer) * c.n_expert;
-    gpu_.moe_experts(w, b);
+  counters_.experts_gpu += used_.size();
+  std::fill(map_, map_ + c.n_expert, -1);
+  for (int e : hits_) map_[e] = cache_.find(layer, e);
+  if (misses_.empty()) {  // everything cached
+    gpu_.copies_after_ops();  // the map: free once the previous layer's experts ran
+    compute_on_gpu(L, b, 0, false);
     return;
   }
   // Waves of copies into staging, two halves when a wave fits in half, each wave's compute
-  // overlapping the next wave's copies; the cached experts run with the first wave.
+  // overlapping the next wave's copies into the other half; the cached experts run with the
+  // first wave. Each wave its own map (host and device): a map's upload may still be queued
+  // when the host writes the next.
   const bool halves = n_stage_ >= 2 && int(misses_.size()) > n_stage_;
   const int wave = halves ? n_stage_ / 2 : n_stage_;
-  const auto t1 = Clock::now();
+  gpu_.copies_after_ops();  // staging: free once the previous layer's experts ran
   for (int i = 0, first = 0; first < int(misses_.size()); ++i, first += wave) {
-    const std::vector<int> experts(misses_.begin() + first,
-                                   misses_.begin() + std::min<int>(first + wave, int(misses_.size())));
-    int32_t* map = map_ + size_t(i % 2) * c.n_expert;
-    int32_t* map_dev = map_dev_ + size_t(i % 2) * c.n_expert;
-    std::fill(map, map + c.n_expert, -1);
-    if (i == 0)
-      for (int e : hits_) map[e] = L.cache_slot[size_t(e)];
-    if (i == 0) gpu_.copies_after_ops();  // staging: free once the previous layer's experts ran
-    stage(L, experts, halves ? (i % 2) * wave : 0, map);
-    gpu_.upload_async(map_dev, map, size_t(c.n_expert) * sizeof(int32_t));
-    gpu_.ops_after_copies();
-    // Copies queued from here on (the wave after next's half) wait for the waves computed so far.
-    if (halves) gpu_.copies_after_ops();
-    backend::ExpertWeights w = L.arena;
-    w.slot_of = map_dev;
-    gpu_.moe_experts(w, b);
-    if (!halves) gpu_.copies_after_ops();  // one staging area: the next wave waits for this one
+    // Two marks a wave's copies and two its compute: collect before the ring could wrap.
+    if (2 * spans_.size() + 4 >= size_t(backend::Backend::kMarks)) collect_spans();
+    experts_.assign(misses_.begin() + first, misses_.begin() + std::min<int>(first + wave, int(misses_.size())));
+    int32_t* map = map_ + size_t(i) * c.n_expert;
+    if (i > 0) std::fill(map, map + c.n_expert, -1);
+    Span s{gpu_.mark(true), -1, &GpuTierCounters::copy_seconds};
+    stage(L, experts_, halves ? (i % 2) * wave : 0, map);
+    s.to = gpu_.mark(true);
+    spans_.push_back(s);
+    // Halves: the next wave's copies (the other half) overlap this compute, the one after waits
+    // for it (the fence of the next wave's compute). One staging area: the next wave waits.
+    compute_on_gpu(L, b, i, halves);
+    if (!halves) gpu_.copies_after_ops();
   }
-  counters_.gpu_compute_seconds += since(t1);
 }
 
 }  // namespace strata::tier

@@ -39,9 +39,7 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
     if (layer_streams_[size_t(l)]) first_layer_ = l;
   if (!(options_.lfu_decay > 0 && options_.lfu_decay <= 1))
     throw Error("expert streaming: lfu_decay " + std::to_string(options_.lfu_decay) + " outside (0, 1]");
-  pinned_.assign(size_t(n_layer_) * n_expert_, false);
-  use_score_.assign(size_t(n_layer_) * n_expert_, 0.0);
-  index_.assign(size_t(n_layer_) * n_expert_, -1);
+  std::vector<bool> pinned(size_t(n_layer_) * n_expert_, false);  // [layer x expert]
   if (!options_.pinned.empty() && options_.pinned.size() != size_t(n_layer_))
     throw Error("expert streaming: pinned experts for " + std::to_string(options_.pinned.size()) +
                 " layers, the model has " + std::to_string(n_layer_));
@@ -50,8 +48,8 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
     for (int e : options_.pinned[l]) {
       if (e < 0 || e >= n_expert_ || !layer_streams_[l])
         throw Error("expert streaming: no expert " + std::to_string(e) + " in layer " + std::to_string(l));
-      if (!pinned_[key(int(l), e)]) ++n_pinned;
-      pinned_[key(int(l), e)] = true;
+      if (!pinned[key(int(l), e)]) ++n_pinned;
+      pinned[key(int(l), e)] = true;
     }
 
   // Slot sizes: a layer's experts all need the same (up to a page of alignment), but layers
@@ -74,7 +72,7 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   std::vector<uint64_t> capacity;
   for (int l = 0; l < n_layer_; ++l)
     for (int e = 0; e < n_expert_; ++e)
-      if (pinned_[key(l, e)]) capacity.push_back(layer_slot_bytes_[size_t(l)]);
+      if (pinned[key(l, e)]) capacity.push_back(layer_slot_bytes_[size_t(l)]);
   capacity.insert(capacity.end(), size_t(std::max(1, options_.n_pool_slots)), slot_bytes_);
   const uint64_t total = memory_bytes_for(layer_slot_bytes_, options_.pinned, options_.n_pool_slots);
   io::ReaderOptions ro;
@@ -88,9 +86,12 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   uint64_t at = 0;
   for (int i = 0; i < n_slots; ++i) {
     slots_[size_t(i)].data = core_->arena() + at;
-    slots_[size_t(i)].capacity = capacity[size_t(i)];
     at += capacity[size_t(i)];
   }
+  cache_ =
+      std::make_unique<ExpertCache>(n_layer_, n_expert_, std::move(capacity),
+                                    ExpertCacheOptions{.policy = options_.policy, .lfu_decay = options_.lfu_decay});
+  cache_->set_named(pinned);
   stats_.slot_bytes = slot_bytes_;
   if (!options_.stats_path.empty()) routing_.load(options_.stats_path);
 
@@ -98,7 +99,7 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
   int next = 0;
   for (int l = 0; l < n_layer_; ++l)
     for (int e = 0; e < n_expert_; ++e)
-      if (pinned_[key(l, e)]) load(next++, l, e);
+      if (pinned[key(l, e)]) load(next++, l, e, ExpertCache::Put::start);
   for (int i = 0; i < n_slots; ++i)
     if (slots_[size_t(i)].state == State::loading) finish(i);
   stats_.preload_bytes = stats_.bytes_read;
@@ -170,47 +171,10 @@ uint64_t ExpertStreamer::read_bytes(int layer, int expert) const {
   return read_bytes(r);
 }
 
-// A slot large enough for `layer`'s experts to read into: an empty one or a dropped guess, else
-// the one the policy gives up first (lfu: the least used, ties to the lower layer and expert,
-// as bench/routing_replay.py does; pinned_lru: the least recently used, then a guess for a layer
-// already past), else (misses only) a live guess; the smallest that fits among equals, so that
-// large slots stay for large experts. Never: the current layer's, or one handed out (-1: wait for
-// one). Pinned experts only for a miss that no other slot could ever hold: after a revised plan,
-// pinned experts may sit in every slot large enough.
+// A slot large enough for `layer`'s experts to read into, emptied: the cache's victim (-1: none
+// now, wait for one).
 int ExpertStreamer::claim_slot(int layer, bool for_prefetch) {
-  const uint64_t need = layer_slot_bytes_[size_t(layer)];
-  const bool lfu = options_.policy == ExpertCachePolicy::lfu;
-  auto rank = [&](const Slot& s) {  // lower goes first
-    if (s.state == State::empty || s.layer < 0) return 0;
-    if (holds_pinned(s)) return 4;
-    if (!s.prefetched) return 1;
-    if (s.layer <= layer_) return lfu ? 1 : 2;  // a guess for a layer already past
-    return 3;                                   // a live guess
-  };
-  auto better = [&](const Slot& a, const Slot& b) {
-    const int ra = rank(a), rb = rank(b);
-    if (ra != rb) return ra < rb;
-    if (lfu && ra != 0) {
-      const size_t ka = key(a.layer, a.expert), kb = key(b.layer, b.expert);
-      if (use_score_[ka] != use_score_[kb]) return use_score_[ka] < use_score_[kb];
-      if (a.capacity != b.capacity) return a.capacity < b.capacity;
-      return ka < kb;
-    }
-    if (a.capacity != b.capacity) return a.capacity < b.capacity;
-    return a.last_use < b.last_use;
-  };
-  int best = -1;
-  bool unpinned_fits = false;
-  for (int i = 0; i < int(slots_.size()); ++i) {
-    const Slot& s = slots_[size_t(i)];
-    if (s.capacity < need) continue;
-    unpinned_fits |= !holds_pinned(s);
-    if (s.in_use || s.wanted) continue;
-    if (for_prefetch && (holds_pinned(s) || (s.state != State::empty && s.prefetched && s.layer > layer_)))
-      continue;  // a guess never displaces a pinned expert or another live guess
-    if (best < 0 || better(s, slots_[size_t(best)])) best = i;
-  }
-  if (best >= 0 && holds_pinned(slots_[size_t(best)]) && unpinned_fits) best = -1;  // wait for that slot instead
+  const int best = cache_->victim(layer_slot_bytes_[size_t(layer)], for_prefetch);
   if (best >= 0) evict(best);
   return best;
 }
@@ -220,9 +184,9 @@ void ExpertStreamer::evict(int i) {
   if (s.state == State::empty) return;
   // Its bytes must land before the slot is reused; a failed read is dropped with the slot.
   if (s.state == State::loading) core_->wait_quietly(s.ticket);
-  if (s.prefetched) ++stats_.prefetch_wasted;
-  if (s.layer >= 0) index_[key(s.layer, s.expert)] = -1;
-  s = Slot{.data = s.data, .capacity = s.capacity};
+  if (cache_->slot(i).guess) ++stats_.prefetch_wasted;
+  cache_->clear(i);
+  s = Slot{.data = s.data};
 }
 
 // Guesses for `layer` that routing (or a better guess) did not confirm are worth nothing more
@@ -230,21 +194,21 @@ void ExpertStreamer::evict(int i) {
 // queued behind it. Their remaining reads are dropped; the slot is reused once the reads in
 // flight land. A guess read whole stays as a cached expert.
 void ExpertStreamer::drop_guesses_but(int layer, const int32_t* keep, int n_keep) {
-  for (Slot& s : slots_) {
-    if (s.layer != layer || !s.prefetched || s.wanted || s.state != State::loading) continue;
-    if (std::find(keep, keep + n_keep, s.expert) != keep + n_keep) continue;
+  for (int i = 0; i < int(slots_.size()); ++i) {
+    Slot& s = slots_[size_t(i)];
+    const ExpertCache::Slot& c = cache_->slot(i);
+    if (c.layer != layer || !c.guess || c.wanted || s.state != State::loading) continue;
+    if (std::find(keep, keep + n_keep, c.expert) != keep + n_keep) continue;
     const uint64_t dropped = core_->cancel(s.ticket);
     if (dropped == 0) continue;
     stats_.bytes_read -= dropped;
     ++stats_.prefetch_wasted;
     ++stats_.prefetch_dropped;
-    index_[key(s.layer, s.expert)] = -1;
-    s.layer = s.expert = -1;
-    s.prefetched = false;
+    cache_->drop(i);
   }
 }
 
-void ExpertStreamer::load(int i, int layer, int expert) {
+void ExpertStreamer::load(int i, int layer, int expert, ExpertCache::Put why) {
   if (i < 0) throw Error("expert streaming: no free slot for expert " + std::to_string(expert));
   Slot& s = slots_[size_t(i)];
   Range r[3];
@@ -253,11 +217,8 @@ void ExpertStreamer::load(int i, int layer, int expert) {
   for (int j = 0; j < 3; ++j) req[j] = {r[j].file_offset, r[j].length, s.data + r[j].slot_offset};
   stats_.bytes_read += read_bytes(r);
   s.ticket = core_->submit(std::span<const io::ReadRequest>(req, 3));
-  s.layer = layer;
-  s.expert = expert;
   s.state = State::loading;
-  s.last_use = ++clock_;
-  index_[key(layer, expert)] = i;
+  cache_->put(i, layer, expert, why);
   ++stats_.loads;
 }
 
@@ -267,8 +228,8 @@ void ExpertStreamer::finish(int i) {
   try {
     core_->wait(s.ticket);
   } catch (const Error& e) {
-    index_[key(s.layer, s.expert)] = -1;
-    s = Slot{.data = s.data, .capacity = s.capacity};
+    cache_->clear(i);
+    s = Slot{.data = s.data};
     throw Error(std::string("expert streaming: ") + e.what());
   }
   s.state = State::ready;
@@ -278,20 +239,17 @@ void ExpertStreamer::begin_layer(int layer, const int32_t* experts, int n_expert
                                  int n_tokens) {
   if (!streams(layer)) throw Error("expert streaming: layer " + std::to_string(layer) + " has no experts");
   routing_.record(layer, chosen, n_tokens);
-  for (Slot& s : slots_) s.wanted = s.in_use = false;  // a layer abandoned by an exception
+  cache_->begin_layer(layer);  // clears the marks of a layer abandoned by an exception
   layer_ = layer;
   want_.clear();
   for (int i = 0; i < n_experts; ++i) {
     const int e = experts[i];
     ++stats_.needed;
-    const int slot = index_[key(layer, e)];
+    const int slot = cache_->find(layer, e);
     if (slot >= 0) {
-      Slot& s = slots_[size_t(slot)];
-      s.wanted = true;
-      if (s.prefetched) {
+      if (cache_->confirm(slot)) {
         ++stats_.prefetch_hits;
         stats_.needed_bytes += read_bytes(layer, e);
-        s.prefetched = false;
       } else {
         ++stats_.cache_hits;
       }
@@ -300,32 +258,21 @@ void ExpertStreamer::begin_layer(int layer, const int32_t* experts, int n_expert
       stats_.needed_bytes += read_bytes(layer, e);
     }
     want_.push_back(e);
-    use_score_[key(layer, e)] += use_weight_;
+    cache_->record_use(layer, e);
   }
   drop_guesses_but(layer, experts, n_experts);
   schedule_wanted();
-  age();
+  cache_->age();
   publish(layer == first_layer_);  // slot counts once per token
-}
-
-// Scores only compare, so the weight grows instead of every score shrinking; before it could
-// overflow, everything is rescaled (as the replayer does, so that the two stay equal).
-void ExpertStreamer::age() {
-  use_weight_ /= options_.lfu_decay;
-  if (use_weight_ > 1e100) {
-    for (double& s : use_score_) s /= use_weight_;
-    use_weight_ = 1;
-  }
 }
 
 // Reads every wanted expert that has no slot yet, as far as slots allow.
 void ExpertStreamer::schedule_wanted() {
   for (int e : want_) {
-    if (index_[key(layer_, e)] >= 0) continue;
+    if (cache_->find(layer_, e) >= 0) continue;
     const int slot = claim_slot(layer_, false);
     if (slot < 0) return;
-    load(slot, layer_, e);
-    slots_[size_t(slot)].wanted = true;
+    load(slot, layer_, e, ExpertCache::Put::routed);
   }
 }
 
@@ -335,26 +282,24 @@ int ExpertStreamer::next_ready(WeightView& gate, WeightView& up, WeightView& dow
     // Prefer an expert in memory; otherwise wait for the one requested first.
     int pick = -1, oldest = -1;
     for (size_t i = 0; i < want_.size() && pick < 0; ++i) {
-      const int slot = index_[key(layer_, want_[i])];
+      const int slot = cache_->find(layer_, want_[i]);
       if (slot < 0) continue;
       const Slot& s = slots_[size_t(slot)];
       if (s.state == State::ready || core_->ready(s.ticket))
         pick = int(i);
-      else if (oldest < 0 || s.ticket < slots_[size_t(index_[key(layer_, want_[size_t(oldest)])])].ticket)
+      else if (oldest < 0 || s.ticket < slots_[size_t(cache_->find(layer_, want_[size_t(oldest)]))].ticket)
         oldest = int(i);
     }
     if (pick < 0 && oldest < 0) throw Error("expert streaming: every expert slot is busy");  // n_slots >= 1 prevents it
     const auto t0 = std::chrono::steady_clock::now();
     if (pick < 0) pick = oldest;
     const int e = want_[size_t(pick)];
-    const int slot = index_[key(layer_, e)];
+    const int slot = cache_->find(layer_, e);
     finish(slot);
     stats_.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     want_.erase(want_.begin() + pick);
-    Slot& s = slots_[size_t(slot)];
-    s.wanted = false;
-    s.in_use = true;
-    s.last_use = ++clock_;
+    const Slot& s = slots_[size_t(slot)];
+    cache_->hand_out(slot);
     Range r[3];
     layout(layer_, e, r);
     const LayerWeights& L = model_.weights().layers[size_t(layer_)];
@@ -372,8 +317,8 @@ int ExpertStreamer::next_ready(WeightView& gate, WeightView& up, WeightView& dow
 
 void ExpertStreamer::done(int expert) {
   if (layer_ < 0) return;
-  const int slot = index_[key(layer_, expert)];
-  if (slot >= 0) slots_[size_t(slot)].in_use = false;
+  const int slot = cache_->find(layer_, expert);
+  if (slot >= 0) cache_->release(slot);
 }
 
 void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, bool replace) {
@@ -381,7 +326,7 @@ void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, 
   if (replace) drop_guesses_but(layer, experts, n_experts);
   // While the current layer still waits for slots, its misses come first.
   for (int e : want_)
-    if (index_[key(layer_, e)] < 0) return;
+    if (cache_->find(layer_, e) < 0) return;
   guess_.assign(experts, experts + n_experts);
   if (options_.co_predict && layer == layer_ + 1) {
     // Second predictor: experts that followed this layer's in earlier tokens.
@@ -389,8 +334,8 @@ void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, 
     std::vector<int32_t>& now = now_;
     now.clear();
     for (int e = 0; e < n_expert_; ++e) {
-      const int slot = index_[key(layer_, e)];
-      if (slot >= 0 && (slots_[size_t(slot)].wanted || slots_[size_t(slot)].in_use)) now.push_back(e);
+      const int slot = cache_->find(layer_, e);
+      if (slot >= 0 && (cache_->slot(slot).wanted || cache_->slot(slot).in_use)) now.push_back(e);
     }
     const int k = model_.config().n_expert_used;
     const size_t before = guess_.size();
@@ -399,19 +344,20 @@ void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, 
     guess_.resize(before + size_t(n));
   }
   for (int32_t e : guess_) {
-    if (e < 0 || e >= n_expert_ || index_[key(layer, e)] >= 0) continue;
+    if (e < 0 || e >= n_expert_ || cache_->find(layer, e) >= 0) continue;
     const int slot = claim_slot(layer, true);
     if (slot < 0) return;
-    load(slot, layer, e);
-    slots_[size_t(slot)].prefetched = true;
+    load(slot, layer, e, ExpertCache::Put::guess);
     ++stats_.prefetch_issued;
   }
 }
 
 void ExpertStreamer::repin(const std::vector<std::vector<int>>& pinned) {
   if (options_.policy == ExpertCachePolicy::lfu) return;
-  std::vector<bool> next(pinned_.size(), false);
-  size_t count = 0, before = size_t(std::count(pinned_.begin(), pinned_.end(), true));
+  std::vector<bool> next(size_t(n_layer_) * n_expert_, false);
+  size_t count = 0, before = 0;
+  for (int l = 0; l < n_layer_; ++l)
+    for (int e = 0; e < n_expert_; ++e) before += cache_->named(l, e);
   for (size_t l = 0; l < pinned.size() && l < size_t(n_layer_); ++l)
     for (int e : pinned[l])
       if (e >= 0 && e < n_expert_ && layer_streams_[l] && !next[key(int(l), e)]) {
@@ -420,7 +366,7 @@ void ExpertStreamer::repin(const std::vector<std::vector<int>>& pinned) {
       }
   if (count > before) throw Error("expert streaming: a revised plan may not pin more experts than the slots hold");
   // Newly pinned experts are read when next needed and then stay.
-  pinned_.swap(next);
+  cache_->set_named(std::move(next));
 }
 
 void ExpertStreamer::publish(bool count_slots) {
@@ -428,10 +374,10 @@ void ExpertStreamer::publish(bool count_slots) {
   s.slots = int(slots_.size());
   if (count_slots) {
     s.pinned_slots = s.occupied_slots = 0;
-    for (const Slot& slot : slots_) {
-      if (slot.state == State::empty) continue;
+    for (int i = 0; i < int(slots_.size()); ++i) {
+      if (slots_[size_t(i)].state == State::empty) continue;
       ++s.occupied_slots;
-      if (holds_named(slot)) ++s.pinned_slots;
+      if (cache_->holds_named(i)) ++s.pinned_slots;
     }
     stats_.pinned_slots = s.pinned_slots;
     stats_.occupied_slots = s.occupied_slots;

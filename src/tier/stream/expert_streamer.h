@@ -4,14 +4,8 @@
 // slices' aligned byte ranges; the file is never rewritten). The plan names experts to keep
 // resident: each gets a slot sized for its own layer's experts and is read at start; the pool
 // slots beyond them are sized for the largest expert. Which expert leaves a slot is the policy's
-// (ExpertCachePolicy):
-//   lfu        (default) every slot is the cache's: the plan's experts are only its first
-//              content, and the expert least used goes first, each use weighing 1/decay times the
-//              one made a layer before (ageing). On the trained model's routing traces this is the
-//              best of the simple policies (bench/routing_replay.py: per-layer LRU, LRU, a static
-//              hot list, pinned + LRU pool); tests/tier/expert_policy_test.cpp holds it equal to
-//              the replayer's `lfu` on a committed trace.
-//   pinned_lru the plan's experts never leave; the pool slots are least recently used first out.
+// (ExpertCache, tier/stream/expert_cache.h: lfu by default, or pinned_lru); this class holds
+// the slots' bytes and the reads into them.
 // After routing every missing expert of the layer is requested at once; the experts already in
 // memory compute while the others arrive. The next layer's experts are prefetched from a guess
 // (its router on the current hidden state, tier/expert_guess.h, plus co-activation statistics).
@@ -28,12 +22,11 @@
 #include "tier/expert_guess.h"
 #include "tier/io/aligned_buffer.h"
 #include "tier/io/reader.h"
+#include "tier/stream/expert_cache.h"
 #include "tier/stream/routing_stats.h"
 #include "tier/stream/stream_core.h"
 
 namespace strata::tier {
-
-enum class ExpertCachePolicy { lfu, pinned_lru };
 
 struct ExpertStreamerOptions {
   // Per layer, the experts the plan keeps resident (read at construction). Empty: none. Under
@@ -43,7 +36,7 @@ struct ExpertStreamerOptions {
   // lfu's ageing: the weight of a use grows by 1/lfu_decay per layer routed (one begin_layer).
   // 0.995 (about 0.96 a token on an 8-layer model) was the best of 0.9..1 on the traces.
   double lfu_decay = 0.995;
-  int n_pool_slots = 2;    // slots beyond the pinned ones (at least 1)
+  int n_pool_slots = 2;  // slots beyond the pinned ones (at least 1)
   // The two guessers of the next layer's experts, each read ahead when on. On the trained model
   // (bench/routing_guess_bench.py) the look-ahead turns most blocking misses into reads
   // overlapped with compute; co-activation adds little beside it.
@@ -118,33 +111,22 @@ class ExpertStreamer : public ExpertSource {
     uint64_t slot_offset = 0;  // where the range lands in a slot
   };
   enum class State { empty, loading, ready };
+  // Slot i's bytes; what it holds, and the policy's marks, are cache_.slot(i).
   struct Slot {
     uint8_t* data = nullptr;
-    uint64_t capacity = 0;  // bytes: a pinned expert's layer's slot size, or the largest (pool)
-    int layer = -1, expert = -1;
     State state = State::empty;
     io::Ticket ticket = 0;
-    uint64_t last_use = 0;
-    bool prefetched = false;  // read on a guess and not used yet
-    bool wanted = false;      // routed to by the current layer, not handed out yet
-    bool in_use = false;      // handed out, done() not called yet
-    // A slot with layer -1 in state loading holds a dropped guess: its remaining reads were
-    // cancelled, the ones in flight must land before the slot is reused, its data is partial.
+    // A slot holding no expert (cache_: layer -1) in state loading holds a dropped guess: its
+    // remaining reads were cancelled, the ones in flight must land before the slot is reused,
+    // its data is partial.
   };
 
   size_t key(int layer, int expert) const { return size_t(layer) * size_t(n_expert_) + size_t(expert); }
   void layout(int layer, int expert, Range out[3]) const;
   uint64_t read_bytes(int layer, int expert) const;  // one load's bytes from the SSD
   static uint64_t read_bytes(const Range r[3]);
-  // A pinned expert sits in the slot (not empty, not a dropped guess). Only pinned_lru keeps
-  // them; under lfu it is what the plan named, for the statistics.
-  bool holds_named(const Slot& s) const {
-    return s.state != State::empty && s.layer >= 0 && pinned_[key(s.layer, s.expert)];
-  }
-  bool holds_pinned(const Slot& s) const { return options_.policy == ExpertCachePolicy::pinned_lru && holds_named(s); }
-  void age();  // lfu: the next layer's uses weigh more
   int claim_slot(int layer, bool for_prefetch);
-  void load(int slot, int layer, int expert);
+  void load(int slot, int layer, int expert, ExpertCache::Put why);
   void finish(int slot);  // waits for the slot's read; frees the slot and rethrows on error
   void evict(int slot);
   void drop_guesses_but(int layer, const int32_t* keep, int n_keep);
@@ -155,17 +137,13 @@ class ExpertStreamer : public ExpertSource {
   ExpertStreamerOptions options_;
   int n_layer_, n_expert_;
   std::vector<bool> layer_streams_;
-  int first_layer_ = 0;       // the first layer with experts
-  std::vector<bool> pinned_;  // [layer x expert]
-  std::vector<int> index_;    // [layer x expert] -> slot, or -1
+  int first_layer_ = 0;  // the first layer with experts
   std::vector<Slot> slots_;
+  std::unique_ptr<ExpertCache> cache_;      // which expert each slot holds; the victims
   uint64_t slot_bytes_ = 0;                 // a pool slot: the largest expert of any layer
   std::vector<uint64_t> layer_slot_bytes_;  // per layer: its experts' slot size
   std::unique_ptr<StreamCore> core_;        // its arena holds every slot, one after another
   RoutingStats routing_;
-  uint64_t clock_ = 0;
-  std::vector<double> use_score_;  // [layer x expert]: lfu's aged count of uses
-  double use_weight_ = 1;          // what the next use adds
 
   int layer_ = -1;                    // the layer between begin_layer and the last next_ready
   std::vector<int> want_;             // its experts not handed out yet
