@@ -66,6 +66,19 @@ slots or one pool): code 23.0/48.5/75.3, prose 36.9/69.6/91.2, chat 28.2/56.0/81
 of Belady's hit rate at 25 %.
 A hot list learned on the code traces, used on the others: prose 22.4/44.4/73.0, chat 19.6/43.0/71.5.
 Guesses: early precision 0.83-0.85, recall 0.41-0.42; refined precision and recall 0.84-0.86.
+
+Measured again (2026-12-07, 23:00) on the traces of bench/routing_traces.py (code 1730, prose 1417,
+chat 479 tokens), hit rate at 10 / 25 / 50 % (MB read per token at 25 %):
+            lfu             belady          lfu+router           lfu+lookahead        belady+guess
+  code      22.8/49.1/76.6  43.7/70.8/89.6  80.7/87.4/94.3 (2.19) 86.1/92.5/96.7 (2.37) 92.4/96.7/98.8
+  prose     37.1/69.7/91.1  52.2/80.7/95.4  80.2/91.4/97.4 (1.51) 86.9/94.5/98.3 (1.66) 93.2/97.7/99.5
+  chat      36.3/68.0/90.2  52.3/81.3/96.1  80.7/90.8/96.9 (1.63) 86.9/94.2/97.9 (1.83) 93.7/97.8/99.5
+Cache only, lfu is 69 / 86 / 84 % of MIN at 25 %; two-scale (48.6 on code at 25 %) and arc (42.5)
+do not beat it. Reading the guesses, lfu+lookahead is 96 / 97 / 96 % of belady+guess at 25 %
+(lfu+router 90 / 94 / 93 %), for 8-12 % more bytes; protect alone adds <= 0.1 point, the weight
+0.25 the rest (0.5: 90.8 / 93.5 / 93.0; 0: 93.3 / 95.1 / 95.0 at +26-45 % bytes). Its cache
+itself holds fewer of the routed experts (found in the cache 43.7 / 64.7 / 60.5 % against lfu+router's
+47.4 / 67.5 / 65.3 %): the look-ahead brings the rest.
 """
 import argparse
 import collections
