@@ -84,7 +84,7 @@ def test_no_policy_beats_belady():
         res = rr.run_policies(t, slots)
         best = res["belady"][0]
         for name, (hits, _, _) in res.items():
-            if name in ("lru", "lru-layer", "lfu", "static", "pinned+lru"):  # no guesses read ahead
+            if name in rr.CACHE_ONLY:  # no guesses read ahead
                 assert hits <= best, (name, slots)
 
 
@@ -119,8 +119,10 @@ def test_real_trace_belady_is_the_upper_bound():
         res = rr.run_policies(t, slots)
         best = res["belady"][0]
         for name, (hits, accesses, _) in res.items():
-            if name in ("lru", "lru-layer", "lfu", "static", "pinned+lru"):  # no guesses read ahead
+            if name in rr.CACHE_ONLY:  # no guesses read ahead
                 assert hits <= best, (name, slots)
+            if name in rr.WITH_GUESSES:
+                assert hits <= res["belady+guess"][0], (name, slots)
         # uniform routing would give every policy about frac; Belady does much better on real routing
         assert best / res["belady"][1] > frac + 0.15
     q = rr.guess_quality(t)
@@ -167,3 +169,69 @@ def test_lfu_model_fixture_is_the_replayers():
         for size in trace["sizes"]:
             hits, accesses, _ = rr.replay_lfu(t, size["slots"], rr.hot_list(t, size["slots"]))
             assert abs(hits / accesses - size["lfu_hit_rate"]) < 1e-12, (trace["trace"], size["slots"])
+
+
+def test_engine_model_without_guesses_is_lfu():
+    """replay_engine (the engine's ExpertCache and streamer protocol, slot for slot) reading
+    nothing ahead is replay_lfu, on the committed traces at every size, cold and warm."""
+    from conftest import fixtures_dir
+
+    for name in ("trace-code.txt", "trace-chat.txt"):
+        t = rr.parse(os.path.join(fixtures_dir(), "moe", name))
+        for slots in (6, 26, 64, 128):
+            for initial in ((), rr.hot_list(t, slots)):
+                assert rr.replay_engine(t, slots, initial=initial)[:3] == rr.replay_lfu(t, slots, initial), (name, slots)
+
+
+def test_belady_guess_on_a_hand_made_trace():
+    """Two slots; layer 0 always routes to expert 0, layer 1 to 1, 2, 1, 2, 3, 1, and the
+    refined guesses name 2 and 3 exactly where they are routed. MIN alone, starting with the
+    experts used first (0 and 1), keeps them and misses 2, 2 and 3 (caching either would cost a
+    hit of 0 or 1); with the guesses read ahead for free nothing misses."""
+    seq = [1, 2, 1, 2, 3, 1]
+    guess = {2: [2], 3: [3]}
+    requests = []
+    for e in seq:
+        requests.append((0, [0], None, None, 1))
+        requests.append((1, [e], None, guess.get(e), 1))
+    t = rr.Trace(2, 4, 1, [10, 10], requests)
+    assert rr.replay_belady(t, 2)[:2] == (12 - 3, 12)
+    assert rr.replay_belady_guess(t, 2)[:2] == (12, 12)
+    # from an empty cache MIN also misses the first 0 and 1
+    assert rr.replay_belady(t, 2, preload=False)[0] == 12 - 5
+
+
+def test_no_guessing_policy_beats_belady_guess():
+    """On the committed chat trace, at 10, 25 and 50 % of the experts, neither the engine's
+    lfu reading the router's guesses ahead (protected or not) nor MIN alone beats the bound."""
+    from conftest import fixtures_dir
+
+    t = rr.parse(os.path.join(fixtures_dir(), "moe", "trace-chat.txt"))
+    for frac in (0.1, 0.25, 0.5):
+        slots = round(frac * t.n_layer * t.n_expert)
+        bound = rr.replay_belady_guess(t, slots)[0]
+        assert rr.replay_belady(t, slots)[0] <= bound
+        for protect in (False, True):
+            assert rr.replay_engine(t, slots, guesses=True, protect=protect)[0] <= bound, (slots, protect)
+
+
+def test_policy_parity_lookahead_fixture_is_the_replayers():
+    """tests/fixtures/moe/policy-parity-lookahead.json (which tests/tier/expert_cache_test.cpp and
+    expert_policy_test.cpp hold the engine's cache and streamer to) is what the replayer's
+    lfu+lookahead gives on its trace with the trace's guesses, from an empty cache."""
+    import json
+
+    from conftest import fixtures_dir
+
+    with open(os.path.join(fixtures_dir(), "moe", "policy-parity-lookahead.json")) as f:
+        expected = json.load(f)
+    assert expected["policy"] == "lfu" and expected["start"] == "empty"
+    assert expected["decay"] == rr.LFU_DECAY
+    assert expected["guessed_use_weight"] == rr.GUESSED_USE_WEIGHT
+    assert expected["protect_guesses"] == rr.PROTECT_GUESSES
+    t = rr.parse(os.path.join(fixtures_dir(), "moe", expected["trace"]))
+    for size in expected["sizes"]:
+        hits, accesses, _, g = rr.replay_engine(t, size["slots"], True, protect=rr.PROTECT_GUESSES,
+                                                predicted_weight=rr.GUESSED_USE_WEIGHT)
+        assert (hits, accesses, g["issued"]) == (size["hits"], size["accesses"], size["issued"]), size["slots"]
+    assert [s["slots"] for s in expected["sizes"]] == [6, 26, 64, 128]

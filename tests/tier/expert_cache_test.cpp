@@ -121,10 +121,42 @@ TEST(ExpertCache, PinnedLruKeepsThePlansExperts) {
   EXPECT_EQ(lfu.victim(1, false), 0);
 }
 
+TEST(ExpertCache, GuessedUsesCountLessAndGuardedExpertsStay) {
+  ExpertCache c(2, 4, {1, 1, 1}, {.lfu_decay = 1.0, .guessed_use_weight = 0.25, .protect_guesses = true});
+  c.put(0, 1, 0, Put::start);
+  c.put(1, 1, 1, Put::start);
+  c.put(2, 1, 2, Put::start);
+  c.begin_layer(0);
+  c.note_guess(1, 0);  // the look-ahead guesses expert 0 of layer 1
+  c.note_guess(0, 3);  // a note for another layer drops the earlier ones
+  c.note_guess(1, 1);
+  c.begin_layer(1);
+  c.record_use(1, 0);  // unguessed (its note was dropped): 1
+  c.record_use(1, 1);  // guessed: 0.25
+  c.record_use(1, 2);
+  c.record_use(1, 2);  // unguessed twice: 2
+  c.begin_layer(0);
+  EXPECT_EQ(c.victim(1, false), 1) << "the guessed use counted a quarter";
+  c.guard(1);
+  EXPECT_EQ(c.victim(1, false), 0) << "guarded: kept until the next layer begins";
+  EXPECT_EQ(c.victim(1, true), 0);
+  c.begin_layer(1);
+  EXPECT_EQ(c.victim(1, false), 1) << "the guard ends when its layer begins";
+  c.record_use(1, 1);
+  EXPECT_EQ(c.victim(1, false), 0) << "notes last one layer: this use counted whole (1.25 against 1)";
+  ExpertCache off(1, 4, {1, 1}, {.protect_guesses = false});
+  off.put(0, 0, 0, Put::start);
+  off.guard(0);
+  EXPECT_EQ(off.victim(1, false), 1) << "an empty slot first";
+  off.put(1, 0, 1, Put::start);
+  EXPECT_EQ(off.victim(1, false), 0) << "without protect_guesses a guard does nothing";
+}
+
 TEST(ExpertCache, RefusesBadArguments) {
   EXPECT_THROW(ExpertCache(0, 4, {1}, {.policy = ExpertCachePolicy::lfu, .lfu_decay = 1.0}), Error);
   EXPECT_THROW(ExpertCache(1, 4, {1}, {.policy = ExpertCachePolicy::lfu, .lfu_decay = 0.0}), Error);
   EXPECT_THROW(ExpertCache(1, 4, {1}, {.policy = ExpertCachePolicy::lfu, .lfu_decay = 1.5}), Error);
+  EXPECT_THROW(ExpertCache(1, 4, {1}, {.guessed_use_weight = -0.5}), Error);
 }
 
 // One forward pass's distinct experts at one layer, as the replayer groups a trace.
@@ -208,6 +240,152 @@ TEST(ExpertCache, LfuOnACommittedTraceEqualsTheReplayer) {
     }
     EXPECT_EQ(accesses, size["accesses"].get<uint64_t>()) << slots << " slots";
     EXPECT_EQ(hits, size["hits"].get<uint64_t>()) << slots << " slots";
+  }
+}
+
+// One forward pass's routing at one layer with the guesses made for it (early, refined).
+struct GuessedRequest {
+  int layer = 0;
+  std::vector<int> experts;
+  std::vector<int> early, refined;
+  bool guessed = false;
+  int n_tokens = 0;
+};
+
+std::vector<GuessedRequest> read_guessed(const std::string& path, int& n_layer, int& n_expert) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in) << path;
+  std::vector<GuessedRequest> out;
+  std::vector<std::vector<int>> pending_early, pending_refined;  // per layer, for its next request
+  std::vector<bool> pending;
+  bool open = false;
+  int k = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string tag;
+    fields >> tag;
+    if (tag == "n_layer") {
+      std::string name;
+      fields >> n_layer >> name >> n_expert >> name >> k;
+      pending_early.assign(size_t(n_layer), {});
+      pending_refined.assign(size_t(n_layer), {});
+      pending.assign(size_t(n_layer), false);
+    } else if (tag == "g") {
+      int layer = 0, refined = 0;
+      fields >> layer >> refined;
+      std::vector<int>& g = refined ? pending_refined[size_t(layer)] : pending_early[size_t(layer)];
+      g.clear();
+      for (int e; fields >> e;) g.push_back(e);
+      pending[size_t(layer)] = true;
+      open = false;
+    } else if (tag == "r") {
+      int layer = 0;
+      long long pos = 0;
+      fields >> layer >> pos;
+      if (!open || out.back().layer != layer) {
+        GuessedRequest r{.layer = layer};
+        if (pending[size_t(layer)]) {
+          r.guessed = true;
+          r.early.swap(pending_early[size_t(layer)]);
+          r.refined.swap(pending_refined[size_t(layer)]);
+          pending[size_t(layer)] = false;
+        }
+        out.push_back(std::move(r));
+      }
+      open = true;
+      ++out.back().n_tokens;
+      for (int j = 0; j < k; ++j) {
+        int e = -1;
+        fields >> e;
+        if (std::find(out.back().experts.begin(), out.back().experts.end(), e) == out.back().experts.end())
+          out.back().experts.push_back(e);
+      }
+    }
+  }
+  return out;
+}
+
+// The engine's protocol with the router's look-ahead (ExpertStreamer: the next layer's early guess
+// read while the current layer's experts are still wanted, unless one of them waits for a slot;
+// the refined guess after its FFN; each guess noted, a cached one guarded, the others read into
+// victims while live guesses are kept) on the trace's own guesses, from an empty cache: hits
+// (experts in memory when routed to) and guesses read equal the replayer's `lfu+lookahead`
+// (tests/fixtures/moe/policy-parity-lookahead.json, held equal to bench/routing_replay.py's
+// replay_engine by tests/py/test_routing_replay.py).
+TEST(ExpertCache, LookaheadOnACommittedTraceEqualsTheReplayer) {
+  const std::filesystem::path fixtures = test::fixtures_dir();
+  std::ifstream expected_file(fixtures / "moe" / "policy-parity-lookahead.json");
+  ASSERT_TRUE(expected_file);
+  const nlohmann::json expected = nlohmann::json::parse(expected_file);
+  ASSERT_EQ(expected["policy"], "lfu");
+  ASSERT_EQ(expected["start"], "empty");
+  const tier::ExpertCacheOptions defaults;
+  ASSERT_EQ(defaults.guessed_use_weight, expected["guessed_use_weight"].get<double>())
+      << "the fixture is the default's";
+  ASSERT_EQ(defaults.protect_guesses, expected["protect_guesses"].get<bool>());
+  ASSERT_EQ(defaults.lfu_decay, expected["decay"].get<double>());
+  int n_layer = 0, n_expert = 0;
+  const std::vector<GuessedRequest> trace =
+      read_guessed((fixtures / "moe" / expected["trace"].get<std::string>()).string(), n_layer, n_expert);
+  ASSERT_FALSE(trace.empty());
+  for (const auto& size : expected["sizes"]) {
+    const int slots = size["slots"];
+    ExpertCache c(n_layer, n_expert, std::vector<uint64_t>(size_t(slots), 1));
+    uint64_t hits = 0, accesses = 0, issued = 0;
+    // ExpertStreamer::prefetch: every guess noted; read only while no expert waits for a slot
+    auto prefetch = [&](int layer, const std::vector<int>& guess, bool waiting) {
+      for (int e : guess) c.note_guess(layer, e);
+      if (waiting) return;
+      for (int e : guess) {
+        if (const int cached = c.find(layer, e); cached >= 0) {
+          c.guard(cached);
+          continue;
+        }
+        const int slot = c.victim(1, true);
+        if (slot < 0) return;
+        c.clear(slot);
+        c.put(slot, layer, e, Put::guess);
+        ++issued;
+      }
+    };
+    for (size_t i = 0; i < trace.size(); ++i) {
+      const GuessedRequest& r = trace[i];
+      c.begin_layer(r.layer);
+      std::vector<int> missed;
+      for (int e : r.experts) {
+        ++accesses;
+        const int slot = c.find(r.layer, e);
+        if (slot >= 0) {
+          ++hits;
+          c.confirm(slot);
+        } else {
+          missed.push_back(e);
+        }
+        c.record_use(r.layer, e);
+      }
+      for (int e : missed) {
+        const int slot = c.victim(1, false);
+        if (slot < 0) break;
+        c.clear(slot);
+        c.put(slot, r.layer, e, Put::routed);
+      }
+      c.age();
+      const GuessedRequest* next = i + 1 < trace.size() ? &trace[i + 1] : nullptr;
+      const bool guessing = next && next->guessed && next->n_tokens <= 4;
+      bool waiting = false;
+      for (int e : r.experts) waiting |= c.find(r.layer, e) < 0;
+      if (guessing) prefetch(next->layer, next->early, waiting);
+      for (int e : r.experts)  // the FFN: each expert handed out and done
+        if (const int slot = c.find(r.layer, e); slot >= 0) {
+          c.hand_out(slot);
+          c.release(slot);
+        }
+      if (guessing) prefetch(next->layer, next->refined, false);
+    }
+    EXPECT_EQ(accesses, size["accesses"].get<uint64_t>()) << slots << " slots";
+    EXPECT_EQ(hits, size["hits"].get<uint64_t>()) << slots << " slots";
+    EXPECT_EQ(issued, size["issued"].get<uint64_t>()) << slots << " slots";
   }
 }
 

@@ -18,6 +18,10 @@ ExpertCache::ExpertCache(int n_layer, int n_expert, std::vector<uint64_t> capaci
   index_.assign(n, -1);
   named_.assign(n, false);
   use_score_.assign(n, 0.0);
+  noted_.assign(size_t(n_expert), false);
+  guessed_.assign(size_t(n_expert), false);
+  if (!(options.guessed_use_weight >= 0 && options.guessed_use_weight <= 1))
+    throw Error("expert cache: guessed_use_weight " + std::to_string(options.guessed_use_weight) + " outside [0, 1]");
 }
 
 void ExpertCache::set_named(std::vector<bool> named) {
@@ -39,11 +43,33 @@ bool ExpertCache::holds_pinned(const Slot& s) const {
 bool ExpertCache::holds_pinned(int i) const { return holds_pinned(slots_[size_t(i)]); }
 
 void ExpertCache::begin_layer(int layer) {
-  for (Slot& s : slots_) s.wanted = s.in_use = false;  // a layer abandoned by an exception
+  for (Slot& s : slots_) s.wanted = s.in_use = s.guarded = false;  // wanted, in_use: a layer abandoned by an exception
   layer_ = layer;
+  if (noted_layer_ == layer) {
+    guessed_.swap(noted_);
+  } else {
+    guessed_.assign(guessed_.size(), false);
+  }
+  noted_.assign(noted_.size(), false);
+  noted_layer_ = -1;
 }
 
-void ExpertCache::record_use(int layer, int expert) { use_score_[key(layer, expert)] += use_weight_; }
+void ExpertCache::record_use(int layer, int expert) {
+  const bool guessed = layer == layer_ && guessed_[size_t(expert)];
+  use_score_[key(layer, expert)] += guessed ? use_weight_ * options_.guessed_use_weight : use_weight_;
+}
+
+void ExpertCache::note_guess(int layer, int expert) {
+  if (layer != noted_layer_) {
+    noted_.assign(noted_.size(), false);
+    noted_layer_ = layer;
+  }
+  noted_[size_t(expert)] = true;
+}
+
+void ExpertCache::guard(int i) {
+  if (options_.protect_guesses) slots_[size_t(i)].guarded = true;
+}
 
 // Scores only compare, so the weight grows instead of every score shrinking; before it could
 // overflow, everything is rescaled (as the replayer does, so that the two stay equal).
@@ -85,7 +111,7 @@ int ExpertCache::victim(uint64_t need, bool for_guess) const {
     const Slot& s = slots_[size_t(i)];
     if (s.capacity < need) continue;
     unpinned_fits |= !holds_pinned(s);
-    if (s.in_use || s.wanted) continue;
+    if (s.in_use || s.wanted || s.guarded) continue;
     if (for_guess && (holds_pinned(s) || (s.guess && s.layer > layer_)))
       continue;  // a guess never displaces a pinned expert or another live guess
     if (best < 0 || better(s, slots_[size_t(best)])) best = i;
@@ -113,7 +139,7 @@ void ExpertCache::drop(int i) {
   Slot& s = slots_[size_t(i)];
   if (s.layer >= 0) index_[key(s.layer, s.expert)] = -1;
   s.layer = s.expert = -1;
-  s.guess = false;
+  s.guess = s.guarded = false;
 }
 
 bool ExpertCache::confirm(int i) {

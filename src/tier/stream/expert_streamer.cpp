@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "util/error.h"
 
@@ -88,9 +89,11 @@ ExpertStreamer::ExpertStreamer(const Model& model, ExpertStreamerOptions options
     slots_[size_t(i)].data = core_->arena() + at;
     at += capacity[size_t(i)];
   }
-  cache_ =
-      std::make_unique<ExpertCache>(n_layer_, n_expert_, std::move(capacity),
-                                    ExpertCacheOptions{.policy = options_.policy, .lfu_decay = options_.lfu_decay});
+  cache_ = std::make_unique<ExpertCache>(n_layer_, n_expert_, std::move(capacity),
+                                         ExpertCacheOptions{.policy = options_.policy,
+                                                            .lfu_decay = options_.lfu_decay,
+                                                            .guessed_use_weight = options_.guessed_use_weight,
+                                                            .protect_guesses = options_.protect_guesses});
   cache_->set_named(pinned);
   stats_.slot_bytes = slot_bytes_;
   if (!options_.stats_path.empty()) routing_.load(options_.stats_path);
@@ -323,6 +326,8 @@ void ExpertStreamer::done(int expert) {
 
 void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, bool replace) {
   if (!streams(layer)) return;
+  for (int i = 0; i < n_experts; ++i)  // the look-ahead's guesses, for lfu's count of their uses
+    if (experts[i] >= 0 && experts[i] < n_expert_) cache_->note_guess(layer, experts[i]);
   if (replace) drop_guesses_but(layer, experts, n_experts);
   // While the current layer still waits for slots, its misses come first.
   for (int e : want_)
@@ -344,12 +349,21 @@ void ExpertStreamer::prefetch(int layer, const int32_t* experts, int n_experts, 
     guess_.resize(before + size_t(n));
   }
   for (int32_t e : guess_) {
-    if (e < 0 || e >= n_expert_ || cache_->find(layer, e) >= 0) continue;
+    if (e < 0 || e >= n_expert_) continue;
+    if (const int cached = cache_->find(layer, e); cached >= 0) {
+      cache_->guard(cached);  // kept for the layer it was guessed for
+      continue;
+    }
     const int slot = claim_slot(layer, true);
     if (slot < 0) return;
     load(slot, layer, e, ExpertCache::Put::guess);
     ++stats_.prefetch_issued;
   }
+}
+
+void ExpertStreamer::settle() {
+  for (const Slot& s : slots_)
+    while (s.state == State::loading && !core_->ready(s.ticket)) std::this_thread::yield();
 }
 
 void ExpertStreamer::repin(const std::vector<std::vector<int>>& pinned) {

@@ -36,6 +36,10 @@ struct ExpertStreamerOptions {
   // lfu's ageing: the weight of a use grows by 1/lfu_decay per layer routed (one begin_layer).
   // 0.995 (about 0.96 a token on an 8-layer model) was the best of 0.9..1 on the traces.
   double lfu_decay = 0.995;
+  // Look-ahead aware lfu (ExpertCacheOptions): a use the router's look-ahead guessed counts at
+  // this fraction, and cached experts guessed for the next layer are kept until it runs.
+  double guessed_use_weight = ExpertCacheOptions{}.guessed_use_weight;
+  bool protect_guesses = ExpertCacheOptions{}.protect_guesses;
   int n_pool_slots = 2;  // slots beyond the pinned ones (at least 1)
   // The two guessers of the next layer's experts, each read ahead when on. On the trained model
   // (bench/routing_guess_bench.py) the look-ahead turns most blocking misses into reads
@@ -84,6 +88,11 @@ class ExpertStreamer : public ExpertSource {
   // follows routing by itself.
   void repin(const std::vector<std::vector<int>>& pinned);
   ExpertCachePolicy policy() const { return options_.policy; }
+
+  // Blocks until every read in flight has landed (slots and statistics stay as they are), so
+  // that what follows does not depend on the disk's timing: a guess is only dropped before its
+  // read began (tests replaying a trace against bench/routing_replay.py).
+  void settle();
 
   // A snapshot taken between layers; safe to call from any thread (the server's /metrics).
   ExpertStats stats() const;
