@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "ops/attention_kernels.h"
+#include "tensor/blocks.h"
 
 #if !defined(STRATA_ISA)
 #error "define STRATA_ISA (avx2 or avx512) before including attention_x86.h"
@@ -389,9 +390,116 @@ void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* key
 }
 #endif
 
+// ---- quantized caches: ggml-cpu's flash-attention kernel for them, bit for bit.
+
+// Block b of a Q8_0 or Q4_0 row as 32 signed bytes (element i in byte i), and its scale.
+inline __m256i key_block(DType type, const uint8_t* row, int b, float* d) {
+  if (type == DType::Q8_0) {
+    const auto* x = reinterpret_cast<const BlockQ8_0*>(row) + b;
+    *d = _cvtsh_ss(x->d);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->qs));
+  }
+  const auto* x = reinterpret_cast<const BlockQ4_0*>(row) + b;
+  *d = _cvtsh_ss(x->d);
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->qs));
+  const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(15));
+  return _mm256_sub_epi8(nib, _mm256_set1_epi8(8));
+}
+
+// Lane i: the sum of a[4i + c] * b[4i + c] for c < 4, in integers (exact), as float; `abs_a` is |a|.
+inline __m256 lane_dots(__m256i abs_a, __m256i a, __m256i b) {
+  const __m256i sb = _mm256_sign_epi8(b, a);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_a, sb));
+#else
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, sb), _mm256_set1_epi16(1)));
+#endif
+}
+
+// ggml's hsum_float_8.
+inline float hsum_float_8(__m256 x) {
+  __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
+constexpr int kMaxBlocks = 32;  // head sizes up to 1,024
+
+void scores_q(DType key_type, const uint8_t* qq, int n_rows, int d, const uint8_t* const* keys, int n_keys, float scale,
+              float* s, size_t ld) {
+  const int nb = d / 32;
+  if (nb > kMaxBlocks) return scalar::kKernels.scores_q(key_type, qq, n_rows, d, keys, n_keys, scale, s, ld);
+  __m256i k[kMaxBlocks], ak[kMaxBlocks];
+  float dk[kMaxBlocks];
+  for (int j = 0; j < n_keys; ++j) {
+    for (int b = 0; b < nb; ++b) {  // the key unpacked once for all the rows
+      k[b] = key_block(key_type, keys[j], b, &dk[b]);
+      ak[b] = _mm256_sign_epi8(k[b], k[b]);
+    }
+    for (int r = 0; r < n_rows; ++r) {
+      const auto* q = reinterpret_cast<const BlockQ8_0*>(qq) + size_t(r) * nb;
+      __m256 acc = _mm256_setzero_ps();
+      for (int b = 0; b < nb; ++b) {
+        const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dk[b] * _cvtsh_ss(q[b].d)), lane_dots(ak[b], k[b], qb), acc);
+      }
+      s[size_t(r) * ld + size_t(j)] = hsum_float_8(acc) * scale;
+    }
+  }
+}
+
+// o[0 .. NV * W) of one row through n keys: a fresh max scales it by e[j] and adds the value, any
+// other key adds the value times e[j] (an FMA).
+template <int NV>
+void sequential_accumulate(float* o, const float* e, const bool* fresh, int n, const float* v, int dv) {
+  V acc[NV];
+  for (int i = 0; i < NV; ++i) acc[i] = vload(o + i * W);
+  for (int j = 0; j < n; ++j) {
+    V p = vset(e[j]);
+    if (fresh[j]) {
+      for (int i = 0; i < NV; ++i) acc[i] = vmul(acc[i], p);
+      p = vset(1.0f);
+    }
+    const float* vj = v + size_t(j) * dv;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) acc[i] = vfma(vload(vj + i * W), p, acc[i]);
+  }
+  for (int i = 0; i < NV; ++i) vstore(o + i * W, acc[i]);
+}
+
+void sequential(const float* s, int n_keys, const float* v, int dv, float* o, float* m, float* l) {
+  if (dv % W != 0) return scalar::kKernels.sequential(s, n_keys, v, dv, o, m, l);
+  constexpr int kChunk = 64;
+  alignas(64) float e[kChunk];
+  bool fresh[kChunk];
+  float M = *m, S = *l;
+  for (int j0 = 0; j0 < n_keys; j0 += kChunk) {
+    const int n = std::min(kChunk, n_keys - j0);
+    // The running max key by key; e[j] the exponent: m_old - s for a fresh max, else s - m.
+    for (int j = 0; j < n; ++j) {
+      const float x = s[j0 + j];
+      fresh[j] = x > M;
+      e[j] = fresh[j] ? M - x : x - M;
+      M = fresh[j] ? x : M;
+    }
+    int j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(e + j, expf8(_mm256_loadu_ps(e + j)));
+    for (; j < n; ++j) e[j] = std::exp(e[j]);
+    for (j = 0; j < n; ++j) S = fresh[j] ? flash_sum_step(S, e[j], 1.0f) : flash_sum_step(S, 1.0f, e[j]);
+    const float* vj = v + size_t(j0) * dv;
+    int i = 0;
+    for (; i + 8 * W <= dv; i += 8 * W) sequential_accumulate<8>(o + i, e, fresh, n, vj + i, dv);
+    for (; i + 4 * W <= dv; i += 4 * W) sequential_accumulate<4>(o + i, e, fresh, n, vj + i, dv);
+    for (; i < dv; i += W) sequential_accumulate<1>(o + i, e, fresh, n, vj + i, dv);
+  }
+  *m = M;
+  *l = S;
+}
+
 }  // namespace
 
-const Kernels kKernels{scores, scores_t, update, scores_f16, {exp_sum}, accumulate};
+const Kernels kKernels{scores, scores_t, update, scores_f16, {exp_sum}, accumulate, scores_q, sequential};
 
 }  // namespace strata::ops::attn::STRATA_ISA
 
