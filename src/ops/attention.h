@@ -68,8 +68,8 @@ struct AttentionShape {
 struct AttentionScratch {
   // Element counts of every buffer, from one formula that init allocates and bytes_for counts.
   struct Sizes {
-    size_t q, k, v, kt, s, o, rows;  // per tile: floats (rows: m and l each)
-    size_t q16, sum;                 // per tile: f16 query rows, double sums per row
+    size_t q, k, v, s, o, rows;      // per tile: floats (rows: m and l each)
+    size_t sum;                      // per tile: double sums per row
     size_t qq;                       // per tile: bytes of the query rows as q8_0 blocks
     size_t scores;                   // per tile: f16 path's scores of one item [rows x n_ctx], bounded
     size_t partial, sums;            // once: split-K partials (floats), split-K sums (doubles)
@@ -88,11 +88,9 @@ struct AttentionScratch {
   struct Tile {
     std::vector<float> q;       // the block's query rows, rounded as the key type's dot does
     std::vector<float> k, v;    // one block of positions converted to f32 [block x head_dim]
-    std::vector<float> kt;      // the key block transposed [head_dim x block] (prompt tiles)
     std::vector<float> s;       // scores of one token's rows against the key block
     std::vector<float> o;       // unnormalized outputs [rows x head_dim_v]
     std::vector<float> m, l;    // running max and sum per row (f16 path: the max and 1 / sum)
-    std::vector<uint16_t> q16;  // f16 path: the query rows as f16 bits, for the f16 vec_dot
     std::vector<uint8_t> qq;    // quantized caches: the query rows as q8_0 blocks, for the keys' vec_dot
     std::vector<double> sum;    // f16 path: sum of e^(s - max) per row
     std::vector<float> scores;  // f16 path: each row's scores over the item's positions, then e^(s - max)

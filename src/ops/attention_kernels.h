@@ -1,7 +1,7 @@
 #pragma once
 // Internal to src/ops/attention*: the inner kernels of the tiled attention, one set per
 // instruction set (scalar reference in attention.cpp, AVX2 and AVX-512 in attention_x86.h).
-// They work on f32 tiles: the driver converts each block of keys and values once.
+// The driver converts each block of values (and f16 keys) to f32 once for all the rows reading it.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -11,22 +11,11 @@
 namespace strata::ops::attn {
 
 struct Kernels {
-  // s[r * n_keys + j] = scale * dot(q + r * d, k + j * d) for r < n_rows, j < n_keys.
-  void (*scores)(const float* q, int n_rows, const float* k, int n_keys, int d, float scale, float* s);
-  // The same with the keys transposed: kt[i * ld + j] is element i of key j (a prompt tile
-  // transposes its key block once, then each row's scores are broadcasts and FMAs, no reductions).
-  void (*scores_t)(const float* q, int n_rows, const float* kt, int ld, int n_keys, int d, float scale, float* s);
-  // Online softmax step for n_rows rows, each with n_keys scores s[r * n_keys ...] against the
-  // same value rows v [n_keys x dv]: m[r] becomes max(m[r], scores), l[r] and the unnormalized
-  // output row o[r * dv ...] are rescaled to it, then l[r] += sum_j p_j and o[r] += sum_j p_j v_j
-  // with p_j = exp(s_j - m[r]). s is overwritten.
-  // With dv == 0 (v and o unused) it only advances m and l: the f16 path's sweep for the max.
-  void (*update)(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, float* m, float* l);
-  // The f16 path's scores: s[r * ld + j] = f16 vec_dot(keys[j], q + r * d) * scale, each bit for
+  // The f16 path's scores: s[r * ld + j] = f16 vec_dot(k + j * d, q + r * d) * scale, each bit for
   // bit what the F16 type's vec_dot returns for that pair (the active instruction set's, whose
-  // summation order follows ggml's), q and keys as f16 bits.
-  void (*scores_f16)(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale,
-                     float* s, size_t ld);
+  // summation order follows ggml's); q and k hold f16 values as floats (the key block converted
+  // once, exactly, for all the rows that read it).
+  void (*scores_f16)(const float* q, int n_rows, int d, const float* k, int n_keys, float scale, float* s, size_t ld);
   // The f16 path's exponentials: s[j] = e^(s[j] - m) for j < n, each bit for bit what the C
   // library's expf returns (llama.cpp's reference loop and the per-score path used it), and their
   // sum in double in index order, added one by one onto acc (so a row summed a block at a time,

@@ -224,26 +224,28 @@ INSTANTIATE_TEST_SUITE_P(Layouts, AttentionTest,
                                             ::testing::Values(DType::F16, DType::Q8_0, DType::Q4_0)),
                          name);
 
-// The f16 path's tile of scores is, bit for bit, the F16 vec_dot of each key with each query row
-// times the scale (the per-score dot it replaces), on every instruction-set path.
+// The f16 path's tile of scores (from the f16 values held as floats) is, bit for bit, the F16
+// vec_dot of each key with each query row times the scale, on every instruction-set path.
 TEST(AttentionKernels, F16ScoresEqualTheF16VecDotBitForBit) {
   std::mt19937 rng(64);
   std::normal_distribution<float> dist(0.0f, 2.0f);
-  for (int d : {64, 96, 128, 256}) {
+  for (int d : {32, 64, 96, 128, 192, 256}) {
     const int n_rows = 3, n_keys = 53;
     const size_t ld = 61;
     std::vector<uint16_t> q(size_t(n_rows) * d), k(size_t(n_keys) * d);
     for (uint16_t& x : q) x = f32_to_fp16(dist(rng));
     for (uint16_t& x : k) x = f32_to_fp16(dist(rng));
-    std::vector<const uint16_t*> keys;
-    for (int j = 0; j < n_keys; ++j) keys.push_back(k.data() + size_t(j) * d);
+    std::vector<float> qf(q.size()), kf(k.size());  // the same values as floats, as the kernel takes them
+    for (size_t i = 0; i < q.size(); ++i) qf[i] = fp16_to_f32(q[i]);
+    for (size_t i = 0; i < k.size(); ++i) kf[i] = fp16_to_f32(k[i]);
     for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
       kernels::set_active_isa(kernels::Isa(isa));
       std::vector<float> s(size_t(n_rows) * ld, 0.0f);
-      attn::kernels_for(kernels::Isa(isa)).scores_f16(q.data(), n_rows, d, keys.data(), n_keys, 0.125f, s.data(), ld);
+      attn::kernels_for(kernels::Isa(isa)).scores_f16(qf.data(), n_rows, d, kf.data(), n_keys, 0.125f, s.data(), ld);
       for (int r = 0; r < n_rows; ++r)
         for (int j = 0; j < n_keys; ++j) {
-          const float want = kernels::kernels_for(DType::F16).vec_dot(d, keys[size_t(j)], q.data() + size_t(r) * d) * 0.125f;
+          const float want =
+              kernels::kernels_for(DType::F16).vec_dot(d, k.data() + size_t(j) * d, q.data() + size_t(r) * d) * 0.125f;
           ASSERT_EQ(s[size_t(r) * ld + size_t(j)], want)
               << "d " << d << " row " << r << " key " << j << " on " << kernels::isa_name(kernels::Isa(isa));
         }
