@@ -9,9 +9,10 @@ Strata runs a quantized cache through ggml-cpu's own flash kernel for it, bit fo
 libggml-cpu itself). The rest of the forward pass is not bit-equal to llama.cpp's (8-bit
 activations before every matmul turn last-bit differences into whole quanta; see
 test_fidelity_logits.py), so the perplexities agree as the f16 cache's do, not exactly. Measured
-2026-12-07 (AVX-512 build, 2 threads): Strata 17.3760 against llama.cpp 17.3630 (0.075%); before
-the kernel followed ggml's, 17.4082 (0.26%). For comparison, llama.cpp's own f16 cache without
-flash attention on the same text: 17.3603.
+2026-12-07 (AVX-512 build, 2 threads): SmolLM2 17.3760 against llama.cpp 17.3630 (0.075%; before
+the kernel followed ggml's, 17.4082, 0.26%), Gemma 3 13.6270 against 13.6352 (0.060%; 51,490
+tokens). The floor, with an f16 cache (llama.cpp without flash attention): SmolLM2 Strata 17.3706
+against 17.3603 (0.059%).
 
 On the 508 scored tokens of the GPL-3 alone (tests/fixtures/models/long_context.json, the cases
 below, xfail) a last-bit change anywhere moves the perplexity by tenths of a percent (llama.cpp's
