@@ -7,61 +7,32 @@
 #include <limits>
 
 #include "ops/attention_kernels.h"
+#include "tensor/blocks.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "util/error.h"
 
 namespace strata::ops {
 
+namespace {
+constexpr int kMaxHeadDim = 1024;  // bound on head sizes (scratch on the stack for q rounding and f16 rows)
+}  // namespace
+
 namespace attn {
 namespace scalar {
 namespace {
 
-void scores(const float* q, int n_rows, const float* k, int n_keys, int d, float scale, float* s) {
-  for (int r = 0; r < n_rows; ++r)
-    for (int j = 0; j < n_keys; ++j) {
-      const float* qr = q + size_t(r) * d;
-      const float* kj = k + size_t(j) * d;
-      float sum = 0.0f;
-      for (int i = 0; i < d; ++i) sum += qr[i] * kj[i];
-      s[size_t(r) * n_keys + j] = sum * scale;
-    }
-}
-
-void scores_t(const float* q, int n_rows, const float* kt, int ld, int n_keys, int d, float scale, float* s) {
-  for (int r = 0; r < n_rows; ++r)
-    for (int j = 0; j < n_keys; ++j) {
-      float sum = 0.0f;
-      for (int i = 0; i < d; ++i) sum += q[size_t(r) * d + i] * kt[size_t(i) * ld + j];
-      s[size_t(r) * n_keys + j] = sum * scale;
-    }
-}
-
-void update(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, float* m, float* l) {
-  for (int r = 0; r < n_rows; ++r) {
-    float* sr = s + size_t(r) * n_keys;
-    float m_new = m[r];
-    for (int j = 0; j < n_keys; ++j) m_new = std::max(m_new, sr[j]);
-    const float c = m[r] == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(m[r] - m_new);
-    float sum = 0.0f;
-    for (int j = 0; j < n_keys; ++j) {
-      sr[j] = std::exp(sr[j] - m_new);
-      sum += sr[j];
-    }
-    l[r] = l[r] * c + sum;
-    m[r] = m_new;
-    float* orow = o + size_t(r) * dv;
-    for (int i = 0; i < dv; ++i) orow[i] *= c;
-    for (int j = 0; j < n_keys; ++j)
-      for (int i = 0; i < dv; ++i) orow[i] += sr[j] * v[size_t(j) * dv + i];
-  }
-}
-
-void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale, float* s,
-                size_t ld) {
+void scores_f16(const float* q, int n_rows, int d, const float* k, int n_keys, float scale, float* s, size_t ld) {
+  // The values back to f16 bits (exact: they are f16 values) for the F16 vec_dot itself.
   const kernels::TypeKernels& f16 = kernels::kernels_for(DType::F16);
-  for (int r = 0; r < n_rows; ++r)
-    for (int j = 0; j < n_keys; ++j) s[size_t(r) * ld + size_t(j)] = f16.vec_dot(d, keys[j], q + size_t(r) * d) * scale;
+  uint16_t qh[kMaxHeadDim], kh[kMaxHeadDim];
+  for (int r = 0; r < n_rows; ++r) {
+    for (int i = 0; i < d; ++i) qh[i] = f32_to_fp16(q[size_t(r) * d + i]);
+    for (int j = 0; j < n_keys; ++j) {
+      for (int i = 0; i < d; ++i) kh[i] = f32_to_fp16(k[size_t(j) * d + i]);
+      s[size_t(r) * ld + size_t(j)] = f16.vec_dot(d, kh, qh) * scale;
+    }
+  }
 }
 
 double exp_sum(float* s, int64_t n, float m, double acc) {
@@ -81,8 +52,61 @@ void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* 
   }
 }
 
+// Block b of a Q8_0 or Q4_0 row as 32 signed values (element i at i) and its scale.
+float unpack_block(DType type, const uint8_t* row, int b, int8_t* out) {
+  if (type == DType::Q8_0) {
+    const auto* x = reinterpret_cast<const BlockQ8_0*>(row) + b;
+    std::memcpy(out, x->qs, 32);
+    return fp16_to_f32(x->d);
+  }
+  const auto* x = reinterpret_cast<const BlockQ4_0*>(row) + b;
+  for (int j = 0; j < 16; ++j) {
+    out[j] = int8_t((x->qs[j] & 15) - 8);
+    out[j + 16] = int8_t((x->qs[j] >> 4) - 8);
+  }
+  return fp16_to_f32(x->d);
+}
+
+void scores_q(DType key_type, const uint8_t* qq, int n_rows, int d, const uint8_t* const* keys, int n_keys, float scale,
+              float* s, size_t ld) {
+  const int nb = d / 32;
+  int8_t k[32];
+  for (int j = 0; j < n_keys; ++j)
+    for (int r = 0; r < n_rows; ++r) {
+      const auto* q = reinterpret_cast<const BlockQ8_0*>(qq) + size_t(r) * nb;
+      float acc[8] = {};
+      for (int b = 0; b < nb; ++b) {
+        const float dd = unpack_block(key_type, keys[j], b, k) * fp16_to_f32(q[b].d);
+        for (int l = 0; l < 8; ++l) {
+          int p = 0;
+          for (int i = 4 * l; i < 4 * l + 4; ++i) p += int(k[i]) * int(q[b].qs[i]);
+          acc[l] = std::fma(dd, float(p), acc[l]);
+        }
+      }
+      s[size_t(r) * ld + size_t(j)] = (((acc[4] + acc[0]) + (acc[6] + acc[2])) + ((acc[5] + acc[1]) + (acc[7] + acc[3]))) * scale;
+    }
+}
+
+void sequential(const float* s, int n_keys, const float* v, int dv, float* o, float* m, float* l) {
+  float M = *m, S = *l;
+  for (int j = 0; j < n_keys; ++j) {
+    float ms = 1.0f, vs = 1.0f;
+    if (s[j] > M) {
+      ms = std::exp(M - s[j]);
+      M = s[j];
+      for (int i = 0; i < dv; ++i) o[i] *= ms;
+    } else {
+      vs = std::exp(s[j] - M);
+    }
+    for (int i = 0; i < dv; ++i) o[i] = std::fma(v[size_t(j) * dv + i], vs, o[i]);
+    S = flash_sum_step(S, ms, vs);
+  }
+  *m = M;
+  *l = S;
+}
+
 }  // namespace
-const Kernels kKernels{scores, scores_t, update, scores_f16, {exp_sum}, accumulate};
+const Kernels kKernels{scores_f16, {exp_sum}, accumulate, scores_q, sequential};
 }  // namespace scalar
 
 const Kernels& kernels_for(kernels::Isa isa) {
@@ -121,8 +145,6 @@ constexpr int kBlockQ = 32;          // query tokens per tile
 constexpr int kBlockK = 64;          // cached positions per converted K/V block
 constexpr int kMaxSplits = 32;       // split-K: most ranges one query block's keys are split into
 constexpr int kMinSplitKeys = 256;   // split-K: fewest positions worth a range of their own
-constexpr int kMaxHeadDim = 1024;    // bound on head sizes (scratch on the stack for q rounding)
-constexpr int kTransposeRows = 16;   // query rows from which a tile transposes its key blocks
 constexpr int kMaxSplitTokens = 4;   // f16 split-K: most query tokens (generation, small drafts)
 // f16 path: scores an item keeps over its positions, at most (per thread), and the scores split-K
 // keeps across its phases (once). Rows that do not fit are computed again in each sweep, a key
@@ -159,8 +181,9 @@ AttentionScratch::Sizes AttentionScratch::sizes(const AttentionShape& s, int /*n
   const size_t group = size_t(s.n_head / s.n_head_kv), ctx = size_t(std::max<int64_t>(1, n_ctx));
   const size_t rows = size_t(kBlockQ) * group, dk = size_t(s.head_dim_k), dv = size_t(s.head_dim_v);
   Sizes z;
-  z.q = z.q16 = rows * dk;
-  z.k = z.kt = size_t(kBlockK) * dk;
+  z.q = rows * dk;
+  z.qq = rows * row_bytes(DType::Q8_0, (dk + 31) / 32 * 32);
+  z.k = size_t(kBlockK) * dk;
   z.v = size_t(kBlockK) * dv;
   z.s = group * kBlockK;
   z.o = rows * dv;
@@ -176,8 +199,8 @@ AttentionScratch::Sizes AttentionScratch::sizes(const AttentionShape& s, int /*n
 namespace {
 // Every buffer of `a` no larger than the same of `b`.
 bool within(const AttentionScratch::Sizes& a, const AttentionScratch::Sizes& b) {
-  return a.q <= b.q && a.k <= b.k && a.v <= b.v && a.kt <= b.kt && a.s <= b.s && a.o <= b.o && a.rows <= b.rows &&
-         a.q16 <= b.q16 && a.sum <= b.sum && a.scores <= b.scores && a.partial <= b.partial && a.sums <= b.sums &&
+  return a.q <= b.q && a.k <= b.k && a.v <= b.v && a.s <= b.s && a.o <= b.o && a.rows <= b.rows &&
+         a.qq <= b.qq && a.sum <= b.sum && a.scores <= b.scores && a.partial <= b.partial && a.sums <= b.sums &&
          a.split_scores <= b.split_scores && a.n_tiles <= b.n_tiles;
 }
 }  // namespace
@@ -191,8 +214,8 @@ void AttentionScratch::reserve(const AttentionShape& s, int batch, int64_t ctx, 
   if (!tiles.empty() && batch <= n_batch && within(want, sized)) return;
   if (tiles.empty()) return allocate(want, batch);
   Sizes z = sized;  // the larger of each, so that alternating shapes do not reallocate every call
-  for (auto [a, b] : {std::pair{&z.q, want.q}, {&z.k, want.k}, {&z.v, want.v}, {&z.kt, want.kt}, {&z.s, want.s},
-                      {&z.o, want.o}, {&z.rows, want.rows}, {&z.q16, want.q16}, {&z.sum, want.sum},
+  for (auto [a, b] : {std::pair{&z.q, want.q}, {&z.k, want.k}, {&z.v, want.v}, {&z.s, want.s},
+                      {&z.o, want.o}, {&z.rows, want.rows}, {&z.qq, want.qq}, {&z.sum, want.sum},
                       {&z.scores, want.scores}, {&z.partial, want.partial}, {&z.sums, want.sums},
                       {&z.split_scores, want.split_scores}, {&z.n_tiles, want.n_tiles}})
     *a = std::max(*a, b);
@@ -207,12 +230,11 @@ void AttentionScratch::allocate(const Sizes& z, int batch) {
     t.q.assign(z.q, 0.0f);
     t.k.assign(z.k, 0.0f);
     t.v.assign(z.v, 0.0f);
-    t.kt.assign(z.kt, 0.0f);
     t.s.assign(z.s, 0.0f);
     t.o.assign(z.o, 0.0f);
     t.m.assign(z.rows, 0.0f);
     t.l.assign(z.rows, 0.0f);
-    t.q16.assign(z.q16, 0);
+    t.qq.assign(z.qq, 0);
     t.sum.assign(z.sum, 0.0);
     t.scores.assign(z.scores, 0.0f);
   }
@@ -223,17 +245,17 @@ void AttentionScratch::allocate(const Sizes& z, int batch) {
 
 size_t AttentionScratch::bytes_for(const AttentionShape& s, int batch, int64_t ctx, int n_threads) {
   const Sizes z = sizes(s, batch, ctx, n_threads);
-  const size_t tile = (z.q + z.k + z.v + z.kt + z.s + z.o + 2 * z.rows + z.scores) * sizeof(float) +
-                      z.q16 * sizeof(uint16_t) + z.sum * sizeof(double);
+  const size_t tile = (z.q + z.k + z.v + z.s + z.o + 2 * z.rows + z.scores) * sizeof(float) +
+                      z.qq + z.sum * sizeof(double);
   return z.n_tiles * tile + (z.partial + z.split_scores) * sizeof(float) + z.sums * sizeof(double);
 }
 
 size_t AttentionScratch::bytes() const {
   size_t n = (partial.capacity() + split_scores.capacity()) * sizeof(float) + sums.capacity() * sizeof(double);
   for (const Tile& t : tiles)
-    n += (t.q.capacity() + t.k.capacity() + t.kt.capacity() + t.v.capacity() + t.s.capacity() + t.o.capacity() +
+    n += (t.q.capacity() + t.k.capacity() + t.v.capacity() + t.s.capacity() + t.o.capacity() +
           t.m.capacity() + t.l.capacity() + t.scores.capacity()) * sizeof(float) +
-         t.q16.capacity() * sizeof(uint16_t) + t.sum.capacity() * sizeof(double);
+         t.qq.capacity() + t.sum.capacity() * sizeof(double);
   return n;
 }
 
@@ -270,8 +292,9 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   // score is computed once and kept, then overwritten by its e^(s - max), for the whole row, where
   // an item's rows over its positions fit the scratch (items take fewer query tokens for that);
   // else each sweep computes them again a key block at a time.
-  // Quantized caches need flash attention in llama.cpp, whose CPU kernel keeps f32 probabilities
-  // and divides at the end: one online sweep, scores from the f32 tiles.
+  // Quantized caches need flash attention in llama.cpp; they follow its CPU kernel for them
+  // (ggml's flash_attn_ext_f16_one_chunk) key by key: the query as q8_0, each score the keys' vec_dot
+  // with it, the running max, sum and output updated per key, one division at the end.
   const bool f16_path = kv_k.type == DType::F16 && kv_v.type == DType::F16;
   const int64_t span = last(n_tokens - 1) - first(0) + 1;  // positions some query token sees
 
@@ -323,21 +346,27 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   auto part_at = [&](int split, int t, int head) {
     return scratch.partial.data() + ((size_t(split) * kBlockQ + size_t(t)) * shape.n_head + head) * part_stride;
   };
-  // The item's query rows rounded for the keys' dot (and as f16 bits for the f16 path), outputs
+  // The item's query rows rounded for the keys' dot (to f16 values, or as q8_0 blocks), outputs
   // and sums cleared.
+  const kernels::TypeKernels& q8 = kernels::kernels_for(DType::Q8_0);
+  const size_t qq_row = f16_path ? 0 : row_bytes(DType::Q8_0, dk);
   auto prepare = [&](AttentionScratch::Tile& tile, const Item& it) {
     for (int t = it.t0; t < it.t1; ++t)
-      for (int g = 0; g < group; ++g)
-        round_query(kv_k.type, q + t * q_stride + int64_t(it.kvh * group + g) * dk,
-                    tile.q.data() + size_t((t - it.t0) * group + g) * dk, dk);
-    if (f16_path)
-      for (size_t i = 0; i < size_t(it.rows) * dk; ++i) tile.q16[i] = f32_to_fp16(tile.q[i]);
+      for (int g = 0; g < group; ++g) {
+        const float* src = q + t * q_stride + int64_t(it.kvh * group + g) * dk;
+        const size_t row = size_t((t - it.t0) * group + g);
+        if (f16_path) {
+          round_query(kv_k.type, src, tile.q.data() + row * dk, dk);
+        } else {  // as llama.cpp's from_float into the keys' vec_dot type (Q8_0 for both quantized types)
+          q8.quantize_activation(src, tile.qq.data() + row * qq_row, dk);
+        }
+      }
     std::fill_n(tile.o.data(), size_t(it.rows) * dv, 0.0f);
     std::fill_n(tile.sum.data(), it.rows, 0.0);
   };
-  // Each key block of the item's range [a, b) converted once (the keys to f32 unless the f16
-  // path dots them in place, the values if with_v), then body(t, j0, j1, kb) for each query token
-  // that sees some of it: [j0, j1) its visible positions in the block starting at kb.
+  // Each key block of the item's range [a, b) converted to f32 once (the f16 keys if with_k, the
+  // values if with_v), then body(t, j0, j1, kb) for each query token that sees some of it: [j0, j1)
+  // its visible positions in the block starting at kb.
   auto for_blocks = [&](AttentionScratch::Tile& tile, const Item& it, bool with_k, bool with_v, auto&& body) {
     for (int64_t kb = it.a; kb < it.b; kb += kBlockK) {
       const int64_t ke = std::min(it.b, kb + kBlockK);
@@ -352,29 +381,25 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
     }
   };
 
-  // The online softmax of quantized caches: one sweep, each key block against every row.
-  auto online = [&](AttentionScratch::Tile& tile, const Item& it) {
+  // Quantized caches: each key block's values converted once, then for each token's rows the
+  // scores against the block's keys and the per-key online step.
+  auto flash = [&](AttentionScratch::Tile& tile, const Item& it) {
     std::fill_n(tile.m.data(), it.rows, -std::numeric_limits<float>::infinity());
     std::fill_n(tile.l.data(), it.rows, 0.0f);
-    const bool transposed = it.rows >= kTransposeRows;
-    int64_t transposed_kb = -1;
-    for_blocks(tile, it, true, true, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+    const uint8_t* keys[kBlockK];
+    int64_t keys_kb = -1;
+    for_blocks(tile, it, false, true, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+      if (keys_kb != kb) {
+        for (int64_t p = kb; p < std::min(it.b, kb + kBlockK); ++p) keys[p - kb] = kv_k.head(p, it.kvh);
+        keys_kb = kb;
+      }
       const int n = int(j1 - j0);
       const size_t row = size_t(t - it.t0) * group;
-      if (transposed) {
-        if (transposed_kb != kb) {
-          for (int64_t p = 0; p < std::min<int64_t>(kBlockK, it.b - kb); ++p)
-            for (int i = 0; i < dk; ++i) tile.kt[size_t(i) * kBlockK + size_t(p)] = tile.k[size_t(p) * dk + i];
-          transposed_kb = kb;
-        }
-        kern.scores_t(tile.q.data() + row * dk, group, tile.kt.data() + size_t(j0 - kb), kBlockK, n, dk, shape.scale,
-                      tile.s.data());
-      } else {
-        kern.scores(tile.q.data() + row * dk, group, tile.k.data() + size_t(j0 - kb) * dk, n, dk, shape.scale,
-                    tile.s.data());
-      }
-      kern.update(tile.s.data(), group, n, tile.v.data() + size_t(j0 - kb) * dv, dv, tile.o.data() + row * dv,
-                  tile.m.data() + row, tile.l.data() + row);
+      kern.scores_q(kv_k.type, tile.qq.data() + row * qq_row, group, dk, keys + (j0 - kb), n, shape.scale,
+                    tile.s.data(), kBlockK);
+      for (int g = 0; g < group; ++g)
+        kern.sequential(tile.s.data() + size_t(g) * kBlockK, n, tile.v.data() + size_t(j0 - kb) * dv, dv,
+                        tile.o.data() + (row + g) * dv, tile.m.data() + row + g, tile.l.data() + row + g);
     });
   };
 
@@ -406,35 +431,22 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   auto visible = [&](const Item& it, int t) {
     return std::pair<int64_t, int64_t>{std::max(it.a, first(t)), std::min(it.b, last(t) + 1)};
   };
-  // The cached keys are dotted in place: the heads of the key block at kb.
-  struct KeyBlock {
-    const uint16_t* at[kBlockK];
-    int64_t kb = -1;
-  };
-  auto key_block = [&](KeyBlock& keys, const Item& it, int64_t kb) {
-    if (keys.kb != kb) {
-      for (int64_t p = kb; p < std::min(it.b, kb + kBlockK); ++p)
-        keys.at[p - kb] = reinterpret_cast<const uint16_t*>(kv_k.head(p, it.kvh));
-      keys.kb = kb;
-    }
-    return keys.at + 0;
-  };
-  // Token t's rows' scores against [j0, j1) of the key block at kb: into the kept rows, or where
-  // none are kept into the tile's block of scores. Row g's first is at the result + g * ld.
-  auto block_scores = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr, KeyBlock& keys, int t,
-                          int64_t j0, int64_t j1, int64_t kb) {
+  // Token t's rows' scores against [j0, j1) of the key block at kb (converted into the tile): into
+  // the kept rows, or where none are kept into the tile's block of scores. Row g's first is at the
+  // result + g * ld.
+  auto block_scores = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr, int t, int64_t j0,
+                          int64_t j1, int64_t kb) {
     float* s = sr.kept() ? sr.at(t, 0, j0) : tile.s.data();
     const size_t ld = sr.kept() ? sr.ld : size_t(kBlockK);
-    kern.scores_f16(tile.q16.data() + size_t(t - it.t0) * group * dk, group, dk, key_block(keys, it, kb) + (j0 - kb),
+    kern.scores_f16(tile.q.data() + size_t(t - it.t0) * group * dk, group, dk, tile.k.data() + size_t(j0 - kb) * dk,
                     int(j1 - j0), shape.scale, s, ld);
     return std::pair<float*, size_t>{s, ld};
   };
   // Every score of the item's rows (once where they are kept); each row's max into m.
   auto f16_max = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
     std::fill_n(tile.m.data(), it.rows, -std::numeric_limits<float>::infinity());
-    KeyBlock keys;
-    for_blocks(tile, it, false, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
-      const auto [s, ld] = block_scores(tile, it, sr, keys, t, j0, j1, kb);
+    for_blocks(tile, it, true, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+      const auto [s, ld] = block_scores(tile, it, sr, t, j0, j1, kb);
       for (int g = 0; g < group; ++g) {
         // In 8 lanes, in registers (one running max through memory cost 6% of a 4k prompt); the
         // max of finite floats is the same in any order (but for the sign of a zero, which
@@ -465,9 +477,8 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
       return;
     }
     std::fill_n(tile.sum.data(), it.rows, 0.0);
-    KeyBlock keys;
-    for_blocks(tile, it, false, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
-      const auto [s, ld] = block_scores(tile, it, sr, keys, t, j0, j1, kb);
+    for_blocks(tile, it, true, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+      const auto [s, ld] = block_scores(tile, it, sr, t, j0, j1, kb);
       for (int g = 0; g < group; ++g) {
         const size_t row = size_t(t - it.t0) * group + g;
         tile.sum[row] = kern.exp_sum(s + size_t(g) * ld, j1 - j0, tile.m[row], tile.sum[row]);
@@ -476,13 +487,12 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   };
   // The rounded probabilities against V, with l = 1 / sum.
   auto f16_output = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
-    KeyBlock keys;
-    for_blocks(tile, it, false, true, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
+    for_blocks(tile, it, !sr.kept(), true, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
       const size_t row = size_t(t - it.t0) * group;
       const float* e = sr.kept() ? sr.at(t, 0, j0) : nullptr;
       size_t ld = sr.ld;
       if (!e) {
-        const auto [s, s_ld] = block_scores(tile, it, sr, keys, t, j0, j1, kb);
+        const auto [s, s_ld] = block_scores(tile, it, sr, t, j0, j1, kb);
         for (int g = 0; g < group; ++g) kern.exp_sum(s + size_t(g) * s_ld, j1 - j0, tile.m[row + size_t(g)]);
         e = s;
         ld = s_ld;
@@ -542,26 +552,27 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   auto for_rows = [&](const Item& it, auto&& fn) {
     for (int r = 0; r < it.rows; ++r) fn(size_t(r), it.kvh * group + r % group);
   };
-  auto add_sink_online = [&](AttentionScratch::Tile& tile, const Item& it) {
+  auto add_sink_flash = [&](AttentionScratch::Tile& tile, const Item& it) {
     for_rows(it, [&](size_t row, int head) {
       const float s = sinks[head];
       float& m = tile.m[row];
+      float ms = 1.0f, vs = 1.0f;
       if (s > m) {
-        const float ms = std::exp(m - s);
+        ms = std::exp(m - s);
         for (int i = 0; i < dv; ++i) tile.o[row * dv + size_t(i)] *= ms;
-        tile.l[row] = tile.l[row] * ms + 1.0f;
         m = s;
       } else {
-        tile.l[row] += std::exp(s - m);
+        vs = std::exp(s - m);
       }
+      tile.l[row] = attn::flash_sum_step(tile.l[row], ms, vs);
     });
   };
 
   for_items([&](AttentionScratch::Tile& tile, const Item& it) {
     if (!f16_path) {
-      online(tile, it);
+      flash(tile, it);
       if (n_splits == 1) {
-        if (sinks) add_sink_online(tile, it);
+        if (sinks) add_sink_flash(tile, it);
         write_out(tile, it, true);
       } else {
         store_part(tile, it, true);

@@ -14,7 +14,11 @@
 // head) loop did (perplexity depends on it to better than 0.1%): f16 vec_dot scores, the row max,
 // the sum in double, the normalized probabilities rounded to f16 against V with no division, in
 // three sweeps over each tile's keys (split-K: three phases, the max and sum merged between).
-// Quantized caches (which llama.cpp only runs with flash attention) keep the online softmax.
+// Quantized caches (which llama.cpp only runs with flash attention) follow ggml-cpu's flash kernel
+// for them bit for bit (flash_attn_ext_f16_one_chunk): the query quantized to q8_0, each score the
+// keys' q8_0 / q4_0 vec_dot with it, then key by key the running max, an expf, the value added
+// with an FMA and the sum S = S * ms + vs; one division at the end. The key blocks and the GQA
+// group's rows are tiled as above; split-K ranges (generation) merge their partial softmaxes.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -64,8 +68,9 @@ struct AttentionShape {
 struct AttentionScratch {
   // Element counts of every buffer, from one formula that init allocates and bytes_for counts.
   struct Sizes {
-    size_t q, k, v, kt, s, o, rows;  // per tile: floats (rows: m and l each)
-    size_t q16, sum;                 // per tile: f16 query rows, double sums per row
+    size_t q, k, v, s, o, rows;      // per tile: floats (rows: m and l each)
+    size_t sum;                      // per tile: double sums per row
+    size_t qq;                       // per tile: bytes of the query rows as q8_0 blocks
     size_t scores;                   // per tile: f16 path's scores of one item [rows x n_ctx], bounded
     size_t partial, sums;            // once: split-K partials (floats), split-K sums (doubles)
     size_t split_scores;             // once: f16 split-K scores [kMaxSplitTokens x n_head x n_ctx], bounded
@@ -83,11 +88,10 @@ struct AttentionScratch {
   struct Tile {
     std::vector<float> q;       // the block's query rows, rounded as the key type's dot does
     std::vector<float> k, v;    // one block of positions converted to f32 [block x head_dim]
-    std::vector<float> kt;      // the key block transposed [head_dim x block] (prompt tiles)
     std::vector<float> s;       // scores of one token's rows against the key block
     std::vector<float> o;       // unnormalized outputs [rows x head_dim_v]
     std::vector<float> m, l;    // running max and sum per row (f16 path: the max and 1 / sum)
-    std::vector<uint16_t> q16;  // f16 path: the query rows as f16 bits, for the f16 vec_dot
+    std::vector<uint8_t> qq;    // quantized caches: the query rows as q8_0 blocks, for the keys' vec_dot
     std::vector<double> sum;    // f16 path: sum of e^(s - max) per row
     std::vector<float> scores;  // f16 path: each row's scores over the item's positions, then e^(s - max)
   };

@@ -1,7 +1,9 @@
 #pragma once
 // Internal to src/ops/attention*: the inner kernels of the tiled attention, one set per
 // instruction set (scalar reference in attention.cpp, AVX2 and AVX-512 in attention_x86.h).
-// They work on f32 tiles: the driver converts each block of keys and values once.
+// The driver converts each block of values (and f16 keys) to f32 once for all the rows reading it.
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #include "tensor/kernels.h"
@@ -9,22 +11,11 @@
 namespace strata::ops::attn {
 
 struct Kernels {
-  // s[r * n_keys + j] = scale * dot(q + r * d, k + j * d) for r < n_rows, j < n_keys.
-  void (*scores)(const float* q, int n_rows, const float* k, int n_keys, int d, float scale, float* s);
-  // The same with the keys transposed: kt[i * ld + j] is element i of key j (a prompt tile
-  // transposes its key block once, then each row's scores are broadcasts and FMAs, no reductions).
-  void (*scores_t)(const float* q, int n_rows, const float* kt, int ld, int n_keys, int d, float scale, float* s);
-  // Online softmax step for n_rows rows, each with n_keys scores s[r * n_keys ...] against the
-  // same value rows v [n_keys x dv]: m[r] becomes max(m[r], scores), l[r] and the unnormalized
-  // output row o[r * dv ...] are rescaled to it, then l[r] += sum_j p_j and o[r] += sum_j p_j v_j
-  // with p_j = exp(s_j - m[r]). s is overwritten.
-  // With dv == 0 (v and o unused) it only advances m and l: the f16 path's sweep for the max.
-  void (*update)(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, float* m, float* l);
-  // The f16 path's scores: s[r * ld + j] = f16 vec_dot(keys[j], q + r * d) * scale, each bit for
+  // The f16 path's scores: s[r * ld + j] = f16 vec_dot(k + j * d, q + r * d) * scale, each bit for
   // bit what the F16 type's vec_dot returns for that pair (the active instruction set's, whose
-  // summation order follows ggml's), q and keys as f16 bits.
-  void (*scores_f16)(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale,
-                     float* s, size_t ld);
+  // summation order follows ggml's); q and k hold f16 values as floats (the key block converted
+  // once, exactly, for all the rows that read it).
+  void (*scores_f16)(const float* q, int n_rows, int d, const float* k, int n_keys, float scale, float* s, size_t ld);
   // The f16 path's exponentials: s[j] = e^(s[j] - m) for j < n, each bit for bit what the C
   // library's expf returns (llama.cpp's reference loop and the per-score path used it), and their
   // sum in double in index order, added one by one onto acc (so a row summed a block at a time,
@@ -39,7 +30,26 @@ struct Kernels {
   // key order (an FMA a key, as the reference loop's axpy).
   void (*accumulate)(const float* e, size_t ld, int n_rows, int n_keys, const float* v, int dv, float* o,
                      const float* inv_l);
+
+  // Quantized caches follow ggml-cpu's flash-attention kernel for them
+  // (ggml_compute_forward_flash_attn_ext_f16_one_chunk), key by key, bit for bit.
+  // Scores: s[r * ld + j] = vec_dot(keys[j], qq row r) * scale, with qq the query rows as q8_0
+  // blocks (row r at qq + r * (d / 32) blocks) and the keys of key_type (Q8_0 or Q4_0) as ggml's
+  // x86 ggml_vec_dot_q8_0_q8_0 / q4_0_q8_0 sums them: per block, 8 lanes of 4 integer products
+  // each, added into 8 float lanes by one FMA with the product of the two scales; then
+  // ((a4 + a0) + (a6 + a2)) + ((a5 + a1) + (a7 + a3)) (hsum_float_8).
+  void (*scores_q)(DType key_type, const uint8_t* qq, int n_rows, int d, const uint8_t* const* keys, int n_keys,
+                   float scale, float* s, size_t ld);
+  // The online step of that kernel for one row over n_keys scores, in key order: a score above the
+  // running max m becomes the max, o and l are scaled by ms = e^(m_old - m) and the value is added
+  // with weight 1; otherwise it is added with weight vs = e^(s - m) (an FMA per element); then
+  // l = l * ms + vs (one FMA). e^ is the C library's expf bit for bit. v: the values [n_keys x dv].
+  void (*sequential)(const float* s, int n_keys, const float* v, int dv, float* o, float* m, float* l);
 };
+
+// One step of that kernel's running sum: S = S * ms + vs, which ggml-cpu's build contracts into
+// one FMA (checked against the library: the unfused form differs in the last bit).
+inline float flash_sum_step(float S, float ms, float vs) { return std::fma(S, ms, vs); }
 
 const Kernels& kernels_for(kernels::Isa isa);
 

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "ops/attention_kernels.h"
+#include "tensor/blocks.h"
 
 #if !defined(STRATA_ISA)
 #error "define STRATA_ISA (avx2 or avx512) before including attention_x86.h"
@@ -18,8 +19,6 @@
 
 namespace strata::ops::attn::STRATA_ISA {
 namespace {
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 #if defined(__AVX512F__)
 using V = __m512;
@@ -33,31 +32,10 @@ inline __mmask16 tail_mask(int n) { return __mmask16((1u << n) - 1); }
 inline V vload_tail(const float* p, int n, float fill) { return _mm512_mask_loadu_ps(vset(fill), tail_mask(n), p); }
 inline void vstore_tail(float* p, V x, int n) { _mm512_mask_storeu_ps(p, tail_mask(n), x); }
 inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
-inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
-inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
 inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 inline float vhsum(V x) { return _mm512_reduce_add_ps(x); }
-inline float vhmax(V x) { return _mm512_reduce_max_ps(x); }
-// 2^n * p (n integral): scalef flushes far-negative exponents to zero.
-inline V vldexp(V p, V n) { return _mm512_scalef_ps(p, n); }
-inline V vround(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
-// Sums of 16 vectors, lane i holding the sum of v[i]: a transpose-and-add tree (15 adds and 30
-// shuffles for 16 dots instead of 16 full reductions).
-inline V reduce_w(const V* v) {
-  V a[8], b[4], c[2];
-  for (int i = 0; i < 8; ++i)
-    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  for (int i = 0; i < 4; ++i)
-    b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  for (int i = 0; i < 2; ++i)
-    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
-}
 #else
 using V = __m256;
 constexpr int W = 8;
@@ -74,9 +52,7 @@ inline V vload_tail(const float* p, int n, float fill) {
 }
 inline void vstore_tail(float* p, V x, int n) { _mm256_maskstore_ps(p, tail_mask(n), x); }
 inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
-inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
 inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
-inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
 inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 inline float vhsum(V x) {
   __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
@@ -84,104 +60,8 @@ inline float vhsum(V x) {
   r = _mm_add_ss(r, _mm_movehdup_ps(r));
   return _mm_cvtss_f32(r);
 }
-inline float vhmax(V x) {
-  __m128 r = _mm_max_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-  r = _mm_max_ps(r, _mm_movehl_ps(r, r));
-  r = _mm_max_ss(r, _mm_movehdup_ps(r));
-  return _mm_cvtss_f32(r);
-}
-// 2^n * p for integral n >= -127 (the caller clamps its input so n stays in range).
-inline V vldexp(V p, V n) {
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-inline V vround(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
-// Sums of 8 vectors, lane i holding the sum of v[i].
-inline V reduce_w(const V* v) {
-  const V u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  const V u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
 #endif
-
-// e^x (Cephes' expf polynomial, ~1 ulp), 0 for x below -87.3 (and for -inf).
-inline V vexp(V x) {
-  const V lo = vset(-87.3f);
-#if defined(__AVX512F__)
-  const __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-#else
-  const V tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-#endif
-  x = vmax(x, lo);
-  const V n = vround(vmul(x, vset(1.44269504088896341f)));
-  V r = vfma(n, vset(-0.693359375f), x);
-  r = vfma(n, vset(2.12194440e-4f), r);
-  V p = vset(1.9875691500e-4f);
-  p = vfma(p, r, vset(1.3981999507e-3f));
-  p = vfma(p, r, vset(8.3334519073e-3f));
-  p = vfma(p, r, vset(4.1665795894e-2f));
-  p = vfma(p, r, vset(1.6666665459e-1f));
-  p = vfma(p, r, vset(5.0000001201e-1f));
-  p = vfma(p, vmul(r, r), vadd(r, vset(1.0f)));
-  const V e = vldexp(p, n);
-#if defined(__AVX512F__)
-  return _mm512_maskz_mov_ps(__mmask16(~tiny), e);
-#else
-  return _mm256_andnot_ps(tiny, e);
-#endif
-}
-
-void scores(const float* q, int n_rows, const float* k, int n_keys, int d, float scale, float* s) {
-  if (d % W != 0) return scalar::kKernels.scores(q, n_rows, k, n_keys, d, scale, s);
-  const V vscale = vset(scale);
-  for (int r = 0; r < n_rows; ++r) {
-    const float* qr = q + size_t(r) * d;
-    float* sr = s + size_t(r) * n_keys;
-    int j = 0;
-    for (; j + W <= n_keys; j += W) {
-      V acc[W];
-      for (int u = 0; u < W; ++u) acc[u] = vzero();
-      const float* kj = k + size_t(j) * d;
-      for (int i = 0; i < d; i += W) {
-        const V qv = vload(qr + i);
-#pragma GCC unroll 16
-        for (int u = 0; u < W; ++u) acc[u] = vfma(qv, vload(kj + size_t(u) * d + i), acc[u]);
-      }
-      vstore(sr + j, vmul(reduce_w(acc), vscale));
-    }
-    for (; j < n_keys; ++j) {
-      const float* kj = k + size_t(j) * d;
-      V acc = vzero();
-      for (int i = 0; i < d; i += W) acc = vfma(vload(qr + i), vload(kj + i), acc);
-      sr[j] = vhsum(acc) * scale;
-    }
-  }
-}
-
-void scores_t(const float* q, int n_rows, const float* kt, int ld, int n_keys, int d, float scale, float* s) {
-  const V vscale = vset(scale);
-  for (int r = 0; r < n_rows; ++r) {
-    const float* qr = q + size_t(r) * d;
-    float* sr = s + size_t(r) * n_keys;
-    int j0 = 0;
-    for (; j0 + 4 * W <= n_keys; j0 += 4 * W) {
-      V acc[4] = {vzero(), vzero(), vzero(), vzero()};
-      for (int i = 0; i < d; ++i) {
-        const V b = vset(qr[i]);
-        const float* row = kt + size_t(i) * ld + j0;
-        for (int u = 0; u < 4; ++u) acc[u] = vfma(b, vload(row + u * W), acc[u]);
-      }
-      for (int u = 0; u < 4; ++u) vstore(sr + j0 + u * W, vmul(acc[u], vscale));
-    }
-    for (; j0 < n_keys; j0 += W) {  // the last keys, one vector at a time (masked past n_keys)
-      const int n = std::min(W, n_keys - j0);
-      V acc = vzero();
-      for (int i = 0; i < d; ++i) acc = vfma(vset(qr[i]), vload_tail(kt + size_t(i) * ld + j0, n, 0.0f), acc);
-      vstore_tail(sr + j0, vmul(acc, vscale), n);
-    }
-  }
-}
 
 // o[0 .. NV * W) = o * c + sum_j p[j] * v[j * dv ...] for one chunk of an output row.
 template <int NV>
@@ -196,38 +76,6 @@ void scale_accumulate(float* o, float c, const float* p, int n_keys, const float
     for (int i = 0; i < NV; ++i) acc[i] = vfma(pj, vload(vj + i * W), acc[i]);
   }
   for (int i = 0; i < NV; ++i) vstore(o + i * W, acc[i]);
-}
-
-void update(float* s, int n_rows, int n_keys, const float* v, int dv, float* o, float* m, float* l) {
-  if (dv % W != 0) return scalar::kKernels.update(s, n_rows, n_keys, v, dv, o, m, l);
-  for (int r = 0; r < n_rows; ++r) {
-    float* sr = s + size_t(r) * n_keys;
-    V vm = vset(kNegInf);
-    int j = 0;
-    for (; j + W <= n_keys; j += W) vm = vmax(vm, vload(sr + j));
-    if (j < n_keys) vm = vmax(vm, vload_tail(sr + j, n_keys - j, kNegInf));
-    const float m_new = std::max(m[r], vhmax(vm));
-    const float c = m[r] == kNegInf ? 0.0f : std::exp(m[r] - m_new);
-    const V mn = vset(m_new);
-    V sum = vzero();
-    for (j = 0; j + W <= n_keys; j += W) {
-      const V p = vexp(vsub(vload(sr + j), mn));
-      vstore(sr + j, p);
-      sum = vadd(sum, p);
-    }
-    if (j < n_keys) {
-      const V p = vexp(vsub(vload_tail(sr + j, n_keys - j, kNegInf), mn));
-      vstore_tail(sr + j, p, n_keys - j);
-      sum = vadd(sum, p);
-    }
-    l[r] = l[r] * c + vhsum(sum);
-    m[r] = m_new;
-    float* orow = o + size_t(r) * dv;
-    int i = 0;
-    for (; i + 8 * W <= dv; i += 8 * W) scale_accumulate<8>(orow + i, c, sr, n_keys, v + i, dv);
-    for (; i + 4 * W <= dv; i += 4 * W) scale_accumulate<4>(orow + i, c, sr, n_keys, v + i, dv);
-    for (; i < dv; i += W) scale_accumulate<1>(orow + i, c, sr, n_keys, v + i, dv);
-  }
 }
 
 // x rounded to the nearest f16 (ties to even) and back.
@@ -331,10 +179,6 @@ double exp_sum(float* s, int64_t n, float m, double acc) {
 }
 
 #if defined(__AVX512F__)
-inline __m512 load_f16x16(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-
 // Lane j: _mm512_reduce_add_ps(t[j]) bit for bit. GCC's reduction adds the upper half of a vector
 // to the lower (256, then 128 bits), then lanes (0, 2) and (1, 3), then the two left; the same
 // adds run here on 16 vectors at once, which leaves key 4r + q in lane 4q + r (undone at the end).
@@ -354,44 +198,173 @@ inline __m512 reduce_add_16(const __m512* t) {
   return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
 }
 
-// 16 keys at a time, each as the F16 vec_dot of tensor/float_types_x86.h sums it: four
-// accumulators over steps of 64 elements, (a0 + a1) + (a2 + a3), then the lanes. Head sizes that
-// are not a multiple of 64 (that vec_dot adds their tail in scalar) go to the scalar kernel.
-void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale, float* s,
-                size_t ld) {
-  if (d % 64 != 0) return scalar::kKernels.scores_f16(q, n_rows, d, keys, n_keys, scale, s, ld);
+// One key's F16 vec_dot terms over the first 64 * NS elements (NS 0: d / 64 steps at run time):
+// four accumulators of 16 lanes, (a0 + a1) + (a2 + a3).
+template <int NS>
+inline __m512 f16_dot_terms(const float* k, const __m512* qv, const float* qr, int d) {
+  __m512 a[4] = {vzero(), vzero(), vzero(), vzero()};
+  const int steps = NS > 0 ? NS : d / 64;
+  for (int i = 0; i < steps; ++i)
+    for (int c = 0; c < 4; ++c)
+      a[c] = _mm512_fmadd_ps(vload(k + 64 * i + 16 * c), NS > 0 ? qv[4 * i + c] : vload(qr + 64 * i + 16 * c), a[c]);
+  return _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+}
+
+template <int NS>
+void scores_f16_rows(const float* q, int n_rows, int d, const float* k, int n_keys, float scale, float* s, size_t ld) {
   const V vscale = vset(scale);
   for (int r = 0; r < n_rows; ++r) {
-    const uint16_t* qr = q + size_t(r) * d;
+    const float* qr = q + size_t(r) * d;
+    __m512 qv[NS > 0 ? 4 * NS : 1];
+    for (int i = 0; i < 4 * NS; ++i) qv[i] = vload(qr + 16 * i);
     float* sr = s + size_t(r) * ld;
     int j = 0;
     for (; j + 16 <= n_keys; j += 16) {
       __m512 t[16];
 #pragma GCC unroll 16
-      for (int u = 0; u < 16; ++u) {
-        const uint16_t* k = keys[j + u];
-        __m512 a[4] = {vzero(), vzero(), vzero(), vzero()};
-        for (int i = 0; i < d; i += 64)
-          for (int c = 0; c < 4; ++c)
-            a[c] = _mm512_fmadd_ps(load_f16x16(k + i + 16 * c), load_f16x16(qr + i + 16 * c), a[c]);
-        t[u] = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-      }
+      for (int u = 0; u < 16; ++u) t[u] = f16_dot_terms<NS>(k + size_t(j + u) * d, qv, qr, d);
       vstore(sr + j, vmul(reduce_add_16(t), vscale));
     }
-    if (j < n_keys) scalar::kKernels.scores_f16(qr, 1, d, keys + j, n_keys - j, scale, sr + j, ld);
+    for (; j < n_keys; ++j) sr[j] = _mm512_reduce_add_ps(f16_dot_terms<NS>(k + size_t(j) * d, qv, qr, d)) * scale;
   }
 }
+
+// 16 keys at a time, each as the F16 vec_dot of tensor/float_types_x86.h sums it (the values are
+// f16 held in f32, so its conversions are exact and the products the same). Head sizes that are
+// not a multiple of 64 (that vec_dot adds their tail in scalar) go to the scalar kernel.
+void scores_f16(const float* q, int n_rows, int d, const float* k, int n_keys, float scale, float* s, size_t ld) {
+  if (d % 64 != 0) return scalar::kKernels.scores_f16(q, n_rows, d, k, n_keys, scale, s, ld);
+  if (d == 64) return scores_f16_rows<1>(q, n_rows, d, k, n_keys, scale, s, ld);
+  if (d == 128) return scores_f16_rows<2>(q, n_rows, d, k, n_keys, scale, s, ld);
+  scores_f16_rows<0>(q, n_rows, d, k, n_keys, scale, s, ld);
+}
 #else
-// The AVX2 path's F16 vec_dot, key by key.
-void scores_f16(const uint16_t* q, int n_rows, int d, const uint16_t* const* keys, int n_keys, float scale, float* s,
-                size_t ld) {
-  scalar::kKernels.scores_f16(q, n_rows, d, keys, n_keys, scale, s, ld);
+// The AVX2 path's F16 vec_dot key by key: four accumulators of 8 lanes over steps of 32, then hsum.
+void scores_f16(const float* q, int n_rows, int d, const float* k, int n_keys, float scale, float* s, size_t ld) {
+  if (d % 32 != 0) return scalar::kKernels.scores_f16(q, n_rows, d, k, n_keys, scale, s, ld);
+  for (int r = 0; r < n_rows; ++r) {
+    const float* qr = q + size_t(r) * d;
+    for (int j = 0; j < n_keys; ++j) {
+      const float* kj = k + size_t(j) * d;
+      V a[4] = {vzero(), vzero(), vzero(), vzero()};
+      for (int i = 0; i < d; i += 32)
+        for (int c = 0; c < 4; ++c) a[c] = vfma(vload(kj + i + 8 * c), vload(qr + i + 8 * c), a[c]);
+      s[size_t(r) * ld + size_t(j)] = vhsum(vadd(vadd(a[0], a[1]), vadd(a[2], a[3]))) * scale;
+    }
+  }
 }
 #endif
 
+// ---- quantized caches: ggml-cpu's flash-attention kernel for them, bit for bit.
+
+// Block b of a Q8_0 or Q4_0 row as 32 signed bytes (element i in byte i), and its scale.
+inline __m256i key_block(DType type, const uint8_t* row, int b, float* d) {
+  if (type == DType::Q8_0) {
+    const auto* x = reinterpret_cast<const BlockQ8_0*>(row) + b;
+    *d = _cvtsh_ss(x->d);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->qs));
+  }
+  const auto* x = reinterpret_cast<const BlockQ4_0*>(row) + b;
+  *d = _cvtsh_ss(x->d);
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->qs));
+  const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(15));
+  return _mm256_sub_epi8(nib, _mm256_set1_epi8(8));
+}
+
+// Lane i: the sum of a[4i + c] * b[4i + c] for c < 4, in integers (exact), as float; `abs_a` is |a|.
+inline __m256 lane_dots(__m256i abs_a, __m256i a, __m256i b) {
+  const __m256i sb = _mm256_sign_epi8(b, a);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_a, sb));
+#else
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(abs_a, sb), _mm256_set1_epi16(1)));
+#endif
+}
+
+// ggml's hsum_float_8.
+inline float hsum_float_8(__m256 x) {
+  __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
+constexpr int kMaxBlocks = 32;  // head sizes up to 1,024
+
+void scores_q(DType key_type, const uint8_t* qq, int n_rows, int d, const uint8_t* const* keys, int n_keys, float scale,
+              float* s, size_t ld) {
+  const int nb = d / 32;
+  if (nb > kMaxBlocks) return scalar::kKernels.scores_q(key_type, qq, n_rows, d, keys, n_keys, scale, s, ld);
+  __m256i k[kMaxBlocks], ak[kMaxBlocks];
+  float dk[kMaxBlocks];
+  for (int j = 0; j < n_keys; ++j) {
+    for (int b = 0; b < nb; ++b) {  // the key unpacked once for all the rows
+      k[b] = key_block(key_type, keys[j], b, &dk[b]);
+      ak[b] = _mm256_sign_epi8(k[b], k[b]);
+    }
+    for (int r = 0; r < n_rows; ++r) {
+      const auto* q = reinterpret_cast<const BlockQ8_0*>(qq) + size_t(r) * nb;
+      __m256 acc = _mm256_setzero_ps();
+      for (int b = 0; b < nb; ++b) {
+        const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dk[b] * _cvtsh_ss(q[b].d)), lane_dots(ak[b], k[b], qb), acc);
+      }
+      s[size_t(r) * ld + size_t(j)] = hsum_float_8(acc) * scale;
+    }
+  }
+}
+
+// o[0 .. NV * W) of one row through n keys: a fresh max scales it by e[j] and adds the value, any
+// other key adds the value times e[j] (an FMA).
+template <int NV>
+void sequential_accumulate(float* o, const float* e, const bool* fresh, int n, const float* v, int dv) {
+  V acc[NV];
+  for (int i = 0; i < NV; ++i) acc[i] = vload(o + i * W);
+  for (int j = 0; j < n; ++j) {
+    V p = vset(e[j]);
+    if (fresh[j]) {
+      for (int i = 0; i < NV; ++i) acc[i] = vmul(acc[i], p);
+      p = vset(1.0f);
+    }
+    const float* vj = v + size_t(j) * dv;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) acc[i] = vfma(vload(vj + i * W), p, acc[i]);
+  }
+  for (int i = 0; i < NV; ++i) vstore(o + i * W, acc[i]);
+}
+
+void sequential(const float* s, int n_keys, const float* v, int dv, float* o, float* m, float* l) {
+  if (dv % W != 0) return scalar::kKernels.sequential(s, n_keys, v, dv, o, m, l);
+  constexpr int kChunk = 64;
+  alignas(64) float e[kChunk];
+  bool fresh[kChunk];
+  float M = *m, S = *l;
+  for (int j0 = 0; j0 < n_keys; j0 += kChunk) {
+    const int n = std::min(kChunk, n_keys - j0);
+    // The running max key by key; e[j] the exponent: m_old - s for a fresh max, else s - m.
+    for (int j = 0; j < n; ++j) {
+      const float x = s[j0 + j];
+      fresh[j] = x > M;
+      e[j] = fresh[j] ? M - x : x - M;
+      M = fresh[j] ? x : M;
+    }
+    int j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(e + j, expf8(_mm256_loadu_ps(e + j)));
+    for (; j < n; ++j) e[j] = std::exp(e[j]);
+    for (j = 0; j < n; ++j) S = fresh[j] ? flash_sum_step(S, e[j], 1.0f) : flash_sum_step(S, 1.0f, e[j]);
+    const float* vj = v + size_t(j0) * dv;
+    int i = 0;
+    for (; i + 8 * W <= dv; i += 8 * W) sequential_accumulate<8>(o + i, e, fresh, n, vj + i, dv);
+    for (; i + 4 * W <= dv; i += 4 * W) sequential_accumulate<4>(o + i, e, fresh, n, vj + i, dv);
+    for (; i < dv; i += W) sequential_accumulate<1>(o + i, e, fresh, n, vj + i, dv);
+  }
+  *m = M;
+  *l = S;
+}
+
 }  // namespace
 
-const Kernels kKernels{scores, scores_t, update, scores_f16, {exp_sum}, accumulate};
+const Kernels kKernels{scores_f16, {exp_sum}, accumulate, scores_q, sequential};
 
 }  // namespace strata::ops::attn::STRATA_ISA
 

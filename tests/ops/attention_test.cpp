@@ -6,8 +6,10 @@
 // KV type; every instruction-set path this CPU has; sliding windows over a ring of slots.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -222,32 +224,151 @@ INSTANTIATE_TEST_SUITE_P(Layouts, AttentionTest,
                                             ::testing::Values(DType::F16, DType::Q8_0, DType::Q4_0)),
                          name);
 
-// The f16 path's tile of scores is, bit for bit, the F16 vec_dot of each key with each query row
-// times the scale (the per-score dot it replaces), on every instruction-set path.
+// The f16 path's tile of scores (from the f16 values held as floats) is, bit for bit, the F16
+// vec_dot of each key with each query row times the scale, on every instruction-set path.
 TEST(AttentionKernels, F16ScoresEqualTheF16VecDotBitForBit) {
   std::mt19937 rng(64);
   std::normal_distribution<float> dist(0.0f, 2.0f);
-  for (int d : {64, 96, 128, 256}) {
+  for (int d : {32, 64, 96, 128, 192, 256}) {
     const int n_rows = 3, n_keys = 53;
     const size_t ld = 61;
     std::vector<uint16_t> q(size_t(n_rows) * d), k(size_t(n_keys) * d);
     for (uint16_t& x : q) x = f32_to_fp16(dist(rng));
     for (uint16_t& x : k) x = f32_to_fp16(dist(rng));
-    std::vector<const uint16_t*> keys;
-    for (int j = 0; j < n_keys; ++j) keys.push_back(k.data() + size_t(j) * d);
+    std::vector<float> qf(q.size()), kf(k.size());  // the same values as floats, as the kernel takes them
+    for (size_t i = 0; i < q.size(); ++i) qf[i] = fp16_to_f32(q[i]);
+    for (size_t i = 0; i < k.size(); ++i) kf[i] = fp16_to_f32(k[i]);
     for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
       kernels::set_active_isa(kernels::Isa(isa));
       std::vector<float> s(size_t(n_rows) * ld, 0.0f);
-      attn::kernels_for(kernels::Isa(isa)).scores_f16(q.data(), n_rows, d, keys.data(), n_keys, 0.125f, s.data(), ld);
+      attn::kernels_for(kernels::Isa(isa)).scores_f16(qf.data(), n_rows, d, kf.data(), n_keys, 0.125f, s.data(), ld);
       for (int r = 0; r < n_rows; ++r)
         for (int j = 0; j < n_keys; ++j) {
-          const float want = kernels::kernels_for(DType::F16).vec_dot(d, keys[size_t(j)], q.data() + size_t(r) * d) * 0.125f;
+          const float want =
+              kernels::kernels_for(DType::F16).vec_dot(d, k.data() + size_t(j) * d, q.data() + size_t(r) * d) * 0.125f;
           ASSERT_EQ(s[size_t(r) * ld + size_t(j)], want)
               << "d " << d << " row " << r << " key " << j << " on " << kernels::isa_name(kernels::Isa(isa));
         }
     }
     kernels::set_active_isa(kernels::detected_isa());
   }
+}
+
+// ggml-cpu's flash-attention kernel for quantized caches (flash_attn_ext_f16_one_chunk), written
+// out as it runs for one (token, head) row: the query through q8_0, per key in position order
+// the x86 q8_0 / q4_0 vec_dot (8 lanes of 4 integer products, one FMA a block, hsum_float_8)
+// times the scale, the running max with expf, the value added with an FMA, S = S * ms + vs; a
+// sink after the keys; then o * (1 / S).
+std::vector<float> ggml_flash_reference(const AttentionShape& s, const std::vector<float>& q, int n_tokens,
+                                        int64_t pos0, const Cache& c) {
+  const int group = s.n_head / s.n_head_kv, d = s.head_dim_k, dv = s.head_dim_v, nb = d / 32;
+  const kernels::TypeKernels& q8 = kernels::kernels_for(DType::Q8_0, kernels::Isa::scalar);
+  const kernels::TypeKernels& vconv = kernels::kernels_for(c.vv.type, kernels::Isa::scalar);
+  std::vector<float> out(size_t(n_tokens) * s.n_head * dv), o(static_cast<size_t>(dv)), v(static_cast<size_t>(dv));
+  std::vector<uint8_t> qq(row_bytes(DType::Q8_0, d));
+  auto block = [&](const uint8_t* row, int b, int8_t* x) {  // element i of block b, and the scale
+    if (c.kv.type == DType::Q8_0) {
+      std::memcpy(x, row + size_t(b) * 34 + 2, 32);
+    } else {
+      for (int j = 0; j < 16; ++j) {
+        x[j] = int8_t((row[size_t(b) * 18 + 2 + size_t(j)] & 15) - 8);
+        x[j + 16] = int8_t((row[size_t(b) * 18 + 2 + size_t(j)] >> 4) - 8);
+      }
+    }
+    uint16_t h;
+    std::memcpy(&h, row + size_t(b) * (c.kv.type == DType::Q8_0 ? 34 : 18), 2);
+    return fp16_to_f32(h);
+  };
+  for (int t = 0; t < n_tokens; ++t)
+    for (int h = 0; h < s.n_head; ++h) {
+      const int64_t pos = pos0 + t, first = s.window > 0 ? std::max<int64_t>(0, pos - s.window + 1) : 0;
+      q8.quantize_activation(q.data() + (size_t(t) * s.n_head + h) * d, qq.data(), d);
+      float M = -std::numeric_limits<float>::infinity(), S = 0.0f;
+      std::fill(o.begin(), o.end(), 0.0f);
+      for (int64_t p = first; p <= pos; ++p) {
+        const uint8_t* key = c.kv.head(p, h / group);
+        float acc[8] = {};
+        for (int b = 0; b < nb; ++b) {
+          int8_t x[32];
+          uint16_t qd;
+          std::memcpy(&qd, qq.data() + size_t(b) * 34, 2);
+          const float dd = block(key, b, x) * fp16_to_f32(qd);
+          const auto* y = reinterpret_cast<const int8_t*>(qq.data() + size_t(b) * 34 + 2);
+          for (int l = 0; l < 8; ++l) {
+            int sum = 0;
+            for (int i = 4 * l; i < 4 * l + 4; ++i) sum += int(x[i]) * int(y[i]);
+            acc[l] = std::fma(dd, float(sum), acc[l]);
+          }
+        }
+        const float score = (((acc[4] + acc[0]) + (acc[6] + acc[2])) + ((acc[5] + acc[1]) + (acc[7] + acc[3]))) * s.scale;
+        float ms = 1.0f, vs = 1.0f;
+        if (score > M) {
+          const float m_old = M;
+          M = score;
+          ms = std::exp(m_old - M);
+          for (float& x : o) x *= ms;
+        } else {
+          vs = std::exp(score - M);
+        }
+        vconv.dequantize(c.vv.head(p, h / group), v.data(), dv);
+        for (int i = 0; i < dv; ++i) o[size_t(i)] = std::fma(v[size_t(i)], vs, o[size_t(i)]);
+        S = std::fma(S, ms, vs);
+      }
+      if (s.sinks) {
+        float ms = 1.0f, vs = 1.0f;
+        if (s.sinks[h] > M) {
+          ms = std::exp(M - s.sinks[h]);
+          for (float& x : o) x *= ms;
+        } else {
+          vs = std::exp(s.sinks[h] - M);
+        }
+        S = std::fma(S, ms, vs);
+      }
+      const float inv = 1.0f / S;
+      for (int i = 0; i < dv; ++i) out[(size_t(t) * s.n_head + h) * dv + size_t(i)] = o[size_t(i)] * inv;
+    }
+  return out;
+}
+
+// Quantized caches give ggml's flash kernel's outputs bit for bit wherever no split-K range is cut
+// (prompts, short contexts), on every path, layout, window and with sinks. (The same kernel was
+// checked against ggml_flash_attn_ext of llama-cpp-python 0.3.36's libggml-cpu itself: q8_0 and
+// q4_0, head sizes 64 and 256, 40 tokens after 100, every output equal.)
+TEST(AttentionKernels, QuantizedCachesAreGgmlsFlashKernelBitForBit) {
+  const Layout layouts[] = {{"smollm2_135m", 9, 3, 64}, {"gemma3_270m", 4, 1, 256}, {"head_96", 6, 2, 96},
+                            {"gpt_oss_tiny", 4, 2, 32}};
+  std::mt19937 rng(4096);
+  ThreadPool pool(3);
+  for (const Layout& L : layouts)
+    for (DType type : {DType::Q8_0, DType::Q4_0}) {
+      const Cache all = make_cache(L, type, 700, 700, rng);
+      std::vector<float> sinks(static_cast<size_t>(L.n_head));
+      std::normal_distribution<float> sd(1.0f, 3.0f);
+      for (float& x : sinks) x = sd(rng);
+      for (Case cs : {Case{0, 1, 0}, Case{0, 129, 0}, Case{100, 40, 0}, Case{300, 70, 0}, Case{200, 1, 0},
+                      Case{600, 33, 0}, Case{500, 64, 100}})
+        for (const float* sink : {static_cast<const float*>(nullptr), static_cast<const float*>(sinks.data())}) {
+          const AttentionShape shape{L.n_head,  L.n_head_kv, L.head_dim, L.head_dim,
+                                     1.0f / std::sqrt(float(L.head_dim)), cs.window, sink};
+          std::normal_distribution<float> dist(0.0f, 1.5f);
+          std::vector<float> q(size_t(cs.n_tokens) * L.n_head * L.head_dim);
+          for (float& x : q) x = dist(rng);
+          const std::vector<float> want = ggml_flash_reference(shape, q, cs.n_tokens, cs.pos0, all);
+          for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+            kernels::set_active_isa(kernels::Isa(isa));
+            AttentionScratch scratch;
+            scratch.init(shape, cs.n_tokens, cs.pos0 + cs.n_tokens, pool.n_threads());
+            std::vector<float> got(want.size(), std::nanf(""));
+            attention(shape, q.data(), cs.n_tokens, cs.pos0, all.kv, all.vv, got.data(), pool, scratch);
+            size_t differ = 0;
+            for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;
+            EXPECT_EQ(differ, 0u) << L.name << " " << type_name(type) << " pos0=" << cs.pos0
+                                  << " n_tokens=" << cs.n_tokens << " window=" << cs.window << (sink ? " sinks" : "")
+                                  << " on " << kernels::isa_name(kernels::Isa(isa));
+          }
+          kernels::set_active_isa(kernels::detected_isa());
+        }
+    }
 }
 
 // The f16 path's exponentials are the C library's expf bit for bit (on every path, over every

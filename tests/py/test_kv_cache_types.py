@@ -1,37 +1,23 @@
 """Perplexity with a q8_0 KV cache against llama.cpp's with the same cache type (which llama.cpp
-runs with flash attention), same text, context and chunks as test_fidelity_perplexity.py
-(fixture: tests/fixtures/models/long_context.json from scripts/gen_long_context_fixtures.py).
-Within 0.1%, as for the f16 cache.
+runs with flash attention), on a real text: the 14 licenses of /usr/share/common-licenses (the
+files that are not links, in name order, concatenated: 237,320 bytes, 52,177 SmolLM2 tokens),
+context 256, 64 chunks, 8,128 scored tokens (fixture: tests/fixtures/models/kv_q8_0_perplexity.json,
+which states how llama.cpp's value was measured). Within 0.1%, as for the f16 cache.
 
-Not met yet (xfail, measured 2026-12-07 on the AVX-512 build): SmolLM2 19.2412 against 19.3610
-(0.62%), Gemma 3 15.2667 against 15.3024 (0.23%).
+Strata runs a quantized cache through ggml-cpu's own flash kernel for it, bit for bit
+(src/ops/attention.h; tests/ops/attention_test.cpp checks it, and it was checked against
+libggml-cpu itself). The rest of the forward pass is not bit-equal to llama.cpp's (8-bit
+activations before every matmul turn last-bit differences into whole quanta; see
+test_fidelity_logits.py), so the perplexities agree as the f16 cache's do, not exactly. Measured
+2026-12-07 (AVX-512 build, 2 threads): SmolLM2 17.3760 against llama.cpp 17.3630 (0.075%; before
+the kernel followed ggml's, 17.4082, 0.26%), Gemma 3 13.6270 against 13.6352 (0.060%; 51,490
+tokens). The floor, with an f16 cache (llama.cpp without flash attention): SmolLM2 Strata 17.3706
+against 17.3603 (0.059%).
 
-Cause, as far as it was traced: at this size (508 scored tokens) the perplexity moves by tenths
-of a percent with any last-bit change inside attention, because every matmul re-quantizes its
-input to 8 bits (Q8_1 / Q8_K activations for Q4_1 / Q4_K weights) and the cache is q8_0: one bit
-elsewhere flips a rounding there, a whole quantum downstream. Measured on the same build:
-- llama.cpp's own f16 cache: 19.2798 / 15.2534 without flash attention, 19.3583 / 15.2806 with it.
-- Strata's online kernel on an f16 cache: 19.2881 / 15.1400; the same with the query left in f32
-  (as llama.cpp's tiled f16 flash kernel keeps it): 19.3032 / 15.3308.
-- A step-for-step copy of ggml-cpu's flash_attn_ext_f16_one_chunk, which is what llama.cpp runs
-  for a q8_0 cache (query quantized to q8_0 and dotted with the q8_0 vec_dot key by key, glibc
-  expf per key, V dequantized to f32 and added with an FMA, S = S * ms + vs, one division at the
-  end): 19.3327 / 15.4346 with S rounded twice, 19.4313 / 15.4019 with S as one FMA. Neither is
-  within 0.1%, and the two differ from each other by 0.5% on a last-bit choice.
-So 0.1% on this text needs the whole forward pass bit for bit equal to llama.cpp's (its prompt
-matmuls included, which on this AMX machine may go through its repacked kernels), not a closer
-attention kernel.
-
-A longer text does not close it either (measured 2026-12-07, same build, 2 threads): the 14
-licenses of /usr/share/common-licenses (no links, in name order, concatenated: 237,320 bytes,
-52,177 SmolLM2 tokens), context 256, 64 chunks, 8,128 scored tokens: Strata 17.4082, llama.cpp
-(q8_0 cache, flash attention, plain CPU buffers) 17.3630, 0.26% apart. The running values wander
-from -0.19% to +0.26% apart between chunks 20 and 64 (0.00% at chunk 22, 0.02% at 26 and 32):
-single chunks still move the gap by tenths of a percent at this length, so whether all 203
-chunks of the text would land within 0.1% is not known (llama.cpp took 875 s for 64 chunks on
-this loaded machine). Command: build/strata perplexity SmolLM2-135M-Instruct.Q4_1.gguf -f licenses.txt -c 256
---chunks 64 --kv-type q8_0; the reference: scripts/gen_fidelity_fixtures.perplexity_fixture on the
-same text with type_k = type_v = q8_0 and flash_attn on."""
+On the 508 scored tokens of the GPL-3 alone (tests/fixtures/models/long_context.json, the cases
+below, xfail) a last-bit change anywhere moves the perplexity by tenths of a percent (llama.cpp's
+own f16 cache: 19.2798 without flash attention, 19.3583 with it): Strata 19.2392 against 19.3610
+(0.63%), Gemma 3 15.2581 against 15.3024 (0.29%)."""
 import json
 import os
 import re
@@ -49,22 +35,57 @@ def q8_cases():
     return [c for c in fx["cases"] if "perplexity" in c]
 
 
-@pytest.mark.xfail(reason="0.2-0.6% from llama.cpp's q8_0 perplexity at 508 scored tokens, still 0.26% at 8,128 "
-                          "(SmolLM2, 14 license texts); see the module docstring", strict=False)
+def strata_perplexity(model, text, n_ctx, chunks, kv_type, n_tokens, timeout=300):
+    proc = run_strata("perplexity", model, "-f", text, "-c", n_ctx, "--chunks", chunks, "--kv-type", kv_type,
+                      timeout=timeout)
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    m = re.search(r"^(\d+) tokens, ctx (\d+)$", err, re.M)
+    assert m and (int(m.group(1)), int(m.group(2))) == (n_tokens, n_ctx), err
+    m = re.search(r"Final estimate: PPL = ([0-9.]+)", out + err)
+    assert m, out + err
+    return float(m.group(1))
+
+
+def licenses_text(path):
+    folder = "/usr/share/common-licenses"
+    if not os.path.isdir(folder):
+        return None
+    names = sorted(n for n in os.listdir(folder)
+                   if not os.path.islink(os.path.join(folder, n)) and os.path.isfile(os.path.join(folder, n)))
+    data = b"".join(open(os.path.join(folder, n), "rb").read() for n in names)
+    with open(path, "wb") as f:
+        f.write(data)
+    return len(data)
+
+
+def long_cases():
+    with open(os.path.join(fixtures_dir(), "models", "kv_q8_0_perplexity.json")) as f:
+        fx = json.load(f)
+    return [dict(c, n_ctx=fx["n_ctx"], chunks=fx["chunks"], text_bytes=fx["text_bytes"]) for c in fx["cases"]]
+
+
+@pytest.mark.parametrize("case", long_cases(), ids=lambda c: f"{c['name']}-{c['kv_type']}")
+def test_perplexity_with_q8_0_cache_matches_llama_cpp_on_a_long_text(case, tmp_path):
+    text = str(tmp_path / "licenses.txt")
+    if licenses_text(text) != case["text_bytes"]:
+        pytest.skip("/usr/share/common-licenses differs from the fixture's (Debian's 14 license files)")
+    ours = strata_perplexity(model_path(case["model"]), text, case["n_ctx"], case["chunks"], case["kv_type"],
+                             case["n_tokens"], timeout=1800)
+    rel = abs(ours - case["ppl"]) / case["ppl"]
+    report(f"perplexity {case['name']} kv {case['kv_type']} (licenses, {case['n_scored']} scored): strata {ours:.4f} "
+           f"llama.cpp {case['ppl']:.4f} ({100 * rel:.3f}%, tol {100 * REL_TOL:.1f}%)")
+    assert rel <= REL_TOL
+
+
+@pytest.mark.xfail(reason="508 scored tokens: last-bit noise outside attention moves the perplexity by tenths of a "
+                          "percent (see the module docstring); the long text is within 0.1%", strict=False)
 @pytest.mark.parametrize("case", q8_cases(), ids=lambda c: f"{c['name']}-{c['kv_type']}")
 def test_perplexity_with_quantized_cache_matches_llama_cpp(case):
     ref = case["perplexity"]
     if not os.path.isfile(ref["text"]):
         pytest.skip(f"{ref['text']} not present")
-    model = model_path(case["model"])
-    proc = run_strata("perplexity", model, "-f", ref["text"], "-c", ref["n_ctx"], "--chunks", ref["chunks"],
-                      "--kv-type", case["kv_type"])
-    out, err = proc.stdout.decode(), proc.stderr.decode()
-    m = re.search(r"^(\d+) tokens, ctx (\d+)$", err, re.M)
-    assert m and (int(m.group(1)), int(m.group(2))) == (ref["n_tokens"], ref["n_ctx"]), err
-    m = re.search(r"Final estimate: PPL = ([0-9.]+)", out + err)
-    assert m, out + err
-    ours = float(m.group(1))
+    ours = strata_perplexity(model_path(case["model"]), ref["text"], ref["n_ctx"], ref["chunks"], case["kv_type"],
+                             ref["n_tokens"])
     rel = abs(ours - ref["ppl"]) / ref["ppl"]
     report(f"perplexity {case['name']} kv {case['kv_type']}: strata {ours:.4f} llama.cpp {ref['ppl']:.4f} "
            f"({100 * rel:.3f}%, tol {100 * REL_TOL:.1f}%)")

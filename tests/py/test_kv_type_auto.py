@@ -1,6 +1,7 @@
 """--kv-type auto: the planner picks the KV cache's type for the memory budget
 (PlanInputs::kv_type_auto): f16 where every weight stays in memory with it, else the widest of
-q8_0 and q4_0 that keeps them. `strata plan` shows the choice; run, bench and serve allocate that
+q8_0 and q4_0 that keeps them, else q4_0 (weights stream whatever the type; the narrowest cache
+leaves them the most memory). `strata plan` shows the choice; run, bench and serve allocate that
 type (the same tokens as naming it); f16 stays the default (the same command gives the same tokens
 whatever memory happens to be free).
 
@@ -39,6 +40,20 @@ def test_plan_picks_the_widest_type_that_keeps_every_weight(tight):
     named = plan(model, tight)  # the default, f16: some weights stream under this budget
     assert named["inputs"]["kv_type"] == "F16"
     assert named["memory"]["streamed_weight_bytes"] > 0
+
+
+def test_below_every_type_picks_q4_0_which_streams_the_least():
+    # A budget short of even q4_0's plan: every type streams weights; q4_0 leaves them the most
+    # memory, so the fewest bytes are read from the file per token (the choice made on purpose).
+    model = model_path(SMOLLM2)
+    memory = plan(model, "1T")["memory"]
+    starved = str(memory["used_bytes"] - memory["kv_bytes"])
+    chosen = plan(model, starved, "--kv-type", "auto")
+    assert chosen["inputs"]["kv_type"] == "Q4_0"
+    streamed = {t: plan(model, starved, "--kv-type", t)["memory"]["streamed_weight_bytes"] for t in ("f16", "q8_0")}
+    assert 0 < chosen["memory"]["streamed_weight_bytes"] < streamed["q8_0"] < streamed["f16"]
+    run = run_strata("run", model, "-p", PROMPT, "-n", 2, "--greedy", "-c", CTX, "--mem", starved, "--kv-type", "auto")
+    assert b"KV cache: Q4_0 (--kv-type auto: no cache type keeps every weight in memory" in run.stderr, run.stderr
 
 
 def test_run_and_bench_allocate_the_chosen_type(tight):
