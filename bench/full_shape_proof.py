@@ -114,9 +114,10 @@ def forge(args, case, path):
     log(f"forged {os.path.getsize(path) / 1e9:.2f} GB in {s:.0f} s")
 
 
-def llama(path, n_ctx, logits_all=True):
+def llama(path, n_ctx, logits_all=True, n_batch=0):
     import llama_plain
-    return llama_plain.plain_cpu_llama(path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=2,
+    n_batch = n_batch or n_ctx
+    return llama_plain.plain_cpu_llama(path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=2,
                                        n_threads_batch=2, flash_attn=False, verbose=False, logits_all=logits_all)
 
 
@@ -230,7 +231,7 @@ def step_ppl(args, case, path, out):
     del llm
     log(f"llama.cpp perplexity {ref['ppl']:.4f} ({ref['chunks']} chunks of {args.ctx}, {ref['n_scored']} scored; "
         f"{llama_s:.0f} s)")
-    res = {"llama": ref["ppl"], "llama_s": llama_s, "ctx": args.ctx, "chunks": ref["chunks"], "n_scored": ref["n_scored"]}
+    res = {"llama": ref["ppl"], "llama_running": ref["running_ppl"], "llama_s": llama_s, "ctx": args.ctx, "chunks": ref["chunks"], "n_scored": ref["n_scored"]}
     ok = True
     for mode, mem in (("resident", "1T"), ("streamed", str(limit_bytes(case, path, args.strata)))):
         p, s = strata(args, "perplexity", path, "-f", TEXT, "-c", args.ctx, "--chunks", args.chunks, "-t", 2, "--mem",
@@ -238,14 +239,33 @@ def step_ppl(args, case, path, out):
         m = re.search(r"Final estimate: PPL = ([0-9.]+)", p.stdout.decode())
         ppl = float(m.group(1)) if m else float("nan")
         rel = abs(ppl - ref["ppl"]) / ref["ppl"]
-        res[mode] = {"ppl": ppl, "rel": rel, "s": s}
+        running = [float(x) for x in re.findall(r"\[\d+\]([0-9.]+),", p.stdout.decode())]
+        res[mode] = {"ppl": ppl, "rel": rel, "running": running, "s": s}
         if mode == "streamed":
             res[mode]["streams"], res[mode]["line"] = assert_streams(p.stderr)
         ok &= rel <= PPL_LIMIT
-        log(f"strata {mode} perplexity {ppl:.4f}: {100 * rel:.4f}% from llama.cpp (limit 0.1%); {s:.0f} s")
+        log(f"strata {mode} perplexity {ppl:.4f}: {100 * rel:.4f}% from llama.cpp (limit 0.1%); running {running} "
+            f"against llama.cpp's {ref['running_ppl']}; {s:.0f} s")
     res["ok"] = ok
     out["ppl"] = res
     return ok
+
+
+def step_ppl_self(args, path, out):
+    """llama.cpp against itself: the same perplexity in batches of --self-batch tokens instead of
+    whole chunks (other kernels, other summation orders): the reference's own spread."""
+    import gen_fidelity_fixtures as fidelity
+    t0 = time.perf_counter()
+    ref = fidelity.perplexity_fixture(llama(path, args.ctx, n_batch=args.self_batch), read_text().encode(), args.ctx,
+                                      args.chunks)
+    s = time.perf_counter() - t0
+    whole = (out.get("ppl") or {}).get("llama")
+    rel = abs(ref["ppl"] - whole) / whole if whole else float("nan")
+    out["ppl_self"] = {"batch": args.self_batch, "llama": ref["ppl"], "running": ref["running_ppl"], "rel_to_whole": rel,
+                       "s": s}
+    log(f"llama.cpp perplexity in batches of {args.self_batch}: {ref['ppl']:.4f} (running {ref['running_ppl']}), "
+        f"{100 * rel:.4f}% from its whole-chunk batches; {s:.0f} s")
+    return True
 
 
 def step_bench(args, case, path, out):
@@ -273,11 +293,16 @@ def step_bench(args, case, path, out):
     if s:
         must = s.get("ssd_must_read_per_token", 0.0)
         ssd_bound = bw * 1e9 / must if must > 0 else float("inf")
-        ram_bound = s["tg_bound_tok_s"] or float("inf")
+        # Streaming sessions measure no RAM bandwidth (tg_bound 0): the plan's figure for it then.
+        ram_gbps = s["read_bandwidth_gb_s"] or (plan.get("inputs") or {}).get("ram_gbps") or 0.0
+        ram_bound = ram_gbps * 1e9 / s["weight_bytes_per_token"] if ram_gbps > 0 else float("inf")
+        res["ram_gbps"] = ram_gbps
         res["bound"] = min(ssd_bound, ram_bound)
         res["bound_by"] = "SSD" if ssd_bound < ram_bound else "RAM bandwidth"
         res["pct_of_bound"] = 100 * s["tg_tok_s"] / res["bound"]
         res["predicted_tok_s"] = s.get("predicted_tok_s")
+        if res.get("plan_tok_s"):
+            res["pct_of_plan"] = 100 * s["tg_tok_s"] / res["plan_tok_s"]
     if s and l and l["tg_tok_s"] > 0:
         res["ratio"] = s["tg_tok_s"] / l["tg_tok_s"]
     out["bench"] = res
@@ -289,7 +314,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strata", default="build/strata")
     ap.add_argument("--case", default="all", help="qwen3.5-35b-a3b, gpt-oss-20b or all")
-    ap.add_argument("--steps", default="tokens,logits,stream,ppl,bench")
+    ap.add_argument("--steps", default="tokens,logits,stream,ppl,bench", help="also: ppl_self (after ppl)")
     ap.add_argument("--dir", default="/tmp/arch16", help="where the forged model goes (one at a time)")
     ap.add_argument("--keep", action="store_true", help="keep the forged model afterwards")
     ap.add_argument("--sdist", default="/work/.notes/llama_cpp_python-0.3.36.tar.gz")
@@ -297,6 +322,7 @@ def main():
     ap.add_argument("--prefix-words", type=int, nargs="+", default=[3, 20, 60])
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--chunks", type=int, default=2)
+    ap.add_argument("--self-batch", type=int, default=32, help="ppl_self: llama.cpp's batch")
     ap.add_argument("--n-prompt", type=int, default=16)
     ap.add_argument("--n-gen", type=int, default=8)
     ap.add_argument("--llamacpp-timeout", type=int, default=1800)
@@ -318,6 +344,7 @@ def main():
                       "logits": lambda: step_logits(args, path, out),
                       "stream": lambda: step_stream(args, case, path, out),
                       "ppl": lambda: step_ppl(args, case, path, out),
+                      "ppl_self": lambda: step_ppl_self(args, path, out),
                       "bench": lambda: step_bench(args, case, path, out)}[step]()
                 if not ok:
                     failed += 1
