@@ -310,11 +310,51 @@ def step_bench(args, case, path, out):
     return True
 
 
+def step_uniform(args, case, path, out):
+    """`strata bench` in the same cgroup with its MoE layers routed uniformly at random (a routing
+    override, src/tier/trace/routing_override.h): a forged router routes far from uniformly, often
+    to the same few experts, which flatters any cache; uniform routing is the expert cache's worst
+    case. llama.cpp has no such override: this row has no llama.cpp counterpart."""
+    import random
+    import routing_synth
+    import tier_bench
+    limit = str(limit_bytes(case, path, args.strata))
+    ctx = str(args.n_prompt + args.n_gen + 16)
+    plan = json.loads(subprocess.run([args.strata, "plan", path, "--mem", limit, "-c", ctx, "--json"],
+                                     capture_output=True, text=True, check=True).stdout)
+    m = plan["model"]
+    n_layer, n_expert, k = m["n_layer"], m["n_expert"], m["n_expert_used"]
+    rng = random.Random(1)
+    tokens = [[rng.sample(range(n_expert), k) for _ in range(n_layer)] for _ in range(args.n_prompt + args.n_gen + 8)]
+    trace = os.path.join(args.dir, "uniform.trace")
+    routing_synth.write_trace(trace, case, n_layer, n_expert, k, plan["streaming"]["expert_slot_bytes"], tokens)
+    cmd = [args.strata, "bench", path, "-p", str(args.n_prompt), "-n", str(args.n_gen), "-t", "2", "-c", ctx, "--json",
+           "--fresh", "--stats", "--routing-override", trace, "--expert-guess", "coactivation"]
+    sout, serr, speak, sooms, src = tier_bench.in_cgroup(limit, cmd, 3600)
+    os.remove(trace)
+    s = tier_bench.last_json(sout)
+    log(f"strata, uniform routing, in {int(limit) / 2**30:.2f} GiB: {s}\n{serr.strip()[-1500:]}")
+    res = {"limit": int(limit), "strata": s, "peak": speak, "ooms": sooms, "rc": src}
+    if s:
+        ram_gbps = (plan.get("inputs") or {}).get("ram_gbps") or 0.0
+        ssd_gbps = (plan.get("inputs") or {}).get("ssd_gbps") or 0.0
+        must = s.get("ssd_must_read_per_token", 0.0)
+        ssd_bound = ssd_gbps * 1e9 / must if must > 0 else float("inf")
+        ram_bound = ram_gbps * 1e9 / s["weight_bytes_per_token"] if ram_gbps > 0 else float("inf")
+        res.update({"bound": min(ssd_bound, ram_bound), "bound_by": "SSD" if ssd_bound < ram_bound else "RAM bandwidth",
+                    "plan_tok_s": plan["per_token"]["tokens_per_second"]})
+        res["pct_of_bound"] = 100 * s["tg_tok_s"] / res["bound"]
+        res["pct_of_plan"] = 100 * s["tg_tok_s"] / res["plan_tok_s"]
+    out["uniform"] = res
+    log(f"uniform: {json.dumps(res)}")
+    return s is not None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strata", default="build/strata")
     ap.add_argument("--case", default="all", help="qwen3.5-35b-a3b, gpt-oss-20b or all")
-    ap.add_argument("--steps", default="tokens,logits,stream,ppl,bench", help="also: ppl_self (after ppl)")
+    ap.add_argument("--steps", default="tokens,logits,stream,ppl,bench", help="also: ppl_self (after ppl), uniform")
     ap.add_argument("--dir", default="/tmp/arch16", help="where the forged model goes (one at a time)")
     ap.add_argument("--keep", action="store_true", help="keep the forged model afterwards")
     ap.add_argument("--sdist", default="/work/.notes/llama_cpp_python-0.3.36.tar.gz")
@@ -345,7 +385,8 @@ def main():
                       "stream": lambda: step_stream(args, case, path, out),
                       "ppl": lambda: step_ppl(args, case, path, out),
                       "ppl_self": lambda: step_ppl_self(args, path, out),
-                      "bench": lambda: step_bench(args, case, path, out)}[step]()
+                      "bench": lambda: step_bench(args, case, path, out),
+                      "uniform": lambda: step_uniform(args, case, path, out)}[step]()
                 if not ok:
                     failed += 1
                     log(f"{case}: {step} FAILED")
