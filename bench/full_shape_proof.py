@@ -105,7 +105,7 @@ def forge(args, case, path):
     free = shutil.disk_usage(args.dir).free
     if free - (gb << 30) < MIN_FREE:
         raise RuntimeError(f"{args.dir}: {free / 2**30:.1f} GiB free, a {gb} GB model would leave less than 5 GiB")
-    cmd = ["forge", "--arch", arch, "--preset", preset, "--type", type_, "--seed", "1", "--out", path]
+    cmd = ["forge", "--arch", arch, "--preset", preset, "--type", type_, "--seed", "1", "--fill", args.fill, "--out", path]
     tok = vocab_file(vocab, args)
     if tok:
         cmd += ["--tokenizer-from", tok]
@@ -357,6 +357,9 @@ def main():
     ap.add_argument("--steps", default="tokens,logits,stream,ppl,bench", help="also: ppl_self (after ppl), uniform")
     ap.add_argument("--dir", default="/tmp/arch16", help="where the forged model goes (one at a time)")
     ap.add_argument("--keep", action="store_true", help="keep the forged model afterwards")
+    ap.add_argument("--fill", default="auto", choices=["auto", "values", "blocks"],
+                    help="forge --fill: auto = random blocks at these sizes; values = normal weights quantized "
+                         "(slow: minutes per GB), the kind the tiny fixtures use")
     ap.add_argument("--sdist", default="/work/.notes/llama_cpp_python-0.3.36.tar.gz")
     ap.add_argument("--vocab-from", default="", help="a vocabulary GGUF instead of the sdist's")
     ap.add_argument("--prefix-words", type=int, nargs="+", default=[3, 20, 60])
@@ -373,7 +376,8 @@ def main():
     steps = args.steps.split(",")
     failed = 0
     for case in cases:
-        path = os.path.join(args.dir, f"forged-{case}-{CASES[case][2]}.gguf")
+        fill = "" if args.fill == "auto" else f"-{args.fill}"
+        path = os.path.join(args.dir, f"forged-{case}-{CASES[case][2]}{fill}.gguf")
         out = {"case": case, "file": path, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
                "load": os.getloadavg()}
         try:
