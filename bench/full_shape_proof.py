@@ -60,7 +60,11 @@ gpt-oss-20b, MXFP4_MOE, SmolLM2's vocabulary, 11.17 GB, random blocks, cgroup 16
            0.65% (1 token) to 0.73% (6), within the tolerance; bit-exact with 8/8 or 48/8 heads, or
            2048 wide; the difference sits in attention (sinks at -100 make 1 token exact).
   stream   --mem 2.64 GiB (132 of 768 expert slices resident): logits bit-identical to resident
-  bench    GPT_OSS_BENCH
+  bench    2.64 GiB cgroup, -p 16 -n 8: Strata 0.679 tok/s generating (prompt 1.91; 29% hits, 908 MB
+           read per token), llama.cpp mmap 0.0808 (prompt 0.274; 7.5 GB read per token): 8.4x; 43% of
+           the bound (RAM bandwidth: 1.57 tok/s for 2.1 GB touched per token at 3.30 GB/s; the SSD's,
+           2.78 GB/s / 908 MB = 3.1 tok/s, binds less), 44% of the plan's 1.543. Uniform routing
+           override: 0.712 tok/s, 12.5% hits, 1.11 GB per token, 45% of the bound.
 """
 import argparse
 import json
