@@ -60,6 +60,12 @@ gpt-oss-20b, MXFP4_MOE, SmolLM2's vocabulary, 11.17 GB, random blocks, cgroup 16
            0.65% (1 token) to 0.73% (6), within the tolerance; bit-exact with 8/8 or 48/8 heads, or
            2048 wide; the difference sits in attention (sinks at -100 make 1 token exact).
   stream   --mem 2.64 GiB (132 of 768 expert slices resident): logits bit-identical to resident
+  ppl      ctx 256, 4 chunks: llama.cpp 92969.79, Strata 104999.80 resident and streamed alike:
+           12.9% -- the logits' divergence above, averaged (running 102449 / 102783 / 101881 /
+           105000 against 100514 / 91739 / 88102 / 92970). Open: whether Strata's attention at
+           4 and 8 query heads per KV head (not bit-exact with llama.cpp there, exact elsewhere)
+           is only another summation order; a values-filled 20b forge (normal weights, the kind
+           every passing fixture uses) would settle it but takes ~25 min to write on this machine.
   bench    2.64 GiB cgroup, -p 16 -n 8: Strata 0.679 tok/s generating (prompt 1.91; 29% hits, 908 MB
            read per token), llama.cpp mmap 0.0808 (prompt 0.274; 7.5 GB read per token): 8.4x; 43% of
            the bound (RAM bandwidth: 1.57 tok/s for 2.1 GB touched per token at 3.30 GB/s; the SSD's,
