@@ -42,7 +42,8 @@ released model's table is 248,320), 20.82 GB, random blocks:
            (1.30% / 0.23% / 0.29%, limit 2%), top-1 equal each time
   stream   --mem 6 GiB (2,554 of 10,240 expert slices resident): logits bit-identical to resident
   ppl      ctx 256, 4 chunks, 508 scored: llama.cpp 314600.97, Strata 314175.50 resident and
-           streamed alike: 0.135% -- over the 0.1% target (see below)
+           streamed alike: 0.135% -- over the 0.1% target. llama.cpp against itself (ppl_self,
+           batches of 64): 314470.68, 0.041% from its whole-chunk run; Strata is 0.094% from that one
   bench    6 GiB cgroup, -p 16 -n 8: Strata 0.758 tok/s generating (prompt 3.95), llama.cpp mmap
            0.0412 (prompt 0.336; 12.6 GB read from the disk per token): 18.4x. The forged router
            sends nearly every token to the same experts (99.6% expert-cache hits while generating),
