@@ -79,6 +79,12 @@ constexpr Shape kNamed[] = {
 };
 // clang-format on
 
+// qwen3.5-35b-a3b checked (2026-12-07) against Qwen's published text_config of Qwen3.5-35B-A3B (the
+// same as Qwen3.6-35B-A3B's): hidden 2048, 40 layers, 16/2 heads of 256, 256 experts top-8,
+// moe_intermediate 512, shared expert 512, linear attention 16 key / 32 value heads of 128, conv 4,
+// full_attention_interval 4, partial_rotary_factor 0.25 (64 dims), mrope_section [11, 11, 10],
+// rope_theta 1e7, rms_norm_eps 1e-6, 262144 positions; llama.cpp writes ssm.inner_size 4096,
+// state_size 128, group_count 16, time_step_rank 32. (Its one MTP layer is not forged.)
 // The delta-rule side of the hybrid shapes (qwen35, qwen35moe), by preset. tiny: v heads twice
 // the q/k heads (each v head reads q/k head h mod 2, as ggml broadcasts), a full-attention layer
 // every second layer; the released models: every fourth, rope over a quarter of each head.
