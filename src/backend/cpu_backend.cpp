@@ -124,34 +124,12 @@ class CpuBackend final : public Backend {
   void moe_experts(const ExpertWeights& w, const ExpertBatch& b) override {
     const int64_t n_embd = w.gate.n_cols, ff = w.gate.n_rows;
     const ExpertBatch::HostScratch& s = b.host;
-    for (int e = 0; e < b.n_expert; ++e) {
-      const int slot = w.slot(e);
-      if (slot < 0) continue;
-      int n_sel = 0;
-      for (int t = 0; t < b.n_tokens; ++t)
-        for (int j = 0; j < b.k; ++j)
-          if (b.chosen[size_t(t) * b.k + j] == e) {
-            s.slots[n_sel] = t * b.k + j;
-            std::copy_n(b.x + size_t(t) * n_embd, n_embd, s.in + size_t(n_sel) * n_embd);
-            ++n_sel;
-          }
-      if (n_sel == 0) continue;
-      WeightView gate = w.gate, up = w.up, down = w.down;
-      gate.data += size_t(slot) * w.gate_stride;
-      up.data += size_t(slot) * w.up_stride;
-      down.data += size_t(slot) * w.down_stride;
+    each_expert(w, b, [&](int, const WeightView& gate, const WeightView& up, const WeightView& down, int n_sel) {
       matmul(gate, s.in, n_embd, n_sel, s.gate, ff);
       matmul(up, s.in, n_embd, n_sel, s.up, ff);
       gated_activation(s.gate, s.up, int64_t(n_sel) * ff, b.act);
       matmul(down, s.gate, ff, n_sel, s.down_out, n_embd);
-      for (int i = 0; i < n_sel; ++i) {
-        const int slot_id = s.slots[i];
-        const float wt = b.weights[slot_id];
-        float* dst = b.out + size_t(slot_id) * n_embd;
-        const float* src = s.down_out + size_t(i) * n_embd;
-        for (int64_t c = 0; c < n_embd; ++c) dst[c] = src[c] * wt;
-      }
-    }
+    });
   }
 
   void moe_sum(const float* slots, int n_tokens, int k, int64_t n, float* out) override {
@@ -196,6 +174,37 @@ class CpuBackend final : public Backend {
   void moe_experts_biased(const ExpertWeights& w, const ExpertBiases& bias, const ExpertBatch& b) override {
     const int64_t n_embd = w.gate.n_cols, ff = w.gate.n_rows;
     const ExpertBatch::HostScratch& s = b.host;
+    each_expert(w, b, [&](int e, const WeightView& gate, const WeightView& up, const WeightView& down, int n_sel) {
+      matmul(up, s.in, n_embd, n_sel, s.up, ff);
+      add_bias(s.up, bias.up + size_t(e) * ff, ff, n_sel);
+      matmul(gate, s.in, n_embd, n_sel, s.gate, ff);
+      add_bias(s.gate, bias.gate + size_t(e) * ff, ff, n_sel);
+      swiglu_oai(s.gate, s.up, int64_t(n_sel) * ff, bias.act);
+      matmul(down, s.gate, ff, n_sel, s.down_out, n_embd);
+      add_bias(s.down_out, bias.down + size_t(e) * n_embd, n_embd, n_sel);
+    });
+  }
+
+  // ---- timing the two queues (tier14): the host runs both in order as they come, so a mark is
+  // the host's clock when it was made.
+  int mark(bool) override {
+    const int id = int(next_mark_++ % uint64_t(kMarks));
+    marks_[size_t(id)] = std::chrono::steady_clock::now();
+    return id;
+  }
+  double seconds_between(int from, int to) override {
+    if (from < 0 || to < 0) return 0.0;
+    return std::chrono::duration<double>(marks_[size_t(to)] - marks_[size_t(from)]).count();
+  }
+
+ private:
+  // The MoE paths' one walk: for each expert here (ascending ids) with tokens routed to it, those
+  // tokens' rows gathered into b.host.in, compute(e, gate, up, down, n_sel) leaving its rows in
+  // b.host.down_out, each scattered to its slot times the slot's weight.
+  template <class Compute>
+  void each_expert(const ExpertWeights& w, const ExpertBatch& b, Compute&& compute) {
+    const int64_t n_embd = w.gate.n_cols;
+    const ExpertBatch::HostScratch& s = b.host;
     for (int e = 0; e < b.n_expert; ++e) {
       const int slot = w.slot(e);
       if (slot < 0) continue;
@@ -212,13 +221,7 @@ class CpuBackend final : public Backend {
       gate.data += size_t(slot) * w.gate_stride;
       up.data += size_t(slot) * w.up_stride;
       down.data += size_t(slot) * w.down_stride;
-      matmul(up, s.in, n_embd, n_sel, s.up, ff);
-      add_bias(s.up, bias.up + size_t(e) * ff, ff, n_sel);
-      matmul(gate, s.in, n_embd, n_sel, s.gate, ff);
-      add_bias(s.gate, bias.gate + size_t(e) * ff, ff, n_sel);
-      swiglu_oai(s.gate, s.up, int64_t(n_sel) * ff, bias.act);
-      matmul(down, s.gate, ff, n_sel, s.down_out, n_embd);
-      add_bias(s.down_out, bias.down + size_t(e) * n_embd, n_embd, n_sel);
+      compute(e, gate, up, down, n_sel);
       for (int i = 0; i < n_sel; ++i) {
         const int slot_id = s.slots[i];
         const float wt = b.weights[slot_id];
@@ -229,19 +232,6 @@ class CpuBackend final : public Backend {
     }
   }
 
-  // ---- timing the two queues (tier14): the host runs both in order as they come, so a mark is
-  // the host's clock when it was made.
-  int mark(bool) override {
-    const int id = int(next_mark_++ % uint64_t(kMarks));
-    marks_[size_t(id)] = std::chrono::steady_clock::now();
-    return id;
-  }
-  double seconds_between(int from, int to) override {
-    if (from < 0 || to < 0) return 0.0;
-    return std::chrono::duration<double>(marks_[size_t(to)] - marks_[size_t(from)]).count();
-  }
-
- private:
   ThreadPool& pool_;
   ops::MatmulScratch own_mm_;
   ops::MatmulScratch& mm_;
