@@ -167,14 +167,19 @@ TEST_P(GpuCoverage, GreedyDecodeMatchesCpu) {
   EXPECT_GE(same, 8);
 }
 
+// The cases the session lets on the GPU. Measured on the H100 (merged main, 2026-12-08) and taken
+// off until fixed, the session refusing them with the reason (gpu_unsupported): gpt-oss MXFP4 with
+// an f16 or a q8_0 cache (prompt logits 0.21 / 0.30 off, greedy 0 / 5 of 32 equal) and gemma3 with a
+// q4_0 cache (0.25 off, top-1 30 of 32); their forge lines were
+//   {"gptoss_mxfp4", "--arch gpt-oss --preset tiny --type MXFP4_MOE --seed 1 --fill values", F16},
+//   {"gptoss_mxfp4_kv_q8_0", "--arch gpt-oss --preset tiny --type MXFP4_MOE --seed 2 --fill values", Q8_0},
+//   {"gemma3_kv_q4_0", "--arch gemma3 --preset tiny --type Q8_0 --seed 4 --fill values", Q4_0}.
+// The ops alone (tests/backend/gpu_coverage_ops_test.cpp) pass there, so the difference is at the
+// model's level (sliding-window layers with the quantized-cache kernel are common to both).
 INSTANTIATE_TEST_SUITE_P(
     Forged, GpuCoverage,
-    ::testing::Values(
-        Case{"gptoss_mxfp4", "--arch gpt-oss --preset tiny --type MXFP4_MOE --seed 1 --fill values", DType::F16},
-        Case{"gptoss_mxfp4_kv_q8_0", "--arch gpt-oss --preset tiny --type MXFP4_MOE --seed 2 --fill values",
-             DType::Q8_0},
-        Case{"qwen3_kv_q8_0", "--arch qwen3 --preset tiny --type Q8_0 --seed 3 --fill values", DType::Q8_0},
-        Case{"gemma3_kv_q4_0", "--arch gemma3 --preset tiny --type Q8_0 --seed 4 --fill values", DType::Q4_0}),
+    ::testing::Values(Case{"qwen3_kv_q8_0", "--arch qwen3 --preset tiny --type Q8_0 --seed 3 --fill values",
+                           DType::Q8_0}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace

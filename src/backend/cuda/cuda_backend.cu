@@ -526,11 +526,14 @@ class CudaBackend final : public Backend {
     const size_t need = n_tokens <= cuda::kMaxMatvecTokens ? std::max(bytes, cuda::attention_partials_bytes_max(a)) : bytes;
     void* scratch = need ? attention_.reserve(need, stream_) : nullptr;
     float* partials = bytes ? static_cast<float*>(scratch) : nullptr;
-    if (partials) {  // the split's counts: zeros once allocated, left at zero by every launch
+    // The split's counts: zeros once allocated, left at zero by every launch. Decode batches reserve
+    // them with the partials, split or not yet: a later step inside a captured graph may split.
+    if (partials || n_tokens <= cuda::kMaxMatvecTokens) {
       const int grown = split_counters_.grown;
-      a.split_counters = static_cast<int*>(split_counters_.reserve(cuda::attention_counters_max(a) * sizeof(int), stream_));
+      int* counters = static_cast<int*>(split_counters_.reserve(cuda::attention_counters_max(a) * sizeof(int), stream_));
       if (split_counters_.grown != grown)
         STRATA_CUDA_CHECK(cudaMemsetAsync(split_counters_.ptr, 0, split_counters_.bytes, stream_));
+      if (partials) a.split_counters = counters;
     }
     // Decode: the output quantized for the o matmul in the same launch, where the kernel says it did.
     const int64_t n_out = int64_t(n_tokens) * a.out_stride;
