@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "runtime/session.h"
 #include "ops/thread_pool.h"
+#include "tier/gpu/gpu_session.h"
 #include "tier/plan/device_speed.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
@@ -106,6 +107,18 @@ void add_plan_command(CLI::App& app) {
         at = comma + 1;
       }
       gpu.mem_given = true;
+    }
+    // One GPU for a MoE model: the session as the runtime counts it (what `run --gpu-mem` plans).
+    if (gpu.mem_given && gpu.mem_bytes.size() == 1 && gpu.mem_bytes[0] > 0 && config.n_expert > 0) {
+      auto model = Model::load(opt->model);
+      SessionParams p;
+      p.n_ctx = in.n_ctx;
+      p.n_batch = in.n_batch;
+      p.kv_type = in.kv_type;
+      tier::TieringOptions t;
+      tier::set_gpu_tier_options(*model, p, gpu.mem_bytes[0], t);
+      gpu.session_bytes = t.gpu_session_bytes;
+      gpu.expert_slot_bytes = t.gpu_expert_slot_bytes;
     }
     bool ram_given = opt->ram_gbps > 0, ssd_given = opt->ssd_gbps > 0;
     if (opt->profile == "lent-h100") {

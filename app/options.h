@@ -5,11 +5,13 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ops/attention.h"
 #include "runtime/generate.h"
 #include "runtime/session.h"
+#include "tier/gpu/gpu_session.h"
 #include "tier/plan/plan.h"
 #include "tier/tiering.h"
 #include "tier/trace/routing_trace.h"
@@ -37,54 +39,6 @@ struct ModelOptions {
   // (which the plan counts itself); 0: unknown.
   uint64_t budget_at_start = 0;
 };
-
-// --gpu-mem SIZE on a MoE model: what the GPU session holds besides the routed experts comes off
-// the budget; the rest is the expert tier's VRAM (cache and staging), every expert in pinned host
-// RAM. The tier follows the tiering's plan (the three-tier plan for this budget): its experts in
-// VRAM, hottest first, each layer's copy share and its staging. On a dense model every weight is
-// in VRAM: a budget below that is an error, not a silent overrun.
-inline void attach_gpu_experts(const Model& model, const ModelOptions& o, Session& session, tier::Tiering& tiering) {
-  const uint64_t budget = tier::parse_size(o.gpu_mem);
-  const uint64_t fixed = session.vram_bytes() + session.vram_reserved_bytes();
-  if (model.config().n_expert == 0) {
-    if (fixed > budget)
-      throw Error("--gpu-mem " + o.gpu_mem + " with a dense model: the GPU session holds every weight in VRAM (" +
-                  std::to_string(fixed >> 20) + " MiB with KV cache, activations and " +
-                  std::to_string(session.vram_reserved_bytes() >> 20) +
-                  " MiB scratch), above the budget; a dense model's layers are not split between VRAM and host "
-                  "RAM: give a larger --gpu-mem, or --cpu");
-    std::fprintf(stderr, "--gpu-mem %s: a dense model, every weight in VRAM (%llu MiB of the budget)\n",
-                 o.gpu_mem.c_str(), (unsigned long long)(fixed >> 20));
-    return;
-  }
-  const uint64_t minimum = fixed + tier::GpuExperts::minimum_vram(model);
-  if (budget < minimum)
-    throw Error("--gpu-mem " + o.gpu_mem + " is below the minimum of " + std::to_string(minimum >> 20) +
-                " MiB: the session's weights without the routed experts, KV cache and activations " +
-                std::to_string(session.vram_bytes() >> 20) + " MiB, scratch " +
-                std::to_string(session.vram_reserved_bytes() >> 20) + " MiB, expert staging " +
-                std::to_string(tier::GpuExperts::minimum_vram(model) >> 20) + " MiB");
-  const tier::Plan& plan = tiering.plan();
-  tier::GpuExpertOptions g =
-      tier::gpu_expert_options(plan, budget - fixed, tier::GpuExperts::slot_bytes(model), o.session.n_batch);
-  g.routing = tiering.gpu_routing();
-  if (o.gpu_copy_share >= 0) g.copy_share.assign(size_t(model.config().n_layer), std::min(1.0, o.gpu_copy_share));
-  tiering.attach_gpu(std::make_unique<tier::GpuExperts>(model, session.backend(), session.pool(), g));
-  session.set_expert_compute(tiering.gpu_experts());
-  const tier::GpuExperts& x = *tiering.gpu_experts();
-  double share = 0;
-  int n_moe = 0;
-  for (int l = 0; l < model.config().n_layer; ++l)
-    if (model.config().is_moe_layer(l)) share += g.copy_share[size_t(l)], ++n_moe;
-  std::fprintf(stderr,
-               "gpu experts: plan: %zu experts in VRAM, %.0f%% of misses copied (mean over layers), predicted "
-               "generation %.1f tok/s (%s), prompt %.0f tok/s (%s)\n"
-               "gpu experts: %d cached and %d staging slots of %.1f MB in VRAM, %.2f GB pinned host RAM\n",
-               g.cached.size(), n_moe ? 100.0 * share / n_moe : 0.0, plan.tokens_per_second,
-               tier::limit_name(plan.limit), plan.prompt_tokens_per_second, tier::limit_name(plan.prompt_limit),
-               x.n_cache_slots(), x.n_staging_slots(), double(tier::GpuExperts::slot_bytes(model)) / 1e6,
-               double(x.host_bytes()) / 1e9);
-}
 
 // The planner's options for a session of these parameters under the memory budget (--mem, else
 // what the machine or its cgroup had left when the command started).
@@ -146,13 +100,15 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   p.n_ctx = session.n_ctx();
   p.n_threads = session.n_threads();
   tier::TieringOptions t = tiering_options(o, p);
-  // --gpu-mem on a MoE model: the three-tier plan for that VRAM (the GPU expert tier follows it).
-  if (!o.gpu_mem.empty() && model.config().n_expert > 0) t.gpu_mem = {tier::parse_size(o.gpu_mem)};
+  // --gpu-mem on a MoE model: the three-tier plan for that VRAM, with the session as the runtime
+  // counts it (the GPU expert tier follows the plan).
+  if (!o.gpu_mem.empty() && model.config().n_expert > 0)
+    tier::set_gpu_tier_options(model, p, tier::parse_size(o.gpu_mem), t);
   std::unique_ptr<tier::Tiering> tiering;
   try {
     tiering = std::make_unique<tier::Tiering>(model, t);
   } catch (const Error& e) {
-    if (!o.mem.empty()) throw;
+    if (!o.mem.empty() || std::string_view(e.what()).starts_with("plan: GPU ")) throw;  // VRAM: no host budget helps
     // No budget was asked for and what looks available is below the minimum: run from the
     // mapped file as a plain engine would, and say so.
     std::fprintf(stderr, "warning: %s; running without a memory budget\n", e.what());
@@ -162,7 +118,13 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   session.set_ffn_source(tiering->ffn_source());
   session.set_expert_source(tiering->expert_source());
   if (tiering->streaming() || !o.mem.empty()) std::fprintf(stderr, "%s\n", tiering->summary().c_str());
-  if (!o.gpu_mem.empty()) attach_gpu_experts(model, o, session, *tiering);
+  if (!o.gpu_mem.empty()) {
+    const std::string said =
+        model.config().n_expert > 0
+            ? tier::attach_gpu_experts(model, session, *tiering, session.n_batch(), o.gpu_copy_share)
+            : tier::check_dense_gpu_budget(session, tier::parse_size(o.gpu_mem), o.gpu_mem);
+    std::fprintf(stderr, "%s\n", said.c_str());
+  }
   return tiering;
 }
 

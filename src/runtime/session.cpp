@@ -168,6 +168,11 @@ std::string gpu_unsupported(const Model& model, const SessionParams& params) {
   return "";
 }
 
+size_t gpu_session_vram_bytes(const Model& model, const SessionParams& params) {
+  const SessionParams p = resolve(model, params);
+  return DeviceWeights::bytes_for(model.weights(), p.routed_experts_on_gpu) + gpu_session_bytes(model, p);
+}
+
 std::optional<DType> gpu_kv_type(const Model& model, SessionParams params) {
   for (const DType type : {DType::F16, DType::Q8_0, DType::Q4_0}) {
     params.kv_type = type;

@@ -34,6 +34,13 @@ struct SessionParams {
 // Why a session with these parameters cannot compute on the GPU (no CUDA build or device, a layer
 // or type without CUDA kernels, too little free VRAM), or "" when it can.
 std::string gpu_unsupported(const Model& model, const SessionParams& params);
+// What a GPU session of these parameters holds in VRAM: its weights as uploaded (without the MoE
+// layers' routed experts where routed_experts_on_gpu is false), KV cache, activations, and the
+// scratch its ops grow to (vram_reserved_bytes). The one count of it: gpu_unsupported weighs it
+// against the device's free memory, the three-tier plan takes it as the GPU's fixed part
+// (tier::TieringOptions::gpu_session_bytes) and the GPU expert tier gets the rest of --gpu-mem.
+// The CUDA context's own memory (outside any --gpu-mem budget) is not in it.
+size_t gpu_session_vram_bytes(const Model& model, const SessionParams& params);
 // The widest KV cache type (f16, then q8_0, then q4_0) with which a session of these parameters
 // runs on the GPU, or none: --kv-type auto's choice where sessions compute on the GPU.
 std::optional<DType> gpu_kv_type(const Model& model, SessionParams params);
@@ -76,6 +83,7 @@ class Session {
 
   int n_past() const { return int(history_.size()); }
   int n_ctx() const { return params_.n_ctx; }
+  int n_batch() const { return params_.n_batch; }
   const std::vector<int32_t>& history() const { return history_; }
   const Model& model() const { return model_; }
   int n_threads() const { return pool_.n_threads(); }

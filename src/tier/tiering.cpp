@@ -73,6 +73,8 @@ Plan plan_for(const Model& model, const TieringOptions& options) {
   GpuOverrides gpu;
   gpu.mem_given = !options.gpu_mem.empty();
   gpu.mem_bytes = options.gpu_mem;
+  gpu.session_bytes = options.gpu_session_bytes;
+  gpu.expert_slot_bytes = options.gpu_expert_slot_bytes;
   return plan_on_this_machine(model.file(), model.config(), in, options.ram_gbps > 0, options.ssd_gbps > 0,
                               options.n_threads > 0 ? options.n_threads : ThreadPool::physical_cores(), false,
                               gpu.mem_given ? &gpu : nullptr);

@@ -43,6 +43,10 @@ struct TieringOptions {
   // --gpu-mem: VRAM the plan may use on each GPU (the three-tier plan, plan_three_tiers); empty:
   // the two-tier plan (host RAM and SSD).
   std::vector<uint64_t> gpu_mem;
+  // With gpu_mem: the GPU session's VRAM besides the routed experts and the expert tier's slot, as
+  // the runtime counts them (GpuDevice::session_bytes, expert_slot_bytes; tier/gpu/gpu_session.h
+  // fills them); 0: the plan counts its own.
+  uint64_t gpu_session_bytes = 0, gpu_expert_slot_bytes = 0;
 };
 
 

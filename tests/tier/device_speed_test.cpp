@@ -74,6 +74,8 @@ TEST(DeviceSpeedTest, MeasuresAProcessorThroughTheBackend) {
   const tier::ProcessorSpeed s = tier::measure_processor(*cpu, size_t(8) << 20, 8);
   EXPECT_GT(s.mem_gbps, 0.1);
   EXPECT_GT(s.upload_gbps, 0.1);
+  EXPECT_GT(s.pinned_upload_gbps, 0.1);  // the GPU expert tier's copies, from alloc_host's memory
+  EXPECT_LT(s.pinned_upload_gbps, 1e4);  // timed to the copy's end, not its queueing
   EXPECT_GT(s.gflops, 0.1);
   EXPECT_LT(s.gflops, 1e5);  // two cores, whatever they are
 }

@@ -23,6 +23,7 @@
 #include "support/paths.h"
 #include "support/routing_recorder.h"
 #include "tier/gpu/gpu_experts.h"
+#include "tier/gpu/gpu_session.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
 
@@ -48,11 +49,17 @@ struct Case {
 };
 
 const Case kCases[] = {
-    {"llama_tiny_moe_Q8_0_cpu", {"--arch", "llama", "--preset", "tiny-moe", "--type", "Q8_0", "--seed", "5"}, Device::cpu},
-    {"qwen2moe_small_Q4_K_M_cpu", {"--arch", "qwen2moe", "--preset", "small", "--type", "Q4_K_M", "--seed", "5"},
+    {"llama_tiny_moe_Q8_0_cpu",
+     {"--arch", "llama", "--preset", "tiny-moe", "--type", "Q8_0", "--seed", "5"},
      Device::cpu},
-    {"llama_tiny_moe_Q8_0_gpu", {"--arch", "llama", "--preset", "tiny-moe", "--type", "Q8_0", "--seed", "5"}, Device::gpu},
-    {"qwen3moe_small_Q4_K_M_gpu", {"--arch", "qwen3moe", "--preset", "small", "--type", "Q4_K_M", "--seed", "5"},
+    {"qwen2moe_small_Q4_K_M_cpu",
+     {"--arch", "qwen2moe", "--preset", "small", "--type", "Q4_K_M", "--seed", "5"},
+     Device::cpu},
+    {"llama_tiny_moe_Q8_0_gpu",
+     {"--arch", "llama", "--preset", "tiny-moe", "--type", "Q8_0", "--seed", "5"},
+     Device::gpu},
+    {"qwen3moe_small_Q4_K_M_gpu",
+     {"--arch", "qwen3moe", "--preset", "small", "--type", "Q4_K_M", "--seed", "5"},
      Device::gpu},
     {"qwen2moe_small_Q4_K_M_gpu", {"--arch", "qwen2moe", "--preset", "small", "--type", "Q4_K_M", "--seed", "5"},
      Device::gpu},
@@ -184,6 +191,7 @@ TEST_P(GpuExpertTier, SplitAndStreamedRunsMatchTheResidentRun) {
     uint64_t vram;
     double copy_share;
     int cached;
+    double prompt_share = 1.0;  // of a prompt's misses, copied; the CPU computes the rest meanwhile
   };
   const int all = mc.n_expert * mc.n_layer;
   const Config configs[] = {
@@ -193,6 +201,9 @@ TEST_P(GpuExpertTier, SplitAndStreamedRunsMatchTheResidentRun) {
       {"every expert cached", slot * uint64_t(mc.n_expert) * uint64_t(mc.n_layer + 2), 0.5, all},
       // The cache is lfu's (ExpertCache): decode's copies enter it, and later tokens hit them.
       {"an empty cache that decode copies fill (lfu)", slot * uint64_t(2 * mc.n_expert + mc.n_layer), 1.0, 0},
+      // The plan's prompt_copy_share: the CPU computes part of a prompt's misses beside the GPU.
+      {"half of a prompt's misses on the CPU", slot * uint64_t(mc.n_expert + mc.n_layer), 0.5, mc.n_layer, 0.5},
+      {"every prompt miss on the CPU, staging only", GpuExperts::minimum_vram(*model_), 0.0, 0, 0.0},
   };
   for (const Config& cfg : configs) {
     GpuExpertOptions o;
@@ -200,7 +211,12 @@ TEST_P(GpuExpertTier, SplitAndStreamedRunsMatchTheResidentRun) {
     o.copy_share.assign(size_t(mc.n_layer), cfg.copy_share);
     o.cached = even_cache(cfg.cached);
     o.n_batch = kBatch;
+    o.prompt_copy_share = cfg.prompt_share;
     const GpuTierCounters n = check_split(o, want, resident_routing, cfg.what);
+    if (cfg.prompt_share == 0.0) {  // nothing copied: the CPU computed every miss, prompt and decode
+      EXPECT_EQ(n.pcie_bytes, 0u) << cfg.what;
+      EXPECT_GT(n.experts_cpu, 0u) << cfg.what;
+    }
     if (cfg.copy_share == 0.0 && n.cache_slots == 0) {
       EXPECT_GT(n.experts_cpu, 0u) << cfg.what;
     }
@@ -310,6 +326,68 @@ TEST_P(GpuExpertTier, FollowsTheThreeTierPlan) {
     double total = 0;
     for (double v : f[size_t(l)]) total += v;
     EXPECT_EQ(total, double(86 * k)) << "layer " << l;  // 70 prompt tokens and 16 decoded, k each
+  }
+}
+
+// --gpu-mem's one computation (tier/gpu/gpu_session.h): the runtime counts the session
+// (gpu_session_vram_bytes), the plan takes that as the GPU's fixed part and leaves the rest to the
+// expert tier, whose arena is then exactly the plan's: as many cache slots as the plan has experts in
+// VRAM, its staging slots; and the plan's minimum is the session and one slot per routed rank.
+TEST_P(GpuExpertTier, TheTierTakesWhatThePlanLeaves) {
+  const ModelConfig& mc = model_->config();
+  const int k = mc.n_expert_used;
+  const uint64_t slot = GpuExperts::slot_bytes(*model_);
+  TieringOptions t;
+  set_gpu_tier_options(*model_, params(false), uint64_t(1) << 30, t);
+  ASSERT_GT(t.gpu_session_bytes, 0u);
+  EXPECT_EQ(t.gpu_expert_slot_bytes, slot);
+  SessionParams with_experts = params(false);
+  with_experts.routed_experts_on_gpu = true;  // the session without the tier holds every expert too
+  EXPECT_GT(gpu_session_vram_bytes(*model_, with_experts), t.gpu_session_bytes);
+  PlanInputs in;
+  in.budget_bytes = uint64_t(64) << 30;
+  in.n_ctx = 256;
+  in.n_batch = kBatch;
+  in.n_threads = 4;
+  in.ram_gbps = 95;
+  in.ssd_gbps = 2;
+  in.cpu_batch_gflops = 1100;
+  GpuDevice g;
+  g.name = "synthetic H100";
+  g.mem_gbps = 3350;
+  g.gflops = 150000;
+  g.pcie_pinned_gbps = 55;
+  g.pcie_pageable_gbps = 8.6;
+  g.session_bytes = t.gpu_session_bytes;
+  g.expert_slot_bytes = slot;
+  in.gpus = {g};
+  const uint64_t minimum = t.gpu_session_bytes + uint64_t(k) * slot;
+  for (const int extra : {0, k, 2 * k + 3}) {
+    in.gpus[0].mem_bytes = minimum + uint64_t(extra) * slot;
+    const Plan plan = make_plan(model_->file(), mc, in);
+    const GpuUse& use = plan.gpus.at(0);
+    EXPECT_EQ(use.minimum_bytes, minimum);
+    EXPECT_EQ(use.session_bytes, t.gpu_session_bytes);
+    EXPECT_EQ(use.n_staging_slots, extra >= k ? 2 * k : k) << "extra " << extra;
+    EXPECT_LE(use.used_bytes, use.budget_bytes);
+    for (const LayerPlacement& l : plan.layers) EXPECT_EQ(l.device, 0) << "layer " << l.layer;
+    int n_vram = 0;
+    for (const PlanUnit& u : plan.units) n_vram += u.kind == UnitKind::expert && u.tier == Tier::vram;
+    EXPECT_EQ(n_vram, k + extra - use.n_staging_slots) << "extra " << extra;
+    const GpuExpertOptions o = gpu_expert_options(plan, use.budget_bytes - use.session_bytes, slot, kBatch);
+    Session split(*model_, params(false));
+    GpuExperts tier(*model_, split.backend(), split.pool(), o);
+    EXPECT_EQ(tier.n_cache_slots(), n_vram) << "extra " << extra;
+    EXPECT_EQ(tier.n_staging_slots(), use.n_staging_slots) << "extra " << extra;
+    EXPECT_EQ(tier.vram_bytes(), use.budget_bytes - use.session_bytes) << "extra " << extra;
+  }
+  in.gpus[0].mem_bytes = minimum - 1;
+  try {
+    make_plan(model_->file(), mc, in);
+    FAIL() << "a VRAM budget below the session and k slots was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the session"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(format_bytes(double(minimum))), std::string::npos) << e.what();
   }
 }
 

@@ -138,6 +138,52 @@ TEST(PlanGpu, AttentionNormsAndRouterGoFirst) {
     }
 }
 
+// A session's GPU (GpuDevice::session_bytes, the runtime's count of its weights, KV cache,
+// activations and scratch): every core and the head are in VRAM inside it whatever the budget;
+// the minimum is the session and a slot per routed rank; staging takes two per rank where the
+// budget has them; each expert in VRAM takes a slot.
+TEST(PlanGpu, TheSessionIsTheGpusFixedPart) {
+  const Model m = small_moe(6);
+  PlanInputs in = h100_inputs(4 * GiB, 0);
+  const uint64_t session = 700 * kMiB, slot = 3 * kMiB + 768;
+  const int k = 2;
+  in.gpus[0].session_bytes = session;
+  in.gpus[0].expert_slot_bytes = slot;
+  const uint64_t minimum = session + k * slot;
+  in.gpus[0].mem_bytes = minimum;
+  Plan p = make_plan(m.table.tensors, m.config, in);
+  ASSERT_EQ(p.gpus.size(), 1u);
+  EXPECT_EQ(p.gpus[0].minimum_bytes, minimum);
+  EXPECT_EQ(p.gpus[0].session_bytes, session);
+  EXPECT_EQ(p.gpus[0].n_staging_slots, k);
+  EXPECT_EQ(p.gpus[0].used_bytes, minimum);
+  for (const auto& l : p.layers) EXPECT_EQ(l.device, 0) << "layer " << l.layer;
+  for (const auto& u : p.units) EXPECT_NE(u.tier, Tier::vram) << u.layer << "/" << u.expert;
+  for (const auto& t : p.tensors)
+    if (t.role == TensorRole::attention || t.role == TensorRole::router || t.role == TensorRole::output) {
+      EXPECT_EQ(t.tier, Tier::vram) << t.name;
+    }
+  EXPECT_NE(describe(p).find("session " + format_bytes(double(session))), std::string::npos) << describe(p);
+  in.gpus[0].mem_bytes = minimum - 1;
+  try {
+    make_plan(m.table.tensors, m.config, in);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("minimum of " + format_bytes(double(minimum))), std::string::npos) << what;
+    EXPECT_NE(what.find("the session"), std::string::npos) << what;
+  }
+  // Room for staging two per rank and five experts.
+  in.gpus[0].mem_bytes = session + (2 * k + 5) * slot + slot / 2;
+  p = make_plan(m.table.tensors, m.config, in);
+  EXPECT_EQ(p.gpus[0].n_staging_slots, 2 * k);
+  EXPECT_EQ(p.gpus[0].n_expert_vram, 5);
+  EXPECT_EQ(p.gpus[0].expert_cache_bytes, 5 * slot);
+  EXPECT_EQ(p.gpus[0].used_bytes, session + (2 * k + 5) * slot);
+  const auto j = nlohmann::json::parse(to_json(p));
+  EXPECT_EQ(j["gpus"][0]["session_bytes"].get<uint64_t>(), session);
+}
+
 TEST(PlanGpu, MoreVramNeverPredictsSlower) {
   const Model m = small_moe(6);
   for (uint64_t host : {uint64_t(40) * kMiB, 4 * GiB}) {  // experts partly on the SSD, or all in host RAM

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -67,8 +68,11 @@ GpuExpertOptions gpu_expert_options(const Plan& plan, uint64_t vram_bytes, uint6
   for (const PlanUnit* u : vram) o.cached.push_back({u->layer, u->expert});
   o.copy_share.assign(plan.layers.size(), 0.0);
   for (size_t l = 0; l < plan.layers.size(); ++l) o.copy_share[l] = plan.layers[l].copy_share;
-  if (!plan.gpus.empty() && slot_bytes > 0)
+  if (!plan.gpus.empty() && plan.gpus.front().n_staging_slots > 0)
+    o.min_staging = plan.gpus.front().n_staging_slots;
+  else if (!plan.gpus.empty() && slot_bytes > 0)
     o.min_staging = int((plan.gpus.front().staging_bytes + slot_bytes / 2) / slot_bytes);
+  o.prompt_copy_share = plan.prompt_copy_share;
   return o;
 }
 
@@ -113,6 +117,7 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
       gpu_(gpu),
       cpu_(backend::make_cpu_backend(pool)),
       options_(options),
+      cpu_rows_(options.prompt_copy_share < 1 ? std::max(kDecodeTokens, options.n_batch) : kDecodeTokens),
       n_slots_(arena_slots(model, options)),
       n_stage_(staging_slots(model.config(), options, n_slots_)),
       n_cache_(n_slots_ - n_stage_),
@@ -136,19 +141,21 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
     const size_t n_slots_batch = size_t(options.n_batch) * c.n_expert_used;
     chosen_ = static_cast<int32_t*>(gpu_.alloc_host(n_slots_batch * sizeof(int32_t)));
     weights_ = static_cast<float*>(gpu_.alloc_host(n_slots_batch * sizeof(float)));
-    x_ = static_cast<float*>(gpu_.alloc_host(size_t(kDecodeTokens) * c.n_embd * sizeof(float)));
-    out_ = static_cast<float*>(gpu_.alloc_host(size_t(kDecodeTokens) * c.n_expert_used * c.n_embd * sizeof(float)));
+    x_ = static_cast<float*>(gpu_.alloc_host(size_t(cpu_rows_) * c.n_embd * sizeof(float)));
+    out_ = static_cast<float*>(gpu_.alloc_host(size_t(cpu_rows_) * c.n_expert_used * c.n_embd * sizeof(float)));
     map_ = static_cast<int32_t*>(gpu_.alloc_host(n_maps() * size_t(c.n_expert) * sizeof(int32_t)));
   } catch (...) {
     release();
     throw;
   }
-  in_.resize(size_t(kDecodeTokens) * c.n_embd);
-  down_out_.resize(size_t(kDecodeTokens) * c.n_embd);
-  gate_.resize(size_t(kDecodeTokens) * c.n_ff_expert);
-  up_.resize(size_t(kDecodeTokens) * c.n_ff_expert);
-  slots_.resize(size_t(kDecodeTokens) * c.n_expert_used);
+  in_.resize(size_t(cpu_rows_) * c.n_embd);
+  down_out_.resize(size_t(cpu_rows_) * c.n_embd);
+  gate_.resize(size_t(cpu_rows_) * c.n_ff_expert);
+  up_.resize(size_t(cpu_rows_) * c.n_ff_expert);
+  slots_.resize(size_t(cpu_rows_) * c.n_expert_used);
   cpu_map_.resize(size_t(c.n_expert));
+  n_tokens_of_.resize(size_t(c.n_expert));
+  cpu_experts_.reserve(size_t(c.n_expert));
   for (auto* v : {&used_, &hits_, &misses_, &copies_, &experts_, &staged_}) v->reserve(size_t(c.n_expert));
   spans_.reserve(size_t(backend::Backend::kMarks));
 
@@ -220,13 +227,64 @@ GpuExperts::GpuExperts(const Model& model, backend::Backend& gpu, ThreadPool& po
       gpu_.upload(arena_ + size_t(i) * slot_bytes_,
                   host_arena_ + size_t(layers_[size_t(s.layer)].first_host_slot + s.expert) * slot_bytes_, slot_bytes_);
   }
+  // The CPU's share of prompt batches runs beside the thread that queues the GPU's waves (a
+  // device on the host, the CPU backend of tests, shares the thread pool: one after the other).
+  if (cpu_rows_ > kDecodeTokens && gpu_.kind() != backend::DeviceKind::cpu)
+    worker_ = std::thread([this] { cpu_worker(); });
   counters_.present = true;
   counters_.cache_slots = uint64_t(n_cache_);
   counters_.staging_slots = uint64_t(n_stage_);
   published_ = counters_;
 }
 
-GpuExperts::~GpuExperts() { release(); }
+GpuExperts::~GpuExperts() {
+  if (worker_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(worker_mutex_);
+      worker_quit_ = true;
+    }
+    worker_cv_.notify_all();
+    worker_.join();
+  }
+  release();
+}
+
+void GpuExperts::cpu_worker() {
+  std::unique_lock<std::mutex> lock(worker_mutex_);
+  for (;;) {
+    worker_cv_.wait(lock, [this] { return worker_quit_ || worker_job_.has_value(); });
+    if (worker_quit_) return;
+    const CpuJob job = *worker_job_;
+    lock.unlock();
+    std::exception_ptr error;
+    double seconds = 0;
+    try {
+      const auto t = Clock::now();
+      compute_on_cpu(*job.slots, *job.batch, cpu_experts_);
+      seconds = since(t);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    worker_error_ = error;
+    worker_seconds_ = seconds;
+    worker_job_.reset();
+    worker_cv_.notify_all();
+  }
+}
+
+void GpuExperts::cpu_start(const LayerSlots& L, const backend::ExpertBatch& b) {
+  std::lock_guard<std::mutex> lock(worker_mutex_);
+  worker_job_ = CpuJob{&L, &b};
+  worker_cv_.notify_all();
+}
+
+double GpuExperts::cpu_wait() {
+  std::unique_lock<std::mutex> lock(worker_mutex_);
+  worker_cv_.wait(lock, [this] { return !worker_job_.has_value(); });
+  if (worker_error_) std::rethrow_exception(std::exchange(worker_error_, nullptr));
+  return worker_seconds_;
+}
 
 void GpuExperts::release() {
   gpu_.synchronize();
@@ -366,8 +424,15 @@ void GpuExperts::decode(int layer, const backend::ExpertBatch& b) {
   if (misses_.empty()) return;
   // The CPU's share, from host RAM.
   const auto t1 = Clock::now();
+  compute_on_cpu(L, b, misses_);
+  counters_.cpu_compute_seconds += since(t1);
+  counters_.experts_cpu += misses_.size();
+  upload_cpu_slots(b);
+}
+
+void GpuExperts::compute_on_cpu(const LayerSlots& L, const backend::ExpertBatch& b, const std::vector<int>& experts) {
   std::fill(cpu_map_.begin(), cpu_map_.end(), -1);
-  for (int e : misses_) cpu_map_[size_t(e)] = L.first_host_slot + e;
+  for (int e : experts) cpu_map_[size_t(e)] = L.first_host_slot + e;
   backend::ExpertWeights w = L.host;
   w.slot_of = cpu_map_.data();
   backend::ExpertBatch hb = b;
@@ -377,22 +442,81 @@ void GpuExperts::decode(int layer, const backend::ExpertBatch& b) {
   hb.out = out_;
   hb.host = {in_.data(), gate_.data(), up_.data(), down_out_.data(), slots_.data()};
   cpu_->moe_experts(w, hb);
-  counters_.cpu_compute_seconds += since(t1);
-  counters_.experts_cpu += misses_.size();
-  // Its slots cross back at the boundary; the ops after this layer's experts wait for them.
-  for (int s = 0; s < n_slots; ++s)
-    if (cpu_map_[size_t(chosen_[s])] >= 0)
-      gpu_.upload_async(b.out + size_t(s) * c.n_embd, out_ + size_t(s) * c.n_embd, size_t(c.n_embd) * sizeof(float));
+}
+
+void GpuExperts::upload_cpu_slots(const backend::ExpertBatch& b) {
+  // The CPU's slots cross back at the boundary, runs of neighbours in one copy; the ops after this
+  // layer's experts wait for them.
+  const size_t row = size_t(model_.config().n_embd);
+  const int n_slots = b.n_tokens * b.k;
+  for (int s = 0; s < n_slots;) {
+    if (cpu_map_[size_t(chosen_[s])] < 0) {
+      ++s;
+      continue;
+    }
+    int end = s + 1;
+    while (end < n_slots && cpu_map_[size_t(chosen_[end])] >= 0) ++end;
+    gpu_.upload_async(b.out + size_t(s) * row, out_ + size_t(s) * row, size_t(end - s) * row * sizeof(float));
+    s = end;
+  }
   gpu_.ops_after_copies();
 }
 
 void GpuExperts::prompt(int layer, const backend::ExpertBatch& b) {
   const ModelConfig& c = model_.config();
   const LayerSlots& L = layers_[size_t(layer)];
-  counters_.experts_gpu += used_.size();
+  // The CPU's share of the misses (the plan's 1 - prompt_copy_share), those with the fewest
+  // tokens (the GPU's matmuls gain most from many), computed from host RAM on the worker while
+  // this thread queues the GPU's waves; its inputs cross first.
+  cpu_experts_.clear();
+  const int n_cpu =
+      cpu_rows_ >= b.n_tokens ? int(std::lround((1.0 - options_.prompt_copy_share) * double(misses_.size()))) : 0;
+  if (n_cpu > 0) {
+    const int n_slots = b.n_tokens * b.k;
+    std::fill(n_tokens_of_.begin(), n_tokens_of_.end(), 0);
+    for (int s = 0; s < n_slots; ++s) ++n_tokens_of_[size_t(chosen_[s])];
+    std::stable_sort(misses_.begin(), misses_.end(),
+                     [&](int x, int y) { return n_tokens_of_[size_t(x)] > n_tokens_of_[size_t(y)]; });
+    cpu_experts_.assign(misses_.end() - n_cpu, misses_.end());
+    misses_.resize(misses_.size() - size_t(n_cpu));
+    const auto t = Clock::now();
+    gpu_.download(x_, b.x, size_t(b.n_tokens) * c.n_embd * sizeof(float));
+    gpu_.download(weights_, b.weights, size_t(n_slots) * sizeof(float));
+    counters_.wait_seconds += since(t);
+  }
+  counters_.experts_gpu += used_.size() - cpu_experts_.size();
+  if (n_cpu == 0) {
+    prompt_gpu(layer, L, b);
+    return;
+  }
+  if (worker_.joinable()) {
+    cpu_start(L, b);
+    try {
+      prompt_gpu(layer, L, b);
+    } catch (...) {
+      try {
+        cpu_wait();  // the worker reads the batch: it ends first
+      } catch (...) {
+      }
+      throw;
+    }
+    counters_.cpu_compute_seconds += cpu_wait();
+  } else {
+    prompt_gpu(layer, L, b);
+    const auto t = Clock::now();
+    compute_on_cpu(L, b, cpu_experts_);
+    counters_.cpu_compute_seconds += since(t);
+  }
+  counters_.experts_cpu += cpu_experts_.size();
+  upload_cpu_slots(b);
+}
+
+void GpuExperts::prompt_gpu(int layer, const LayerSlots& L, const backend::ExpertBatch& b) {
+  const ModelConfig& c = model_.config();
   std::fill(map_, map_ + c.n_expert, -1);
   for (int e : hits_) map_[e] = cache_.find(layer, e);
-  if (misses_.empty()) {  // everything cached
+  if (misses_.empty()) {  // everything cached, or the CPU's
+    if (hits_.empty()) return;
     gpu_.copies_after_ops();  // the map: free once the previous layer's experts ran
     compute_on_gpu(L, b, 0, false);
     return;

@@ -18,9 +18,13 @@
 // Nothing is allocated per token: host buffers (pinned) and device buffers are sized at
 // construction for n_batch tokens. Slot layout: an expert's gate, up and down slices in one slot
 // of slot_bytes, the same in VRAM and in the host arena, so one copy moves an expert.
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <thread>
 #include <vector>
 
 #include "backend/backend.h"
@@ -47,6 +51,10 @@ struct GpuExpertOptions {
   // CPU (the plan's LayerPlacement::copy_share); layers past the end: 0.
   std::vector<double> copy_share;
   int min_staging = 0;  // staging slots at least (the plan's); 0: one per routed rank (k)
+  // Of a prompt batch's needed experts not cached, the share copied to the GPU (the plan's
+  // prompt_copy_share); the CPU computes the rest from host RAM meanwhile, those with the fewest
+  // tokens. 1: every one copied (no CPU scratch for a batch is allocated).
+  double prompt_copy_share = 1.0;
   int n_batch = 512;
   // Where each layer's routing is recorded (the Tiering saves it: the next run's plan knows which
   // experts are hot); null: nowhere.
@@ -74,6 +82,7 @@ class GpuExperts final : public ExpertCompute {
   // The least arena that works: staging for one expert per routed rank (k slots).
   static uint64_t minimum_vram(const Model& model);
   int n_cache_slots() const { return n_cache_; }
+  uint64_t vram_bytes() const { return uint64_t(n_slots_) * slot_bytes_; }  // the arena
   int n_staging_slots() const { return n_stage_; }
   uint64_t host_bytes() const { return host_bytes_; }
   // Bytes of the model's mapping given back once the arena held the experts (page cache included).
@@ -105,6 +114,20 @@ class GpuExperts final : public ExpertCompute {
   // Queues the copy of `layer`'s expert e into the cache slot the policy gives up; fills map[e].
   // False (nothing queued): no slot may be given up now.
   bool admit(int layer, int e, int32_t* map);
+  // The GPU's share of a prompt batch: hits, then the misses left to it in waves of copies.
+  void prompt_gpu(int layer, const LayerSlots& L, const backend::ExpertBatch& b);
+  // The CPU computes `experts` of the batch from host RAM (x_, chosen_ and weights_ on the host)
+  // into out_, slots marked in cpu_map_; upload_cpu_slots sends those slots to b.out.
+  void compute_on_cpu(const LayerSlots& L, const backend::ExpertBatch& b, const std::vector<int>& experts);
+  void upload_cpu_slots(const backend::ExpertBatch& b);
+  // The worker thread (prompt batches with a CPU share): runs one job at a time.
+  struct CpuJob {
+    const LayerSlots* slots = nullptr;
+    const backend::ExpertBatch* batch = nullptr;
+  };
+  void cpu_worker();
+  void cpu_start(const LayerSlots& L, const backend::ExpertBatch& b);  // computes cpu_experts_
+  double cpu_wait();                                                   // its seconds; rethrows its exception
   // The GPU computes the experts map `wave` names (map_, pinned; uploaded to map_dev_'s same
   // map): the map's upload, the fence after the copies queued before, the compute, timed.
   // overlap: copies queued later wait only for the ops before this compute.
@@ -119,6 +142,7 @@ class GpuExperts final : public ExpertCompute {
   backend::Backend& gpu_;
   std::unique_ptr<backend::Backend> cpu_;
   GpuExpertOptions options_;
+  int cpu_rows_ = 0;  // tokens the CPU's host buffers hold: a decode batch's, or a prompt's with a CPU share
   uint64_t slot_bytes_ = 0, host_bytes_ = 0, released_bytes_ = 0;
   int n_slots_ = 0, n_stage_ = 0, n_cache_ = 0;  // arena slots: cache first, then staging (this order: set in it)
   uint8_t* arena_ = nullptr;                     // VRAM
@@ -133,9 +157,17 @@ class GpuExperts final : public ExpertCompute {
   // The CPU's scratch (ExpertBatch::HostScratch), sized for n_batch tokens.
   std::vector<float> in_, gate_, up_, down_out_;
   std::vector<int32_t> slots_, cpu_map_;
-  std::vector<int> used_, hits_, misses_, copies_, experts_, staged_;
-  std::vector<Span> spans_;     // timed on the device, not collected yet (reserved: no growth)
-  GpuTierCounters counters_;    // the forward thread's
+  std::vector<int> used_, hits_, misses_, copies_, experts_, staged_, cpu_experts_;
+  std::vector<int> n_tokens_of_;  // a prompt batch's tokens per expert
+  std::thread worker_;            // with a prompt CPU share
+  std::mutex worker_mutex_;
+  std::condition_variable worker_cv_;
+  std::optional<CpuJob> worker_job_;  // under worker_mutex_, with the two below; none: idle
+  std::exception_ptr worker_error_;
+  double worker_seconds_ = 0;
+  bool worker_quit_ = false;
+  std::vector<Span> spans_;   // timed on the device, not collected yet (reserved: no growth)
+  GpuTierCounters counters_;  // the forward thread's
   mutable std::mutex mutex_;
   GpuTierCounters published_;  // copied from counters_ after each layer, under mutex_
 };

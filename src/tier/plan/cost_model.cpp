@@ -156,13 +156,22 @@ GpuCostModel make_gpu_cost_model(const UnitTable& table, const PlanInputs& in, u
   if (used.empty()) throw Error("plan: no GPU with memory to plan for");
   const int L = table.n_layer;
   m.layer_gpu.assign(size_t(L), used.front());
-  // Layers in order, each GPU taking its share of them by memory.
-  double before = 0;
-  for (int g : used) {
-    const double share = double(in.gpus[size_t(g)].mem_bytes) / total;
-    const int first = int(std::lround(before * L)), end = int(std::lround((before + share) * L));
-    for (int l = first; l < std::min(end, L); ++l) m.layer_gpu[size_t(l)] = g;
-    before += share;
+  const GpuDevice& first_gpu = in.gpus[size_t(used.front())];
+  if (first_gpu.session_bytes > 0) {  // one session on one GPU: every layer there
+    m.cores_in_session = true;
+    m.expert_slot_bytes = double(first_gpu.expert_slot_bytes);
+    for (const PlanUnit& u : table.units)  // none given: the largest expert's slices
+      if (first_gpu.expert_slot_bytes == 0 && u.kind == UnitKind::expert)
+        m.expert_slot_bytes = std::max(m.expert_slot_bytes, double(u.n_bytes));
+  } else {
+    // Layers in order, each GPU taking its share of them by memory.
+    double before = 0;
+    for (int g : used) {
+      const double share = double(in.gpus[size_t(g)].mem_bytes) / total;
+      const int first = int(std::lround(before * L)), end = int(std::lround((before + share) * L));
+      for (int l = first; l < std::min(end, L); ++l) m.layer_gpu[size_t(l)] = g;
+      before += share;
+    }
   }
   m.head_gpu = L > 0 ? m.layer_gpu.back() : used.front();
   const double kv_layer = L ? double(kv_bytes / uint64_t(L)) : 0.0;

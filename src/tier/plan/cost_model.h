@@ -70,6 +70,16 @@ struct GpuCostModel {
   std::vector<double> core_bytes;  // per layer: core weights and the layer's KV at a full context
   std::vector<double> kv_layer_bytes;
   double head_bytes = 0;
+  // The session's GPU (GpuDevice::session_bytes): every core and the head sit in VRAM inside the
+  // session's bytes, and an expert there takes a slot of expert_slot_bytes.
+  bool cores_in_session = false;
+  double expert_slot_bytes = 0;
+  // VRAM a unit takes where the plan puts it there (a dense matrix of a session's GPU, such as a
+  // shared expert, is in the session's bytes already).
+  double vram_bytes(const PlanUnit& u) const {
+    if (u.kind == UnitKind::dense_ffn) return cores_in_session ? 0.0 : double(u.n_bytes);
+    return expert_slot_bytes > 0 ? expert_slot_bytes : double(u.n_bytes);
+  }
 
   const GpuDevice& gpu(int layer) const { return in->gpus[size_t(layer_gpu[size_t(layer)])]; }
   double gpu_bps(int layer) const { return gpu(layer).mem_gbps * kGB; }

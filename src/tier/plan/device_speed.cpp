@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -207,6 +208,15 @@ ProcessorSpeed measure_processor(backend::Backend& b, size_t bytes, int n_tokens
     return best;
   };
   s.upload_gbps = double(bytes) / best_of([&] { b.upload(a, host.data(), bytes); }) / 1e9;
+  // From pinned memory, as the GPU expert tier copies (its arena is alloc_host's).
+  void* pinned = b.alloc_host(bytes);
+  std::memset(pinned, 1, bytes);
+  s.pinned_upload_gbps = double(bytes) / best_of([&] {
+                           b.upload_async(a, pinned, bytes);
+                           b.ops_after_copies();  // synchronize() then waits for the copy too
+                         }) /
+                         1e9;
+  b.free_host(pinned);
   s.mem_gbps = 2.0 * double(bytes) / best_of([&] { b.copy(c, a, bytes); }) / 1e9;
   b.free(c);
   b.free(a);
@@ -251,6 +261,7 @@ void resolve_gpus(PlanInputs& in, const GpuOverrides& gpu, int n_threads, bool r
       d.pcie_pinned_gbps = gpu.pcie_pinned_gbps;
       d.pcie_pageable_gbps = gpu.pcie_pageable_gbps > 0 ? gpu.pcie_pageable_gbps : gpu.pcie_pinned_gbps;
       d.gflops = gpu.gflops;
+      if (i == 0) d.session_bytes = gpu.session_bytes, d.expert_slot_bytes = gpu.expert_slot_bytes;
       in.gpus.push_back(d);
     }
     in.cpu_batch_gflops = gpu.cpu_batch_gflops;
@@ -282,22 +293,22 @@ void resolve_gpus(PlanInputs& in, const GpuOverrides& gpu, int n_threads, bool r
         now - it->value("measured_at", int64_t{0}) < kMaxAgeSeconds) {
       d.mem_gbps = it->value("mem_gbps", 0.0);
       d.pcie_pageable_gbps = it->value("pcie_pageable_gbps", 0.0);
+      d.pcie_pinned_gbps = it->value("pcie_pinned_gbps", 0.0);
       d.gflops = it->value("gflops", 0.0);
       at = it->value("measured_at", int64_t{0});
     }
-    if (!(d.mem_gbps > 0 && d.pcie_pageable_gbps > 0 && d.gflops > 0)) {
+    if (!(d.mem_gbps > 0 && d.pcie_pageable_gbps > 0 && d.pcie_pinned_gbps > 0 && d.gflops > 0)) {
       const ProcessorSpeed s = measure_processor(*b);
       d.mem_gbps = s.mem_gbps, d.pcie_pageable_gbps = s.upload_gbps, d.gflops = s.gflops;
+      d.pcie_pinned_gbps = s.pinned_upload_gbps;
       cache[key] = {{"mem_gbps", d.mem_gbps},
                     {"pcie_pageable_gbps", d.pcie_pageable_gbps},
+                    {"pcie_pinned_gbps", d.pcie_pinned_gbps},
                     {"gflops", d.gflops},
                     {"measured_at", now}};
       changed = true;
     }
     (void)at;
-    // The backend seam has no pinned host memory yet: copies are priced at the pageable rate
-    // unless --pcie-bw gives the pinned one.
-    d.pcie_pinned_gbps = d.pcie_pageable_gbps;
     if (gpu.mem_gbps > 0) d.mem_gbps = gpu.mem_gbps;
     if (gpu.pcie_pinned_gbps > 0) d.pcie_pinned_gbps = gpu.pcie_pinned_gbps;
     if (gpu.pcie_pageable_gbps > 0) d.pcie_pageable_gbps = gpu.pcie_pageable_gbps;
@@ -310,6 +321,7 @@ void resolve_gpus(PlanInputs& in, const GpuOverrides& gpu, int n_threads, bool r
       const uint64_t margin = std::max<uint64_t>(free_bytes / 20, uint64_t(512) << 20);
       d.mem_bytes = free_bytes > margin ? free_bytes - margin : 0;
     }
+    if (i == 0) d.session_bytes = gpu.session_bytes, d.expert_slot_bytes = gpu.expert_slot_bytes;
     in.gpus.push_back(d);
   }
   // The CPU's batch rate, through the same seam.

@@ -42,6 +42,9 @@ struct GpuOverrides {
   std::vector<uint64_t> mem_bytes;  // per GPU; all 0: no GPU (the two-tier plan)
   double mem_gbps = 0, pcie_pinned_gbps = 0, pcie_pageable_gbps = 0, gflops = 0;
   double cpu_batch_gflops = 0;
+  // The first GPU's session (GpuDevice::session_bytes, expert_slot_bytes), as the runtime counts
+  // it; 0: the plan counts its own.
+  uint64_t session_bytes = 0, expert_slot_bytes = 0;
   bool synthetic = false;  // a profile of another machine: nothing is measured here
   std::string name;        // the synthetic GPU's name
 };
@@ -59,6 +62,7 @@ void apply_lent_h100_profile(PlanInputs& in, GpuOverrides& gpu);
 // of the copies (small in tests).
 struct ProcessorSpeed {
   double mem_gbps = 0, upload_gbps = 0, gflops = 0;
+  double pinned_upload_gbps = 0;  // the same copies from pinned host memory (Backend::alloc_host)
 };
 ProcessorSpeed measure_processor(backend::Backend& b, size_t bytes = size_t(256) << 20, int n_tokens = 512);
 

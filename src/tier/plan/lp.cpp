@@ -144,7 +144,8 @@ GpuLpSolution solve_gpu_relaxation(const GpuCostModel& m, const std::vector<doub
     const double cpu_ms = u.probability * m.cpu_s(double(u.n_bytes), m.table->unit_elems[i]) * ms;
     const double pcie_ms = u.probability * double(u.n_bytes) / m.pcie_bps(u.layer) * ms;
     const double io_ms = u.probability * double(u.n_bytes) / ssd_bps * ms;
-    cols[v].push_back({gpu_row, double(u.n_bytes) / kGB});
+    cols[v].push_back({gpu_row, m.vram_bytes(u) / kGB});
+    if (m.cores_in_session && u.kind == UnitKind::dense_ffn) col_lo[v] = 1;  // the session holds it
     cols[h].push_back({int(row_host), double(u.memory_bytes) / kGB});
     cols[v].push_back({int(row_vg + i), 1.0});
     cols[g].push_back({int(row_vg + i), 1.0});
@@ -177,7 +178,8 @@ GpuLpSolution solve_gpu_relaxation(const GpuCostModel& m, const std::vector<doub
     const double gpu_ms = m.core_gpu_s(int(l)) * ms, cpu_ms = m.core_cpu_s(int(l)) * ms;
     constant_ms += cpu_ms;
     obj[c] = gpu_ms - cpu_ms;
-    cols[c].push_back({m.layer_gpu[l], m.core_bytes[l] / kGB});
+    if (m.cores_in_session) col_lo[c] = 1;  // in VRAM, inside the session's bytes
+    cols[c].push_back({m.layer_gpu[l], m.cores_in_session ? 0.0 : m.core_bytes[l] / kGB});
     cols[c].push_back({int(row_host), -m.core_bytes[l] / kGB});  // off the host when in VRAM
     host_rhs -= m.core_bytes[l];
     cols[c].push_back({int(row_total), gpu_ms - cpu_ms});

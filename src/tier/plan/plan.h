@@ -51,6 +51,14 @@ struct GpuDevice {
   double gflops = 0;              // quantized matmul rate on a prompt batch
   double pcie_pinned_gbps = 0;    // host -> device copies from pinned host memory
   double pcie_pageable_gbps = 0;  // the same from ordinary (pageable) memory
+  // VRAM the session computing on this GPU holds besides the routed experts: weights, KV cache,
+  // activations and scratch, as the runtime counts them (gpu_session_vram_bytes, runtime/session.h).
+  // Given (> 0), every layer's attention, norms and router and the output head are in it on this
+  // GPU, and the rest of mem_bytes is the GPU expert tier's: staging and cached experts in slots
+  // of expert_slot_bytes (GpuExperts::slot_bytes). 0: the plan places the cores itself and counts
+  // activations for a batch (`strata plan` of several GPUs, on paper).
+  uint64_t session_bytes = 0;
+  uint64_t expert_slot_bytes = 0;  // with session_bytes; 0: an expert takes its slices' bytes
 };
 
 struct PlanInputs {
@@ -218,6 +226,10 @@ struct GpuUse {
   uint64_t staging_bytes = 0;  // buffers that copies over PCIe land in
   int first_layer = 0, n_layers = 0;
   int n_expert_vram = 0;
+  // GpuDevice::session_bytes where given (weights, KV and scratch then counted in it, not above):
+  // the expert tier's VRAM is budget_bytes - session_bytes, n_staging_slots of it staging.
+  uint64_t session_bytes = 0;
+  int n_staging_slots = 0;
 };
 
 struct LayerPlacement {

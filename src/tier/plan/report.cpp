@@ -103,7 +103,16 @@ std::string describe_gpu_plan(const Plan& p) {
     const GpuDevice* in = gpu_input(p, g.device);
     o << "  VRAM      GPU " << g.device << (in && !in->name.empty() ? " (" + in->name + ")" : "") << ": "
       << format_bytes(double(g.used_bytes)) << " of " << format_bytes(double(g.budget_bytes)) << " (minimum "
-      << format_bytes(double(g.minimum_bytes)) << "): weights " << format_bytes(double(g.weight_bytes));
+      << format_bytes(double(g.minimum_bytes)) << "): ";
+    if (g.session_bytes > 0) {  // the runtime's count of its session, then the expert tier's slots
+      o << "session " << format_bytes(double(g.session_bytes))
+        << " (weights without the routed experts, KV cache, activations, scratch), " << g.n_expert_vram
+        << " cached experts " << format_bytes(double(g.expert_cache_bytes)) << ", " << g.n_staging_slots
+        << " staging slots " << format_bytes(double(g.staging_bytes)) << "; layers " << g.first_layer << "-"
+        << g.first_layer + g.n_layers - 1 << "\n";
+      continue;
+    }
+    o << "weights " << format_bytes(double(g.weight_bytes));
     if (g.n_expert_vram > 0)
       o << " (" << g.n_expert_vram << " expert slices, " << format_bytes(double(g.expert_cache_bytes)) << ")";
     o << ", KV " << format_bytes(double(g.kv_bytes)) << ", activations " << format_bytes(double(g.scratch_bytes))
@@ -270,6 +279,11 @@ void add_gpu_json(const Plan& p, nlohmann::json& j) {
                     {"staging_bytes", g.staging_bytes},
                     {"first_layer", g.first_layer},
                     {"n_layers", g.n_layers}});
+  for (size_t i = 0; i < p.gpus.size(); ++i)  // a session's GPU (GpuDevice::session_bytes) only
+    if (p.gpus[i].session_bytes > 0) {
+      uses[i]["session_bytes"] = p.gpus[i].session_bytes;
+      uses[i]["n_staging_slots"] = p.gpus[i].n_staging_slots;
+    }
   j["gpus"] = uses;
   j["memory"]["host_pinned_bytes"] = p.host_pinned_bytes;
   json layers = json::array();

@@ -40,7 +40,10 @@ GpuAssignment round_units_three_tiers(const GpuCostModel& m, const GpuLpSolution
     });
   for (int l : layers) {
     double& left = vram_left[size_t(m.layer_gpu[size_t(l)])];
-    if (m.core_bytes[size_t(l)] <= left) a.core_vram[size_t(l)] = 1, left -= m.core_bytes[size_t(l)];
+    if (m.cores_in_session)
+      a.core_vram[size_t(l)] = 1;  // in the session's bytes
+    else if (m.core_bytes[size_t(l)] <= left)
+      a.core_vram[size_t(l)] = 1, left -= m.core_bytes[size_t(l)];
   }
   const double free_host = host_left;
   int n_core_host = 0;
@@ -67,7 +70,7 @@ GpuAssignment round_units_three_tiers(const GpuCostModel& m, const GpuLpSolution
   };
   for (size_t i : order(guide ? &guide->x.vram : nullptr)) {
     double& left = vram_left[size_t(m.layer_gpu[size_t(units[i].layer)])];
-    if (double(units[i].n_bytes) <= left) a.vram[i] = 1, left -= double(units[i].n_bytes);
+    if (m.vram_bytes(units[i]) <= left) a.vram[i] = 1, left -= m.vram_bytes(units[i]);
   }
   for (size_t i : order(guide ? &guide->x.host : nullptr)) {
     if (a.vram[i] >= 1) continue;
@@ -170,6 +173,31 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
     GpuUse use;
     use.device = d.index;
     use.budget_bytes = d.mem_bytes;
+    if (cost.cores_in_session) {
+      if (int(g) != cost.head_gpu) continue;  // one session, on the first GPU: the others take no part
+      // The session's bytes, then the expert tier's: staging for one expert per routed rank, two
+      // per rank (a copy lands while the last one is computed) where the budget has them, and
+      // cached experts in the rest, a slot each.
+      const uint64_t slot = d.expert_slot_bytes > 0 ? d.expert_slot_bytes : largest_expert;
+      const uint64_t one_each = uint64_t(k) * slot;
+      use.session_bytes = d.session_bytes;
+      use.minimum_bytes = d.session_bytes + (any_experts ? one_each : 0);
+      if (d.mem_bytes < use.minimum_bytes)
+        throw Error("plan: GPU " + std::to_string(d.index) + " memory budget " + format_bytes(double(d.mem_bytes)) +
+                    " is below its minimum of " + format_bytes(double(use.minimum_bytes)) + " (" +
+                    format_bytes(double(d.session_bytes)) +
+                    " the session: weights without the routed experts, KV cache for " + std::to_string(in.n_ctx) +
+                    " tokens, activations and scratch for a batch of " + std::to_string(in.n_batch) + "; " +
+                    std::to_string(k) + " expert slots of " + format_bytes(double(slot)) +
+                    " to copy into); pass a larger --gpu-mem");
+      use.n_staging_slots = !any_experts ? 0 : d.mem_bytes >= d.session_bytes + 2 * one_each ? 2 * k : k;
+      use.staging_bytes = uint64_t(use.n_staging_slots) * slot;
+      free_vram[g] = double(d.mem_bytes - d.session_bytes - use.staging_bytes);
+      use.first_layer = 0;
+      use.n_layers = L;
+      plan.gpus.push_back(use);
+      continue;
+    }
     use.scratch_bytes = gpu_scratch;
     use.staging_bytes = staging;
     const uint64_t head = int(g) == cost.head_gpu ? uint64_t(cost.head_bytes) : 0;
@@ -377,6 +405,10 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
     for (const auto& u : plan.units)
       if (u.tier == Tier::vram && u.device == g.device && u.kind == UnitKind::expert) ++g.n_expert_vram;
     g.used_bytes = g.weight_bytes + g.kv_bytes + g.scratch_bytes + g.staging_bytes;
+    if (g.session_bytes > 0) {  // weights, KV and scratch are in the session's bytes; experts take slots
+      g.expert_cache_bytes = uint64_t(g.n_expert_vram) * uint64_t(cost.expert_slot_bytes);
+      g.used_bytes = g.session_bytes + g.expert_cache_bytes + g.staging_bytes;
+    }
   }
   plan.resident_weight_bytes += host_core_bytes;  // with their KV: the host holds both
   plan.used_bytes = plan.resident_weight_bytes + plan.scratch_bytes + plan.pool_bytes;
