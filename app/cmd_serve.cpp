@@ -44,6 +44,17 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("-t,--threads", reg.session.n_threads, "threads per generation (default: physical cores)");
   add_kv_type_option(cmd, reg.session.kv_type, reg.kv_type_auto);
   add_device_options(cmd, reg.session);
+  cmd->add_option_function<std::string>(
+      "--gpu-mem",
+      [&reg](const std::string& size) {
+        reg.gpu_mem = tier::parse_size(size);
+        reg.session.device = Device::gpu;
+        reg.session.routed_experts_on_gpu = false;
+      },
+      "MoE on a GPU too small for the model (as run and bench): VRAM a model's session may use (e.g. 8G); "
+      "its routed experts live in host RAM, a VRAM cache holds some, the CPU computes misses");
+  cmd->add_option("--gpu-copy-share", reg.gpu_copy_share,
+                  "with --gpu-mem: share of a token's expert misses copied to the GPU (default: the plan's)");
   cmd->add_option("--max-queue", reg.max_queue, "requests per model running or waiting; more get 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -5,6 +5,7 @@
 
 #include "server/errors.h"
 #include "server/model_settings.h"
+#include "tier/gpu/gpu_session.h"
 #include "tier/plan/plan.h"
 #include "util/error.h"
 
@@ -18,6 +19,8 @@ std::shared_ptr<ModelHost> ModelHost::open(const ModelEntry& entry, const HostOp
   h->kv_type_ = options.session.kv_type;
   h->ram_gbps_ = options.ram_gbps;
   h->ssd_gbps_ = options.ssd_gbps;
+  h->gpu_mem_ = options.gpu_mem;
+  h->gpu_copy_share_ = options.gpu_copy_share;
   try {
     h->model = Model::load(entry.path);
     h->tokenizer = Tokenizer::from_gguf(h->model->file());
@@ -33,6 +36,24 @@ std::shared_ptr<ModelHost> ModelHost::open(const ModelEntry& entry, const HostOp
     throw load_failed("failed to load model \"" + entry.name + "\": " + e.what());
   }
   return h;
+}
+
+ModelHost::~ModelHost() { detach_gpu_tier(); }
+
+void ModelHost::detach_gpu_tier() {
+  std::lock_guard<std::mutex> lock(tiering_mutex_);
+  if (tiering_) tiering_->attach_gpu(nullptr);
+}
+
+void ModelHost::attach_gpu_tier(Session& s) {
+  if (gpu_mem_ == 0) return;
+  const std::string gpu_mem = std::to_string(gpu_mem_ >> 20) + "M";
+  std::lock_guard<std::mutex> lock(tiering_mutex_);
+  const std::string said = model->config().n_expert > 0
+                               ? tier::attach_gpu_experts(*model, s, *tiering_, s.n_batch(), gpu_copy_share_)
+                               : tier::check_dense_gpu_budget(s, gpu_mem_, gpu_mem);
+  std::fprintf(stderr, "%s: %s\n", name.c_str(), said.c_str());
+  vram_bytes_ = s.vram_bytes() + (tiering_->gpu_experts() ? tiering_->gpu_experts()->vram_bytes() : 0);
 }
 
 int ModelHost::effective_n_ctx(int n_ctx) const {
@@ -52,13 +73,17 @@ Session& ModelHost::session_for(int n_ctx, int n_threads) {
                          " tokens, not " + std::to_string(p.n_ctx));
   const bool same_threads = p.n_threads <= 0 || (session_ && session_->n_threads() == p.n_threads);
   if (!session_ || session_->n_ctx() != p.n_ctx || !same_threads) {
+    detach_gpu_tier();
     session_.reset();  // free the old KV cache (and VRAM) before allocating the new one
     vram_bytes_ = 0;
     session_ = std::make_unique<Session>(*model, p);
     vram_bytes_ = session_->vram_bytes();
-    std::lock_guard<std::mutex> lock(tiering_mutex_);
-    session_->set_ffn_source(tiering_->ffn_source());
-    session_->set_expert_source(tiering_->expert_source());
+    {
+      std::lock_guard<std::mutex> lock(tiering_mutex_);
+      session_->set_ffn_source(tiering_->ffn_source());
+      session_->set_expert_source(tiering_->expert_source());
+    }
+    attach_gpu_tier(*session_);
   }
   return *session_;
 }
@@ -87,6 +112,12 @@ tier::TieringOptions ModelHost::tiering_options(int n_ctx, uint64_t budget_bytes
   t.budget_bytes = budget_bytes;
   t.ram_gbps = ram_gbps_;
   t.ssd_gbps = ssd_gbps_;
+  if (gpu_mem_ > 0 && model->config().n_expert > 0) {  // the three-tier plan of a --gpu-mem session
+    SessionParams p = defaults;
+    p.n_ctx = t.n_ctx;
+    p.kv_type = kv_type_;
+    tier::set_gpu_tier_options(*model, p, gpu_mem_, t);
+  }
   return t;
 }
 
@@ -102,6 +133,7 @@ void ModelHost::check_plan(int n_ctx, uint64_t budget_bytes) const {
 void ModelHost::plan(int n_ctx, uint64_t budget_bytes) {
   const tier::TieringOptions t = tiering_options(n_ctx, budget_bytes);
   std::unique_ptr<tier::Tiering> old;
+  detach_gpu_tier();
   {
     std::lock_guard<std::mutex> lock(tiering_mutex_);
     old = std::move(tiering_);

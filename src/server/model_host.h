@@ -27,10 +27,18 @@ struct HostOptions {
   // The plan picks the KV cache type (PlanInputs::kv_type_auto) instead of session.kv_type; where
   // sessions run on the GPU, the widest type that keeps them there (gpu_kv_type).
   bool kv_type_auto = false;
+  // --gpu-mem: a MoE model's session on the GPU within this much VRAM, its routed experts in host
+  // RAM (tier/gpu/gpu_session.h); 0: none. gpu_copy_share < 0: the plan's.
+  uint64_t gpu_mem = 0;
+  double gpu_copy_share = -1;
 };
 
 class ModelHost {
  public:
+  ModelHost() = default;
+  ~ModelHost();  // the GPU expert tier goes before the session whose backend it uses
+  ModelHost(const ModelHost&) = delete;
+  ModelHost& operator=(const ModelHost&) = delete;
   // Loads the model file, its tokenizer and chat format (the template /api/create stored, else
   // the file's): nothing is planned yet (plan()). load_failed naming the file and the reason.
   static std::shared_ptr<ModelHost> open(const ModelEntry& entry, const HostOptions& options);
@@ -88,7 +96,14 @@ class ModelHost {
   friend class ModelRegistry;
   tier::TieringOptions tiering_options(int n_ctx, uint64_t budget_bytes) const;
 
+  // A new session's GPU expert tier, as the plan says (--gpu-mem on a MoE model); under run_mutex.
+  void attach_gpu_tier(Session& session);
+  // The tier goes before its session (it queues on the session's backend).
+  void detach_gpu_tier();
+
   double ram_gbps_ = 0, ssd_gbps_ = 0;
+  uint64_t gpu_mem_ = 0;
+  double gpu_copy_share_ = -1;
   // Replaced only with run_mutex held; tiering_mutex_ guards the pointer against readers
   // (stats, planned bytes) on other threads.
   mutable std::mutex tiering_mutex_;

@@ -56,7 +56,9 @@ std::shared_ptr<ModelLease> ModelRegistry::admit_loaded(const std::string& reque
     if (it != models_.end()) return admit(it->second, 0);
   }
   const auto t0 = Clock::now();
-  std::shared_ptr<ModelHost> m = ModelHost::open(entry, {options_.session, options_.ram_gbps, options_.ssd_gbps, options_.kv_type_auto});
+  std::shared_ptr<ModelHost> m =
+      ModelHost::open(entry, {options_.session, options_.ram_gbps, options_.ssd_gbps, options_.kv_type_auto,
+                              options_.gpu_mem, options_.gpu_copy_share});
   m->plan(0, make_room(m->bytes_wanted(0)));
   m->load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   std::fprintf(stderr, "loaded %s in %.2f s (chat format: %s%s)\n%s\n", entry.path.c_str(), m->load_seconds,

@@ -45,6 +45,10 @@ struct RegistryOptions {
   double ram_gbps = 0, ssd_gbps = 0;
   // --kv-type auto: each model's plan picks its KV cache type (session.kv_type is ignored).
   bool kv_type_auto = false;
+  // --gpu-mem (as `run` and `bench`): VRAM a MoE model's session may use, its routed experts in
+  // host RAM through the GPU expert tier (tier/gpu/gpu_session.h); 0: none asked for.
+  uint64_t gpu_mem = 0;
+  double gpu_copy_share = -1;  // --gpu-copy-share; < 0: the plan's
 };
 
 // The model hosts are what API code works with; LoadedModel is their older name.
