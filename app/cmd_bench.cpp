@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "backend/backend.h"
 #include "commands.h"
 #include "options.h"
 #include "tier/stats.h"
@@ -57,6 +58,10 @@ void add_bench_command(CLI::App& app) {
     SessionParams& sp = opts->model.session;
     if (sp.n_ctx <= 0 || sp.n_ctx < opts->n_prompt + opts->n_gen + 1) sp.n_ctx = opts->n_prompt + opts->n_gen + 1;
     resolve_kv_type(*model, opts->model);
+    // The GPU's free memory before the session (the CUDA context made by asking): what the run then
+    // holds is measured, beside what the plan and the session counted for it.
+    size_t vram_free_before = 0, vram_total = 0;
+    const bool vram_known = sp.device != Device::cpu && backend::cuda_memory(0, vram_free_before, vram_total);
     Session session(*model, sp);
     if (!opts->json) std::printf("device     %s\n", session.device_name().c_str());
     auto tiering = make_tiering(*model, opts->model, session);
@@ -78,6 +83,14 @@ void add_bench_command(CLI::App& app) {
       session.eval({prompt[0]});
     }
     session.truncate(0);
+    // After the warm-up every scratch has grown: the run's VRAM, measured, against the count.
+    size_t vram_free_after = 0;
+    const bool vram_measured =
+        session.on_gpu() && vram_known && backend::cuda_memory(0, vram_free_after, vram_total);
+    const uint64_t vram_in_use = vram_measured && vram_free_before > vram_free_after ? vram_free_before - vram_free_after : 0;
+    const tier::GpuExperts* gpu_tier = tiering->gpu_experts();
+    const uint64_t vram_counted = session.vram_bytes() + session.vram_reserved_bytes() +
+                                  (gpu_tier ? gpu_tier->vram_bytes() : 0);
 
     double t0 = now_seconds();
     session.eval(prompt);
@@ -116,10 +129,11 @@ void add_bench_command(CLI::App& app) {
           "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
           "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f,"
           "\"ssd_bytes_per_token\":%.0f,\"expert_cache_hit_rate\":%.4f,\"ssd_must_read_per_token\":%.0f,\"process_read_"
-          "bytes_per_token\":%.0f,\"gpu\":%s,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f,\"kv_type\":\"%s\"}\n",
+          "bytes_per_token\":%.0f,\"gpu\":%s,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f,\"kv_type\":\"%s\",\"vram_in_use_bytes\":%llu,\"vram_counted_bytes\":%llu}\n",
           opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token, hit_rate,
           must_read, process_read, session.on_gpu() ? "true" : "false", after.streaming ? "true" : "false", after.predicted_tok_s,
-          gen.io_wait_seconds(), gen.disk_idle_seconds(), type_name(sp.kv_type));
+          gen.io_wait_seconds(), gen.disk_idle_seconds(), type_name(sp.kv_type), (unsigned long long)vram_in_use,
+          (unsigned long long)(session.on_gpu() ? vram_counted : 0));
     } else {
       std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
       std::printf("generation %5d tokens  %9.2f tok/s\n", opts->n_gen, tg);
@@ -135,6 +149,12 @@ void add_bench_command(CLI::App& app) {
       if (after.streaming)
         std::printf("SSD read per generated token %.1f MB; expert cache hit rate %.0f%%\n", ssd_per_token / 1e6,
                     100.0 * hit_rate);
+      if (vram_measured)
+        std::printf("VRAM measured %llu MiB in use by this run (free memory before the session less after the "
+                    "warm-up; the CUDA context not in it); counted %llu MiB: session %llu MiB, expert tier %llu MiB\n",
+                    (unsigned long long)(vram_in_use >> 20), (unsigned long long)(vram_counted >> 20),
+                    (unsigned long long)((session.vram_bytes() + session.vram_reserved_bytes()) >> 20),
+                    (unsigned long long)((gpu_tier ? gpu_tier->vram_bytes() : 0) >> 20));
       if (after.gpu.present) {
         // The GPU expert tier (--gpu-mem): the plan's predictions beside the measurement, and the
         // generated tokens' share of its counters, per token.
