@@ -16,7 +16,9 @@
 #       both models are forged
 #   bash DIR/cuda_moe_tiers.sh strata DIR    (~4 min) strata bench --gpu-mem 8G and 2G on both, the
 #       plan's predictions (this machine's measured speeds) and the lent-h100 profile's beside them,
-#       VRAM used by the process (nvidia-smi, CUDA context included)
+#       VRAM: the peak nvidia-smi sees (CUDA context included) and the run's own use measured by
+#       strata bench (free memory before the session less after the warm-up) against what the
+#       session and the expert tier counted (the plan's fixed part and arena)
 #   bash DIR/cuda_moe_tiers.sh llama DIR     (~5 min) llama-bench: -ngl 99 -ncmoe N (N: ~8 GB of
 #       VRAM, 24 on Mixtral as in the issue), the same with --no-host 1, and -ngl 99 -ot exps=CPU
 #   bash DIR/cuda_moe_tiers.sh cgroup DIR    (~5 min) whether a 16 GB memory cgroup can be made here;
@@ -89,7 +91,8 @@ for m in models:
         if kind == "strata":
             bound = (f"pp {fmt(f(kv,'plan_pp'),0)} ({kv.get('plan_pp_bound','?')}), tg {fmt(f(kv,'plan_tg'))} ({kv.get('plan_tg_bound','?')})"
                      f" / pp {fmt(f(kv,'h100_pp'),0)}, tg {fmt(f(kv,'h100_tg'))}")
-        notes = " ".join(f"{k}={v}" for k, v in kv.items() if k in ("hit", "plan_hit", "pcie_mb", "gpu_experts", "cpu_experts", "rc", "why", "cache", "staging"))
+        notes = " ".join(f"{k}={v}" for k, v in kv.items() if k in ("hit", "plan_hit", "pcie_mb", "gpu_experts", "cpu_experts", "rc", "why", "cache", "staging",
+                                                              "measured_mib", "counted_mib"))
         print(f"| {m} | {kind} {setting.replace('_', ' ')} | {fmt(f(kv,'vram_mib'),0)} | {fmt(f(kv,'pp'),0)} | {fmt(f(kv,'tg'),2)} | {bound} | {notes} |")
 print()
 # The issue's bars: at ~8 GB, generation >= 1.5x llama.cpp's best generation setting and prompt >= 3x
@@ -238,7 +241,8 @@ kv = {"pp": g(r"^prompt\s+\d+ tokens\s+([\d.]+)", t), "tg": g(r"^generation\s+\d
       "hit": g(r"VRAM hit rate (\d+%)", t), "plan_hit": g(r"VRAM hit rate \d+% \(plan (\d+%)\)", t),
       "pcie_mb": g(r"([\d.]+) MB over PCIe", t), "gpu_experts": g(r"experts ([\d.]+) GPU", t),
       "cpu_experts": g(r"/ ([\d.]+) CPU, copy", t), "cache": g(r"(\d+) cached and", t),
-      "staging": g(r"and (\d+) staging slots", t), "vram_mib": vram or "?", "rc": rc}
+      "staging": g(r"and (\d+) staging slots", t), "vram_mib": vram or "?",
+      "measured_mib": g(r"VRAM measured (\d+) MiB", t), "counted_mib": g(r"counted (\d+) MiB: session", t), "rc": rc}
 if rc != "0":
     kv["why"] = "_".join(t.strip().splitlines()[-1].split())[:160] if t.strip() else "?"
 print("strata", model, mem, " ".join(f"{k}={v}" for k, v in kv.items()))
