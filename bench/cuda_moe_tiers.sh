@@ -202,7 +202,9 @@ step_setup() {
   local t0=$SECONDS
   for m in "${models[@]}"; do
     [ -s "$(model_path "$m")" ] && continue
-    "$strata" forge --preset "$m" --type Q4_K_M --tokenizer-from "$work/tokenizer.gguf" -o "$(model_path "$m")" \
+    # A few threads: the random blocks are cheap, the disk is the bound, and the build wants the cores.
+    "$strata" forge --preset "$m" --type Q4_K_M --threads "${FORGE_THREADS:-4}" --tokenizer-from "$work/tokenizer.gguf" \
+      -o "$(model_path "$m")" \
       >"$res/forge-$m.log" 2>&1 || say "forge $m failed: $(tail -1 "$res/forge-$m.log")"
     say "forged $m: $(du -h "$(model_path "$m")" | cut -f1) at $((SECONDS - t0)) s"
   done
