@@ -35,6 +35,7 @@ struct ModelOptions {
   // With gpu_mem: of a token's expert misses, the share copied over PCIe; < 0: the plan's, per
   // layer (LayerPlacement::copy_share).
   double gpu_copy_share = -1;
+  double gpu_prompt_copy_share = -1;  // the same for a prompt's misses; < 0: the plan's
   // Memory available when the command started, before the model and the session took theirs
   // (which the plan counts itself); 0: unknown.
   uint64_t budget_at_start = 0;
@@ -121,7 +122,8 @@ inline std::unique_ptr<tier::Tiering> make_tiering(const Model& model, const Mod
   if (!o.gpu_mem.empty()) {
     const std::string said =
         model.config().n_expert > 0
-            ? tier::attach_gpu_experts(model, session, *tiering, session.n_batch(), o.gpu_copy_share)
+            ? tier::attach_gpu_experts(model, session, *tiering, session.n_batch(), o.gpu_copy_share,
+                                       o.gpu_prompt_copy_share)
             : tier::check_dense_gpu_budget(session, tier::parse_size(o.gpu_mem), o.gpu_mem);
     std::fprintf(stderr, "%s\n", said.c_str());
   }
@@ -203,6 +205,9 @@ inline void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--gpu-copy-share", o.gpu_copy_share,
                   "with --gpu-mem: share of a token's expert misses copied to the GPU, the rest computed by the "
                   "CPU (default: the plan's, per layer)");
+  cmd->add_option("--gpu-prompt-copy-share", o.gpu_prompt_copy_share,
+                  "with --gpu-mem: share of a prompt batch's expert misses copied to the GPU, the rest computed by "
+                  "the CPU meanwhile (default: the plan's)");
   cmd->add_option("--mem", o.mem,
                   "memory budget (e.g. 2G; default: what is available): the planner streams what does not fit");
   cmd->add_option("--expert-guess", o.expert_guess,

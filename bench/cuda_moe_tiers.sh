@@ -14,7 +14,8 @@
 #       (default .dev/cuda/anchor/llama.slim.tar.gz): ~15 MB to carry.
 #   bash DIR/cuda_moe_tiers.sh setup DIR     (~6 min) llama-bench built (CUDA, sm_90, -j16) while
 #       both models are forged
-#   bash DIR/cuda_moe_tiers.sh strata DIR    (~4 min) strata bench --gpu-mem 8G and 2G on both, the
+#   bash DIR/cuda_moe_tiers.sh strata DIR    (~6 min) strata bench --gpu-mem 8G and 2G on both (8G once
+#       more with every prompt miss copied: --gpu-prompt-copy-share 1, against the plan's CPU share), the
 #       plan's predictions (this machine's measured speeds) and the lent-h100 profile's beside them,
 #       VRAM: the peak nvidia-smi sees (CUDA context included) and the run's own use measured by
 #       strata bench (free memory before the session less after the warm-up) against what the
@@ -26,7 +27,8 @@
 #   bash DIR/cuda_moe_tiers.sh report [RESULTS]   the table and the issue's bars (also run by each step)
 #   bash DIR/cuda_moe_tiers.sh all DIR       every step in one go (no 10-minute limit)
 # env: THREADS (16), MODELS ("mixtral-8x7b qwen3-30b-a3b"), MEMS ("8G 2G"), PP (512), TG (128),
-#      REPS (llama-bench repetitions, 2), WORK (/tmp/moe_tiers), JOBS (16), ARCH (90).
+#      REPS (llama-bench repetitions, 2), WORK (/tmp/moe_tiers), JOBS (16), ARCH (90), COPY_ALL (1),
+#      FORGE_THREADS (4).
 #
 # Random forged weights route near-uniformly: the worst case for a VRAM expert cache (the hit rates
 # printed say so). Bounds are the planner's predictions (bandwidth and compute of each resource
@@ -218,15 +220,22 @@ step_strata() {
     local model
     model=$(model_path "$m")
     [ -s "$model" ] || { say "strata $m: no model (run setup)"; continue; }
-    for mem in "${mems[@]}"; do
-      local log=$res/strata-$m-$mem.txt t0=$SECONDS
-      with_vram "$res/strata-$m-$mem.vram" timeout 420 "$strata" bench "$model" -p "$pp" -n "$tg" -c $((pp + tg + 1)) \
-        -t "$threads" --gpu-mem "$mem" --fresh --stats >"$log" 2>&1
+    # Each budget as the plan says; the first also with every prompt miss copied (the plan's CPU share
+    # of a prompt against none: COPY_ALL=0 leaves it out).
+    local runs=()
+    for mem in "${mems[@]}"; do runs+=("$mem"); done
+    [ "${COPY_ALL:-1}" = 1 ] && runs+=("${mems[0]}-copy-all")
+    for run in "${runs[@]}"; do
+      local mem=${run%-copy-all} extra=()
+      [ "$run" != "$mem" ] && extra=(--gpu-prompt-copy-share 1)
+      local log=$res/strata-$m-$run.txt t0=$SECONDS
+      with_vram "$res/strata-$m-$run.vram" timeout 420 "$strata" bench "$model" -p "$pp" -n "$tg" -c $((pp + tg + 1)) \
+        -t "$threads" --gpu-mem "$mem" ${extra[@]+"${extra[@]}"} --fresh --stats >"$log" 2>&1
       local rc=$?
       local plan
       plan=$("$strata" plan "$model" --profile lent-h100 --gpu-mem "$mem" --mem 100G -t "$threads" -c $((pp + tg + 1)) 2>&1)
       echo "$plan" >"$res/plan-h100-$m-$mem.txt"
-      python3 - "$log" "$res/plan-h100-$m-$mem.txt" "$(cat "$res/strata-$m-$mem.vram" 2>/dev/null)" "$rc" "$m" "$mem" \
+      python3 - "$log" "$res/plan-h100-$m-$mem.txt" "$(cat "$res/strata-$m-$run.vram" 2>/dev/null)" "$rc" "$m" "$run" \
         >>"$res/results.txt" <<'EOF'
 import re, sys
 log, plan, vram, rc, model, mem = sys.argv[1:]
@@ -249,7 +258,7 @@ if rc != "0":
     kv["why"] = "_".join(t.strip().splitlines()[-1].split())[:160] if t.strip() else "?"
 print("strata", model, mem, " ".join(f"{k}={v}" for k, v in kv.items()))
 EOF
-      say "strata $m --gpu-mem $mem: rc $rc in $((SECONDS - t0)) s: $(grep -E '^(prompt|generation) ' "$log" | tr -s ' ' | tr '\n' ';')"
+      say "strata $m --gpu-mem $mem ${extra[*]:-}: rc $rc in $((SECONDS - t0)) s: $(grep -E '^(prompt|generation) ' "$log" | tr -s ' ' | tr '\n' ';')"
       grep -E "^gpu (experts|tier)|minimum|rror" "$log" | sed 's/^/    /' | tee -a "$res/log.txt"
     done
   done

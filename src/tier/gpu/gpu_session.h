@@ -47,10 +47,11 @@ inline std::string check_dense_gpu_budget(const Session& session, uint64_t budge
 
 // The GPU expert tier for `session`, as the tiering's plan (planned with set_gpu_tier_options)
 // says: the VRAM the plan leaves besides the session, its experts there hottest first, its copy
-// shares (copy_share >= 0 overrides decode's in every layer). The tiering owns the tier and must
-// let it go before the session ends (attach_gpu(nullptr)). Returns the lines to tell.
+// shares (copy_share >= 0 overrides decode's in every layer, prompt_copy_share >= 0 the prompt's).
+// The tiering owns the tier and must let it go before the session ends (attach_gpu(nullptr)).
+// Returns the lines to tell.
 inline std::string attach_gpu_experts(const Model& model, Session& session, Tiering& tiering, int n_batch,
-                                      double copy_share = -1) {
+                                      double copy_share = -1, double prompt_copy_share = -1) {
   const Plan& plan = tiering.plan();
   if (plan.gpus.empty() || plan.gpus.front().session_bytes == 0)
     throw Error("gpu expert tier: the plan has no GPU session to follow (plan it with set_gpu_tier_options)");
@@ -67,6 +68,7 @@ inline std::string attach_gpu_experts(const Model& model, Session& session, Tier
   g.routing = tiering.gpu_routing();
   const ModelConfig& c = model.config();
   if (copy_share >= 0) g.copy_share.assign(size_t(c.n_layer), std::min(1.0, copy_share));
+  if (prompt_copy_share >= 0) g.prompt_copy_share = std::min(1.0, prompt_copy_share);
   tiering.attach_gpu(std::make_unique<GpuExperts>(model, session.backend(), session.pool(), g));
   session.set_expert_compute(tiering.gpu_experts());
   const GpuExperts& x = *tiering.gpu_experts();
