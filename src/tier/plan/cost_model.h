@@ -62,6 +62,11 @@ struct CostModel {
 // A prompt batch of B tokens needs expert u once with probability q_u = 1 - (1 - p_u)^B and
 // B * p_u of its tokens; the host-side share that is copied is chosen per batch (copy_share),
 // and the resources work in overlapped waves: a batch takes the longest of them.
+// The VRAM units are the GPU tier's cache (ExpertCache, lfu): decode's copies enter it in place of
+// the least used, so with routing as the probabilities say it holds the likeliest experts, the
+// units placed here, and a copy costs the link the same whether it lands in the cache or in
+// staging. Routing that drifts (real text) is what the model leaves out: lfu follows it, a static
+// placement would not.
 struct GpuCostModel {
   const PlanInputs* in = nullptr;
   const UnitTable* table = nullptr;
