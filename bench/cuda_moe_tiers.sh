@@ -7,7 +7,8 @@
 # llama-cpp-python 0.3.36 sdist's vendored source (slimmed: bench/cuda_llamacpp_anchor.sh prepare).
 #
 # The device takes calls of at most 10 minutes and keeps /tmp between calls made within ~30 s of
-# each other, so the work comes in steps (each appends to $WORK/results and copies it to $OUT):
+# each other, so the work comes in steps (each appends to $WORK/results and copies it to $OUT; a step
+# stops starting runs near its STEP_BUDGET (570 s) and, run again, does only what is not done):
 #   bench/cuda_moe_tiers.sh prepare DIR STRATA [LLAMA_SLIM]      (here) DIR gets this script, strata
 #       (CUDA build, xz), the runtime libraries it needs (LIBS, default .dev/gpumoe/lib), a tokenizer
 #       GGUF (TOKENIZER, default .dev/tok/smollm2-tokenizer.gguf.gz) and the slim llama.cpp tarball
@@ -59,6 +60,14 @@ if [ "$mode" = prepare ]; then
 fi
 
 mkdir -p "$work" "$res"
+# A device call ends at 10 minutes: a step starts no run with less than ~90 s of STEP_BUDGET left
+# (it says so; run the step again, or per model with MODELS=..., to finish).
+step_end=$((SECONDS + ${STEP_BUDGET:-570}))
+time_for() {  # NAME: whether a run may start
+  [ $((step_end - SECONDS)) -ge 90 ] && return 0
+  say "skipped $1: $((step_end - SECONDS)) s left of the step's budget"
+  return 1
+}
 out=${OUT:-$work/out}
 mkdir -p "$out"
 say() { echo "$*" | tee -a "$res/log.txt"; }
@@ -226,6 +235,8 @@ step_strata() {
     for mem in "${mems[@]}"; do runs+=("$mem"); done
     [ "${COPY_ALL:-1}" = 1 ] && runs+=("${mems[0]}-copy-all")
     for run in "${runs[@]}"; do
+      grep -q "^strata $m $run .*rc=0" "$res/results.txt" 2>/dev/null && continue  # done in an earlier call
+      time_for "strata $m $run" || continue
       local mem=${run%-copy-all} extra=()
       [ "$run" != "$mem" ] && extra=(--gpu-prompt-copy-share 1)
       local log=$res/strata-$m-$run.txt t0=$SECONDS
@@ -269,6 +280,8 @@ llama_bench() {  # MODEL SETTING_NAME ARGS...
   shift 2
   local lb=$work/llama/build/bin/llama-bench json=$res/llama-$m-$name.json t0=$SECONDS
   [ -x "$lb" ] || { say "llama.cpp $m $name: no llama-bench (run setup)"; return; }
+  grep -q "^llama.cpp $m $name .*rc=0" "$res/results.txt" 2>/dev/null && return  # done in an earlier call
+  time_for "llama.cpp $m $name" || return
   with_vram "$res/llama-$m-$name.vram" timeout 400 "$lb" -m "$(model_path "$m")" -p "$pp" -n "$tg" -t "$threads" \
     -r "$reps" -o json "$@" >"$json" 2>"$res/llama-$m-$name.err"
   local rc=$?
