@@ -380,6 +380,7 @@ TEST_P(GpuExpertTier, TheTierTakesWhatThePlanLeaves) {
     EXPECT_EQ(tier.n_cache_slots(), n_vram) << "extra " << extra;
     EXPECT_EQ(tier.n_staging_slots(), use.n_staging_slots) << "extra " << extra;
     EXPECT_EQ(tier.vram_bytes(), use.budget_bytes - use.session_bytes) << "extra " << extra;
+    EXPECT_EQ(tier.host_bytes(), plan.host_pinned_bytes) << "extra " << extra;  // every expert, a slot each
   }
   in.gpus[0].mem_bytes = minimum - 1;
   try {

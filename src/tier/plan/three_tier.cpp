@@ -73,7 +73,9 @@ GpuAssignment round_units_three_tiers(const GpuCostModel& m, const GpuLpSolution
     if (m.vram_bytes(units[i]) <= left) a.vram[i] = 1, left -= m.vram_bytes(units[i]);
   }
   for (size_t i : order(guide ? &guide->x.host : nullptr)) {
-    if (a.vram[i] >= 1) continue;
+    // A session's GPU tier keeps every routed expert in pinned host RAM too (its VRAM cache is lfu's
+    // and reloads from there); elsewhere a unit in VRAM needs no host copy.
+    if (a.vram[i] >= 1 && !(m.cores_in_session && units[i].kind == UnitKind::expert)) continue;
     if (host_cost(units[i]) <= host_left) a.host[i] = 1, host_left -= host_cost(units[i]);
   }
   return a;
@@ -226,7 +228,11 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
   bool may_stream = units_bytes + cores_bytes > vram_total + budget - double(plan.scratch_bytes);
   const int all_pieces = streamed_pieces(table, std::vector<bool>(units.size(), false));
   // An expert held in host RAM takes a streamer slot while anything streams, its slice otherwise.
-  auto host_cost = [&](const PlanUnit& u) { return double(may_stream ? u.memory_bytes : u.n_bytes); };
+  // A session's GPU tier holds each in a slot of its arena (GpuDevice::expert_slot_bytes).
+  auto host_cost = [&](const PlanUnit& u) {
+    if (cost.cores_in_session && u.kind == UnitKind::expert) return cost.expert_slot_bytes;
+    return double(may_stream ? u.memory_bytes : u.n_bytes);
+  };
   PlanPool pool;
   GpuLpSolution lp;
   GpuAssignment a;
@@ -308,7 +314,7 @@ void plan_three_tiers(Plan& plan, UnitTable& table) {
     u.compute = u.tier == Tier::vram ? Processor::gpu : processors[i];
     u.device = u.compute == Processor::gpu ? gpu : -1;
     u.resident = u.tier == Tier::host;  // place_tensors counts host RAM; VRAM is added below
-    if (u.tier == Tier::host) host_units += uint64_t(host_cost(u));
+    if (u.tier == Tier::host || (u.tier == Tier::vram && a.host[i] >= 1)) host_units += uint64_t(host_cost(u));
     LayerPlacement& lay = plan.layers[size_t(u.layer)];
     if (u.tier != Tier::vram) {
       (u.compute == Processor::gpu ? lay.n_units_gpu : lay.n_units_cpu) += 1;
