@@ -40,6 +40,10 @@ double exp_sum(float* s, int64_t n, float m, double acc) {
   return acc;
 }
 
+void exp_sum_rows(float* s, size_t ld, int n_rows, int64_t n, const float* m, double* acc) {
+  for (int r = 0; r < n_rows; ++r) acc[r] = exp_sum(s + size_t(r) * ld, n, m[r], acc[r]);
+}
+
 void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* v, int dv, float* o,
                 const float* inv_l) {
   for (int r = 0; r < n_rows; ++r) {
@@ -106,7 +110,7 @@ void sequential(const float* s, int n_keys, const float* v, int dv, float* o, fl
 }
 
 }  // namespace
-const Kernels kKernels{scores_f16, {exp_sum}, accumulate, scores_q, sequential};
+const Kernels kKernels{scores_f16, {exp_sum}, exp_sum_rows, accumulate, scores_q, sequential};
 }  // namespace scalar
 
 const Kernels& kernels_for(kernels::Isa isa) {
@@ -303,6 +307,14 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   int n_splits = 1;
   if (n_tokens <= kBlockQ && (!f16_path || n_tokens <= kMaxSplitTokens)) {
     n_splits = int(std::clamp<int64_t>(span / kMinSplitKeys, 1, max_splits(shape, pool.n_threads())));
+    // Equal items in a multiple of the threads (3 KV heads in 3 ranges on 2 threads leave one
+    // thread 5 items of 9): the most ranges up to that count that divide evenly, if any do.
+    const int n_threads = pool.n_threads();
+    for (int s = n_splits; s > 1; --s)
+      if (shape.n_head_kv * s % n_threads == 0) {
+        n_splits = s;
+        break;
+      }
   }
   // Query tokens per item: kBlockQ, or for the f16 path as many as keep their rows' scores over
   // the item's positions (at most the window and the item's tokens) within the tile's.
@@ -469,20 +481,17 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
     if (sr.kept()) {
       for (int t = it.t0; t < it.t1; ++t) {
         const auto [lo, hi] = visible(it, t);
-        for (int g = 0; g < group; ++g) {
-          const size_t row = size_t(t - it.t0) * group + g;
-          tile.sum[row] = kern.exp_sum(sr.at(t, g, lo), hi - lo, tile.m[row]);
-        }
+        const size_t row = size_t(t - it.t0) * group;
+        std::fill_n(tile.sum.data() + row, group, 0.0);
+        kern.exp_sum_rows(sr.at(t, 0, lo), sr.ld, group, hi - lo, tile.m.data() + row, tile.sum.data() + row);
       }
       return;
     }
     std::fill_n(tile.sum.data(), it.rows, 0.0);
     for_blocks(tile, it, true, false, [&](int t, int64_t j0, int64_t j1, int64_t kb) {
       const auto [s, ld] = block_scores(tile, it, sr, t, j0, j1, kb);
-      for (int g = 0; g < group; ++g) {
-        const size_t row = size_t(t - it.t0) * group + g;
-        tile.sum[row] = kern.exp_sum(s + size_t(g) * ld, j1 - j0, tile.m[row], tile.sum[row]);
-      }
+      const size_t row = size_t(t - it.t0) * group;
+      kern.exp_sum_rows(s, ld, group, j1 - j0, tile.m.data() + row, tile.sum.data() + row);
     });
   };
   // The rounded probabilities against V, with l = 1 / sum.
