@@ -153,7 +153,7 @@ constexpr int kMaxSplitTokens = 4;   // f16 split-K: most query tokens (generati
 // f16 path: scores an item keeps over its positions, at most (per thread), and the scores split-K
 // keeps across its phases (once). Rows that do not fit are computed again in each sweep, a key
 // block at a time: the same values, so the same result, and the scratch bounded at any context.
-constexpr size_t kScoreFloats = size_t(1) << 18;       // 1 MiB a thread
+constexpr size_t kScoreFloats = size_t(1) << 19;       // 2 MiB a thread (an item of a 8k prompt: 21 tokens of SmolLM2)
 constexpr size_t kSplitScoreFloats = size_t(1) << 20;  // 4 MiB
 
 // q rounded as llama.cpp rounds it before its dots with keys of `key_type`: to f16 for f16 keys,
@@ -379,6 +379,21 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   // Each key block of the item's range [a, b) converted to f32 once (the f16 keys if with_k, the
   // values if with_v), then body(t, j0, j1, kb) for each query token that sees some of it: [j0, j1)
   // its visible positions in the block starting at kb.
+  // While a block's tokens compute, the next block's cached rows are asked for (a share before
+  // each token), so that its conversion does not wait on memory (a long prompt's items each read
+  // their KV head's whole span; a third of their time went to that wait).
+  auto prefetch_rows = [&](const Item& it, bool with_k, bool with_v, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      if (with_k || !f16_path) {
+        const char* row = reinterpret_cast<const char*>(kv_k.head(p, it.kvh));
+        for (size_t off = 0; off < kv_k.head_bytes; off += 64) __builtin_prefetch(row + off);
+      }
+      if (with_v) {
+        const char* row = reinterpret_cast<const char*>(kv_v.head(p, it.kvh));
+        for (size_t off = 0; off < kv_v.head_bytes; off += 64) __builtin_prefetch(row + off);
+      }
+    }
+  };
   auto for_blocks = [&](AttentionScratch::Tile& tile, const Item& it, bool with_k, bool with_v, auto&& body) {
     for (int64_t kb = it.a; kb < it.b; kb += kBlockK) {
       const int64_t ke = std::min(it.b, kb + kBlockK);
@@ -386,7 +401,12 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
         if (with_k) k_conv.dequantize(kv_k.head(p, it.kvh), tile.k.data() + size_t(p - kb) * dk, dk);
         if (with_v) v_conv.dequantize(kv_v.head(p, it.kvh), tile.v.data() + size_t(p - kb) * dv, dv);
       }
+      const int64_t next_end = std::min(it.b, ke + kBlockK), share = (next_end - ke + (it.t1 - it.t0) - 1) / (it.t1 - it.t0);
+      int64_t next = ke;
       for (int t = it.t0; t < it.t1; ++t) {
+        const int64_t upto = std::min(next_end, next + share);
+        prefetch_rows(it, with_k, with_v, next, upto);
+        next = upto;
         const int64_t j0 = std::max(kb, first(t)), j1 = std::min(ke, last(t) + 1);
         if (j0 < j1) body(t, j0, j1, kb);
       }

@@ -75,18 +75,25 @@ inline V vround_f16(V x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_
 template <int R, int NV>
 void accumulate_rows(float* o, int dv, const float (*p)[64], int n_keys, const float* v) {
   V acc[R][NV];
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
     for (int i = 0; i < NV; ++i) acc[r][i] = vload(o + size_t(r) * dv + i * W);
   for (int j = 0; j < n_keys; ++j) {
     const float* vj = v + size_t(j) * dv;
     V x[NV];
+#pragma GCC unroll 4
     for (int i = 0; i < NV; ++i) x[i] = vload(vj + i * W);
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const V pj = vset(p[r][j]);
+#pragma GCC unroll 4
       for (int i = 0; i < NV; ++i) acc[r][i] = vfma(pj, x[i], acc[r][i]);
     }
   }
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
     for (int i = 0; i < NV; ++i) vstore(o + size_t(r) * dv + i * W, acc[r][i]);
 }
 
@@ -202,6 +209,7 @@ template <int R>
 void exp_sum_r(float* s, size_t ld, int64_t n, const float* m, double* acc) {
   double a[R];
   __m256 vm[R];
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     a[r] = acc[r];
     vm[r] = _mm256_set1_ps(m[r]);
@@ -209,12 +217,15 @@ void exp_sum_r(float* s, size_t ld, int64_t n, const float* m, double* acc) {
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     alignas(32) float e[R][8];
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m256 x = expf8(_mm256_sub_ps(_mm256_loadu_ps(s + size_t(r) * ld + j), vm[r]));
       _mm256_storeu_ps(s + size_t(r) * ld + j, x);
       _mm256_store_ps(e[r], x);
     }
+#pragma GCC unroll 8
     for (int i = 0; i < 8; ++i)
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) a[r] += double(e[r][i]);
   }
   for (int r = 0; r < R; ++r) {
