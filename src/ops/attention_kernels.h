@@ -24,10 +24,13 @@ struct Kernels {
     double (*fn)(float* s, int64_t n, float m, double acc);
     double operator()(float* s, int64_t n, float m, double acc = 0.0) const { return fn(s, n, m, acc); }
   } exp_sum;
+  // The same for n_rows rows of n scores each, row r at s + r * ld with its own max m[r], each
+  // row's sum added onto acc[r] exactly as exp_sum adds it (the rows' chains of additions overlap).
+  void (*exp_sum_rows)(float* s, size_t ld, int n_rows, int64_t n, const float* m, double* acc);
   // The f16 path's output sweep, with e[r * ld + j] = e^(s_j - max) and each row's 1 / sum
   // inv_l[r]: p_j = f16(e_j * inv_l[r]) (the normalized probability rounded to f16, as llama.cpp's
   // non-flash path rounds it for its product with f16 values), then o[r] += sum_j p_j v_j in f32 in
-  // key order (an FMA a key, as the reference loop's axpy).
+  // key order (an FMA a key, as the reference loop's axpy). The rows share each value's load.
   void (*accumulate)(const float* e, size_t ld, int n_rows, int n_keys, const float* v, int dv, float* o,
                      const float* inv_l);
 

@@ -63,21 +63,6 @@ inline float vhsum(V x) {
 
 #endif
 
-// o[0 .. NV * W) = o * c + sum_j p[j] * v[j * dv ...] for one chunk of an output row.
-template <int NV>
-void scale_accumulate(float* o, float c, const float* p, int n_keys, const float* v, int dv) {
-  V acc[NV];
-  const V vc = vset(c);
-  for (int i = 0; i < NV; ++i) acc[i] = vmul(vload(o + i * W), vc);
-  for (int j = 0; j < n_keys; ++j) {
-    const V pj = vset(p[j]);
-    const float* vj = v + size_t(j) * dv;
-#pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) acc[i] = vfma(pj, vload(vj + i * W), acc[i]);
-  }
-  for (int i = 0; i < NV; ++i) vstore(o + i * W, acc[i]);
-}
-
 // x rounded to the nearest f16 (ties to even) and back.
 #if defined(__AVX512F__)
 inline V vround_f16(V x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
@@ -85,25 +70,65 @@ inline V vround_f16(V x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_
 inline V vround_f16(V x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
 #endif
 
+// o[r][i0 .. i0 + NV * W) += sum_j p[r][j] * v[j][...] for R rows, each row's FMAs in key order;
+// each value vector loaded once for the R rows.
+template <int R, int NV>
+void accumulate_rows(float* o, int dv, const float (*p)[64], int n_keys, const float* v) {
+  V acc[R][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int i = 0; i < NV; ++i) acc[r][i] = vload(o + size_t(r) * dv + i * W);
+  for (int j = 0; j < n_keys; ++j) {
+    const float* vj = v + size_t(j) * dv;
+    V x[NV];
+#pragma GCC unroll 4
+    for (int i = 0; i < NV; ++i) x[i] = vload(vj + i * W);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const V pj = vset(p[r][j]);
+#pragma GCC unroll 4
+      for (int i = 0; i < NV; ++i) acc[r][i] = vfma(pj, x[i], acc[r][i]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int i = 0; i < NV; ++i) vstore(o + size_t(r) * dv + i * W, acc[r][i]);
+}
+
+// R rows (at most 4) through one chunk of keys, their probabilities in p.
+template <int R>
+void accumulate_chunk(float* o, int dv, const float (*p)[64], int n, const float* v) {
+  int i = 0;
+  for (; i + 4 * W <= dv; i += 4 * W) accumulate_rows<R, 4>(o + i, dv, p, n, v + i);
+  for (; i < dv; i += W) accumulate_rows<R, 1>(o + i, dv, p, n, v + i);
+}
+
 void accumulate(const float* e, size_t ld, int n_rows, int n_keys, const float* v, int dv, float* o,
                 const float* inv_l) {
   if (dv % W != 0) return scalar::kKernels.accumulate(e, ld, n_rows, n_keys, v, dv, o, inv_l);
   constexpr int kChunk = 64;
-  alignas(64) float p[kChunk];
-  for (int r = 0; r < n_rows; ++r) {
-    const float* er = e + size_t(r) * ld;
-    const V il = vset(inv_l[r]);
-    float* orow = o + size_t(r) * dv;
+  alignas(64) float p[4][kChunk];
+  for (int r0 = 0; r0 < n_rows; r0 += 4) {
+    const int nr = std::min(4, n_rows - r0);
     for (int j0 = 0; j0 < n_keys; j0 += kChunk) {
       const int n = std::min(kChunk, n_keys - j0);
-      int j = 0;
-      for (; j + W <= n; j += W) vstore(p + j, vround_f16(vmul(vload(er + j0 + j), il)));
-      if (j < n) vstore_tail(p + j, vround_f16(vmul(vload_tail(er + j0 + j, n - j, 0.0f), il)), n - j);
+      for (int r = 0; r < nr; ++r) {
+        const float* er = e + size_t(r0 + r) * ld + j0;
+        const V il = vset(inv_l[r0 + r]);
+        int j = 0;
+        for (; j + W <= n; j += W) vstore(p[r] + j, vround_f16(vmul(vload(er + j), il)));
+        if (j < n) vstore_tail(p[r] + j, vround_f16(vmul(vload_tail(er + j, n - j, 0.0f), il)), n - j);
+      }
       const float* vj = v + size_t(j0) * dv;
-      int i = 0;
-      for (; i + 8 * W <= dv; i += 8 * W) scale_accumulate<8>(orow + i, 1.0f, p, n, vj + i, dv);
-      for (; i + 4 * W <= dv; i += 4 * W) scale_accumulate<4>(orow + i, 1.0f, p, n, vj + i, dv);
-      for (; i < dv; i += W) scale_accumulate<1>(orow + i, 1.0f, p, n, vj + i, dv);
+      float* orow = o + size_t(r0) * dv;
+      switch (nr) {
+        case 4: accumulate_chunk<4>(orow, dv, p, n, vj); break;
+        case 3: accumulate_chunk<3>(orow, dv, p, n, vj); break;
+        case 2: accumulate_chunk<2>(orow, dv, p, n, vj); break;
+        default: accumulate_chunk<1>(orow, dv, p, n, vj); break;
+      }
     }
   }
 }
@@ -178,6 +203,48 @@ double exp_sum(float* s, int64_t n, float m, double acc) {
   return acc;
 }
 
+// R rows of exp_sum at once: each row's additions in its order, the rows' chains interleaved (one
+// row's chain of dependent double additions is latency-bound).
+template <int R>
+void exp_sum_r(float* s, size_t ld, int64_t n, const float* m, double* acc) {
+  double a[R];
+  __m256 vm[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    a[r] = acc[r];
+    vm[r] = _mm256_set1_ps(m[r]);
+  }
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    alignas(32) float e[R][8];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = expf8(_mm256_sub_ps(_mm256_loadu_ps(s + size_t(r) * ld + j), vm[r]));
+      _mm256_storeu_ps(s + size_t(r) * ld + j, x);
+      _mm256_store_ps(e[r], x);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i)
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) a[r] += double(e[r][i]);
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int64_t i = j; i < n; ++i) a[r] += double(s[size_t(r) * ld + size_t(i)] = std::exp(s[size_t(r) * ld + size_t(i)] - m[r]));
+    acc[r] = a[r];
+  }
+}
+
+void exp_sum_rows(float* s, size_t ld, int n_rows, int64_t n, const float* m, double* acc) {
+  int r = 0;
+  for (; r + 4 <= n_rows; r += 4) exp_sum_r<4>(s + size_t(r) * ld, ld, n, m + r, acc + r);
+  switch (n_rows - r) {
+    case 3: return exp_sum_r<3>(s + size_t(r) * ld, ld, n, m + r, acc + r);
+    case 2: return exp_sum_r<2>(s + size_t(r) * ld, ld, n, m + r, acc + r);
+    case 1: return exp_sum_r<1>(s + size_t(r) * ld, ld, n, m + r, acc + r);
+    default: return;
+  }
+}
+
 #if defined(__AVX512F__)
 // Lane j: _mm512_reduce_add_ps(t[j]) bit for bit. GCC's reduction adds the upper half of a vector
 // to the lower (256, then 128 bits), then lanes (0, 2) and (1, 3), then the two left; the same
@@ -200,8 +267,15 @@ inline __m512 reduce_add_16(const __m512* t) {
 
 // One key's F16 vec_dot terms over the first 64 * NS elements (NS 0: d / 64 steps at run time):
 // four accumulators of 16 lanes, (a0 + a1) + (a2 + a3).
+// A head of 64 (NS 1) folds a0 + a1 into a1's FMA: a product of two f16 values is exact in f32, so
+// a0 = k0 q0 and fma(k1, q1, a0) = round(k0 q0 + k1 q1) = a0 + a1 (signed zeros included).
 template <int NS>
 inline __m512 f16_dot_terms(const float* k, const __m512* qv, const float* qr, int d) {
+  if constexpr (NS == 1) {
+    const __m512 a01 = _mm512_fmadd_ps(vload(k + 16), qv[1], _mm512_fmadd_ps(vload(k), qv[0], vzero()));
+    const __m512 a23 = _mm512_fmadd_ps(vload(k + 48), qv[3], _mm512_fmadd_ps(vload(k + 32), qv[2], vzero()));
+    return _mm512_add_ps(a01, a23);
+  }
   __m512 a[4] = {vzero(), vzero(), vzero(), vzero()};
   const int steps = NS > 0 ? NS : d / 64;
   for (int i = 0; i < steps; ++i)
@@ -364,7 +438,7 @@ void sequential(const float* s, int n_keys, const float* v, int dv, float* o, fl
 
 }  // namespace
 
-const Kernels kKernels{scores_f16, {exp_sum}, accumulate, scores_q, sequential};
+const Kernels kKernels{scores_f16, {exp_sum}, exp_sum_rows, accumulate, scores_q, sequential};
 
 }  // namespace strata::ops::attn::STRATA_ISA
 

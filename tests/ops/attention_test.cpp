@@ -397,6 +397,63 @@ TEST(AttentionKernels, ExpSumIsTheCLibraryExpfBitForBit) {
   }
 }
 
+// exp_sum_rows is exp_sum on each row, bit for bit (the exponentials and each row's sum), for every
+// row count up to a few past the kernels' groups of four and lengths with and without vector tails.
+TEST(AttentionKernels, ExpSumRowsIsExpSumOnEachRow) {
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<float> dist(-30.0f, 0.0f);
+  for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+    const attn::Kernels& k = attn::kernels_for(kernels::Isa(isa));
+    for (int n_rows = 1; n_rows <= 9; ++n_rows)
+      for (int64_t n : {int64_t(1), int64_t(7), int64_t(8), int64_t(61), int64_t(200)}) {
+        const size_t ld = size_t(n) + 5;
+        std::vector<float> s(size_t(n_rows) * ld), m(static_cast<size_t>(n_rows));
+        for (float& x : s) x = dist(rng);
+        for (float& x : m) x = dist(rng) / 10.0f;
+        std::vector<float> want(s);
+        std::vector<double> want_sum(static_cast<size_t>(n_rows)), sum(static_cast<size_t>(n_rows));
+        for (int r = 0; r < n_rows; ++r) {
+          want_sum[size_t(r)] = k.exp_sum(want.data() + size_t(r) * ld, n, m[size_t(r)], 0.5 * r);
+          sum[size_t(r)] = 0.5 * r;
+        }
+        k.exp_sum_rows(s.data(), ld, n_rows, n, m.data(), sum.data());
+        for (int r = 0; r < n_rows; ++r) {
+          EXPECT_EQ(sum[size_t(r)], want_sum[size_t(r)]) << n_rows << " rows of " << n << " on " << kernels::isa_name(kernels::Isa(isa));
+          EXPECT_EQ(std::memcmp(s.data() + size_t(r) * ld, want.data() + size_t(r) * ld, size_t(n) * sizeof(float)), 0)
+              << "row " << r << " of " << n_rows << ", " << n << " scores on " << kernels::isa_name(kernels::Isa(isa));
+        }
+      }
+  }
+}
+
+// accumulate over several rows at once (they share each value's load) gives each row what it gives
+// that row alone, bit for bit, for head sizes of one to several vectors and key counts around its
+// chunk of 64.
+TEST(AttentionKernels, AccumulateRowsIsAccumulateOnEachRow) {
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> dist(0.0f, 1.0f);
+  for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
+    const attn::Kernels& k = attn::kernels_for(kernels::Isa(isa));
+    for (int dv : {32, 64, 96, 128, 256})
+      for (int n_rows : {1, 3, 4, 5, 8})
+        for (int n_keys : {1, 17, 64, 65, 150}) {
+          const size_t ld = size_t(n_keys) + 3;
+          std::vector<float> e(size_t(n_rows) * ld), v(size_t(n_keys) * dv), inv_l(static_cast<size_t>(n_rows));
+          for (float& x : e) x = dist(rng);
+          for (float& x : v) x = fp16_to_f32(f32_to_fp16(dist(rng) * 4.0f - 2.0f));
+          for (float& x : inv_l) x = 1.0f / (1.0f + 50.0f * dist(rng));
+          std::vector<float> o(size_t(n_rows) * dv), want(o.size());
+          for (float& x : o) x = dist(rng);
+          want = o;
+          for (int r = 0; r < n_rows; ++r)
+            k.accumulate(e.data() + size_t(r) * ld, ld, 1, n_keys, v.data(), dv, want.data() + size_t(r) * dv, &inv_l[size_t(r)]);
+          k.accumulate(e.data(), ld, n_rows, n_keys, v.data(), dv, o.data(), inv_l.data());
+          EXPECT_EQ(std::memcmp(o.data(), want.data(), o.size() * sizeof(float)), 0)
+              << "dv " << dv << ", " << n_rows << " rows, " << n_keys << " keys on " << kernels::isa_name(kernels::Isa(isa));
+        }
+  }
+}
+
 // The f16 path keeps an item's score rows where the scratch holds them and computes them again in
 // each sweep where it does not (items also take fewer query tokens to fit): a scratch sized for
 // the whole context, for part of it, and for one position give the same bits, on every path, in
