@@ -44,6 +44,7 @@ void configure_qwen35(const gguf::File& f, ModelConfig& c) {
   if (nextn < 0 || nextn >= c.n_layer)
     throw Error(f.path() + ": " + a + ".nextn_predict_layers " + std::to_string(nextn) + " is out of range");
   c.n_layer -= int(nextn);
+  c.n_layer_nextn = int(nextn);
   c.layer_swa.assign(size_t(c.n_layer), false);
 
   c.ssm_d_conv = key("ssm.conv_kernel", 1, kMaxSsmConv);
