@@ -35,7 +35,7 @@ void scores_f16(const float* q, int n_rows, int d, const float* k, int n_keys, f
   }
 }
 
-double exp_sum(float* s, int64_t n, float m, double acc, int64_t) {
+double exp_sum(float* s, int64_t n, float m, double acc) {
   for (int64_t j = 0; j < n; ++j) acc += double(s[j] = std::exp(s[j] - m));
   return acc;
 }
@@ -465,17 +465,13 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
   };
   // Each row's sum of e^(s - m) in double in position order into sum (kept scores replaced by
   // their e^(s - m)).
-  // llama.cpp sums the exponentials 16 positions at a time, counted from position 0 (the rows of
-  // its non-windowed caches); where an item starts off that grid (windows, split ranges) each
-  // one is added on its own (pos -1), so that any split of a row sums alike.
-  auto sum_pos = [&](const Item& it, int64_t p) { return shape.window == 0 && it.a % 16 == 0 ? p : int64_t(-1); };
   auto f16_exp = [&](AttentionScratch::Tile& tile, const Item& it, const ScoreRows& sr) {
     if (sr.kept()) {
       for (int t = it.t0; t < it.t1; ++t) {
         const auto [lo, hi] = visible(it, t);
         for (int g = 0; g < group; ++g) {
           const size_t row = size_t(t - it.t0) * group + g;
-          tile.sum[row] = kern.exp_sum(sr.at(t, g, lo), hi - lo, tile.m[row], 0.0, sum_pos(it, lo));
+          tile.sum[row] = kern.exp_sum(sr.at(t, g, lo), hi - lo, tile.m[row]);
         }
       }
       return;
@@ -485,7 +481,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
       const auto [s, ld] = block_scores(tile, it, sr, t, j0, j1, kb);
       for (int g = 0; g < group; ++g) {
         const size_t row = size_t(t - it.t0) * group + g;
-        tile.sum[row] = kern.exp_sum(s + size_t(g) * ld, j1 - j0, tile.m[row], tile.sum[row], sum_pos(it, j0));
+        tile.sum[row] = kern.exp_sum(s + size_t(g) * ld, j1 - j0, tile.m[row], tile.sum[row]);
       }
     });
   };
@@ -497,7 +493,7 @@ void attention(const AttentionShape& shape, const float* q, int n_tokens, int64_
       size_t ld = sr.ld;
       if (!e) {
         const auto [s, s_ld] = block_scores(tile, it, sr, t, j0, j1, kb);
-        for (int g = 0; g < group; ++g) kern.exp_sum(s + size_t(g) * s_ld, j1 - j0, tile.m[row + size_t(g)], 0.0, j0);
+        for (int g = 0; g < group; ++g) kern.exp_sum(s + size_t(g) * s_ld, j1 - j0, tile.m[row + size_t(g)]);
         e = s;
         ld = s_ld;
       }

@@ -16,17 +16,13 @@ struct Kernels {
   // summation order follows ggml's); q and k hold f16 values as floats (the key block converted
   // once, exactly, for all the rows that read it).
   void (*scores_f16)(const float* q, int n_rows, int d, const float* k, int n_keys, float scale, float* s, size_t ld);
-  // The f16 path's exponentials: s[j] = e^(s[j] - m) for j < n, and their sum added onto acc, as
-  // llama.cpp's softmax (ggml_vec_soft_max_f32) computes them on this CPU: on AVX-512 ggml_v_expf's
-  // polynomial, each 16 positions (counted from position 0: s[0] is position `pos`) summed in float,
-  // the 16s in double (pos -1: each exponential added in double on its own); elsewhere the C
-  // library's expf, summed in double one by one. So a row summed a block at a time (blocks that
-  // split no 16, or pos -1), each block's call given the sum so far, is the one sum over the row.
+  // The f16 path's exponentials: s[j] = e^(s[j] - m) for j < n, each bit for bit what the C
+  // library's expf returns (llama.cpp's reference loop and the per-score path used it), and their
+  // sum in double in index order, added one by one onto acc (so a row summed a block at a time,
+  // each block's call given the sum so far, is the one sum over the row).
   struct ExpSum {
-    double (*fn)(float* s, int64_t n, float m, double acc, int64_t pos);
-    double operator()(float* s, int64_t n, float m, double acc = 0.0, int64_t pos = 0) const {
-      return fn(s, n, m, acc, pos);
-    }
+    double (*fn)(float* s, int64_t n, float m, double acc);
+    double operator()(float* s, int64_t n, float m, double acc = 0.0) const { return fn(s, n, m, acc); }
   } exp_sum;
   // The f16 path's output sweep, with e[r * ld + j] = e^(s_j - max) and each row's 1 / sum
   // inv_l[r]: p_j = f16(e_j * inv_l[r]) (the normalized probability rounded to f16, as llama.cpp's

@@ -3,7 +3,6 @@
 // vector width go to the scalar kernels.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -168,57 +167,7 @@ inline __m256 expf8(__m256 x) {
 }
 #endif
 
-#if defined(__AVX512F__)
-// llama.cpp's CPU build for an AVX-512 machine (the one Strata is compared with) takes softmax's
-// exponentials from ggml_v_expf, a polynomial within about 1.5 ulp of e^x, 16 at a time, and adds
-// each 16's float sum (_mm512_reduce_add_ps) to a double (ggml_vec_soft_max_f32): the same here,
-// the 16s counted from position 0 (s[0] is position pos), positions outside [pos, pos + n) e^-inf
-// = 0. Not glibc's expf: about 1.7% of the probabilities would differ by an ulp, some of those
-// rounding to another f16.
-inline __m512 ggml_expf16(__m512 x) {
-  const __m512 r = _mm512_set1_ps(0x1.8p23f);
-  const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
-  const __m512 n = _mm512_sub_ps(z, r);
-  const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
-                                    _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
-  const __mmask16 d = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
-  const __m512 u = _mm512_mul_ps(b, b);
-  const __m512 j = _mm512_fmadd_ps(
-      _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
-                      _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
-      u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
-  const __m512 res = _mm512_scalef_ps(j, n);
-  if (_mm512_kortestz(d, d)) return res;
-  const __m512 alt =
-      _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ), _mm512_set1_ps(INFINITY),
-                           _mm512_setzero_ps());
-  return _mm512_mask_blend_ps(d, res, alt);
-}
-
-double exp_sum(float* s, int64_t n, float m, double acc, int64_t pos) {
-  const __m512 vm = _mm512_set1_ps(m);
-  if (pos < 0) {
-    for (int64_t j = 0; j < n; j += 16) {
-      const int c = int(std::min<int64_t>(16, n - j));
-      vstore_tail(s + j, ggml_expf16(_mm512_sub_ps(vload_tail(s + j, c, -INFINITY), vm)), c);
-      for (int i = 0; i < c; ++i) acc += double(s[j + i]);
-    }
-    return acc;
-  }
-  // Lanes [lead, lead + c) of each 16 hold s[j..j + c): the first 16 starts lead = pos % 16 in.
-  for (int64_t j = 0, lead = pos % 16; j < n; lead = 0) {
-    const int c = int(std::min<int64_t>(16 - lead, n - j));
-    const __mmask16 k = __mmask16(((1u << c) - 1) << lead);
-    const __m512 x = _mm512_mask_loadu_ps(vset(-INFINITY), k, s + j - lead);
-    const __m512 e = ggml_expf16(_mm512_sub_ps(x, vm));
-    _mm512_mask_storeu_ps(s + j - lead, k, e);
-    acc += double(_mm512_reduce_add_ps(e));
-    j += c;
-  }
-  return acc;
-}
-#else
-double exp_sum(float* s, int64_t n, float m, double acc, int64_t) {
+double exp_sum(float* s, int64_t n, float m, double acc) {
   const __m256 vm = _mm256_set1_ps(m);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
@@ -228,7 +177,6 @@ double exp_sum(float* s, int64_t n, float m, double acc, int64_t) {
   for (; j < n; ++j) acc += double(s[j] = std::exp(s[j] - m));
   return acc;
 }
-#endif
 
 #if defined(__AVX512F__)
 // Lane j: _mm512_reduce_add_ps(t[j]) bit for bit. GCC's reduction adds the upper half of a vector

@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "ops/attention.h"
-#include "ops/delta_rule.h"
 #include "ops/attention_kernels.h"
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
@@ -372,11 +371,9 @@ TEST(AttentionKernels, QuantizedCachesAreGgmlsFlashKernelBitForBit) {
     }
 }
 
-// The f16 path's exponentials are llama.cpp's bit for bit (over every 61st float from -112 to 0,
-// vector tails included), as is their sum: on AVX-512, ggml_vec_soft_max_f32's (ggml_v_expf's
-// polynomial, each 16 summed in float as _mm512_reduce_add_ps, the 16s in double); elsewhere the C
-// library's expf summed in double in order.
-TEST(AttentionKernels, ExpSumIsLlamaCppsBitForBit) {
+// The f16 path's exponentials are the C library's expf bit for bit (on every path, over every
+// 61st float from -112 to 0, vector tails included), and their sum is in double in order.
+TEST(AttentionKernels, ExpSumIsTheCLibraryExpfBitForBit) {
   std::vector<float> x;
   for (uint32_t b = 0x80000000u; b <= 0xC2E00000u; b += 61) {
     float f;
@@ -385,24 +382,12 @@ TEST(AttentionKernels, ExpSumIsLlamaCppsBitForBit) {
   }
   const float m = 0.75f;
   for (int isa = 0; isa <= int(kernels::detected_isa()); ++isa) {
-    const bool ggml_poly = kernels::Isa(isa) == kernels::Isa::avx512;
     for (int64_t n : {int64_t(x.size()), int64_t(13)}) {
       std::vector<float> s(x.begin(), x.begin() + n);
       for (float& v : s) v += m;  // s - m spans [-112, 0] again
       std::vector<float> want(s);
       double want_sum = 0.0;
-      if (ggml_poly) {
-        for (float& v : want) v = ops::detail::ggml_expf_avx512(v - m);
-        for (int64_t j = 0; j < n; j += 16) {
-          float r[16] = {}, h[8], q[4];
-          for (int64_t l = 0; l < 16 && j + l < n; ++l) r[l] = want[size_t(j + l)];
-          for (int l = 0; l < 8; ++l) h[l] = r[l + 8] + r[l];
-          for (int l = 0; l < 4; ++l) q[l] = h[l + 4] + h[l];
-          want_sum += double((q[0] + q[2]) + (q[1] + q[3]));
-        }
-      } else {
-        for (float& v : want) want_sum += double(v = std::exp(v - m));
-      }
+      for (float& v : want) want_sum += double(v = std::exp(v - m));
       const double sum = attn::kernels_for(kernels::Isa(isa)).exp_sum(s.data(), n, m);
       for (int64_t j = 0; j < n; ++j)
         ASSERT_EQ(std::memcmp(&s[size_t(j)], &want[size_t(j)], sizeof(float)), 0)
