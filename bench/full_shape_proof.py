@@ -45,18 +45,19 @@ released model's table is 248,320), 20.82 GB, random blocks:
   ppl      ctx 256, 4 chunks, 508 scored: llama.cpp 314600.97, Strata 314175.50 resident and
            streamed alike: 0.135% -- over the 0.1% target. llama.cpp against itself (ppl_self,
            batches of 64): 314470.68, 0.041% from its whole-chunk run; Strata is 0.094% from that one.
-           2026-12-08, after the delta-rule layers were made bit for bit llama.cpp's (ggml's dot
-           order and silu) and the f16 attention's softmax took ggml_v_expf's exponentials: Strata
-           314548.35 resident and streamed alike (--mem 6G: 2,574/10,240 expert slices resident),
-           0.0167% from llama.cpp's 314600.97 (running 353721.57 / 323341.59 / 307457.57 against
-           354012.63 / 323583.49 / 307567.85); within llama.cpp's own batch-size spread (0.041%).
-           What still differs is summation order: the quantized matmuls (1 ulp in most outputs on
-           identical inputs, then amplified by the next layer's activation quantization) and the
-           attention's q.k and p.V sums (llama.cpp: llamafile's tinyBLAS).
+           2026-12-08, the delta-rule layers bit for bit llama.cpp's (ggml's dot order and silu):
+           Strata 314988.34 resident: 0.123%, still over (running 353833.71 / 324125.83 /
+           307782.09 against 354012.63 / 323583.49 / 307567.85). With the f16 attention's softmax
+           also taking ggml_v_expf's exponentials in 16-grouped sums (tried, reverted: it moved
+           SmolLM2's GPL-3 perplexity from 0.009% to 0.43% off llama.cpp's): 314548.35 resident and
+           streamed alike (--mem 6G: 2,574/10,240 expert slices resident), 0.0167%. What else
+           differs is summation order: the quantized matmuls (1 ulp in most outputs on identical
+           inputs, amplified by the next layer's activation quantization) and the attention's q.k
+           and p.V sums (llama.cpp: llamafile's tinyBLAS).
            Values fill (--fill values, normal weights) at full size does not fit the disk beside
            the others' files; at the full head layout in 4 layers (--case qwen3.5-layout --fill
-           values, Q8_0, Qwen3.5's vocabulary): llama.cpp 233642.17, Strata 234028.47 resident and
-           streamed: 0.165%, OVER the target, and llama.cpp is batch-independent there (batches of
+           values, Q8_0, Qwen3.5's vocabulary; with the softmax change above): llama.cpp 233642.17,
+           Strata 234028.47 resident and streamed: 0.165%, OVER the target, and llama.cpp is batch-independent there (batches of
            64: 0.0000%). Per-layer dumps (llama.cpp's eval callback) put the first difference in the
            first Q8_0 matmul on bit-identical inputs (1 ulp in 87% of outputs), which each
            following activation quantization amplifies (1.3% of the hidden state by layer 3); the
