@@ -116,23 +116,36 @@ void add_bench_command(CLI::App& app) {
       std::fputs(tier::describe_stats(after).c_str(), stderr);
     }
     // The measurement's 256 MiB buffer would not fit a budget the model already fills: under
-    // streaming the bound that matters is the SSD's (in the tiering statistics).
+    // streaming the bound is the plan's, from the speeds it planned with (measured once on this
+    // machine and cached, tier/plan/device_speed.h): RAM bandwidth over the weight bytes a token
+    // reads, or the SSD over the bytes the plan expects a token to read from it, whichever binds.
     // On the GPU the bound is its memory's bandwidth.
-    const double bandwidth = session.on_gpu()    ? session.gpu_memory_gbps()
-                             : after.streaming ? 0.0
-                                               : tier::measure_ram_gbps(session.n_threads());
     const double bytes = model->weight_bytes_per_token();
     const double pp = opts->n_prompt / pp_seconds, tg = opts->n_gen / tg_seconds;
-    const double bound = bandwidth > 0 ? bandwidth * 1e9 / bytes : 0.0;
+    const bool streamed = after.streaming && !session.on_gpu();
+    const double bandwidth = session.on_gpu() ? session.gpu_memory_gbps()
+                             : streamed       ? tiering->plan().inputs.ram_gbps
+                                              : tier::measure_ram_gbps(session.n_threads());
+    double bound = bandwidth > 0 ? bandwidth * 1e9 / bytes : 0.0;
+    const char* bound_by = session.on_gpu() ? "vram" : "ram";
+    if (streamed) {
+      const tier::Plan& plan = tiering->plan();
+      const double ssd_bound =
+          plan.ssd_bytes_per_token > 0 ? plan.inputs.ssd_gbps * 1e9 / plan.ssd_bytes_per_token : 0.0;
+      if (ssd_bound > 0 && (bound <= 0 || ssd_bound < bound)) {
+        bound = ssd_bound;
+        bound_by = "ssd";
+      }
+    }
     if (opts->json) {
       std::printf(
           "{\"pp_tokens\":%d,\"pp_tok_s\":%.3f,\"tg_tokens\":%d,\"tg_tok_s\":%.3f,\"threads\":%d,"
           "\"weight_bytes_per_token\":%.0f,\"read_bandwidth_gb_s\":%.2f,\"tg_bound_tok_s\":%.3f,"
           "\"ssd_bytes_per_token\":%.0f,\"expert_cache_hit_rate\":%.4f,\"ssd_must_read_per_token\":%.0f,\"process_read_"
-          "bytes_per_token\":%.0f,\"gpu\":%s,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f,\"kv_type\":\"%s\",\"vram_in_use_bytes\":%llu,\"vram_counted_bytes\":%llu}\n",
+          "bytes_per_token\":%.0f,\"gpu\":%s,\"streaming\":%s,\"predicted_tok_s\":%.3f,\"tg_io_wait_s\":%.3f,\"tg_disk_idle_s\":%.3f,\"kv_type\":\"%s\",\"tg_bound_by\":\"%s\",\"vram_in_use_bytes\":%llu,\"vram_counted_bytes\":%llu}\n",
           opts->n_prompt, pp, opts->n_gen, tg, session.n_threads(), bytes, bandwidth, bound, ssd_per_token, hit_rate,
           must_read, process_read, session.on_gpu() ? "true" : "false", after.streaming ? "true" : "false", after.predicted_tok_s,
-          gen.io_wait_seconds(), gen.disk_idle_seconds(), type_name(sp.kv_type), (unsigned long long)vram_in_use,
+          gen.io_wait_seconds(), gen.disk_idle_seconds(), type_name(sp.kv_type), bound_by, (unsigned long long)vram_in_use,
           (unsigned long long)(session.on_gpu() ? vram_counted : 0));
     } else {
       std::printf("prompt     %5d tokens  %9.2f tok/s\n", opts->n_prompt, pp);
@@ -144,7 +157,12 @@ void add_bench_command(CLI::App& app) {
         else
           std::printf("weights read per token %.1f MB; read bandwidth %.1f GB/s (%d threads)\n", bytes / 1e6,
                       bandwidth, session.n_threads());
-        std::printf("memory-bound generation limit %.2f tok/s; reached %.0f%%\n", bound, 100.0 * tg / bound);
+        if (streamed)
+          std::printf("streamed generation limit (the plan's speeds: RAM %.1f GB/s, SSD %.2f GB/s; %s binds) "
+                      "%.2f tok/s; reached %.0f%%\n",
+                      bandwidth, tiering->plan().inputs.ssd_gbps, bound_by, bound, 100.0 * tg / bound);
+        else
+          std::printf("memory-bound generation limit %.2f tok/s; reached %.0f%%\n", bound, 100.0 * tg / bound);
       }
       if (after.streaming)
         std::printf("SSD read per generated token %.1f MB; expert cache hit rate %.0f%%\n", ssd_per_token / 1e6,

@@ -66,7 +66,10 @@ void add_tokenize_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("tokenize", "print the token ids of a text (works on vocabulary-only GGUFs)");
   cmd->add_option("model", o->model, "GGUF file with tokenizer metadata")->required();
   auto* p = cmd->add_option("-p,--prompt", o->text, "text");
-  auto* f = cmd->add_option("-f,--file", o->file, "file with the text");
+  // -f reads the file's bytes verbatim, trailing newline included, as llama.cpp's llama-tokenize
+  // does (a trailing newline is a token too); `perplexity -f` drops one trailing newline, as
+  // llama-perplexity (common's -f) does. Each tool agrees with its llama.cpp counterpart.
+  auto* f = cmd->add_option("-f,--file", o->file, "file with the text, read verbatim (as llama-tokenize)");
   p->excludes(f);
   cmd->add_flag("--no-special", o->no_special, "add no BOS/EOS");
   cmd->add_flag("--parse-special", o->parse_special, "turn special-token text into those tokens");

@@ -37,13 +37,31 @@ reads; llama-cpp-python 0.3.36 on its plain CPU buffers):
 Qwen3.5-35B-A3B, Q4_K_M, llama.cpp's ggml-vocab-qwen35.gguf (pre-tokenizer qwen35, 151,936 ids: the
 released model's table is 248,320), 20.82 GB, random blocks:
   tokens   the GPL-3's ids equal llama.cpp's (850 in the first 4000 chars; 7,485 of the file's 7,486 with
-           `strata tokenize -f`, the last differing only as that keeps the trailing newline)
+           `strata tokenize -f`, the last differing only as that keeps the trailing newline, as
+           llama-tokenize -f does too; perplexity -f drops it, as llama-perplexity does)
   logits   after 4 / 46 / 99 tokens: max |diff| 0.161 / 0.029 / 0.036 over a range of 12.4
            (1.30% / 0.23% / 0.29%, limit 2%), top-1 equal each time
   stream   --mem 6 GiB (2,554 of 10,240 expert slices resident): logits bit-identical to resident
   ppl      ctx 256, 4 chunks, 508 scored: llama.cpp 314600.97, Strata 314175.50 resident and
            streamed alike: 0.135% -- over the 0.1% target. llama.cpp against itself (ppl_self,
-           batches of 64): 314470.68, 0.041% from its whole-chunk run; Strata is 0.094% from that one
+           batches of 64): 314470.68, 0.041% from its whole-chunk run; Strata is 0.094% from that one.
+           2026-12-08, the delta-rule layers bit for bit llama.cpp's (ggml's dot order and silu):
+           Strata 314988.34 resident: 0.123%, still over (running 353833.71 / 324125.83 /
+           307782.09 against 354012.63 / 323583.49 / 307567.85). With the f16 attention's softmax
+           also taking ggml_v_expf's exponentials in 16-grouped sums (tried, reverted: it moved
+           SmolLM2's GPL-3 perplexity from 0.009% to 0.43% off llama.cpp's): 314548.35 resident and
+           streamed alike (--mem 6G: 2,574/10,240 expert slices resident), 0.0167%. What else
+           differs is summation order: the quantized matmuls (1 ulp in most outputs on identical
+           inputs, amplified by the next layer's activation quantization) and the attention's q.k
+           and p.V sums (llama.cpp: llamafile's tinyBLAS).
+           Values fill (--fill values, normal weights) at full size does not fit the disk beside
+           the others' files; at the full head layout in 4 layers (--case qwen3.5-layout --fill
+           values, Q8_0, Qwen3.5's vocabulary; with the softmax change above): llama.cpp 233642.17,
+           Strata 234028.47 resident and streamed: 0.165%, OVER the target, and llama.cpp is batch-independent there (batches of
+           64: 0.0000%). Per-layer dumps (llama.cpp's eval callback) put the first difference in the
+           first Q8_0 matmul on bit-identical inputs (1 ulp in 87% of outputs), which each
+           following activation quantization amplifies (1.3% of the hidden state by layer 3); the
+           delta-rule ops fed llama.cpp's inputs give its outputs bit for bit.
   bench    6 GiB cgroup, -p 16 -n 8: Strata 0.758 tok/s generating (prompt 3.95), llama.cpp mmap
            0.0412 (prompt 0.336; 12.6 GB read from the disk per token): 18.4x. The forged router
            sends nearly every token to the same experts (99.6% expert-cache hits while generating),
@@ -102,6 +120,9 @@ CASES = {
     "gpt-oss-20b": ("gpt-oss", "gpt-oss-20b", "MXFP4_MOE", "", "", 12),
     # Seconds-long checks of this script itself (tiny shapes, the budget tiny too).
     "qwen35moe-tiny": ("qwen35moe", "tiny", "Q8_0", "qwen35", "min", 1),
+    # Qwen3.5-35B-A3B's head layout in 4 layers, 8 experts (forge preset qwen3.5-layout): with
+    # --fill values, the normal-weight model the full shape is too large to forge on this disk.
+    "qwen3.5-layout": ("qwen35moe", "qwen3.5-layout", "Q8_0", "qwen35", "min", 1),
     "gpt-oss-tiny": ("gpt-oss", "tiny", "MXFP4_MOE", "", "min", 1),
 }
 FRACTION = 16 / 63  # gpt-oss-120b (~63 GB) under 16 GB, as the issue's benchmark
@@ -336,7 +357,7 @@ def step_bench(args, case, path, out):
     if s:
         must = s.get("ssd_must_read_per_token", 0.0)
         ssd_bound = bw * 1e9 / must if must > 0 else float("inf")
-        # Streaming sessions measure no RAM bandwidth (tg_bound 0): the plan's figure for it then.
+        # Streaming sessions measure no RAM bandwidth: they report the plan's (older builds: 0).
         ram_gbps = s["read_bandwidth_gb_s"] or (plan.get("inputs") or {}).get("ram_gbps") or 0.0
         ram_bound = ram_gbps * 1e9 / s["weight_bytes_per_token"] if ram_gbps > 0 else float("inf")
         res["ram_gbps"] = ram_gbps

@@ -76,6 +76,8 @@ constexpr Shape kNamed[] = {
      "gpt-oss-120b: 36 layers, 2880 wide, 64/8 heads of 64, 128 experts top-4"},
     {"qwen3.5-35b-a3b", A::qwen35moe, 40, 2048, 16, 2, 256,  512, 262144, 10000000.0f,  0.0f, 1e-6f, 0.0f, 0, 0, 256, 8,  512, 512, false,
      "Qwen3.5 35B-A3B (qwen35moe): 40 layers, 3 of 4 gated delta-rule, 16/2 heads of 256, 256 experts top-8 + shared"},
+    {"qwen3.5-layout",  A::qwen35moe,  4, 2048, 16, 2, 256,  512, 262144, 10000000.0f,  0.0f, 1e-6f, 0.0f, 0, 0,   8, 2,  512, 512, false,
+     "Qwen3.5 35B-A3B's layout in 4 layers (3 delta-rule, 1 full attention) with 8 experts top-2: for per-layer checks"},
 };
 // clang-format on
 
@@ -98,6 +100,7 @@ constexpr HybridShape kHybrid[] = {
     {"tiny",              8, 2,      {2, 1, 1},    4,   16,   2,     4},
     {"small",            32, 2,      {6, 5, 5},    4,   64,   2,     4},
     {"qwen3.5-35b-a3b",  64, 4,      {11, 11, 10}, 4,  128,  16,    32},
+    {"qwen3.5-layout",   64, 4,      {11, 11, 10}, 4,  128,  16,    32},
 };
 // clang-format on
 

@@ -44,6 +44,7 @@ void configure_qwen35(const gguf::File& f, ModelConfig& c) {
   if (nextn < 0 || nextn >= c.n_layer)
     throw Error(f.path() + ": " + a + ".nextn_predict_layers " + std::to_string(nextn) + " is out of range");
   c.n_layer -= int(nextn);
+  c.n_layer_nextn = int(nextn);
   c.layer_swa.assign(size_t(c.n_layer), false);
 
   c.ssm_d_conv = key("ssm.conv_kernel", 1, kMaxSsmConv);
@@ -179,7 +180,8 @@ void delta_rule_layer(ForwardPass& p, int layer) {
   ops::conv1d_causal(state.conv.data(), s.qkv.data(), conv_dim, n, conv_dim, c.ssm_d_conv, L.ssm_conv1d.data(),
                      s.conv.data(), p.pool);
   float* qkv = s.conv.data();
-  for (int64_t i = 0; i < n * conv_dim; ++i) qkv[i] = qkv[i] / (1.0f + std::exp(-qkv[i]));  // silu
+  static const ops::DotOrder order = ops::ggml_dot_order();  // how this CPU's llama.cpp rounds
+  ops::silu_rows(qkv, conv_dim, n, order);
   for (int t = 0; t < n; ++t) {
     float* row = qkv + t * conv_dim;
     ops::l2_norm(row, d, 2 * c.ssm_n_group, c.rms_eps);  // the q heads, then the k heads
@@ -187,7 +189,7 @@ void delta_rule_layer(ForwardPass& p, int layer) {
   const ops::DeltaRuleShape shape{c.ssm_n_group, n_v, d};
   ops::gated_delta_rule(state.ssm.data(), qkv, qkv + key_dim, conv_dim, qkv + 2 * key_dim, conv_dim, s.alpha.data(),
                         s.beta.data(), n, shape, s.core.data(), p.pool);
-  ops::rms_norm_gated(s.core.data(), L.ssm_norm.data(), s.z.data(), s.core.data(), d, n * n_v, c.rms_eps);
+  ops::rms_norm_gated(s.core.data(), L.ssm_norm.data(), s.z.data(), s.core.data(), d, n * n_v, c.rms_eps, order);
   be.matmul(L.ssm_out, s.core.data(), c.ssm_d_inner, n, a.o, c.n_embd);
 }
 

@@ -40,8 +40,9 @@ ForwardBuffers::Sizes ForwardBuffers::sizes(const ModelConfig& c, int batch, int
   s.logits = size_t(c.n_vocab);
   // Activations are converted to the weights' vec_dot type before a matmul: at most 2 bytes an
   // element (F16, BF16; the Q8 types take less, F32 dots read the floats in place), n_batch rows
-  // of the widest input (n_embd, the attention output, or an FFN's hidden width).
-  const size_t widest = std::max({size_t(c.n_embd), o_dim, ff});
+  // of the widest input (n_embd, the attention output, an FFN's hidden width, or a delta-rule
+  // layer's output, ssm_d_inner wide: 0 without such layers).
+  const size_t widest = std::max({size_t(c.n_embd), o_dim, ff, size_t(std::max(0, c.ssm_d_inner))});
   s.mm_bytes = nb * widest * 2;
   return s;
 }

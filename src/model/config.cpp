@@ -19,6 +19,49 @@ bool ModelConfig::has_recurrent_layers() const {
   return false;
 }
 
+namespace {
+
+// A head count key: one number, or one per layer (llama.cpp's get_key_or_arr), each 0..2^24.
+// fallback < 0: the key is required.
+std::vector<int> per_layer_heads(const gguf::File& f, const std::string& key, int n_layer, int64_t fallback) {
+  const gguf::Value* v = f.find(key);
+  std::vector<int64_t> raw;
+  if (v && v->type == gguf::ValueType::ARRAY) {
+    const auto& items = v->as_array().items;
+    if (items.size() != size_t(n_layer))
+      throw Error(f.path() + ": " + key + " has " + std::to_string(items.size()) + " entries, block_count is " +
+                  std::to_string(n_layer));
+    for (const gguf::Value& item : items) raw.push_back(item.as_int());
+  } else {
+    raw.assign(size_t(n_layer), fallback < 0 ? f.get_int(key) : f.get_int(key, fallback));
+  }
+  std::vector<int> out;
+  for (size_t l = 0; l < raw.size(); ++l) {
+    if (raw[l] < 0 || raw[l] > (int64_t(1) << 24))
+      throw Error(f.path() + ": " + key + " " + std::to_string(raw[l]) + (raw.size() > 1 ? " at layer " + std::to_string(l) : "") +
+                  " is out of range");
+    out.push_back(int(raw[l]));
+  }
+  return out;
+}
+
+// The count the attention layers share (the non-zero entries); layers of one model with different
+// counts are refused. 0 when no layer has heads (positive() then names the key).
+int attention_heads(const gguf::File& f, const std::string& key, const std::vector<int>& per_layer) {
+  int n = 0;
+  for (size_t l = 0; l < per_layer.size(); ++l) {
+    if (per_layer[l] == 0) continue;
+    if (n != 0 && per_layer[l] != n)
+      throw Error(f.path() + ": " + key + " gives layers different counts (" + std::to_string(n) + ", then " +
+                  std::to_string(per_layer[l]) + " at layer " + std::to_string(l) +
+                  "): attention layers of differing widths are not supported");
+    n = per_layer[l];
+  }
+  return n;
+}
+
+}  // namespace
+
 void read_common_config(const gguf::File& f, ModelConfig& c) {
   const std::string& a = c.arch_name;
   auto positive = [&](const std::string& key, int64_t v) {
@@ -28,8 +71,15 @@ void read_common_config(const gguf::File& f, ModelConfig& c) {
   };
   c.n_layer = positive(a + ".block_count", f.get_int(a + ".block_count"));
   c.n_embd = positive(a + ".embedding_length", f.get_int(a + ".embedding_length"));
-  c.n_head = positive(a + ".attention.head_count", f.get_int(a + ".attention.head_count"));
-  c.n_head_kv = positive(a + ".attention.head_count_kv", f.get_int(a + ".attention.head_count_kv", c.n_head));
+  c.layer_n_head = per_layer_heads(f, a + ".attention.head_count", c.n_layer, -1);
+  c.n_head = positive(a + ".attention.head_count", attention_heads(f, a + ".attention.head_count", c.layer_n_head));
+  const std::string kv_key = a + ".attention.head_count_kv";
+  c.layer_n_head_kv = f.find(kv_key) ? per_layer_heads(f, kv_key, c.n_layer, -1) : c.layer_n_head;  // MHA if absent
+  c.n_head_kv = positive(kv_key, attention_heads(f, kv_key, c.layer_n_head_kv));
+  for (int l = 0; l < c.n_layer; ++l)
+    if ((c.layer_n_head[size_t(l)] == 0) != (c.layer_n_head_kv[size_t(l)] == 0))
+      throw Error(f.path() + ": layer " + std::to_string(l) + " has " + std::to_string(c.layer_n_head[size_t(l)]) +
+                  " query heads and " + std::to_string(c.layer_n_head_kv[size_t(l)]) + " KV heads");
   if (c.n_head % c.n_head_kv != 0)
     throw Error(f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
                 std::to_string(c.n_head_kv));
@@ -83,6 +133,11 @@ ModelConfig load_config(const gguf::File& file) {
   apply_traits(entry, c);
   read_common_config(file, c);
   if (entry.configure) entry.configure(file, c);
+  // A layer the file gives no attention heads must be one that runs without attention.
+  for (int l = 0; l < c.n_layer; ++l)
+    if (c.layer_n_head[size_t(l)] == 0 && !c.is_recurrent_layer(l))
+      throw Error(file.path() + ": " + c.arch_name + ".attention.head_count is 0 at layer " + std::to_string(l) +
+                  ", an attention layer");
   return c;
 }
 

@@ -21,9 +21,17 @@ struct ModelConfig {
   Arch arch = Arch::llama;
   std::string arch_name;      // general.architecture
   int n_layer = 0;
+  // Multi-token-prediction (nextn) layers the file holds after the trunk (qwen35's released files:
+  // blk.<n_layer>.*); they draft tokens for speculative decoding, which Strata does not run, so
+  // nothing reads them and nothing plans them.
+  int n_layer_nextn = 0;
   int n_embd = 0;
   int n_head = 0;
   int n_head_kv = 0;
+  // attention.head_count / head_count_kv as the file gives them, per layer (a scalar key on every
+  // layer): 0 on a layer without attention (a hybrid's recurrent layers). The attention layers
+  // share one count, n_head / n_head_kv.
+  std::vector<int> layer_n_head, layer_n_head_kv;
   int head_dim_k = 0;         // key_length (n_embd / n_head unless given)
   int head_dim_v = 0;         // value_length
   int n_ff = 0;               // dense FFN width

@@ -10,6 +10,8 @@
 #include "model/blocks.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "ops/ops.h"
+#include "ops/thread_pool.h"
 #include "runtime/session.h"
 #include "support/forge.h"
 #include "support/paths.h"
@@ -94,6 +96,38 @@ TEST(ForwardBuffersTest, BytesForCountsEveryBuffer) {
         EXPECT_EQ(b.bytes(), ForwardBuffers::bytes_for(c, n_batch, 100, n_threads))
             << experts << " experts, batch " << n_batch << ", " << n_threads << " threads";
       }
+  }
+}
+
+// The matmul scratch holds a batch of the widest matmul input converted to its vec_dot type (at
+// most 2 bytes an element): in a delta-rule model that may be the layer's output, ssm_d_inner
+// wide, which the output projection reads. Sized for it up front, the scratch never grows.
+TEST(ForwardBuffersTest, MatmulScratchCoversTheDeltaRuleOutput) {
+  ModelConfig c;
+  c.n_layer = 2;
+  c.n_embd = 64;
+  c.n_head = 4;
+  c.n_head_kv = 2;
+  c.head_dim_k = c.head_dim_v = 16;
+  c.n_ff = 128;
+  c.n_vocab = 300;
+  c.ssm_d_state = 32;
+  c.ssm_dt_rank = 16;
+  c.ssm_n_group = 4;
+  c.ssm_d_conv = 4;
+  c.ssm_d_inner = c.ssm_d_state * c.ssm_dt_rank;  // 512: wider than n_embd, the heads and the FFN
+  c.layer_recurrent = {true, false};
+  ThreadPool pool(1);
+  for (int n_batch : {1, 7, 512}) {
+    const ForwardBuffers::Sizes s = ForwardBuffers::sizes(c, n_batch, 100, 1);
+    EXPECT_GE(s.mm_bytes, size_t(n_batch) * size_t(c.ssm_d_inner) * 2) << "batch " << n_batch;
+    ForwardBuffers b;
+    b.init(c, n_batch, 100, 1);
+    const size_t before = b.mm.quantized.capacity();
+    std::vector<float> x(size_t(n_batch) * size_t(c.ssm_d_inner), 0.5f);
+    // An F16 output projection: 2 bytes an element, the most any vec_dot type takes.
+    ops::prepare_input(DType::F16, c.ssm_d_inner, x.data(), c.ssm_d_inner, n_batch, pool, b.mm);
+    EXPECT_EQ(b.mm.quantized.capacity(), before) << "batch " << n_batch << ": the scratch grew";
   }
 }
 

@@ -139,27 +139,57 @@ TEST(DeltaRule, GatedDeltaRuleSplitOverCallsEqualsOneCall) {
   EXPECT_EQ(state_a, state_b);
 }
 
-// The AVX2 step (chosen for head sizes a multiple of 8) against the scalar one: the same
-// operations per element, summed in another order (8 lanes, fused multiply-adds).
-TEST(DeltaRule, Avx2StepMatchesScalar) {
+// The AVX2 step against the scalar one, in both of ggml's summation orders: the same operations
+// lane for lane, so equal bit for bit, at head sizes with and without a partial last block.
+TEST(DeltaRule, Avx2StepEqualsScalar) {
 #if defined(STRATA_SCALAR_ONLY)
   GTEST_SKIP() << "scalar-only build";
 #else
   if (!detail::has_avx2_f16c()) GTEST_SKIP() << "no AVX2/FMA on this machine";
   std::mt19937 rng(8);
-  for (int d : {8, 16, 128}) {
-    auto S = random_floats(size_t(d) * d, rng, -0.5f, 0.5f);
-    auto S2 = S;
-    const auto q = random_floats(size_t(d), rng), k = random_floats(size_t(d), rng), v = random_floats(size_t(d), rng);
-    std::vector<float> out(static_cast<size_t>(d)), out2(static_cast<size_t>(d));
-    for (int step = 0; step < 3; ++step) {
-      detail::delta_rule_step_scalar(S.data(), q.data(), k.data(), v.data(), 0.9f, 0.7f, 0.25f, d, out.data());
-      detail::delta_rule_step_avx2(S2.data(), q.data(), k.data(), v.data(), 0.9f, 0.7f, 0.25f, d, out2.data());
-      for (int j = 0; j < d; ++j) ASSERT_NEAR(out2[size_t(j)], out[size_t(j)], 2e-5f * d) << "d " << d << " j " << j;
+  for (DotOrder order : {DotOrder::avx2, DotOrder::avx512})
+    for (int d : {8, 12, 16, 40, 64, 100, 128, 256}) {
+      auto S = random_floats(size_t(d) * d, rng, -0.5f, 0.5f);
+      auto S2 = S;
+      const auto q = random_floats(size_t(d), rng), k = random_floats(size_t(d), rng),
+                 v = random_floats(size_t(d), rng);
+      std::vector<float> out(static_cast<size_t>(d)), out2(static_cast<size_t>(d));
+      for (int step = 0; step < 3; ++step) {
+        detail::delta_rule_step_scalar(S.data(), q.data(), k.data(), v.data(), 0.9f, 0.7f, 0.25f, d, order,
+                                       out.data());
+        detail::delta_rule_step_avx2(S2.data(), q.data(), k.data(), v.data(), 0.9f, 0.7f, 0.25f, d, order,
+                                     out2.data());
+        ASSERT_EQ(out2, out) << "d " << d << " order " << int(order);
+      }
+      ASSERT_EQ(S2, S) << "d " << d << " order " << int(order);
     }
-    for (size_t i = 0; i < S.size(); ++i) ASSERT_NEAR(S2[i], S[i], 1e-5f * d) << "d " << d << " i " << i;
-  }
 #endif
+}
+
+// ggml_dot adds its partial sums in ggml's order: inputs where another association loses the 1.
+TEST(DeltaRule, DotSumsInGgmlOrder) {
+  const std::vector<float> ones(64, 1.0f);
+  // AVX-512: accumulators of 16 lanes over x[0..15], x[16..31], x[32..47], x[48..63], added (0 + 2) + (1 + 3).
+  std::vector<float> x(64, 0.0f);
+  x[0] = 1e8f, x[16] = 1.0f, x[32] = -1e8f;
+  EXPECT_EQ(detail::ggml_dot(x.data(), ones.data(), 64, DotOrder::avx512), 1.0f);
+  // ... then lane l onto l + 8 first.
+  x.assign(64, 0.0f);
+  x[0] = 1e8f, x[8] = -1e8f, x[1] = 1.0f;
+  EXPECT_EQ(detail::ggml_dot(x.data(), ones.data(), 64, DotOrder::avx512), 1.0f);
+  // AVX2: 8-lane accumulators over blocks of 32, added (0 + 2) + (1 + 3), then lanes l and l + 4,
+  // then two hadds: (0 + 1) + (2 + 3).
+  x.assign(64, 0.0f);
+  x[0] = 1e8f, x[8] = 1.0f, x[16] = -1e8f;
+  EXPECT_EQ(detail::ggml_dot(x.data(), ones.data(), 64, DotOrder::avx2), 1.0f);
+  x.assign(64, 0.0f);
+  x[0] = 1e8f, x[1] = -1e8f, x[2] = 1.0f;
+  EXPECT_EQ(detail::ggml_dot(x.data(), ones.data(), 64, DotOrder::avx2), 1.0f);
+  // Past the last whole block: one by one, after the blocks' sum.
+  x.assign(70, 0.0f);
+  std::vector<float> y(70, 1.0f);
+  x[64] = 1e8f, x[65] = 1.0f, x[66] = -1e8f;
+  EXPECT_EQ(detail::ggml_dot(x.data(), y.data(), 70, DotOrder::avx512), 0.0f);
 }
 
 TEST(DeltaRule, NormsAndActivations) {
@@ -168,15 +198,50 @@ TEST(DeltaRule, NormsAndActivations) {
   EXPECT_NEAR(x[0], 0.6f, 1e-6);
   EXPECT_NEAR(x[1], 0.8f, 1e-6);
   EXPECT_EQ(x[2], 0.0f);
-  const std::vector<float> in = {1.0f, -2.0f}, w = {0.5f, 2.0f}, z = {0.0f, 3.0f};
+  const std::vector<float> in = {1.0f, -2.0f}, w = {0.5f, 2.0f};
+  std::vector<float> z = {0.0f, 3.0f};
   std::vector<float> out(2);
-  rms_norm_gated(in.data(), w.data(), z.data(), out.data(), 2, 1, 0.0f);
+  rms_norm_gated(in.data(), w.data(), z.data(), out.data(), 2, 1, 0.0f, DotOrder::avx2);
   const double rms = std::sqrt((1.0 + 4.0) / 2);
   EXPECT_NEAR(out[0], 0.0, 1e-7);  // silu(0) = 0
   EXPECT_NEAR(out[1], -2.0 / rms * 2.0 * (3.0 / (1.0 + std::exp(-3.0))), 1e-5);
   EXPECT_EQ(softplus(25.0f), 25.0f);
   EXPECT_NEAR(softplus(0.0f), std::log(2.0f), 1e-7);
   EXPECT_NEAR(sigmoid(0.0f), 0.5f, 1e-7);
+}
+
+// ggml_v_expf's polynomial (AVX-512) is e^x within a few ulps, with its limits: 0 far below, inf
+// far above.
+TEST(DeltaRule, GgmlExpIsExp) {
+  for (float x = -87.0f; x <= 88.0f; x += 0.37f) {
+    const float e = detail::ggml_expf_avx512(x), ref = std::exp(x);
+    ASSERT_NEAR(e, ref, 4e-7f * ref) << x;
+  }
+  EXPECT_EQ(detail::ggml_expf_avx512(-200.0f), 0.0f);
+  EXPECT_EQ(detail::ggml_expf_avx512(200.0f), INFINITY);
+  EXPECT_EQ(detail::ggml_expf_avx512(0.0f), 1.0f);
+}
+
+// silu_rows in ggml's AVX-512 order: the polynomial on each row's whole blocks of 16, libm's expf
+// past them; the AVX2 code equal to that bit for bit, extreme inputs (the scalar fallback) included.
+TEST(DeltaRule, SiluRowsAsGgml) {
+  std::mt19937 rng(9);
+  for (int64_t n : {16, 40, 128, 7}) {
+    auto x = random_floats(size_t(n) * 3, rng, -12.0f, 12.0f);
+    x[1] = -95.0f, x[2] = 100.0f, x[3] = -300.0f, x[4] = 0.0f;  // e^-x past the normal floats, or 0 / inf
+    std::vector<float> want(x.size());
+    const int64_t whole = n - n % 16;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float e = int64_t(i) % n < whole ? detail::ggml_expf_avx512(0.0f - x[i]) : std::exp(-x[i]);
+      want[i] = x[i] / (1.0f + e);
+    }
+    auto got = x;
+    silu_rows(got.data(), n, 3, DotOrder::avx512);
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], want[i]) << "n " << n << " i " << i << " x " << x[i];
+    got = x;
+    silu_rows(got.data(), n, 3, DotOrder::avx2);  // libm throughout
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], x[i] / (1.0f + std::exp(-x[i]))) << i;
+  }
 }
 
 TEST(DeltaRule, BoundsAreErrors) {

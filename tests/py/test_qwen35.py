@@ -165,3 +165,19 @@ def test_server_prefix_reuse_keeps_each_reply(model, tmp_path):
     assert replies[0] == replies[2] == replies[3], replies
     assert replies[1] == replies[4], replies
     assert replies[0] != replies[1]
+
+
+def test_bench_reports_the_streamed_bound(model, small_budget):
+    """Streaming, `strata bench` measures no RAM bandwidth (its buffer would not fit the budget):
+    its bound is the plan's, from the speeds the plan used (RAM over the weight bytes a token reads,
+    or the SSD over the bytes the plan expects it to read), never 0."""
+    proc = run_strata("bench", model, "-p", 8, "-n", 4, "-c", 256, "--json", "--mem", small_budget)
+    out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert out["streaming"] is True, out
+    assert out["read_bandwidth_gb_s"] > 0, out
+    assert out["tg_bound_tok_s"] > 0, out
+    assert out["tg_bound_by"] in ("ram", "ssd"), out
+    ram_bound = out["read_bandwidth_gb_s"] * 1e9 / out["weight_bytes_per_token"]
+    assert out["tg_bound_tok_s"] <= ram_bound * (1 + 1e-3), out
+    report(f"qwen35moe tiny bench, streamed: {out['tg_tok_s']:.1f} tok/s, bound {out['tg_bound_tok_s']:.1f} "
+           f"({out['tg_bound_by']}), plan {out['predicted_tok_s']:.1f}")

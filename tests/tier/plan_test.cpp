@@ -81,6 +81,36 @@ TEST(Plan, EverythingResidentWhenItFits) {
   }
 }
 
+// A multi-token-prediction (nextn) block after the trunk, as released Qwen3.5 files carry it
+// (blk.<n_layer>.*: attention, experts and its own nextn.* tensors): never read, so never planned
+// -- counted in the model's bytes, nothing else. Without n_layer_nextn it is a layer too many.
+TEST(Plan, NextnLayersAfterTheTrunkAreNotPlanned) {
+  ModelConfig c = small_config(4, 8, 2);
+  Table t = make_table(c);
+  const Plan base = make_plan(t.tensors, c, inputs(4ull << 30));
+  const uint64_t before = t.offset;
+  const std::string b = "blk.4.";
+  t.add(b + "attn_norm.weight", {c.n_embd}, 1024);
+  for (const char* n : {"attn_q", "attn_k", "attn_v", "attn_output"}) t.add(b + n + ".weight", {c.n_embd, 1024}, MiB);
+  t.add(b + "ffn_gate_inp.weight", {c.n_embd, c.n_expert}, 4096);
+  for (const char* n : {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"})
+    t.add(b + n + ".weight", {c.n_embd, 1024, c.n_expert}, uint64_t(c.n_expert) * MiB);
+  t.add(b + "nextn.eh_proj.weight", {2 * c.n_embd, c.n_embd}, 2 * MiB);
+  for (const char* n : {"nextn.enorm", "nextn.hnorm", "nextn.shared_head_norm"}) t.add(b + n + ".weight", {c.n_embd}, 1024);
+  const uint64_t nextn = t.offset - before;
+  EXPECT_THROW(make_plan(t.tensors, c, inputs(4ull << 30)), Error);
+  c.n_layer_nextn = 1;
+  for (uint64_t budget : {uint64_t(4) << 30, base.minimum_bytes}) {
+    const Plan p = make_plan(t.tensors, c, inputs(budget));
+    EXPECT_EQ(p.model_bytes, base.model_bytes + nextn);
+    EXPECT_EQ(p.minimum_bytes, base.minimum_bytes);
+    EXPECT_EQ(p.tensors.size(), base.tensors.size());
+    for (const auto& tp : p.tensors) EXPECT_NE(tp.name.rfind(b, 0), 0u) << tp.name;
+  }
+  t.add("blk.5.attn_q.weight", {c.n_embd, 1024}, MiB);  // past the nextn layers: still an error
+  EXPECT_THROW(make_plan(t.tensors, c, inputs(4ull << 30)), Error);
+}
+
 TEST(Plan, BelowMinimumNamesTheMinimum) {
   for (int n_expert : {0, 8}) {
     ModelConfig c = small_config(4, n_expert, 2);

@@ -36,6 +36,18 @@ int stream_pieces(const gguf::TensorInfo& t) {
   return int((std::max<int64_t>(1, t.n_rows()) + rows - 1) / rows);
 }
 
+// N of a "blk.N.*" name, or -1: the catalogue's layer for names it knows, but also for the
+// nextn layers' own tensors (blk.N.nextn.eh_proj.weight, ...), which it does not.
+int block_index(std::string_view name) {
+  if (!name.starts_with("blk.")) return -1;
+  int n = 0, digits = 0;
+  for (size_t i = 4; i < name.size() && name[i] != '.'; ++i, ++digits) {
+    if (name[i] < '0' || name[i] > '9' || digits >= 7) return -1;
+    n = n * 10 + (name[i] - '0');
+  }
+  return digits > 0 ? n : -1;
+}
+
 }  // namespace
 
 UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelConfig& config,
@@ -70,6 +82,12 @@ UnitTable extract_units(std::span<const gguf::TensorInfo> tensors, const ModelCo
     tp.n_bytes = t.n_bytes;
     tp.file_offset = t.file_offset;
     p.model_bytes += t.n_bytes;
+    // A multi-token-prediction layer after the trunk: never read (ModelConfig::n_layer_nextn).
+    const int block = block_index(t.name);
+    if (block >= int(L) && block < int(L) + config.n_layer_nextn) {
+      p.nextn_bytes += t.n_bytes;
+      continue;
+    }
     if (layer >= int(L))
       throw Error("plan: tensor " + t.name + " names layer " + std::to_string(layer) + " but the model has " +
                   std::to_string(L) + " layers");

@@ -28,6 +28,7 @@ struct UnitTable {
   uint64_t dense_piece_bytes = 0;  // largest streamed piece of a dense FFN matrix
   uint64_t expert_slot_bytes = 0;  // largest slot an expert of any layer needs (ExpertStreamer's)
   uint64_t mandatory_bytes = 0, mapped_bytes = 0, model_bytes = 0;
+  uint64_t nextn_bytes = 0;  // of model_bytes, the multi-token-prediction layers' (never read, not in tensors)
   std::vector<TensorPlacement> tensors;  // resident, mapped or (units) streamed, before any decision
 };
 
