@@ -114,7 +114,7 @@ void bm_matmul(benchmark::State& state, DType t, Isa isa, int n_cols, bool use_t
                                                 benchmark::Counter::kIsRate);
 }
 
-// Prompt processing as ops::matmul runs it: rows x k weights (rows in blocks of 16) times n_cols
+// Prompt processing as ops::matmul runs it: rows x k weights (in 8 chunks of rows) times n_cols
 // activation columns through tile_dot, output [column][row]; one thread, Gop/s over CPU time.
 //   build/kernels_bench --benchmark_filter='prompt/Q4_K'
 void bm_prompt(benchmark::State& state, DType t, Isa isa, int64_t rows, int64_t k, int n_cols) {
@@ -137,8 +137,8 @@ void bm_prompt(benchmark::State& state, DType t, Isa isa, int64_t rows, int64_t 
   }
   std::vector<float> out(size_t(rows) * size_t(n_cols));
   for (auto _ : state) {
-    for (int64_t r = 0; r < rows; r += 16)
-      kt.tile_dot(k, w.data() + wrb * size_t(r), wrb, 16, a.data(), arb, n_cols, out.data() + r, 1, size_t(rows));
+    for (int64_t r = 0; r < rows; r += rows / 8)  // ops::matmul's chunks on a pool of 2 threads
+      kt.tile_dot(k, w.data() + wrb * size_t(r), wrb, int(rows / 8), a.data(), arb, n_cols, out.data() + r, 1, size_t(rows));
     benchmark::DoNotOptimize(out.data());
   }
   state.counters["Gop/s"] = benchmark::Counter(2.0 * double(rows) * double(k) * n_cols * double(state.iterations()) / 1e9,

@@ -293,7 +293,7 @@ float vec_dot_q2_k(int64_t n, const void* w, const void* a) {
 #if defined(__AVX512F__)
 constexpr int kTileR = 4, kTileC = 4;
 #else
-constexpr int kTileR = 2, kTileC = 2;
+constexpr int kTileR = 1, kTileC = 4;
 #endif
 constexpr int kTileMaxCols = 64;
 
@@ -417,124 +417,11 @@ void tile_dot(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, s
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-// ---- prompt processing on packed rows (see packed_tile_dot): weights as u8 against broadcast s8
-// activations; per-sub-block integer dots are scaled with vpmulld and mins come from the
-// activations' bsums, so every integer sum equals the scalar reference's, and the float epilogue
-// (no FMA) follows its order: results equal vec_dot_q4_k's scalar reference bit for bit.
-// (Q6_K keeps the register tiles: a packed Q6_K, as fast as this, moved Gemma 3's perplexity
-// past test_fidelity_perplexity's 0.1% bound, which is below the noise of accumulation order.)
-
-struct PackedQ4K8 {
-  __m256i q[64];  // q[8j + k], lane r: values 4k .. 4k+3 of sub-block j of row r (u8, 0..15)
-  __m256i sc[8];  // sc[j], lane r: scale of sub-block j (int32)
-  __m256i m[8];   // m[j], lane r: min of sub-block j in both int16 halves
-  __m256 d, dmin;
-};
-
-struct PackQ4K {
-  using Block = PackedQ4K8;
-  static constexpr int kElems = kQK_K;
-  static constexpr int kChunk = 4;  // 2 x 4 x 2.6 KiB of packed weights
-
-  static void pack(const uint8_t* w, size_t wrb, int n_rows, int64_t b0, int nb, Block* out, int stride) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int b = 0; b < nb; ++b) {
-      Block& p = out[size_t(b) * size_t(stride)];
-      alignas(32) int32_t sc[8][8], mn[8][8];
-      alignas(32) float d[8], dmin[8];
-      __m256i rows[8][8];  // [sub-block][row]
-      for (int r = 0; r < 8; ++r) {
-        if (r < n_rows) {
-          const BlockQ4_K& x = reinterpret_cast<const BlockQ4_K*>(w + size_t(r) * wrb)[b0 + b];
-          uint8_t sm[16];
-          unpack_k4_scales(x.scales, sm);
-          for (int j = 0; j < 8; ++j) {
-            sc[j][r] = sm[j];
-            mn[j][r] = sm[8 + j] | (sm[8 + j] << 16);
-          }
-          d[r] = h2f(x.d);
-          dmin[r] = h2f(x.dmin);
-          for (int k = 0; k < 4; ++k) {
-            const __m256i q = load256(x.qs + 32 * k);
-            rows[2 * k][r] = _mm256_and_si256(q, m4);
-            rows[2 * k + 1][r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-          }
-        } else {
-          for (int j = 0; j < 8; ++j) {
-            sc[j][r] = mn[j][r] = 0;
-            rows[j][r] = _mm256_setzero_si256();
-          }
-          d[r] = dmin[r] = 0;
-        }
-      }
-      for (int j = 0; j < 8; ++j) {
-        transpose8x8_i32(rows[j], p.q + 8 * j);
-        p.sc[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sc[j]));
-        p.m[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(mn[j]));
-      }
-      p.d = _mm256_load_ps(d);
-      p.dmin = _mm256_load_ps(dmin);
-    }
-  }
-
-  template <int G, int C>
-  static void cols(const Block* pk, int nb, const uint8_t* a, size_t arb, int64_t b0, float* acc) {
-    for (int b = 0; b < nb; ++b) {
-      const BlockQ8_K* y[C];
-#pragma GCC unroll 8
-      for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8_K*>(a + size_t(c) * arb) + b0 + b;
-      const Block* pb = pk + size_t(b) * G;
-      __m256i isum[C][G], mins[C][G];
-#pragma GCC unroll 8
-      for (int c = 0; c < C; ++c)
-#pragma GCC unroll 2
-        for (int g = 0; g < G; ++g) isum[c][g] = mins[c][g] = _mm256_setzero_si256();
-#pragma GCC unroll 1
-      for (int j = 0; j < 8; ++j) {
-        __m256i s[C][G];
-#pragma GCC unroll 8
-        for (int c = 0; c < C; ++c)
-#pragma GCC unroll 2
-          for (int g = 0; g < G; ++g) s[c][g] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-        for (int k = 0; k < 8; ++k) {
-          __m256i wq[G];
-#pragma GCC unroll 2
-          for (int g = 0; g < G; ++g) wq[g] = _mm256_load_si256(&pb[g].q[8 * j + k]);
-#pragma GCC unroll 8
-          for (int c = 0; c < C; ++c) {
-            const __m256i av = bcast32(y[c]->qs + 32 * j + 4 * k);
-#pragma GCC unroll 2
-            for (int g = 0; g < G; ++g) s[c][g] = _mm256_dpbusd_epi32(s[c][g], wq[g], av);
-          }
-        }
-#pragma GCC unroll 8
-        for (int c = 0; c < C; ++c) {
-          const __m256i bs = bcast32(y[c]->bsums + 2 * j);
-#pragma GCC unroll 2
-          for (int g = 0; g < G; ++g) {
-            isum[c][g] = _mm256_add_epi32(isum[c][g], _mm256_mullo_epi32(s[c][g], pb[g].sc[j]));
-            mins[c][g] = _mm256_dpwssd_epi32(mins[c][g], pb[g].m[j], bs);
-          }
-        }
-      }
-#pragma GCC unroll 8
-      for (int c = 0; c < C; ++c) {
-        const __m256 da = _mm256_set1_ps(y[c]->d);
-#pragma GCC unroll 2
-        for (int g = 0; g < G; ++g) {
-          float* o = acc + c * kPackRows + 8 * g;
-          const __m256 t = no_contract(_mm256_mul_ps(_mm256_mul_ps(da, pb[g].d), _mm256_cvtepi32_ps(isum[c][g])));
-          const __m256 u = no_contract(_mm256_mul_ps(_mm256_mul_ps(da, pb[g].dmin), _mm256_cvtepi32_ps(mins[c][g])));
-          _mm256_store_ps(o, _mm256_add_ps(_mm256_load_ps(o), _mm256_sub_ps(t, u)));
-        }
-      }
-    }
-  }
-};
-
-// The same as PackQ4K on 16 rows per 512-bit register (equal bit for bit: integer sums, then the
-// scalar reference's float order per block).
+// ---- prompt processing on packed rows (see packed16_tile_dot): weights as u8 against broadcast s8
+// activations, 16 rows per 512-bit register.
+// Q4_K: per-sub-block integer dots are scaled with vpmulld and mins come from the activations'
+// bsums, so every integer sum equals the scalar reference's, and the float epilogue (no FMA)
+// follows its order: results equal vec_dot_q4_k's scalar reference bit for bit.
 struct PackedQ4K16 {
   __m512i q[64];  // q[8j + k], lane r: values 4k .. 4k+3 of sub-block j of row r (u8, 0..15)
   __m512i sc[8];  // sc[j], lane r: scale of sub-block j (int32)
@@ -635,7 +522,9 @@ struct PackQ4K16 {
 // Q6_K on packed rows, equal bit for bit to tile_q6_k (the register tiles the AVX2 path keeps):
 // for each row it keeps tile_q6_k's 8 int32 lanes L (bytes 4L..4L+3 of each 32-value
 // run, scaled per 16-value sub-block with vpmaddubsw + vpdpwssd) and their 8 float accumulators,
-// and sums them in hsum's order at the end; only the rows move to the vector lanes.
+// and sums them in hsum's order at the end; only the rows move to the vector lanes. (A packed Q6_K
+// that summed each block exactly, as Q4_K's does, moved Gemma 3's perplexity past
+// test_fidelity_perplexity's 0.1% bound, which is below the noise of accumulation order.)
 struct PackedQ6K16 {
   __m512i q[64];   // q[8m + L], m = 4 half + t, lane r: values 32m + 4L .. 32m + 4L + 3 of row r (u8, 0..63)
   __m512i sc[16];  // sc[j], lane r: scale j of row r in both int16 halves
