@@ -114,6 +114,37 @@ void bm_matmul(benchmark::State& state, DType t, Isa isa, int n_cols, bool use_t
                                                 benchmark::Counter::kIsRate);
 }
 
+// Prompt processing as ops::matmul runs it: rows x k weights (in 8 chunks of rows) times n_cols
+// activation columns through tile_dot, output [column][row]; one thread, Gop/s over CPU time.
+//   build/kernels_bench --benchmark_filter='prompt/Q4_K'
+void bm_prompt(benchmark::State& state, DType t, Isa isa, int64_t rows, int64_t k, int n_cols) {
+  const TypeKernels& kt = kernels_for(t, isa);
+  const size_t wrb = strata::row_bytes(t, k);
+  std::vector<uint8_t> w(wrb * size_t(rows));
+  {
+    const int kDistinct = 16;
+    const auto x = random_floats(k * kDistinct, 1);
+    std::vector<uint8_t> q(wrb * kDistinct);
+    kernels_for(t, Isa::scalar).quantize(x.data(), q.data(), k * kDistinct);
+    for (size_t off = 0; off < w.size(); off += q.size()) std::memcpy(w.data() + off, q.data(), std::min(q.size(), w.size() - off));
+  }
+  const DType at = kt.vec_dot_type;
+  const size_t arb = strata::row_bytes(at, k);
+  std::vector<uint8_t> a(arb * size_t(n_cols));
+  {
+    const auto x = random_floats(k * n_cols, 2);
+    kernels_for(at, Isa::scalar).quantize_activation(x.data(), a.data(), k * n_cols);
+  }
+  std::vector<float> out(size_t(rows) * size_t(n_cols));
+  for (auto _ : state) {
+    for (int64_t r = 0; r < rows; r += rows / 8)  // ops::matmul's chunks on a pool of 2 threads
+      kt.tile_dot(k, w.data() + wrb * size_t(r), wrb, int(rows / 8), a.data(), arb, n_cols, out.data() + r, 1, size_t(rows));
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["Gop/s"] = benchmark::Counter(2.0 * double(rows) * double(k) * n_cols * double(state.iterations()) / 1e9,
+                                               benchmark::Counter::kIsRate);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,6 +169,16 @@ int main(int argc, char** argv) {
       for (bool tile : {false, true}) {
         const std::string name = std::string("matmul64/") + type_name(t) + "/" + isa_name(isa) + (tile ? "/tile" : "/vec_dot");
         benchmark::RegisterBenchmark(name.c_str(), bm_matmul, t, isa, 64, tile)->Unit(benchmark::kMillisecond)->UseRealTime();
+      }
+    }
+  const int64_t shapes[][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
+  for (DType t : types)
+    for (Isa isa : isas) {
+      if (!kernels_for(t, isa).tile_dot) continue;
+      for (const auto& sh : shapes) {
+        const std::string name = std::string("prompt/") + type_name(t) + "/" + isa_name(isa) + "/" + std::to_string(sh[0]) +
+                                 "x" + std::to_string(sh[1]) + "/512";
+        benchmark::RegisterBenchmark(name.c_str(), bm_prompt, t, isa, sh[0], sh[1], 512)->Unit(benchmark::kMillisecond);
       }
     }
   benchmark::Initialize(&argc, argv);

@@ -20,14 +20,15 @@ void dot_rows(const kernels::TypeKernels& k, const WeightView& w, int64_t r0, in
     for (int64_t r = r0; r < r1; ++r) y[r] = k.vec_dot(w.n_cols, w.row(r), act);
     return;
   }
+  if (k.tile_dot) {
+    // All rows of the chunk and all tokens at once: the kernel blocks them for the cache itself
+    // (a panel of tokens' activations stays in L2 while every row of the chunk passes it).
+    // y is [token][row]: a tile's row stride is 1 and its column stride y_stride.
+    k.tile_dot(w.n_cols, w.row(r0), w.row_bytes, int(r1 - r0), act, act_row_bytes, n_tokens, y + r0, 1, size_t(y_stride));
+    return;
+  }
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
     const int n_rows = int(std::min<int64_t>(kRowBlock, r1 - rb));
-    if (k.tile_dot) {
-      // All tokens at once: the kernel blocks them for the cache itself (and packs its rows once).
-      // y is [token][row]: a tile's row stride is 1 and its column stride y_stride.
-      k.tile_dot(w.n_cols, w.row(rb), w.row_bytes, n_rows, act, act_row_bytes, n_tokens, y + rb, 1, size_t(y_stride));
-      continue;
-    }
     for (int tb = 0; tb < n_tokens; tb += kTokenBlock) {
       const int n_cols = std::min(kTokenBlock, n_tokens - tb);
       for (int t = tb; t < tb + n_cols; ++t) {

@@ -14,6 +14,11 @@
 #error "define STRATA_ISA (avx2 or avx512) before including quant_k_x86.h"
 #endif
 
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized in _mm512_cvtepi32_ps / _mm512_inserti64x4.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace strata::kernels::STRATA_ISA {
 namespace {
 
@@ -288,7 +293,7 @@ float vec_dot_q2_k(int64_t n, const void* w, const void* a) {
 #if defined(__AVX512F__)
 constexpr int kTileR = 4, kTileC = 4;
 #else
-constexpr int kTileR = 2, kTileC = 2;
+constexpr int kTileR = 1, kTileC = 4;
 #endif
 constexpr int kTileMaxCols = 64;
 
@@ -412,33 +417,34 @@ void tile_dot(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, s
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-// ---- prompt processing on packed rows (see packed_tile_dot): weights as u8 against broadcast s8
-// activations; per-sub-block integer dots are scaled with vpmulld and mins come from the
-// activations' bsums, so every integer sum equals the scalar reference's, and the float epilogue
-// (no FMA) follows its order: results equal vec_dot_q4_k's scalar reference bit for bit.
-// (Q6_K keeps the register tiles: a packed Q6_K, as fast as this, moved Gemma 3's perplexity
-// past test_fidelity_perplexity's 0.1% bound, which is below the noise of accumulation order.)
-
-struct PackedQ4K8 {
-  __m256i q[64];  // q[8j + k], lane r: values 4k .. 4k+3 of sub-block j of row r (u8, 0..15)
-  __m256i sc[8];  // sc[j], lane r: scale of sub-block j (int32)
-  __m256i m[8];   // m[j], lane r: min of sub-block j in both int16 halves
-  __m256 d, dmin;
+// ---- prompt processing on packed rows (see packed16_tile_dot): weights as u8 against broadcast s8
+// activations, 16 rows per 512-bit register.
+// Q4_K: per-sub-block integer dots are scaled with vpmulld and mins come from the activations'
+// bsums, so every integer sum equals the scalar reference's, and the float epilogue (no FMA)
+// follows its order: results equal vec_dot_q4_k's scalar reference bit for bit.
+struct PackedQ4K16 {
+  __m512i q[64];  // q[8j + k], lane r: values 4k .. 4k+3 of sub-block j of row r (u8, 0..15)
+  __m512i sc[8];  // sc[j], lane r: scale of sub-block j (int32)
+  __m512i m[8];   // m[j], lane r: min of sub-block j in both int16 halves
+  __m512 d, dmin;
 };
 
-struct PackQ4K {
-  using Block = PackedQ4K8;
+struct PackQ4K16 {
+  using Block = PackedQ4K16;
   static constexpr int kElems = kQK_K;
-  static constexpr int kChunk = 4;  // 2 x 4 x 2.6 KiB of packed weights
+  static constexpr int kChunk = 4;  // 4 x 5.1 KiB of packed weights
+  static constexpr int kCols = 512;
+  static constexpr int kAccPerCol = 16;
+  static constexpr int kColTile = 8;  // 24 accumulators (C = 4: 0.9x)
 
-  static void pack(const uint8_t* w, size_t wrb, int n_rows, int64_t b0, int nb, Block* out, int stride) {
+  static void pack(const uint8_t* w, size_t wrb, int n_rows, int64_t b0, int nb, Block* out) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int b = 0; b < nb; ++b) {
-      Block& p = out[size_t(b) * size_t(stride)];
-      alignas(32) int32_t sc[8][8], mn[8][8];
-      alignas(32) float d[8], dmin[8];
-      __m256i rows[8][8];  // [sub-block][row]
-      for (int r = 0; r < 8; ++r) {
+      Block& p = out[b];
+      alignas(64) int32_t sc[8][16], mn[8][16];
+      alignas(64) float d[16], dmin[16];
+      __m256i rows[8][16];  // [sub-block][row]
+      for (int r = 0; r < 16; ++r) {
         if (r < n_rows) {
           const BlockQ4_K& x = reinterpret_cast<const BlockQ4_K*>(w + size_t(r) * wrb)[b0 + b];
           uint8_t sm[16];
@@ -463,68 +469,151 @@ struct PackQ4K {
         }
       }
       for (int j = 0; j < 8; ++j) {
-        transpose8x8_i32(rows[j], p.q + 8 * j);
-        p.sc[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sc[j]));
-        p.m[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(mn[j]));
+        transpose16x8_i32(rows[j], p.q + 8 * j);
+        p.sc[j] = _mm512_load_si512(sc[j]);
+        p.m[j] = _mm512_load_si512(mn[j]);
       }
-      p.d = _mm256_load_ps(d);
-      p.dmin = _mm256_load_ps(dmin);
+      p.d = _mm512_load_ps(d);
+      p.dmin = _mm512_load_ps(dmin);
     }
   }
 
-  template <int G, int C>
+  template <int C>
   static void cols(const Block* pk, int nb, const uint8_t* a, size_t arb, int64_t b0, float* acc) {
     for (int b = 0; b < nb; ++b) {
       const BlockQ8_K* y[C];
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) y[c] = reinterpret_cast<const BlockQ8_K*>(a + size_t(c) * arb) + b0 + b;
-      const Block* pb = pk + size_t(b) * G;
-      __m256i isum[C][G], mins[C][G];
+      const Block& p = pk[b];
+      __m512i isum[C], mins[C];
 #pragma GCC unroll 8
-      for (int c = 0; c < C; ++c)
-#pragma GCC unroll 2
-        for (int g = 0; g < G; ++g) isum[c][g] = mins[c][g] = _mm256_setzero_si256();
+      for (int c = 0; c < C; ++c) isum[c] = mins[c] = _mm512_setzero_si512();
 #pragma GCC unroll 1
       for (int j = 0; j < 8; ++j) {
-        __m256i s[C][G];
+        __m512i s[C];
 #pragma GCC unroll 8
-        for (int c = 0; c < C; ++c)
-#pragma GCC unroll 2
-          for (int g = 0; g < G; ++g) s[c][g] = _mm256_setzero_si256();
+        for (int c = 0; c < C; ++c) s[c] = _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int k = 0; k < 8; ++k) {
-          __m256i wq[G];
-#pragma GCC unroll 2
-          for (int g = 0; g < G; ++g) wq[g] = _mm256_load_si256(&pb[g].q[8 * j + k]);
+          const __m512i wq = _mm512_load_si512(&p.q[8 * j + k]);
 #pragma GCC unroll 8
-          for (int c = 0; c < C; ++c) {
-            const __m256i av = bcast32(y[c]->qs + 32 * j + 4 * k);
-#pragma GCC unroll 2
-            for (int g = 0; g < G; ++g) s[c][g] = _mm256_dpbusd_epi32(s[c][g], wq[g], av);
-          }
+          for (int c = 0; c < C; ++c) s[c] = _mm512_dpbusd_epi32(s[c], wq, bcast32_512(y[c]->qs + 32 * j + 4 * k));
         }
 #pragma GCC unroll 8
         for (int c = 0; c < C; ++c) {
-          const __m256i bs = bcast32(y[c]->bsums + 2 * j);
-#pragma GCC unroll 2
-          for (int g = 0; g < G; ++g) {
-            isum[c][g] = _mm256_add_epi32(isum[c][g], _mm256_mullo_epi32(s[c][g], pb[g].sc[j]));
-            mins[c][g] = _mm256_dpwssd_epi32(mins[c][g], pb[g].m[j], bs);
-          }
+          isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(s[c], p.sc[j]));
+          mins[c] = _mm512_dpwssd_epi32(mins[c], p.m[j], bcast32_512(y[c]->bsums + 2 * j));
         }
       }
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) {
-        const __m256 da = _mm256_set1_ps(y[c]->d);
-#pragma GCC unroll 2
-        for (int g = 0; g < G; ++g) {
-          float* o = acc + c * kPackRows + 8 * g;
-          const __m256 t = no_contract(_mm256_mul_ps(_mm256_mul_ps(da, pb[g].d), _mm256_cvtepi32_ps(isum[c][g])));
-          const __m256 u = no_contract(_mm256_mul_ps(_mm256_mul_ps(da, pb[g].dmin), _mm256_cvtepi32_ps(mins[c][g])));
-          _mm256_store_ps(o, _mm256_add_ps(_mm256_load_ps(o), _mm256_sub_ps(t, u)));
+        const __m512 da = _mm512_set1_ps(y[c]->d);
+        float* o = acc + c * kAccPerCol;
+        const __m512 t = no_contract512(_mm512_mul_ps(_mm512_mul_ps(da, p.d), _mm512_cvtepi32_ps(isum[c])));
+        const __m512 u = no_contract512(_mm512_mul_ps(_mm512_mul_ps(da, p.dmin), _mm512_cvtepi32_ps(mins[c])));
+        _mm512_store_ps(o, _mm512_add_ps(_mm512_load_ps(o), _mm512_sub_ps(t, u)));
+      }
+    }
+  }
+
+  static __m512 finish(const float* acc) { return _mm512_load_ps(acc); }
+};
+
+// Q6_K on packed rows, equal bit for bit to tile_q6_k (the register tiles the AVX2 path keeps):
+// for each row it keeps tile_q6_k's 8 int32 lanes L (bytes 4L..4L+3 of each 32-value
+// run, scaled per 16-value sub-block with vpmaddubsw + vpdpwssd) and their 8 float accumulators,
+// and sums them in hsum's order at the end; only the rows move to the vector lanes. (A packed Q6_K
+// that summed each block exactly, as Q4_K's does, moved Gemma 3's perplexity past
+// test_fidelity_perplexity's 0.1% bound, which is below the noise of accumulation order.)
+struct PackedQ6K16 {
+  __m512i q[64];   // q[8m + L], m = 4 half + t, lane r: values 32m + 4L .. 32m + 4L + 3 of row r (u8, 0..63)
+  __m512i sc[16];  // sc[j], lane r: scale j of row r in both int16 halves
+  __m512i off[8];  // off[L], lane r: -32 * scale 2L, -32 * scale 2L+1 of row r (int16): the -32 offset
+  __m512 d;        // lane r: d of row r
+};
+
+struct PackQ6K {
+  using Block = PackedQ6K16;
+  static constexpr int kElems = kQK_K;
+  static constexpr int kChunk = 4;          // 4 x 5.6 KiB of packed weights
+  static constexpr int kCols = 128;         // 64 KiB of accumulators
+  static constexpr int kAccPerCol = 8 * 16;  // [lane L][row]
+  static constexpr int kColTile = 8;
+
+  static void pack(const uint8_t* w, size_t wrb, int n_rows, int64_t b0, int nb, Block* out) {
+    for (int b = 0; b < nb; ++b) {
+      Block& p = out[b];
+      alignas(64) int32_t sc[16][16], off[8][16];
+      alignas(64) float d[16];
+      __m256i rows[8][16];  // [m][row]
+      for (int r = 0; r < 16; ++r) {
+        if (r < n_rows) {
+          const BlockQ6_K& x = reinterpret_cast<const BlockQ6_K*>(w + size_t(r) * wrb)[b0 + b];
+          __m256i q[4];
+          for (int half = 0; half < 2; ++half) {
+            q6k_unpack(x.ql + 64 * half, x.qh + 32 * half, q);
+            for (int t = 0; t < 4; ++t) rows[4 * half + t][r] = q[t];
+          }
+          for (int j = 0; j < 16; ++j) sc[j][r] = int32_t(uint16_t(int16_t(x.scales[j])) * 0x00010001u);
+          for (int l = 0; l < 8; ++l)
+            off[l][r] = int32_t(uint32_t(uint16_t(int16_t(-32 * x.scales[2 * l]))) |
+                                (uint32_t(uint16_t(int16_t(-32 * x.scales[2 * l + 1]))) << 16));
+          d[r] = h2f(x.d);
+        } else {
+          for (int m = 0; m < 8; ++m) rows[m][r] = _mm256_setzero_si256();
+          for (int j = 0; j < 16; ++j) sc[j][r] = 0;
+          for (int l = 0; l < 8; ++l) off[l][r] = 0;
+          d[r] = 0;
+        }
+      }
+      for (int m = 0; m < 8; ++m) transpose16x8_i32(rows[m], p.q + 8 * m);
+      for (int j = 0; j < 16; ++j) p.sc[j] = _mm512_load_si512(sc[j]);
+      for (int l = 0; l < 8; ++l) p.off[l] = _mm512_load_si512(off[l]);
+      p.d = _mm512_load_ps(d);
+    }
+  }
+
+  template <int C>
+  static void cols(const Block* pk, int nb, const uint8_t* a, size_t arb, int64_t b0, float* acc) {
+    for (int b = 0; b < nb; ++b) {
+      const BlockQ8_K* y[C];
+      __m512 dd[C];
+      const Block& p = pk[b];
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) {
+        y[c] = reinterpret_cast<const BlockQ8_K*>(a + size_t(c) * arb) + b0 + b;
+        dd[c] = _mm512_mul_ps(p.d, _mm512_set1_ps(y[c]->d));
+      }
+#pragma GCC unroll 1
+      for (int l = 0; l < 8; ++l) {
+        __m512i s[C];
+#pragma GCC unroll 8
+        for (int c = 0; c < C; ++c) s[c] = _mm512_dpwssd_epi32(_mm512_setzero_si512(), p.off[l], bcast32_512(y[c]->bsums + 2 * l));
+        const int hi = l >= 4 ? 1 : 0;
+#pragma GCC unroll 8
+        for (int m = 0; m < 8; ++m) {
+          const __m512i wq = _mm512_load_si512(&p.q[8 * m + l]);
+          const __m512i sv = _mm512_load_si512(&p.sc[2 * m + hi]);
+#pragma GCC unroll 8
+          for (int c = 0; c < C; ++c)
+            s[c] = _mm512_dpwssd_epi32(s[c], _mm512_maddubs_epi16(wq, bcast32_512(y[c]->qs + 32 * m + 4 * l)), sv);
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < C; ++c) {
+          float* o = acc + c * kAccPerCol + 16 * l;
+          _mm512_store_ps(o, _mm512_fmadd_ps(dd[c], _mm512_cvtepi32_ps(s[c]), _mm512_load_ps(o)));
         }
       }
     }
+  }
+
+  // hsum's order over the 8 lanes: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+  static __m512 finish(const float* acc) {
+    __m512 a[8];
+    for (int l = 0; l < 8; ++l) a[l] = _mm512_load_ps(acc + 16 * l);
+    const __m512 e = _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6]));
+    const __m512 o = _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7]));
+    return _mm512_add_ps(e, o);
   }
 };
 #endif
@@ -633,7 +722,7 @@ void register_k(KernelTable& t) {
   t[DType::Q4_K].vec_dot = vec_dot_q4_k;
   t[DType::Q4_K].dequantize = dequantize_q4_k;
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  t[DType::Q4_K].tile_dot = packed_tile_dot<PackQ4K>;
+  t[DType::Q4_K].tile_dot = packed16_tile_dot<PackQ4K16>;
 #else
   t[DType::Q4_K].tile_dot =
       tile_dot<tile_q4_k<kTileR, kTileC>, tile_q4_k<kTileR, 1>, tile_q4_k<1, kTileC>, tile_q4_k<1, 1>>;
@@ -641,10 +730,16 @@ void register_k(KernelTable& t) {
   t[DType::Q5_K].vec_dot = vec_dot_q5_k;
   t[DType::Q6_K].vec_dot = vec_dot_q6_k;
   t[DType::Q6_K].dequantize = dequantize_q6_k;
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  t[DType::Q6_K].tile_dot = packed16_tile_dot<PackQ6K>;
+#else
   t[DType::Q6_K].tile_dot =
       tile_dot<tile_q6_k<kTileR, kTileC>, tile_q6_k<kTileR, 1>, tile_q6_k<1, kTileC>, tile_q6_k<1, 1>>;
+#endif
   t[DType::Q8_K].quantize = quantize_q8_k;
   t[DType::Q8_K].quantize_activation = quantize_q8_k;
 }
 
 }  // namespace strata::kernels::STRATA_ISA
+
+#pragma GCC diagnostic pop

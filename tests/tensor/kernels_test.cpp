@@ -321,6 +321,39 @@ TEST(Kernels, TileDotLargeShapesMatchScalar) {
   }
 }
 
+// The AVX-512 Q6_K prompt kernel packs 16 rows per register but keeps the AVX2 register tiles' lanes
+// and float order per row: the two paths agree bit for bit (the model-level logits tests vs
+// llama.cpp were tuned on these values). Rows past a 16-row group, columns past a pass of 128 and a
+// row-major output too.
+TEST(Kernels, Q6KPackedTilesEqualRegisterTiles) {
+  if (int(detected_isa()) < int(Isa::avx512)) GTEST_SKIP() << "needs the AVX-512 path";
+  const TypeKernels& k2 = kernels_for(DType::Q6_K, Isa::avx2);
+  const TypeKernels& k5 = kernels_for(DType::Q6_K, Isa::avx512);
+  ASSERT_TRUE(k2.tile_dot && k5.tile_dot);
+  const int64_t n = 1280;
+  const int n_rows = 37, n_cols = 133;
+  const size_t wrb = row_bytes(DType::Q6_K, n), arb = row_bytes(DType::Q8_K, n);
+  std::vector<uint8_t> wm(wrb * n_rows), am(arb * n_cols);
+  for (int r = 0; r < n_rows; ++r) {
+    const auto q = quantize(DType::Q6_K, random_floats(n, 700u + uint32_t(r), r % 5 == 0 ? 40.0f : 1.0f));
+    std::memcpy(wm.data() + r * wrb, q.data(), wrb);
+  }
+  for (int c = 0; c < n_cols; ++c) {
+    const auto q = quantize(DType::Q8_K, random_floats(n, 1900u + uint32_t(c), c % 7 == 0 ? 100.0f : 2.0f), true);
+    std::memcpy(am.data() + c * arb, q.data(), arb);
+  }
+  for (const bool col_major : {true, false}) {
+    const size_t rs = col_major ? 1 : n_cols + 2, cs = col_major ? n_rows + 3 : 1;
+    const size_t size = col_major ? cs * n_cols : rs * n_rows;
+    std::vector<float> o2(size, -1.0f), o5(size, -1.0f);
+    k2.tile_dot(n, wm.data(), wrb, n_rows, am.data(), arb, n_cols, o2.data(), rs, cs);
+    k5.tile_dot(n, wm.data(), wrb, n_rows, am.data(), arb, n_cols, o5.data(), rs, cs);
+    for (int r = 0; r < n_rows; ++r)
+      for (int c = 0; c < n_cols; ++c)
+        ASSERT_EQ(o2[r * rs + c * cs], o5[r * rs + c * cs]) << "Q6_K r=" << r << " c=" << c << " col_major=" << col_major;
+  }
+}
+
 TEST(Kernels, VecDotMatchesDequantizedFloatDot) {
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
     for (DType t : kWeightTypes) {
