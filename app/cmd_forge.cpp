@@ -63,6 +63,14 @@ void add_forge_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", args->options.n_threads, "Threads generating random blocks (0: all cores)")
       ->capture_default_str();
+  forge::ShapeOverride& shape = args->options.shape;
+  cmd->add_option("--layers", shape.n_layer, "Override the preset's layer count");
+  cmd->add_option("--width", shape.n_embd, "Override the preset's embedding width");
+  cmd->add_option("--heads", shape.n_head, "Override the preset's query heads");
+  cmd->add_option("--heads-kv", shape.n_head_kv, "Override the preset's KV heads");
+  cmd->add_option("--ff", shape.n_ff, "Override the preset's FFN (and expert FFN) width");
+  cmd->add_option("--experts", shape.n_expert, "Override the preset's expert count (MoE presets)");
+  cmd->add_option("--experts-used", shape.n_expert_used, "Override the preset's experts used per token");
   cmd->add_flag("--list", args->list, "List the presets and architectures");
   cmd->callback([args] {
     try {

@@ -225,8 +225,32 @@ std::string default_tokenizer_path() {
   return std::string(home ? home : "") + "/.cache/strata/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
+Hparams with_override(Hparams h, const ShapeOverride& o) {
+  if (!h.is_moe() && (o.n_expert || o.n_expert_used))
+    throw Error("forge: preset '" + h.preset + "' is dense: no experts to change");
+  auto set = [](int& field, int value, const char* what) {
+    if (value == 0) return;
+    if (value < 0 || value > 65536) throw Error(std::string("forge: ") + what + " " + std::to_string(value) + " is out of range 1..65536");
+    field = value;
+  };
+  set(h.n_layer, o.n_layer, "layers");
+  set(h.n_embd, o.n_embd, "width");
+  set(h.n_head, o.n_head, "heads");
+  set(h.n_head_kv, o.n_head_kv, "KV heads");
+  set(h.n_ff, o.n_ff, "FFN width");
+  if (o.n_ff != 0 && h.n_ff_exp > 0) h.n_ff_exp = o.n_ff;
+  set(h.n_expert, o.n_expert, "experts");
+  set(h.n_expert_used, o.n_expert_used, "experts used");
+  if (h.n_head % h.n_head_kv != 0)
+    throw Error("forge: " + std::to_string(h.n_head) + " heads do not group over " + std::to_string(h.n_head_kv) +
+                " KV heads");
+  if (h.is_moe() && h.n_expert_used > h.n_expert)
+    throw Error("forge: " + std::to_string(h.n_expert_used) + " experts used of " + std::to_string(h.n_expert));
+  return h;
+}
+
 void build(const ForgeOptions& o, gguf::Writer& writer, ForgeResult& result) {
-  Hparams h = find_preset(o.preset, o.arch);
+  Hparams h = with_override(find_preset(o.preset, o.arch), o.shape);
   const TypeRecipe recipe = parse_type_recipe(o.type);
   const std::string tokenizer = o.tokenizer_from.empty() ? default_tokenizer_path() : o.tokenizer_from;
 

@@ -36,9 +36,26 @@ TypeRecipe parse_type_recipe(const std::string& name);
 // llama.cpp's quantizer (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, then F16).
 DType tensor_type(const TypeRecipe& recipe, const Hparams& h, const TensorSpec& t);
 
+// Changes to a preset's shape (0: the preset's value), for the smallest model that shows a
+// behaviour of a large one (e.g. gpt-oss-20b's width and heads with 2 layers).
+struct ShapeOverride {
+  int n_layer = 0;
+  int n_embd = 0;
+  int n_head = 0;
+  int n_head_kv = 0;
+  int n_ff = 0;  // the dense FFN and the expert width
+  int n_expert = 0;
+  int n_expert_used = 0;
+  bool any() const { return n_layer || n_embd || n_head || n_head_kv || n_ff || n_expert || n_expert_used; }
+};
+// The preset with the override applied; throws strata::Error on an inconsistent result (heads
+// that do not group, more experts used than exist, a value out of 1..65536).
+Hparams with_override(Hparams h, const ShapeOverride& o);
+
 struct ForgeOptions {
   std::string arch;            // may be empty for a named model preset
   std::string preset;
+  ShapeOverride shape;
   std::string type;            // a TypeRecipe name
   std::string out;
   uint64_t seed = 42;

@@ -310,6 +310,51 @@ TEST_F(ForgeTest, FullSizePresetsHaveTheRealShapes) {
   }
 }
 
+// A preset's shape changed for the smallest model that shows a large one's behaviour: gpt-oss-20b's
+// width and 64/8 heads, with 2 layers and 4 experts.
+TEST_F(ForgeTest, ShapeOverrideChangesOnlyWhatItNames) {
+  ForgeOptions o = options("", "gpt-oss-20b", "MXFP4_MOE");
+  o.shape.n_layer = 2;
+  o.shape.n_expert = 4;
+  o.shape.n_expert_used = 2;
+  gguf::Writer w;
+  ForgeResult r;
+  build(o, w, r);
+  const Hparams& h = r.hparams;
+  EXPECT_EQ(h.n_layer, 2);
+  EXPECT_EQ(h.n_expert, 4);
+  EXPECT_EQ(h.n_expert_used, 2);
+  EXPECT_EQ(h.n_embd, 2880);
+  EXPECT_EQ(h.n_head, 64);
+  EXPECT_EQ(h.n_head_kv, 8);
+  EXPECT_EQ(h.sliding_window, 128);
+  EXPECT_EQ(r.n_tensors, 3 + 2 * 19u);
+  Hparams base = find_preset("tiny", "gpt-oss");
+  ShapeOverride heads;
+  heads.n_head = 8;
+  heads.n_head_kv = 4;
+  heads.n_ff = 96;
+  const Hparams t = with_override(base, heads);
+  EXPECT_EQ(t.n_head, 8);
+  EXPECT_EQ(t.n_head_kv, 4);
+  EXPECT_EQ(t.n_ff, 96);
+  EXPECT_EQ(t.n_ff_exp, 96);
+  EXPECT_EQ(t.n_layer, base.n_layer);
+  ShapeOverride bad;
+  bad.n_head = 6;  // over the tiny preset's 2 KV heads: fine; over 4: not
+  bad.n_head_kv = 4;
+  EXPECT_THROW(with_override(base, bad), Error);
+  bad = {};
+  bad.n_expert_used = 5;  // of 4
+  EXPECT_THROW(with_override(base, bad), Error);
+  bad = {};
+  bad.n_expert = 4;
+  EXPECT_THROW(with_override(find_preset("tiny", "llama"), bad), Error);  // dense
+  bad = {};
+  bad.n_layer = -1;
+  EXPECT_THROW(with_override(base, bad), Error);
+}
+
 TEST_F(ForgeTest, BadArgumentsGiveClearErrors) {
   auto message = [&](ForgeOptions o) -> std::string {
     try {
