@@ -162,10 +162,45 @@ void quantize_bf16(const float* src, void* dst, int64_t n) {
   for (; i < n; ++i) y[i] = f32_to_bf16(src[i]);
 }
 
+
+// F32 weights against several tokens: as llamafile's tinyBLAS (what ggml runs for a batch of two or
+// more on x86 when the row length is a multiple of the vector): one FMA accumulator of a vector's
+// lanes over the row, then the vector's sum (_mm512_reduce_add_ps / hsum). Other lengths: vec_dot.
+void tile_dot_f32(int64_t n, const void* w, size_t wrb, int n_rows, const void* a, size_t arb, int n_cols, float* out,
+                  size_t rs, size_t cs) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* ab = static_cast<const uint8_t*>(a);
+#if defined(__AVX512F__)
+  constexpr int64_t kLanes = 16;
+#else
+  constexpr int64_t kLanes = 8;
+#endif
+  for (int r = 0; r < n_rows; ++r)
+    for (int c = 0; c < n_cols; ++c) {
+      const float* x = reinterpret_cast<const float*>(wb + size_t(r) * wrb);
+      const float* y = reinterpret_cast<const float*>(ab + size_t(c) * arb);
+      float& dst = out[size_t(r) * rs + size_t(c) * cs];
+      if (n % kLanes != 0) {
+        dst = vec_dot_f32(n, x, y);
+        continue;
+      }
+#if defined(__AVX512F__)
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t i = 0; i < n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), acc);
+      dst = _mm512_reduce_add_ps(acc);
+#else
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc);
+      dst = hsum(acc);
+#endif
+    }
+}
+
 }  // namespace
 
 void register_float(KernelTable& t) {
   t[DType::F32].vec_dot = vec_dot_f32;
+  t[DType::F32].tile_dot = tile_dot_f32;
   t[DType::F16].vec_dot = vec_dot_f16;
   t[DType::F16].dequantize = dequantize_f16;
   t[DType::F16].quantize = quantize_f16;

@@ -354,6 +354,48 @@ TEST(Kernels, Q6KPackedTilesEqualRegisterTiles) {
   }
 }
 
+// F32 weights against a batch sum as llamafile's tinyBLAS (ggml's path for two or more tokens on x86):
+// one FMA accumulator of the vector's lanes over the row, then the vector's sum, as GCC reduces it
+// (halves of 256, 128, then pairs). gpt-oss's router is F32 (issue 16).
+float tinyblas_f32_dot(int64_t n, const float* x, const float* y, int lanes) {
+  std::vector<float> acc(size_t(lanes), 0.0f);
+  for (int64_t i = 0; i < n; i += lanes)
+    for (int l = 0; l < lanes; ++l) acc[size_t(l)] = std::fma(x[i + l], y[i + l], acc[size_t(l)]);
+  if (lanes == 8) {  // hsum: high + low 128, then (0, 2) (1, 3), then 0 + 1
+    float r[4];
+    for (int l = 0; l < 4; ++l) r[l] = acc[size_t(l) + 4] + acc[size_t(l)];
+    return (r[0] + r[2]) + (r[1] + r[3]);
+  }
+  for (int w = lanes / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) acc[size_t(l)] = acc[size_t(l)] + acc[size_t(l + w)];
+  return acc[0];
+}
+
+TEST(Kernels, F32TileDotFollowsTinyBlas) {
+  for (Isa isa : simd_paths()) {
+    const TypeKernels& k = kernels_for(DType::F32, isa);
+    ASSERT_NE(k.tile_dot, nullptr);
+    const int lanes = isa == Isa::avx512 ? 16 : 8;
+    for (int64_t n : {int64_t(2880), int64_t(2888)}) {  // the second not a multiple of 16: vec_dot
+      const int n_rows = 4, n_cols = 3;
+      std::vector<std::vector<float>> w, a;
+      std::vector<float> wm, am;
+      for (int r = 0; r < n_rows; ++r) w.push_back(random_floats(n, 500u + uint32_t(r), 0.02f));
+      for (int c = 0; c < n_cols; ++c) a.push_back(random_floats(n, 600u + uint32_t(c)));
+      for (auto& v : w) wm.insert(wm.end(), v.begin(), v.end());
+      for (auto& v : a) am.insert(am.end(), v.begin(), v.end());
+      std::vector<float> out(size_t(n_rows) * n_cols);
+      k.tile_dot(n, wm.data(), size_t(n) * 4, n_rows, am.data(), size_t(n) * 4, n_cols, out.data(), 1, n_rows);
+      for (int r = 0; r < n_rows; ++r)
+        for (int c = 0; c < n_cols; ++c) {
+          const float want = n % lanes == 0 ? tinyblas_f32_dot(n, w[size_t(r)].data(), a[size_t(c)].data(), lanes)
+                                            : k.vec_dot(n, w[size_t(r)].data(), a[size_t(c)].data());
+          ASSERT_EQ(out[size_t(c) * n_rows + r], want) << "n=" << n << " r=" << r << " c=" << c << " " << isa_name(isa);
+        }
+    }
+  }
+}
+
 TEST(Kernels, VecDotMatchesDequantizedFloatDot) {
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
     for (DType t : kWeightTypes) {
