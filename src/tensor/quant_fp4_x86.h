@@ -41,33 +41,38 @@ float vec_dot_mxfp4(int64_t n, const void* w, const void* a) {
   return hsum(_mm256_add_ps(acc0, acc1));
 }
 
-// R weight rows x C activation columns: every unpacked weight block is used C times.
+// R weight rows x C activation columns: every unpacked weight block is used C times. Each output
+// sums as vec_dot_mxfp4 (ggml's x86 order, which its mul_mat_id runs for every routed token): even
+// blocks into one accumulator, odd blocks into another, added at the end.
 template <int R, int C>
 void mxfp4_tile(int64_t nb, const uint8_t* w, size_t wrb, const uint8_t* a, size_t arb, float* out, size_t rs,
                 size_t cs) {
-  __m256 acc[R][C];
+  __m256 acc[2][R][C];
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h)
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r)
+    for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+      for (int c = 0; c < C; ++c) acc[h][r][c] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
+    const int h = (i + 1 < nb || nb % 2 == 0) ? int(i % 2) : 0;  // an odd last block joins the even ones
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const BlockMXFP4& x = reinterpret_cast<const BlockMXFP4*>(w + r * wrb)[i];
       const __m256i xq = mxfp4_values(x);
 #pragma GCC unroll 4
       for (int c = 0; c < C; ++c)
-        mxfp4_accumulate(x, xq, reinterpret_cast<const BlockQ8_0*>(a + c * arb)[i], acc[r][c]);
+        mxfp4_accumulate(x, xq, reinterpret_cast<const BlockQ8_0*>(a + c * arb)[i], acc[h][r][c]);
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) out[r * rs + c * cs] = hsum(acc[r][c]);
+    for (int c = 0; c < C; ++c) out[r * rs + c * cs] = hsum(_mm256_add_ps(acc[0][r][c], acc[1][r][c]));
 }
 
 #if defined(__AVX512F__)
-constexpr int kFp4TileR = 4, kFp4TileC = 4;
+constexpr int kFp4TileR = 2, kFp4TileC = 4;  // 16 accumulators in each of two sets
 #else
 constexpr int kFp4TileR = 2, kFp4TileC = 2;
 #endif

@@ -396,6 +396,33 @@ TEST(Kernels, F32TileDotFollowsTinyBlas) {
   }
 }
 
+// MXFP4 experts against Q8_0 activations, one token or several routed to the expert, sum as ggml's
+// x86 ggml_vec_dot_mxfp4_q8_0 (what its mul_mat_id runs per routed token): even blocks into one
+// 8-lane FMA accumulator, odd blocks into another, then hsum_float_8 of their sum (issue 16).
+TEST(Kernels, Mxfp4TileDotFollowsGgmlVecDot) {
+  for (Isa isa : simd_paths()) {
+    const TypeKernels& k = kernels_for(DType::MXFP4, isa);
+    const int64_t n = 2880;
+    const int n_rows = 7, n_cols = 6;
+    const size_t wrb = row_bytes(DType::MXFP4, n), arb = row_bytes(DType::Q8_0, n);
+    std::vector<uint8_t> w(wrb * n_rows), a(arb * n_cols);
+    for (int r = 0; r < n_rows; ++r) {
+      const auto q = quantize(DType::MXFP4, random_floats(n, 800u + uint32_t(r), 0.02f));
+      std::memcpy(w.data() + r * wrb, q.data(), wrb);
+    }
+    for (int c = 0; c < n_cols; ++c) {
+      const auto q = quantize(DType::Q8_0, random_floats(n, 900u + uint32_t(c)), true);
+      std::memcpy(a.data() + c * arb, q.data(), arb);
+    }
+    std::vector<float> out(size_t(n_rows) * n_cols);
+    k.tile_dot(n, w.data(), wrb, n_rows, a.data(), arb, n_cols, out.data(), 1, n_rows);
+    for (int r = 0; r < n_rows; ++r)
+      for (int c = 0; c < n_cols; ++c)
+        ASSERT_EQ(out[size_t(c) * n_rows + r], k.vec_dot(n, w.data() + r * wrb, a.data() + c * arb))
+            << "r=" << r << " c=" << c << " " << isa_name(isa);
+  }
+}
+
 TEST(Kernels, VecDotMatchesDequantizedFloatDot) {
   for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
     for (DType t : kWeightTypes) {
