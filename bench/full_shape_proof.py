@@ -69,22 +69,34 @@ released model's table is 248,320), 20.82 GB, random blocks:
            counterpart): 1.168 tok/s, 23% hits, 473 MB read per token. Bound: `strata plan`'s
            1.749 tok/s (RAM bandwidth, 3.30 GB/s measured under this load; 1.89 tok/s for the
            1.74 GB touched per token): 43% (forged routing, during a build storm) and 67% (uniform).
-gpt-oss-20b, MXFP4_MOE, SmolLM2's vocabulary, 11.17 GB, random blocks, cgroup 16/63 of the file
-(2.64 GiB; the issue's gpt-oss-120b under 16 GB does not fit this disk):
+gpt-oss-20b, MXFP4_MOE, SmolLM2's vocabulary (the o200k vocabulary is not in the sdist's models/),
+11.17 GB, random blocks unless said, cgroup 16/63 of the file (2.64 GiB; the issue's gpt-oss-120b under
+16 GB does not fit this disk):
   tokens   equal (871 ids)
-  logits   NOT within 2%: after 6 / 49 / 102 tokens 19.8% / 52.7% / 35.1% of the range. This
-           random-block model at this depth and width is chaotic: llama.cpp against itself (a batch
-           of 6 against one token at a time) differs by 10.4% of the range, top-1 differing. On
-           2-layer models of the full width (2880, 64/8 heads, 32 experts top-4) Strata differs by
-           0.65% (1 token) to 0.73% (6), within the tolerance; bit-exact with 8/8 or 48/8 heads, or
-           2048 wide; the difference sits in attention (sinks at -100 make 1 token exact).
-  stream   --mem 2.64 GiB (132 of 768 expert slices resident): logits bit-identical to resident
-  ppl      ctx 256, 4 chunks: llama.cpp 92969.79, Strata 104999.80 resident and streamed alike:
-           12.9% -- the logits' divergence above, averaged (running 102449 / 102783 / 101881 /
-           105000 against 100514 / 91739 / 88102 / 92970). Open: whether Strata's attention at
-           4 and 8 query heads per KV head (not bit-exact with llama.cpp there, exact elsewhere)
-           is only another summation order; a values-filled 20b forge (normal weights, the kind
-           every passing fixture uses) would settle it but takes ~25 min to write on this machine.
+  logits   (random blocks, before 2026-12-08's fixes) NOT within 2%: after 6 / 49 / 102 tokens
+           19.8% / 52.7% / 35.1% of the range; ppl ctx 256 x 4: llama.cpp 92969.79, Strata 104999.80.
+           Cause (2026-12-08, issue 16 helper oss16): no attention bug -- Strata's attention with
+           sinks and GQA matched a float64 reference of its own inputs as closely as llama.cpp's did
+           at every head count -- but last-bit differences from llama.cpp's own summation orders in
+           the Q8_0 matmuls (q/k/v/o, output), the F32 router, MXFP4 experts of several tokens, rope
+           (GCC's FMA contractions) and the f16 batch attention (tinyBLAS scores and P.V, ggml_v_expf
+           softmax). At 2880 wide these flip the f16 rounding of cached keys / values and the 8-bit
+           rounding of the next matmul's activations, so a last bit becomes ~1% of a layer's output
+           and grows through 24 layers; which head counts happened to be exact was luck. Strata now
+           sums each of these as llama.cpp's plain CPU path does on this machine (AVX-512).
+  After the fixes, --fill values (normal weights quantized; 11.17 GB, 31 min to forge at load 10+),
+  2026-12-08 02:15-02:45, load 10-14:
+  logits   after 6 / 49 / 102 tokens: max |diff| 0 / 0 / 0 over ranges 9.99 / 9.32 / 9.92: Strata's
+           logits are llama.cpp's bit for bit (102 tokens checked with the final binary directly;
+           6 / 49 with the one before the last rope fix, which the 102-token run includes)
+  ppl      ctx 256, 2 chunks (254 scored): llama.cpp 79740.0867 (681 s), Strata 79740.0870
+           resident and streamed (--mem 2.84 GB, 136 of 768 expert slices resident; 88 s): equal
+           to the printed digits, running [86507.6368, 79740.0870] against llama.cpp's
+           [86507.6365, 79740.0867] (the binary before the last rope fix: 79707.95, 0.040%)
+  Random blocks were not rerun (disk and time): they remain chaotic (llama.cpp's batch of 6 against
+  its one token at a time differs by 10.4% of the range) but every op now has llama.cpp's order.
+  stream   (random blocks) --mem 2.64 GiB (132 of 768 expert slices resident): logits bit-identical
+           to resident
   bench    2.64 GiB cgroup, -p 16 -n 8: Strata 0.679 tok/s generating (prompt 1.91; 29% hits, 908 MB
            read per token), llama.cpp mmap 0.0808 (prompt 0.274; 7.5 GB read per token): 8.4x; 43% of
            the bound (RAM bandwidth: 1.57 tok/s for 2.1 GB touched per token at 3.30 GB/s; the SSD's,
