@@ -82,9 +82,14 @@ gpt-oss-20b, MXFP4_MOE, SmolLM2's vocabulary (the o200k vocabulary is not in the
            (GCC's FMA contractions) and the f16 batch attention (tinyBLAS scores and P.V, ggml_v_expf
            softmax). At 2880 wide these flip the f16 rounding of cached keys / values and the 8-bit
            rounding of the next matmul's activations, so a last bit becomes ~1% of a layer's output
-           and grows through 24 layers; which head counts happened to be exact was luck. Strata now
-           sums each of these as llama.cpp's plain CPU path does on this machine (AVX-512).
-  After the fixes, --fill values (normal weights quantized; 11.17 GB, 31 min to forge at load 10+),
+           and grows through 24 layers; which head counts happened to be exact was luck. Branch
+           oss16 sums each of these as llama.cpp's plain CPU path does on this machine (AVX-512).
+           MAIN TAKES ONLY THE FREE ONES (rope, YaRN angle, F32 router, MXFP4 of several tokens):
+           the Q8_0 order (a613997: Q8_0 prompts lose the packed VNNI tile, SmolLM2-shape Q8_0 pp512
+           396 -> 241 tok/s) and the f16 batch attention (f29e1f7: SmolLM2 pp at 7,900 tokens 123 ->
+           58 tok/s, 173 with attn19's kernels) cost too much speed as written; the numbers below
+           were taken with both, on branch oss16. Next: the same orders in fast kernels.
+  After the fixes (branch oss16, all five), --fill values (normal weights quantized; 11.17 GB, 31 min to forge at load 10+),
   2026-12-08 02:15-02:45, load 10-14:
   logits   after 6 / 49 / 102 tokens: max |diff| 0 / 0 / 0 over ranges 9.99 / 9.32 / 9.92 (top-1
            equal; 49 and 102 decisive): Strata's logits are llama.cpp's bit for bit
