@@ -67,7 +67,7 @@ void rope(float* x, int n_heads, int head_dim, int64_t pos, const RopeParams& rp
     if (rp.ext_factor != 0.0f) {
       const float y = (float(i / 2) - corr_lo) / std::max(0.001f, corr_hi - corr_lo);
       const float ramp_mix = (1.0f - std::min(1.0f, std::max(0.0f, y))) * rp.ext_factor;
-      angle = std::fma(angle, 1.0f - ramp_mix, extrap * ramp_mix);  // as GCC contracts ggml's rope_yarn
+      angle = angle * (1.0f - ramp_mix) + extrap * ramp_mix;
       mscale *= 1.0f + 0.1f * std::log(1.0f / rp.freq_scale);
     }
     cos_sin[i] = std::cos(angle) * mscale;

@@ -34,7 +34,7 @@ void ggml_rope(std::vector<float>& x, int n_dims, int64_t pos, bool neox, float 
     if (ext_factor != 0.0f) {
       const float y = (i0 / 2 - corr_dims[0]) / std::max(0.001f, corr_dims[1] - corr_dims[0]);
       const float ramp_mix = (1 - std::min(1.0f, std::max(0.0f, y))) * ext_factor;
-      th = std::fma(theta_interp, 1 - ramp_mix, theta_extrap * ramp_mix);  // as GCC contracts it for llama.cpp
+      th = theta_interp * (1 - ramp_mix) + theta_extrap * ramp_mix;
       mscale *= 1.0f + 0.1f * logf(1.0f / freq_scale);
     }
     cache[size_t(i0)] = cosf(th) * mscale;
