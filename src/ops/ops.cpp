@@ -74,24 +74,22 @@ void rope(float* x, int n_heads, int head_dim, int64_t pos, const RopeParams& rp
     cos_sin[i + 1] = std::sin(angle) * mscale;
     theta *= theta_scale;
   }
-  // Each rotation as ggml's rotate_pairs compiles (GCC contracts x0 * c - x1 * s into one FMA
-  // over x1 * s, and x0 * s + x1 * c over x1 * c): the same bits as llama.cpp's rope.
   for (int h = 0; h < n_heads; ++h) {
     float* v = x + size_t(h) * head_dim;
     if (kind == RopeKind::normal) {
       for (int i = 0; i < n_rot; i += 2) {
         const float c = cos_sin[i], s = cos_sin[i + 1];
         const float x0 = v[i], x1 = v[i + 1];
-        v[i] = std::fma(x0, c, -(x1 * s));
-        v[i + 1] = std::fma(x0, s, x1 * c);
+        v[i] = x0 * c - x1 * s;
+        v[i + 1] = x0 * s + x1 * c;
       }
     } else {
       const int half = n_rot / 2;
       for (int i = 0; i < n_rot; i += 2) {
         const float c = cos_sin[i], s = cos_sin[i + 1];
         const float x0 = v[i / 2], x1 = v[i / 2 + half];
-        v[i / 2] = std::fma(x0, c, -(x1 * s));
-        v[i / 2 + half] = std::fma(x0, s, x1 * c);
+        v[i / 2] = x0 * c - x1 * s;
+        v[i / 2 + half] = x0 * s + x1 * c;
       }
     }
   }
